@@ -1,0 +1,69 @@
+"""Every configuration key of Flask-Notifications and its default.
+
+The defaults are applied once, in :meth:`Notifications.init_app`, with
+``app.config.setdefault``; docs/config.rst documents each key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+#: The backend used when neither ``NOTIFICATIONS_BACKEND`` nor the original
+#: documentation's ``BACKEND`` key is set.
+DEFAULT_BACKEND = "flask_notifications.pubsub.redis_pubsub.RedisPubSub"
+
+DEFAULTS: dict[str, Any] = {
+    # Pub/sub backend: a class, an instance, an alias (redis, memory, amqp) or
+    # a dotted path. ``BACKEND`` (the original key) is honoured when this is
+    # unset.
+    "NOTIFICATIONS_BACKEND": None,
+    # Redis server of the Redis backend; falls back to REDIS_URL.
+    "NOTIFICATIONS_REDIS_URL": None,
+    # AMQP server of the AMQP backend; falls back to the Celery broker URL
+    # when that is an AMQP URL.
+    "NOTIFICATIONS_AMQP_URL": None,
+    # Prefix of every key, channel and exchange the backends create.
+    "NOTIFICATIONS_KEY_PREFIX": "notifications",
+    # Largest accepted event, in bytes of its JSON form.
+    "NOTIFICATIONS_MAX_EVENT_SIZE": 64 * 1024,
+    # Events kept per hub for Last-Event-ID replay (approximate bound).
+    "NOTIFICATIONS_HISTORY_SIZE": 1000,
+    # Seconds an event stays in the replay history; None keeps it until the
+    # size bound trims it.
+    "NOTIFICATIONS_HISTORY_TTL": 24 * 3600,
+    # Attempts of a failing consumer after the first one.
+    "NOTIFICATIONS_MAX_RETRIES": 5,
+    # Exponential backoff between attempts: base and cap, in seconds. A
+    # random jitter of up to the full delay is applied ("full jitter").
+    "NOTIFICATIONS_RETRY_BACKOFF": 2.0,
+    "NOTIFICATIONS_RETRY_BACKOFF_MAX": 600.0,
+    "NOTIFICATIONS_RETRY_JITTER": True,
+    # How long :meth:`Notifications.send` keeps trying to reach the broker
+    # before it raises BrokerUnavailableError (kombu retry policy).
+    "NOTIFICATIONS_PUBLISH_RETRY_POLICY": {
+        "max_retries": 2,
+        "interval_start": 0.0,
+        "interval_step": 0.2,
+        "interval_max": 0.5,
+    },
+    # Seconds an idempotency record of (event id, consumer) is kept, so a
+    # redelivered task does not repeat its effect.
+    "NOTIFICATIONS_IDEMPOTENCY_TTL": 7 * 24 * 3600,
+    # Seconds a consumer may hold its in-progress claim before another
+    # delivery of the same task may take over (a crashed worker's claim).
+    "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
+    # Dead letters kept (the oldest are dropped beyond this bound).
+    "NOTIFICATIONS_DEAD_LETTER_LIMIT": 10000,
+}
+
+
+def apply_defaults(app: Flask) -> None:
+    """Set every default on ``app.config`` that the application left unset."""
+    for key, value in DEFAULTS.items():
+        if isinstance(value, dict):
+            value = dict(value)
+        app.config.setdefault(key, value)
+    if app.config["NOTIFICATIONS_BACKEND"] is None:
+        app.config["NOTIFICATIONS_BACKEND"] = app.config.get("BACKEND") or DEFAULT_BACKEND

@@ -1,0 +1,44 @@
+"""Exceptions raised by Flask-Notifications.
+
+Every error derives from :class:`NotificationsError`, so an application can
+catch everything this extension raises with one ``except`` clause.
+"""
+
+from __future__ import annotations
+
+
+class NotificationsError(Exception):
+    """Root of every error raised by Flask-Notifications."""
+
+
+class InvalidEventError(NotificationsError, ValueError):
+    """An event is malformed: a field has the wrong type, the JSON cannot be
+    parsed, or the event is larger than ``NOTIFICATIONS_MAX_EVENT_SIZE``.
+
+    :param message: what is wrong and how to fix it.
+    :param field: the name of the offending field, when there is one.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ConfigurationError(NotificationsError):
+    """The configuration names something that does not exist or cannot work."""
+
+
+class HubError(NotificationsError):
+    """A hub label is invalid, or a hub id is unknown."""
+
+
+class ConsumerError(NotificationsError):
+    """A consumer cannot be registered, or a consumer failed to deliver."""
+
+
+class BrokerUnavailableError(NotificationsError):
+    """The Celery broker cannot be reached, so nothing was enqueued."""
+
+
+class BackendError(NotificationsError):
+    """The pub/sub backend failed: it is unreachable or answered an error."""

@@ -1,0 +1,215 @@
+"""The event model: a validated dictionary that travels as JSON."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import InvalidEventError
+
+_STRING_FIELDS = ("event_id", "event_type", "title", "body", "sender")
+_LIST_FIELDS = ("recipients", "tags")
+_DATE_FIELDS = ("timestamp", "expiration_datetime")
+#: The fields every event has; anything else is an extra field.
+FIELDS = (*_STRING_FIELDS, "timestamp", *_LIST_FIELDS, "expiration_datetime")
+
+
+def _aware(value: datetime) -> datetime:
+    # A naive datetime is taken as local time, as ``datetime.now()`` gives it,
+    # so that it compares with the timezone-aware timestamps events carry.
+    return value if value.tzinfo is not None else value.astimezone()
+
+
+def _check_json(field: str, value: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise InvalidEventError(f"Field {field!r} is nested too deeply.", field)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        if isinstance(value, float) and value != value:
+            raise InvalidEventError(f"Field {field!r} holds NaN, which JSON cannot carry.", field)
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json(field, item, depth + 1)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidEventError(f"Field {field!r} has a non-string key {key!r}.", field)
+            _check_json(field, item, depth + 1)
+        return
+    raise InvalidEventError(f"Field {field!r} must be JSON-serialisable, got {type(value).__name__}.", field)
+
+
+def _check_text(field: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(f"Field {field!r} is not valid Unicode text.", field) from exc
+
+
+class Event(dict[str, Any]):
+    """A notification event.
+
+    An event is a dictionary with a fixed model plus any extra fields, so
+    ``event["title"]`` works and filters can inspect extra fields too::
+
+        event = Event(None, "test", "A title", "The body", sender="system")
+        notifications.send(event.to_json())
+
+    :param event_id: unique id; ``None`` makes a fresh uuid4 string.
+    :param event_type: free-form type, such as ``"user"`` or ``"system"``.
+    :param title: short, human-readable title.
+    :param body: the message.
+    :param timestamp: when the event happened; ``None`` means now. A naive
+        datetime is taken as local time and stored timezone-aware.
+    :param sender: who sent it.
+    :param recipients: who it is for.
+    :param tags: labels to filter on.
+    :param expiration_datetime: after this moment the event is not delivered.
+    :param extra: extra JSON-serialisable fields, kept and serialised.
+    :raises InvalidEventError: a field has the wrong type.
+    """
+
+    def __init__(
+        self,
+        event_id: str | None,
+        event_type: str,
+        title: str,
+        body: str,
+        timestamp: datetime | None = None,
+        sender: str = "",
+        recipients: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        expiration_datetime: datetime | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(
+            event_id=str(uuid.uuid4()) if event_id is None else event_id,
+            event_type=event_type,
+            title=title,
+            body=body,
+            timestamp=datetime.now(UTC) if timestamp is None else timestamp,
+            sender=sender,
+            recipients=recipients,
+            tags=tags,
+            expiration_datetime=expiration_datetime,
+            **extra,
+        )
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field and normalise it in place.
+
+        Lists become lists of strings and naive datetimes become aware. It is
+        called on construction and again by :meth:`Notifications.send`, so an
+        event changed after construction is checked too.
+
+        :raises InvalidEventError: naming the first offending field.
+        """
+        for field in FIELDS:
+            if field not in self:
+                raise InvalidEventError(f"Field {field!r} is missing.", field)
+        for field in _STRING_FIELDS:
+            value = self[field]
+            if not isinstance(value, str):
+                raise InvalidEventError(f"Field {field!r} must be a string, got {type(value).__name__}.", field)
+            _check_text(field, value)
+        if not self["event_id"]:
+            raise InvalidEventError("Field 'event_id' must not be empty.", "event_id")
+        for field in _LIST_FIELDS:
+            value = self[field]
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+                raise InvalidEventError(
+                    f"Field {field!r} must be a list of strings, got {type(value).__name__}.",
+                    field,
+                )
+            items = list(value)
+            for item in items:
+                if not isinstance(item, str):
+                    raise InvalidEventError(
+                        f"Field {field!r} must hold strings only, got {type(item).__name__}.",
+                        field,
+                    )
+                _check_text(field, item)
+            self[field] = items
+        for field in _DATE_FIELDS:
+            value = self[field]
+            if value is None and field == "expiration_datetime":
+                continue
+            if not isinstance(value, datetime):
+                raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
+            self[field] = _aware(value)
+        for field, value in self.items():
+            if field not in FIELDS:
+                _check_text(field, field)
+                _check_json(field, value)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The fields beyond the fixed model."""
+        return {key: value for key, value in self.items() if key not in FIELDS}
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Whether ``expiration_datetime`` has passed. No expiration never expires."""
+        expiration = self["expiration_datetime"]
+        if expiration is None:
+            return False
+        return bool(expiration <= (now or datetime.now(UTC)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy: datetimes become ISO 8601 strings."""
+        data = dict(self)
+        for field in _DATE_FIELDS:
+            if data[field] is not None:
+                data[field] = data[field].isoformat()
+        return data
+
+    def to_json(self) -> str:
+        """Serialise the event; :meth:`from_json` gives it back exactly."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """Build an event from :meth:`to_dict` output.
+
+        :raises InvalidEventError: a field is missing or has the wrong type.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidEventError(f"An event must be a JSON object, got {type(data).__name__}.")
+        values = dict(data)
+        for field in FIELDS:
+            if field not in values:
+                raise InvalidEventError(f"Field {field!r} is missing.", field)
+        for field in _DATE_FIELDS:
+            value = values[field]
+            if isinstance(value, str):
+                try:
+                    values[field] = datetime.fromisoformat(value)
+                except ValueError as exc:
+                    raise InvalidEventError(
+                        f"Field {field!r} is not an ISO 8601 datetime: {value[:64]!r}.", field
+                    ) from exc
+        event = cls.__new__(cls)
+        dict.update(event, values)
+        event.validate()
+        return event
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Parse an event from its JSON form.
+
+        :raises InvalidEventError: the text is not valid JSON or not an event.
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise InvalidEventError(f"Event JSON must be str or bytes, got {type(text).__name__}.")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEventError(f"Malformed event JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def __repr__(self) -> str:
+        return f"<Event {self['event_id']!r} type={self['event_type']!r} title={self['title']!r}>"

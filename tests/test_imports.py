@@ -1,0 +1,52 @@
+"""Every import path the original documentation prints still imports."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PATHS = [
+    ("flask_notifications", "Notifications"),
+    ("flask_notifications", "current_notifications"),
+    ("flask_notifications.event_hub", "current_notifications"),
+    ("flask_notifications.event_hub", "EventHub"),
+    ("flask_notifications.event", "Event"),
+    ("flask_notifications.event_filter", "EventFilter"),
+    ("flask_notifications.consumers.consumer", "Consumer"),
+    ("flask_notifications.consumers.push_consumer", "PushConsumer"),
+    ("flask_notifications.pubsub.backend", "Backend"),
+    ("flask_notifications.pubsub.redis_pubsub", "RedisPubSub"),
+    ("flask_notifications.pubsub.memory_pubsub", "MemoryPubSub"),
+    ("flask_notifications.filters.always", "Always"),
+    ("flask_notifications.filters.before_date", "BeforeDate"),
+    ("flask_notifications.filters.after_date", "AfterDate"),
+    ("flask_notifications.filters.expired", "Expired"),
+    ("flask_notifications.filters.not_filter", "Not"),
+    ("flask_notifications.filters.with_event_type", "WithEventType"),
+    ("flask_notifications.filters.with_id", "WithId"),
+    ("flask_notifications.filters.with_sender", "WithSender"),
+    ("flask_notifications.filters.with_recipients", "WithRecipients"),
+    ("flask_notifications.filters.with_recipient", "WithRecipient"),
+    ("flask_notifications.filters.with_tag", "WithTag"),
+    ("flask_notifications.filters.with_field", "WithField"),
+    ("flask_notifications.signals", "event_sent"),
+    ("flask_notifications.errors", "NotificationsError"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), PATHS)
+def test_documented_import_path(module: str, name: str) -> None:
+    assert getattr(importlib.import_module(module), name) is not None
+
+
+def test_register_consumer_is_documented_on_hubs() -> None:
+    from flask_notifications.event_hub import EventHub
+
+    assert callable(EventHub.register_consumer)
+
+
+def test_package_is_typed() -> None:
+    from importlib.resources import files
+
+    assert files("flask_notifications").joinpath("py.typed").is_file()
