@@ -22,7 +22,7 @@ from .errors import BrokerUnavailableError, HubError, InvalidEventError, Notific
 from .event import Event
 from .event_hub import EventHub, hub_id_for
 from .pubsub.backend import Backend, build_backend
-from .tasks import DISPATCH_TASK, enqueue, register_consumer_task, register_dispatch
+from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +113,16 @@ class Notifications:
             if celeryext is None:
                 celeryext = FlaskCeleryExt(app, create_celery_app=_celery_from_config)
             celery = celeryext.celery
+        # Flask-CeleryExt's default factory hands out Celery's current_app proxy.
+        celery = getattr(celery, "_get_current_object", lambda: celery)()
         _warn_unsafe_serializers(celery)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
         self._states[app] = _State(celery, backend)
         app.extensions["notifications"] = self
-        register_dispatch(celery, app)
+        bind(celery, app)
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
-                register_consumer_task(celery, app, task_name)
+                register_consumer_task(celery, task_name)
 
     # -- per-application state ------------------------------------------------
 
@@ -190,8 +192,8 @@ class Notifications:
             raise HubError(f"There is no hub {hub_id!r}; known: {', '.join(self._hubs) or 'none'}.") from None
 
     def _consumer_added(self, task_name: str) -> None:
-        for app, state in list(self._states.items()):
-            register_consumer_task(state.celery, app, task_name)
+        for state in list(self._states.values()):
+            register_consumer_task(state.celery, task_name)
 
     # -- sending --------------------------------------------------------------
 

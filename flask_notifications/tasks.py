@@ -88,43 +88,54 @@ def _expires(event: Event) -> datetime | None:
     return expiration.astimezone(UTC) if expiration is not None else None
 
 
-def register_dispatch(celery: Celery, app: Flask) -> None:
-    """Register the dispatch task on ``celery`` for ``app``."""
-    app_ref = weakref.ref(app)
-
-    def dispatch(task: Task, event_json: str, targets: list[list[str]]) -> int:
-        flask_app = _alive(app_ref)
-        with app_context(flask_app):
-            event = Event.from_json(event_json)
-            if event.is_expired():
-                return 0
-            for hub_id, task_name in targets:
-                enqueue(celery, task_name, (hub_id, event_json), expires=_expires(event))
-            return len(targets)
-
-    celery.task(name=DISPATCH_TASK, autoretry_for=(OSError,), retry_backoff=True, **TASK_OPTIONS)(dispatch)
+#: The application each Celery app runs its tasks for: the one most recently
+#: set up on it, so an application factory may build a new app per test.
+_flask_apps: weakref.WeakKeyDictionary[Celery, weakref.ref[Flask]] = weakref.WeakKeyDictionary()
 
 
-def register_consumer_task(celery: Celery, app: Flask, task_name: str) -> None:
+def bind(celery: Celery, app: Flask) -> None:
+    """Make ``celery``'s tasks run for ``app`` and register the dispatch task."""
+    _flask_apps[celery] = weakref.ref(app)
+    if DISPATCH_TASK not in celery.tasks:
+        celery.task(name=DISPATCH_TASK, autoretry_for=(OSError,), retry_backoff=True, **TASK_OPTIONS)(_dispatch)
+
+
+def register_consumer_task(celery: Celery, task_name: str) -> None:
     """Register the task that runs the consumers named ``task_name``."""
-    if task_name in celery.tasks:
-        return
-    app_ref = weakref.ref(app)
-
-    def consume(task: Task, hub_id: str, event_json: str, failures: int = 0) -> str:
-        flask_app = _alive(app_ref)
-        with app_context(flask_app):
-            ext: Notifications = flask_app.extensions["notifications"]
-            return _run_consumer(task, ext, flask_app, hub_id, event_json, failures)
-
-    celery.task(name=task_name, **TASK_OPTIONS)(consume)
+    if task_name not in celery.tasks:
+        celery.task(name=task_name, **TASK_OPTIONS)(_consume)
 
 
-def _alive(app_ref: weakref.ref[Flask]) -> Flask:
-    app = app_ref()
-    if app is None:
-        raise NotificationsError("The Flask application of this task no longer exists.")
-    return app
+def _flask_app(celery: Celery) -> Flask:
+    if has_app_context() and "notifications" in current_app.extensions:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return app
+    ref = _flask_apps.get(celery)
+    found = ref() if ref is not None else None
+    if found is None:
+        raise NotificationsError(
+            "No Flask application is set up with Flask-Notifications on this Celery app; "
+            "the worker must import the module that calls init_app()."
+        )
+    return found
+
+
+def _dispatch(task: Task, event_json: str, targets: list[list[str]]) -> int:
+    app = _flask_app(task.app)
+    with app_context(app):
+        event = Event.from_json(event_json)
+        if event.is_expired():
+            return 0
+        for hub_id, task_name in targets:
+            enqueue(task.app, task_name, (hub_id, event_json), expires=_expires(event))
+        return len(targets)
+
+
+def _consume(task: Task, hub_id: str, event_json: str, failures: int = 0) -> str:
+    app = _flask_app(task.app)
+    with app_context(app):
+        ext: Notifications = app.extensions["notifications"]
+        return _run_consumer(task, ext, app, hub_id, event_json, failures)
 
 
 def _run_consumer(task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import _state as celery_state
 from celery.contrib.testing.worker import start_worker
 from flask import Flask
 
@@ -105,7 +106,13 @@ def celery_worker(notifications: Notifications, app: Flask) -> WorkerFactory:
         celery = notifications.get_celery(app)
         options.setdefault("pool", "threads")
         options.setdefault("concurrency", 2)
-        with start_worker(celery, perform_ping_check=False, loglevel="WARNING", **options) as worker:
-            yield worker
+        # start_worker makes its app Celery's current app; restore the
+        # previous one so that later tests building a default app get a clean one.
+        saved = (celery_state.default_app, getattr(celery_state._tls, "current_app", None))
+        try:
+            with start_worker(celery, perform_ping_check=False, loglevel="WARNING", **options) as worker:
+                yield worker
+        finally:
+            celery_state.default_app, celery_state._tls.current_app = saved
 
     return start
