@@ -1,0 +1,5 @@
+"""Benchmarks of flask-notifications against flask-sse and a raw gevent fan-out.
+
+Run ``python -m bench`` (or ``bench/run.sh``) from the repository root; ``--quick``
+makes a smoke run. Nothing here is part of the test suite.
+"""

@@ -1,0 +1,192 @@
+"""The SSE load client: one process holding many connections on one epoll loop.
+
+Each connection sends one ``GET``, checks for ``200``, then reads. Every event
+payload carries ``"bench": "<seq>:<send time ns>"``; the client finds these
+markers with one regular expression over what each ``recv()`` returned,
+without decoding the JSON or the SSE framing further, so a delivery costs
+little. The receive time is taken once per ``recv()``. There are no
+greenlets: one ``epoll`` loop reads every ready socket, so a busy server
+gives the client bigger reads rather than more wake-ups.
+
+Protocol with the driver (``bench.run``), over stdin/stdout, one line each:
+
+- the client prints ``READY <connected> <failed>`` once every connection has
+  its response headers (or, with ``--lazy-headers``, has sent its request);
+- the driver writes ``EXPECT <total>``: sequence numbers ``0 .. total-1``;
+- the client stops when every connection has them all, or nothing arrived
+  for ``--idle`` seconds, or the server closed every connection; it writes
+  its records to ``--out`` (``.npz``) and prints ``DONE``.
+
+``--flood`` reads until the server closes every connection, without
+``EXPECT``: the client's own ceiling against ``bench.flood_server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import select
+import socket
+import sys
+import time
+from array import array
+
+import numpy as np
+
+MARK = re.compile(rb'"bench": ?"(\d+):(\d+)"')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--conns", type=int, required=True)
+    parser.add_argument("--max-seq", type=int, required=True, help="upper bound of sequence numbers")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--flood", action="store_true")
+    parser.add_argument("--lazy-headers", action="store_true", help="count a connection once its request is sent")
+    args = parser.parse_args()
+
+    request = (
+        f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+    ).encode()
+    time_ns = time.time_ns
+    seqs, sent, recv = array("i"), array("q"), array("q")
+    n = args.conns
+    marks = [bytearray(args.max_seq) for _ in range(n)]
+    counts = [0] * n
+    buffers = [b""] * n
+    headed = [False] * n
+    socks: dict[int, socket.socket] = {}
+    index_of: dict[int, int] = {}
+    poller = select.epoll()
+    failed: set[int] = set()
+    dups = 0
+
+    for index in range(n):
+        try:
+            sock = socket.create_connection((args.host, args.port), timeout=30)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            sock.sendall(request)
+        except OSError as exc:
+            failed.add(index)
+            if len(failed) <= 3:
+                print(f"connection {index} failed: {exc}", file=sys.stderr, flush=True)
+            continue
+        sock.setblocking(False)
+        socks[sock.fileno()] = sock
+        index_of[sock.fileno()] = index
+        poller.register(sock.fileno(), select.EPOLLIN)
+
+    def close(fd: int) -> None:
+        poller.unregister(fd)
+        socks.pop(fd).close()
+
+    def headers(fd: int, index: int) -> bool:
+        head, sep, rest = buffers[index].partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+            failed.add(index)
+            if len(failed) <= 3:
+                print(f"connection {index} refused: {head[:80]!r}", file=sys.stderr, flush=True)
+            close(fd)
+            return False
+        headed[index] = True
+        buffers[index] = rest
+        return True
+
+    ready_said = False
+    expect: int | None = None
+    stdin = sys.stdin.fileno()
+    if not args.flood:
+        poller.register(stdin, select.EPOLLIN)
+    last = time.monotonic()
+    complete = 0
+
+    while True:
+        if not ready_said:
+            waiting = sum(1 for fd in socks if not headed[index_of[fd]])
+            if args.lazy_headers or waiting == 0:
+                print(f"READY {len(socks)} {len(failed)}", flush=True)
+                ready_said = True
+        if not socks:
+            if not ready_said:
+                print(f"READY 0 {len(failed)}", flush=True)
+            break
+        if expect is not None and (complete >= len(socks) or time.monotonic() - last > args.idle):
+            break
+        for fd, _ in poller.poll(0.2):
+            if fd == stdin:
+                line = os.read(stdin, 4096).decode()
+                if line.startswith("EXPECT"):
+                    expect = int(line.split()[1])
+                    complete = sum(1 for f in socks if counts[index_of[f]] >= expect)
+                    last = time.monotonic()
+                poller.unregister(stdin)
+                continue
+            sock = socks.get(fd)
+            if sock is None:
+                continue
+            index = index_of[fd]
+            try:
+                data = sock.recv(262144)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                close(fd)
+                continue
+            now = time_ns()
+            buf = buffers[index]
+            buf = buf + data if buf else data
+            if not headed[index]:
+                buffers[index] = buf
+                if not headers(fd, index):
+                    continue
+                buf = buffers[index]
+            cut = buf.rfind(b"\n\n")
+            if cut < 0:
+                buffers[index] = buf
+                continue
+            chunk, buffers[index] = buf[:cut], buf[cut + 2 :]
+            mark = marks[index]
+            count = counts[index]
+            for match in MARK.finditer(chunk):
+                seq = int(match[1])
+                if mark[seq]:
+                    dups += 1
+                else:
+                    mark[seq] = 1
+                    count += 1
+                seqs.append(seq)
+                sent.append(int(match[2]))
+                recv.append(now)
+            if expect is not None and counts[index] < expect <= count:
+                complete += 1
+            counts[index] = count
+            last = time.monotonic()
+
+    for fd in list(socks):
+        close(fd)
+    limit = expect or args.max_seq
+    received = [bytes(marks[i][:limit]).count(1) for i in range(n) if i not in failed]
+    np.savez(
+        args.out,
+        seq=np.frombuffer(seqs, dtype=np.int32),
+        sent=np.frombuffer(sent, dtype=np.int64),
+        recv=np.frombuffer(recv, dtype=np.int64),
+        received=np.array(received, dtype=np.int64),
+        failed=len(failed),
+        dups=dups,
+    )
+    print("DONE", flush=True)
+
+
+if __name__ == "__main__":
+    main()

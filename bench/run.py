@@ -1,0 +1,804 @@
+"""The benchmark driver: ``python -m bench [--quick]``.
+
+It starts every server, client and worker as its own process on this machine
+and the one Redis, runs every measurement in one go, and writes
+``bench/results/report.md``, ``results.json``, the PNG plots and
+``docs/performance.rst``. See docs/performance.rst for what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import queue
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+
+
+# -- plan -----------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    quick: bool
+    sizes: list[int]
+    servers: list[str]
+    #: Steady phase: events per second and seconds.
+    steady_rate: float = 10.0
+    steady_seconds: float = 10.0
+    #: Burst phase: about this many deliveries (events x clients), as fast as
+    #: the publisher goes, bounded in events.
+    burst_deliveries: int = 200_000
+    burst_events: tuple[int, int] = (20, 1000)
+    idle: float = 10.0
+    client_procs: int = 2
+    celery_rate: float = 20.0
+    celery_seconds: float = 10.0
+    celery_clients: int = 100
+    send_seconds: float = 5.0
+    flood_conns: int = 100
+    flood_blobs: int = 50
+    profile: bool = False
+
+    def burst(self, n: int) -> int:
+        low, high = self.burst_events
+        return max(low, min(high, self.burst_deliveries // n))
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    servers = args.only.split(",") if args.only else ["ours", "flasksse", "raw"]
+    if args.quick:
+        plan = Plan(
+            quick=True,
+            sizes=args.sizes or [100, 1000],
+            servers=servers,
+            steady_rate=10,
+            steady_seconds=2,
+            burst_deliveries=20_000,
+            burst_events=(10, 200),
+            idle=3,
+            celery_rate=20,
+            celery_seconds=2,
+            celery_clients=20,
+            send_seconds=1,
+            flood_conns=20,
+            flood_blobs=50,
+        )
+    else:
+        plan = Plan(quick=False, sizes=args.sizes or [100, 1000, 5000], servers=servers)
+    plan.profile = args.profile
+    return plan
+
+
+# -- processes ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Proc:
+    """A child process, with its stdout lines in a queue when ``lines``."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, lines: bool = False) -> None:
+        self.cmd = cmd
+        self.log = log
+        self._logf = open(log, "wb")  # noqa: SIM115
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.popen = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE if lines else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if lines else self._logf,
+            stderr=self._logf,
+            start_new_session=True,
+        )
+        if lines:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            self.lines.put(raw.decode(errors="replace").strip())
+        self.lines.put("")
+
+    def expect(self, word: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{self.cmd[2:4]} did not say {word} in {timeout:.0f}s; log: {self.tail()}")
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line.startswith(word):
+                return line
+            if line == "" and self.popen.poll() is not None:
+                raise RuntimeError(f"{self.cmd[2:4]} exited ({self.popen.returncode}); log: {self.tail()}")
+
+    def write(self, text: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(text.encode() + b"\n")
+        self.popen.stdin.flush()
+
+    def tail(self) -> str:
+        self._logf.flush()
+        return self.log.read_text(errors="replace")[-1500:]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        self._logf.close()
+
+
+def wait_port(port: int, proc: Proc, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.popen.returncode}): {proc.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"server did not listen on {port}: {proc.tail()}")
+
+
+def serving_pid(proc: Proc) -> int:
+    """The process that holds the connections: gunicorn's one worker, or the process itself."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        children = psutil.Process(proc.popen.pid).children()
+        if "gunicorn" not in " ".join(proc.cmd):
+            return proc.popen.pid
+        if children:
+            return children[0].pid
+        time.sleep(0.1)
+    raise RuntimeError("gunicorn started no worker")
+
+
+def rss(pid: int) -> int:
+    return int(psutil.Process(pid).memory_info().rss)
+
+
+# -- the context of one run ----------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    redis_url: str
+    prefix: str
+    tmp: Path
+    env: dict[str, str]
+    client: redis.Redis[bytes]
+    log: Callable[[str], None]
+    template: tuple[str, str, str] = ("", "", "")
+    events: int = 0
+    publishers: dict[str, Callable[[str], None]] = field(default_factory=dict)
+
+    def payload(self, seq: int | str) -> str:
+        head, middle, tail = self.template
+        return f"{head}{self.prefix}-{seq}{middle}{seq}:{time.time_ns()}{tail}"
+
+    def redis_conns(self, pid: int) -> int:
+        """Redis clients (``CLIENT LIST``) whose address is a socket of ``pid``."""
+        port = redis.connection.parse_url(self.redis_url).get("port", 6379)
+        local = {
+            c.laddr.port
+            for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        }
+        return sum(1 for c in self.client.client_list() if int(c["addr"].rsplit(":", 1)[1]) in local)
+
+
+def build_template(bench: Bench) -> None:
+    from flask_notifications.event import Event
+
+    body = "Benchmark body " * 8
+    text = Event("@@ID@@", "bench", "Benchmark event", body, sender="bench", bench="@@B@@").to_json()
+    head, _, rest = text.partition("@@ID@@")
+    middle, _, tail = rest.partition("@@B@@")
+    bench.template = (head, middle, tail)
+
+
+# -- servers ----------------------------------------------------------------------------
+
+NAMES = {"ours": "flask-notifications", "flasksse": "flask-sse 1.0.0", "raw": "raw gevent"}
+
+
+def gunicorn(target: str, port: int) -> list[str]:
+    return [
+        PY,
+        "-m",
+        "gunicorn",
+        "-k",
+        "gevent",
+        "-w",
+        "1",
+        "--worker-connections",
+        "20000",
+        "--backlog",
+        "4096",
+        "--graceful-timeout",
+        "2",
+        "--log-level",
+        "warning",
+        "-b",
+        f"127.0.0.1:{port}",
+        target,
+    ]
+
+
+def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
+    if kind == "ours":
+        from bench import ours_app
+
+        return gunicorn("bench.ours_app:app", port), f"/notifications/{ours_app.hubs[0].hub_id}/events"
+    if kind == "flasksse":
+        return gunicorn("bench.flasksse_app:app", port), f"/stream?channel={bench.prefix}-sse"
+    if kind == "raw":
+        return [PY, "-m", "bench.raw_server", str(port), bench.redis_url, f"{bench.prefix}-raw"], "/"
+    raise ValueError(kind)
+
+
+def publisher(kind: str, bench: Bench) -> Callable[[str], None]:
+    """How each server's own documentation publishes one event."""
+    if kind in bench.publishers:
+        return bench.publishers[kind]
+    if kind == "ours":
+        from bench import ours_app
+
+        backend = ours_app.notifications.get_backend(ours_app.app)
+        hub_id = ours_app.hubs[0].hub_id
+
+        def publish(data: str) -> None:
+            backend.publish(hub_id, data)
+
+    elif kind == "flasksse":
+        from flask_sse import sse
+
+        from bench import flasksse_app
+
+        flasksse_app.app.app_context().push()
+        channel = f"{bench.prefix}-sse"
+
+        def publish(data: str) -> None:
+            sse.publish(data, type="bench", channel=channel)
+
+    elif kind == "raw":
+        client = redis.Redis.from_url(bench.redis_url)
+        channel = f"{bench.prefix}-raw"
+
+        def publish(data: str) -> None:
+            client.publish(channel, data)
+
+    else:
+        raise ValueError(kind)
+    bench.publishers[kind] = publish
+    return publish
+
+
+def warm_up(port: int, path: str, publish: Callable[[], None] | None, wait_for: bytes, timeout: float) -> None:
+    """Open one stream, publish until ``wait_for`` arrives, close it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+        sock.settimeout(0.2)
+        seen = b""
+        deadline = time.monotonic() + timeout
+        next_publish = 0.0
+        while time.monotonic() < deadline:
+            if publish is not None and time.monotonic() >= next_publish:
+                publish()
+                next_publish = time.monotonic() + 0.5
+            with contextlib.suppress(TimeoutError):
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError(f"warm-up stream closed: {seen[:300]!r}")
+                seen += data
+            if not seen.startswith(b"HTTP/1.") and len(seen) > 12:
+                raise RuntimeError(f"not HTTP: {seen[:200]!r}")
+            if seen and not seen.split(b"\r\n", 1)[0].split(b" ")[1].startswith(b"200") and b"\r\n\r\n" in seen:
+                raise RuntimeError(f"warm-up refused: {seen[:300]!r}")
+            if wait_for in seen:
+                return
+        raise TimeoutError(f"warm-up saw no {wait_for!r} in {timeout}s: {seen[:300]!r}")
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
+class Clients:
+    """``total`` connections spread over the client processes."""
+
+    def __init__(
+        self, bench: Bench, tag: str, port: int, path: str, total: int, max_seq: int, procs: int, lazy: bool = False
+    ) -> None:
+        self.bench = bench
+        self.files: list[Path] = []
+        self.procs: list[Proc] = []
+        procs = max(1, min(procs, total))
+        for index in range(procs):
+            conns = total // procs + (1 if index < total % procs else 0)
+            out = bench.tmp / f"{tag}-client{index}.npz"
+            self.files.append(out)
+            cmd = [
+                PY,
+                "-m",
+                "bench.client",
+                "--port",
+                str(port),
+                "--path",
+                path,
+                "--conns",
+                str(conns),
+                "--max-seq",
+                str(max_seq),
+                "--out",
+                str(out),
+                "--idle",
+                str(bench.plan.idle),
+            ]
+            if lazy:
+                cmd.append("--lazy-headers")
+            self.procs.append(Proc(cmd, bench.env, bench.tmp / f"{tag}-client{index}.log", lines=True))
+
+    def ready(self, timeout: float) -> tuple[int, int]:
+        ready = failed = 0
+        for proc in self.procs:
+            _, r, f = proc.expect("READY", timeout).split()
+            ready, failed = ready + int(r), failed + int(f)
+        return ready, failed
+
+    def finish(self, expect: int, timeout: float) -> dict[str, np.ndarray]:
+        for proc in self.procs:
+            proc.write(f"EXPECT {expect}")
+        for proc in self.procs:
+            proc.expect("DONE", timeout)
+        parts = [np.load(f) for f in self.files]
+        merged = {key: np.concatenate([p[key] for p in parts]) for key in ("seq", "sent", "recv", "received")}
+        merged["dups"] = np.array(sum(int(p["dups"]) for p in parts))
+        merged["failed"] = np.array(sum(int(p["failed"]) for p in parts))
+        return merged
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop(signal.SIGKILL, 5)
+
+
+# -- measurements ---------------------------------------------------------------------
+
+
+def pct(values: np.ndarray) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {"p50": None, "p95": None, "p99": None, "max": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(values.max())}
+
+
+def paced(publish: Callable[[str], None], bench: Bench, seqs: range, rate: float | None) -> float:
+    """Publish ``seqs`` at ``rate`` per second (or as fast as possible); returns seconds taken."""
+    start = time.perf_counter()
+    for index, seq in enumerate(seqs):
+        if rate:
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        publish(bench.payload(seq))
+    return time.perf_counter() - start
+
+
+def latency_sample(lat: np.ndarray, limit: int = 2000) -> list[float]:
+    """A sorted, evenly thinned copy of ``lat`` for the CDF plot."""
+    ordered = np.sort(lat)
+    if len(ordered) > limit:
+        ordered = ordered[np.linspace(0, len(ordered) - 1, limit).astype(int)]
+    return [round(float(v), 3) for v in ordered]
+
+
+def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
+    plan = bench.plan
+    steady = int(plan.steady_rate * plan.steady_seconds)
+    burst = plan.burst(n)
+    total = steady + burst
+    port = free_port()
+    cmd, path = server_command(kind, bench, port)
+    tag = f"{kind}-{n}"
+    row: dict[str, Any] = {"server": kind, "name": NAMES[kind], "clients": n, "steady_events": steady}
+    row["burst_events"] = burst
+    publish = publisher(kind, bench)
+    server = Proc(cmd, bench.env, bench.tmp / f"{tag}-server.log")
+    clients: Clients | None = None
+    profiler: Proc | None = None
+    try:
+        wait_port(port, server)
+        pid = serving_pid(server)
+        warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
+        time.sleep(1.0)
+        row["rss0"] = rss(pid)
+        row["redis0"] = bench.redis_conns(pid)
+        lazy = kind == "flasksse"
+        clients = Clients(bench, tag, port, path, n, total, plan.client_procs if n > 100 else 1, lazy)
+        ready, failed = clients.ready(timeout=60 + n / 20)
+        row.update(ready=ready, failed=failed)
+        if lazy:
+            # No headers until the first event: wait until every stream holds its subscription.
+            deadline = time.monotonic() + 60 + n / 20
+            while bench.redis_conns(pid) < row["redis0"] + ready and time.monotonic() < deadline:
+                time.sleep(0.5)
+        time.sleep(2.0)
+        row["rss_n"] = rss(pid)
+        row["redis_n"] = bench.redis_conns(pid)
+        row["kb_per_conn"] = (row["rss_n"] - row["rss0"]) / max(ready, 1) / 1024
+        if plan.profile and kind == "ours" and n == max(plan.sizes):
+            profiler = start_profile(bench, pid, f"profile-{tag}", plan.steady_seconds + 30)
+        row["steady_publish_s"] = paced(publish, bench, range(steady), plan.steady_rate)
+        time.sleep(1.5)
+        row["burst_publish_s"] = paced(publish, bench, range(steady, total), None)
+        data = clients.finish(total, timeout=600)
+    except Exception as exc:  # noqa: BLE001 - a failed row is reported, the run goes on
+        bench.log(f"  {tag} failed: {exc}")
+        row["error"] = str(exc)[:500]
+        return row
+    finally:
+        if profiler is not None:
+            profiler.stop(signal.SIGINT, 20)
+        if clients is not None:
+            clients.stop()
+        server.stop()
+    seq, sent, recv = data["seq"], data["sent"], data["recv"]
+    lat = (recv - sent) / 1e6
+    is_steady = seq < steady
+    row["steady"] = pct(lat[is_steady])
+    row["burst"] = pct(lat[~is_steady])
+    burst_n = int((~is_steady).sum())
+    span = (recv[~is_steady].max() - sent[~is_steady].min()) / 1e9 if burst_n else 0
+    row["deliveries"] = burst_n
+    row["deliveries_per_s"] = burst_n / span if span else 0.0
+    row["publish_per_s"] = burst / row["burst_publish_s"] if row["burst_publish_s"] else 0.0
+    row["failed"] = int(data["failed"])
+    row["ready"] = int(len(data["received"]))
+    row["lost"] = int(row["ready"] * total - data["received"].sum())
+    row["clients_with_loss"] = int((data["received"] < total).sum())
+    row["max_lost_per_client"] = int(total - data["received"].min()) if len(data["received"]) else 0
+    row["dups"] = int(data["dups"])
+    row["cdf"] = latency_sample(lat[is_steady])
+    bench.log(
+        f"  {tag}: {row['deliveries_per_s']:,.0f} deliveries/s, steady p99 {row['steady']['p99'] or 0:.1f} ms, "
+        f"lost {row['lost']}, {row['kb_per_conn']:.1f} KB/conn, redis {row['redis0']}->{row['redis_n']}"
+    )
+    return row
+
+
+def start_profile(bench: Bench, pid: int, name: str, seconds: float) -> Proc | None:
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    if not Path(spy).exists():
+        bench.log("  py-spy not installed; no profile")
+        return None
+    out = RESULTS / f"{name}.txt"
+    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--duration", str(int(seconds)), "-o", str(out)]
+    return Proc(cmd, bench.env, bench.tmp / f"{name}.log")
+
+
+def client_rate(bench: Bench) -> dict[str, Any]:
+    """The client's own ceiling: pre-built frames as fast as a server can write them."""
+    plan = bench.plan
+    per_blob = 200
+    frame_file = bench.tmp / "frame.txt"
+    head, middle, tail = bench.template
+    frame = f"id: 1-0\nevent: bench\ndata: {head}flood{middle}@@SEQ@@:{time.time_ns()}{tail}\n\n"
+    frame_file.write_text(frame)
+    port = free_port()
+    server = Proc(
+        [PY, "-m", "bench.flood_server", str(port), str(frame_file), str(per_blob), str(plan.flood_blobs)],
+        bench.env,
+        bench.tmp / "flood-server.log",
+    )
+    procs = []
+    try:
+        wait_port(port, server)
+        conns = plan.flood_conns // plan.client_procs
+        for index in range(plan.client_procs):
+            out = bench.tmp / f"flood-client{index}.npz"
+            cmd = [PY, "-m", "bench.client", "--port", str(port), "--path", "/", "--conns", str(conns)]
+            cmd += ["--max-seq", str(per_blob), "--out", str(out), "--flood"]
+            procs.append((Proc(cmd, bench.env, bench.tmp / f"flood-client{index}.log", lines=True), out))
+        for proc, _ in procs:
+            proc.expect("DONE", 300)
+        parts = [np.load(out) for _, out in procs]
+    finally:
+        for proc, _ in procs:
+            proc.stop(signal.SIGKILL, 5)
+        server.stop()
+    recv = np.concatenate([p["recv"] for p in parts])
+    span = (recv.max() - recv.min()) / 1e9
+    rate = len(recv) / span if span else 0.0
+    expected = plan.client_procs * conns * per_blob * plan.flood_blobs
+    bench.log(f"  client ceiling: {rate:,.0f} frames/s ({len(recv):,} of {expected:,} frames)")
+    return {"frames": int(len(recv)), "expected": expected, "seconds": span, "per_s": rate, "procs": plan.client_procs}
+
+
+def full_path(bench: Bench) -> dict[str, Any]:
+    """send() -> Celery worker (gevent pool) -> PushConsumer -> Redis -> SSE -> client."""
+    from bench import ours_app
+    from flask_notifications.event import Event
+
+    plan = bench.plan
+    count = int(plan.celery_rate * plan.celery_seconds)
+    port = free_port()
+    cmd, path = server_command("ours", bench, port)
+    server = Proc(cmd, bench.env, bench.tmp / "celery-server.log")
+    worker_cmd = [PY, "-m", "celery", "-A", "bench.ours_app:celery", "worker", "-P", "gevent", "-c", "100"]
+    worker_cmd += ["-Q", ours_app.QUEUE, "--without-mingle", "--without-gossip", "--without-heartbeat", "-l", "WARNING"]
+    worker = Proc(worker_cmd, bench.env, bench.tmp / "celery-worker.log")
+    clients: Clients | None = None
+    row: dict[str, Any] = {"rate": plan.celery_rate, "events": count, "clients": plan.celery_clients}
+    app, notifications = ours_app.app, ours_app.notifications
+    body = "Benchmark body " * 8
+
+    def send(seq: int | str) -> None:
+        stamp = f"{seq}:{time.time_ns()}"
+        notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench", bench=stamp))
+
+    try:
+        with app.app_context():
+            wait_port(port, server)
+            warm_up(port, path, lambda: send("warm"), b"warm", 60)
+            clients = Clients(bench, "celery", port, path, plan.celery_clients, count, 1)
+            row["ready"], row["failed"] = clients.ready(60)
+            time.sleep(1.0)
+            start = time.perf_counter()
+            for seq in range(count):
+                delay = start + seq / plan.celery_rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                send(seq)
+        data = clients.finish(count, timeout=300)
+    except Exception as exc:  # noqa: BLE001
+        bench.log(f"  full path failed: {exc}")
+        row["error"] = str(exc)[:500]
+        return row
+    finally:
+        if clients is not None:
+            clients.stop()
+        worker.stop(signal.SIGTERM, 15)
+        server.stop()
+    lat = (data["recv"] - data["sent"]) / 1e6
+    row["latency"] = pct(lat)
+    row["ready"] = int(len(data["received"]))
+    row["lost"] = int(row["ready"] * count - data["received"].sum())
+    row["dups"] = int(data["dups"])
+    row["cdf"] = latency_sample(lat)
+    bench.log(f"  full path: p50 {row['latency']['p50'] or 0:.1f} ms, p99 {row['latency']['p99'] or 0:.1f} ms")
+    return row
+
+
+def send_throughput(bench: Bench, hubs: int) -> dict[str, Any]:
+    """Events per second one process hands to Celery with ``send()``; nothing consumes them."""
+    from bench import ours_app
+    from flask_notifications.event import Event
+
+    queue_name = f"{bench.prefix}-sendq-{hubs}"
+    app, notifications, _ = ours_app.make_app(hubs=hubs, queue=queue_name)
+    body = "Benchmark body " * 8
+    with app.app_context():
+        for _ in range(20):
+            notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench"))
+        sent = 0
+        start = time.perf_counter()
+        deadline = start + bench.plan.send_seconds
+        while time.perf_counter() < deadline:
+            notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench"))
+            sent += 1
+        elapsed = time.perf_counter() - start
+    queued = bench.client.llen(queue_name)
+    bench.client.delete(queue_name)
+    notifications.get_backend(app).close()
+    rate = sent / elapsed
+    bench.log(f"  send() with {hubs} hub(s): {rate:,.0f} events/s ({queued} messages queued)")
+    return {"hubs": hubs, "sent": sent, "seconds": elapsed, "per_s": rate, "queued": int(queued)}
+
+
+# -- machine ----------------------------------------------------------------------------------
+
+
+def sh(cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine(bench: Bench) -> dict[str, Any]:
+    import flask
+    import gevent
+    import gunicorn
+
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = bench.client.info("server")
+    return {
+        "nproc": sh("nproc"),
+        "cpu": cpu,
+        "free": sh("free -h"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": {
+            "flask": flask.__version__,
+            "gevent": gevent.__version__,
+            "gunicorn": gunicorn.__version__,
+            "redis-py": redis.__version__,
+            "redis-server": info.get("redis_version", "?"),
+            "flask-sse": _version("flask-sse"),
+            "celery": _version("celery"),
+        },
+        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def load() -> dict[str, Any]:
+    one, five, fifteen = os.getloadavg()
+    others = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "name", "cpu_percent", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != me:
+                proc.cpu_percent(None)
+    time.sleep(1.0)
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            used = proc.cpu_percent(None)
+            if used >= 10 and proc.pid != me:
+                others.append(f"{proc.info['name']} ({used:.0f}%)")
+    return {
+        "uptime": sh("uptime"),
+        "loadavg": [one, five, fifteen],
+        "busy_processes": others[:10],
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+@contextlib.contextmanager
+def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
+    env = dict(os.environ)
+    env.update(BENCH_REDIS_URL=redis_url, BENCH_PREFIX=prefix, BENCH_QUEUE=f"{prefix}-queue")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    saved = {k: os.environ.get(k) for k in ("BENCH_REDIS_URL", "BENCH_PREFIX", "BENCH_QUEUE")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
+    parser.add_argument("--only", help="comma-separated servers: ours,flasksse,raw")
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="client counts, e.g. 100,1000")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,celery,send")
+    parser.add_argument("--profile", action="store_true", help="py-spy the largest flask-notifications run")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.rst")
+    args = parser.parse_args(argv)
+    plan = make_plan(args)
+    skip = set(filter(None, args.skip.split(",")))
+    raise_nofile()
+    args.out.mkdir(parents=True, exist_ok=True)
+    prefix = f"fn-bench-{uuid.uuid4().hex[:8]}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
+    client: redis.Redis[bytes] = redis.Redis.from_url(args.redis_url)
+    client.ping()
+    started = time.monotonic()
+
+    def log(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)
+
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    results: dict[str, Any] = {"command": command.strip(), "plan": plan.__dict__, "prefix": prefix}
+    ok = False
+    with isolated_env(args.redis_url, prefix) as env:
+        bench = Bench(plan, args.redis_url, prefix, tmp, env, client, log)
+        try:
+            build_template(bench)
+            results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+            results["machine"] = machine(bench)
+            results["load_before"] = load()
+            log(f"load before: {results['load_before']['uptime']}")
+            if "client" not in skip:
+                log("client ceiling")
+                results["client"] = client_rate(bench)
+            results["fanout"] = []
+            if "fanout" not in skip:
+                for n in plan.sizes:
+                    for kind in plan.servers:
+                        log(f"fan-out: {NAMES[kind]}, {n} clients")
+                        results["fanout"].append(fanout(bench, kind, n))
+            if "celery" not in skip and "ours" in plan.servers:
+                log("full path through Celery")
+                results["celery"] = full_path(bench)
+            if "send" not in skip and "ours" in plan.servers:
+                log("send() throughput")
+                results["send"] = [send_throughput(bench, 1), send_throughput(bench, 10)]
+            results["load_after"] = load()
+            log(f"load after: {results['load_after']['uptime']}")
+            results["seconds"] = time.monotonic() - started
+            ok = True
+        finally:
+            cleanup(client, prefix)
+            if ok:
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                log(f"logs kept in {tmp}")
+    from bench import report
+
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(results, args.out, None if args.no_docs else ROOT / "docs" / "performance.rst")
+    log(f"wrote {args.out / 'report.md'}")
+    return 0
+
+
+def cleanup(client: redis.Redis[bytes], prefix: str) -> None:
+    for pattern in (f"{prefix}*", f"_kombu.binding.{prefix}*", f"*{prefix}*"):
+        keys = list(client.scan_iter(pattern, count=1000))
+        if keys:
+            client.delete(*keys)
