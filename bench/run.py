@@ -207,6 +207,7 @@ class Bench:
     env: dict[str, str]
     client: redis.Redis[bytes]
     log: Callable[[str], None]
+    out: Path
     template: tuple[str, str, str] = ("", "", "")
     events: int = 0
     publishers: dict[str, Callable[[str], None]] = field(default_factory=dict)
@@ -509,7 +510,7 @@ def start_profile(bench: Bench, pid: int, name: str, seconds: float) -> Proc | N
     if not Path(spy).exists():
         bench.log("  py-spy not installed; no profile")
         return None
-    out = RESULTS / f"{name}.txt"
+    out = bench.out / f"{name}.txt"
     cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--duration", str(int(seconds)), "-o", str(out)]
     return Proc(cmd, bench.env, bench.tmp / f"{name}.log")
 
@@ -757,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"command": command.strip(), "plan": plan.__dict__, "prefix": prefix}
     ok = False
     with isolated_env(args.redis_url, prefix) as env:
-        bench = Bench(plan, args.redis_url, prefix, tmp, env, client, log)
+        bench = Bench(plan, args.redis_url, prefix, tmp, env, client, log, args.out)
         try:
             build_template(bench)
             results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
