@@ -72,12 +72,13 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "Lost",
         "Idle KB/conn",
         "Redis conns (0 → N)",
+        "CPU % server / clients (burst)",
     ]
     body = []
     ordered = sorted(results.get("fanout", []), key=lambda r: (r["clients"], ORDER.index(r["server"])))
     for r in ordered:
         if "error" in r:
-            body.append([r["name"], fmt(r["clients"]), "failed: " + r["error"][:120], "", "", "", "", ""])
+            body.append([r["name"], fmt(r["clients"]), "failed: " + r["error"][:120], "", "", "", "", "", ""])
             continue
         s, b = r["steady"], r["burst"]
         connected = fmt(r["clients"]) if not r.get("failed") else f"{r['ready']:,} of {r['clients']:,}"
@@ -94,6 +95,7 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 lost,
                 fmt(r["kb_per_conn"]),
                 f"{r['redis0']} → {r['redis_n']}",
+                f"{fmt(r.get('cpu_server'), 0)} / {fmt(r.get('cpu_clients'), 0)}",
             ]
         )
     return head, body

@@ -48,9 +48,12 @@ class Plan:
     quick: bool
     sizes: list[int]
     servers: list[str]
-    #: Steady phase: events per second and seconds.
+    #: Steady phase: events per second (at most; see :meth:`rate`) and seconds.
     steady_rate: float = 10.0
     steady_seconds: float = 10.0
+    #: ... and at most this many deliveries per second, so that every N is
+    #: measured below saturation.
+    steady_deliveries: float = 5000.0
     #: Burst phase: about this many deliveries (events x clients), as fast as
     #: the publisher goes, bounded in events.
     burst_deliveries: int = 200_000
@@ -64,6 +67,9 @@ class Plan:
     flood_conns: int = 100
     flood_blobs: int = 50
     profile: bool = False
+
+    def rate(self, n: int) -> float:
+        return min(self.steady_rate, self.steady_deliveries / n)
 
     def burst(self, n: int) -> int:
         low, high = self.burst_events
@@ -189,6 +195,14 @@ def serving_pid(proc: Proc) -> int:
             return children[0].pid
         time.sleep(0.1)
     raise RuntimeError("gunicorn started no worker")
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
 
 def rss(pid: int) -> int:
@@ -433,13 +447,15 @@ def latency_sample(lat: np.ndarray, limit: int = 2000) -> list[float]:
 
 def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     plan = bench.plan
-    steady = int(plan.steady_rate * plan.steady_seconds)
+    rate = plan.rate(n)
+    steady = max(1, int(rate * plan.steady_seconds))
     burst = plan.burst(n)
     total = steady + burst
     port = free_port()
     cmd, path = server_command(kind, bench, port)
     tag = f"{kind}-{n}"
     row: dict[str, Any] = {"server": kind, "name": NAMES[kind], "clients": n, "steady_events": steady}
+    row["steady_rate"] = rate
     row["burst_events"] = burst
     publish = publisher(kind, bench)
     server = Proc(cmd, bench.env, bench.tmp / f"{tag}-server.log")
@@ -467,10 +483,14 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
         row["kb_per_conn"] = (row["rss_n"] - row["rss0"]) / max(ready, 1) / 1024
         if plan.profile and kind == "ours" and n == max(plan.sizes):
             profiler = start_profile(bench, pid, f"profile-{tag}", plan.steady_seconds + 30)
-        row["steady_publish_s"] = paced(publish, bench, range(steady), plan.steady_rate)
+        row["steady_publish_s"] = paced(publish, bench, range(steady), rate)
         time.sleep(1.5)
+        watched = [psutil.Process(pid)] + [psutil.Process(p.popen.pid) for p in clients.procs]
+        before = [cpu_seconds(p) for p in watched]
+        burst_start = time.time_ns()
         row["burst_publish_s"] = paced(publish, bench, range(steady, total), None)
         data = clients.finish(total, timeout=600)
+        used = [cpu_seconds(p) - b for p, b in zip(watched, before, strict=True)]
     except Exception as exc:  # noqa: BLE001 - a failed row is reported, the run goes on
         bench.log(f"  {tag} failed: {exc}")
         row["error"] = str(exc)[:500]
@@ -488,6 +508,11 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row["burst"] = pct(lat[~is_steady])
     burst_n = int((~is_steady).sum())
     span = (recv[~is_steady].max() - sent[~is_steady].min()) / 1e9 if burst_n else 0
+    if burst_n:
+        # CPU per wall-clock second from the burst's start to its last delivery.
+        window = (recv[~is_steady].max() - burst_start) / 1e9
+        row["cpu_server"] = used[0] / window * 100
+        row["cpu_clients"] = sum(used[1:]) / window * 100
     row["deliveries"] = burst_n
     row["deliveries_per_s"] = burst_n / span if span else 0.0
     row["publish_per_s"] = burst / row["burst_publish_s"] if row["burst_publish_s"] else 0.0
