@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -393,8 +394,8 @@ def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     (out / "report.md").write_text(render(results, "md", "") + "\n")
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
-        rel = Path("..") / out.resolve().relative_to(ROOT)
-        docs.write_text(RST_HEAD + render(results, "rst", f"{rel.as_posix()}/") + "\n")
+        rel = os.path.relpath(out.resolve(), docs.parent.resolve())
+        docs.write_text(RST_HEAD + render(results, "rst", f"{Path(rel).as_posix()}/") + "\n")
 
 
 if __name__ == "__main__":
