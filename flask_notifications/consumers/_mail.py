@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.utils import parseaddr
+from typing import Any
 
 from flask import current_app, render_template
 
@@ -142,6 +143,12 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
             f"{settings.tls_keys}, and that the server is running.",
             server,
         ) from exc
+
+
+def timeout_option(timeout: float | None) -> dict[str, Any]:
+    """The ``timeout`` argument of ``smtplib.SMTP``; ``None`` leaves the
+    socket blocking, as smtplib's default does."""
+    return {} if timeout is None else {"timeout": float(timeout)}
 
 
 def _one_line(text: str) -> str:

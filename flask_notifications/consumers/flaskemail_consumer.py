@@ -21,7 +21,7 @@ Key                       Default                Meaning
 ``EMAIL_HOST_PASSWORD``   ``""``                 password
 ``EMAIL_USE_TLS``         ``False``              ``STARTTLS`` after connecting
 ``EMAIL_USE_SSL``         ``False``              implicit TLS (port 465 usually)
-``EMAIL_TIMEOUT``         ``30``                 socket timeout, in seconds
+``EMAIL_TIMEOUT``         ``30``                 socket timeout in seconds; ``None``: none
 ``DEFAULT_FROM_EMAIL``    ``None``               sender when the consumer has none
 ========================  =====================  ====================================
 """
@@ -33,13 +33,13 @@ import ssl
 from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 from typing import Any
 
 from flask import Flask, current_app
 
 from ..errors import ConfigurationError
-from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings
+from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
 
 #: The settings this consumer reads, and their defaults.
 EMAIL_DEFAULTS: dict[str, Any] = {
@@ -158,12 +158,15 @@ class FlaskEmailConsumer(MailConsumer):
         message = build_message(content)
         smtp: smtplib.SMTP
         if config["EMAIL_USE_SSL"]:
-            smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
+            smtp = smtplib.SMTP_SSL(host, port, context=ssl.create_default_context(), **timeout_option(timeout))
         else:
-            smtp = smtplib.SMTP(host, port, timeout=timeout)
+            smtp = smtplib.SMTP(host, port, **timeout_option(timeout))
         with smtp:
             if config["EMAIL_USE_TLS"]:
                 smtp.starttls(context=ssl.create_default_context())
             if config["EMAIL_HOST_USER"]:
                 smtp.login(str(config["EMAIL_HOST_USER"]), str(config["EMAIL_HOST_PASSWORD"]))
-            smtp.send_message(message, from_addr=None, to_addrs=content.recipients)
+            # Bare addresses for the envelope: a display name with non-ASCII
+            # letters would make smtplib send raw UTF-8 headers (SMTPUTF8).
+            to_addrs = [parseaddr(addr)[1] or addr for addr in content.recipients]
+            smtp.send_message(message, from_addr=parseaddr(content.sender)[1], to_addrs=to_addrs)

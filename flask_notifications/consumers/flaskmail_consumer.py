@@ -4,25 +4,75 @@ It needs the ``mail`` extra: ``pip install "Flask-Notifications[mail]"``.
 The SMTP server is Flask-Mail's (``MAIL_SERVER``, ``MAIL_PORT``,
 ``MAIL_USERNAME``, ``MAIL_PASSWORD``, ``MAIL_USE_TLS``, ``MAIL_USE_SSL``,
 ``MAIL_DEFAULT_SENDER``), and Flask-Mail's ``MAIL_SUPPRESS_SEND`` (on when
-``TESTING`` is) and ``email_dispatched`` signal apply as usual. Flask-Mail
-sets no socket timeout: a server that accepts the connection and then hangs
-holds the worker until the OS gives up.
+``TESTING`` is) and ``email_dispatched`` signal apply as usual.
+
+Flask-Mail 0.10 opens its SMTP connection with no timeout, and leaves the
+socket open when the login or ``STARTTLS`` fails; in a long-running worker the
+first blocks a pool slot forever on a hung server and the second leaks a
+socket per retry. So the consumer sends through a subclass of Flask-Mail's
+``Connection`` that opens the connection with a timeout and closes it on
+every failure; the rest (the message, the signal, ``MAIL_SUPPRESS_SEND``,
+``MAIL_MAX_EMAILS``) is Flask-Mail's.
 """
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 
 from flask import Flask, current_app
 
 from ..errors import ConfigurationError
-from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings
+from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
 
 try:
     import flask_mail
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("FlaskMailConsumer needs Flask-Mail: pip install 'Flask-Notifications[mail]'.") from exc
+
+logger = logging.getLogger(__name__)
+
+
+class _Connection(flask_mail.Connection):
+    """Flask-Mail's connection, with a socket timeout, and closed whatever
+    fails."""
+
+    def __init__(self, mail: Any, timeout: float | None) -> None:
+        super().__init__(mail)
+        self.timeout = timeout
+
+    def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
+        state = self.mail
+        cls = smtplib.SMTP_SSL if state.use_ssl else smtplib.SMTP
+        host = cls(state.server, state.port, **timeout_option(self.timeout))
+        try:
+            host.set_debuglevel(int(state.debug))
+            if state.use_tls:
+                host.starttls()
+            if state.username and state.password:
+                host.login(state.username, state.password)
+        except BaseException:
+            host.close()
+            raise
+        return host
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc_value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        host, self.host = self.host, None
+        if host is None:
+            return
+        try:
+            host.quit()
+        except (smtplib.SMTPException, OSError) as exc:
+            # The server may have dropped the connection already; what
+            # matters is the error that brought us here, if any.
+            logger.debug("QUIT failed: %r", exc)
+        finally:
+            host.close()
 
 
 class FlaskMailConsumer(MailConsumer):
@@ -41,6 +91,8 @@ class FlaskMailConsumer(MailConsumer):
 
     :param mail: the ``flask_mail.Mail`` to send with; ``None`` uses the one
         set up on the current application, which suits application factories.
+    :param timeout: seconds an SMTP socket operation may take before the
+        delivery fails (and is retried); ``None`` waits forever.
     :param sender: the ``From`` address; ``None`` uses ``MAIL_DEFAULT_SENDER``.
     :param recipients: fixed addresses, or a callable mapping each of the
         event's recipients to addresses.
@@ -54,10 +106,13 @@ class FlaskMailConsumer(MailConsumer):
         mail: flask_mail.Mail | None = None,
         sender: str | tuple[str, str] | None = None,
         recipients: str | Iterable[str] | RecipientMap = (),
+        *,
+        timeout: float | None = 30.0,
         **options: Any,
     ) -> None:
         super().__init__(sender, recipients, **options)
         self.mail = mail
+        self.timeout = timeout
 
     @classmethod
     def from_app(
@@ -68,7 +123,7 @@ class FlaskMailConsumer(MailConsumer):
         **options: Any,
     ) -> FlaskMailConsumer:
         """Set Flask-Mail up on ``app`` unless it is already, and build a
-        consumer that sends with it.
+        consumer that sends with it. ``options`` are those of the constructor.
 
         :raises ConfigurationError: there is neither ``sender`` nor
             ``MAIL_DEFAULT_SENDER``.
@@ -119,5 +174,5 @@ class FlaskMailConsumer(MailConsumer):
             charset="utf-8",
         )
         message.msgId = content.message_id
-        mail = self.mail if self.mail is not None else flask_mail.Mail()
-        mail.send(message)
+        with _Connection(self._state(), self.timeout) as connection:
+            message.send(connection)
