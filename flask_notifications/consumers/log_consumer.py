@@ -28,6 +28,11 @@ except ImportError:  # pragma: no cover - Windows: O_APPEND alone orders the wri
 
 logger = logging.getLogger(__name__)
 
+#: Characters that JSON leaves raw but that some readers (``str.splitlines``,
+#: JavaScript) take for line ends; they only occur inside JSON strings, where
+#: their escapes mean the same.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -65,17 +70,21 @@ class LogConsumer(Consumer):
 
     def format(self, event: Event) -> str:
         """The line written for ``event``, without its newline: the event's
-        JSON. Override it to log something else; it must not contain a
-        newline."""
-        return event.to_json()
+        JSON, UTF-8, with no character any common reader takes for a line
+        end. Override it to log something else, on one line."""
+        return event.to_json().translate(_LINE_BREAKS)
 
     def consume(self, event: Event) -> None:
         """Append ``event``'s line.
 
         :raises LogWriteError: the file cannot be opened or written; the
             task is retried.
+        :raises ConsumerError: :meth:`format` returned a line break.
         """
-        self.append((self.format(event) + "\n").encode("utf-8"))
+        line = self.format(event)
+        if "\n" in line or "\r" in line:
+            raise ConsumerError(f"{type(self).__name__}.format() returned a line break; a line must hold one event.")
+        self.append((line + "\n").encode("utf-8"))
 
     def append(self, data: bytes) -> None:
         """Append ``data`` to the file as one unit, under an exclusive lock.
