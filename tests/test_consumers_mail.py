@@ -350,3 +350,15 @@ def test_invalid_options_are_refused(app: Flask, notifications: Notifications) -
     app.config.update(EMAIL_USE_TLS=True, EMAIL_USE_SSL=True)
     with pytest.raises(ConfigurationError, match="not both"):
         FlaskEmailConsumer.from_app(app, None, ["a@example.org"])
+
+
+def test_flask_mail_testing_mode_records_instead_of_sending(app: Flask, notifications: Notifications) -> None:
+    import flask_mail
+
+    app.config.update(TESTING=True, MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())
+    mail = flask_mail.Mail(app)
+    consumer = FlaskMailConsumer(mail, SENDER, ["ops@example.org"], subject="{{ event.title }}!")
+    with mail.record_messages() as outbox:
+        assert consumer(make_event(title="recorded")) is True
+    (message,) = outbox
+    assert message.subject == "recorded!" and message.recipients == ["ops@example.org"]
