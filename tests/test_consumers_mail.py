@@ -29,6 +29,7 @@ from flask_notifications.errors import (
     ConfigurationError,
     ConsumerError,
     MailAuthenticationError,
+    MailRejectedError,
     MailServerUnavailableError,
 )
 from flask_notifications.event import Event
@@ -54,7 +55,14 @@ class SmtpServer:
     port: int
     received: list[Received] = field(default_factory=list)
     logins: list[tuple[str, bool]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -323,6 +331,23 @@ def test_unreachable_server_is_retried_then_dead_lettered(
     assert f"Could not reach the SMTP server 127.0.0.1:{closed}" in str(errors[0])
     assert errors[0].server == f"127.0.0.1:{closed}"  # type: ignore[attr-defined]
     assert letter["attempts"] == 3 and "MailServerUnavailableError" in letter["error"]
+
+
+def test_refused_recipients_raise_a_specific_error(
+    app: Flask, notifications: Notifications, make_consumer: MailFactory, smtp_server: SmtpServer
+) -> None:
+    smtp_server.refuse = {"gone@example.org", "left@example.org"}
+    partly = make_consumer(["ops@example.org", "gone@example.org"])
+    assert partly(make_event(title="partly")) is True
+    (received,) = smtp_server.received
+    assert received.rcpt_tos == ["ops@example.org"]
+    refused = make_consumer(["gone@example.org", "left@example.org"])
+    with pytest.raises(
+        MailRejectedError, match=r"refused every recipient: gone@example.org \(550 5.1.1 No such user\), left@"
+    ) as info:
+        refused(make_event(title="refused"))
+    assert info.value.server == f"127.0.0.1:{smtp_server.port}"
+    assert len(smtp_server.received) == 1
 
 
 def test_a_sender_is_required(app: Flask, notifications: Notifications, mail_kind: str) -> None:

@@ -19,8 +19,10 @@ from email.errors import MessageError
 from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from flask import current_app, render_template
+from jinja2 import Environment, Template
 
 from ..errors import (
     ConfigurationError,
@@ -92,10 +94,12 @@ class SmtpSettings:
         return f"{self.host}:{self.port}"
 
 
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
 def _reply(exc: smtplib.SMTPResponseException) -> str:
-    error = exc.smtp_error
-    text = error.decode("utf-8", "replace") if isinstance(error, bytes) else str(error)
-    return f"{exc.smtp_code} {text}"
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
 
 
 @contextmanager
@@ -124,7 +128,7 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
             server,
         ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        refused = ", ".join(f"{addr} ({code} {msg!r})" for addr, (code, msg) in exc.recipients.items())
+        refused = ", ".join(f"{addr} ({code} {_text(msg)})" for addr, (code, msg) in sorted(exc.recipients.items()))
         raise MailRejectedError(f"The SMTP server {server} refused every recipient: {refused}.", server) from exc
     except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
         raise MailRejectedError(f"The SMTP server {server} refused the message ({_reply(exc)}).", server) from exc
@@ -234,6 +238,8 @@ class MailConsumer(Consumer):
             "body": _part("body", body, body_template, DEFAULT_BODY),
             "html": _part("html", html, html_template, None),
         }
+        # Compiled template source, per application (Jinja environment).
+        self._templates: WeakKeyDictionary[Environment, dict[str, Template]] = WeakKeyDictionary()
 
     # -- what is sent ---------------------------------------------------------
 
@@ -263,10 +269,18 @@ class MailConsumer(Consumer):
         context = {"event": event, "recipients": addresses}
         if kind == "name":
             return render_template(text, **context)
-        # Flask autoescapes template source; only the HTML part wants that.
-        escape = "true" if part == "html" else "false"
-        text = f"{{% autoescape {escape} %}}{text}{{% endautoescape %}}"
-        return current_app.jinja_env.from_string(text).render(context)
+        return self._compiled(part, text).render(context)
+
+    def _compiled(self, part: str, source: str) -> Template:
+        env = current_app.jinja_env
+        templates = self._templates.get(env)
+        if templates is None:
+            templates = self._templates[env] = {}
+        template = templates.get(part)
+        if template is None:
+            # Flask autoescapes template source; only the HTML part wants that.
+            template = templates[part] = env.overlay(autoescape=part == "html").from_string(source)
+        return template
 
     def compose(self, event: Event) -> MailContent | None:
         """The email for ``event``, or ``None`` when it has no recipient.

@@ -28,6 +28,7 @@ Key                       Default                Meaning
 
 from __future__ import annotations
 
+import logging
 import smtplib
 import ssl
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,8 @@ from flask import Flask, current_app
 
 from ..errors import ConfigurationError
 from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
+
+logger = logging.getLogger(__name__)
 
 #: The settings this consumer reads, and their defaults.
 EMAIL_DEFAULTS: dict[str, Any] = {
@@ -169,4 +172,9 @@ class FlaskEmailConsumer(MailConsumer):
             # Bare addresses for the envelope: a display name with non-ASCII
             # letters would make smtplib send raw UTF-8 headers (SMTPUTF8).
             to_addrs = [parseaddr(addr)[1] or addr for addr in content.recipients]
-            smtp.send_message(message, from_addr=parseaddr(content.sender)[1], to_addrs=to_addrs)
+            refused = smtp.send_message(message, from_addr=parseaddr(content.sender)[1], to_addrs=to_addrs)
+        if refused:
+            # Some recipients got it: retrying would send them a copy again.
+            logger.warning(
+                "%r: the SMTP server refused some recipients of event %s: %s", self, content.event_id, refused
+            )
