@@ -275,3 +275,18 @@ def test_two_worker_processes_write_exactly_one_line_per_event(
     assert sorted(e["event_id"] for e in written) == sorted(e["event_id"] for e in events)
     assert {e["event_id"]: e for e in written} == {e["event_id"]: e for e in events}
     assert len(pids) == 2, "both worker processes consumed events"
+
+
+def test_fsync_and_custom_format(tmp_path: Path) -> None:
+    class TitleLog(LogConsumer):
+        def format(self, event: Event) -> str:
+            return str(event["title"])
+
+    path = tmp_path / "titles.log"
+    consumer = TitleLog(path, fsync=True)
+    consumer(make_event(title="first"))
+    consumer(make_event(title="second ✓"))
+    assert path.read_text("utf-8") == "first\nsecond ✓\n"
+    with pytest.raises(ConsumerError, match="returned a line break"):
+        consumer(make_event(title="two\nlines"))
+    assert path.read_text("utf-8") == "first\nsecond ✓\n"
