@@ -203,7 +203,13 @@ def other_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[lis
                     fmt(c["dups"]),
                 ]
             ]
-        out.append(("Full path: send() → Celery → PushConsumer → SSE", ["Load", "p50 / p95 / p99 / max (ms)", "Lost", "Duplicates"], body))
+        out.append(
+            (
+                "Full path: send() → Celery → PushConsumer → SSE",
+                ["Load", "p50 / p95 / p99 / max (ms)", "Lost", "Duplicates"],
+                body,
+            )
+        )
     sends = results.get("send")
     if sends:
         body = [[str(s["hubs"]), fmt(s["per_s"]), fmt(s["sent"])] for s in sends]
@@ -211,7 +217,9 @@ def other_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[lis
     cl = results.get("client")
     if cl:
         body = [[str(cl["procs"]), fmt(cl["per_s"]), f"{cl['frames']:,} of {cl['expected']:,}"]]
-        out.append(("The client's own ceiling (pre-built frames)", ["Client processes", "Frames parsed/s", "Frames"], body))
+        out.append(
+            ("The client's own ceiling (pre-built frames)", ["Client processes", "Frames parsed/s", "Frames"], body)
+        )
     return out
 
 

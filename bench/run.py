@@ -539,7 +539,20 @@ def start_profile(bench: Bench, pid: int, name: str, seconds: float) -> Proc | N
         bench.log("  py-spy not installed; no profile")
         return None
     out = bench.out / f"{name}.txt"
-    cmd = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--duration", str(int(seconds)), "-o", str(out)]
+    cmd = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--duration",
+        str(int(seconds)),
+        "-o",
+        str(out),
+    ]
     return Proc(cmd, bench.env, bench.tmp / f"{name}.log")
 
 
