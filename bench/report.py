@@ -16,6 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FINDINGS = Path(__file__).resolve().parent / "findings.md"
 ORDER = ["ours", "flasksse", "raw"]
 COLORS = {"ours": "tab:blue", "flasksse": "tab:red", "raw": "tab:green"}
+VARIANT_COLORS = ["tab:purple", "tab:orange", "tab:brown"]
+
+
+def rank(kind: str) -> tuple[int, str]:
+    """Order of the servers in tables: ours, its variants, flask-sse, raw."""
+    base, _, label = kind.partition("+")
+    return (ORDER.index(base) * 2 + (1 if label else 0), label)
+
+
+def color(kind: str, kinds: list[str]) -> str:
+    if kind in COLORS:
+        return COLORS[kind]
+    variants = sorted(k for k in kinds if "+" in k)
+    return VARIANT_COLORS[variants.index(kind) % len(VARIANT_COLORS)]
+
 
 METHOD = """\
 Every figure below comes from one run of ``{command}`` on one machine. The servers, the client
@@ -82,7 +97,7 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "CPU µs per delivery, server / clients",
     ]
     body = []
-    ordered = sorted(results.get("fanout", []), key=lambda r: (r["clients"], ORDER.index(r["server"])))
+    ordered = sorted(results.get("fanout", []), key=lambda r: (r["clients"], rank(r["server"])))
     for r in ordered:
         if "error" in r:
             body.append([r["name"], fmt(r["clients"]), "failed: " + r["error"][:120], "", "", "", "", "", "", ""])
@@ -341,7 +356,8 @@ def plots(results: dict[str, Any], out: Path) -> None:
     sizes = sorted({r["clients"] for r in rows})
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for r in sorted(rows, key=lambda r: (ORDER.index(r["server"]), r["clients"])):
+    kinds = sorted({r["server"] for r in rows}, key=rank)
+    for r in sorted(rows, key=lambda r: (rank(r["server"]), r["clients"])):
         cdf = r.get("cdf") or []
         if not cdf:
             continue
@@ -350,7 +366,7 @@ def plots(results: dict[str, Any], out: Path) -> None:
             cdf,
             ys,
             styles[sizes.index(r["clients"]) % len(styles)],
-            color=COLORS[r["server"]],
+            color=color(r["server"], kinds),
             label=f"{r['name']}, {r['clients']:,} clients",
         )
     celery = results.get("celery") or {}
@@ -370,14 +386,14 @@ def plots(results: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for kind in ORDER:
+    for kind in kinds:
         mine = sorted((r for r in rows if r["server"] == kind), key=lambda r: r["clients"])
         if mine:
             ax.plot(
                 [r["clients"] for r in mine],
                 [r["deliveries_per_s"] for r in mine],
                 "o-",
-                color=COLORS[kind],
+                color=color(kind, kinds),
                 label=mine[0]["name"],
             )
     client = results.get("client")

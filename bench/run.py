@@ -67,6 +67,8 @@ class Plan:
     flood_conns: int = 100
     flood_blobs: int = 50
     profile: bool = False
+    #: Other copies of flask_notifications to serve side by side: label -> source root.
+    variants: dict[str, str] = field(default_factory=dict)
 
     def rate(self, n: int) -> float:
         return min(self.steady_rate, self.steady_deliveries / n)
@@ -78,6 +80,8 @@ class Plan:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     servers = args.only.split(",") if args.only else ["ours", "flasksse", "raw"]
+    for label, _ in args.variant:
+        servers.insert(servers.index("ours") + 1 if "ours" in servers else 0, f"ours+{label}")
     if args.quick:
         plan = Plan(
             quick=True,
@@ -98,6 +102,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     else:
         plan = Plan(quick=False, sizes=args.sizes or [100, 1000, 5000], servers=servers)
     plan.profile = args.profile
+    plan.variants = dict(args.variant)
     return plan
 
 
@@ -256,6 +261,21 @@ def build_template(bench: Bench) -> None:
 NAMES = {"ours": "flask-notifications", "flasksse": "flask-sse 1.0.0", "raw": "raw gevent"}
 
 
+def name_of(kind: str) -> str:
+    base, _, label = kind.partition("+")
+    return NAMES[base] + (f" + {label}" if label else "")
+
+
+def env_for(kind: str, bench: Bench) -> dict[str, str]:
+    """The environment of a server: a variant imports its own copy of the library first."""
+    _, _, label = kind.partition("+")
+    if not label:
+        return bench.env
+    env = dict(bench.env)
+    env["PYTHONPATH"] = bench.plan.variants[label] + os.pathsep + env["PYTHONPATH"]
+    return env
+
+
 def gunicorn(target: str, port: int) -> list[str]:
     return [
         PY,
@@ -280,7 +300,7 @@ def gunicorn(target: str, port: int) -> list[str]:
 
 
 def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
-    if kind == "ours":
+    if kind.startswith("ours"):
         from bench import ours_app
 
         return gunicorn("bench.ours_app:app", port), f"/notifications/{ours_app.hubs[0].hub_id}/events"
@@ -293,6 +313,7 @@ def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
 
 def publisher(kind: str, bench: Bench) -> Callable[[str], None]:
     """How each server's own documentation publishes one event."""
+    kind = kind.partition("+")[0]
     if kind in bench.publishers:
         return bench.publishers[kind]
     if kind == "ours":
@@ -454,11 +475,11 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     port = free_port()
     cmd, path = server_command(kind, bench, port)
     tag = f"{kind}-{n}"
-    row: dict[str, Any] = {"server": kind, "name": NAMES[kind], "clients": n, "steady_events": steady}
+    row: dict[str, Any] = {"server": kind, "name": name_of(kind), "clients": n, "steady_events": steady}
     row["steady_rate"] = rate
     row["burst_events"] = burst
     publish = publisher(kind, bench)
-    server = Proc(cmd, bench.env, bench.tmp / f"{tag}-server.log")
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log")
     clients: Clients | None = None
     profiler: Proc | None = None
     try:
@@ -778,6 +799,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="client counts, e.g. 100,1000")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,celery,send")
     parser.add_argument("--profile", action="store_true", help="py-spy the largest flask-notifications run")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        metavar="LABEL=PATH",
+        help="also serve the flask_notifications found under PATH (a patched copy), as 'flask-notifications + LABEL'",
+    )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--out", type=Path, help="default: bench/results, or bench/results/quick with --quick")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.rst")
@@ -817,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             if "fanout" not in skip:
                 for n in plan.sizes:
                     for kind in plan.servers:
-                        log(f"fan-out: {NAMES[kind]}, {n} clients")
+                        log(f"fan-out: {name_of(kind)}, {n} clients")
                         results["fanout"].append(fanout(bench, kind, n))
             if "celery" not in skip and "ours" in plan.servers:
                 log("full path through Celery")
