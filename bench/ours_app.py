@@ -7,11 +7,13 @@ Celery queue: ``BENCH_REDIS_URL``, ``BENCH_PREFIX``, ``BENCH_QUEUE``.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from flask import Flask
 
+import flask_notifications
 from flask_notifications import Notifications
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event_hub import EventHub
@@ -49,4 +51,5 @@ def make_app(hubs: int = 1, queue: str = QUEUE, **config: Any) -> tuple[Flask, N
 
 
 app, notifications, hubs = make_app()
+logging.getLogger(__name__).warning("serving flask_notifications from %s", flask_notifications.__file__)
 celery = notifications.get_celery(app)

@@ -303,7 +303,12 @@ def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
     if kind.startswith("ours"):
         from bench import ours_app
 
-        return gunicorn("bench.ours_app:app", port), f"/notifications/{ours_app.hubs[0].hub_id}/events"
+        cmd = gunicorn("bench.ours_app:app", port)
+        label = kind.partition("+")[2]
+        if label:
+            # gunicorn puts its --chdir first on sys.path: make it the variant's root.
+            cmd[-1:-1] = ["--chdir", bench.plan.variants[label]]
+        return cmd, f"/notifications/{ours_app.hubs[0].hub_id}/events"
     if kind == "flasksse":
         return gunicorn("bench.flasksse_app:app", port), f"/stream?channel={bench.prefix}-sse"
     if kind == "raw":
