@@ -118,14 +118,16 @@ def free_port() -> int:
 class Proc:
     """A child process, with its stdout lines in a queue when ``lines``."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, lines: bool = False) -> None:
+    def __init__(
+        self, cmd: list[str], env: dict[str, str], log: Path, lines: bool = False, cwd: Path | str = ROOT
+    ) -> None:
         self.cmd = cmd
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115
         self.lines: queue.Queue[str] = queue.Queue()
         self.popen = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.PIPE if lines else subprocess.DEVNULL,
             stdout=subprocess.PIPE if lines else self._logf,
@@ -303,12 +305,7 @@ def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
     if kind.startswith("ours"):
         from bench import ours_app
 
-        cmd = gunicorn("bench.ours_app:app", port)
-        label = kind.partition("+")[2]
-        if label:
-            # gunicorn puts its --chdir first on sys.path: make it the variant's root.
-            cmd[-1:-1] = ["--chdir", bench.plan.variants[label]]
-        return cmd, f"/notifications/{ours_app.hubs[0].hub_id}/events"
+        return gunicorn("bench.ours_app:app", port), f"/notifications/{ours_app.hubs[0].hub_id}/events"
     if kind == "flasksse":
         return gunicorn("bench.flasksse_app:app", port), f"/stream?channel={bench.prefix}-sse"
     if kind == "raw":
@@ -484,7 +481,10 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row["steady_rate"] = rate
     row["burst_events"] = burst
     publish = publisher(kind, bench)
-    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log")
+    label = kind.partition("+")[2]
+    # ``python -m`` puts its working directory first on sys.path: a variant's root.
+    cwd = plan.variants[label] if label else ROOT
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=cwd)
     clients: Clients | None = None
     profiler: Proc | None = None
     try:
