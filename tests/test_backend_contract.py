@@ -9,11 +9,13 @@ connection closed by the broker.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -39,6 +41,7 @@ from flask_notifications.pubsub.backend import (
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
+from .conftest import REDIS_URL
 from .helpers import wait_for
 
 AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_URL)
@@ -189,6 +192,71 @@ def test_channel_added_while_get_blocks(backend: Backend, subscription: Subscrip
         backend.publish("a", "wake the listener")
         listener.join(timeout=20)
     assert not listener.is_alive()
+
+
+def test_close_ends_a_blocked_get(backend: Backend) -> None:
+    if isinstance(backend, RedisPubSub):
+        backend.max_block = 600  # close() must interrupt the XREAD itself
+    sub = backend.subscribe()
+    sub.add("a")
+    results: list[list[Message]] = []
+    listener = threading.Thread(target=lambda: results.append(sub.get(300)), daemon=True)
+    listener.start()
+    time.sleep(0.2)  # let the listener block first
+    sub.close()
+    listener.join(timeout=20)
+    assert not listener.is_alive()
+    assert results == [[]]
+
+
+GEVENT_SCRIPT = """
+import json, sys
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from flask_notifications.pubsub.backend import build_backend
+config = json.loads(sys.argv[1])
+backend = build_backend(config["NOTIFICATIONS_BACKEND"], config)
+sub = backend.subscribe()
+sub.add("a")
+got, ticks = [], [0]
+def listen():
+    while not got:
+        got.extend(m.data for m in sub.get(5))
+def tick():
+    while not got:
+        ticks[0] += 1
+        gevent.sleep(0.01)
+greenlets = [gevent.spawn(listen), gevent.spawn(tick)]
+gevent.sleep(0.3)
+sub.add("b")
+backend.publish("b", "to b")
+gevent.joinall(greenlets, timeout=30)
+sub.close()
+backend.close()
+print(json.dumps({"got": got, "ticks": ticks[0]}))
+"""
+
+
+def test_cooperative_under_gevent(make_backend: BackendFactory, unique: str) -> None:
+    """In a monkey-patched process a blocked get() yields to other greenlets,
+    and a channel added by another greenlet is delivered."""
+    backend = make_backend()  # resolves the servers, and cleans up after
+    config: dict[str, Any] = {**DEFAULTS, "NOTIFICATIONS_KEY_PREFIX": unique}
+    if isinstance(backend, RedisPubSub):
+        config.update(NOTIFICATIONS_BACKEND="redis", NOTIFICATIONS_REDIS_URL=os.environ.get("REDIS_URL", REDIS_URL))
+    elif isinstance(backend, AmqpPubSub):
+        config.update(NOTIFICATIONS_BACKEND="amqp", NOTIFICATIONS_AMQP_URL=backend.url)
+    else:
+        config.update(NOTIFICATIONS_BACKEND="memory")
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, json.dumps(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["got"] == ["to b"]
+    # The ticker ran while the listener was blocked in get().
+    assert result["ticks"] >= 10
 
 
 def test_remove_stops_delivery(backend: Backend, subscription: Subscription) -> None:

@@ -34,10 +34,10 @@ that asks.
 **Failures.** A publish that fails is tried once more on a new connection,
 then raises :class:`BackendError`. A subscription that loses its connection
 raises :class:`BackendError` from ``get()``; later calls wait out an
-exponential backoff (``time.sleep``, which gevent patches), then connect,
-declare a new queue and bind it again. Messages published while it was
-disconnected are lost; a reader that calls :meth:`~AmqpPubSub.history` after
-a failure is told so by the gap.
+exponential backoff (a blocking wait, which gevent makes cooperative and
+``close()`` ends), then connect, declare a new queue and bind it again.
+Messages published while it was disconnected are lost; a reader that calls
+:meth:`~AmqpPubSub.history` after a failure is told so by the gap.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import kombu.exceptions
 from kombu.connection import Connection
 
 from ..errors import BackendError
-from .backend import Backend, Claim, History, Message, Subscription
+from .backend import Backend, Claim, History, Message, Subscription, parse_id
 from .memory_pubsub import MemoryPubSub
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class _AmqpSubscription(Subscription):
         self._chan: Any = None
         self._queue = ""
         self._closed = False
+        self._stop = threading.Event()
         self._failures = 0
         self._retry_at = 0.0
         #: How many times ``get`` tried the server again after a failure.
@@ -131,7 +132,7 @@ class _AmqpSubscription(Subscription):
     # -- connection ------------------------------------------------------------
 
     def _connect(self) -> None:
-        conn = self._backend._connection(self.connection_name, confirm=False)
+        conn = self._backend._connection(self.connection_name, publisher=False)
         try:
             conn.ensure_connection(max_retries=0)
             chan = conn.channel()
@@ -223,7 +224,8 @@ class _AmqpSubscription(Subscription):
         if self._failures and not self._closed:
             delay = self._retry_at - time.monotonic()
             if delay > 0:
-                time.sleep(min(delay, timeout))
+                # Like time.sleep (gevent patches both), but close() ends it.
+                self._stop.wait(min(delay, timeout))
                 if time.monotonic() < self._retry_at:
                     return []
             with self._turns.hold(urgent=False):
@@ -262,11 +264,12 @@ class _AmqpSubscription(Subscription):
                         return messages
             if idle:
                 # No channel added yet: nothing can arrive before add().
-                time.sleep(min(max(remaining, 0.0), self._backend.max_block))
+                self._stop.wait(min(max(remaining, 0.0), self._backend.max_block))
                 if time.monotonic() >= deadline:
                     return []
 
     def close(self) -> None:
+        self._stop.set()
         with self._turns.hold(urgent=True):
             self._closed = True
             self._drop()
@@ -351,12 +354,18 @@ class AmqpPubSub(Backend):
     def _exchange(self, channel: str) -> str:
         return f"{self.exchange_prefix}.hub.{channel}"
 
-    def _connection(self, name: str, *, confirm: bool) -> Any:
+    def _connection(self, name: str, *, publisher: bool) -> Any:
         options: dict[str, Any] = {"client_properties": {"connection_name": name}}
-        if confirm:
+        if publisher:
+            # The broker acknowledges each publish, so a lost one raises.
             options["confirm_publish"] = True
         return Connection(  # type: ignore[no-untyped-call]
-            self.url, connect_timeout=self.connect_timeout, heartbeat=self.heartbeat, transport_options=options
+            self.url,
+            connect_timeout=self.connect_timeout,
+            # Only a subscription reads its socket often enough to answer
+            # heartbeats; an idle publisher relies on its one retry instead.
+            heartbeat=0 if publisher else self.heartbeat,
+            transport_options=options,
         )
 
     def _declare(self, chan: Any, channel: str) -> None:
@@ -380,7 +389,7 @@ class AmqpPubSub(Backend):
 
     def _publish_once(self, channel: str, message: Message) -> None:
         if self._conn is None:
-            conn = self._connection(self._name, confirm=True)
+            conn = self._connection(self._name, publisher=True)
             try:
                 conn.ensure_connection(max_retries=0)
                 self._chan = conn.channel()
@@ -399,7 +408,7 @@ class AmqpPubSub(Backend):
             headers={"channel": channel, "id": message.id},
             properties={"delivery_mode": 1, "message_id": message.id},
         )
-        self._chan.basic_publish(raw, exchange=exchange, routing_key="")
+        self._chan.basic_publish(raw, exchange=exchange, routing_key="", confirm_timeout=self.connect_timeout)
 
     # -- pub/sub -----------------------------------------------------------------
 
@@ -423,7 +432,10 @@ class AmqpPubSub(Backend):
     def history(self, channel: str, after_id: str | None) -> History:
         """No messages: a fan-out exchange keeps none. With ``after_id``,
         ``gap`` is ``True``, since whatever followed it cannot be replayed."""
-        return History([], gap=after_id is not None)
+        if after_id is None:
+            return History([])
+        parse_id(after_id)
+        return History([], gap=True)
 
     @property
     def url_display(self) -> str:
@@ -453,7 +465,7 @@ class AmqpPubSub(Backend):
     # -- lifecycle -------------------------------------------------------------------
 
     def ping(self) -> bool:
-        conn = self._connection(f"{self._name}.ping", confirm=False)
+        conn = self._connection(f"{self._name}.ping", publisher=True)
         try:
             conn.ensure_connection(max_retries=0)
             return True

@@ -36,6 +36,7 @@ class _MemorySubscription(Subscription):
     def remove(self, channel: str) -> None:
         with self._ready:
             self._channels.discard(channel)
+            self._pending = deque(m for m in self._pending if m.channel != channel)
 
     def _deliver(self, message: Message) -> None:
         # Called with the backend lock held.

@@ -20,10 +20,10 @@ Redis without persistence or the expiry of the whole stream) counts as a gap
 too, so a client is told to refetch rather than silently missing events.
 
 A subscription that loses its connection raises :class:`BackendError` from
-``get()``; later calls wait out an exponential backoff (``time.sleep``, which
-gevent patches) before they try the server again, then resume from the last
-ids read, so the events published meanwhile are delivered once the server is
-back (if it kept them).
+``get()``; later calls wait out an exponential backoff (a blocking wait,
+which gevent makes cooperative and ``close()`` ends) before they try the
+server again, then resume from the last ids read, so the events published
+meanwhile are delivered once the server is back (if it kept them).
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class _RedisSubscription(Subscription):
         # Serialises get() with the release of the connection in close().
         self._reader = threading.Lock()
         self._wakeup = threading.Event()
+        self._stop = threading.Event()
         self._closed = False
         self._client: redis.Redis[bytes] | None = None
         self._client_id: int | None = None
@@ -177,7 +178,8 @@ class _RedisSubscription(Subscription):
             if self._failures:
                 delay = self._retry_at - time.monotonic()
                 if delay > 0:
-                    time.sleep(min(delay, timeout))
+                    # Like time.sleep (gevent patches both), but close() ends it.
+                    self._stop.wait(min(delay, timeout))
                     if time.monotonic() < self._retry_at:
                         return []
                 self.reconnect_attempts += 1
@@ -238,6 +240,7 @@ class _RedisSubscription(Subscription):
 
     def close(self) -> None:
         self._closed = True
+        self._stop.set()
         self._wakeup.set()
         self._interrupt(None)
         with self._reader:
