@@ -291,6 +291,7 @@ def test_get_without_channels_waits(subscription: Subscription) -> None:
 
 
 def test_close_is_idempotent(backend: Backend) -> None:
+    assert backend.ping() is True
     sub = backend.subscribe()
     sub.add("a")
     sub.close()
@@ -621,3 +622,30 @@ def test_amqp_subscription_survives_a_dropped_connection(amqp_url: str, unique: 
         sub.close()
         backend.close()
         delete_exchanges(amqp_url, unique)
+
+
+def test_amqp_unreachable_broker_is_retried_with_backoff(unique: str) -> None:
+    backend = AmqpPubSub(
+        f"amqp://guest:guest@127.0.0.1:{free_port()}//",
+        key_prefix=unique,
+        reconnect_backoff=0.05,
+        reconnect_backoff_max=1.0,
+    )
+    sub = backend.subscribe()
+    try:
+        with pytest.raises(BackendError, match="reconnects after a backoff"):
+            sub.add("a")
+        errors, calls = 0, 30
+        for _ in range(calls):
+            try:
+                assert sub.get(0.1) == []
+            except BackendError:
+                errors += 1
+        assert errors == sub.reconnect_attempts  # type: ignore[attr-defined]
+        assert 2 <= errors <= 10
+        with pytest.raises(BackendError, match="AMQP publish"):
+            backend.publish("a", "nowhere")
+        assert backend.ping() is False
+    finally:
+        sub.close()
+        backend.close()

@@ -89,7 +89,7 @@ class _RedisSubscription(Subscription):
         self._closed = False
         self._client: redis.Redis[bytes] | None = None
         self._client_id: int | None = None
-        self._saved_retry: Any = None
+        self._saved: tuple[Any, Any] = (None, None)
         # Channels of the XREAD in flight, or None when none is.
         self._reading: frozenset[str] | None = None
         self._failures = 0
@@ -138,7 +138,13 @@ class _RedisSubscription(Subscription):
             conn = _connection_of(client)
             # The subscription does its own backoff between attempts; the
             # pool's retry policy would block get() well past its timeout.
-            self._saved_retry, conn.retry = conn.retry, Retry(NoBackoff(), 0)
+            # Its reads block up to max_block, longer than a usual socket
+            # timeout (redis-py's default is 5 s). Both are restored when the
+            # connection goes back to the pool.
+            self._saved = (conn.retry, conn.socket_timeout)
+            conn.retry = Retry(NoBackoff(), 0)
+            conn.socket_timeout = self._backend.max_block + 10
+            conn.disconnect()  # the timeout applies from the next connect
             self._client = client
         if self._client_id is None:
             self._client_id = int(self._client.client_id())
@@ -148,7 +154,7 @@ class _RedisSubscription(Subscription):
         client, self._client, self._client_id = self._client, None, None
         conn = None if client is None else _connection_of(client)
         if conn is not None:
-            conn.retry = self._saved_retry
+            conn.retry, conn.socket_timeout = self._saved
             conn.disconnect()
         if client is not None:
             client.close()
