@@ -137,7 +137,12 @@ class _AmqpSubscription(Subscription):
             conn.ensure_connection(max_retries=0)
             chan = conn.channel()
             queue = f"{self.connection_name}.{uuid.uuid4().hex[:8]}"
-            chan.queue_declare(queue=queue, exclusive=True, auto_delete=True)
+            chan.queue_declare(
+                queue=queue,
+                exclusive=True,
+                auto_delete=True,
+                arguments={"x-max-length": self._backend.queue_max_length},
+            )
             for channel in sorted(self._channels):
                 self._backend._declare(chan, channel)
                 chan.queue_bind(queue=queue, exchange=self._backend._exchange(channel), routing_key="")
@@ -293,6 +298,10 @@ class AmqpPubSub(Backend):
     #: Longest single wait on the socket; ``add`` may wait this long for a
     #: blocked ``get`` to hand over the connection.
     max_block = 0.2
+    #: Messages a subscription's queue holds for a process that stopped
+    #: reading; beyond it the oldest are dropped, so a stuck process cannot
+    #: fill the broker's memory (and block every publisher).
+    queue_max_length = 100_000
 
     def __init__(
         self,
