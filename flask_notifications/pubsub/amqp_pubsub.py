@@ -46,7 +46,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -84,17 +84,26 @@ class _Turns:
         self._urgent = 0
 
     @contextmanager
-    def hold(self, urgent: bool) -> Iterator[None]:
+    def hold(self, urgent: bool, nudge: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold the connection. An urgent holder goes before the next
+        non-urgent one, and calls ``nudge`` (once it has said it waits) to cut
+        short the current holder's wait."""
         with self._cond:
             if urgent:
                 self._urgent += 1
-            try:
+            busy = self._busy
+        try:
+            if busy and nudge is not None:
+                nudge()
+            with self._cond:
                 while self._busy or (not urgent and self._urgent):
                     self._cond.wait()
-            finally:
-                if urgent:
+                self._busy = True
+        finally:
+            if urgent:
+                with self._cond:
                     self._urgent -= 1
-            self._busy = True
+                    self._cond.notify_all()
         try:
             yield
         finally:
@@ -121,6 +130,7 @@ class _AmqpSubscription(Subscription):
         self._chan: Any = None
         self._queue = ""
         self._closed = False
+        self._draining = False
         self._stop = threading.Event()
         self._failures = 0
         self._retry_at = 0.0
@@ -170,6 +180,13 @@ class _AmqpSubscription(Subscription):
         log.warning("AMQP subscription lost its connection (%s); attempt %d", exc, self._failures)
         return BackendError(f"AMQP subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
+    def _wake(self) -> None:
+        """Cut short the wait of a ``get`` blocked on the socket, so that the
+        caller has the connection at once: the publisher's connection sends
+        an empty message straight to this subscription's queue."""
+        if self._draining and self._queue:
+            self._backend._wake(self._queue)
+
     def _on_message(self, raw: Any) -> None:
         headers = raw.properties.get("application_headers") or {}
         channel, message_id = headers.get("channel"), headers.get("id")
@@ -186,7 +203,7 @@ class _AmqpSubscription(Subscription):
         :raises BackendError: the broker cannot be reached; the channel is
             kept and bound when ``get`` reconnects.
         """
-        with self._turns.hold(urgent=True):
+        with self._turns.hold(urgent=True, nudge=self._wake):
             if self._closed:
                 return
             self._channels.add(channel)
@@ -255,11 +272,14 @@ class _AmqpSubscription(Subscription):
                     idle = True
                 else:
                     idle = False
+                    self._draining = True
                     try:
                         self._conn.drain_events(timeout=min(max(remaining, 0.001), self._backend.max_block))
                     except _ERRORS as exc:
                         if not _is_timeout(exc):
                             raise self._failed(exc) from exc
+                    finally:
+                        self._draining = False
                     try:
                         self._conn.heartbeat_check()
                     except _ERRORS as exc:
@@ -275,7 +295,7 @@ class _AmqpSubscription(Subscription):
 
     def close(self) -> None:
         self._stop.set()
-        with self._turns.hold(urgent=True):
+        with self._turns.hold(urgent=True, nudge=self._wake):
             self._closed = True
             self._drop()
 
@@ -295,9 +315,10 @@ class AmqpPubSub(Backend):
     """
 
     alias = "amqp"
-    #: Longest single wait on the socket; ``add`` may wait this long for a
-    #: blocked ``get`` to hand over the connection.
-    max_block = 0.2
+    #: Longest single wait on the socket. ``add`` and ``close`` cut it short
+    #: with a message to the subscription's own queue; this bounds their wait
+    #: for the connection if that message cannot be sent.
+    max_block = 1.0
     #: Messages a subscription's queue holds for a process that stopped
     #: reading; beyond it the oldest are dropped, so a stuck process cannot
     #: fill the broker's memory (and block every publisher).
@@ -396,7 +417,9 @@ class AmqpPubSub(Backend):
             except _ERRORS as exc:
                 log.debug("Closing a broken AMQP connection: %s", exc)
 
-    def _publish_once(self, channel: str, message: Message) -> None:
+    def _publish_once(self, channel: str, message: Message | None) -> None:
+        """Publish ``message`` to the exchange of ``channel``; ``None`` sends
+        an empty wake-up message to the queue named ``channel`` instead."""
         if self._conn is None:
             conn = self._connection(self._name, publisher=True)
             try:
@@ -406,6 +429,10 @@ class AmqpPubSub(Backend):
                 conn.release()
                 raise
             self._conn = conn
+        if message is None:
+            wake = self._chan.prepare_message(b"", headers={"wake": 1}, properties={"delivery_mode": 1})
+            self._chan.basic_publish(wake, exchange="", routing_key=channel, confirm_timeout=self.connect_timeout)
+            return
         exchange = self._exchange(channel)
         if exchange not in self._declared:
             self._declare(self._chan, channel)
@@ -418,6 +445,14 @@ class AmqpPubSub(Backend):
             properties={"delivery_mode": 1, "message_id": message.id},
         )
         self._chan.basic_publish(raw, exchange=exchange, routing_key="", confirm_timeout=self.connect_timeout)
+
+    def _wake(self, queue: str) -> None:
+        with self._lock:
+            try:
+                self._publish_once(queue, None)
+            except _ERRORS as exc:
+                self._reset()
+                log.debug("Could not wake an AMQP subscription (%s); it wakes within max_block", exc)
 
     # -- pub/sub -----------------------------------------------------------------
 
