@@ -32,6 +32,7 @@ from flask_notifications.pubsub.amqp_pubsub import DEFAULT_URL, AmqpPubSub
 from flask_notifications.pubsub.backend import (
     Backend,
     Claim,
+    History,
     Message,
     Subscription,
     build_backend,
@@ -379,6 +380,11 @@ def test_redis_history_of_a_vanished_stream_is_a_gap(
     assert again.gap is True and again.messages == [fresh]
     assert backend.history("a", fresh.id).gap is False
     assert backend.history("a", "0-0").gap is False
+    # XDEL of a later entry is a gap too (max-deleted-entry-id).
+    later = [backend.publish("a", str(i)) for i in range(3)]
+    redis_client.xdel(key, later[1].id)
+    assert backend.history("a", later[0].id) == History([later[2]], gap=True)
+    assert backend.history("a", later[1].id) == History([later[2]], gap=False)
     backend.close()
     redis_client.delete(key)
 
