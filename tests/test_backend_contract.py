@@ -349,6 +349,32 @@ def test_history_gap_when_trimmed(make_backend: BackendFactory) -> None:
     assert recent.gap is False and recent.messages == sent[-2:]
 
 
+def test_redis_with_a_resp3_client(redis_url: str, unique: str, redis_client: redis.Redis[bytes]) -> None:
+    """The documentation's ``broker=redis`` client may speak RESP3, whose
+    replies redis-py shapes differently."""
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url, protocol=3)
+    backend = RedisPubSub(client, key_prefix=unique)
+    sub = backend.subscribe()
+    try:
+        sub.add("a")
+        sub.add("b")
+        sent = [backend.publish("a", AWKWARD), backend.publish("b", "b"), backend.publish("a", "a2")]
+        got = collect(sub, 3)
+        assert [m for m in got if m.channel == "a"] == [sent[0], sent[2]]
+        assert backend.history("a", sent[0].id) == History([sent[2]], gap=False)
+        assert backend.claim("k", 30) is Claim.ACQUIRED
+        backend.complete("k", 30)
+        assert backend.claim("k", 30) is Claim.DONE
+        letter = backend.add_dead_letter({"e": 1})
+        assert backend.dead_letters() == [{"e": 1, "id": letter}]
+    finally:
+        sub.close()
+        client.close()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
 def test_history_bounded_by_age(make_backend: BackendFactory) -> None:
     backend = make_backend(NOTIFICATIONS_HISTORY_TTL=1)
     if not keeps_history(backend):

@@ -56,6 +56,15 @@ def _field(fields: Mapping[Any, Any], name: str = "d") -> str:
     return _text(value) if value is not None else ""
 
 
+def _entries(entries: Any) -> list[Any]:
+    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
+    replies (redis-py, ``protocol=3``) nest them one level deeper."""
+    pairs: list[Any] = list(entries or ())
+    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
+        return [entry for group in pairs for entry in group]
+    return pairs
+
+
 def _info(info: Mapping[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
@@ -90,8 +99,10 @@ class _RedisSubscription(Subscription):
         self._client: redis.Redis[bytes] | None = None
         self._client_id: int | None = None
         self._saved: tuple[Any, Any] = (None, None)
-        # Channels of the XREAD in flight, or None when none is.
-        self._reading: frozenset[str] | None = None
+        # Bumped by every add(); the generation of the positions an XREAD in
+        # flight (or about to be sent) reads, or None when there is none.
+        self._generation = 0
+        self._reading: int | None = None
         self._failures = 0
         self._retry_at = 0.0
         #: How many times ``get`` tried the server again after a failure.
@@ -105,29 +116,32 @@ class _RedisSubscription(Subscription):
         """
         last = self._backend._last_id(channel)
         with self._lock:
-            new = channel not in self._positions
-            self._positions.setdefault(channel, last)
+            if channel in self._positions:
+                return
+            self._positions[channel] = last
+            self._generation += 1
+            generation = self._generation
         self._wakeup.set()
-        if new:
-            self._interrupt(channel)
+        self._interrupt(generation)
 
     def remove(self, channel: str) -> None:
         with self._lock:
             self._positions.pop(channel, None)
 
-    def _interrupt(self, channel: str | None) -> None:
-        """Unblock an XREAD in flight that does not read ``channel`` (any, if
-        ``None``). The XREAD may not have reached the server yet, so try a few
-        times; a miss only costs the rest of one ``max_block``."""
+    def _interrupt(self, generation: int | None) -> None:
+        """Unblock an XREAD that reads positions older than ``generation``
+        (any XREAD, if ``None``). It may not have reached the server yet, so
+        try a few times; a miss only costs the rest of one ``max_block``."""
         for _ in range(20):
             reading, client_id = self._reading, self._client_id
-            if reading is None or client_id is None or (channel is not None and channel in reading):
+            if reading is None or (generation is not None and reading >= generation):
                 return
-            try:
-                if self._backend.client.client_unblock(client_id):
+            if client_id is not None:
+                try:
+                    if self._backend.client.client_unblock(client_id):
+                        return
+                except redis.exceptions.RedisError:
                     return
-            except redis.exceptions.RedisError:
-                return
             time.sleep(0.005)
 
     def _connection(self) -> redis.Redis[bytes]:
@@ -202,6 +216,7 @@ class _RedisSubscription(Subscription):
             remaining = deadline - time.monotonic()
             with self._lock:
                 positions = dict(self._positions)
+                self._reading = self._generation if positions else None
             if not positions:
                 self._wakeup.clear()
                 if remaining <= 0 or not self._wakeup.wait(remaining):
@@ -211,7 +226,6 @@ class _RedisSubscription(Subscription):
             block = min(max(remaining, 0.001), backend.max_block)
             try:
                 client = self._connection()
-                self._reading = frozenset(positions)
                 # A block of 0 would block forever.
                 reply = client.xread(
                     {backend._key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
@@ -231,12 +245,14 @@ class _RedisSubscription(Subscription):
                 log.info("Redis subscription reconnected after %d failed attempts", self._failures)
                 self._failures = 0
             messages: list[Message] = []
+            if isinstance(reply, Mapping):  # RESP3
+                reply = list(reply.items())
             with self._lock:
                 for key, entries in reply or ():
                     channel = _text(key)[prefix_len:]
                     if channel not in self._positions:
                         continue
-                    for entry_id, fields in entries:
+                    for entry_id, fields in _entries(entries):
                         message = Message(channel, _text(entry_id), _field(fields))
                         messages.append(message)
                         self._positions[channel] = message.id
