@@ -116,8 +116,10 @@ class _AmqpSubscription(Subscription):
     """One connection, one exclusive queue bound to the added channels.
 
     ``add`` binds the queue before it returns, so every message published
-    after it is delivered; it waits for the current slice of a blocked
-    ``get`` (at most :attr:`AmqpPubSub.max_block`) to have the connection.
+    after it is delivered. A connection is not thread-safe, so ``add``,
+    ``remove`` and ``close`` take it from a blocked ``get``: they wake the
+    ``get`` with an empty message to the queue, and otherwise wait at most
+    :attr:`AmqpPubSub.max_block`.
     """
 
     def __init__(self, backend: AmqpPubSub) -> None:
@@ -222,7 +224,7 @@ class _AmqpSubscription(Subscription):
                 raise self._failed(exc) from exc
 
     def remove(self, channel: str) -> None:
-        with self._turns.hold(urgent=True):
+        with self._turns.hold(urgent=True, nudge=self._wake):
             self._channels.discard(channel)
             self._inbox = [m for m in self._inbox if m.channel != channel]
             if channel not in self._bound or self._conn is None:
