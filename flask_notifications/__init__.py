@@ -11,6 +11,7 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    StreamFormatError,
 )
 from .event import Event
 from .event_filter import EventFilter
@@ -35,5 +36,6 @@ __all__ = [
     "Not",
     "Notifications",
     "NotificationsError",
+    "StreamFormatError",
     "current_notifications",
 ]

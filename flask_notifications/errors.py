@@ -42,3 +42,10 @@ class BrokerUnavailableError(NotificationsError):
 
 class BackendError(NotificationsError):
     """The pub/sub backend failed: it is unreachable or answered an error."""
+
+
+class StreamFormatError(NotificationsError, ValueError):
+    """A value cannot be written as a server-sent events field: an event
+    name, id or retry holds a control character (such as CR, LF or NUL) that
+    would end the field early or that browsers drop, or a retry is not a
+    non-negative integer."""
