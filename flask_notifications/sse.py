@@ -115,6 +115,8 @@ def encode_event(
 
     :param data: the data; ``None`` writes a frame without data, which a
         browser does not dispatch but whose ``id`` and ``retry`` it applies.
+        A CR LF or CR in the data arrives as LF: a frame joins its data lines
+        with LF. (Event JSON escapes both, so it arrives byte for byte.)
     :param event: the event name; ``None`` lets the browser use ``message``.
     :param id: the event id, which the browser sends back as ``Last-Event-ID``.
     :param retry: the reconnection delay, in milliseconds.
@@ -643,13 +645,16 @@ class Fanout:
     # -- introspection --------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters of this process: ``connections`` open now, ``hubs``
-        subscribed, and since start ``opened``, ``refused`` (over the
+        """Counters of this process: ``connections`` open now (an evicted
+        one until its server notices), ``subscribers`` receiving live
+        events, ``hubs`` subscribed, ``listening`` (1 while the subscription
+        is held), and since start ``opened``, ``refused`` (over the
         per-client limit), ``events`` fanned out, ``evicted`` slow
         connections and ``gaps`` reported."""
         with self._lock:
             return {
                 "connections": self._open,
+                "subscribers": sum(len(hub.connections) for hub in self._hubs.values()),
                 "hubs": len(self._hubs),
                 "listening": int(self._subscription is not None),
                 **{key: self._stats[key] for key in ("opened", "refused", "events", "evicted", "gaps")},

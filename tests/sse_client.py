@@ -146,6 +146,8 @@ class SSEClient:
         self.body = b""
         if self.status != 200:
             self.body = self._read_all_raw()
+        else:
+            self._consume()  # the body that came with the head
 
     # -- HTTP -------------------------------------------------------------------
 
@@ -228,8 +230,10 @@ class SSEClient:
             self.eof = True
             data = b""
         self._raw += data
-        body = self._body_bytes()
-        text = self._decoder.decode(body, final=self.eof)
+        self._consume()
+
+    def _consume(self) -> None:
+        text = self._decoder.decode(self._body_bytes(), final=self.eof)
         self.pending.extend(self.parser.feed(text))
 
     def next_event(self, timeout: float | None = None) -> SSEEvent:

@@ -179,11 +179,18 @@ class RedisPubSub(Backend):
             return parse_id(after_id) > (0, 0)
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"Redis history failed: {exc}") from exc
+        after = parse_id(after_id)
         deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-        if deleted is None:
-            first = info.get("first-entry") or info.get(b"first-entry")
-            return first is not None and parse_id(_text(first[0])) > parse_id(after_id)
-        return parse_id(_text(deleted)) > parse_id(after_id)
+        if deleted is not None and parse_id(_text(deleted)) > after:
+            return True
+        # Trimming (MAXLEN, MINID) does not move max-deleted-entry-id, only
+        # XDEL does: entries were trimmed after ``after_id`` when the oldest
+        # kept entry is newer and the stream ever held more than it keeps.
+        first = info.get("first-entry") or info.get(b"first-entry")
+        added = info.get("entries-added", info.get(b"entries-added"))
+        length = info.get("length", info.get(b"length"))
+        trimmed = added is None or length is None or int(added) > int(length)
+        return first is not None and trimmed and parse_id(_text(first[0])) > after
 
     def claim(self, key: str, timeout: float) -> Claim:
         full = f"{self.key_prefix}:claim:{key}"
