@@ -279,6 +279,7 @@ class Connection:
         self.closed = False
         self.evicted = False
         self._released = False
+        self._watcher: Any = None
 
     def accepts(self, event: Mapping[str, Any] | None) -> bool:
         """Whether this connection's filter lets ``event`` through. An event
@@ -339,6 +340,35 @@ class Connection:
             except OSError:
                 pass
 
+    def watch_hangup(self, fd: int) -> None:
+        """Under gevent, close the connection as soon as the client hangs up.
+
+        A server only learns that a client left when it next writes to it
+        (an event or a heartbeat); a greenlet waiting for the end of the
+        client's socket (``fd``) lets the stream free its queue and its place
+        at once instead. Without gevent, nothing is watched: a thread per
+        stream would cost more than the wait.
+        """
+        if not under_gevent() or self.closed:
+            return
+        import gevent
+
+        try:
+            peer = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            return
+        self._watcher = gevent.spawn(self._wait_hangup, peer)
+
+    def _wait_hangup(self, peer: socket.socket) -> None:
+        try:
+            if peer.recv(1, socket.MSG_PEEK):
+                return  # the client sent something: not a hang-up
+        except OSError:
+            pass
+        finally:
+            peer.close()
+        self.close()
+
     def frames(self, *, retry: int, heartbeat: float) -> Iterator[bytes]:
         """The bytes of the stream: ``retry`` and the start id, the gap event
         if any, the replayed events, then live events and heartbeats until
@@ -392,6 +422,9 @@ class Connection:
             self._queue.clear()
             self._ready.notify_all()
             released, self._released = self._released, True
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.kill(block=False)
         if not released:
             self._fanout._release(self)
 

@@ -44,6 +44,16 @@ def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
     return None
 
 
+def _client_fd(environ: dict[str, Any], sock: socket.socket | None) -> int | None:
+    if sock is not None:
+        return sock.fileno()
+    try:
+        # gevent.pywsgi reads the request through a file made from the socket.
+        return int(environ["wsgi.input"].rfile.fileno())
+    except (AttributeError, KeyError, OSError, TypeError, ValueError):
+        return None
+
+
 def _warn_if_gevent_unpatched() -> None:
     global _warned_unpatched
     if _warned_unpatched or under_gevent():
@@ -113,6 +123,7 @@ def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter |
     _warn_if_gevent_unpatched()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     fanout = ext._get_fanout(app._get_current_object())  # type: ignore[attr-defined]
+    sock = _client_socket(request.environ)
     try:
         connection = fanout.open(
             hub.hub_id,
@@ -121,7 +132,7 @@ def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter |
             client=request.remote_addr or "",
             max_per_client=config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
             queue_size=config["NOTIFICATIONS_SSE_QUEUE_SIZE"],
-            sock=_client_socket(request.environ),
+            sock=sock,
         )
     except TooManyStreamsError as exc:
         raise TooManyRequests(str(exc), retry_after=max(1, retry_ms // 1000)) from None
@@ -130,6 +141,9 @@ def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter |
         raise ServiceUnavailable(
             "The notifications backend cannot be reached; try again shortly.", retry_after=max(1, retry_ms // 1000)
         ) from None
+    fd = _client_fd(request.environ, sock)
+    if fd is not None:
+        connection.watch_hangup(fd)
     response = Response(
         connection.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"])),
         status=200,

@@ -5,9 +5,13 @@ gevent in a subprocess, or by the Flask development server in a thread."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +25,7 @@ from .apps.sse_app import setup
 from .conftest import make_config
 from .helpers import wait_for
 from .sse_client import SSEClient, StreamClosed
-from .sse_servers import Server
+from .sse_servers import Server, free_port
 
 NEWS = "event-hub-news"
 PRIVATE = "event-hub-private"
@@ -256,6 +260,26 @@ def test_a_slow_client_is_evicted_while_a_healthy_one_gets_everything(
     assert [e.last_event_id for e in before + rest] == ids
 
 
+@pytest.mark.parametrize("served", SERVED)
+def test_a_client_that_leaves_frees_its_place(served: tuple[str, str], serve: ServeFactory) -> None:
+    server = serve(*served, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=2)
+    url = f"/notifications/{NEWS}/events"
+    for _ in range(3):
+        clients = [server.stream(url) for _ in range(2)]
+        for client in clients:
+            client.wait_open()
+        assert server.status(url) == 429
+        for client in clients:
+            client.close()
+        if served[0] == "gevent":
+            # A greenlet notices the hang-up at once.
+            wait_for(lambda: server.stats()["connections"] == 0)
+        else:
+            # A thread notices it at its next write (an event or a heartbeat).
+            wait_for(lambda: server.publish(NEWS, event(0)) and server.stats()["connections"] == 0)
+        assert server.stats()["subscribers"] == 0
+
+
 def test_redis_connections_stay_constant_as_200_clients_connect(
     serve: ServeFactory, redis_client: redis.Redis[bytes], unique: str
 ) -> None:
@@ -286,3 +310,81 @@ def test_redis_connections_stay_constant_as_200_clients_connect(
     finally:
         for client in clients:
             client.close()
+
+
+# -- the backend going away ------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, which it may kill and restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+                *("--dir", str(self.directory)),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _pings(client))
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+def _pings(client: redis.Redis[bytes]) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.ConnectionError:
+        return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to kill and restart")
+def test_streams_outlive_a_redis_restart_without_spinning(serve: ServeFactory, tmp_path: Path, unique: str) -> None:
+    private = PrivateRedis(tmp_path)
+    private.start()
+    try:
+        server = serve(
+            "gevent",
+            NOTIFICATIONS_REDIS_URL=private.url,
+            CELERY_BROKER_URL=private.url,
+            NOTIFICATIONS_SSE_HEARTBEAT=0.5,
+        )
+        url = f"/notifications/{NEWS}/events"
+        with server.stream(url) as client:
+            client.wait_open()
+            server.publish(NEWS, event(1))
+            assert event_ids(client.take(1)) == ["e1"]
+            private.kill()
+            # Resuming needs the history: refused until Redis is back.
+            assert server.status(url, last_event_id=client.last_event_id) == 503
+            assert server.proc is not None
+            cpu_before = _cpu_seconds(server.proc.pid)
+            beats = len(client.parser.comments)
+            client.wait_until(lambda: len(client.parser.comments) >= beats + 4, timeout=30)
+            # The listener backs off between attempts: it does not spin while Redis is away.
+            assert _cpu_seconds(server.proc.pid) - cpu_before < 1.0
+            private.start()
+            backend = RedisPubSub(url=private.url, key_prefix=unique)
+            backend.publish(NEWS, event(2).to_json())
+            assert event_ids(client.take(1)) == ["e2"]
+            backend.close()
+    finally:
+        private.kill()
