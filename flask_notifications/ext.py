@@ -320,6 +320,20 @@ class Notifications:
         self._stream_authorizer = func
         return func
 
+    def stream_stats(self, app: Flask | None = None) -> dict[str, int]:
+        """Counters of the event streams this process serves for ``app`` (or
+        the current application): open ``connections``, ``subscribers`` of
+        live events, ``evicted`` slow clients, ``gaps`` reported and more;
+        see :meth:`flask_notifications.sse.Fanout.stats`."""
+        if app is None:
+            app = self._current_app()
+        return self._get_fanout(app).stats()
+
+    def _current_app(self) -> Flask:
+        self._state()  # the same error as everywhere without an app context
+        found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return found
+
     def _get_fanout(self, app: Flask) -> Fanout:
         state = self._state(app)
         fanout = state.fanout

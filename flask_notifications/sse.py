@@ -628,7 +628,12 @@ class Fanout:
                 if failures:
                     logger.info("Reading the notifications backend works again after %d failures.", failures)
                     failures = 0
-                self._dispatch(messages)
+                try:
+                    self._dispatch(messages)
+                except Exception:
+                    # The listener serves every stream of the process: it
+                    # must outlive whatever one batch does to it.
+                    logger.exception("Fanning out %d events failed.", len(messages))
         finally:
             subscription.close()
 

@@ -186,7 +186,7 @@ def test_refusals_come_before_any_stream(
     app, ext = web
     response = app.test_client().get(path, headers=headers)
     assert response.status_code == status
-    assert ext._get_fanout(app).stats()["connections"] == 0
+    assert ext.stream_stats(app)["connections"] == 0
 
 
 def test_the_header_wins_over_the_query_parameter(web: tuple[Flask, Notifications]) -> None:

@@ -61,7 +61,7 @@ def setup(app: Flask, notifications: Notifications) -> None:
 
     @app.get("/stats")
     def stats() -> Any:
-        return jsonify(notifications._get_fanout(app).stats())
+        return jsonify(notifications.stream_stats())
 
     @app.get("/tagged/<tag>")
     def tagged(tag: str) -> Any:
