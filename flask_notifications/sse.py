@@ -346,8 +346,9 @@ class Connection:
         A server only learns that a client left when it next writes to it
         (an event or a heartbeat); a greenlet waiting for the end of the
         client's socket (``fd``) lets the stream free its queue and its place
-        at once instead. Without gevent, nothing is watched: a thread per
-        stream would cost more than the wait.
+        at once instead. A client that only half-closes its socket counts as
+        gone; browsers never do that. Without gevent, nothing is watched: a
+        thread per stream would cost more than the wait.
         """
         if not under_gevent() or self.closed:
             return
