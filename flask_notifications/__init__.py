@@ -12,6 +12,7 @@ from .errors import (
     InvalidEventError,
     NotificationsError,
     StreamFormatError,
+    TooManyStreamsError,
 )
 from .event import Event
 from .event_filter import EventFilter
@@ -37,5 +38,6 @@ __all__ = [
     "Notifications",
     "NotificationsError",
     "StreamFormatError",
+    "TooManyStreamsError",
     "current_notifications",
 ]

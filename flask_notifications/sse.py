@@ -60,7 +60,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .errors import BackendError, InvalidEventError, NotificationsError, StreamFormatError
+from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
 from .event import Event
 from .event_filter import EventFilter
 from .pubsub.backend import Backend, Message, Subscription, parse_id
@@ -216,23 +216,6 @@ def _cooperate() -> None:
     # one large batch, so that a burst does not look like slow clients.
     if under_gevent():
         time.sleep(0)
-
-
-class TooManyStreamsError(NotificationsError):
-    """A client address already holds the allowed number of open streams.
-
-    :param client: the address.
-    :param limit: the limit (``NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT``).
-    """
-
-    def __init__(self, client: str, limit: int) -> None:
-        super().__init__(
-            f"{client or 'This client'} already has {limit} open event streams, the limit set by "
-            "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT. Close one first; behind a reverse proxy, "
-            "apply werkzeug's ProxyFix so that clients are told apart."
-        )
-        self.client = client
-        self.limit = limit
 
 
 class _Hub:

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import BadRequest, Forbidden, NotFound, ServiceUnavailable, TooManyRequests
 
-from .errors import BackendError, HubError, StreamFormatError
+from .errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
 from .event_filter import EventFilter
 from .event_hub import EventHub
-from .sse import TooManyStreamsError, parse_last_event_id, under_gevent
+from .sse import parse_last_event_id, under_gevent
 
 if TYPE_CHECKING:
     from .ext import Notifications

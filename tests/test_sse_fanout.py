@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask, url_for
 
-from flask_notifications import Event, Notifications
+from flask_notifications import Event, EventFilter, Notifications
 from flask_notifications.errors import BackendError
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
@@ -275,3 +275,19 @@ def test_flask_sse_notifier_takes_a_filter(web: tuple[Flask, Notifications]) -> 
     ext.get_backend(app).publish(HUB, Event("red", "test", "t", "b", tags=["red"]).to_json())
     assert b'"event_id":"red"' in next(chunks)
     response.close()
+
+
+class _Broken(EventFilter):
+    def filter(self, event: Any) -> bool:
+        raise KeyError("boom")
+
+
+def test_a_failing_filter_withholds_the_event_and_spares_the_others(
+    fanout: Fanout, backend: MemoryPubSub, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = fanout.open(HUB, event_filter=_Broken())
+    fine = fanout.open(HUB)
+    backend.publish(HUB, event_json(1))
+    assert wait_for(lambda: fine.take(0.1))
+    assert broken.take(0.2) == [] and not broken.closed
+    assert "failed; the event is withheld" in caplog.text
