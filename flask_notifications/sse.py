@@ -81,6 +81,9 @@ HEARTBEAT = b": heartbeat\n\n"
 _EVICTED = b": too far behind; reconnect with Last-Event-ID\n\n"
 #: Name of the event that tells a client the history lost events it missed.
 GAP_EVENT = "gap"
+#: Events the listener hands out before it lets the streams write: a stream
+#: then writes them in one chunk, one system call rather than one per event.
+_BATCH = 32
 #: Largest chunk a stream hands to the server in one write.
 _CHUNK = 64 * 1024
 
@@ -218,6 +221,39 @@ def _cooperate() -> None:
         time.sleep(0)
 
 
+class _GreenletCondition:
+    """What :class:`Connection` needs of a ``threading.Condition``, for a
+    process monkey-patched by gevent.
+
+    A patched ``Condition`` yields to the hub on every ``notify()``: its
+    ownership check try-acquires the lock, and gevent's lock sleeps when a
+    non-blocking acquire fails. The listener then let every stream write
+    after each single event, one system call per event and stream. Greenlets
+    switch only where they block, so the queue needs no lock here, and a
+    ``gevent.event.Event`` wakes the stream without yielding."""
+
+    def __init__(self) -> None:
+        from gevent.event import Event as GeventEvent
+
+        self._event = GeventEvent()
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def notify(self) -> None:
+        self._event.set()
+
+    notify_all = notify
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = bool(self._event.wait(timeout))
+        self._event.clear()
+        return woken
+
+
 class _Hub:
     """What the fan-out knows of one hub: its connections and the newest id
     it has handed out (or found in the history when the hub joined)."""
@@ -252,7 +288,7 @@ class Connection:
         self._fanout = fanout
         self._queue: deque[tuple[Key, bytes]] = deque()
         self._queue_size = max(1, queue_size)
-        self._ready = threading.Condition(threading.Lock())
+        self._ready: Any = _GreenletCondition() if under_gevent() else threading.Condition(threading.Lock())
         self._socket = sock
         #: Live events at or below this id were replayed or came before the stream.
         self.floor: Key = (0, 0)
@@ -622,7 +658,7 @@ class Fanout:
             subscription.close()
 
     def _dispatch(self, messages: list[Message]) -> None:
-        for message in messages:
+        for index, message in enumerate(messages, 1):
             event = _parse_event(message)
             try:
                 frame = event_frame(message, event)
@@ -641,7 +677,8 @@ class Fanout:
                 if connection.accepts(event) and not connection.offer(key, frame):
                     logger.info("Evicted %r: more than its queue of events behind.", connection)
                     self._drop_evicted(connection)
-            _cooperate()
+            if index % _BATCH == 0:
+                _cooperate()
 
     def _reset(self) -> None:
         # Called with the lock held, by the listener, once idle.
