@@ -265,7 +265,7 @@ NAMES = {"ours": "flask-notifications", "flasksse": "flask-sse 1.0.0", "raw": "r
 
 def name_of(kind: str) -> str:
     base, _, label = kind.partition("+")
-    return NAMES[base] + (f" + {label}" if label else "")
+    return NAMES[base] + (f" ({label})" if label else "")
 
 
 def env_for(kind: str, bench: Bench) -> dict[str, str]:
