@@ -49,6 +49,7 @@ delivery neither overlap nor leave a hole.
 
 from __future__ import annotations
 
+import _socket
 import json
 import logging
 import os
@@ -363,31 +364,49 @@ class Connection:
         """Under gevent, close the connection as soon as the client hangs up.
 
         A server only learns that a client left when it next writes to it
-        (an event or a heartbeat); a greenlet waiting for the end of the
-        client's socket (``fd``) lets the stream free its queue and its place
-        at once instead. A client that only half-closes its socket counts as
-        gone; browsers never do that. Without gevent, nothing is watched: a
-        thread per stream would cost more than the wait.
+        (an event or a heartbeat); an event-loop watcher on the client's
+        socket (``fd``) lets the stream free its queue and its place at once
+        instead. A client that only half-closes its socket counts as gone;
+        browsers never do that. Without gevent, nothing is watched: a thread
+        per stream would cost more than the wait.
+
+        The watcher is a callback, not a greenlet blocked in ``recv``: an
+        idle greenlet keeps a copy of its C stack, several kilobytes for
+        every open stream (the benchmark's idle cost, issue 6).
         """
         if not under_gevent() or self.closed:
             return
+        from gevent import get_hub
+
+        try:
+            watcher = get_hub().loop.io(fd, 1)  # 1: readable
+        except (OSError, ValueError):
+            return
+        self._watcher = watcher
+        watcher.start(self._readable, fd)
+
+    def _readable(self, fd: int) -> None:
+        # Runs in the event loop, which must not block: peek through the
+        # unpatched socket type, and close from a greenlet, since closing
+        # takes locks.
+        try:
+            peer = _socket.socket(fileno=os.dup(fd))
+            try:
+                data = peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            finally:
+                peer.close()
+        except BlockingIOError:
+            return  # not readable after all: keep watching
+        except OSError:
+            data = b""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        if data:
+            return  # the client sent something: not a hang-up
         import gevent
 
-        try:
-            peer = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            return
-        self._watcher = gevent.spawn(self._wait_hangup, peer)
-
-    def _wait_hangup(self, peer: socket.socket) -> None:
-        try:
-            if peer.recv(1, socket.MSG_PEEK):
-                return  # the client sent something: not a hang-up
-        except OSError:
-            pass
-        finally:
-            peer.close()
-        self.close()
+        gevent.spawn(self.close)
 
     def frames(self, *, retry: int, heartbeat: float) -> Iterator[bytes]:
         """The bytes of the stream: ``retry`` and the start id, the gap event
@@ -444,7 +463,9 @@ class Connection:
             released, self._released = self._released, True
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.kill(block=False)
+            # Before the server closes the socket, whose descriptor may then
+            # be reused by another client.
+            watcher.close()
         if not released:
             self._fanout._release(self)
 
