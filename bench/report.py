@@ -277,6 +277,7 @@ def context(results: dict[str, Any]) -> dict[str, str]:
         "machine": f"{m.get('nproc', '?')} cores ({m.get('cpu', '?')}), {mem} memory, Linux {m.get('kernel', '?')}, "
         f"Python {m.get('python', '?')}, open files limit {m.get('nofile', '?')}",
         "versions": versions,
+        "commit": m.get("commit", "?"),
         "command": results.get("command", "python -m bench"),
         "before": loads(before),
         "after": loads(after),
@@ -303,7 +304,7 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
     quick = " (a ``--quick`` smoke run: small sizes and short phases)" if plan.get("quick") else ""
     out.append(f"- **Date:** {ctx['date']}{quick}")
     out.append(f"- **Machine:** {ctx['machine']}")
-    out.append(f"- **Software:** {ctx['versions']}")
+    out.append(f"- **Software:** flask-notifications {ctx['commit']}, {ctx['versions']}")
     out.append(f"- **Command:** ``{ctx['command']}`` ({ctx['duration']})")
     out.append(f"- **Load before:** {ctx['before']}")
     out.append(f"- **Load after:** {ctx['after']}")

@@ -739,6 +739,8 @@ def machine(bench: Bench) -> dict[str, Any]:
             "celery": _version("celery"),
         },
         "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "commit": sh(f"git -C {ROOT} rev-parse --short HEAD")
+        + (" (with uncommitted changes)" if sh(f"git -C {ROOT} status --porcelain --untracked-files=no") else ""),
     }
 
 
