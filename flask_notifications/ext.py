@@ -123,6 +123,7 @@ class Notifications:
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
                 register_consumer_task(celery, task_name)
+        _add_cli(app)
 
     # -- per-application state ------------------------------------------------
 
@@ -303,6 +304,14 @@ def coerce_event(event: object) -> Event:
     if isinstance(event, Mapping):
         return Event.from_dict(event)
     raise InvalidEventError(f"send() takes an Event, a dict or a JSON string, not {type(event).__name__}.")
+
+
+def _add_cli(app: Flask) -> None:
+    """Add the ``flask notifications`` command group to ``app.cli``."""
+    from .cli import notifications_cli
+
+    if notifications_cli.name not in app.cli.commands:
+        app.cli.add_command(notifications_cli)
 
 
 def _warn_unsafe_serializers(celery: Celery) -> None:
