@@ -73,5 +73,7 @@ log "ruff"
 ruff check flask_notifications tests
 log "mypy --strict"
 mypy --strict flask_notifications
+log "sphinx-build -W"
+python -m sphinx -W -b html docs docs/_build/html -q
 log "pytest"
 python -m pytest "$@"
