@@ -190,7 +190,7 @@ def test_run_sh_starts_the_example_on_the_embedded_default(tmp_path: Path) -> No
         assert json.loads(frame["data"])["event_id"] == sent["event_id"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)
 
 
 def _get(url: str) -> bool:
