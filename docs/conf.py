@@ -21,7 +21,6 @@ extensions = [
 ]
 exclude_patterns = ["_build"]
 templates_path: list[str] = []
-html_static_path = ["_static"]
 html_theme = "alabaster"
 html_title = f"Flask-Notifications {release}"
 
