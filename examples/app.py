@@ -54,7 +54,9 @@ if REDIS_URL:
     app.config.update(NOTIFICATIONS_BACKEND="redis", NOTIFICATIONS_REDIS_URL=REDIS_URL, CELERY_BROKER_URL=REDIS_URL)
 else:
     # The embedded default: everything in this process, no server needed.
-    app.config.update(NOTIFICATIONS_BACKEND="memory", CELERY_BROKER_URL="memory://", CELERY_TASK_ALWAYS_EAGER=True)
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory", CELERY_BROKER_URL="memory://localhost/", CELERY_TASK_ALWAYS_EAGER=True
+    )
 if os.environ.get("MAIL_SERVER"):
     app.config.update(
         MAIL_SERVER=os.environ["MAIL_SERVER"],
