@@ -153,6 +153,8 @@ def send_command(
             )
     with _user_errors():
         dispatch = ext.send(event)
+    if event.is_expired():
+        raise click.ClickException(f"Event {event['event_id']} has already expired (--expires), so it was not sent.")
     hubs = ", ".join(ext.hubs[hub_id].label for hub_id in dispatch.hub_ids) or "no hub (no filter matched)"
     click.echo(f"Sent event {event['event_id']} to {hubs}.")
 

@@ -118,6 +118,7 @@ def test_send_reports_when_no_hub_matches(runner: FlaskCliRunner) -> None:
         (["send", "-"], '{"event_type": "a", "title": "x", "timestamp": "soon"}', "not an ISO 8601 datetime"),
         (["send", "-t", "a", "--title", "x", "--expires", "soon"], None, "'soon' is not an ISO 8601 datetime"),
         (["send", "-t", "a", "--title", "x" * 70000], None, "more than NOTIFICATIONS_MAX_EVENT_SIZE"),
+        (["send", "-t", "a", "--title", "x", "--expires", "2001-01-01T00:00:00+00:00"], None, "already expired"),
         (["listen", "Nope"], None, "There is no hub 'Nope'; known hubs: UserHub, SystemHub."),
         (["listen", "UserHub", "--last-event-id", "yesterday"], None, "'yesterday' is not an event id"),
         (["retry"], None, "Give the ids of the dead letters to retry"),
