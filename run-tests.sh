@@ -70,7 +70,7 @@ export REDIS_URL
 
 # -- Checks ----------------------------------------------------------------------
 log "ruff"
-ruff check flask_notifications tests
+ruff check flask_notifications tests examples
 log "mypy --strict"
 mypy --strict flask_notifications
 log "sphinx-build -W"
