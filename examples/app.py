@@ -30,6 +30,7 @@ from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from flask_notifications import InvalidEventError, Notifications
+from flask_notifications.consumers.log_consumer import LogConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event import Event
 from flask_notifications.filters.before_date import BeforeDate
@@ -46,6 +47,7 @@ app.config.update(
     # The SSE endpoint, GET /notifications/<hub_id>/events.
     NOTIFICATIONS_SSE_BLUEPRINT=True,
     EXAMPLE_LOG_FILE=str(Path(__file__).resolve().parent / "events.log"),
+    EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
 )
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
@@ -79,15 +81,26 @@ system_hub = notifications.create_hub("SystemHub")
 system_hub.filter_by(WithEventType("system") & Not(BeforeDate(start)))
 
 
-@user_hub.register_consumer(celery_task_name="examples.app.write_to_file")
-def write_to_file(event: Event) -> None:
-    with open(app.config["EXAMPLE_LOG_FILE"], "a", encoding="utf-8") as log:
-        log.write(event.to_json() + "\n")
-
+# The file consumer: one JSON line per event.
+user_hub.register_consumer(LogConsumer(app.config["EXAMPLE_LOG_FILE"], name="examples.app.write_to_file"))
 
 # Both hubs push to the page; PushConsumer(None, ...) uses the app's backend.
 user_hub.register_consumer(PushConsumer(None, user_hub.hub_id))
 system_hub.register_consumer(PushConsumer(None, system_hub.hub_id))
+
+# Mail only when an SMTP server is configured: a mail consumer without one
+# would fail on every event and fill the dead letters.
+if app.config.get("MAIL_SERVER"):
+    from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
+
+    system_hub.register_consumer(
+        FlaskMailConsumer.from_app(
+            app,
+            recipients=[app.config["EXAMPLE_MAIL_TO"]],
+            subject="[{{ event.event_type }}] {{ event.title }}",
+            name="examples.app.mail_system_events",
+        )
+    )
 
 #: The event types the page listens for (SSE event names are event types).
 EVENT_TYPES = ["user", "system"]

@@ -25,7 +25,10 @@ from .helpers import wait_for
 
 @pytest.fixture
 def example(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    module = load_example(monkeypatch, EXAMPLE_LOG_FILE=str(tmp_path / "events.log"), NOTIFICATIONS_MAX_RETRIES="1")
+    (tmp_path / "logs").mkdir()
+    module = load_example(
+        monkeypatch, EXAMPLE_LOG_FILE=str(tmp_path / "logs" / "events.log"), NOTIFICATIONS_MAX_RETRIES="1"
+    )
     yield module
     module.notifications.get_backend(module.app).close()
 
@@ -188,9 +191,9 @@ def test_listen_tails_live_events(app: Flask, example: ModuleType, runner: Flask
 
 def test_failed_and_retry(app: Flask, runner: FlaskCliRunner, tmp_path: Path) -> None:
     assert runner.invoke(args=["notifications", "failed"]).output == "No dead letters.\n"
-    # The file consumer cannot write to a directory: it fails, is retried
-    # once (NOTIFICATIONS_MAX_RETRIES=1) and ends as a dead letter.
-    app.config["EXAMPLE_LOG_FILE"] = str(tmp_path)
+    # The file consumer cannot write into a missing directory: it fails, is
+    # retried once (NOTIFICATIONS_MAX_RETRIES=1) and ends as a dead letter.
+    (tmp_path / "logs").rmdir()
     for title in ("first", "second"):
         assert (
             runner.invoke(args=["notifications", "send", "-t", "user", "--title", title, "--sender", "john"]).exit_code
@@ -200,11 +203,11 @@ def test_failed_and_retry(app: Flask, runner: FlaskCliRunner, tmp_path: Path) ->
     result = runner.invoke(args=["notifications", "failed"])
     assert result.exit_code == 0
     assert "examples.app.write_to_file" in result.output and "attempts=2" in result.output
-    assert "IsADirectoryError" in result.output and "'first'" in result.output
+    assert "LogWriteError: Cannot open the event log" in result.output and "'first'" in result.output
     letters = json.loads(runner.invoke(args=["notifications", "failed", "--json"]).output)
     assert [letter["consumer"] for letter in letters] == ["examples.app.write_to_file"] * 2
 
-    app.config["EXAMPLE_LOG_FILE"] = str(tmp_path / "events.log")
+    (tmp_path / "logs").mkdir()
     result = runner.invoke(args=["notifications", "retry", letters[0]["id"]])
     assert result.exit_code == 0, result.output
     assert f"Retrying {letters[0]['id']}: examples.app.write_to_file on event-hub-UserHub." in result.output

@@ -199,3 +199,44 @@ def _get(url: str) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def test_system_events_are_mailed_when_a_mail_server_is_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from email import message_from_bytes
+
+    from aiosmtpd.controller import Controller
+
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        example = load_example(
+            monkeypatch, mail=("127.0.0.1", controller.port), EXAMPLE_LOG_FILE=str(tmp_path / "events.log")
+        )
+        client = example.app.test_client()
+        answer = client.post(
+            "/send/system", data={"title": "Mail me", "body": "Hi"}, headers={"Accept": "application/json"}
+        )
+        assert answer.status_code == 202
+        [envelope] = wait_for(lambda: inbox.messages)
+        assert envelope.rcpt_tos == ["admin@localhost"]
+        mail = message_from_bytes(envelope.content)
+        assert mail["Subject"] == "[system] Mail me"
+        assert client.post("/send/user", data={"title": "Not mailed", "sender": "john"}).status_code == 302
+        assert len(inbox.messages) == 1
+        example.notifications.get_backend(example.app).close()
+    finally:
+        controller.stop()
+
+
+def test_without_a_mail_server_no_mail_consumer_is_registered(example: ModuleType) -> None:
+    assert [type(consumer).__name__ for consumer in example.system_hub.consumers] == ["PushConsumer"]
