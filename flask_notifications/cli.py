@@ -259,13 +259,19 @@ def listen_command(hub: str, last_event_id: str | None, count: int | None, as_js
                     if show(message):
                         return
         click.echo(f"Listening to {channel}; press Ctrl-C to stop.", err=True)
+        failing = False
         while True:
             try:
                 messages = subscription.get(timeout=1.0)
             except BackendError as exc:
-                click.echo(f"{exc}; retrying.", err=True)
+                if not failing:
+                    click.echo(f"{exc}; retrying until it answers.", err=True)
+                failing = True
                 time.sleep(1.0)
                 continue
+            if failing:
+                click.echo("The backend answers again.", err=True)
+                failing = False
             for message in messages:
                 if message.channel == channel and show(message):
                     return
