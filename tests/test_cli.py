@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -250,3 +252,62 @@ def test_listen_stops_cleanly_on_ctrl_c(redis_url: str, unique: str, tmp_path: P
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def _collect(stream: Any, lines: list[str]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_listen_waits_out_a_redis_restart(unique: str) -> None:
+    """``listen`` says once that the server is gone, and carries on when it is back."""
+    from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+
+    from .test_backend_contract import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    env = {**os.environ, "REDIS_URL": server.url, "FLASK_NOTIFICATIONS_KEY_PREFIX": unique, "PYTHONPATH": str(ROOT)}
+    env["FLASK_NOTIFICATIONS_RECONNECT_BACKOFF_MAX"] = "0.5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "examples.app", "notifications", "listen", "SystemHub", "-n", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    readers = [_collect(proc.stdout, out), _collect(proc.stderr, err)]
+    backend = RedisPubSub(url=server.url, key_prefix=unique)
+    try:
+        wait_for(lambda: any("Listening to" in line for line in err), timeout=60)
+        server.stop()
+        wait_for(lambda: any("retrying until it answers" in line for line in err), timeout=60)
+        server.start()
+
+        def printed() -> bool:
+            if not out:
+                backend.publish("event-hub-SystemHub", Event(None, "system", "back", "", sender="s").to_json())
+            return proc.poll() is not None
+
+        wait_for(printed, timeout=60, interval=0.2)
+        for reader in readers:
+            reader.join(timeout=10)
+    finally:
+        backend.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+    assert proc.returncode == 0, err
+    assert len(out) == 1 and "[system] back" in out[0]
+    assert sum("retrying until it answers" in line for line in err) == 1
+    assert any("The backend answers again." in line for line in err)
+    assert not any("Traceback" in line for line in err)
