@@ -285,6 +285,27 @@ def context(results: dict[str, Any]) -> dict[str, str]:
     }
 
 
+class _Figures(dict[str, str]):
+    """Figures of this run for ``findings.md``: ``{ours_1000_deliveries_per_s}``,
+    ``{ours+before fix_1000_kb_per_conn}``, ``{ours_1000_steady_p99}`` ... A
+    figure the run lacks reads as ``–``."""
+
+    def __init__(self, results: dict[str, Any]) -> None:
+        super().__init__()
+        for row in results.get("fanout", []):
+            if "error" in row:
+                continue
+            for key, value in row.items():
+                if isinstance(value, (int, float)):
+                    self[f"{row['server']}_{row['clients']}_{key}"] = fmt(value)
+                elif isinstance(value, dict):
+                    for sub, number in value.items():
+                        self[f"{row['server']}_{row['clients']}_{key}_{sub}"] = fmt(number)
+
+    def __missing__(self, key: str) -> str:
+        return "–"
+
+
 def render(results: dict[str, Any], flavour: str, images: str) -> str:
     table: Callable[[list[str], list[list[str]]], str] = md_table if flavour == "md" else rst_table
     ctx = context(results)
@@ -328,7 +349,7 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
         out.append("")
     if FINDINGS.exists():
         heading("Findings", "-")
-        out.append(FINDINGS.read_text().strip())
+        out.append(FINDINGS.read_text().strip().format_map(_Figures(results)))
         out.append("")
     heading("Method", "-")
     out.append(
@@ -427,6 +448,7 @@ takes about ten minutes, and ``--quick`` makes a smoke run. The run writes
 ``bench/results/report.md``, the plots and this page; do not edit the page by hand.
 
 """
+
 
 def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     plots(results, out)
