@@ -55,7 +55,7 @@ import kombu.exceptions
 from kombu.connection import Connection
 
 from ..errors import BackendError
-from .backend import Backend, Claim, History, Message, Subscription, parse_id
+from .backend import Backend, Claim, History, Message, MessageIds, Subscription, parse_id
 from .memory_pubsub import MemoryPubSub
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class AmqpPubSub(Backend):
         self._conn: Any = None
         self._chan: Any = None
         self._declared: set[str] = set()
-        self._last_id: dict[str, tuple[int, int]] = {}
+        self._ids = MessageIds()
         self._name = f"{key_prefix}.pub.{uuid.uuid4().hex[:12]}"
 
     @classmethod
@@ -402,13 +402,6 @@ class AmqpPubSub(Backend):
 
     def _declare(self, chan: Any, channel: str) -> None:
         chan.exchange_declare(exchange=self._exchange(channel), type="fanout", durable=False, auto_delete=False)
-
-    def _next_id(self, channel: str) -> str:
-        now_ms = int(time.time() * 1000)
-        last_ms, last_seq = self._last_id.get(channel, (0, 0))
-        new = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
-        self._last_id[channel] = new
-        return f"{new[0]}-{new[1]}"
 
     def _reset(self) -> None:
         conn, self._conn, self._chan = self._conn, None, None
@@ -460,7 +453,7 @@ class AmqpPubSub(Backend):
 
     def publish(self, channel: str, data: str) -> Message:
         with self._lock:
-            message = Message(channel, self._next_id(channel), data)
+            message = Message(channel, self._ids.next(channel), data)
             for attempt in (1, 2):
                 try:
                     self._publish_once(channel, message)

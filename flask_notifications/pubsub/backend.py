@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,24 @@ def parse_id(message_id: str) -> tuple[int, int]:
     if not sep or not head.isdigit() or not tail.isdigit() or len(message_id) > 41:
         raise ValueError(f"Not a message id: {message_id[:48]!r}.")
     return int(head), int(tail)
+
+
+class MessageIds:
+    """Makes message ids for backends that have no server to assign them:
+    ``"<ms>-<seq>"``, the wall clock in milliseconds and a sequence that
+    breaks ties, strictly increasing per channel within this object.
+    Callers serialise access (the backends call it under their lock)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def next(self, channel: str) -> str:
+        """The next id of ``channel``."""
+        now_ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last.get(channel, (0, 0))
+        new = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        self._last[channel] = new
+        return f"{new[0]}-{new[1]}"
 
 
 @dataclass(frozen=True)

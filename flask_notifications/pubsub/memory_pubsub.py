@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from .backend import Backend, Claim, History, Message, Subscription, parse_id
+from .backend import Backend, Claim, History, Message, MessageIds, Subscription, parse_id
 
 _MIN_PURGE = 1024
 
@@ -83,7 +83,7 @@ class MemoryPubSub(Backend):
         self._history: dict[str, deque[tuple[float, Message]]] = {}
         # Whether a channel ever dropped a message, and the newest one dropped.
         self._dropped: dict[str, tuple[int, int]] = {}
-        self._last_id: dict[str, tuple[int, int]] = {}
+        self._ids = MessageIds()
         self._subscriptions: set[_MemorySubscription] = set()
         self._claims: dict[str, tuple[str, float]] = {}
         # Expired claims are purged when the ledger reaches this size, which
@@ -101,13 +101,6 @@ class MemoryPubSub(Backend):
             dead_letter_limit=config["NOTIFICATIONS_DEAD_LETTER_LIMIT"],
         )
 
-    def _next_id(self, channel: str) -> str:
-        now_ms = int(time.time() * 1000)
-        last_ms, last_seq = self._last_id.get(channel, (0, 0))
-        new = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
-        self._last_id[channel] = new
-        return f"{new[0]}-{new[1]}"
-
     def _trim(self, channel: str, entries: deque[tuple[float, Message]]) -> None:
         cutoff = None if self.history_ttl is None else time.monotonic() - self.history_ttl
         while entries and (len(entries) > self.history_size or (cutoff is not None and entries[0][0] < cutoff)):
@@ -116,7 +109,7 @@ class MemoryPubSub(Backend):
 
     def publish(self, channel: str, data: str) -> Message:
         with self._lock:
-            message = Message(channel, self._next_id(channel), data)
+            message = Message(channel, self._ids.next(channel), data)
             entries = self._history.setdefault(channel, deque())
             entries.append((time.monotonic(), message))
             self._trim(channel, entries)
