@@ -8,6 +8,7 @@ never disturbed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -182,3 +183,13 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def report(test: str, **figures: object) -> None:
+    """Append a test's figures (events sent, lost, examples tried, RSS) as a
+    JSON line to the file named by ``RELIABILITY_REPORT``, if it is set;
+    docs/reliability.rst quotes them."""
+    path = os.environ.get("RELIABILITY_REPORT")
+    if path:
+        with open(path, "a") as out:
+            out.write(json.dumps({"test": test, **figures}, default=str) + "\n")
