@@ -42,3 +42,42 @@ class BrokerUnavailableError(NotificationsError):
 
 class BackendError(NotificationsError):
     """The pub/sub backend failed: it is unreachable or answered an error."""
+
+
+class LogWriteError(ConsumerError):
+    """A :class:`LogConsumer` could not append to its log file: the directory
+    does not exist, the file is not writable, or the disk is full.
+
+    :param message: what failed and how to fix it.
+    :param path: the log file.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class MailError(ConsumerError):
+    """A mail consumer could not deliver an email.
+
+    :param message: what failed and how to fix it.
+    :param server: the SMTP server, as ``host:port``, when known.
+    """
+
+    def __init__(self, message: str, server: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class MailServerUnavailableError(MailError):
+    """The SMTP server cannot be reached: nothing listens on its port, the
+    connection timed out or dropped, or the TLS handshake failed."""
+
+
+class MailAuthenticationError(MailError):
+    """The SMTP server refused the login, or does not offer authentication
+    on this connection (it may require ``STARTTLS`` first)."""
+
+
+class MailRejectedError(MailError):
+    """The SMTP server refused the sender, every recipient, or the message."""

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 from flask import current_app
 
+from ..errors import ConsumerError
 from ..event import Event
 from ..event_hub import current_notifications
 from ..pubsub.backend import Backend
@@ -27,10 +28,17 @@ class PushConsumer(Consumer):
         ``None`` for the application's configured backend.
     :param hub_id: the channel to publish to, normally the hub's id.
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
+    :raises ConsumerError: ``backend`` is none of these, or ``hub_id`` is empty.
     """
 
     def __init__(self, backend: Backend | redis.Redis[Any] | None, hub_id: str, name: str | None = None) -> None:
         super().__init__(name)
+        if backend is not None and not isinstance(backend, (Backend, redis.Redis)):
+            raise ConsumerError(
+                f"PushConsumer takes a Backend, a redis.Redis client or None, not {type(backend).__name__}."
+            )
+        if not isinstance(hub_id, str) or not hub_id:
+            raise ConsumerError(f"PushConsumer needs the id of the hub to push to, not {hub_id!r}.")
         self._backend = backend
         self.hub_id = hub_id
 
@@ -46,4 +54,11 @@ class PushConsumer(Consumer):
         return RedisPubSub.from_config(current_app.config, broker=self._backend)
 
     def consume(self, event: Event) -> None:
+        """Publish ``event`` to the hub's channel and its replay history.
+
+        :raises BackendError: the backend cannot be reached; the task is retried.
+        """
         self.backend.publish(self.hub_id, event.to_json())
+
+    def __repr__(self) -> str:
+        return f"<PushConsumer {self.name!r} to {self.hub_id!r}>"

@@ -1,0 +1,350 @@
+"""What the two mail consumers share: the templates, the recipients, the
+content of the message and the translation of SMTP failures.
+
+:class:`FlaskMailConsumer` and :class:`FlaskEmailConsumer` differ only in how
+they hand the message to an SMTP server; everything that decides *what* is
+sent lives here, in :class:`MailConsumer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import smtplib
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.utils import parseaddr
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from flask import current_app, render_template
+from jinja2 import Environment, Template
+
+from ..errors import (
+    ConfigurationError,
+    ConsumerError,
+    MailAuthenticationError,
+    MailError,
+    MailRejectedError,
+    MailServerUnavailableError,
+)
+from ..event import Event
+from .consumer import Consumer
+
+logger = logging.getLogger(__name__)
+
+#: Maps one of the event's recipients (such as a user id) to an address, a
+#: few addresses, or ``None`` to skip that recipient.
+RecipientMap = Callable[[str], str | Iterable[str] | None]
+
+#: The subject when no template is given: the event's title.
+DEFAULT_SUBJECT = "{{ event.title }}"
+#: The plain-text body when no template is given: the event's body.
+DEFAULT_BODY = "{{ event.body }}"
+
+
+@dataclass(frozen=True)
+class MailContent:
+    """One email, ready for a transport.
+
+    :param sender: the ``From`` address, possibly with a display name.
+    :param recipients: the ``To`` addresses, without duplicates.
+    :param subject: the subject, on one line.
+    :param body: the plain-text body.
+    :param html: an HTML alternative, or ``None``.
+    :param message_id: a ``Message-ID`` derived from the event, the sender
+        and the recipients, so that a copy sent twice is recognisably the same
+        message to mail clients.
+    :param event_id: the id of the event it is about.
+    """
+
+    sender: str
+    recipients: list[str]
+    subject: str
+    body: str
+    html: str | None
+    message_id: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where a transport sends, and which config keys say so, for errors
+    that tell the user what to change.
+
+    :param host: the SMTP server's host name.
+    :param port: its port.
+    :param server_keys: the config keys naming the server.
+    :param login_keys: the config keys holding the credentials.
+    :param tls_keys: the config keys choosing TLS.
+    """
+
+    host: str
+    port: int
+    server_keys: str
+    login_keys: str
+    tls_keys: str
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+
+
+@contextmanager
+def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
+    """Turn what ``smtplib`` and the socket layer raise into a specific
+    :class:`MailError` whose message names the config keys to check.
+
+    :raises MailAuthenticationError: the login was refused or not offered.
+    :raises MailRejectedError: the sender, the recipients or the message was refused.
+    :raises MailServerUnavailableError: the server cannot be reached.
+    :raises MailError: any other SMTP failure.
+    """
+    server = settings.server
+    try:
+        yield
+    except MailError:
+        raise
+    except smtplib.SMTPAuthenticationError as exc:
+        raise MailAuthenticationError(
+            f"The SMTP server {server} refused the login ({_reply(exc)}); check {settings.login_keys}.", server
+        ) from exc
+    except smtplib.SMTPNotSupportedError as exc:
+        raise MailAuthenticationError(
+            f"The SMTP server {server} does not support what was asked ({exc}); it may offer AUTH only over "
+            f"TLS ({settings.tls_keys}), or not at all (leave {settings.login_keys} empty).",
+            server,
+        ) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = ", ".join(f"{addr} ({code} {_text(msg)})" for addr, (code, msg) in sorted(exc.recipients.items()))
+        raise MailRejectedError(f"The SMTP server {server} refused every recipient: {refused}.", server) from exc
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+        raise MailRejectedError(f"The SMTP server {server} refused the message ({_reply(exc)}).", server) from exc
+    except (smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
+        raise MailServerUnavailableError(
+            f"The SMTP server {server} dropped the connection ({exc}); check {settings.server_keys} "
+            f"and {settings.tls_keys}.",
+            server,
+        ) from exc
+    except smtplib.SMTPException as exc:
+        raise MailError(f"Sending through the SMTP server {server} failed: {exc!r}.", server) from exc
+    except OSError as exc:
+        # Connection refused, unknown host, timeout, TLS handshake failure.
+        raise MailServerUnavailableError(
+            f"Could not reach the SMTP server {server}: {exc}. Check {settings.server_keys}, "
+            f"{settings.tls_keys}, and that the server is running.",
+            server,
+        ) from exc
+
+
+def timeout_option(timeout: float | None) -> dict[str, Any]:
+    """The ``timeout`` argument of ``smtplib.SMTP``; ``None`` leaves the
+    socket blocking, as smtplib's default does."""
+    return {} if timeout is None else {"timeout": float(timeout)}
+
+
+def _one_line(text: str) -> str:
+    # A header must not break lines: a title with newlines would otherwise
+    # be refused (Flask-Mail) or inject headers.
+    return " ".join(text.split())
+
+
+def _address(value: str | tuple[str, str]) -> str:
+    parts = value if isinstance(value, tuple) else (value,)
+    if any("\r" in part or "\n" in part for part in parts):
+        raise ConsumerError(f"The address {value!r} contains a line break.")
+    if isinstance(value, tuple):
+        try:
+            return str(Address(display_name=value[0], addr_spec=value[1]))
+        except (ValueError, MessageError) as exc:
+            raise ConsumerError(f"Invalid address {value!r}: {exc}") from exc
+    return value.strip()
+
+
+def _domain(sender: str) -> str:
+    domain = parseaddr(sender)[1].rpartition("@")[2]
+    return domain or "localhost"
+
+
+class MailConsumer(Consumer):
+    """Base of the consumers that email events.
+
+    Each event becomes one email to all its recipients. The subject and the
+    bodies are Jinja templates rendered in the application (its filters and
+    globals apply) with ``event`` (the :class:`Event`; ``event.title``,
+    ``event.sender``, ``event.extra.priority``...) and ``recipients`` (the
+    addresses). Give each part as template source (``subject=``,
+    ``body=``, ``html=``) or as the name of a template of the application
+    (``subject_template=``, ``body_template=``, ``html_template=``), not both.
+    The subject is the event's title by default (``Event <event_id>`` if it
+    has none) and the body the event's body; there is no HTML part unless one
+    is given. HTML given as source is autoescaped.
+
+    :param sender: the ``From`` address, ``"Name <addr>"`` or ``(name, addr)``;
+        ``None`` uses the transport's default sender setting.
+    :param recipients: the addresses to send every event to; or a callable
+        that maps each of the event's ``recipients`` (user ids, say) to an
+        address, several addresses or ``None`` (skip it). An event that ends
+        up with no address is not sent, and that is not an error.
+    :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
+    :raises ConsumerError: a part is given twice, or no recipient is fixed.
+    """
+
+    #: The config key naming the default sender, for error messages.
+    default_sender_key = ""
+
+    def __init__(
+        self,
+        sender: str | tuple[str, str] | None = None,
+        recipients: str | Iterable[str] | RecipientMap = (),
+        *,
+        subject: str | None = None,
+        body: str | None = None,
+        html: str | None = None,
+        subject_template: str | None = None,
+        body_template: str | None = None,
+        html_template: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.sender = _address(sender) if sender is not None else None
+        self.recipient_map: RecipientMap | None = None
+        self.recipients: tuple[str, ...] = ()
+        if isinstance(recipients, str):
+            self.recipients = (_address(recipients),)
+        elif callable(recipients):
+            self.recipient_map = recipients
+        else:
+            self.recipients = tuple(_unique(_address(addr) for addr in recipients))
+            if not self.recipients:
+                raise ConsumerError(
+                    f"{type(self).__name__} needs recipients: a list of addresses, or a callable that maps "
+                    "the event's recipients to addresses."
+                )
+        self._parts = {
+            "subject": _part("subject", subject, subject_template, DEFAULT_SUBJECT),
+            "body": _part("body", body, body_template, DEFAULT_BODY),
+            "html": _part("html", html, html_template, None),
+        }
+        # Compiled template source, per application (Jinja environment).
+        self._templates: WeakKeyDictionary[Environment, dict[str, Template]] = WeakKeyDictionary()
+
+    # -- what is sent ---------------------------------------------------------
+
+    def addresses(self, event: Event) -> list[str]:
+        """The addresses ``event`` is sent to, without duplicates."""
+        if self.recipient_map is None:
+            return list(self.recipients)
+        found: list[str] = []
+        for recipient in event["recipients"]:
+            mapped = self.recipient_map(recipient)
+            if mapped is None:
+                continue
+            found.extend([mapped] if isinstance(mapped, str) else mapped)
+        return _unique(_address(addr) for addr in found if addr)
+
+    def get_sender(self) -> str | None:
+        """The transport's default sender, used when none was given."""
+        return None
+
+    def render(self, part: str, event: Event, addresses: list[str]) -> str | None:
+        """Render ``part`` (``"subject"``, ``"body"`` or ``"html"``) of the
+        email for ``event``; ``None`` when the part is not wanted."""
+        spec = self._parts[part]
+        if spec is None:
+            return None
+        kind, text = spec
+        context = {"event": event, "recipients": addresses}
+        if kind == "name":
+            return render_template(text, **context)
+        return self._compiled(part, text).render(context)
+
+    def _compiled(self, part: str, source: str) -> Template:
+        env = current_app.jinja_env
+        templates = self._templates.get(env)
+        if templates is None:
+            templates = self._templates[env] = {}
+        template = templates.get(part)
+        if template is None:
+            # Flask autoescapes template source; only the HTML part wants that.
+            template = templates[part] = env.overlay(autoescape=part == "html").from_string(source)
+        return template
+
+    def compose(self, event: Event) -> MailContent | None:
+        """The email for ``event``, or ``None`` when it has no recipient.
+
+        :raises ConfigurationError: there is no sender.
+        """
+        addresses = self.addresses(event)
+        if not addresses:
+            return None
+        sender = self.sender or self.get_sender()
+        if not sender:
+            raise ConfigurationError(
+                f"{type(self).__name__} has no sender: pass sender=..., or set {self.default_sender_key}."
+            )
+        sender = _address(sender)
+        subject = _one_line(self.render("subject", event, addresses) or "") or f"Event {event['event_id']}"
+        body = self.render("body", event, addresses) or ""
+        html = self.render("html", event, addresses)
+        digest = hashlib.sha256("\n".join([event["event_id"], sender, *addresses]).encode("utf-8")).hexdigest()
+        return MailContent(
+            sender=sender,
+            recipients=addresses,
+            subject=subject,
+            body=body,
+            html=html,
+            message_id=f"<{digest[:32]}.notification@{_domain(sender)}>",
+            event_id=event["event_id"],
+        )
+
+    # -- how it is sent -------------------------------------------------------
+
+    @abstractmethod
+    def settings(self) -> SmtpSettings:
+        """Where the transport sends, for error messages."""
+
+    @abstractmethod
+    def deliver(self, content: MailContent) -> None:
+        """Hand ``content`` to the SMTP server; ``smtplib`` errors propagate."""
+
+    def consume(self, event: Event) -> None:
+        """Email ``event``.
+
+        :raises MailError: a subclass says what failed; the task is retried.
+        :raises ConfigurationError: there is no sender.
+        """
+        content = self.compose(event)
+        if content is None:
+            logger.info("%r: event %s has no recipient address; no email sent.", self, event["event_id"])
+            return
+        settings = self.settings()
+        with smtp_errors(settings):
+            self.deliver(content)
+        logger.debug("%r: emailed event %s to %d recipient(s).", self, event["event_id"], len(content.recipients))
+
+
+def _part(part: str, source: str | None, template: str | None, default: str | None) -> tuple[str, str] | None:
+    if source is not None and template is not None:
+        raise ConsumerError(f"Give either {part}= or {part}_template=, not both.")
+    if template is not None:
+        return ("name", template)
+    if source is not None:
+        return ("source", source)
+    return ("source", default) if default is not None else None
+
+
+def _unique(addresses: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(addr for addr in addresses if addr))
