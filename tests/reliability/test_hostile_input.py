@@ -30,7 +30,7 @@ from flask_notifications.tasks import DISPATCH_TASK
 
 from ..conftest import WorkerFactory
 from ..helpers import wait_for
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, report
 
 pytestmark = pytest.mark.reliability
 
@@ -228,6 +228,7 @@ def test_from_json_accepts_an_event_or_raises_invalid_event_error() -> None:
     check()
     # Both outcomes must have been exercised, or the fuzzing proved nothing.
     assert outcomes["valid"] and outcomes["invalid"], outcomes
+    report("Event.from_json fuzz", **outcomes)
 
 
 def test_event_constructor_takes_any_extra_field_name() -> None:
@@ -339,6 +340,7 @@ def test_send_enqueues_a_whole_event_or_nothing(
         key: event.to_json() for key, event in accepted.items()
     }
     assert notifications.dead_letters() == []
+    report("send() fuzz", **outcomes, delivered=len(delivered), lost=len(accepted) - len(delivered))
 
 
 def test_events_above_the_size_limit_are_refused_at_send(

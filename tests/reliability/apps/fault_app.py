@@ -70,7 +70,8 @@ def blocker(event: Event) -> None:
         out.write(f"{event['event_id']}\n")
 
 
-#: Events of type "stream" go to the hub's stream, which SSE clients read.
-stream_hub = notifications.create_hub("Stream")
+#: Events of type "stream" go to the stream of hub "news", which the SSE app
+#: of the tests (tests/apps/sse_app.py) serves.
+stream_hub = notifications.create_hub("news")
 stream_hub.filter_by(WithEventType("stream"))
 stream_hub.register_consumer(PushConsumer(None, stream_hub.hub_id))
