@@ -147,10 +147,11 @@ header_values = (
     | st.text(st.characters(exclude_categories=()), max_size=64).map(
         lambda t: t.encode("utf-8", "surrogatepass").replace(b"\r", b"").replace(b"\n", b"")
     )
-    | st.sampled_from([b"0-0", b"1-1", b"-1-0", b"99999999999999999999-0", b"1" * 50 + b"-0", b"1-", b"-", b"\x00"])
+    | st.sampled_from([b"0-0", b"1-1", b"-1-0", b"18446744073709551615-0", b"1" * 50 + b"-0", b"1-", b"-", b"\x00"])
     | st.integers(1_000, 20_000).map(lambda n: b"9" * n)
-    # Ids shaped right whose parts overflow what Redis takes (64 bits).
-    | st.tuples(st.integers(0, 2**70), st.integers(0, 2**70)).map(lambda t: f"{t[0]}-{t[1]}".encode())
+    # Ids shaped right, within what Redis takes; its edges are the known
+    # failure below.
+    | st.tuples(st.integers(0, 2**63), st.integers(0, 2**63)).map(lambda t: f"{t[0]}-{t[1]}".encode())
 )
 
 
@@ -177,3 +178,23 @@ def test_last_event_id_garbage_never_gets_a_5xx(server_factory: Any) -> None:
     assert server.status(path.decode()) == 200
     assert any(200 <= s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses), statuses
     report("Last-Event-ID fuzz", examples=sum(statuses.values()), statuses=statuses)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sse.py takes id parts of up to 20 digits, which Redis refuses past 2**64 - 1 (and the "
+    "largest id as an exclusive start), so the stream answers 503 (backend unreachable) instead of "
+    "400; reported to the SSE branch",
+)
+@pytest.mark.parametrize(
+    "value",
+    [
+        "18446744073709551616-0",
+        "0-18446744073709551616",
+        "99999999999999999999-0",
+        "18446744073709551615-18446744073709551615",
+    ],
+)
+def test_a_last_event_id_past_64_bits_is_a_400(server_factory: Any, value: str) -> None:
+    server = server_factory()
+    assert server.status(f"/notifications/{NEWS}/events", last_event_id=value) == 400
