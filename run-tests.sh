@@ -68,6 +68,34 @@ else
 fi
 export REDIS_URL
 
+# -- RabbitMQ (the amqp backend's tests skip, saying why, if none answers) -------
+amqp_answers() {
+  python - "$1" <<'PY'
+import sys
+from kombu.connection import Connection
+conn = Connection(sys.argv[1], connect_timeout=2)
+try:
+    conn.ensure_connection(max_retries=0)
+except Exception:
+    sys.exit(1)
+finally:
+    conn.release()
+PY
+}
+
+AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}"
+if amqp_answers "$AMQP_URL"; then
+  log "using RabbitMQ at $AMQP_URL"
+elif command -v rabbitmq-server >/dev/null 2>&1; then
+  log "no RabbitMQ at $AMQP_URL: starting rabbitmq-server -detached (up to 30 s)"
+  rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 30); do amqp_answers "$AMQP_URL" && break; sleep 1; done
+  amqp_answers "$AMQP_URL" || log "RabbitMQ did not answer at $AMQP_URL: the amqp backend tests will skip"
+else
+  log "no RabbitMQ at $AMQP_URL and no rabbitmq-server to start: the amqp backend tests will skip"
+fi
+export AMQP_URL
+
 # -- Checks ----------------------------------------------------------------------
 log "ruff"
 ruff check flask_notifications tests

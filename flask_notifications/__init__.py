@@ -11,6 +11,8 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    StreamFormatError,
+    TooManyStreamsError,
 )
 from .event import Event
 from .event_filter import EventFilter
@@ -35,5 +37,7 @@ __all__ = [
     "Not",
     "Notifications",
     "NotificationsError",
+    "StreamFormatError",
+    "TooManyStreamsError",
     "current_notifications",
 ]

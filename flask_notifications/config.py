@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = {
     # AMQP server of the AMQP backend; falls back to the Celery broker URL
     # when that is an AMQP URL.
     "NOTIFICATIONS_AMQP_URL": None,
+    # Redis URL where the AMQP backend keeps idempotency claims and dead
+    # letters, shared by every process; None keeps them in the memory of each
+    # process (a warning is logged), as RabbitMQ has no place for them.
+    "NOTIFICATIONS_AMQP_LEDGER_URL": None,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
     # Largest accepted event, in bytes of its JSON form.
@@ -54,8 +58,31 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a consumer may hold its in-progress claim before another
     # delivery of the same task may take over (a crashed worker's claim).
     "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
+    # Backoff of a subscription that lost its server (Redis or AMQP): the
+    # first wait, doubled after each failed attempt up to the maximum, in
+    # seconds. get() raises BackendError meanwhile and never spins.
+    "NOTIFICATIONS_RECONNECT_BACKOFF": 0.1,
+    "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": 5.0,
     # Dead letters kept (the oldest are dropped beyond this bound).
     "NOTIFICATIONS_DEAD_LETTER_LIMIT": 10000,
+    # Register the blueprint that serves GET <prefix>/<hub_id>/events
+    # (endpoint "notifications.events"); off, so an application chooses
+    # where its streams live and who may read them.
+    "NOTIFICATIONS_SSE_BLUEPRINT": False,
+    # URL prefix of that blueprint.
+    "NOTIFICATIONS_SSE_URL_PREFIX": "/notifications",
+    # Seconds between comment heartbeats on an idle stream, so proxies and
+    # load balancers keep it open and a dead client is noticed.
+    "NOTIFICATIONS_SSE_HEARTBEAT": 20.0,
+    # Milliseconds a browser waits before it reconnects (the SSE "retry:").
+    "NOTIFICATIONS_SSE_RETRY": 3000,
+    # Events buffered per connection; a client that falls further behind is
+    # disconnected, and resumes from the history with Last-Event-ID.
+    "NOTIFICATIONS_SSE_QUEUE_SIZE": 512,
+    # Open streams allowed per client address in one process (429 beyond);
+    # None for no limit. Behind a proxy, apply werkzeug's ProxyFix so the
+    # address is the client's, not the proxy's.
+    "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": 20,
 }
 
 

@@ -81,3 +81,27 @@ class MailAuthenticationError(MailError):
 
 class MailRejectedError(MailError):
     """The SMTP server refused the sender, every recipient, or the message."""
+
+
+class StreamFormatError(NotificationsError, ValueError):
+    """A value cannot be written as a server-sent events field: an event
+    name, id or retry holds a control character (such as CR, LF or NUL) that
+    would end the field early or that browsers drop, or a retry is not a
+    non-negative integer."""
+
+
+class TooManyStreamsError(NotificationsError):
+    """A client address already holds the allowed number of open streams.
+
+    :param client: the address.
+    :param limit: the limit (``NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT``).
+    """
+
+    def __init__(self, client: str, limit: int) -> None:
+        super().__init__(
+            f"{client or 'This client'} already has {limit} open event streams, the limit set by "
+            "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT. Close one first; behind a reverse proxy, "
+            "apply werkzeug's ProxyFix so that clients are told apart."
+        )
+        self.client = client
+        self.limit = limit

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
-from flask import Flask, current_app, has_app_context
+from flask import Flask, Request, Response, current_app, has_app_context
 from flask_celeryext import FlaskCeleryExt
 from flask_celeryext._mapping import FLASK_TO_CELERY_MAPPING
 from flask_celeryext.app import AppContextTask, map_invenio_to_celery
@@ -20,11 +22,17 @@ from . import signals
 from .config import apply_defaults
 from .errors import BrokerUnavailableError, HubError, InvalidEventError, NotificationsError
 from .event import Event
+from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
 from .pubsub.backend import Backend, build_backend
+from .sse import Fanout
 from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
 
 logger = logging.getLogger(__name__)
+
+#: What :meth:`Notifications.stream_authorizer` registers.
+StreamAuthorizer = Callable[[EventHub, Request], "bool | EventFilter | None"]
+_fanout_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,7 @@ class Dispatch:
 class _State:
     celery: Celery
     backend: Backend
+    fanout: Fanout | None = None
 
 
 def _celery_from_config(app: Flask) -> Celery:
@@ -90,6 +99,7 @@ class Notifications:
     def __init__(self, app: Flask | None = None, celery: Celery | None = None, broker: Any = None) -> None:
         self._hubs: dict[str, EventHub] = {}
         self._states: weakref.WeakKeyDictionary[Flask, _State] = weakref.WeakKeyDictionary()
+        self._stream_authorizer: StreamAuthorizer | None = None
         if app is not None:
             self.init_app(app, celery=celery, broker=broker)
 
@@ -123,6 +133,10 @@ class Notifications:
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
                 register_consumer_task(celery, task_name)
+        if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
+            from .views import blueprint
+
+            app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
 
     # -- per-application state ------------------------------------------------
 
@@ -248,6 +262,88 @@ class Notifications:
                 f"Could not reach the Celery broker, so event {event['event_id']} was not sent: {exc}"
             ) from exc
         return str(result.id)
+
+    # -- streams --------------------------------------------------------------
+
+    def flask_sse_notifier(self, hub_id: str, *, event_filter: EventFilter | None = None) -> Response:
+        """Answer the current request with the server-sent events stream of
+        the hub ``hub_id``, the events its :class:`PushConsumer` publishes::
+
+            @app.route("/my/events")
+            @login_required
+            def my_events():
+                return notifications.flask_sse_notifier(
+                    hub.hub_id, event_filter=WithRecipient(current_user.id)
+                )
+
+        Each event is a frame whose ``id`` is the backend's message id, whose
+        event name is the event's ``event_type`` and whose data is the event's
+        JSON. A browser that reconnects sends the last id back
+        (``Last-Event-ID``, or ``?last_event_id=`` for clients that cannot set
+        headers) and receives what it missed from the history, then live
+        events; if the history no longer reaches back to that id, a ``gap``
+        event comes first, its data ``{"last_event_id": ..., "oldest_id": ...}``,
+        so the client can refetch. See :func:`~flask_notifications.views.stream_response`
+        for the answers given instead of a stream (404, 403, 400, 429, 503).
+
+        :param hub_id: the hub's :attr:`~EventHub.hub_id`.
+        :param event_filter: only the events that pass it are streamed, live
+            and replayed; combined with what the :meth:`stream_authorizer`
+            returns.
+        """
+        from .views import stream_response
+
+        return stream_response(self, hub_id, event_filter)
+
+    def stream_authorizer(self, func: StreamAuthorizer) -> StreamAuthorizer:
+        """Register the function that decides who may read a stream; use it as
+        a decorator::
+
+            @notifications.stream_authorizer
+            def authorize(hub, request):
+                if not current_user.is_authenticated:
+                    return False
+                if hub.label == "private":
+                    return WithRecipient(current_user.id)
+                return True
+
+        It is called with the hub and the request before a stream starts:
+        ``False`` answers ``403 Forbidden``; an :class:`EventFilter` is applied
+        to that stream, live and replayed; ``True`` or ``None`` allow it. It may
+        also raise an HTTP error, such as ``abort(401)``. Without an
+        authorizer every stream is open to anyone.
+
+        :return: ``func``, unchanged.
+        """
+        if not callable(func):
+            raise TypeError(f"stream_authorizer() takes a function, not {type(func).__name__}.")
+        self._stream_authorizer = func
+        return func
+
+    def stream_stats(self, app: Flask | None = None) -> dict[str, int]:
+        """Counters of the event streams this process serves for ``app`` (or
+        the current application): open ``connections``, ``subscribers`` of
+        live events, ``evicted`` slow clients, ``gaps`` reported and more;
+        see :meth:`flask_notifications.sse.Fanout.stats`."""
+        if app is None:
+            app = self._current_app()
+        return self._get_fanout(app).stats()
+
+    def _current_app(self) -> Flask:
+        self._state()  # the same error as everywhere without an app context
+        found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return found
+
+    def _get_fanout(self, app: Flask) -> Fanout:
+        state = self._state(app)
+        fanout = state.fanout
+        # A forked process (gunicorn --preload) starts its own listener.
+        if fanout is None or fanout.pid != os.getpid():
+            with _fanout_lock:
+                if state.fanout is None or state.fanout.pid != os.getpid():
+                    state.fanout = Fanout(state.backend)
+                fanout = state.fanout
+        return fanout
 
     # -- dead letters ---------------------------------------------------------
 

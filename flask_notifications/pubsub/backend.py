@@ -88,7 +88,12 @@ class Subscription(ABC):
 
     @abstractmethod
     def add(self, channel: str) -> None:
-        """Start receiving ``channel``; messages published from now on arrive."""
+        """Start receiving ``channel``; messages published after this returns
+        arrive. Thread-safe: it may be called while another thread is blocked
+        in :meth:`get`.
+
+        :raises BackendError: the server cannot be reached.
+        """
 
     @abstractmethod
     def remove(self, channel: str) -> None:
@@ -104,7 +109,8 @@ class Subscription(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the connection. Idempotent."""
+        """Release the connection. Idempotent; a :meth:`get` blocked in
+        another thread returns ``[]``, and so does every later one."""
 
 
 class Backend(ABC):

@@ -17,6 +17,8 @@ from typing import Any
 
 from .backend import Backend, Claim, History, Message, Subscription, parse_id
 
+_MIN_PURGE = 1024
+
 
 class _MemorySubscription(Subscription):
     def __init__(self, backend: MemoryPubSub) -> None:
@@ -34,6 +36,7 @@ class _MemorySubscription(Subscription):
     def remove(self, channel: str) -> None:
         with self._ready:
             self._channels.discard(channel)
+            self._pending = deque(m for m in self._pending if m.channel != channel)
 
     def _deliver(self, message: Message) -> None:
         # Called with the backend lock held.
@@ -83,6 +86,9 @@ class MemoryPubSub(Backend):
         self._last_id: dict[str, tuple[int, int]] = {}
         self._subscriptions: set[_MemorySubscription] = set()
         self._claims: dict[str, tuple[str, float]] = {}
+        # Expired claims are purged when the ledger reaches this size, which
+        # then doubles the live size: amortised O(1), memory within 2x.
+        self._purge_at = _MIN_PURGE
         self._dead: dict[str, dict[str, Any]] = {}
         self._dead_ids = itertools.count(1)
         self.dead_letter_limit = dead_letter_limit
@@ -134,18 +140,26 @@ class MemoryPubSub(Backend):
                 gap=dropped is not None and dropped > after,
             )
 
+    def _set_claim(self, key: str, state: str, until: float, now: float) -> None:
+        # Called with the lock held.
+        self._claims[key] = (state, until)
+        if len(self._claims) >= self._purge_at:
+            self._claims = {k: v for k, v in self._claims.items() if v[1] > now}
+            self._purge_at = max(_MIN_PURGE, 2 * len(self._claims))
+
     def claim(self, key: str, timeout: float) -> Claim:
         now = time.monotonic()
         with self._lock:
             state, until = self._claims.get(key, ("", 0.0))
             if state and until > now:
                 return Claim.DONE if state == "done" else Claim.BUSY
-            self._claims[key] = ("pending", now + timeout)
+            self._set_claim(key, "pending", now + timeout, now)
             return Claim.ACQUIRED
 
     def complete(self, key: str, ttl: float) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._claims[key] = ("done", time.monotonic() + ttl)
+            self._set_claim(key, "done", now + ttl, now)
 
     def release(self, key: str) -> None:
         with self._lock:

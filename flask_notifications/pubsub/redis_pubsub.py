@@ -6,20 +6,43 @@ records the history in one command, trimmed by count (``MAXLEN ~``) and by age
 saw, so nothing published between two reads is missed and a client can
 resume from its ``Last-Event-ID``. One subscription is one connection, however
 many channels it reads.
+
+Both bounds are approximate, as Redis trims whole stream nodes (100 entries by
+default): a hub keeps at least ``history_size`` events and those younger than
+``history_ttl``, and somewhat more. A hub nobody publishes to for
+``history_ttl`` seconds expires entirely.
+
+A gap is detected from ``XINFO STREAM``: trimming moves
+``recorded-first-entry-id`` (Redis 7) or the first entry, and ``XDEL`` moves
+``max-deleted-entry-id``. An id the stream cannot vouch for (older than its
+first entry in a stream that never lost an entry, as after a restart of a
+Redis without persistence or the expiry of the whole stream) counts as a gap
+too, so a client is told to refetch rather than silently missing events.
+
+A subscription that loses its connection raises :class:`BackendError` from
+``get()``; later calls wait out an exponential backoff (a blocking wait,
+which gevent makes cooperative and ``close()`` ends) before they try the
+server again, then resume from the last ids read, so the events published
+meanwhile are delivered once the server is back (if it kept them).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from ..errors import BackendError
+from ..errors import BackendError, ConfigurationError
 from .backend import Backend, Claim, History, Message, Subscription, parse_id
+
+log = logging.getLogger(__name__)
 
 _DONE = b"done"
 
@@ -33,57 +56,241 @@ def _field(fields: Mapping[Any, Any], name: str = "d") -> str:
     return _text(value) if value is not None else ""
 
 
+def _entries(entries: Any) -> list[Any]:
+    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
+    replies (redis-py, ``protocol=3``) nest them one level deeper."""
+    pairs: list[Any] = list(entries or ())
+    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
+        return [entry for group in pairs for entry in group]
+    return pairs
+
+
+def _info(info: Mapping[Any, Any], name: str) -> Any:
+    return info.get(name, info.get(name.encode()))
+
+
+def _connection_of(client: redis.Redis[bytes]) -> Any:
+    """The connection a ``single_connection_client`` holds (not in the stubs)."""
+    return getattr(client, "connection", None)
+
+
 def _redis_errors() -> tuple[type[Exception], ...]:
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class _RedisSubscription(Subscription):
+    """XREAD on a connection of its own, taken from the backend's pool.
+
+    ``add`` may be called from any thread while another blocks in ``get``: it
+    resolves the stream's current end at once, so nothing published after it
+    returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
+    over with the new channel instead of waiting for its block to time out.
+    """
+
     def __init__(self, backend: RedisPubSub) -> None:
         self._backend = backend
         self._positions: dict[str, str] = {}
         self._lock = threading.Lock()
+        # Serialises get() with the release of the connection in close().
+        self._reader = threading.Lock()
         self._wakeup = threading.Event()
+        self._stop = threading.Event()
         self._closed = False
+        self._client: redis.Redis[bytes] | None = None
+        self._client_id: int | None = None
+        self._saved: tuple[Any, Any] = (None, None)
+        # Bumped by every add(); the generation of the positions an XREAD in
+        # flight (or about to be sent) reads, or None when there is none.
+        self._generation = 0
+        self._reading: int | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        #: How many times ``get`` tried the server again after a failure.
+        self.reconnect_attempts = 0
 
     def add(self, channel: str) -> None:
-        # Resolve the current end of the stream now, so that everything
-        # published after add() returns is read, even before the next XREAD.
+        """Start receiving ``channel``.
+
+        :raises BackendError: the server cannot be reached to find where the
+            channel's stream ends.
+        """
         last = self._backend._last_id(channel)
         with self._lock:
-            self._positions.setdefault(channel, last)
+            if channel in self._positions:
+                return
+            self._positions[channel] = last
+            self._generation += 1
+            generation = self._generation
         self._wakeup.set()
+        self._interrupt(generation)
 
     def remove(self, channel: str) -> None:
         with self._lock:
             self._positions.pop(channel, None)
 
+    def _interrupt(self, generation: int | None) -> None:
+        """Unblock an XREAD that reads positions older than ``generation``
+        (any XREAD, if ``None``). It may not have reached the server yet, so
+        try a few times; a miss only costs the rest of one ``max_block``."""
+        for _ in range(20):
+            reading, client_id = self._reading, self._client_id
+            if reading is None or (generation is not None and reading >= generation):
+                return
+            if client_id is not None:
+                try:
+                    if self._backend.client.client_unblock(client_id):
+                        return
+                except redis.exceptions.RedisError:
+                    return
+            time.sleep(0.005)
+
+    def _connection(self) -> redis.Redis[bytes]:
+        if self._client is None:
+            client: redis.Redis[bytes] = redis.Redis(
+                connection_pool=self._backend.client.connection_pool, single_connection_client=True
+            )
+            conn = _connection_of(client)
+            # The subscription does its own backoff between attempts; the
+            # pool's retry policy would block get() well past its timeout.
+            # Its reads block up to max_block, longer than a usual socket
+            # timeout (redis-py's default is 5 s). Both are restored when the
+            # connection goes back to the pool.
+            self._saved = (conn.retry, conn.socket_timeout)
+            conn.retry = Retry(NoBackoff(), 0)
+            conn.socket_timeout = self._backend.max_block + 10
+            conn.disconnect()  # the timeout applies from the next connect
+            self._client = client
+        if self._client_id is None:
+            self._client_id = int(self._client.client_id())
+        return self._client
+
+    def _release(self) -> None:
+        client, self._client, self._client_id = self._client, None, None
+        conn = None if client is None else _connection_of(client)
+        if conn is not None:
+            conn.retry, conn.socket_timeout = self._saved
+            conn.disconnect()
+        if client is not None:
+            client.close()
+
+    def _failed(self) -> None:
+        self._failures += 1
+        backend = self._backend
+        delay = min(backend.reconnect_backoff_max, backend.reconnect_backoff * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        conn = None if self._client is None else _connection_of(self._client)
+        if conn is not None:
+            conn.disconnect()
+        self._client_id = None
+
     def get(self, timeout: float) -> list[Message]:
-        with self._lock:
-            positions = {self._backend._key(ch): pos for ch, pos in self._positions.items()}
-        if not positions or self._closed:
-            self._wakeup.wait(timeout)
+        """Wait up to ``timeout`` seconds for messages.
+
+        After a failure it first waits out the backoff (at most ``timeout``
+        per call) and returns ``[]`` if that is not over yet.
+
+        :raises BackendError: the server cannot be reached.
+        """
+        deadline = time.monotonic() + timeout
+        with self._reader:
+            if self._closed:
+                return []
+            if self._failures:
+                delay = self._retry_at - time.monotonic()
+                if delay > 0:
+                    # Like time.sleep (gevent patches both), but close() ends it.
+                    self._stop.wait(min(delay, timeout))
+                    if time.monotonic() < self._retry_at:
+                        return []
+                self.reconnect_attempts += 1
+            try:
+                return self._read(deadline)
+            finally:
+                if self._closed:
+                    self._release()
+
+    def _read(self, deadline: float) -> list[Message]:
+        backend = self._backend
+        prefix_len = len(backend._key(""))
+        while not self._closed:
+            remaining = deadline - time.monotonic()
+            with self._lock:
+                positions = dict(self._positions)
+                self._reading = self._generation if positions else None
+            if not positions:
+                self._wakeup.clear()
+                if remaining <= 0 or not self._wakeup.wait(remaining):
+                    return []
+                continue
             self._wakeup.clear()
-            return []
-        block_ms = max(1, int(min(timeout, self._backend.max_block) * 1000))
-        try:
-            reply = self._backend.client.xread(positions, block=block_ms)  # type: ignore[arg-type,unused-ignore]
-        except _redis_errors() as exc:
-            raise BackendError(f"Redis subscription failed: {exc}") from exc
-        messages: list[Message] = []
-        prefix_len = len(self._backend._key(""))
-        with self._lock:
-            for key, entries in reply or ():
-                channel = _text(key)[prefix_len:]
-                for entry_id, fields in entries:
-                    message = Message(channel, _text(entry_id), _text(fields[b"d"] if b"d" in fields else fields["d"]))
-                    messages.append(message)
-                    if channel in self._positions:
+            block = min(max(remaining, 0.001), backend.max_block)
+            try:
+                client = self._connection()
+                # A block of 0 would block forever.
+                reply = client.xread(
+                    {backend._key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
+                    block=max(1, int(block * 1000)),
+                )
+            except _redis_errors() as exc:
+                self._failed()
+                log.warning("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
+                raise BackendError(
+                    f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff."
+                ) from exc
+            except redis.exceptions.RedisError as exc:
+                raise BackendError(f"Redis subscription failed: {exc}") from exc
+            finally:
+                self._reading = None
+            if self._failures:
+                log.info("Redis subscription reconnected after %d failed attempts", self._failures)
+                self._failures = 0
+            messages: list[Message] = []
+            if isinstance(reply, Mapping):  # RESP3
+                reply = list(reply.items())
+            with self._lock:
+                for key, entries in reply or ():
+                    channel = _text(key)[prefix_len:]
+                    if channel not in self._positions:
+                        continue
+                    for entry_id, fields in _entries(entries):
+                        message = Message(channel, _text(entry_id), _field(fields))
+                        messages.append(message)
                         self._positions[channel] = message.id
-        return messages
+            if messages or time.monotonic() >= deadline:
+                return messages
+        return []
 
     def close(self) -> None:
         self._closed = True
+        self._stop.set()
         self._wakeup.set()
+        self._interrupt(None)
+        with self._reader:
+            self._release()
+
+
+def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
+    """Whether the stream described by ``XINFO STREAM`` lost an entry newer
+    than ``after``, or cannot tell because ``after`` is not one of its ids."""
+    deleted = _info(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(_text(deleted)) > after:
+        return True  # XDEL removed a later entry
+    length = int(_info(info, "length") or 0)
+    added = _info(info, "entries-added")
+    lost_some = added is None or int(added) > length
+    if length == 0:
+        last = _info(info, "last-generated-id")
+        return last is not None and parse_id(_text(last)) > after
+    first = _info(info, "recorded-first-entry-id")
+    if first is None or parse_id(_text(first)) == (0, 0):
+        entry = _info(info, "first-entry")
+        first = entry[0] if entry else None
+    if first is None or parse_id(_text(first)) <= after:
+        return False
+    # Everything before the first entry was trimmed, or after_id belongs to
+    # an earlier life of the stream (expired, or a restart without
+    # persistence): either way the reader may have missed events.
+    return after > (0, 0) or lost_some
 
 
 class RedisPubSub(Backend):
@@ -97,11 +304,15 @@ class RedisPubSub(Backend):
     :param history_ttl: seconds an event is kept for replay; ``None`` keeps it
         until the size bound trims it.
     :param dead_letter_limit: dead letters kept.
+    :param reconnect_backoff: seconds a subscription waits before its first
+        new attempt after losing the server; doubled after every failure.
+    :param reconnect_backoff_max: the longest wait between two attempts.
     """
 
     alias = "redis"
-    #: Longest single XREAD BLOCK, so new channels join a read promptly.
-    max_block = 0.5
+    #: Longest single XREAD BLOCK. A channel added meanwhile interrupts it with
+    #: ``CLIENT UNBLOCK``; this bounds the wait where that command is refused.
+    max_block = 2.0
 
     def __init__(
         self,
@@ -112,7 +323,15 @@ class RedisPubSub(Backend):
         history_size: int = 1000,
         history_ttl: float | None = 24 * 3600,
         dead_letter_limit: int = 10000,
+        reconnect_backoff: float = 0.1,
+        reconnect_backoff_max: float = 5.0,
     ) -> None:
+        if history_size < 1:
+            raise ConfigurationError(f"NOTIFICATIONS_HISTORY_SIZE must be at least 1, not {history_size!r}.")
+        if history_ttl is not None and history_ttl <= 0:
+            raise ConfigurationError(f"NOTIFICATIONS_HISTORY_TTL must be positive or None, not {history_ttl!r}.")
+        self.reconnect_backoff = reconnect_backoff
+        self.reconnect_backoff_max = reconnect_backoff_max
         self.client: redis.Redis[bytes] = (
             client
             if client is not None
@@ -133,6 +352,8 @@ class RedisPubSub(Backend):
             history_size=config["NOTIFICATIONS_HISTORY_SIZE"],
             history_ttl=config["NOTIFICATIONS_HISTORY_TTL"],
             dead_letter_limit=config["NOTIFICATIONS_DEAD_LETTER_LIMIT"],
+            reconnect_backoff=config.get("NOTIFICATIONS_RECONNECT_BACKOFF", 0.1),
+            reconnect_backoff_max=config.get("NOTIFICATIONS_RECONNECT_BACKOFF_MAX", 5.0),
         )
 
     def _key(self, channel: str) -> str:
@@ -164,26 +385,28 @@ class RedisPubSub(Backend):
 
     def history(self, channel: str, after_id: str | None) -> History:
         key = self._key(channel)
-        start = "-" if after_id is None else f"({after_id}"
-        entries = self._call("history", self.client.xrange, key, min=start)
-        messages = [Message(channel, _text(eid), _field(fields)) for eid, fields in entries]
-        if after_id is None:
-            return History(messages)
-        return History(messages, gap=self._trimmed_after(key, after_id))
-
-    def _trimmed_after(self, key: str, after_id: str) -> bool:
+        after = None if after_id is None else parse_id(after_id)
+        # One transaction, so a trim between the read and the stream's
+        # metadata cannot hide a gap.
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xrange(key, min="-" if after_id is None else f"({after_id}")
+        pipe.xinfo_stream(key)
         try:
-            info = self.client.xinfo_stream(key)
-        except redis.exceptions.ResponseError:
-            # No such stream: whatever followed after_id is gone.
-            return parse_id(after_id) > (0, 0)
+            entries, info = pipe.execute(raise_on_error=False)
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"Redis history failed: {exc}") from exc
-        deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-        if deleted is None:
-            first = info.get("first-entry") or info.get(b"first-entry")
-            return first is not None and parse_id(_text(first[0])) > parse_id(after_id)
-        return parse_id(_text(deleted)) > parse_id(after_id)
+        if isinstance(entries, Exception):
+            raise BackendError(f"Redis history failed: {entries}")
+        messages = [Message(channel, _text(eid), _field(fields)) for eid, fields in entries]
+        if after is None:
+            return History(messages)
+        if isinstance(info, redis.exceptions.ResponseError):
+            # No such stream (never written, expired, or lost in a restart):
+            # whatever followed after_id is gone.
+            return History(messages, gap=after > (0, 0))
+        if isinstance(info, Exception):
+            raise BackendError(f"Redis history failed: {info}")
+        return History(messages, gap=_trimmed_after(info, after))
 
     def claim(self, key: str, timeout: float) -> Claim:
         full = f"{self.key_prefix}:claim:{key}"

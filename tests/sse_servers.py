@@ -1,0 +1,133 @@
+"""Serve :mod:`tests.apps.sse_app` for real: gevent.pywsgi or ``gunicorn -k
+gevent`` in a subprocess, or the Flask development server (threaded) in a
+thread of the test process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from flask_notifications import Event
+
+from .apps.sse_app import create_app
+from .helpers import wait_for
+from .sse_client import SSEClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Server:
+    """An SSE app served on ``127.0.0.1:port``.
+
+    :param kind: ``gevent``, ``gunicorn`` or ``threaded``.
+    :param config: the app's config (JSON-serialisable).
+    :param sndbuf: ``SO_SNDBUF`` of every accepted connection (0: default).
+    """
+
+    def __init__(self, kind: str, config: dict[str, Any], sndbuf: int = 0) -> None:
+        self.kind = kind
+        self.config = config
+        self.sndbuf = sndbuf
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+        self.app: Any = None
+        self.start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if self.kind == "threaded":
+            self.app = create_app(self.config)
+            self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+            if self.sndbuf:
+                self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+            self._thread.start()
+        else:
+            env = {**os.environ, "SSE_APP_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+            if self.kind == "gevent":
+                command = [sys.executable, "-m", "tests.apps.serve_sse", str(self.port), str(self.sndbuf)]
+            else:
+                command = [
+                    *(sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1"),
+                    *("-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "1", "--log-level", "warning"),
+                    "tests.apps.sse_app:create_app()",
+                ]
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        wait_for(lambda: self._alive() and _accepts(self.port), timeout=60)
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"The {self.kind} server exited with {self.proc.returncode}.")
+        return True
+
+    def kill(self) -> None:
+        """Stop at once, as a crash would (SIGKILL); a no-op if stopped."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.proc = None
+        if self._server is not None:
+            self.app.extensions["notifications"]._get_fanout(self.app).close()
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- talking to it ------------------------------------------------------------
+
+    def stream(self, path: str, **options: Any) -> SSEClient:
+        return SSEClient(self.base + path, **options)
+
+    def status(self, path: str, **options: Any) -> int:
+        """The status a stream request gets (the connection is closed)."""
+        with self.stream(path, **options) as client:
+            return client.status
+
+    def request(self, method: str, path: str, data: bytes | None = None, cookie: str | None = None) -> Any:
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if cookie:
+            request.add_header("Cookie", cookie)
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.headers, json.loads(response.read())
+
+    def publish(self, hub_id: str, event: Event) -> str:
+        """Publish through the server's own backend (as PushConsumer does)."""
+        if self.app is not None:  # in this process: skip the slow development server
+            return self.app.extensions["notifications"].get_backend(self.app).publish(hub_id, event.to_json()).id
+        return str(self.request("POST", f"/publish/{hub_id}", event.to_json().encode())[1]["id"])
+
+    def login(self, user: str) -> dict[str, str]:
+        """The headers of a browser logged in as ``user`` (its session cookie)."""
+        headers, _ = self.request("POST", f"/login/{user}")
+        return {"Cookie": headers["Set-Cookie"].split(";", 1)[0]}
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.request("GET", "/stats")[1])
