@@ -28,7 +28,7 @@ from flask_notifications.errors import InvalidEventError
 from flask_notifications.event import FIELDS, Event
 from flask_notifications.tasks import DISPATCH_TASK
 
-from ..conftest import WorkerFactory
+from ..conftest import WorkerFactory, make_config
 from ..helpers import wait_for
 from .conftest import EXAMPLES, report
 
@@ -439,3 +439,25 @@ def test_a_pickled_task_message_is_refused_by_the_worker(
     assert [event["event_id"] for event in recorder.events] == [legit["event_id"]]
     assert not proof.exists()
     assert [type(record.exc_info[1]) for record in refusals if record.exc_info] == [ContentDisallowed] * 2
+
+
+def test_a_celery_app_that_accepts_pickle_is_warned_about(
+    redis_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from celery import Celery
+
+    celery = Celery(unique, broker=redis_url, set_as_current=False)
+    celery.conf.accept_content = ["json", "pickle"]
+    app = Flask("pickle_app")
+    app.config.update(make_config(redis_url, unique))
+    with caplog.at_level(logging.WARNING, logger="flask_notifications"):
+        ext = Notifications(app, celery=celery)
+    ext.get_backend(app).close()
+    assert any("pickle" in record.getMessage() for record in caplog.records)
+    # The extension's own Celery app accepts JSON only.
+    own = Flask("json_app")
+    own.config.update(make_config(redis_url, unique))
+    ext = Notifications(own)
+    assert ext.get_celery(own).conf.accept_content == ["json"]
+    assert ext.get_celery(own).conf.task_serializer == "json"
+    ext.get_backend(own).close()
