@@ -98,8 +98,10 @@ export AMQP_URL
 
 # -- Checks ----------------------------------------------------------------------
 log "ruff"
-ruff check flask_notifications tests
+ruff check flask_notifications tests examples
 log "mypy --strict"
 mypy --strict flask_notifications
+log "sphinx-build -W"
+python -m sphinx -W -b html docs docs/_build/html -q
 log "pytest"
 python -m pytest "$@"

@@ -1,15 +1,37 @@
-"""A minimal Flask-Notifications application (the full example comes with
-the example issue): two hubs from the original documentation, a page to send
-events, and the list of what the consumers received."""
+"""The Flask-Notifications example: the original documentation's simple app,
+with a live page.
+
+Two hubs, as in the original example:
+
+* ``UserHub`` takes what ``john`` sends and what is sent to exactly ``tom``
+  and ``tim``; it writes each event to a log file and pushes it to the page.
+* ``SystemHub`` takes ``system`` events sent from now on; it pushes them to
+  the page and, when ``MAIL_SERVER`` is set, mails them.
+
+The page (``/``) follows both hubs over Server-Sent Events and has forms to
+send a user event and a system event.
+
+Run it with ``./examples/run.sh``: with no configuration it uses the embedded
+default, the in-process backend with tasks run in the web process, so it
+needs no server. With ``REDIS_URL`` set it uses Redis, and a Celery worker
+runs the consumers; see ``examples/README.rst``. Any ``FLASK_*`` environment
+variable overrides a config key (``FLASK_NOTIFICATIONS_KEY_PREFIX=demo``).
+"""
 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+from pathlib import Path
+from typing import Any
 
-from flask import Flask, redirect, request, url_for
+from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 
-from flask_notifications import Notifications
+from flask_notifications import InvalidEventError, Notifications
+from flask_notifications.consumers.log_consumer import LogConsumer
+from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event import Event
 from flask_notifications.filters.before_date import BeforeDate
 from flask_notifications.filters.not_filter import Not
@@ -17,58 +39,111 @@ from flask_notifications.filters.with_event_type import WithEventType
 from flask_notifications.filters.with_recipients import WithRecipients
 from flask_notifications.filters.with_sender import WithSender
 
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+
 app = Flask(__name__)
-if os.environ.get("REDIS_URL"):
-    app.config.update(REDIS_URL=os.environ["REDIS_URL"], CELERY_BROKER_URL=os.environ["REDIS_URL"])
+app.config.update(
+    # The SSE endpoint, GET /notifications/<hub_id>/events.
+    NOTIFICATIONS_SSE_BLUEPRINT=True,
+    EXAMPLE_LOG_FILE=str(Path(__file__).resolve().parent / "events.log"),
+    EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
+)
+REDIS_URL = os.environ.get("REDIS_URL")
+if REDIS_URL:
+    # The real path: Redis carries the events and the Celery tasks, and a
+    # worker (celery -A examples.app:celery worker -P gevent) runs the consumers.
+    app.config.update(NOTIFICATIONS_BACKEND="redis", NOTIFICATIONS_REDIS_URL=REDIS_URL, CELERY_BROKER_URL=REDIS_URL)
 else:
-    app.config.update(NOTIFICATIONS_BACKEND="memory", CELERY_BROKER_URL="memory://", CELERY_TASK_ALWAYS_EAGER=True)
+    # The embedded default: everything in this process, no server needed.
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory", CELERY_BROKER_URL="memory://localhost/", CELERY_TASK_ALWAYS_EAGER=True
+    )
+if os.environ.get("MAIL_SERVER"):
+    app.config.update(
+        MAIL_SERVER=os.environ["MAIL_SERVER"],
+        MAIL_PORT=int(os.environ.get("MAIL_PORT", "25")),
+        MAIL_DEFAULT_SENDER=os.environ.get("MAIL_DEFAULT_SENDER", "notifications@localhost"),
+    )
+# FLASK_SOME_KEY=value in the environment sets SOME_KEY (JSON values parsed).
+app.config.from_prefixed_env()
 
 notifications = Notifications(app)
+#: The Celery app the worker runs: ``celery -A examples.app:celery worker``.
 celery = notifications.get_celery(app)
+
 start = datetime.datetime.now()
 
 user_hub = notifications.create_hub("UserHub")
 user_hub.filter_by(WithSender("john") | WithRecipients(["tom", "tim"]))
+
 system_hub = notifications.create_hub("SystemHub")
 system_hub.filter_by(WithEventType("system") & Not(BeforeDate(start)))
 
-received: list[str] = []
 
+# The file consumer: one JSON line per event.
+user_hub.register_consumer(LogConsumer(app.config["EXAMPLE_LOG_FILE"], name="examples.app.write_to_file"))
 
-@user_hub.register_consumer(name="example.user_log")
-def user_log(event: Event) -> None:
-    received.append(f"user hub: {event['title']}")
+# Both hubs push to the page; PushConsumer(None, ...) uses the app's backend.
+user_hub.register_consumer(PushConsumer(None, user_hub.hub_id))
+system_hub.register_consumer(PushConsumer(None, system_hub.hub_id))
 
+# Mail only when an SMTP server is configured: a mail consumer without one
+# would fail on every event and fill the dead letters.
+if app.config.get("MAIL_SERVER"):
+    from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
 
-@system_hub.register_consumer(name="example.system_log")
-def system_log(event: Event) -> None:
-    received.append(f"system hub: {event['title']}")
+    system_hub.register_consumer(
+        FlaskMailConsumer.from_app(
+            app,
+            recipients=[app.config["EXAMPLE_MAIL_TO"]],
+            subject="[{{ event.event_type }}] {{ event.title }}",
+            name="examples.app.mail_system_events",
+        )
+    )
+
+#: The event types the page listens for (SSE event names are event types).
+EVENT_TYPES = ["user", "system"]
 
 
 @app.get("/")
 def index() -> str:
-    items = "".join(f"<li>{line}</li>" for line in received[-50:]).replace("<script", "&lt;script")
-    return (
-        "<h1>Flask-Notifications example</h1>"
-        '<form method="post" action="/send"><input name="title" value="Hello">'
-        '<button name="kind" value="user">Send user event</button>'
-        '<button name="kind" value="system">Send system event</button></form>'
-        f"<ul>{items}</ul>"
-    )
+    streams = [
+        {"label": hub.label, "hub_id": hub.hub_id, "url": url_for("notifications.events", hub_id=hub.hub_id)}
+        for hub in (user_hub, system_hub)
+    ]
+    return render_template("index.html", streams=streams, event_types=EVENT_TYPES)
 
 
-@app.post("/send")
-def send() -> object:
-    title = request.form.get("title", "Hello")
-    if request.form.get("kind") == "system":
-        event = Event(None, "system", title, "A system event", sender="system")
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@app.post("/send/<kind>")
+def send(kind: str) -> ResponseReturnValue:
+    """Send a user or a system event from the page's forms."""
+    form = request.form
+    fields: dict[str, Any]
+    if kind == "user":
+        fields = {"sender": form.get("sender", "john"), "recipients": _split(form.get("recipients", ""))}
+    elif kind == "system":
+        fields = {"sender": "system"}
     else:
-        event = Event(None, "user", title, "A user event", sender="john", recipients=["tom", "tim"])
-    notifications.send(event)
+        return jsonify(error=f"Unknown event kind {kind!r}; use 'user' or 'system'."), 404
+    try:
+        event = Event(None, kind, form.get("title", ""), form.get("body", ""), **fields)
+        dispatch = notifications.send(event)
+    except InvalidEventError as exc:
+        return jsonify(error=str(exc)), 400
+    labels = [notifications.get_hub(hub_id).label for hub_id in dispatch.hub_ids]
+    if request.accept_mimetypes.best == "application/json":
+        return jsonify(event_id=event["event_id"], hubs=labels), 202
     return redirect(url_for("index"))
 
 
 if __name__ == "__main__":
     port = int(os.environ.get("PORT", "5000"))
-    print(f"Open http://127.0.0.1:{port}/", flush=True)
+    mode = "Redis at " + REDIS_URL if REDIS_URL else "the in-process backend (no server needed)"
+    logging.getLogger("examples.app").info("Running on %s.", mode)
+    print(f"\n  Flask-Notifications example: open http://127.0.0.1:{port}/\n", flush=True)
     app.run(host="127.0.0.1", port=port, threaded=True)

@@ -137,6 +137,7 @@ class Notifications:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
+        _add_cli(app)
 
     # -- per-application state ------------------------------------------------
 
@@ -399,6 +400,14 @@ def coerce_event(event: object) -> Event:
     if isinstance(event, Mapping):
         return Event.from_dict(event)
     raise InvalidEventError(f"send() takes an Event, a dict or a JSON string, not {type(event).__name__}.")
+
+
+def _add_cli(app: Flask) -> None:
+    """Add the ``flask notifications`` command group to ``app.cli``."""
+    from .cli import notifications_cli
+
+    if notifications_cli.name not in app.cli.commands:
+        app.cli.add_command(notifications_cli)
 
 
 def _warn_unsafe_serializers(celery: Celery) -> None:
