@@ -124,3 +124,43 @@ def test_a_dead_letter_the_backend_cannot_take_is_retried_not_dropped(
     assert [letter["consumer"] for letter in letters] == ["outage.doomed"]
     assert Event.from_json(letters[0]["event"]) == event
     assert flaky.calls["add_dead_letter"] == 3
+
+
+def test_a_dispatch_that_cannot_reach_the_broker_is_retried_not_lost(
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis[bytes],
+    unique: str,
+) -> None:
+    """The broker fails while the dispatch task fans an event out: the fan-out
+    is retried (consumers already enqueued skip the repeat by their claim)."""
+    from kombu.exceptions import OperationalError
+
+    from flask_notifications import tasks
+
+    hub = notifications.create_hub("Fanout")
+    effects: list[str] = []
+    for name in ("outage.first", "outage.second"):
+        hub.register_consumer(celery_task_name=name)(lambda event: effects.append(event["event_id"]))
+    real_enqueue = tasks.enqueue
+    calls: list[str] = []
+
+    def flaky_enqueue(celery: Any, task_name: str, args: Any, **options: Any) -> None:
+        calls.append(task_name)
+        # The first consumer goes through, the second fails twice.
+        if task_name == "outage.second" and calls.count(task_name) <= 2:
+            raise OperationalError("Error 111 connecting to the broker (injected)")
+        real_enqueue(celery, task_name, args, **options)
+
+    monkeypatch.setattr(tasks, "enqueue", flaky_enqueue)
+    monkeypatch.setattr(tasks, "backoff", lambda *args: 0.05)
+    event = Event(None, "t", "title", "body")
+    with celery_worker():
+        notifications.send(event)
+        wait_for(lambda: len(effects) >= 2 and calls.count("outage.second") >= 3, timeout=60)
+        # Let the repeated first consumer tasks run: their claims skip them.
+        wait_for(lambda: calls.count("outage.first") >= 3, timeout=60)
+        wait_for(lambda: redis_client.llen(unique) == 0, timeout=60)
+    assert sorted(effects) == [event["event_id"]] * 2
+    assert notifications.dead_letters() == []
