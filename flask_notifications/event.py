@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -13,6 +14,10 @@ from .errors import InvalidEventError
 
 _STRING_FIELDS = ("event_id", "event_type", "title", "body", "sender")
 _LIST_FIELDS = ("recipients", "tags")
+#: Identifiers: no control characters, so they fit an SSE field.
+_NAME_FIELDS = ("event_id", "event_type")
+#: Control characters (C0, DEL and C1), which no identifier may hold.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DATE_FIELDS = ("timestamp", "expiration_datetime")
 #: The fields every event has; anything else is an extra field.
 FIELDS = (*_STRING_FIELDS, "timestamp", *_LIST_FIELDS, "expiration_datetime")
@@ -134,6 +139,13 @@ class Event(dict[str, Any]):
             _check_text(field, value)
         if not self["event_id"]:
             raise InvalidEventError("Field 'event_id' must not be empty.", "event_id")
+        for field in _NAME_FIELDS:
+            if CONTROL_CHARACTERS.search(self[field]):
+                raise InvalidEventError(
+                    f"Field {field!r} must not contain control characters (it names the event in "
+                    "SSE streams and filters).",
+                    field,
+                )
         for field in _LIST_FIELDS:
             value = self[field]
             if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):

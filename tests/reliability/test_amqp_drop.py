@@ -147,11 +147,6 @@ def test_the_subscriber_reconnects_after_the_broker_drops_it(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="when the SSE listener's AMQP subscription fails and reconnects, open streams are neither "
-    "ended nor sent a gap event, so what was published meanwhile is lost silently; reported",
-)
 def test_events_missed_while_dropped_are_announced_with_a_gap(
     served: tuple[Any, list[ResumingClient]], proxy: TcpProxy, amqp_url: str, unique: str
 ) -> None:

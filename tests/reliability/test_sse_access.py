@@ -180,12 +180,6 @@ def test_last_event_id_garbage_never_gets_a_5xx(server_factory: Any) -> None:
     report("Last-Event-ID fuzz", examples=sum(statuses.values()), statuses=statuses)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sse.py takes id parts of up to 20 digits, which Redis refuses past 2**64 - 1 (and the "
-    "largest id as an exclusive start), so the stream answers 503 (backend unreachable) instead of "
-    "400; reported to the SSE branch",
-)
 @pytest.mark.parametrize(
     "value",
     [
