@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -12,6 +14,10 @@ from .errors import InvalidEventError
 
 _STRING_FIELDS = ("event_id", "event_type", "title", "body", "sender")
 _LIST_FIELDS = ("recipients", "tags")
+#: Identifiers: no control characters, so they fit an SSE field.
+_NAME_FIELDS = ("event_id", "event_type")
+#: Control characters (C0, DEL and C1), which no identifier may hold.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DATE_FIELDS = ("timestamp", "expiration_datetime")
 #: The fields every event has; anything else is an extra field.
 FIELDS = (*_STRING_FIELDS, "timestamp", *_LIST_FIELDS, "expiration_datetime")
@@ -26,9 +32,21 @@ def _aware(value: datetime) -> datetime:
 def _check_json(field: str, value: Any, depth: int = 0) -> None:
     if depth > 32:
         raise InvalidEventError(f"Field {field!r} is nested too deeply.", field)
-    if value is None or isinstance(value, (str, bool, int, float)):
-        if isinstance(value, float) and value != value:
-            raise InvalidEventError(f"Field {field!r} holds NaN, which JSON cannot carry.", field)
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(field, value)
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidEventError(f"Field {field!r} holds {value}, which JSON cannot carry.", field)
+        return
+    if isinstance(value, int):
+        try:
+            str(value)
+        except ValueError as exc:
+            # Beyond sys.get_int_max_str_digits() json.dumps would fail later.
+            raise InvalidEventError(f"Field {field!r} holds an integer too large to serialise.", field) from exc
         return
     if isinstance(value, (list, tuple)):
         for item in value:
@@ -37,7 +55,8 @@ def _check_json(field: str, value: Any, depth: int = 0) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidEventError(f"Field {field!r} has a non-string key {key!r}.", field)
+                raise InvalidEventError(f"Field {field!r} has a non-string key {key!r:.64}.", field)
+            _check_text(field, key)
             _check_json(field, item, depth + 1)
         return
     raise InvalidEventError(f"Field {field!r} must be JSON-serialisable, got {type(value).__name__}.", field)
@@ -75,6 +94,7 @@ class Event(dict[str, Any]):
 
     def __init__(
         self,
+        /,
         event_id: str | None,
         event_type: str,
         title: str,
@@ -119,6 +139,13 @@ class Event(dict[str, Any]):
             _check_text(field, value)
         if not self["event_id"]:
             raise InvalidEventError("Field 'event_id' must not be empty.", "event_id")
+        for field in _NAME_FIELDS:
+            if CONTROL_CHARACTERS.search(self[field]):
+                raise InvalidEventError(
+                    f"Field {field!r} must not contain control characters (it names the event in "
+                    "SSE streams and filters).",
+                    field,
+                )
         for field in _LIST_FIELDS:
             value = self[field]
             if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -141,9 +168,18 @@ class Event(dict[str, Any]):
                 continue
             if not isinstance(value, datetime):
                 raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
-            self[field] = _aware(value)
+            try:
+                # Both conversions fail at the edges of the datetime range, and
+                # the aware value is converted to UTC when the event is sent.
+                value = _aware(value)
+                value.astimezone(UTC)
+            except (ValueError, OverflowError) as exc:
+                raise InvalidEventError(f"Field {field!r} is out of the supported datetime range.", field) from exc
+            self[field] = value
         for field, value in self.items():
             if field not in FIELDS:
+                if not isinstance(field, str):
+                    raise InvalidEventError(f"Field names must be strings, got {type(field).__name__} {field!r:.64}.")
                 _check_text(field, field)
                 _check_json(field, value)
 

@@ -62,7 +62,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
-from .event import Event
+from .event import CONTROL_CHARACTERS, Event
 from .event_filter import EventFilter
 from .pubsub.backend import Backend, Message, Subscription, parse_id
 from .tasks import backoff
@@ -70,16 +70,18 @@ from .tasks import backoff
 logger = logging.getLogger(__name__)
 
 #: Characters no event name or id may hold: the C0 and C1 controls and DEL.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: The line ends of the WHATWG event-stream parser, and no others.
 _LINE_END = re.compile("\r\n|\r|\n")
 #: A message id, as the backends write it and a client may send it back.
 _MESSAGE_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+_ID_PART_MAX = 2**64 - 1
 
 #: The comment written on an idle stream.
 HEARTBEAT = b": heartbeat\n\n"
 #: The comment that ends the stream of a client that fell behind.
 _EVICTED = b": too far behind; reconnect with Last-Event-ID\n\n"
+#: The comment that ends a stream whose live events the backend lost.
+_INTERRUPTED = b": the event source was interrupted; reconnect with Last-Event-ID\n\n"
 #: Name of the event that tells a client the history lost events it missed.
 GAP_EVENT = "gap"
 #: Events the listener hands out before it lets the streams write: a stream
@@ -94,7 +96,7 @@ Key = tuple[int, int]
 def _checked(field: str, value: object) -> str:
     if not isinstance(value, str):
         raise StreamFormatError(f"An SSE {field} must be a string, got {type(value).__name__}.")
-    found = _CONTROL.search(value)
+    found = CONTROL_CHARACTERS.search(value)
     if found is not None:
         raise StreamFormatError(
             f"The SSE {field} {value[:64]!r} holds the control character U+{ord(found.group()):04X}; "
@@ -162,12 +164,18 @@ def parse_last_event_id(value: str | None) -> str | None:
     """
     if value is None or value == "":
         return None
-    if len(value) > 41 or not _MESSAGE_ID.fullmatch(value):
+    if len(value) > 41 or not _MESSAGE_ID.fullmatch(value) or not _storable(parse_id(value)):
         raise StreamFormatError(
             f"Last-Event-ID {value[:48]!r} is not an event id of this stream; ids look like "
             "'1700000000000-0'. Send the id of the last event received, or nothing to start afresh."
         )
     return value
+
+
+def _storable(key: Key) -> bool:
+    # Stream ids are two unsigned 64-bit parts, and nothing can come after the
+    # largest one: Redis refuses such an id as a range start.
+    return key[0] <= _ID_PART_MAX and key[1] <= _ID_PART_MAX and key != (_ID_PART_MAX, _ID_PART_MAX)
 
 
 def event_frame(message: Message, event: Mapping[str, Any] | None) -> bytes:
@@ -298,6 +306,7 @@ class Connection:
         self.gap: dict[str, str | None] | None = None
         self.closed = False
         self.evicted = False
+        self.interrupted = False
         self._released = False
         self._watcher: Any = None
 
@@ -334,6 +343,17 @@ class Connection:
         if evicted:
             self._shutdown_socket()
         return not evicted
+
+    def interrupt(self) -> None:
+        """End the stream because the backend lost events it should have
+        carried; the client resumes with Last-Event-ID and is told of the gap."""
+        with self._ready:
+            if self.closed:
+                return
+            self.closed = self.interrupted = True
+            self._queue.clear()
+            self._ready.notify_all()
+        self._shutdown_socket()
 
     def take(self, timeout: float) -> list[tuple[Key, bytes]] | None:
         """Wait up to ``timeout`` seconds for queued frames.
@@ -431,6 +451,8 @@ class Connection:
                 if items is None:
                     if self.evicted:
                         yield _EVICTED
+                    elif self.interrupted:
+                        yield _INTERRUPTED
                     return
                 if not items:
                     if time.monotonic() - last_write >= heartbeat:
@@ -669,6 +691,7 @@ class Fanout:
                 if failures:
                     logger.info("Reading the notifications backend works again after %d failures.", failures)
                     failures = 0
+                    self._interrupt_lost()
                 try:
                     self._dispatch(messages)
                 except Exception:
@@ -677,6 +700,27 @@ class Fanout:
                     logger.exception("Fanning out %d events failed.", len(messages))
         finally:
             subscription.close()
+
+    def _interrupt_lost(self) -> None:
+        """After the subscription failed, end the streams of every hub whose
+        events published meanwhile the backend cannot deliver any more (it
+        reports a gap after the newest id handed out), so that their clients
+        resume with Last-Event-ID and get a gap event instead of losing those
+        events silently. A backend that resumes its subscription (Redis)
+        reports no gap, and its streams carry on."""
+        with self._lock:
+            hubs = [(hub_id, hub.cursor, list(hub.connections)) for hub_id, hub in self._hubs.items()]
+        for hub_id, cursor, connections in hubs:
+            try:
+                lost = self.backend.history(hub_id, _format_key(cursor)).gap
+            except BackendError:
+                lost = True
+            if lost:
+                logger.warning("Ending %d streams of hub %r: the backend lost events.", len(connections), hub_id)
+                with self._lock:
+                    self._stats["interrupted"] += len(connections)
+                for connection in connections:
+                    connection.interrupt()
 
     def _dispatch(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages, 1):
@@ -730,14 +774,15 @@ class Fanout:
         events, ``hubs`` subscribed, ``listening`` (1 while the subscription
         is held), and since start ``opened``, ``refused`` (over the
         per-client limit), ``events`` fanned out, ``evicted`` slow
-        connections and ``gaps`` reported."""
+        connections, ``interrupted`` streams (the backend lost events) and
+        ``gaps`` reported."""
         with self._lock:
             return {
                 "connections": self._open,
                 "subscribers": sum(len(hub.connections) for hub in self._hubs.values()),
                 "hubs": len(self._hubs),
                 "listening": int(self._subscription is not None),
-                **{key: self._stats[key] for key in ("opened", "refused", "events", "evicted", "gaps")},
+                **{key: self._stats[key] for key in ("opened", "refused", "events", "evicted", "interrupted", "gaps")},
             }
 
     def __repr__(self) -> str:

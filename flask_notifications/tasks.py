@@ -17,17 +17,18 @@ import logging
 import random
 import traceback
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery, Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from flask import Flask, current_app, has_app_context
+from kombu.exceptions import OperationalError
 
 from . import signals
-from .errors import InvalidEventError, NotificationsError
+from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
 from .pubsub.backend import Claim
 
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from .ext import Notifications
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Name of the task that fans an event out to its consumers.
 DISPATCH_TASK = "flask_notifications.dispatch"
@@ -97,7 +100,7 @@ def bind(celery: Celery, app: Flask) -> None:
     """Make ``celery``'s tasks run for ``app`` and register the dispatch task."""
     _flask_apps[celery] = weakref.ref(app)
     if DISPATCH_TASK not in celery.tasks:
-        celery.task(name=DISPATCH_TASK, autoretry_for=(OSError,), retry_backoff=True, **TASK_OPTIONS)(_dispatch)
+        celery.task(name=DISPATCH_TASK, **TASK_OPTIONS)(_dispatch)
 
 
 def register_consumer_task(celery: Celery, task_name: str) -> None:
@@ -126,19 +129,39 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]]) -> int:
         event = Event.from_json(event_json)
         if event.is_expired():
             return 0
-        for hub_id, task_name in targets:
-            enqueue(task.app, task_name, (hub_id, event_json), expires=_expires(event))
+        try:
+            for hub_id, task_name in targets:
+                enqueue(task.app, task_name, (hub_id, event_json), expires=_expires(event))
+        except (OperationalError, OSError) as exc:
+            # The broker is unreachable. Consumers already enqueued get the
+            # event again on the retry, and their claims skip it.
+            logger.warning("Could not enqueue the consumers of event %s, retrying: %r", event["event_id"], exc)
+            raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0, True), exc=exc) from exc
         return len(targets)
 
 
-def _consume(task: Task, hub_id: str, event_json: str, failures: int = 0) -> str:
+def _retry(task: Task, **options: Any) -> Retry:
+    """``task.retry(**options)``, but when the broker cannot take the retry
+    message either, the delivery goes back to the queue (or stays unacknowledged
+    until the broker returns) rather than being dropped, as Celery's own
+    ``Reject(requeue=False)`` would drop it."""
+    try:
+        retry: Retry = task.retry(**options)
+    except Reject as exc:
+        raise Reject(exc.reason, requeue=True) from exc
+    return retry
+
+
+def _consume(task: Task, hub_id: str, event_json: str, failures: int = 0, completed: bool = False) -> str:
     app = _flask_app(task.app)
     with app_context(app):
         ext: Notifications = app.extensions["notifications"]
-        return _run_consumer(task, ext, app, hub_id, event_json, failures)
+        return _run_consumer(task, ext, app, hub_id, event_json, failures, completed)
 
 
-def _run_consumer(task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int) -> str:
+def _run_consumer(
+    task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int, completed: bool = False
+) -> str:
     task_name: str = task.name
     hub = ext.hubs.get(hub_id)
     consumer = hub.get_consumer(task_name) if hub is not None else None
@@ -149,35 +172,64 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, hub_id: str, event
         event = Event.from_json(event_json)
     except InvalidEventError:
         logger.exception("Dropping %s for hub %r: the event is invalid.", task_name, hub_id)
-        ext._dead_letter(app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        _backend_call(
+            task,
+            hub_id,
+            event_json,
+            failures,
+            ext._dead_letter,
+            app,
+            hub_id,
+            task_name,
+            event_json,
+            failures + 1,
+            *_error_info(),
+        )
         return "invalid"
-    if event.is_expired():
-        return "expired"
 
     config = app.config
     backend = ext.get_backend(app)
     key = claim_key(event["event_id"], hub_id, task_name)
+    if completed:
+        # The effect happened on an earlier attempt; only its record is missing.
+        _backend_call(
+            task,
+            hub_id,
+            event_json,
+            failures,
+            backend.complete,
+            key,
+            config["NOTIFICATIONS_IDEMPOTENCY_TTL"],
+            completed=True,
+        )
+        return "consumed"
+    if event.is_expired():
+        return "expired"
+
+    claimed = Claim.ACQUIRED
+    if consumer.idempotent:
+        claimed = _backend_call(
+            task, hub_id, event_json, failures, backend.claim, key, config["NOTIFICATIONS_CLAIM_TIMEOUT"]
+        )
+    if claimed is Claim.DONE:
+        return "duplicate"
+    if claimed is Claim.BUSY:
+        # Another delivery holds the claim, or a dead worker's claim has
+        # not expired yet: come back later without spending a retry.
+        raise _retry(
+            task,
+            args=(hub_id, event_json, failures),
+            countdown=min(30.0, config["NOTIFICATIONS_CLAIM_TIMEOUT"]),
+        )
     try:
-        claimed = backend.claim(key, config["NOTIFICATIONS_CLAIM_TIMEOUT"]) if consumer.idempotent else Claim.ACQUIRED
-        if claimed is Claim.DONE:
-            return "duplicate"
-        if claimed is Claim.BUSY:
-            # Another delivery holds the claim, or a dead worker's claim has
-            # not expired yet: come back later without spending a retry.
-            raise task.retry(
-                args=(hub_id, event_json, failures),
-                countdown=min(30.0, config["NOTIFICATIONS_CLAIM_TIMEOUT"]),
-            )
         try:
             consumed = consumer(event)
         except BaseException:
             if consumer.idempotent:
                 backend.release(key)
             raise
-        if consumer.idempotent:
-            backend.complete(key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"])
     except Exception as exc:
-        if isinstance(exc, Retry):
+        if isinstance(exc, (Retry, Reject)):
             raise
         will_retry = failures < config["NOTIFICATIONS_MAX_RETRIES"]
         signals.consumer_failed.send(
@@ -191,14 +243,60 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, hub_id: str, event
                 config["NOTIFICATIONS_RETRY_BACKOFF_MAX"],
                 config["NOTIFICATIONS_RETRY_JITTER"],
             )
-            raise task.retry(args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
+            raise _retry(task, args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
         logger.error("Consumer %s failed on event %s for the last time: %r", task_name, event["event_id"], exc)
-        ext._dead_letter(app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        _backend_call(
+            task,
+            hub_id,
+            event_json,
+            failures,
+            ext._dead_letter,
+            app,
+            hub_id,
+            task_name,
+            event_json,
+            failures + 1,
+            *_error_info(),
+        )
         return "dead-lettered"
+    if consumer.idempotent:
+        _backend_call(
+            task,
+            hub_id,
+            event_json,
+            failures,
+            backend.complete,
+            key,
+            config["NOTIFICATIONS_IDEMPOTENCY_TTL"],
+            completed=True,
+        )
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=hub_id, consumer=consumer)
         return "consumed"
     return "vetoed"
+
+
+def _backend_call(
+    task: Task,
+    hub_id: str,
+    event_json: str,
+    failures: int,
+    func: Callable[..., T],
+    *args: Any,
+    completed: bool = False,
+) -> T:
+    """Call the backend's ``func``; if the backend is unreachable, retry the
+    task later without spending one of the consumer's retries, so that an
+    outage neither loses the delivery nor dead-letters it. ``completed``
+    retries only the recording of an effect that already happened."""
+    try:
+        return func(*args)
+    except BackendError as exc:
+        logger.warning("The notifications backend is unreachable, retrying %s later: %r", task.name, exc)
+        countdown = backoff(min(task.request.retries, 5), 1.0, 30.0, True)
+        raise _retry(
+            task, args=(hub_id, event_json, failures), kwargs={"completed": completed}, countdown=countdown, exc=exc
+        ) from exc
 
 
 def _error_info() -> tuple[str, str]:

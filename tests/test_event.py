@@ -126,3 +126,12 @@ def test_is_expired() -> None:
     assert not make().is_expired()
     assert make(expiration_datetime=datetime.now(UTC) - timedelta(seconds=1)).is_expired()
     assert not make(expiration_datetime=datetime.now(UTC) + timedelta(hours=1)).is_expired()
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "\x00", "tab\there", "\x85next-line"])
+@pytest.mark.parametrize("field", ["event_id", "event_type"])
+def test_identifiers_refuse_control_characters(field: str, value: str) -> None:
+    fields = {"event_id": "1", "event_type": "t", "title": "t", "body": "b", field: value}
+    with pytest.raises(InvalidEventError, match="control characters") as info:
+        Event(**fields)  # type: ignore[arg-type]
+    assert info.value.field == field

@@ -127,16 +127,20 @@ def test_any_event_streams_as_one_frame_with_its_exact_json(
     extra: dict[str, object],
 ) -> None:
     extra = {key: value for key, value in extra.items() if key not in Event.__init__.__code__.co_varnames}
-    event = Event(None, event_type, title, body, sender=sender, recipients=recipients, tags=tags, **extra)
-    message = Message("event-hub-x", "1700000000000-3", event.to_json())
-    events, _ = parse(event_frame(message, event))
+    event = Event(None, "type", title, body, sender=sender, recipients=recipients, tags=tags, **extra)
+    # Event refuses control characters in event_type, but another publisher
+    # on the same backend may not: the frame must survive any type.
+    published = {**event.to_dict(), "event_type": event_type}
+    message = Message("event-hub-x", "1700000000000-3", json.dumps(published, ensure_ascii=False))
+    events, _ = parse(event_frame(message, published))
     assert len(events) == 1
     (received,) = events
-    assert Event.from_json(received.data) == event
+    assert json.loads(received.data) == published
     assert received.last_event_id == "1700000000000-3"
     clean = event_type and not any(char in CONTROLS for char in event_type)
     assert received.type == (event_type if clean else "message")
-    assert json.loads(received.data)["event_type"] == event_type
+    if clean:
+        assert Event.from_json(received.data)["event_type"] == event_type
 
 
 @given(value=st.text(max_size=60))

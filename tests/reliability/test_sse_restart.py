@@ -1,0 +1,87 @@
+"""The SSE serving process killed (SIGKILL) and restarted while events keep
+being published: every browser reconnects with ``Last-Event-ID`` and, within
+the history window, receives every event in order, none twice, with no gap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from flask_notifications import Event
+from flask_notifications.event_hub import hub_id_for
+from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+
+from ..conftest import make_config
+from ..helpers import wait_for
+from .conftest import report
+
+sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
+from .resuming_client import ResumingClient  # noqa: E402
+
+pytestmark = pytest.mark.reliability
+
+NEWS = hub_id_for("news")
+BROWSERS, EVENTS, RATE = 20, 300, 50.0
+
+
+@pytest.fixture
+def server(redis_url: str, unique: str, redis_client: redis.Redis[bytes]) -> Iterator[Any]:
+    config = make_config(redis_url, unique, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=None)
+    server = sse_servers.Server("gevent", config)
+    yield server
+    server.kill()
+    keys = list(redis_client.scan_iter(f"{unique}*"))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.mark.timeout(300)
+def test_browsers_resume_without_a_gap_after_the_server_is_killed(server: Any, redis_url: str, unique: str) -> None:
+    backend = RedisPubSub(url=redis_url, key_prefix=unique)
+    browsers = [ResumingClient(f"{server.base}/notifications/{NEWS}/events") for _ in range(BROWSERS)]
+    published: list[str] = []
+    restarted = threading.Event()
+
+    def publish() -> None:
+        start = time.monotonic()
+        for seq in range(EVENTS):
+            event = Event(f"{unique}-{seq}", "news", f"event {seq}", "body", seq=seq)
+            backend.publish(NEWS, event.to_json())
+            published.append(event["event_id"])
+            time.sleep(max(0.0, start + (seq + 1) / RATE - time.monotonic()))
+
+    for browser in browsers:
+        browser.start()
+    try:
+        wait_for(lambda: all(b.connections for b in browsers), timeout=60)
+        publisher = threading.Thread(target=publish)
+        publisher.start()
+        wait_for(lambda: len(published) >= EVENTS // 3)
+        server.kill()
+        # Events go on being published while no server is up.
+        wait_for(lambda: len(published) >= EVENTS // 2)
+        server.start()
+        restarted.set()
+        publisher.join()
+        wait_for(lambda: all(len(b.event_ids()) >= EVENTS for b in browsers), timeout=120)
+    finally:
+        for browser in browsers:
+            browser.stop()
+        backend.close()
+    for browser in browsers:
+        assert browser.event_ids() == published
+        assert browser.gaps() == 0 and browser.connections >= 2
+    report(
+        "SSE server restart",
+        browsers=BROWSERS,
+        events=EVENTS,
+        deliveries=sum(len(b.event_ids()) for b in browsers),
+        lost=sum(len(set(published) - set(b.event_ids())) for b in browsers),
+        reconnections=sum(b.connections - 1 for b in browsers),
+    )
