@@ -13,6 +13,7 @@ Only JSON crosses the broker: the event's JSON string and plain lists.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import traceback
@@ -163,6 +164,7 @@ def _run_consumer(
     task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int, completed: bool = False
 ) -> str:
     task_name: str = task.name
+    safely = functools.partial(_backend_call, task, hub_id, event_json, failures)
     hub = ext.hubs.get(hub_id)
     consumer = hub.get_consumer(task_name) if hub is not None else None
     if hub is None or consumer is None:
@@ -172,19 +174,7 @@ def _run_consumer(
         event = Event.from_json(event_json)
     except InvalidEventError:
         logger.exception("Dropping %s for hub %r: the event is invalid.", task_name, hub_id)
-        _backend_call(
-            task,
-            hub_id,
-            event_json,
-            failures,
-            ext._dead_letter,
-            app,
-            hub_id,
-            task_name,
-            event_json,
-            failures + 1,
-            *_error_info(),
-        )
+        safely(ext._dead_letter, app, hub_id, task_name, event_json, failures + 1, *_error_info())
         return "invalid"
 
     config = app.config
@@ -192,25 +182,14 @@ def _run_consumer(
     key = claim_key(event["event_id"], hub_id, task_name)
     if completed:
         # The effect happened on an earlier attempt; only its record is missing.
-        _backend_call(
-            task,
-            hub_id,
-            event_json,
-            failures,
-            backend.complete,
-            key,
-            config["NOTIFICATIONS_IDEMPOTENCY_TTL"],
-            completed=True,
-        )
+        safely(backend.complete, key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"], completed=True)
         return "consumed"
     if event.is_expired():
         return "expired"
 
     claimed = Claim.ACQUIRED
     if consumer.idempotent:
-        claimed = _backend_call(
-            task, hub_id, event_json, failures, backend.claim, key, config["NOTIFICATIONS_CLAIM_TIMEOUT"]
-        )
+        claimed = safely(backend.claim, key, config["NOTIFICATIONS_CLAIM_TIMEOUT"])
     if claimed is Claim.DONE:
         return "duplicate"
     if claimed is Claim.BUSY:
@@ -245,31 +224,10 @@ def _run_consumer(
             )
             raise _retry(task, args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
         logger.error("Consumer %s failed on event %s for the last time: %r", task_name, event["event_id"], exc)
-        _backend_call(
-            task,
-            hub_id,
-            event_json,
-            failures,
-            ext._dead_letter,
-            app,
-            hub_id,
-            task_name,
-            event_json,
-            failures + 1,
-            *_error_info(),
-        )
+        safely(ext._dead_letter, app, hub_id, task_name, event_json, failures + 1, *_error_info())
         return "dead-lettered"
     if consumer.idempotent:
-        _backend_call(
-            task,
-            hub_id,
-            event_json,
-            failures,
-            backend.complete,
-            key,
-            config["NOTIFICATIONS_IDEMPOTENCY_TTL"],
-            completed=True,
-        )
+        safely(backend.complete, key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"], completed=True)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=hub_id, consumer=consumer)
         return "consumed"
