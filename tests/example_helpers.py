@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -38,10 +37,3 @@ def load_example(
     module = importlib.import_module("examples.app")
     monkeypatch.setitem(sys.modules, "examples.app", module)
     return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

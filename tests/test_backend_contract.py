@@ -13,10 +13,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,7 +41,7 @@ from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from .conftest import REDIS_URL
-from .helpers import wait_for
+from .helpers import RedisServer, free_port, wait_for
 
 AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_URL)
 #: The channels tests use; the prefix (``unique``) keeps them apart.
@@ -512,59 +510,15 @@ def test_memory_ledger_purges_expired_claims() -> None:
 # -- Redis restart ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class PrivateRedis:
-    """A redis-server of this test alone, which it may kill and restart."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="fn-redis-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", self.dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.exceptions.ConnectionError:
-                return False
-
-        wait_for(answers, timeout=20, interval=0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=20)
-            self.process = None
-
-
 @pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    if not os.path.exists(shutil.which("redis-server") or "/usr/bin/redis-server"):
-        pytest.skip("no redis-server binary to start a private server")
-    server = PrivateRedis()
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
     server.start()
     yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    server.remove()
 
 
-def test_redis_subscription_survives_a_restart(private_redis: PrivateRedis, unique: str) -> None:
+def test_redis_subscription_survives_a_restart(private_redis: RedisServer, unique: str) -> None:
     backend = RedisPubSub(url=private_redis.url, key_prefix=unique, reconnect_backoff=0.05, reconnect_backoff_max=1.0)
     sub = backend.subscribe()
     try:
@@ -572,7 +526,7 @@ def test_redis_subscription_survives_a_restart(private_redis: PrivateRedis, uniq
         first = backend.publish("a", "before")
         assert collect(sub, 1) == [first]
 
-        private_redis.stop()
+        private_redis.kill()
         errors = 0
         calls = 30
         for _ in range(calls):

@@ -24,8 +24,8 @@ import redis
 from flask_notifications.event import Event
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
-from .example_helpers import ROOT, free_port
-from .helpers import wait_for
+from .example_helpers import ROOT
+from .helpers import free_port, wait_for
 
 pytestmark = pytest.mark.browser
 

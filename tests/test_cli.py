@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from flask.testing import FlaskCliRunner
 from flask_notifications.event import Event
 
 from .example_helpers import ROOT, load_example
-from .helpers import wait_for
+from .helpers import RedisServer, wait_for
 
 
 @pytest.fixture
@@ -264,9 +263,7 @@ def test_listen_waits_out_a_redis_restart(unique: str) -> None:
     """``listen`` says once that the server is gone, and carries on when it is back."""
     from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
-    from .test_backend_contract import PrivateRedis
-
-    server = PrivateRedis()
+    server = RedisServer()
     server.start()
     env = {**os.environ, "REDIS_URL": server.url, "FLASK_NOTIFICATIONS_KEY_PREFIX": unique, "PYTHONPATH": str(ROOT)}
     env["FLASK_NOTIFICATIONS_RECONNECT_BACKOFF_MAX"] = "0.5"
@@ -284,7 +281,7 @@ def test_listen_waits_out_a_redis_restart(unique: str) -> None:
     backend = RedisPubSub(url=server.url, key_prefix=unique)
     try:
         wait_for(lambda: any("Listening to" in line for line in err), timeout=60)
-        server.stop()
+        server.kill()
         wait_for(lambda: any("retrying until it answers" in line for line in err), timeout=60)
         server.start()
 
@@ -304,8 +301,7 @@ def test_listen_waits_out_a_redis_restart(unique: str) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
+        server.remove()
     assert proc.returncode == 0, err
     assert len(out) == 1 and "[system] back" in out[0]
     assert sum("retrying until it answers" in line for line in err) == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from flask_notifications.errors import (
 from flask_notifications.event import Event
 
 from .conftest import WorkerFactory
-from .helpers import wait_for
+from .helpers import free_port, wait_for
 
 USER, PASSWORD = "notify", "s3cret"
 SENDER = "Flask Notifications <noreply@example.org>"
@@ -80,12 +79,6 @@ class SmtpServer:
             self.logins.append((auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "", ok))
         # handled=False: let aiosmtpd answer 535 to a refused login.
         return AuthResult(success=ok, handled=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

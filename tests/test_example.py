@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 
 from flask_notifications.event import Event
 
-from .example_helpers import ROOT, free_port, load_example
-from .helpers import wait_for
+from .example_helpers import ROOT, load_example
+from .helpers import free_port, wait_for
 
 
 def guide_code() -> str:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,9 +21,9 @@ from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from .apps.sse_app import setup
 from .conftest import make_config
-from .helpers import wait_for
+from .helpers import RedisServer, wait_for
 from .sse_client import SSEClient, StreamClosed
-from .sse_servers import Server, free_port
+from .sse_servers import Server
 
 NEWS = "event-hub-news"
 PRIVATE = "event-hub-private"
@@ -317,50 +315,13 @@ def test_redis_connections_stay_constant_as_200_clients_connect(
 # -- the backend going away ------------------------------------------------------------
 
 
-class PrivateRedis:
-    """A redis-server of this test's own, which it may kill and restart."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                *("--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
-                *("--dir", str(self.directory)),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: _pings(client))
-        client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-            self.proc = None
-
-
-def _pings(client: redis.Redis[bytes]) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.exceptions.ConnectionError:
-        return False
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to kill and restart")
 def test_streams_outlive_a_redis_restart_without_spinning(serve: ServeFactory, tmp_path: Path, unique: str) -> None:
-    private = PrivateRedis(tmp_path)
+    private = RedisServer(tmp_path)
     private.start()
     try:
         server = serve(

@@ -24,8 +24,8 @@ from flask_notifications import Event
 from flask_notifications.errors import BrokerUnavailableError
 
 from ..conftest import make_config
-from ..helpers import wait_for
-from .conftest import RedisServer, WorkerProcess, report
+from ..helpers import RedisServer, wait_for
+from .conftest import WorkerProcess, report
 
 try:
     from tests import sse_servers
