@@ -297,7 +297,10 @@ def test_send_enqueues_a_whole_event_or_nothing(
     hub = notifications.create_hub("Fuzz")
     recorder = hub.register_consumer(Recorder())
     queue = app.config["CELERY_TASK_DEFAULT_QUEUE"]
-    accepted: dict[str, Event] = {}
+    # Every version sent under each event id: a second event with an id
+    # already sent is the same delivery as far as the consumers' claims go,
+    # so exactly one version per id is consumed.
+    accepted: dict[str, list[str]] = {}
     outcomes = {"enqueued": 0, "expired": 0, "invalid": 0}
 
     @FUZZ
@@ -317,7 +320,7 @@ def test_send_enqueues_a_whole_event_or_nothing(
             return
         outcomes["enqueued"] += 1
         assert redis_client.llen(queue) == before + 1 and result.hub_ids == (hub.hub_id,)
-        accepted[result.event["event_id"]] = result.event
+        accepted.setdefault(result.event["event_id"], []).append(result.event.to_json())
 
     check()
     assert outcomes["enqueued"] and outcomes["invalid"], outcomes
@@ -336,9 +339,8 @@ def test_send_enqueues_a_whole_event_or_nothing(
         wait_for(lambda: redis_client.llen(queue) == 0)
     delivered = {event["event_id"]: event for event in recorder.events}
     assert len(recorder.events) == len(delivered) == len(accepted)
-    assert {key: event.to_json() for key, event in delivered.items()} == {
-        key: event.to_json() for key, event in accepted.items()
-    }
+    for key, event in delivered.items():
+        assert event.to_json() in accepted[key]
     assert notifications.dead_letters() == []
     report("send() fuzz", **outcomes, delivered=len(delivered), lost=len(accepted) - len(delivered))
 
