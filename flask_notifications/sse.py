@@ -80,8 +80,8 @@ _ID_PART_MAX = 2**64 - 1
 HEARTBEAT = b": heartbeat\n\n"
 #: The comment that ends the stream of a client that fell behind.
 _EVICTED = b": too far behind; reconnect with Last-Event-ID\n\n"
-#: The comment that ends a stream whose live events the backend lost.
-_INTERRUPTED = b": the event source was interrupted; reconnect with Last-Event-ID\n\n"
+#: The queue key of a frame that is not an event (a gap announcement).
+_ANNOUNCEMENT: tuple[int, int] = (-1, -1)
 #: Name of the event that tells a client the history lost events it missed.
 GAP_EVENT = "gap"
 #: Events the listener hands out before it lets the streams write: a stream
@@ -306,7 +306,6 @@ class Connection:
         self.gap: dict[str, str | None] | None = None
         self.closed = False
         self.evicted = False
-        self.interrupted = False
         self._released = False
         self._watcher: Any = None
 
@@ -344,16 +343,14 @@ class Connection:
             self._shutdown_socket()
         return not evicted
 
-    def interrupt(self) -> None:
-        """End the stream because the backend lost events it should have
-        carried; the client resumes with Last-Event-ID and is told of the gap."""
+    def announce_gap(self, frame: bytes) -> None:
+        """Queue a ``gap`` event ahead of what comes next: the backend lost
+        events this stream should have carried, so the client must refetch."""
         with self._ready:
             if self.closed:
                 return
-            self.closed = self.interrupted = True
-            self._queue.clear()
-            self._ready.notify_all()
-        self._shutdown_socket()
+            self._queue.append((_ANNOUNCEMENT, frame))
+            self._ready.notify()
 
     def take(self, timeout: float) -> list[tuple[Key, bytes]] | None:
         """Wait up to ``timeout`` seconds for queued frames.
@@ -451,8 +448,6 @@ class Connection:
                 if items is None:
                     if self.evicted:
                         yield _EVICTED
-                    elif self.interrupted:
-                        yield _INTERRUPTED
                     return
                 if not items:
                     if time.monotonic() - last_write >= heartbeat:
@@ -462,9 +457,10 @@ class Connection:
                 chunk: list[bytes] = []
                 size = 0
                 for key, frame in items:
-                    if key <= self.floor:
-                        continue
-                    self.floor = key
+                    if key is not _ANNOUNCEMENT:
+                        if key <= self.floor:
+                            continue
+                        self.floor = key
                     chunk.append(frame)
                     size += len(frame)
                     if size >= _CHUNK:
@@ -691,7 +687,7 @@ class Fanout:
                 if failures:
                     logger.info("Reading the notifications backend works again after %d failures.", failures)
                     failures = 0
-                    self._interrupt_lost()
+                    self._announce_lost()
                 try:
                     self._dispatch(messages)
                 except Exception:
@@ -701,26 +697,31 @@ class Fanout:
         finally:
             subscription.close()
 
-    def _interrupt_lost(self) -> None:
-        """After the subscription failed, end the streams of every hub whose
-        events published meanwhile the backend cannot deliver any more (it
-        reports a gap after the newest id handed out), so that their clients
-        resume with Last-Event-ID and get a gap event instead of losing those
-        events silently. A backend that resumes its subscription (Redis)
-        reports no gap, and its streams carry on."""
+    def _announce_lost(self) -> None:
+        """After the subscription failed, ask the backend whether it can still
+        deliver what followed the newest id handed out for each hub. Where it
+        cannot (RabbitMQ keeps no history; a Redis that restarted empty),
+        every stream of the hub gets a ``gap`` event, so its client refetches
+        instead of missing those events silently. A backend that resumes its
+        subscription (Redis) reports no gap, and its streams just carry on."""
         with self._lock:
             hubs = [(hub_id, hub.cursor, list(hub.connections)) for hub_id, hub in self._hubs.items()]
         for hub_id, cursor, connections in hubs:
+            last_id = _format_key(cursor)
             try:
-                lost = self.backend.history(hub_id, _format_key(cursor)).gap
+                lost = self.backend.history(hub_id, last_id).gap
             except BackendError:
                 lost = True
-            if lost:
-                logger.warning("Ending %d streams of hub %r: the backend lost events.", len(connections), hub_id)
-                with self._lock:
-                    self._stats["interrupted"] += len(connections)
-                for connection in connections:
-                    connection.interrupt()
+            if not lost:
+                continue
+            logger.warning(
+                "The backend lost events of hub %r after %s; telling %d streams.", hub_id, last_id, len(connections)
+            )
+            frame = encode_event(json.dumps({"last_event_id": last_id, "oldest_id": None}), event=GAP_EVENT, id=last_id)
+            with self._lock:
+                self._stats["gaps"] += len(connections)
+            for connection in connections:
+                connection.announce_gap(frame)
 
     def _dispatch(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages, 1):
@@ -774,15 +775,14 @@ class Fanout:
         events, ``hubs`` subscribed, ``listening`` (1 while the subscription
         is held), and since start ``opened``, ``refused`` (over the
         per-client limit), ``events`` fanned out, ``evicted`` slow
-        connections, ``interrupted`` streams (the backend lost events) and
-        ``gaps`` reported."""
+        connections and ``gaps`` reported."""
         with self._lock:
             return {
                 "connections": self._open,
                 "subscribers": sum(len(hub.connections) for hub in self._hubs.values()),
                 "hubs": len(self._hubs),
                 "listening": int(self._subscription is not None),
-                **{key: self._stats[key] for key in ("opened", "refused", "events", "evicted", "interrupted", "gaps")},
+                **{key: self._stats[key] for key in ("opened", "refused", "events", "evicted", "gaps")},
             }
 
     def __repr__(self) -> str:

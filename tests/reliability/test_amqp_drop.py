@@ -120,7 +120,7 @@ def _drop_while_publishing(
         _publish(publisher, run, range(40 + len(after), 41 + len(after)), after, 0)
         return all(after[-1] in b.event_ids() for b in browsers)
 
-    wait_for(flowing, timeout=60, interval=0.2)
+    wait_for(flowing, timeout=100, interval=0.2)
     return before, during, after
 
 
