@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -115,3 +115,47 @@ class RedisServer:
         """Stop the server and delete its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def deliver_twice(notifications: Any, celery_worker: Any, hub: Any, event: Any) -> list[Any]:
+    """Run ``hub``'s only consumer task twice for ``event`` on a real worker,
+    as a redelivery would, and return the two tasks' outcomes in order."""
+    from celery.signals import task_postrun
+
+    (task_name,) = hub.consumer_names
+    task = notifications.celery.tasks[task_name]
+    outcomes: list[Any] = []
+
+    def on_postrun(sender: Any = None, retval: Any = None, **kwargs: Any) -> None:
+        if sender is not None and sender.name == task_name:
+            outcomes.append(retval)
+
+    task_postrun.connect(on_postrun, weak=False)
+    try:
+        with celery_worker(concurrency=1):
+            for _ in range(2):
+                task.apply_async(args=(hub.hub_id, event.to_json()))
+            wait_for(lambda: len(outcomes) == 2)
+    finally:
+        task_postrun.disconnect(on_postrun)
+    return outcomes
+
+
+def send_until_dead_letter(notifications: Any, celery_worker: Any, event: Any) -> tuple[list[BaseException], Any]:
+    """Send ``event`` on a real worker until its failing consumer is
+    dead-lettered; return the exceptions each attempt raised and the letter."""
+    from flask_notifications import signals
+
+    errors: list[BaseException] = []
+
+    def on_failed(sender: Any, exception: BaseException, **kwargs: Any) -> None:
+        errors.append(exception)
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with celery_worker():
+            notifications.send(event)
+            (letter,) = wait_for(notifications.dead_letters)
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+    return errors, letter

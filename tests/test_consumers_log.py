@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery.signals import task_postrun
 from flask import Flask
 
 from flask_notifications import Notifications, signals
@@ -25,7 +24,7 @@ from flask_notifications.errors import ConsumerError, LogWriteError
 from flask_notifications.event import Event
 
 from .conftest import WorkerFactory
-from .helpers import wait_for
+from .helpers import deliver_twice, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
@@ -132,24 +131,8 @@ def test_task_run_twice_writes_one_line(
     path = tmp_path / "events.log"
     hub = notifications.create_hub("OnceLog")
     hub.register_consumer(LogConsumer(path))
-    (task_name,) = hub.consumer_names
-    task = notifications.celery.tasks[task_name]
     event = make_event()
-    outcomes: list[Any] = []
-
-    def on_postrun(sender: Any = None, retval: Any = None, **kwargs: Any) -> None:
-        if sender is not None and sender.name == task_name:
-            outcomes.append(retval)
-
-    task_postrun.connect(on_postrun, weak=False)
-    try:
-        with celery_worker(concurrency=1):
-            for _ in range(2):
-                task.apply_async(args=(hub.hub_id, event.to_json()))
-            wait_for(lambda: len(outcomes) == 2)
-    finally:
-        task_postrun.disconnect(on_postrun)
-    assert outcomes == ["consumed", "duplicate"]
+    assert deliver_twice(notifications, celery_worker, hub, event) == ["consumed", "duplicate"]
     assert read_events(path) == [event]
 
 

@@ -17,10 +17,9 @@ import jinja2
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from celery.signals import task_postrun
 from flask import Flask
 
-from flask_notifications import Notifications, signals
+from flask_notifications import Notifications
 from flask_notifications.consumers._mail import MailConsumer
 from flask_notifications.consumers.flaskemail_consumer import FlaskEmailConsumer
 from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
@@ -34,7 +33,7 @@ from flask_notifications.errors import (
 from flask_notifications.event import Event
 
 from .conftest import WorkerFactory
-from .helpers import free_port, wait_for
+from .helpers import deliver_twice, free_port, send_until_dead_letter, wait_for
 
 USER, PASSWORD = "notify", "s3cret"
 SENDER = "Flask Notifications <noreply@example.org>"
@@ -250,24 +249,8 @@ def test_task_run_twice_sends_one_email(
 ) -> None:
     hub = notifications.create_hub("Once")
     hub.register_consumer(make_consumer())
-    (task_name,) = hub.consumer_names
-    task = notifications.celery.tasks[task_name]
     event = make_event(title="only once")
-    outcomes: list[Any] = []
-
-    def on_postrun(sender: Any = None, retval: Any = None, **kwargs: Any) -> None:
-        if sender is not None and sender.name == task_name:
-            outcomes.append(retval)
-
-    task_postrun.connect(on_postrun, weak=False)
-    try:
-        with celery_worker(concurrency=1):
-            task.apply_async(args=(hub.hub_id, event.to_json()))
-            task.apply_async(args=(hub.hub_id, event.to_json()))
-            wait_for(lambda: len(outcomes) == 2)
-    finally:
-        task_postrun.disconnect(on_postrun)
-    assert outcomes == ["consumed", "duplicate"]
+    assert deliver_twice(notifications, celery_worker, hub, event) == ["consumed", "duplicate"]
     assert [r.message["Subject"] for r in smtp_server.received] == ["only once"]
 
 
@@ -277,19 +260,7 @@ def run_until_dead_letter(
     app.config["NOTIFICATIONS_MAX_RETRIES"] = 2
     hub = notifications.create_hub("Failing")
     hub.register_consumer(consumer)
-    errors: list[BaseException] = []
-
-    def on_failed(sender: Flask, exception: BaseException, **kwargs: Any) -> None:
-        errors.append(exception)
-
-    signals.consumer_failed.connect(on_failed)
-    try:
-        with celery_worker():
-            notifications.send(make_event())
-            (letter,) = wait_for(notifications.dead_letters)
-    finally:
-        signals.consumer_failed.disconnect(on_failed)
-    return errors, letter
+    return send_until_dead_letter(notifications, celery_worker, make_event())
 
 
 def test_refused_login_is_retried_then_dead_lettered(

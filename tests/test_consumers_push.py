@@ -4,22 +4,20 @@ replay history, once however often the task runs."""
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 import redis
-from celery.signals import task_postrun
 from flask import Flask
 
-from flask_notifications import Notifications, signals
+from flask_notifications import Notifications
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import BackendError, ConsumerError
 from flask_notifications.event import Event
 from flask_notifications.pubsub.backend import Message
 
 from .conftest import WorkerFactory
-from .helpers import wait_for
+from .helpers import deliver_twice, free_port, send_until_dead_letter, wait_for
 
 
 def make_event(title: str = "Title", **fields: Any) -> Event:
@@ -56,24 +54,8 @@ def test_push_reaches_subscribers_and_history(
 def test_task_run_twice_pushes_once(notifications: Notifications, celery_worker: WorkerFactory) -> None:
     hub = notifications.create_hub("PushOnce")
     hub.register_consumer(PushConsumer(None, hub.hub_id))
-    (task_name,) = hub.consumer_names
-    task = notifications.celery.tasks[task_name]
     event = make_event()
-    outcomes: list[Any] = []
-
-    def on_postrun(sender: Any = None, retval: Any = None, **kwargs: Any) -> None:
-        if sender is not None and sender.name == task_name:
-            outcomes.append(retval)
-
-    task_postrun.connect(on_postrun, weak=False)
-    try:
-        with celery_worker(concurrency=1):
-            for _ in range(2):
-                task.apply_async(args=(hub.hub_id, event.to_json()))
-            wait_for(lambda: len(outcomes) == 2)
-    finally:
-        task_postrun.disconnect(on_postrun)
-    assert outcomes == ["consumed", "duplicate"]
+    assert deliver_twice(notifications, celery_worker, hub, event) == ["consumed", "duplicate"]
     (message,) = notifications.backend.history(hub.hub_id, None).messages
     assert Event.from_json(message.data) == event
 
@@ -82,24 +64,12 @@ def test_unreachable_redis_is_retried_then_dead_lettered(
     app: Flask, notifications: Notifications, celery_worker: WorkerFactory
 ) -> None:
     app.config["NOTIFICATIONS_MAX_RETRIES"] = 1
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    down = redis.Redis(host="127.0.0.1", port=closed, socket_connect_timeout=1)
+    down = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1)
     hub = notifications.create_hub("PushDown")
     hub.register_consumer(PushConsumer(down, hub.hub_id))
-    errors: list[BaseException] = []
-
-    def on_failed(sender: Flask, exception: BaseException, **kwargs: Any) -> None:
-        errors.append(exception)
-
-    signals.consumer_failed.connect(on_failed)
     try:
-        with celery_worker():
-            notifications.send(make_event())
-            (letter,) = wait_for(notifications.dead_letters)
+        errors, letter = send_until_dead_letter(notifications, celery_worker, make_event())
     finally:
-        signals.consumer_failed.disconnect(on_failed)
         down.close()
     assert len(errors) == 2 and all(isinstance(e, BackendError) for e in errors)
     assert "Redis publish failed" in str(errors[0])
