@@ -29,6 +29,7 @@ from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
 from . import signals
+from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
 from .pubsub.backend import Claim
@@ -202,7 +203,11 @@ def _run_consumer(
         )
     try:
         try:
-            consumed = consumer(event)
+            # Until send() gives each call an id of its own (issue 11), the
+            # event id is the delivery id, as the claims key on it.
+            delivery = Delivery(event["event_id"], hub_id, task_name, failures + 1)
+            with delivering(delivery):
+                consumed = consumer(event)
         except BaseException:
             if consumer.idempotent:
                 backend.release(key)
