@@ -360,9 +360,9 @@ def test_redis_with_a_resp3_client(redis_url: str, unique: str, redis_client: re
         got = collect(sub, 3)
         assert [m for m in got if m.channel == "a"] == [sent[0], sent[2]]
         assert backend.history("a", sent[0].id) == History([sent[2]], gap=False)
-        assert backend.claim("k", 30) is Claim.ACQUIRED
-        backend.complete("k", 30)
-        assert backend.claim("k", 30) is Claim.DONE
+        assert backend.claim("k", "t", 30) is Claim.ACQUIRED
+        assert backend.complete("k", "t", 30) is True
+        assert backend.claim("k", "u", 30) is Claim.DONE
         letter = backend.add_dead_letter({"e": 1})
         assert backend.dead_letters() == [{"e": 1, "id": letter}]
     finally:
@@ -418,25 +418,57 @@ def test_redis_history_of_a_vanished_stream_is_a_gap(
 
 def test_claim_complete_release(backend: Backend, unique: str) -> None:
     key = f"{unique}-work"
-    assert backend.claim(key, 30) is Claim.ACQUIRED
-    assert backend.claim(key, 30) is Claim.BUSY
-    backend.complete(key, 30)
-    assert backend.claim(key, 30) is Claim.DONE
+    assert backend.claim(key, "t1", 30) is Claim.ACQUIRED
+    assert backend.claim(key, "t2", 30) is Claim.BUSY
+    assert backend.extend(key, "t1", 30) is True
+    assert backend.complete(key, "t1", 30) is True
+    assert backend.claim(key, "t3", 30) is Claim.DONE
     other = f"{unique}-other"
-    assert backend.claim(other, 30) is Claim.ACQUIRED
-    backend.release(other)
-    assert backend.claim(other, 30) is Claim.ACQUIRED
-    backend.release(f"{unique}-never-claimed")
+    assert backend.claim(other, "t1", 30) is Claim.ACQUIRED
+    assert backend.release(other, "t1") is True
+    assert backend.claim(other, "t2", 30) is Claim.ACQUIRED
+    assert backend.release(f"{unique}-never-claimed", "t1") is False
 
 
 def test_claims_expire(backend: Backend, unique: str) -> None:
     pending, done = f"{unique}-pending", f"{unique}-done"
-    assert backend.claim(pending, 0.2) is Claim.ACQUIRED
-    assert backend.claim(done, 30) is Claim.ACQUIRED
-    backend.complete(done, 1)
-    assert backend.claim(done, 30) is Claim.DONE
-    wait_for(lambda: backend.claim(pending, 30) is Claim.ACQUIRED)
-    wait_for(lambda: backend.claim(done, 30) is Claim.ACQUIRED)
+    assert backend.claim(pending, "t1", 0.2) is Claim.ACQUIRED
+    assert backend.claim(done, "t1", 30) is Claim.ACQUIRED
+    backend.complete(done, "t1", 1)
+    assert backend.claim(done, "t2", 30) is Claim.DONE
+    wait_for(lambda: backend.claim(pending, "t2", 30) is Claim.ACQUIRED)
+    wait_for(lambda: backend.claim(done, "t2", 30) is Claim.ACQUIRED)
+
+
+def test_an_expired_owner_cannot_touch_the_next_owners_claim(backend: Backend, unique: str) -> None:
+    """Issue 11, item 2: an owner whose claim expired (a consumer slower than
+    the claim timeout) neither releases, extends nor completes the claim
+    another run took since."""
+    key = f"{unique}-slow"
+    assert backend.claim(key, "slow", 0.2) is Claim.ACQUIRED
+    wait_for(lambda: backend.claim(key, "next", 30) is Claim.ACQUIRED)
+    assert backend.release(key, "slow") is False
+    assert backend.extend(key, "slow", 30) is False
+    assert backend.complete(key, "slow", 30) is False
+    assert backend.claim(key, "third", 30) is Claim.BUSY  # still the next owner's
+    assert backend.complete(key, "next", 30) is True
+    assert backend.claim(key, "third", 30) is Claim.DONE
+
+
+def test_a_claim_extended_by_its_owner_does_not_expire(backend: Backend, unique: str) -> None:
+    key = f"{unique}-extended"
+    assert backend.claim(key, "owner", 0.3) is Claim.ACQUIRED
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # three timeouts' worth of renewals
+        assert backend.extend(key, "owner", 0.3) is True
+        assert backend.claim(key, "other", 30) is Claim.BUSY
+        time.sleep(0.05)
+    # A completion whose claim expired, with nobody holding it since, is recorded.
+    gone = f"{unique}-gone"
+    assert backend.claim(gone, "owner", 0.1) is Claim.ACQUIRED
+    time.sleep(0.3)  # let it expire (any later call would renew or take it)
+    assert backend.complete(gone, "owner", 30) is True
+    assert backend.claim(gone, "other", 30) is Claim.DONE
 
 
 # -- dead letters ---------------------------------------------------------------------
@@ -484,8 +516,8 @@ def test_amqp_ledger_in_redis(amqp_url: str, redis_url: str, unique: str, redis_
     }
     first, second = AmqpPubSub.from_config(config), AmqpPubSub.from_config(config)
     try:
-        assert first.claim("k", 30) is Claim.ACQUIRED
-        assert second.claim("k", 30) is Claim.BUSY  # shared between processes
+        assert first.claim("k", "t1", 30) is Claim.ACQUIRED
+        assert second.claim("k", "t2", 30) is Claim.BUSY  # shared between processes
         letter = first.add_dead_letter({"error": "boom"})
         assert [d["id"] for d in second.dead_letters()] == [letter]
     finally:
@@ -497,14 +529,14 @@ def test_amqp_ledger_in_redis(amqp_url: str, redis_url: str, unique: str, redis_
 
 
 def test_memory_ledger_purges_expired_claims() -> None:
-    backend = MemoryPubSub()
+    backend = MemoryPubSub(ledger_size=100_000)
     for i in range(20000):
-        assert backend.claim(f"k{i}", 0) is Claim.ACQUIRED
-    assert len(backend._claims) <= 2048
+        assert backend.claim(f"k{i}", "t", 0) is Claim.ACQUIRED
+    assert backend.ledger_stats()["entries"] <= 2048
     for i in range(3000):
-        backend.claim(f"live{i}", 300)
-    assert len(backend._claims) <= 2 * 3000 + 1
-    assert backend.claim("live0", 300) is Claim.BUSY
+        backend.claim(f"live{i}", "t", 300)
+    assert backend.ledger_stats()["entries"] <= 2 * 3000 + 1
+    assert backend.claim("live0", "u", 300) is Claim.BUSY
 
 
 # -- Redis restart ----------------------------------------------------------------------

@@ -483,20 +483,26 @@ class AmqpPubSub(Backend):
 
     # -- ledger ---------------------------------------------------------------------
 
-    def claim(self, key: str, timeout: float) -> Claim:
-        return self.ledger.claim(key, timeout)
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        return self.ledger.claim(key, token, timeout)
 
-    def complete(self, key: str, ttl: float) -> None:
-        self.ledger.complete(key, ttl)
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return self.ledger.extend(key, token, timeout)
 
-    def release(self, key: str) -> None:
-        self.ledger.release(key)
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return self.ledger.complete(key, token, ttl)
+
+    def release(self, key: str, token: str) -> bool:
+        return self.ledger.release(key, token)
 
     def add_dead_letter(self, record: Mapping[str, Any]) -> str:
         return self.ledger.add_dead_letter(record)
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.ledger.dead_letters()
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        return self.ledger.get_dead_letter(letter_id)
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.remove_dead_letter(letter_id)
