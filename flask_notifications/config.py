@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     # letters, shared by every process; None keeps them in the memory of each
     # process (a warning is logged), as RabbitMQ has no place for them.
     "NOTIFICATIONS_AMQP_LEDGER_URL": None,
+    # Bytes RabbitMQ keeps in each hub's stream queue (AMQP backend).
+    "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
     # Largest accepted event, in bytes of its JSON form.
