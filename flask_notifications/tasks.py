@@ -105,10 +105,11 @@ def bind(celery: Celery, app: Flask) -> None:
         celery.task(name=DISPATCH_TASK, **TASK_OPTIONS)(_dispatch)
 
 
-def register_consumer_task(celery: Celery, task_name: str) -> None:
-    """Register the task that runs the consumers named ``task_name``."""
+def register_consumer_task(celery: Celery, task_name: str, **options: Any) -> None:
+    """Register the task that runs the consumers named ``task_name``, with
+    the Celery task ``options`` given to ``register_consumer``."""
     if task_name not in celery.tasks:
-        celery.task(name=task_name, **TASK_OPTIONS)(_consume)
+        celery.task(name=task_name, **{**options, **TASK_OPTIONS})(_consume)
 
 
 def _flask_app(celery: Celery) -> Flask:
