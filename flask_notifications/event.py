@@ -57,7 +57,8 @@ def _parse_date(field: str, value: str) -> datetime:
         return parsedate_to_datetime(value)
     except (TypeError, ValueError) as exc:
         raise InvalidEventError(
-            f"Field {field!r} is neither an ISO 8601 nor an HTTP date: {value[:64]!r}.", field
+            f"Field {field!r} is not an ISO 8601 datetime (nor an HTTP date, as 0.1 wrote them): {value[:64]!r}.",
+            field,
         ) from exc
 
 
@@ -199,7 +200,7 @@ class Event(dict[str, Any]):
             value = self[field]
             if value is None and field == "expiration_datetime":
                 continue
-            if _is_epoch(value):
+            if field == "timestamp" and _is_epoch(value):
                 value = aware(value)
             if not isinstance(value, datetime):
                 raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
