@@ -52,6 +52,11 @@ class EventHub:
     """
 
     def __init__(self, label: str, notifications: Notifications | None = None) -> None:
+        if notifications is not None and not callable(getattr(notifications, "create_hub", None)):
+            raise HubError(
+                f"EventHub(label, {type(notifications).__name__}) was 0.1's constructor. Create hubs with "
+                "notifications.create_hub(label), which registers their consumers on every application's Celery."
+            )
         self.hub_id = hub_id_for(label)
         self.label = label
         self.event_filter: EventFilter = Always()
