@@ -179,7 +179,7 @@ def test_failing_consumer_is_retried_then_dead_lettered(
     # Retrying a dead letter delivers again, with a fresh budget.
     hub.deregister_consumer(always_fails)
     fixed: list[Event] = []
-    hub.register_consumer(name="tests.always_fails")(fixed.append)
+    hub.register_consumer(name="tests.always_fails", pass_event=True)(fixed.append)
     with celery_worker():
         notifications.retry_dead_letter(letter["id"])
         wait_for(lambda: fixed)
