@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -23,9 +23,9 @@ from .config import apply_defaults
 from .errors import BrokerUnavailableError, HubError, InvalidEventError
 from .event import Event
 from .event_filter import EventFilter
-from .event_hub import EventHub, hub_id_for
+from .event_hub import EventHub, current_notifications, hub_id_for
 from .pubsub.backend import Backend, Claim, build_backend
-from .sse import Fanout
+from .sse import Connection, Fanout
 from .tasks import DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
 
 logger = logging.getLogger(__name__)
@@ -139,23 +139,36 @@ class Notifications:
         bind(celery, app)
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
-                register_consumer_task(celery, task_name)
+                register_consumer_task(celery, task_name, **hub.task_options(task_name))
         if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
         _add_cli(app)
+        # 0.1 offered the extension to templates.
+        app.context_processor(_template_context)
 
     # -- per-application state ------------------------------------------------
 
+    def _app(self, app: Flask | None = None) -> Flask:
+        """``app``, else the current application, else the one application
+        the extension is set up on, as 0.1 served it outside any context."""
+        if app is not None:
+            return app
+        if has_app_context():
+            found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            return found
+        apps = list(self._states)
+        if len(apps) == 1:
+            return apps[0]
+        raise RuntimeError(
+            f"Flask-Notifications is set up on {len(apps)} applications, so it needs an application "
+            "context here to know which one. Use it inside a request or 'with app.app_context():', "
+            "or pass the app."
+        )
+
     def _state(self, app: Flask | None = None) -> _State:
-        if app is None:
-            if not has_app_context():
-                raise RuntimeError(
-                    "Flask-Notifications needs an application context here. Use it inside a "
-                    "request or 'with app.app_context():', or pass the app."
-                )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app(app)
         try:
             return self._states[app]
         except KeyError:
@@ -173,13 +186,32 @@ class Notifications:
 
     @property
     def celery(self) -> Celery:
-        """The Celery app of the current application."""
+        """The Celery app of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_celery()
 
     @property
     def backend(self) -> Backend:
-        """The pub/sub backend of the current application."""
+        """The pub/sub backend of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_backend()
+
+    def create_backend(self) -> Backend:
+        """0.1's name for :attr:`backend`. 0.1 built a new backend on each
+        call; this returns the one the application's consumers and streams
+        use."""
+        return self.get_backend()
+
+    @staticmethod
+    def root() -> Notifications:
+        """The extension of the current application, as
+        :data:`~flask_notifications.event_hub.current_notifications` gives it.
+
+        :raises RuntimeError: there is no application context, or the
+            extension is not set up on the application.
+        """
+        found: Notifications = current_notifications._get_current_object()  # type: ignore[attr-defined]
+        return found
 
     # -- hubs -----------------------------------------------------------------
 
@@ -213,9 +245,9 @@ class Notifications:
         except (KeyError, TypeError):
             raise HubError(f"There is no hub {hub_id!r}; known: {', '.join(self._hubs) or 'none'}.") from None
 
-    def _consumer_added(self, task_name: str) -> None:
+    def _consumer_added(self, task_name: str, task_options: Mapping[str, Any]) -> None:
         for state in list(self._states.values()):
-            register_consumer_task(state.celery, task_name)
+            register_consumer_task(state.celery, task_name, **task_options)
 
     # -- sending --------------------------------------------------------------
 
@@ -240,8 +272,8 @@ class Notifications:
         :raises BackendError: ``idempotency_key`` was given and the backend
             cannot be reached; nothing was enqueued.
         """
-        state = self._state()
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app()
+        state = self._state(app)
         event = coerce_event(event)
         event_json = event.to_json()
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
@@ -362,9 +394,33 @@ class Notifications:
         return self._get_fanout(app).stats()
 
     def _current_app(self) -> Flask:
-        self._state()  # the same error as everywhere without an app context
-        found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return found
+        app = self._app()
+        self._state(app)  # the same error as everywhere for an app it is not set up on
+        return app
+
+    def sse_notifier_for(self, hub_id: str, *, event_filter: EventFilter | None = None) -> SseNotifier:
+        """The server-sent events stream of the hub ``hub_id`` outside a
+        request, under 0.1's name: iterate it for the bytes of the stream,
+        which :meth:`flask_sse_notifier` answers a request with, and close it
+        when done::
+
+            with notifications.sse_notifier_for(hub.hub_id) as stream:
+                for frame in stream:
+                    ...
+
+        It receives the events published from the moment it returns.
+
+        :raises HubError: there is no such hub.
+        :raises BackendError: the backend cannot be read.
+        """
+        app = self._current_app()
+        hub = self.get_hub(hub_id)
+        connection = self._get_fanout(app).open(hub.hub_id, event_filter=event_filter)
+        return SseNotifier(
+            connection,
+            retry=int(app.config["NOTIFICATIONS_SSE_RETRY"]),
+            heartbeat=float(app.config["NOTIFICATIONS_SSE_HEARTBEAT"]),
+        )
 
     def _get_fanout(self, app: Flask) -> Fanout:
         state = self._state(app)
@@ -373,7 +429,7 @@ class Notifications:
         if fanout is None or fanout.pid != os.getpid():
             with _fanout_lock:
                 if state.fanout is None or state.fanout.pid != os.getpid():
-                    state.fanout = Fanout(state.backend)
+                    state.fanout = Fanout(state.backend, named_events=app.config["NOTIFICATIONS_SSE_EVENT_NAMES"])
                 fanout = state.fanout
         return fanout
 
@@ -393,6 +449,42 @@ class Notifications:
         """
         state = self._state()
         return dead_letters.retry(state.celery, state.backend, letter_id)
+
+
+class SseNotifier:
+    """The stream of one hub, as bytes, outside a request; see
+    :meth:`Notifications.sse_notifier_for`.
+
+    :param connection: the stream's connection to the process's fan-out.
+    :param retry: the reconnection delay sent to the client, in milliseconds.
+    :param heartbeat: seconds between heartbeats on an idle stream.
+    """
+
+    def __init__(self, connection: Connection, *, retry: int, heartbeat: float) -> None:
+        self.connection = connection
+        self._frames: Generator[bytes, None, None] = _frames(connection, retry, heartbeat)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        """End the stream and release its place in the fan-out. Idempotent."""
+        self._frames.close()
+        self.connection.close()
+
+    def __enter__(self) -> SseNotifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _frames(connection: Connection, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
+    yield from connection.frames(retry=retry, heartbeat=heartbeat)
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_notifications": current_notifications}
 
 
 def coerce_event(event: object) -> Event:

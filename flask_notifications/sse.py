@@ -178,16 +178,19 @@ def _storable(key: Key) -> bool:
     return key[0] <= _ID_PART_MAX and key[1] <= _ID_PART_MAX and key != (_ID_PART_MAX, _ID_PART_MAX)
 
 
-def event_frame(message: Message, event: Mapping[str, Any] | None) -> bytes:
+def event_frame(message: Message, event: Mapping[str, Any] | None, *, named: bool = True) -> bytes:
     """The frame of a published event: its id, its ``event_type`` as the
     event name, and its JSON as the data.
 
     An ``event_type`` that cannot be an event name (it holds a control
     character) is left out, so the event still arrives, as a ``message``.
 
+    :param named: name the event after its type; ``False`` sends every event
+        unnamed, as 0.1 did, for pages that listen with ``source.onmessage``
+        (``NOTIFICATIONS_SSE_EVENT_NAMES``).
     :raises StreamFormatError: the message id cannot be written.
     """
-    name = event.get("event_type") if event is not None else None
+    name = event.get("event_type") if event is not None and named else None
     if isinstance(name, str) and name:
         try:
             return encode_event(message.data, event=name, id=message.id)
@@ -439,7 +442,7 @@ class Connection:
                     break
                 event = _parse_event(message)
                 if self.accepts(event):
-                    yield event_frame(message, event)
+                    yield event_frame(message, event, named=self._fanout.named_events)
             del replay
             last_write = time.monotonic()
             while True:
@@ -502,6 +505,7 @@ class Fanout:
     :param history_concurrency: history reads (by resuming streams) that may
         run at once, so a reconnect storm does not open a backend connection
         per client.
+    :param named_events: name each event after its type; see :func:`event_frame`.
     """
 
     #: Delay bounds, in seconds, between attempts to read a failing backend.
@@ -515,8 +519,10 @@ class Fanout:
         poll_interval: float = 1.0,
         idle_linger: float = 30.0,
         history_concurrency: int = 4,
+        named_events: bool = True,
     ) -> None:
         self.backend = backend
+        self.named_events = named_events
         self.poll_interval = poll_interval
         self.idle_linger = idle_linger
         self.pid = os.getpid()
@@ -727,7 +733,7 @@ class Fanout:
         for index, message in enumerate(messages, 1):
             event = _parse_event(message)
             try:
-                frame = event_frame(message, event)
+                frame = event_frame(message, event, named=self.named_events)
                 key = message.sort_key
             except (StreamFormatError, ValueError) as exc:
                 logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)

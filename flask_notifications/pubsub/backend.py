@@ -275,9 +275,20 @@ def resolve_backend(spec: object) -> type[Backend] | Backend:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+        missing = ", ".join(sorted(Backend.__abstractmethods__))
+        raise ConfigurationError(
+            f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
+            f"flask_notifications.pubsub.backend.Backend and implement {missing}, as docs/migrating.rst "
+            "shows, or use the 'redis', 'memory' or 'amqp' backend."
+        )
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
     return found
+
+
+def _is_01_backend(cls: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in ("publish", "subscribe", "listen"))
 
 
 def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:
