@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
+from celery.app.defaults import NAMESPACES, flatten
 from flask import Flask, Request, Response, current_app, has_app_context
 from flask_celeryext import FlaskCeleryExt
-from flask_celeryext._mapping import FLASK_TO_CELERY_MAPPING
-from flask_celeryext.app import AppContextTask, map_invenio_to_celery
+from flask_celeryext.app import AppContextTask
 from kombu.exceptions import OperationalError
 
 from . import signals
@@ -24,15 +24,14 @@ from .errors import BrokerUnavailableError, HubError, InvalidEventError, Notific
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
+from .fanout import Fanout
 from .pubsub.backend import Backend, build_backend
-from .sse import Fanout
 from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
 
 logger = logging.getLogger(__name__)
 
 #: What :meth:`Notifications.stream_authorizer` registers.
 StreamAuthorizer = Callable[[EventHub, Request], "bool | EventFilter | None"]
-_fanout_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -50,19 +49,118 @@ class Dispatch:
     task_id: str | None
 
 
-@dataclass
-class _State:
-    celery: Celery
-    backend: Backend
-    fanout: Fanout | None = None
+class Runtime:
+    """What the extension holds for one application: its Celery app, its
+    backend, the fan-out of its streams in this process, its stream
+    authorization and its dead letters. The views, the Celery tasks and the
+    CLI are handed this object (:meth:`Notifications.runtime`), as
+    Flask-SQLAlchemy hands out ``db.engines`` and ``db.session``.
+
+    :param extension: the :class:`Notifications` it belongs to.
+    :param app: the application.
+    :param celery: the application's Celery app.
+    :param backend: the application's backend.
+    """
+
+    def __init__(self, extension: Notifications, app: Flask, celery: Celery, backend: Backend) -> None:
+        self.extension = extension
+        # Weak: the extension keys its runtimes by application, weakly.
+        self._app = weakref.ref(app)
+        self.celery = celery
+        self.backend = backend
+        self._fanout: Fanout | None = None
+        self._fanout_lock = threading.Lock()
+
+    @property
+    def app(self) -> Flask:
+        """The application."""
+        app = self._app()
+        if app is None:
+            raise RuntimeError("The application of this Flask-Notifications runtime no longer exists.")
+        return app
+
+    @property
+    def fanout(self) -> Fanout:
+        """The fan-out of this application's streams in this process,
+        started on first use (again in a forked child, as after
+        ``gunicorn --preload``)."""
+        fanout = self._fanout
+        if fanout is None or fanout.pid != os.getpid():
+            with self._fanout_lock:
+                if self._fanout is None or self._fanout.pid != os.getpid():
+                    self._fanout = Fanout(self.backend, on_outage=self._outage, on_recovery=self._recovery)
+                fanout = self._fanout
+        return fanout
+
+    def _outage(self, exc: BaseException) -> None:
+        signals.stream_backend_down.send(self.app, exception=exc)
+
+    def _recovery(self, failures: int) -> None:
+        signals.stream_backend_up.send(self.app, failures=failures)
+
+    def stream_stats(self) -> dict[str, int]:
+        """The counters of :meth:`Fanout.stats <flask_notifications.fanout.Fanout.stats>`."""
+        return self.fanout.stats()
+
+    def close_streams(self) -> None:
+        """End every stream of this process and release its subscription."""
+        if self._fanout is not None:
+            self._fanout.close()
+
+    @property
+    def has_authorizer(self) -> bool:
+        """Whether a :meth:`Notifications.stream_authorizer` is registered."""
+        return self.extension._stream_authorizer is not None
+
+    def authorize(self, hub: EventHub, request: Request) -> bool | EventFilter:
+        """Ask the :meth:`Notifications.stream_authorizer` about a stream.
+
+        :return: ``False`` to refuse it, ``True`` to allow it unfiltered, or
+            the filter to apply to it. ``True`` without an authorizer.
+        :raises TypeError: the authorizer returned something else.
+        """
+        authorizer = self.extension._stream_authorizer
+        if authorizer is None:
+            return True
+        verdict = authorizer(hub, request)
+        if verdict is None:
+            return True
+        if isinstance(verdict, bool | EventFilter):
+            return verdict
+        raise TypeError(
+            f"A stream authorizer must return True, False, None or an EventFilter, not {type(verdict).__name__}."
+        )
+
+    def dead_letter(self, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str) -> None:
+        """Keep a delivery that failed for the last time as a dead letter, and
+        send :data:`~flask_notifications.signals.event_dead_lettered`."""
+        self.extension._dead_letter(self.app, hub_id, task_name, event_json, attempts, error, trace)
+
+    def __repr__(self) -> str:
+        app = self._app()
+        return f"<Runtime of {app.name if app is not None else 'a removed app'!r}>"
+
+
+def _celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Celery's settings in a Flask config: ``CELERY_<setting>`` in Celery's
+    own names (``CELERY_BROKER_URL``, ``CELERY_TASK_ALWAYS_EAGER``) and the
+    old uppercase names Celery still documents (``CELERY_ALWAYS_EAGER``,
+    ``BROKER_URL``), as Flask-CeleryExt maps them."""
+    known: dict[str, str] = {}
+    for name, option in flatten(NAMESPACES):
+        known[f"CELERY_{name.upper()}"] = name
+        for old in option.old:
+            known.setdefault(old.upper(), name)
+        if name.startswith("broker_"):
+            known.setdefault(name.upper(), name)
+    return {known[key]: value for key, value in config.items() if key in known}
 
 
 def _celery_from_config(app: Flask) -> Celery:
     """A Celery app of its own for ``app``, configured from the Flask config
-    (``CELERY_*`` keys, as Flask-CeleryExt maps them), accepting JSON only."""
+    (see :func:`_celery_settings`), accepting JSON only."""
     celery = Celery(app.import_name, set_as_current=False, task_cls=AppContextTask)
-    mapped = map_invenio_to_celery(app.config, FLASK_TO_CELERY_MAPPING)
-    config = {key: value for key, value in mapped.items() if key.islower()}
+    config = _celery_settings(app.config)
     config.setdefault("broker_url", app.config.get("REDIS_URL") or "redis://localhost:6379/0")
     config.update(
         accept_content=["json"],
@@ -98,7 +196,7 @@ class Notifications:
 
     def __init__(self, app: Flask | None = None, celery: Celery | None = None, broker: Any = None) -> None:
         self._hubs: dict[str, EventHub] = {}
-        self._states: weakref.WeakKeyDictionary[Flask, _State] = weakref.WeakKeyDictionary()
+        self._states: weakref.WeakKeyDictionary[Flask, Runtime] = weakref.WeakKeyDictionary()
         self._stream_authorizer: StreamAuthorizer | None = None
         if app is not None:
             self.init_app(app, celery=celery, broker=broker)
@@ -127,7 +225,7 @@ class Notifications:
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         _warn_unsafe_serializers(celery)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
-        self._states[app] = _State(celery, backend)
+        self._states[app] = Runtime(self, app, celery, backend)
         app.extensions["notifications"] = self
         bind(celery, app)
         for hub in self._hubs.values():
@@ -141,7 +239,17 @@ class Notifications:
 
     # -- per-application state ------------------------------------------------
 
-    def _state(self, app: Flask | None = None) -> _State:
+    def runtime(self, app: Flask | None = None) -> Runtime:
+        """What the extension holds for ``app``, or for the current
+        application: its Celery app, backend, stream fan-out, authorization
+        and dead letters.
+
+        :raises RuntimeError: there is no application context and no ``app``,
+            or the extension is not initialised on it.
+        """
+        return self._state(app)
+
+    def _state(self, app: Flask | None = None) -> Runtime:
         if app is None:
             if not has_app_context():
                 raise RuntimeError(
@@ -247,7 +355,7 @@ class Notifications:
         signals.event_sent.send(app, event=event, hub_ids=hub_ids)
         return Dispatch(event, hub_ids, task_id)
 
-    def _enqueue(self, app: Flask, state: _State, event: Event, event_json: str, targets: list[list[str]]) -> str:
+    def _enqueue(self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]]) -> str:
         expiration = event["expiration_datetime"]
         task = state.celery.tasks[DISPATCH_TASK]
         try:
@@ -294,7 +402,7 @@ class Notifications:
         """
         from .views import stream_response
 
-        return stream_response(self, hub_id, event_filter)
+        return stream_response(self.runtime(), hub_id, event_filter)
 
     def stream_authorizer(self, func: StreamAuthorizer) -> StreamAuthorizer:
         """Register the function that decides who may read a stream; use it as
@@ -308,11 +416,13 @@ class Notifications:
                     return WithRecipient(current_user.id)
                 return True
 
-        It is called with the hub and the request before a stream starts:
-        ``False`` answers ``403 Forbidden``; an :class:`EventFilter` is applied
-        to that stream, live and replayed; ``True`` or ``None`` allow it. It may
-        also raise an HTTP error, such as ``abort(401)``. Without an
-        authorizer every stream is open to anyone.
+        It is called with the hub and the request before a stream starts,
+        and before the endpoint says whether the hub exists: ``False``
+        answers ``403 Forbidden``; an :class:`EventFilter` is applied to that
+        stream, live and replayed; ``True`` or ``None`` allow it. It may also
+        raise an HTTP error, such as ``abort(401)``. Without an authorizer
+        every stream is open to anyone (and the blueprint logs a warning,
+        unless ``NOTIFICATIONS_SSE_PUBLIC`` says so on purpose).
 
         :return: ``func``, unchanged.
         """
@@ -325,26 +435,8 @@ class Notifications:
         """Counters of the event streams this process serves for ``app`` (or
         the current application): open ``connections``, ``subscribers`` of
         live events, ``evicted`` slow clients, ``gaps`` reported and more;
-        see :meth:`flask_notifications.sse.Fanout.stats`."""
-        if app is None:
-            app = self._current_app()
-        return self._get_fanout(app).stats()
-
-    def _current_app(self) -> Flask:
-        self._state()  # the same error as everywhere without an app context
-        found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return found
-
-    def _get_fanout(self, app: Flask) -> Fanout:
-        state = self._state(app)
-        fanout = state.fanout
-        # A forked process (gunicorn --preload) starts its own listener.
-        if fanout is None or fanout.pid != os.getpid():
-            with _fanout_lock:
-                if state.fanout is None or state.fanout.pid != os.getpid():
-                    state.fanout = Fanout(state.backend)
-                fanout = state.fanout
-        return fanout
+        see :meth:`flask_notifications.fanout.Fanout.stats`."""
+        return self.runtime(app).stream_stats()
 
     # -- dead letters ---------------------------------------------------------
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import traceback
 import weakref
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
 from . import signals
+from .backoff import backoff
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
@@ -59,18 +59,11 @@ TASK_OPTIONS: dict[str, Any] = {
 @contextmanager
 def app_context(app: Flask) -> Iterator[None]:
     """Run inside ``app``'s context, reusing it if it is already pushed."""
-    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+    if has_app_context() and current_app == app:
         yield
     else:
         with app.app_context():
             yield
-
-
-def backoff(failures: int, base: float, cap: float, jitter: bool) -> float:
-    """Seconds before attempt ``failures + 1``: exponential, capped, with
-    full jitter so that retries of many tasks spread out."""
-    delay = min(cap, base * (2**failures))
-    return random.uniform(0, delay) if jitter else delay
 
 
 def claim_key(event_id: str, hub_id: str, task_name: str) -> str:
@@ -113,8 +106,8 @@ def register_consumer_task(celery: Celery, task_name: str) -> None:
 
 def _flask_app(celery: Celery) -> Flask:
     if has_app_context() and "notifications" in current_app.extensions:
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return app
+        ext: Notifications = current_app.extensions["notifications"]
+        return ext.runtime().app
     ref = _flask_apps.get(celery)
     found = ref() if ref is not None else None
     if found is None:
@@ -175,7 +168,7 @@ def _run_consumer(
         event = Event.from_json(event_json)
     except InvalidEventError:
         logger.exception("Dropping %s for hub %r: the event is invalid.", task_name, hub_id)
-        safely(ext._dead_letter, app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        safely(ext.runtime(app).dead_letter, hub_id, task_name, event_json, failures + 1, *_error_info())
         return "invalid"
 
     config = app.config
@@ -229,7 +222,7 @@ def _run_consumer(
             )
             raise _retry(task, args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
         logger.error("Consumer %s failed on event %s for the last time: %r", task_name, event["event_id"], exc)
-        safely(ext._dead_letter, app, hub_id, task_name, event_json, failures + 1, *_error_info())
+        safely(ext.runtime(app).dead_letter, hub_id, task_name, event_json, failures + 1, *_error_info())
         return "dead-lettered"
     if consumer.idempotent:
         safely(backend.complete, key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"], completed=True)

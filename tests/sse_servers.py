@@ -90,7 +90,7 @@ class Server:
             self.proc.wait(timeout=30)
             self.proc = None
         if self._server is not None:
-            self.app.extensions["notifications"]._get_fanout(self.app).close()
+            self.app.extensions["notifications"].runtime(self.app).close_streams()
             self._server.shutdown()
             self._server.server_close()
             self._server = None

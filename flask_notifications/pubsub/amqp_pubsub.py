@@ -236,6 +236,10 @@ class _AmqpSubscription(Subscription):
                 # Messages of the channel are dropped on arrival anyway.
                 self._failed(exc)
 
+    @property
+    def connected(self) -> bool:
+        return not self._failures
+
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds for messages.
 
@@ -468,7 +472,7 @@ class AmqpPubSub(Backend):
     def subscribe(self) -> Subscription:
         return _AmqpSubscription(self)
 
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         """No messages: a fan-out exchange keeps none. With ``after_id``,
         ``gap`` is ``True``, since whatever followed it cannot be replayed."""
         if after_id is None:

@@ -91,6 +91,25 @@ class History:
     gap: bool = False
 
 
+@dataclass(frozen=True)
+class Lost:
+    """Live messages of ``channel`` a subscription could not deliver: those
+    after ``after_id`` (the last it delivered, or ``"0-0"``) and before the
+    next message it returns.
+
+    :param channel: the channel.
+    :param after_id: the last id delivered before the loss.
+    :param reason: ``"overrun"`` (the history was trimmed past the reader),
+        ``"reset"`` (the channel's ids went backwards or it vanished: a
+        server restarted empty, or the channel was deleted), or ``"outage"``
+        (the backend cannot tell what it dropped while unreachable).
+    """
+
+    channel: str
+    after_id: str
+    reason: str
+
+
 class Claim(enum.Enum):
     """Outcome of :meth:`Backend.claim`."""
 
@@ -104,6 +123,22 @@ class Claim(enum.Enum):
 
 class Subscription(ABC):
     """Live messages of a changing set of channels, over one connection."""
+
+    #: Whether :meth:`lost` reports every live message this subscription
+    #: failed to deliver. When it does not, a reader that went through an
+    #: outage asks :meth:`Backend.history` instead.
+    tracks_losses: ClassVar[bool] = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last attempt to reach the server succeeded; ``False``
+        from a failure until a read succeeds again."""
+        return True
+
+    def lost(self) -> list[Lost]:
+        """The losses found by the last :meth:`get`, which happened before
+        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        return []
 
     @abstractmethod
     def add(self, channel: str) -> None:
@@ -167,9 +202,19 @@ class Backend(ABC):
         """Open a subscription with no channels yet."""
 
     @abstractmethod
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         """The messages of ``channel`` after ``after_id``; ``None`` gives all
-        that are kept."""
+        that are kept.
+
+        :param limit: return at most this many, the oldest first; the
+            reader asks again after the last one for the next page.
+        """
+
+    def last_id(self, channel: str) -> str | None:
+        """The newest id of ``channel``, or ``None`` when it has none (or
+        the backend keeps no history). Reads one message, not the history."""
+        messages = self.history(channel, None).messages
+        return messages[-1].id if messages else None
 
     # -- idempotency ----------------------------------------------------------
 
