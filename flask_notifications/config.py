@@ -84,6 +84,9 @@ DEFAULTS: dict[str, Any] = {
     # (endpoint "notifications.events"); off, so an application chooses
     # where its streams live and who may read them.
     "NOTIFICATIONS_SSE_BLUEPRINT": False,
+    # Serve the blueprint's streams with no stream_authorizer on purpose:
+    # without one, the first stream logs a warning that every hub is public.
+    "NOTIFICATIONS_SSE_PUBLIC": False,
     # URL prefix of that blueprint.
     "NOTIFICATIONS_SSE_URL_PREFIX": "/notifications",
     # Seconds between comment heartbeats on an idle stream, so proxies and

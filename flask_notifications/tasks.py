@@ -38,10 +38,11 @@ from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
 from . import dead_letters, signals
+from .backoff import backoff
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
-from .pubsub.backend import Backend, Claim, backoff
+from .pubsub.backend import Backend, Claim
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -68,7 +69,7 @@ TASK_OPTIONS: dict[str, Any] = {
 @contextmanager
 def app_context(app: Flask) -> Iterator[None]:
     """Run inside ``app``'s context, reusing it if it is already pushed."""
-    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+    if has_app_context() and current_app == app:
         yield
     else:
         with app.app_context():
@@ -175,8 +176,8 @@ def register_consumer_task(celery: Celery, task_name: str, **options: Any) -> No
 
 def _flask_app(celery: Celery) -> Flask:
     if has_app_context() and "notifications" in current_app.extensions:
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return app
+        ext: Notifications = current_app.extensions["notifications"]
+        return ext.runtime().app
     ref = _flask_apps.get(celery)
     found = ref() if ref is not None else None
     if found is None:
