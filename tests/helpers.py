@@ -18,7 +18,7 @@ import redis
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something truthy, and return it.
 
     The timeout only bounds a hung test; no test asserts on durations.
