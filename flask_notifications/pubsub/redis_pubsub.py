@@ -68,7 +68,10 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _field(fields: Mapping[Any, Any], name: str = "d") -> str:
+def _field(fields: Mapping[Any, Any] | list[Any], name: str = "d") -> str:
+    if isinstance(fields, list):
+        # A raw reply, as a cluster transaction returns it: [name, value, ...].
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
     value = fields.get(name.encode(), fields.get(name))
     return _text(value) if value is not None else ""
 
@@ -207,6 +210,10 @@ class _RedisSubscription(Subscription):
             conn.disconnect()  # the timeout applies from the next connect
             self._client = client
         if self._client_id is None:
+            # connect() first: a command would reconnect to the address the
+            # connection had, where a Sentinel-managed connection's connect()
+            # asks the sentinels for the master's address again.
+            _connection_of(self._client).connect()
             self._client_id = int(self._client.client_id())
             self._check_lineage(self._client)
         return self._client
@@ -478,10 +485,9 @@ class _ClusterSubscription(_RedisSubscription):
         failures = 0
         while not self._closed:
             try:
-                message = self._pubsub.get_sharded_message(timeout=1.0, target_node=node)
+                message = self._pubsub.get_sharded_message(timeout=0.25, target_node=node)
                 failures = 0
-            except (redis.exceptions.RedisError, OSError, AttributeError) as exc:
-                # AttributeError: the pub/sub was closed under the read.
+            except (redis.exceptions.RedisError, OSError) as exc:
                 failures += 1
                 log.debug("Sharded pub/sub of %s failed (%s); attempt %d", node.name, exc, failures)
                 self._stop.wait(min(self._backend.reconnect_backoff_max, 0.1 * 2**failures))
@@ -552,15 +558,18 @@ class _ClusterSubscription(_RedisSubscription):
         self._stop.set()
         self._wakeup.set()
         self._ring.set()
-        with self._reader:
+        with self._lock:
             watchers = list(self._watchers.values())
+        # Each watcher returns within its read's timeout; closing the
+        # connections under it would make it read a closed socket.
+        for watcher in watchers:
+            if watcher is not threading.current_thread():
+                watcher.join(timeout=5)
+        with self._reader:
             try:
                 self._pubsub.close()
             except redis.exceptions.RedisError as exc:
                 log.debug("Closing the sharded pub/sub failed: %s", exc)
-        for watcher in watchers:
-            if watcher is not threading.current_thread():
-                watcher.join(timeout=5)
 
 
 def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
