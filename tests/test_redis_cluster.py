@@ -129,14 +129,17 @@ def test_claims_and_dead_letters_across_slots(backend: RedisPubSub) -> None:
     client: RedisCluster[bytes] = backend.client
     assert len({client.get_node_from_key(f"{backend.key_prefix}:claim:{key}").name for key in keys}) == 3
     for key in keys:
-        assert backend.claim(key, 30) is Claim.ACQUIRED
-        assert backend.claim(key, 30) is Claim.BUSY
+        assert backend.claim(key, "owner", 30) is Claim.ACQUIRED
+        assert backend.claim(key, "other", 30) is Claim.BUSY
+        assert backend.extend(key, "owner", 30) and not backend.extend(key, "other", 30)
     for key in keys[:6]:
-        backend.complete(key, 60)
-        assert backend.claim(key, 30) is Claim.DONE
+        assert not backend.complete(key, "other", 60)
+        assert backend.complete(key, "owner", 60)
+        assert backend.claim(key, "other", 30) is Claim.DONE
     for key in keys[6:]:
-        backend.release(key)
-        assert backend.claim(key, 30) is Claim.ACQUIRED
+        assert not backend.release(key, "other")
+        assert backend.release(key, "owner")
+        assert backend.claim(key, "other", 30) is Claim.ACQUIRED
     letter = backend.add_dead_letter({"hub_id": "h", "consumer": "c", "event": "{}"})
     assert [entry["id"] for entry in backend.dead_letters()] == [letter]
     assert backend.remove_dead_letter(letter) is not None and backend.dead_letters() == []
@@ -159,7 +162,7 @@ def test_a_worker_delivers_through_claims_on_every_node_once(
     assert len(nodes_of(notifications.backend, [hub.hub_id for hub in hubs])) == 3  # type: ignore[arg-type]
     effects: list[tuple[str, str]] = []
     for hub in hubs:
-        hub.register_consumer(celery_task_name=f"cluster.{hub.hub_id}")(
+        hub.register_consumer(celery_task_name=f"cluster.{hub.hub_id}", pass_event=True)(
             lambda event, hub_id=hub.hub_id: effects.append((hub_id, event["event_id"]))
         )
     events = [Event(None, "t", f"event {n}", "body") for n in range(12)]
