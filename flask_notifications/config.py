@@ -69,6 +69,10 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_LEDGER_SIZE": 10000,
     # Seconds send(idempotency_key=...) refuses a second send with that key.
     "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,
+    # Seconds a send(idempotency_key=...) holds its key while it enqueues
+    # (renewed every third of this while it runs, so only a killed send's
+    # hold expires); a concurrent send with the key waits up to this long.
+    "NOTIFICATIONS_SEND_CLAIM_TIMEOUT": 10,
     # Seconds a run's claim lasts unless renewed; a running consumer renews
     # it every third of this, so only a dead worker's claim expires, and
     # another run of the same delivery may then take over.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import traceback
 import uuid
 import weakref
@@ -39,6 +38,7 @@ from kombu.exceptions import OperationalError
 
 from . import dead_letters, signals
 from .backoff import backoff
+from .claims import held
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
@@ -310,7 +310,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         raise run.again(task, countdown=min(30.0, timeout))
     delivery = Delivery(delivery_id, run.hub_id, task_name, run.failures + 1)
     try:
-        with _held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
+        with held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
             consumed = consumer(event)
     except Exception as exc:
         if consumer.idempotent:
@@ -346,33 +346,6 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
         return "consumed"
     return "vetoed"
-
-
-@contextmanager
-def _held(backend: Backend, key: str, token: str, timeout: float, needed: bool = True) -> Iterator[None]:
-    """Keep ``token``'s claim on ``key`` alive while the block runs, extending
-    it every third of ``timeout``, so a consumer slower than the timeout is
-    not run a second time by a redelivered copy of its task."""
-    if not needed:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(timeout / 3):
-            try:
-                if not backend.extend(key, token, timeout):
-                    logger.warning("The claim %s was lost while its consumer ran.", key)
-                    return
-            except BackendError as exc:
-                logger.warning("Could not extend the claim %s (%s); trying again.", key, exc)
-
-    thread = threading.Thread(target=beat, name=f"claim-{key}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
 
 
 def _release(backend: Backend, key: str, token: str) -> None:

@@ -14,10 +14,11 @@ import redis
 from celery.signals import task_postrun
 from flask import Flask
 
-from flask_notifications import Notifications
+from flask_notifications import Notifications, signals
 from flask_notifications.delivery import Delivery, current_delivery
 from flask_notifications.errors import BackendError, BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
+from flask_notifications.event_filter import EventFilter
 from flask_notifications.pubsub.backend import Claim
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.tasks import DISPATCH_TASK, claim_key, enqueue_delivery, idempotency_ttl
@@ -157,6 +158,51 @@ def test_a_send_that_fails_frees_its_idempotency_key(redis_url: str, unique: str
             ext.send(make_event(), idempotency_key="k")
         assert ext.backend.claim("send:k", "probe", 30) is Claim.ACQUIRED
     ext.get_backend(app).close()
+
+
+def test_a_concurrent_send_with_the_same_key_waits_and_is_a_duplicate(app: Flask, notifications: Notifications) -> None:
+    """A second send with a key while the first is still enqueueing waits
+    for it; once the first is enqueued, the second is a duplicate."""
+    inside, release = threading.Event(), threading.Event()
+
+    class Gate(EventFilter):
+        def filter(self, event: Any) -> bool:
+            if event["title"] == "first":
+                inside.set()
+                release.wait(30)
+            return True
+
+    app.config["NOTIFICATIONS_SEND_CLAIM_TIMEOUT"] = 30
+    hub = notifications.create_hub("KeyedGate").filter_by(Gate())
+    hub.register_consumer(celery_task_name="tests.keyed_gate", pass_event=True)(lambda event: None)
+    outcome: dict[str, Any] = {}
+
+    def first() -> None:
+        with app.app_context():
+            outcome["first"] = notifications.send(make_event(title="first"), idempotency_key="k")
+
+    sent: list[str] = []
+
+    def on_sent(sender: Any, event: Event, **kwargs: Any) -> None:
+        sent.append(event["title"])
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    timer = threading.Timer(0.2, release.set)  # the first finishes while the second waits
+    timer.start()
+    signals.event_sent.connect(on_sent, weak=False)
+    try:
+        second = notifications.send(make_event(title="second"), idempotency_key="k")
+        # The second answered only once the first had been enqueued and recorded.
+        assert sent == ["first"]
+    finally:
+        signals.event_sent.disconnect(on_sent)
+        release.set()
+        thread.join(30)
+        timer.cancel()
+    assert not outcome["first"].duplicate and outcome["first"].task_id is not None
+    assert second.duplicate and second.task_id is None
 
 
 # -- item 2: a claim owned by its run, kept alive while the consumer runs --------------
