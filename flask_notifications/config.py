@@ -60,9 +60,10 @@ DEFAULTS: dict[str, Any] = {
         "interval_max": 0.5,
     },
     # Seconds the record of a (delivery, hub, consumer) that ran is kept, so
-    # that a task the broker redelivers does not repeat its effect: as long
-    # as a redelivery can happen. None takes the Celery broker's
-    # visibility_timeout (broker_transport_options), else one hour.
+    # that a task the broker redelivers does not repeat its effect. None
+    # takes 2 x (visibility_timeout + NOTIFICATIONS_CLAIM_TIMEOUT +
+    # unacked_restore_interval), at least 6 hours (tasks.idempotency_ttl); a
+    # message left unacknowledged longer than this may repeat its effect.
     "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
     # Records an in-process ledger (memory backend, AMQP backend without
     # NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently written go first.

@@ -278,8 +278,12 @@ def test_redis_records_live_as_long_as_a_redelivery_can_happen(
     unique: str,
 ) -> None:
     celery = notifications.celery
-    assert idempotency_ttl(app, celery) == 3600  # kombu's default visibility timeout
-    celery.conf.broker_transport_options = {"visibility_timeout": 120}
+    # kombu's default visibility timeout (3600 s) is when a redelivery may
+    # START; the record outlives it by a wide margin, and by 6 hours at least.
+    assert idempotency_ttl(app, celery) == 6 * 3600
+    celery.conf.broker_transport_options = {"visibility_timeout": 36000, "unacked_restore_interval": 60}
+    assert idempotency_ttl(app, celery) == 2 * (36000 + 300 + 60)
+    app.config["NOTIFICATIONS_IDEMPOTENCY_TTL"] = 120  # the operator's choice is taken as is
     assert idempotency_ttl(app, celery) == 120
     hub = notifications.create_hub("Ttl")
     seen: list[str] = []
