@@ -65,8 +65,10 @@ DEFAULTS: dict[str, Any] = {
     # unacked_restore_interval), at least 6 hours (tasks.idempotency_ttl); a
     # message left unacknowledged longer than this may repeat its effect.
     "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
-    # Records an in-process ledger (memory backend, AMQP backend without
-    # NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently written go first.
+    # Completed consumer records an in-process ledger (memory backend, AMQP
+    # backend without NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently
+    # written go first. Held claims and idempotency_key records are never
+    # evicted before they expire.
     "NOTIFICATIONS_LEDGER_SIZE": 10000,
     # Seconds send(idempotency_key=...) refuses a second send with that key.
     "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,

@@ -42,7 +42,7 @@ from .claims import held
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
-from .pubsub.backend import Backend, Claim
+from .pubsub.backend import SEND_KEY_PREFIX, Backend, Claim
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -113,7 +113,7 @@ def sent_key(idempotency_key: str) -> str:
     """
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
         raise InvalidEventError("idempotency_key must be a non-empty string of at most 200 characters.")
-    return f"send:{idempotency_key}"
+    return f"{SEND_KEY_PREFIX}{idempotency_key}"
 
 
 def idempotency_ttl(app: Flask, celery: Celery) -> float:

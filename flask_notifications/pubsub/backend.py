@@ -110,6 +110,12 @@ class Lost:
     reason: str
 
 
+#: Prefix of the claim keys that record a caller's own sends
+#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
+#: ledger bounded by size never evicts them before they expire.
+SEND_KEY_PREFIX = "send:"
+
+
 class Claim(enum.Enum):
     """Outcome of :meth:`Backend.claim`."""
 

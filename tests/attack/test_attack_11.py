@@ -282,12 +282,6 @@ def test_a_duplicate_is_only_reported_for_a_key_that_was_enqueued(
 # -- 5. the in-process ledger forgets within the window --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The in-process ledger (memory backend, AMQP backend without a ledger URL) evicts the "
-    "least recently written records past NOTIFICATIONS_LEDGER_SIZE whatever their TTL "
-    "(memory_pubsub.py _set_claim): an idempotency key is forgotten inside its window",
-)
 def test_amqp_default_ledger_keeps_an_idempotency_key_for_its_window(
     redis_url: str,
     unique: str,
@@ -317,12 +311,6 @@ def test_amqp_default_ledger_keeps_an_idempotency_key_for_its_window(
     assert redis_client.llen(unique) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Eviction also drops claims still HELD by a running consumer (memory_pubsub.py _set_claim "
-    "pops the oldest entry whatever its state): a redelivered copy then acquires the claim and runs "
-    "the effect a second time; the running consumer's extend() returns False and its renewal stops",
-)
 def test_in_process_ledger_never_evicts_a_held_claim() -> None:
     ledger = MemoryPubSub(ledger_size=3)
     assert ledger.claim("d1:hub:consumer", "run-1", 300) is Claim.ACQUIRED
