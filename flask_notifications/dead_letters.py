@@ -11,6 +11,7 @@ original delivery id, with a fresh retry budget.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,13 +59,22 @@ def keep(
     return record
 
 
+#: The ``retry`` state of a dead letter whose retry was enqueued, and of one
+#: whose retry's consumer ran; each followed by the retry's token.
+RETRYING = "retrying:"
+RETRIED = "done:"
+
+
 def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
     """Deliver a dead letter again, then remove it.
 
-    The delivery is enqueued first and the letter removed after, so a crash
-    in between leaves the letter listed rather than lost; retrying it again
-    is the same delivery (the same delivery id), which the consumer's claim
-    runs once.
+    The letter is first marked, in one atomic step, with a retry of its own
+    (a token); the delivery is enqueued with that token, under the letter's
+    original delivery id, and the letter removed after. When the removal
+    fails (a crash, the backend down), the letter stays listed with its
+    mark: retrying it again enqueues the *same* retry, which the consumer's
+    claim runs once, and once that retry's consumer has run (it marks the
+    letter), retrying the letter again enqueues nothing and only removes it.
 
     :return: the letter.
     :raises NotificationsError: there is no such dead letter.
@@ -74,16 +84,64 @@ def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
     letter = backend.get_dead_letter(letter_id)
     if letter is None:
         raise NotificationsError(f"There is no dead letter {letter_id!r}.")
+    mark = RETRYING + uuid.uuid4().hex
     try:
-        tasks.enqueue_delivery(celery, letter["consumer"], letter["hub_id"], letter["event"], letter.get("delivery_id"))
+        state: str | None = backend.mark_dead_letter(letter_id, "", mark)
+    except NotImplementedError:
+        state = ""  # a backend without marks: enqueue, then remove
+    if state is None:
+        raise NotificationsError(f"There is no dead letter {letter_id!r}.")
+    if state.startswith(RETRIED):
+        logger.info("Dead letter %s was retried and delivered already; removing it.", letter_id)
+        _remove(backend, letter_id)
+        return letter
+    token = state[len(RETRYING) :] if state.startswith(RETRYING) else None
+    try:
+        tasks.enqueue_delivery(
+            celery,
+            letter["consumer"],
+            letter["hub_id"],
+            letter["event"],
+            letter.get("delivery_id"),
+            letter=None if token is None else [letter_id, token],
+        )
     except (OperationalError, OSError) as exc:
+        if state == mark:
+            _unmark(backend, letter_id, mark)
         raise BrokerUnavailableError(f"Could not reach the Celery broker, so {letter_id} is kept: {exc}") from exc
+    _remove(backend, letter_id)
+    return letter
+
+
+def _unmark(backend: Backend, letter_id: str, mark: str) -> None:
+    """Take back the mark of a retry that was not enqueued (left in place,
+    it only makes the next retry reuse its token)."""
+    try:
+        backend.mark_dead_letter(letter_id, mark, "")
+    except BackendError as exc:
+        logger.warning("Could not clear the retry mark of dead letter %s (%s).", letter_id, exc)
+
+
+def retried(backend: Backend, letter: list[str]) -> None:
+    """Mark the dead letter ``letter`` (its id and retry token) as retried
+    and delivered, if it is still listed with that retry.
+
+    :raises BackendError: the backend cannot be reached.
+    """
+    letter_id, token = letter
+    try:
+        backend.mark_dead_letter(letter_id, RETRYING + token, RETRIED + token)
+    except NotImplementedError:
+        pass
+
+
+def _remove(backend: Backend, letter_id: str) -> None:
     try:
         backend.remove_dead_letter(letter_id)
     except BackendError as exc:
         logger.warning(
-            "Dead letter %s was enqueued again but could not be removed (%s); retrying it again repeats no effect.",
+            "Dead letter %s was enqueued again but could not be removed (%s); it stays listed with its retry, "
+            "which a second retry does not deliver twice.",
             letter_id,
             exc,
         )
-    return letter

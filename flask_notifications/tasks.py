@@ -146,10 +146,22 @@ def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: An
 
 
 def enqueue_delivery(
-    celery: Celery, task_name: str, hub_id: str, event_json: str, delivery_id: str | None, **options: Any
+    celery: Celery,
+    task_name: str,
+    hub_id: str,
+    event_json: str,
+    delivery_id: str | None,
+    letter: list[str] | None = None,
+    **options: Any,
 ) -> None:
-    """Enqueue the consumer task ``task_name`` for one delivery."""
-    kwargs = {} if delivery_id is None else {"delivery_id": delivery_id}
+    """Enqueue the consumer task ``task_name`` for one delivery.
+
+    :param letter: the id and retry token of the dead letter this delivery
+        retries, which the consumer marks as retried once it ran.
+    """
+    kwargs: dict[str, Any] = {} if delivery_id is None else {"delivery_id": delivery_id}
+    if letter is not None:
+        kwargs["letter"] = letter
     headers = {DELIVERY_HEADER: delivery_id or ""}
     enqueue(celery, task_name, (hub_id, event_json), kwargs=kwargs, headers=headers, **options)
 
@@ -237,13 +249,15 @@ class _Run:
     retry carries on. ``failures`` counts the consumer's failures only (an
     unreachable backend or a busy claim spend none); ``record`` is the token
     whose completion is still to be recorded, when the effect happened but
-    its record could not be written."""
+    its record could not be written; ``letter`` is the dead letter (id and
+    retry token) this run retries."""
 
     hub_id: str
     event_json: str
     delivery_id: str | None
     failures: int = 0
     record: str | None = None
+    letter: list[str] | None = None
 
     def again(self, task: Task, countdown: float, exc: BaseException | None = None, **changes: Any) -> Retry:
         """The retry of this run, with ``changes``."""
@@ -253,6 +267,8 @@ class _Run:
             kwargs["delivery_id"] = run.delivery_id
         if run.record is not None:
             kwargs["record"] = run.record
+        if run.letter is not None:
+            kwargs["letter"] = run.letter
         options: dict[str, Any] = {"headers": {DELIVERY_HEADER: run.delivery_id or ""}}
         if exc is not None:
             options["exc"] = exc
@@ -268,13 +284,14 @@ def _consume(
     *,
     delivery_id: str | None = None,
     record: str | None = None,
+    letter: list[str] | None = None,
 ) -> str:
     # ``completed`` is the 0.x message format's flag for "only the record is
     # missing"; ``record`` carries the claim's token now.
     app = _flask_app(task.app)
     with app_context(app):
         ext: Notifications = app.extensions["notifications"]
-        run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None))
+        run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None), letter)
         return _run_consumer(task, ext, app, run)
 
 
@@ -305,6 +322,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     if run.record is not None:
         # The effect happened on an earlier attempt; only its record is missing.
         safely(backend.complete, key, run.record, ttl)
+        _retried(safely, backend, run)
         return "consumed"
     if event.is_expired():
         return "expired"
@@ -315,6 +333,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     if consumer.idempotent:
         claimed = safely(backend.claim, key, token, timeout)
     if claimed is Claim.DONE:
+        _retried(safely, backend, run)
         return "duplicate"
     if claimed is Claim.BUSY:
         # Another run holds the claim (and keeps it alive), or a dead
@@ -355,10 +374,18 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
             logger.warning(
                 "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
             )
+    _retried(safely, backend, run, record=token)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
         return "consumed"
     return "vetoed"
+
+
+def _retried(safely: Callable[..., Any], backend: Backend, run: _Run, record: str | None = None) -> None:
+    """Mark the dead letter this run retried (if any) as delivered, so that
+    retrying the letter again enqueues nothing."""
+    if isinstance(run.letter, list) and len(run.letter) == 2:
+        safely(dead_letters.retried, backend, run.letter, record=record)
 
 
 def _release(backend: Backend, key: str, token: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery.signals import task_postrun
+from celery.signals import after_task_publish, task_postrun
 from flask import Flask
 
 from flask_notifications import Notifications, signals
@@ -382,6 +382,41 @@ def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
     keys = list(redis_client.scan_iter(f"{unique}*"))
     if keys:
         redis_client.delete(*keys)
+
+
+def test_a_letter_marked_by_an_interrupted_retry_is_retried_as_that_same_retry(
+    app: Flask, notifications: Notifications
+) -> None:
+    """A retry killed between marking the letter and enqueueing leaves the
+    mark; the next retry enqueues that same retry (its token), not a new one."""
+    from flask_notifications import dead_letters
+
+    backend = notifications.get_backend(app)
+    letter = dead_letters.keep(
+        app,
+        backend,
+        hub_id="h",
+        consumer="tests.marked",
+        event_json=make_event().to_json(),
+        delivery_id="d-marked",
+        attempts=6,
+        error="e",
+    )
+    assert backend.mark_dead_letter(letter["id"], "", "retrying:first") == "retrying:first"
+    bodies: list[Any] = []
+
+    def on_publish(sender: Any = None, body: Any = None, **kwargs: Any) -> None:
+        if sender == "tests.marked":
+            bodies.append(body)
+
+    after_task_publish.connect(on_publish, weak=False)
+    try:
+        with app.app_context():
+            notifications.retry_dead_letter(letter["id"])
+    finally:
+        after_task_publish.disconnect(on_publish)
+    assert [body[1] for body in bodies] == [{"delivery_id": "d-marked", "letter": [letter["id"], "first"]}]
+    assert notifications.dead_letters() == []
 
 
 def test_a_retry_the_broker_refuses_leaves_the_letter_untouched(redis_url: str, unique: str) -> None:

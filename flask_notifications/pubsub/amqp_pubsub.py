@@ -670,6 +670,9 @@ class AmqpPubSub(Backend):
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.remove_dead_letter(letter_id)
 
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        return self.ledger.mark_dead_letter(letter_id, expected, state)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def ping(self) -> bool:

@@ -280,6 +280,18 @@ class Backend(ABC):
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         """Remove and return a dead letter, or ``None`` if there is none."""
 
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
+        ``expected`` now (``""`` for a letter never retried), in one atomic
+        step. A letter's state is listed with it, as its ``retry`` field.
+
+        :return: the state after the call (``state``, or the one that did
+            not match), or ``None`` if there is no such letter.
+        :raises NotImplementedError: the backend keeps no such state; a
+            retry then enqueues the letter and removes it, without a mark.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
+
     # -- lifecycle ------------------------------------------------------------
 
     def ping(self) -> bool:

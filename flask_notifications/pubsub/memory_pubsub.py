@@ -232,3 +232,14 @@ class MemoryPubSub(Backend):
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         with self._lock:
             return self._dead.pop(letter_id, None)
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        with self._lock:
+            letter = self._dead.get(letter_id)
+            if letter is None:
+                return None
+            if letter.get("retry", "") == expected:
+                letter["retry"] = state
+                if not state:
+                    del letter["retry"]
+            return str(letter.get("retry", ""))
