@@ -17,13 +17,16 @@ from typing import Any
 
 from celery import Celery
 from flask import Flask
-from kombu.exceptions import OperationalError
+from kombu.entity import Queue
+from kombu.exceptions import KombuError, OperationalError
 
 from . import signals, tasks
 from .errors import BackendError, BrokerUnavailableError, NotificationsError
 from .pubsub.backend import Backend
 
 logger = logging.getLogger(__name__)
+
+_BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
 
 
 def keep(
@@ -44,7 +47,14 @@ def keep(
     :return: the letter, with the ``id`` the backend keeps it under.
     :raises BackendError: the backend cannot take it.
     """
-    record: dict[str, Any] = {
+    return _add(app, backend, letter(hub_id, consumer, event_json, delivery_id, attempts, error, trace))
+
+
+def letter(
+    hub_id: str, consumer: str, event_json: str, delivery_id: str | None, attempts: int, error: str, trace: str = ""
+) -> dict[str, Any]:
+    """The record of a dead letter, as :func:`keep` and :func:`park` keep it."""
+    return {
         "hub_id": hub_id,
         "consumer": consumer,
         "event": event_json,
@@ -54,9 +64,85 @@ def keep(
         "attempts": attempts,
         "failed_at": datetime.now(UTC).isoformat(),
     }
-    record["id"] = backend.add_dead_letter(record)
+
+
+def _add(app: Flask, backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
+    record = {**record, "id": backend.add_dead_letter(record)}
     signals.event_dead_lettered.send(app, dead_letter=record)
     return record
+
+
+def parking_queue(app: Flask) -> Queue:
+    """The broker queue where dead letters wait that the backend could not
+    take when they were made: ``<NOTIFICATIONS_KEY_PREFIX>.parked-dead-letters``."""
+    name = f"{app.config['NOTIFICATIONS_KEY_PREFIX']}.parked-dead-letters"
+    return Queue(name, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
+
+
+def park(app: Flask, celery: Celery, record: dict[str, Any]) -> None:
+    """Keep a dead letter on the Celery broker, in :func:`parking_queue`, for
+    when the backend cannot take it; :func:`adopt` moves it to the backend.
+
+    :raises BrokerUnavailableError: the broker cannot take it either.
+    """
+    queue = parking_queue(app)
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2)
+            producer = conn.Producer()
+            producer.publish(
+                record,
+                exchange="",
+                routing_key=queue.name,
+                declare=[queue],
+                serializer="json",
+                delivery_mode=2,
+                retry=True,
+                retry_policy={"max_retries": 2},
+            )
+    except _BROKER_ERRORS as exc:
+        raise BrokerUnavailableError(f"Could not park the dead letter on the broker: {exc}") from exc
+
+
+def adopt(app: Flask, celery: Celery, backend: Backend) -> int:
+    """Move the dead letters parked on the broker (see :func:`park`) into
+    the backend, sending :data:`~flask_notifications.signals.event_dead_lettered`
+    for each. A letter leaves the broker only once the backend kept it.
+
+    :return: how many were moved.
+    :raises BackendError: the backend cannot take them; they stay parked.
+    :raises BrokerUnavailableError: the broker cannot be reached.
+    """
+    moved = 0
+    try:
+        with celery.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            channel = conn.channel()
+            try:
+                bound = parking_queue(app)(channel)
+                bound.declare()  # type: ignore[no-untyped-call]
+                accept = ["json", "application/json"]
+                while (message := bound.get(no_ack=False, accept=accept)) is not None:  # type: ignore[no-untyped-call]
+                    try:
+                        record = message.decode()
+                        if not isinstance(record, dict):
+                            raise TypeError(f"not a dead letter: {type(record).__name__}")
+                    except (KombuError, ValueError, TypeError) as exc:
+                        logger.error("Dropping a parked message that is not a dead letter (%s).", exc)
+                        message.ack()
+                        continue
+                    try:
+                        _add(app, backend, record)
+                    except BaseException:
+                        message.requeue()
+                        raise
+                    message.ack()
+                    moved += 1
+            finally:
+                channel.close()
+    except _BROKER_ERRORS as exc:
+        raise BrokerUnavailableError(f"Could not read the dead letters parked on the broker: {exc}") from exc
+    return moved
 
 
 #: The ``retry`` state of a dead letter whose retry was enqueued, and of one

@@ -145,7 +145,13 @@ class Runtime:
         )
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """The failed deliveries kept by the backend, oldest first."""
+        """The failed deliveries kept by the backend, oldest first. Dead
+        letters parked on the broker while the backend was unreachable are
+        moved to the backend first (if the broker answers)."""
+        try:
+            dead_letters.adopt(self.app, self.celery, self.backend)
+        except BrokerUnavailableError as exc:
+            logger.warning("%s; listing the dead letters the backend keeps.", exc)
         return self.backend.dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:

@@ -456,10 +456,18 @@ def _on_unknown_task(sender: Any = None, message: Any = None, name: str = "", **
         error = f"NotRegistered: no task {name!r} in this worker"
         try:
             _keep(app, ext.get_backend(app), name, run, error, "")
-        except BackendError:
-            logger.exception(
-                "Could not keep unknown task %s as a dead letter; its message was: %r", name, message.payload
-            )
+        except BackendError as exc:
+            # Celery has rejected the message already: park the letter on the
+            # broker, which listing the dead letters moves to the backend.
+            record = dead_letters.letter(hub_id, name, event_json, run.delivery_id, 0, error)
+            try:
+                dead_letters.park(app, celery, record)
+            except NotificationsError:
+                logger.exception(
+                    "Could not keep unknown task %s as a dead letter; its message was: %r", name, message.payload
+                )
+                return
+            logger.error("Parked unknown task %s for hub %r on the broker (backend: %s).", name, hub_id, exc)
             return
     logger.error("Kept unknown task %s for hub %r as a dead letter.", name, hub_id)
 

@@ -113,11 +113,6 @@ def attack_app(attack_env: dict[str, str], cleanup_prefix: str) -> Iterator[Modu
 # -- 1. an unknown task, while the backend is down, is dropped ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Celery rejects (drops) the message before task_unknown fires; when the backend cannot "
-    "take the dead letter, _on_unknown_task only logs it (tasks.py _on_unknown_task)",
-)
 def test_unknown_task_while_backend_is_down_is_not_lost(
     redis_url: str, unique: str, private_redis: RedisServer, redis_client: redis.Redis[bytes], cleanup_prefix: str
 ) -> None:
