@@ -35,7 +35,9 @@ another worker may repeat its effect, and ``notifications.dead_letters()``
 shows only the dead letters of the process that asks.
 
 **Failures.** A publish that fails is tried once more on a new connection,
-then raises :class:`BackendError`. A subscription that loses its connection
+then raises :class:`BackendError`. Stream messages are published
+``mandatory``, so one that no queue takes (its stream was deleted) counts as
+failed, and the second attempt declares the stream again. A subscription that loses its connection
 raises :class:`BackendError` from ``get()``; later calls wait out an
 exponential backoff (a blocking wait, which gevent makes cooperative and
 ``close()`` ends), then connect and resume.
@@ -513,7 +515,13 @@ class AmqpPubSub(Backend):
             headers=headers,
             properties={"delivery_mode": 2 if channel is not None else 1},
         )
-        self._chan.basic_publish(raw, exchange="", routing_key=queue, confirm_timeout=self.connect_timeout)
+        # Mandatory: a stream deleted since it was declared returns the
+        # message (basic.return, raised by py-amqp as a ChannelError) instead
+        # of confirming and dropping it; the retry on a new connection
+        # declares the stream again.
+        self._chan.basic_publish(
+            raw, exchange="", routing_key=queue, mandatory=channel is not None, confirm_timeout=self.connect_timeout
+        )
 
     def _append(self, channel: str | None, queue: str, body: bytes, headers: dict[str, Any]) -> None:
         with self._lock:

@@ -451,12 +451,6 @@ def test_amqp_subscription_delivers_events_after_its_stream_is_recreated(
     assert [m.data for m in fresh] == [f"new-{n}" for n in range(3)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="The publisher declares a stream once per connection (amqp_pubsub.py _publish_once, "
-    "self._declared) and publishes without mandatory=True: to a stream deleted since, RabbitMQ "
-    "confirms the unroutable message and drops it, and publish() returns as if it were kept",
-)
 def test_amqp_publish_to_a_deleted_stream_is_kept_or_raises(
     amqp_url: str,  # noqa: F811
     unique: str,
