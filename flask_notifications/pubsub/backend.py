@@ -143,7 +143,9 @@ class Subscription(ABC):
 
     def lost(self) -> list[Lost]:
         """The losses found by the last :meth:`get`, which happened before
-        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        the messages it returned: every one when :attr:`tracks_losses`,
+        else those the subscription could tell (the fan-out announces them
+        either way)."""
         return []
 
     @abstractmethod

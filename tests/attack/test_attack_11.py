@@ -398,13 +398,6 @@ def _delete_stream(url: str, queue: str) -> None:
         conn.default_channel.queue_delete(queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="After its stream is recreated (deleted to change its arguments, or a RabbitMQ node "
-    "reset without its data), offsets start again at 0; the subscription resumes at its old "
-    "offset and drops every message below it as 'already read' (amqp_pubsub.py _on_message: "
-    "offset < self._next), silently",
-)
 def test_amqp_subscription_delivers_events_after_its_stream_is_recreated(
     amqp_url: str,  # noqa: F811
     unique: str,
