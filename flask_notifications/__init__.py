@@ -16,6 +16,7 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    SendInProgressError,
     StreamFormatError,
     TooManyStreamsError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Not",
     "Notifications",
     "NotificationsError",
+    "SendInProgressError",
     "StreamFormatError",
     "TooManyStreamsError",
     "current_notifications",

@@ -60,15 +60,22 @@ DEFAULTS: dict[str, Any] = {
         "interval_max": 0.5,
     },
     # Seconds the record of a (delivery, hub, consumer) that ran is kept, so
-    # that a task the broker redelivers does not repeat its effect: as long
-    # as a redelivery can happen. None takes the Celery broker's
-    # visibility_timeout (broker_transport_options), else one hour.
+    # that a task the broker redelivers does not repeat its effect. None
+    # takes 2 x (visibility_timeout + NOTIFICATIONS_CLAIM_TIMEOUT +
+    # unacked_restore_interval), at least 6 hours (tasks.idempotency_ttl); a
+    # message left unacknowledged longer than this may repeat its effect.
     "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
-    # Records an in-process ledger (memory backend, AMQP backend without
-    # NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently written go first.
+    # Completed consumer records an in-process ledger (memory backend, AMQP
+    # backend without NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently
+    # written go first. Held claims and idempotency_key records are never
+    # evicted before they expire.
     "NOTIFICATIONS_LEDGER_SIZE": 10000,
     # Seconds send(idempotency_key=...) refuses a second send with that key.
     "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,
+    # Seconds a send(idempotency_key=...) holds its key while it enqueues
+    # (renewed every third of this while it runs, so only a killed send's
+    # hold expires); a concurrent send with the key waits up to this long.
+    "NOTIFICATIONS_SEND_CLAIM_TIMEOUT": 10,
     # Seconds a run's claim lasts unless renewed; a running consumer renews
     # it every third of this, so only a dead worker's claim expires, and
     # another run of the same delivery may then take over.

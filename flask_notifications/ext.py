@@ -19,8 +19,9 @@ from flask_celeryext.app import AppContextTask
 from kombu.exceptions import OperationalError
 
 from . import dead_letters, signals
+from .claims import claim_or_wait, held
 from .config import apply_defaults
-from .errors import BrokerUnavailableError, HubError, InvalidEventError
+from .errors import BackendError, BrokerUnavailableError, HubError, InvalidEventError, SendInProgressError
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, current_notifications, hub_id_for
@@ -144,7 +145,13 @@ class Runtime:
         )
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """The failed deliveries kept by the backend, oldest first."""
+        """The failed deliveries kept by the backend, oldest first. Dead
+        letters parked on the broker while the backend was unreachable are
+        moved to the backend first (if the broker answers)."""
+        try:
+            dead_letters.adopt(self.app, self.celery, self.backend)
+        except BrokerUnavailableError as exc:
+            logger.warning("%s; listing the dead letters the backend keeps.", exc)
         return self.backend.dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
@@ -378,16 +385,22 @@ class Notifications:
         both delivered. An expired event is not delivered.
 
         :param event: an :class:`Event`, its dict, or its JSON.
-        :param idempotency_key: a key of the caller's; a second send with the
-            same key within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds
-            enqueues nothing and returns a :class:`Dispatch` with
-            ``duplicate=True``.
+        :param idempotency_key: a key of the caller's; once a send with it has
+            been enqueued, a second send with the same key within
+            ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds enqueues nothing and
+            returns a :class:`Dispatch` with ``duplicate=True``. While another
+            send with the key is still enqueueing, this one waits for it (up
+            to ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds): it is then a
+            duplicate, or, if that send failed, sent. Keys are shared by the
+            processes of a shared backend (Redis) only.
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
         :raises BackendError: ``idempotency_key`` was given and the backend
             cannot be reached; nothing was enqueued.
+        :raises SendInProgressError: another send with ``idempotency_key``
+            is still in progress after that wait; nothing was enqueued.
         """
         app = self._app()
         state = self._state(app)
@@ -402,22 +415,35 @@ class Notifications:
             return Dispatch(event, (), None)
         delivery_id = new_delivery_id()
         key = None if idempotency_key is None else sent_key(idempotency_key)
-        window = app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]
-        if key is not None and state.backend.claim(key, delivery_id, window) is not Claim.ACQUIRED:
-            logger.info(
-                "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
-            )
-            return Dispatch(event, (), None, duplicate=True)
-        matched = [hub for hub in self._hubs.values() if hub.matches(event)]
-        targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
+        hold = float(app.config["NOTIFICATIONS_SEND_CLAIM_TIMEOUT"])
+        if key is not None:
+            # Held briefly while this call enqueues; recorded as sent for the
+            # whole window only once the dispatch message is on the broker.
+            claimed = claim_or_wait(state.backend, key, delivery_id, hold, wait=hold + 0.1)
+            if claimed is Claim.DONE:
+                logger.info(
+                    "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
+                )
+                return Dispatch(event, (), None, duplicate=True)
+            if claimed is Claim.BUSY:
+                raise SendInProgressError(
+                    f"Another send with idempotency key {idempotency_key!r} is still in progress; "
+                    "nothing was enqueued. Try again once it has finished.",
+                    idempotency_key or "",
+                )
         task_id = None
-        try:
-            if targets:
-                task_id = self._enqueue(app, state, event, event_json, targets, delivery_id)
-        except BaseException:
-            if key is not None:
-                state.backend.release(key, delivery_id)
-            raise
+        with held(state.backend, key or "", delivery_id, hold, needed=key is not None):
+            try:
+                matched = [hub for hub in self._hubs.values() if hub.matches(event)]
+                targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
+                if targets:
+                    task_id = self._enqueue(app, state, event, event_json, targets, delivery_id)
+            except BaseException:
+                if key is not None:
+                    _release_key(state.backend, key, delivery_id)
+                raise
+        if key is not None:
+            _record_sent(state.backend, key, delivery_id, float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]))
         for hub in matched:
             signals.hub_matched.send(app, event=event, hub=hub)
         hub_ids = tuple(hub.hub_id for hub in matched)
@@ -582,6 +608,29 @@ class SseNotifier:
 
 def _frames(connection: Stream, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
     yield from connection.frames(retry=retry, heartbeat=heartbeat)
+
+
+def _release_key(backend: Backend, key: str, token: str) -> None:
+    try:
+        backend.release(key, token)
+    except BackendError as exc:
+        # The hold expires on its own within NOTIFICATIONS_SEND_CLAIM_TIMEOUT.
+        logger.warning("Could not free the idempotency key %s (%s); it frees itself shortly.", key, exc)
+
+
+def _record_sent(backend: Backend, key: str, token: str, window: float) -> None:
+    """Record the key as sent for ``window`` seconds, after its enqueue."""
+    try:
+        recorded = backend.complete(key, token, window)
+    except BackendError as exc:
+        recorded = False
+        logger.warning("The event of idempotency key %s was sent, but its record failed: %s", key, exc)
+    if not recorded:
+        logger.warning(
+            "The event of idempotency key %s was sent, but not recorded as sent: a send with the key once its "
+            "hold expires (NOTIFICATIONS_SEND_CLAIM_TIMEOUT) is sent again.",
+            key,
+        )
 
 
 def _template_context() -> dict[str, Any]:

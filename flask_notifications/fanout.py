@@ -541,8 +541,9 @@ class Fanout:
                     self._outage_ended(subscription, failures)
                     failures = 0
                 try:
-                    if subscription.tracks_losses:
-                        self._announce_losses(subscription.lost())
+                    # A subscription that does not track every loss still
+                    # reports those it finds (a reset stream, on AMQP).
+                    self._announce_losses(subscription.lost())
                     self._dispatch(messages)
                 except Exception:
                     # The listener serves every stream of the process: it

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import traceback
 import uuid
 import weakref
@@ -39,10 +38,11 @@ from kombu.exceptions import OperationalError
 
 from . import dead_letters, signals
 from .backoff import backoff
+from .claims import held
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
-from .pubsub.backend import Backend, Claim
+from .pubsub.backend import SEND_KEY_PREFIX, Backend, Claim
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -80,11 +80,17 @@ def app_context(app: Flask) -> Iterator[None]:
 #: worker knows can be recognised and kept as a dead letter.
 DELIVERY_HEADER = "notifications_delivery"
 
-#: Seconds a completed delivery is remembered when neither
-#: ``NOTIFICATIONS_IDEMPOTENCY_TTL`` nor the broker's ``visibility_timeout``
-#: says: kombu's default visibility timeout for Redis, and longer than
+#: The broker's redelivery timeout when its transport options name none:
+#: kombu's default ``visibility_timeout`` for Redis, and longer than
 #: RabbitMQ's default ``consumer_timeout`` (30 minutes).
 DEFAULT_REDELIVERY_WINDOW = 3600.0
+
+#: The shortest default life of a completion record, in seconds. The
+#: visibility timeout is the *earliest* time the Redis transport may hand an
+#: unacknowledged message out again, not the latest: it is restored whenever
+#: a worker next sweeps, which may be much later (no worker running, a
+#: restart), so the record outlives it by a wide margin.
+MIN_IDEMPOTENCY_TTL = 6 * 3600.0
 
 __all__ = ["backoff", "claim_key", "new_delivery_id", "sent_key"]
 
@@ -107,18 +113,25 @@ def sent_key(idempotency_key: str) -> str:
     """
     if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
         raise InvalidEventError("idempotency_key must be a non-empty string of at most 200 characters.")
-    return f"send:{idempotency_key}"
+    return f"{SEND_KEY_PREFIX}{idempotency_key}"
 
 
 def idempotency_ttl(app: Flask, celery: Celery) -> float:
-    """Seconds a completed delivery is remembered: as long as the broker may
-    redeliver its task, ``NOTIFICATIONS_IDEMPOTENCY_TTL`` or else the
-    broker's ``visibility_timeout``."""
+    """Seconds a completed delivery is remembered, so that a redelivered task
+    does not repeat its effect: ``NOTIFICATIONS_IDEMPOTENCY_TTL``, or else
+    twice the longest time a live broker and worker take to hand the task
+    out again (the broker's ``visibility_timeout``, plus the claim timeout
+    and the transport's ``unacked_restore_interval``), and at least
+    :data:`MIN_IDEMPOTENCY_TTL`. A message left unacknowledged for longer
+    than this may still repeat its effect."""
     configured = app.config.get("NOTIFICATIONS_IDEMPOTENCY_TTL")
     if configured:
         return float(configured)
     options = celery.conf.broker_transport_options or {}
-    return float(options.get("visibility_timeout") or DEFAULT_REDELIVERY_WINDOW)
+    redelivery = float(options.get("visibility_timeout") or DEFAULT_REDELIVERY_WINDOW)
+    redelivery += float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])
+    redelivery += float(options.get("unacked_restore_interval") or 0)
+    return max(MIN_IDEMPOTENCY_TTL, 2 * redelivery)
 
 
 def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: Any) -> None:
@@ -133,10 +146,22 @@ def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: An
 
 
 def enqueue_delivery(
-    celery: Celery, task_name: str, hub_id: str, event_json: str, delivery_id: str | None, **options: Any
+    celery: Celery,
+    task_name: str,
+    hub_id: str,
+    event_json: str,
+    delivery_id: str | None,
+    letter: list[str] | None = None,
+    **options: Any,
 ) -> None:
-    """Enqueue the consumer task ``task_name`` for one delivery."""
-    kwargs = {} if delivery_id is None else {"delivery_id": delivery_id}
+    """Enqueue the consumer task ``task_name`` for one delivery.
+
+    :param letter: the id and retry token of the dead letter this delivery
+        retries, which the consumer marks as retried once it ran.
+    """
+    kwargs: dict[str, Any] = {} if delivery_id is None else {"delivery_id": delivery_id}
+    if letter is not None:
+        kwargs["letter"] = letter
     headers = {DELIVERY_HEADER: delivery_id or ""}
     enqueue(celery, task_name, (hub_id, event_json), kwargs=kwargs, headers=headers, **options)
 
@@ -224,13 +249,15 @@ class _Run:
     retry carries on. ``failures`` counts the consumer's failures only (an
     unreachable backend or a busy claim spend none); ``record`` is the token
     whose completion is still to be recorded, when the effect happened but
-    its record could not be written."""
+    its record could not be written; ``letter`` is the dead letter (id and
+    retry token) this run retries."""
 
     hub_id: str
     event_json: str
     delivery_id: str | None
     failures: int = 0
     record: str | None = None
+    letter: list[str] | None = None
 
     def again(self, task: Task, countdown: float, exc: BaseException | None = None, **changes: Any) -> Retry:
         """The retry of this run, with ``changes``."""
@@ -240,6 +267,8 @@ class _Run:
             kwargs["delivery_id"] = run.delivery_id
         if run.record is not None:
             kwargs["record"] = run.record
+        if run.letter is not None:
+            kwargs["letter"] = run.letter
         options: dict[str, Any] = {"headers": {DELIVERY_HEADER: run.delivery_id or ""}}
         if exc is not None:
             options["exc"] = exc
@@ -255,13 +284,14 @@ def _consume(
     *,
     delivery_id: str | None = None,
     record: str | None = None,
+    letter: list[str] | None = None,
 ) -> str:
     # ``completed`` is the 0.x message format's flag for "only the record is
     # missing"; ``record`` carries the claim's token now.
     app = _flask_app(task.app)
     with app_context(app):
         ext: Notifications = app.extensions["notifications"]
-        run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None))
+        run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None), letter)
         return _run_consumer(task, ext, app, run)
 
 
@@ -292,6 +322,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     if run.record is not None:
         # The effect happened on an earlier attempt; only its record is missing.
         safely(backend.complete, key, run.record, ttl)
+        _retried(safely, backend, run)
         return "consumed"
     if event.is_expired():
         return "expired"
@@ -302,6 +333,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     if consumer.idempotent:
         claimed = safely(backend.claim, key, token, timeout)
     if claimed is Claim.DONE:
+        _retried(safely, backend, run)
         return "duplicate"
     if claimed is Claim.BUSY:
         # Another run holds the claim (and keeps it alive), or a dead
@@ -310,7 +342,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         raise run.again(task, countdown=min(30.0, timeout))
     delivery = Delivery(delivery_id, run.hub_id, task_name, run.failures + 1)
     try:
-        with _held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
+        with held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
             consumed = consumer(event)
     except Exception as exc:
         if consumer.idempotent:
@@ -342,37 +374,18 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
             logger.warning(
                 "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
             )
+    _retried(safely, backend, run, record=token)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
         return "consumed"
     return "vetoed"
 
 
-@contextmanager
-def _held(backend: Backend, key: str, token: str, timeout: float, needed: bool = True) -> Iterator[None]:
-    """Keep ``token``'s claim on ``key`` alive while the block runs, extending
-    it every third of ``timeout``, so a consumer slower than the timeout is
-    not run a second time by a redelivered copy of its task."""
-    if not needed:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(timeout / 3):
-            try:
-                if not backend.extend(key, token, timeout):
-                    logger.warning("The claim %s was lost while its consumer ran.", key)
-                    return
-            except BackendError as exc:
-                logger.warning("Could not extend the claim %s (%s); trying again.", key, exc)
-
-    thread = threading.Thread(target=beat, name=f"claim-{key}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
+def _retried(safely: Callable[..., Any], backend: Backend, run: _Run, record: str | None = None) -> None:
+    """Mark the dead letter this run retried (if any) as delivered, so that
+    retrying the letter again enqueues nothing."""
+    if isinstance(run.letter, list) and len(run.letter) == 2:
+        safely(dead_letters.retried, backend, run.letter, record=record)
 
 
 def _release(backend: Backend, key: str, token: str) -> None:
@@ -443,10 +456,18 @@ def _on_unknown_task(sender: Any = None, message: Any = None, name: str = "", **
         error = f"NotRegistered: no task {name!r} in this worker"
         try:
             _keep(app, ext.get_backend(app), name, run, error, "")
-        except BackendError:
-            logger.exception(
-                "Could not keep unknown task %s as a dead letter; its message was: %r", name, message.payload
-            )
+        except BackendError as exc:
+            # Celery has rejected the message already: park the letter on the
+            # broker, which listing the dead letters moves to the backend.
+            record = dead_letters.letter(hub_id, name, event_json, run.delivery_id, 0, error)
+            try:
+                dead_letters.park(app, celery, record)
+            except NotificationsError:
+                logger.exception(
+                    "Could not keep unknown task %s as a dead letter; its message was: %r", name, message.payload
+                )
+                return
+            logger.error("Parked unknown task %s for hub %r on the broker (backend: %s).", name, hub_id, exc)
             return
     logger.error("Kept unknown task %s for hub %r as a dead letter.", name, hub_id)
 

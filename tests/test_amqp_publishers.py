@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kombu.connection import Connection
 
+from flask_notifications.errors import BackendError
 from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
 from flask_notifications.pubsub.backend import Message
 
@@ -84,3 +85,51 @@ def test_every_event_of_several_publishers_arrives_once_in_one_order(
             conn.channel().queue_delete(f"{unique}.hub.hub")
         finally:
             conn.release()
+
+
+def _get_until(sub: Any, count: int) -> tuple[list[Message], list[Any]]:
+    """Read ``sub`` until ``count`` messages came, with the losses it reported."""
+    messages: list[Message] = []
+    losses: list[Any] = []
+    for _ in range(40):
+        try:
+            messages.extend(sub.get(0.5))
+        except BackendError:
+            continue  # reconnecting
+        losses.extend(sub.lost())
+        if len(messages) >= count:
+            break
+    return messages, losses
+
+
+def test_a_subscription_reports_a_reset_when_its_stream_is_recreated(
+    amqp_url: str,  # noqa: F811
+    unique: str,
+) -> None:
+    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=_memory_ledger(), reconnect_backoff=0.05)
+    sub = backend.subscribe()
+    queue = f"{unique}.hub.hub"
+    try:
+        sub.add("hub")
+        backend.publish("hub", "old-0")
+        backend.publish("hub", "old-1")
+        old, losses = _get_until(sub, 2)
+        assert [m.data for m in old] == ["old-0", "old-1"] and losses == []
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(queue)
+            # Declared again by someone else, and written to before the
+            # subscription is back.
+            conn.default_channel.queue_declare(
+                queue=queue, durable=True, auto_delete=False, arguments=backend.stream_arguments
+            )
+        backend.publish("hub", "new-0")
+        new, losses = _get_until(sub, 1)
+        backend.publish("hub", "new-1")
+        more, _ = _get_until(sub, 1)
+    finally:
+        sub.close()
+        with Connection(amqp_url) as conn:
+            conn.default_channel.queue_delete(queue)
+        backend.close()
+    assert [(lost.channel, lost.after_id, lost.reason) for lost in losses] == [("hub", old[-1].id, "reset")]
+    assert [m.data for m in new + more] == ["new-0", "new-1"]

@@ -516,6 +516,22 @@ def test_dead_letters(backend: Backend) -> None:
     assert [letter["id"] for letter in backend.dead_letters()] == [second]
 
 
+def test_a_dead_letter_mark_is_set_atomically_once(backend: Backend) -> None:
+    letter = backend.add_dead_letter({"event": "e"})
+    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
+    # A second retry finds the first one's mark, and does not replace it.
+    assert backend.mark_dead_letter(letter, "", "retrying:t2") == "retrying:t1"
+    assert backend.get_dead_letter(letter) == {"event": "e", "id": letter, "retry": "retrying:t1"}
+    assert backend.mark_dead_letter(letter, "retrying:t1", "") == ""  # taken back
+    assert backend.get_dead_letter(letter) == {"event": "e", "id": letter}
+    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
+    assert backend.mark_dead_letter(letter, "retrying:t1", "done:t1") == "done:t1"
+    assert [found.get("retry") for found in backend.dead_letters()] == ["done:t1"]
+    assert backend.remove_dead_letter(letter) is not None
+    assert backend.mark_dead_letter(letter, "", "retrying:t3") is None
+    assert backend.mark_dead_letter("not-an-id", "", "retrying:t3") is None
+
+
 # -- choosing a backend ------------------------------------------------------------------
 
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 import redis
-from celery.signals import task_postrun
+from celery.signals import after_task_publish, task_postrun
 from flask import Flask
 
-from flask_notifications import Notifications
+from flask_notifications import Notifications, signals
 from flask_notifications.delivery import Delivery, current_delivery
 from flask_notifications.errors import BackendError, BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
+from flask_notifications.event_filter import EventFilter
 from flask_notifications.pubsub.backend import Claim
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.tasks import DISPATCH_TASK, claim_key, enqueue_delivery, idempotency_ttl
@@ -159,6 +160,51 @@ def test_a_send_that_fails_frees_its_idempotency_key(redis_url: str, unique: str
     ext.get_backend(app).close()
 
 
+def test_a_concurrent_send_with_the_same_key_waits_and_is_a_duplicate(app: Flask, notifications: Notifications) -> None:
+    """A second send with a key while the first is still enqueueing waits
+    for it; once the first is enqueued, the second is a duplicate."""
+    inside, release = threading.Event(), threading.Event()
+
+    class Gate(EventFilter):
+        def filter(self, event: Any) -> bool:
+            if event["title"] == "first":
+                inside.set()
+                release.wait(30)
+            return True
+
+    app.config["NOTIFICATIONS_SEND_CLAIM_TIMEOUT"] = 30
+    hub = notifications.create_hub("KeyedGate").filter_by(Gate())
+    hub.register_consumer(celery_task_name="tests.keyed_gate", pass_event=True)(lambda event: None)
+    outcome: dict[str, Any] = {}
+
+    def first() -> None:
+        with app.app_context():
+            outcome["first"] = notifications.send(make_event(title="first"), idempotency_key="k")
+
+    sent: list[str] = []
+
+    def on_sent(sender: Any, event: Event, **kwargs: Any) -> None:
+        sent.append(event["title"])
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    timer = threading.Timer(0.2, release.set)  # the first finishes while the second waits
+    timer.start()
+    signals.event_sent.connect(on_sent, weak=False)
+    try:
+        second = notifications.send(make_event(title="second"), idempotency_key="k")
+        # The second answered only once the first had been enqueued and recorded.
+        assert sent == ["first"]
+    finally:
+        signals.event_sent.disconnect(on_sent)
+        release.set()
+        thread.join(30)
+        timer.cancel()
+    assert not outcome["first"].duplicate and outcome["first"].task_id is not None
+    assert second.duplicate and second.task_id is None
+
+
 # -- item 2: a claim owned by its run, kept alive while the consumer runs --------------
 
 
@@ -232,8 +278,12 @@ def test_redis_records_live_as_long_as_a_redelivery_can_happen(
     unique: str,
 ) -> None:
     celery = notifications.celery
-    assert idempotency_ttl(app, celery) == 3600  # kombu's default visibility timeout
-    celery.conf.broker_transport_options = {"visibility_timeout": 120}
+    # kombu's default visibility timeout (3600 s) is when a redelivery may
+    # START; the record outlives it by a wide margin, and by 6 hours at least.
+    assert idempotency_ttl(app, celery) == 6 * 3600
+    celery.conf.broker_transport_options = {"visibility_timeout": 36000, "unacked_restore_interval": 60}
+    assert idempotency_ttl(app, celery) == 2 * (36000 + 300 + 60)
+    app.config["NOTIFICATIONS_IDEMPOTENCY_TTL"] = 120  # the operator's choice is taken as is
     assert idempotency_ttl(app, celery) == 120
     hub = notifications.create_hub("Ttl")
     seen: list[str] = []
@@ -332,6 +382,41 @@ def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
     keys = list(redis_client.scan_iter(f"{unique}*"))
     if keys:
         redis_client.delete(*keys)
+
+
+def test_a_letter_marked_by_an_interrupted_retry_is_retried_as_that_same_retry(
+    app: Flask, notifications: Notifications
+) -> None:
+    """A retry killed between marking the letter and enqueueing leaves the
+    mark; the next retry enqueues that same retry (its token), not a new one."""
+    from flask_notifications import dead_letters
+
+    backend = notifications.get_backend(app)
+    letter = dead_letters.keep(
+        app,
+        backend,
+        hub_id="h",
+        consumer="tests.marked",
+        event_json=make_event().to_json(),
+        delivery_id="d-marked",
+        attempts=6,
+        error="e",
+    )
+    assert backend.mark_dead_letter(letter["id"], "", "retrying:first") == "retrying:first"
+    bodies: list[Any] = []
+
+    def on_publish(sender: Any = None, body: Any = None, **kwargs: Any) -> None:
+        if sender == "tests.marked":
+            bodies.append(body)
+
+    after_task_publish.connect(on_publish, weak=False)
+    try:
+        with app.app_context():
+            notifications.retry_dead_letter(letter["id"])
+    finally:
+        after_task_publish.disconnect(on_publish)
+    assert [body[1] for body in bodies] == [{"delivery_id": "d-marked", "letter": [letter["id"], "first"]}]
+    assert notifications.dead_letters() == []
 
 
 def test_a_retry_the_broker_refuses_leaves_the_letter_untouched(redis_url: str, unique: str) -> None:

@@ -35,7 +35,9 @@ another worker may repeat its effect, and ``notifications.dead_letters()``
 shows only the dead letters of the process that asks.
 
 **Failures.** A publish that fails is tried once more on a new connection,
-then raises :class:`BackendError`. A subscription that loses its connection
+then raises :class:`BackendError`. Stream messages are published
+``mandatory``, so one that no queue takes (its stream was deleted) counts as
+failed, and the second attempt declares the stream again. A subscription that loses its connection
 raises :class:`BackendError` from ``get()``; later calls wait out an
 exponential backoff (a blocking wait, which gevent makes cooperative and
 ``close()`` ends), then connect and resume.
@@ -44,6 +46,7 @@ exponential backoff (a blocking wait, which gevent makes cooperative and
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import time
@@ -59,7 +62,7 @@ from kombu.connection import Connection
 
 from ..backoff import backoff
 from ..errors import BackendError
-from .backend import Backend, Claim, History, Message, Subscription, parse_id
+from .backend import Backend, Claim, History, Lost, Message, Subscription, parse_id
 from .memory_pubsub import MemoryPubSub
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,11 @@ def _offset_of(message_id: str) -> int | None:
     it did not make (an old publisher-clock id, or a foreign one)."""
     head, tail = parse_id(message_id)
     return head if tail == 1 else None
+
+
+def _fingerprint(headers: dict[str, Any], body: bytes) -> bytes:
+    """What tells one message of a stream from another at the same offset."""
+    return hashlib.blake2b(str(headers.get("fence", "")).encode() + b"\0" + body, digest_size=16).digest()
 
 
 def _delivery(raw: Any) -> tuple[int, dict[str, Any]] | None:
@@ -149,8 +157,14 @@ class _AmqpSubscription(Subscription):
         self._backend = backend
         self._channels: set[str] = set()
         self._bound: set[str] = set()
-        # The offset to resume each stream from, once a message was read.
+        # The offset to resume each stream from, once a message was read,
+        # and a fingerprint of the message read last (at _next - 1).
         self._next: dict[str, int] = {}
+        self._prints: dict[str, bytes] = {}
+        # Streams attached again whose last message read is still to be
+        # checked, on its delivery, against its fingerprint.
+        self._verifying: set[str] = set()
+        self._lost: list[Lost] = []
         # When each channel was added (to resume one that read nothing yet).
         self._added: dict[str, float] = {}
         self._inbox: list[Message] = []
@@ -198,6 +212,8 @@ class _AmqpSubscription(Subscription):
         if start is None:
             added = self._added.get(channel)
             start = "next" if added is None else datetime.fromtimestamp(int(added) - 1, UTC)
+        else:
+            start = self._resume_at(channel, start - 1)
         self._chan.basic_consume(
             queue=self._backend._queue_name(channel),
             no_ack=False,
@@ -206,6 +222,38 @@ class _AmqpSubscription(Subscription):
             arguments={"x-stream-offset": start},
         )
         self._bound.add(channel)
+
+    def _resume_at(self, channel: str, last: int) -> Any:
+        """Where to resume ``channel``'s stream, whose message ``last`` was
+        read last: at ``last`` again, to check that it is the same message,
+        or, if the stream now ends before it (it was deleted and declared
+        again, so its offsets started over), at its start, with a ``reset``
+        reported by :meth:`lost`."""
+        backend = self._backend
+        token = uuid.uuid4().hex
+        try:
+            end = backend._read(
+                self._chan,
+                self._conn,
+                channel,
+                "next",
+                lambda offset, headers: headers.get("fence") == token,
+                lambda: backend._append(channel, backend._queue_name(channel), b"", {"fence": token}),
+            )[-1][0]
+        except BackendError as exc:
+            # Like a lost connection: get() tries again after a backoff.
+            raise ConnectionError(f"could not find the end of stream {channel!r}: {exc}") from exc
+        if end > last:
+            self._verifying.add(channel)
+            return last
+        self._reset(channel, last)
+        return "first"
+
+    def _reset(self, channel: str, last: int) -> None:
+        log.warning("The stream of %r was deleted and declared again: its offsets started over.", channel)
+        self._lost.append(Lost(channel, _format_id(last), "reset"))
+        self._next.pop(channel, None)
+        self._prints.pop(channel, None)
 
     def _drop(self) -> None:
         conn, self._conn, self._chan = self._conn, None, None
@@ -237,13 +285,23 @@ class _AmqpSubscription(Subscription):
         if found is None or channel not in self._channels:
             return
         offset, headers = found
+        body = raw.body if isinstance(raw.body, bytes) else str(raw.body).encode("utf-8")
+        if channel in self._verifying:
+            last = self._next[channel] - 1
+            if offset < last:
+                return  # the rest of the chunk that holds it
+            self._verifying.discard(channel)
+            if offset == last and _fingerprint(headers, body) != self._prints.get(channel):
+                # Another message under its offset: a new stream that grew
+                # past it already.
+                self._reset(channel, last)
         # A consumer starts at the beginning of the chunk holding its offset.
         if offset < self._next.get(channel, 0):
             return
         self._next[channel] = offset + 1
+        self._prints[channel] = _fingerprint(headers, body)
         if "fence" in headers:
             return
-        body = raw.body if isinstance(raw.body, bytes) else str(raw.body).encode("utf-8")
         self._inbox.append(Message(channel, _format_id(offset), body.decode("utf-8")))
 
     # -- Subscription ----------------------------------------------------------
@@ -276,6 +334,8 @@ class _AmqpSubscription(Subscription):
         with self._turns.hold(urgent=True, nudge=self._wake):
             self._channels.discard(channel)
             self._next.pop(channel, None)
+            self._prints.pop(channel, None)
+            self._verifying.discard(channel)
             self._added.pop(channel, None)
             self._inbox = [m for m in self._inbox if m.channel != channel]
             if channel not in self._bound or self._conn is None:
@@ -291,6 +351,13 @@ class _AmqpSubscription(Subscription):
     def connected(self) -> bool:
         return not self._failures
 
+    def lost(self) -> list[Lost]:
+        """The streams found deleted and declared again (``reset``) by the
+        last :meth:`get`. Other losses (a stream trimmed past the offset a
+        subscription resumes from) are not reported here, so
+        :attr:`tracks_losses` is ``False``."""
+        return list(self._lost)
+
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds for messages.
 
@@ -300,6 +367,7 @@ class _AmqpSubscription(Subscription):
         :raises BackendError: the broker cannot be reached.
         """
         deadline = time.monotonic() + timeout
+        self._lost = []
         if self._failures and not self._closed:
             delay = self._retry_at - time.monotonic()
             if delay > 0:
@@ -513,7 +581,13 @@ class AmqpPubSub(Backend):
             headers=headers,
             properties={"delivery_mode": 2 if channel is not None else 1},
         )
-        self._chan.basic_publish(raw, exchange="", routing_key=queue, confirm_timeout=self.connect_timeout)
+        # Mandatory: a stream deleted since it was declared returns the
+        # message (basic.return, raised by py-amqp as a ChannelError) instead
+        # of confirming and dropping it; the retry on a new connection
+        # declares the stream again.
+        self._chan.basic_publish(
+            raw, exchange="", routing_key=queue, mandatory=channel is not None, confirm_timeout=self.connect_timeout
+        )
 
     def _append(self, channel: str | None, queue: str, body: bytes, headers: dict[str, Any]) -> None:
         with self._lock:
@@ -669,6 +743,9 @@ class AmqpPubSub(Backend):
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.remove_dead_letter(letter_id)
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        return self.ledger.mark_dead_letter(letter_id, expected, state)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -112,6 +112,12 @@ class Lost:
     reason: str
 
 
+#: Prefix of the claim keys that record a caller's own sends
+#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
+#: ledger bounded by size never evicts them before they expire.
+SEND_KEY_PREFIX = "send:"
+
+
 class Claim(enum.Enum):
     """Outcome of :meth:`Backend.claim`."""
 
@@ -139,7 +145,9 @@ class Subscription(ABC):
 
     def lost(self) -> list[Lost]:
         """The losses found by the last :meth:`get`, which happened before
-        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        the messages it returned: every one when :attr:`tracks_losses`,
+        else those the subscription could tell (the fan-out announces them
+        either way)."""
         return []
 
     @abstractmethod
@@ -275,6 +283,18 @@ class Backend(ABC):
     @abstractmethod
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         """Remove and return a dead letter, or ``None`` if there is none."""
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
+        ``expected`` now (``""`` for a letter never retried), in one atomic
+        step. A letter's state is listed with it, as its ``retry`` field.
+
+        :return: the state after the call (``state``, or the one that did
+            not match), or ``None`` if there is no such letter.
+        :raises NotImplementedError: the backend keeps no such state; a
+            retry then enqueues the letter and removes it, without a mark.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
 
     # -- lifecycle ------------------------------------------------------------
 

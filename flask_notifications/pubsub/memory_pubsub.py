@@ -15,7 +15,7 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any
 
-from .backend import Backend, Claim, History, Message, MessageIds, Subscription, parse_id
+from .backend import SEND_KEY_PREFIX, Backend, Claim, History, Message, MessageIds, Subscription, parse_id
 
 _MIN_PURGE = 1024
 _DONE = "done"
@@ -70,9 +70,13 @@ class MemoryPubSub(Backend):
     :param history_ttl: seconds a message is kept for replay; ``None`` keeps it
         until the size bound drops it.
     :param dead_letter_limit: dead letters kept.
-    :param ledger_size: idempotency records kept; beyond it the least
-        recently written are dropped, so the ledger's memory is bounded
-        whatever the rate of deliveries.
+    :param ledger_size: records of completed consumer runs kept; beyond it
+        the least recently written are dropped, so the ledger's memory is
+        bounded whatever the rate of deliveries (a redelivery whose record
+        was dropped runs again). Claims still held by a running consumer
+        and the records of ``send(idempotency_key=...)`` are never dropped
+        before they expire: the first are bounded by the runs in progress,
+        the second by the keyed sends of one idempotency window.
     """
 
     alias = "memory"
@@ -93,9 +97,11 @@ class MemoryPubSub(Backend):
         self._dropped: dict[str, tuple[int, int]] = {}
         self._ids = MessageIds()
         self._subscriptions: set[_MemorySubscription] = set()
-        # key -> (token, or _DONE, and when it expires), least recently
-        # written first.
-        self._claims: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # key -> (token, or _DONE, and when it expires).
+        self._claims: dict[str, tuple[str, float]] = {}
+        # The completed consumer records, the only ones evicted by size,
+        # least recently written first.
+        self._evictable: OrderedDict[str, None] = OrderedDict()
         # Expired claims are purged when the ledger reaches this size, which
         # then doubles the live size: amortised O(1).
         self._purge_at = _MIN_PURGE
@@ -150,12 +156,18 @@ class MemoryPubSub(Backend):
     def _set_claim(self, key: str, state: str, until: float, now: float) -> None:
         # Called with the lock held.
         self._claims[key] = (state, until)
-        self._claims.move_to_end(key)
+        if state == _DONE and not key.startswith(SEND_KEY_PREFIX):
+            self._evictable[key] = None
+            self._evictable.move_to_end(key)
+        else:
+            self._evictable.pop(key, None)
         if len(self._claims) >= self._purge_at:
-            self._claims = OrderedDict((k, v) for k, v in self._claims.items() if v[1] > now)
+            self._claims = {k: v for k, v in self._claims.items() if v[1] > now}
+            self._evictable = OrderedDict((k, None) for k in self._evictable if k in self._claims)
             self._purge_at = max(_MIN_PURGE, 2 * len(self._claims))
-        while len(self._claims) > self.ledger_size:
-            self._claims.popitem(last=False)
+        while len(self._evictable) > self.ledger_size:
+            evicted, _ = self._evictable.popitem(last=False)
+            del self._claims[evicted]
 
     def _holder(self, key: str, now: float) -> str:
         # Called with the lock held: the token holding key, _DONE, or "".
@@ -192,6 +204,7 @@ class MemoryPubSub(Backend):
             if self._holder(key, time.monotonic()) != token:
                 return False
             del self._claims[key]
+            self._evictable.pop(key, None)
             return True
 
     def ledger_stats(self) -> dict[str, int]:
@@ -219,3 +232,14 @@ class MemoryPubSub(Backend):
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         with self._lock:
             return self._dead.pop(letter_id, None)
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        with self._lock:
+            letter = self._dead.get(letter_id)
+            if letter is None:
+                return None
+            if letter.get("retry", "") == expected:
+                letter["retry"] = state
+                if not state:
+                    del letter["retry"]
+            return str(letter.get("retry", ""))

@@ -89,6 +89,30 @@ return 0
 """
 
 
+# A dead letter's retry state lives in a hash beside the letters' stream,
+# set only while the letter is in the stream.
+_MARK = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+    return false
+end
+local state = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+if state == ARGV[2] then
+    if ARGV[3] == '' then
+        redis.call('HDEL', KEYS[2], ARGV[1])
+    else
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+    end
+    return ARGV[3]
+end
+return state
+"""
+_REMOVE_LETTER = """
+local found = redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return found
+"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
@@ -806,12 +830,15 @@ class RedisPubSub(Backend):
         state = self._call("claim", self.client.get, full)
         return Claim.DONE if state is not None and state in (_DONE, "done") else Claim.BUSY
 
-    def _script(self, what: str, script: str, key: str, *args: Any) -> int:
+    def _run_script(self, what: str, script: str, keys: list[str], *args: Any) -> Any:
         registered = self._scripts.get(script)
         if registered is None:
             # EVALSHA, loading the script again after a restart of Redis.
             registered = self._scripts[script] = self.client.register_script(script)
-        return int(self._call(what, registered, keys=[self._claim_key(key)], args=list(args)))
+        return self._call(what, registered, keys=keys, args=list(args))
+
+    def _script(self, what: str, script: str, key: str, *args: Any) -> int:
+        return int(self._run_script(what, script, [self._claim_key(key)], *args))
 
     def extend(self, key: str, token: str, timeout: float) -> bool:
         return bool(self._script("claim", _EXTEND, key, token, max(1, int(timeout * 1000))))
@@ -837,9 +864,30 @@ class RedisPubSub(Backend):
         )
         return _text(letter_id)
 
+    @property
+    def _marks_key(self) -> str:
+        return f"{self.key_prefix}:dead-letters:retry"
+
     def _letters(self, start: str, end: str) -> list[dict[str, Any]]:
-        entries = self._call("dead letter", self.client.xrange, self._dead_key, min=start, max=end)
-        return [{**json.loads(_field(fields, "r")), "id": _text(eid)} for eid, fields in entries]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xrange(self._dead_key, min=start, max=end)
+        if start == end:
+            pipe.hmget(self._marks_key, [start])
+        else:
+            pipe.hgetall(self._marks_key)
+        entries, marks = self._call("dead letter", pipe.execute)
+        states = {start: marks[0]} if start == end else dict(marks)
+        states = {_text(k): _text(v) for k, v in states.items() if v is not None}
+        letters = [{**json.loads(_field(fields, "r")), "id": _text(eid)} for eid, fields in entries]
+        for letter in letters:
+            if letter["id"] in states:
+                letter["retry"] = states[letter["id"]]
+        if start != end:
+            # Marks of letters trimmed from the stream (its length bound).
+            stale = set(states) - {letter["id"] for letter in letters}
+            if stale:
+                self._call("dead letter", self.client.hdel, self._marks_key, *stale)
+        return letters
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self._letters("-", "+")
@@ -853,14 +901,21 @@ class RedisPubSub(Backend):
         return found[0] if found else None
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        found = self.get_dead_letter(letter_id)
+        if found is None:
+            return None
+        keys = [self._dead_key, self._marks_key]
+        if not self._run_script("dead letter", _REMOVE_LETTER, keys, letter_id):
+            return None
+        return found
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
         try:
             parse_id(letter_id)
         except ValueError:
             return None
-        found = self._letters(letter_id, letter_id)
-        if not found or not self._call("dead letter", self.client.xdel, self._dead_key, letter_id):
-            return None
-        return found[0]
+        found = self._run_script("dead letter", _MARK, [self._dead_key, self._marks_key], letter_id, expected, state)
+        return None if found is None else _text(found)
 
     def ping(self) -> bool:
         try:

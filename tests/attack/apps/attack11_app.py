@@ -55,7 +55,7 @@ celery = notifications.get_celery(app)
 hub = notifications.create_hub("Effects")
 
 
-@hub.register_consumer(celery_task_name="attack.effect")
+@hub.register_consumer(celery_task_name="attack.effect", pass_event=True)
 def effect(event: Event) -> None:
     with open(scratch / "effects", "a") as out:
         out.write(f"{event['event_id']}\n")
