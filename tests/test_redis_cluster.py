@@ -142,6 +142,10 @@ def test_claims_and_dead_letters_across_slots(backend: RedisPubSub) -> None:
         assert backend.claim(key, "other", 30) is Claim.ACQUIRED
     letter = backend.add_dead_letter({"hub_id": "h", "consumer": "c", "event": "{}"})
     assert [entry["id"] for entry in backend.dead_letters()] == [letter]
+    # The retry mark and the letter are written by one script on one slot.
+    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
+    assert backend.mark_dead_letter(letter, "", "retrying:t2") == "retrying:t1"
+    assert backend.get_dead_letter(letter)["retry"] == "retrying:t1"  # type: ignore[index]
     assert backend.remove_dead_letter(letter) is not None and backend.dead_letters() == []
 
 

@@ -851,7 +851,9 @@ class RedisPubSub(Backend):
 
     @property
     def _dead_key(self) -> str:
-        return f"{self.key_prefix}:dead-letters"
+        # The letters and their retry marks share a hash tag, so that the
+        # scripts and transactions touching both run on one Redis Cluster slot.
+        return f"{self.key_prefix}:{{dead-letters}}"
 
     def add_dead_letter(self, record: Mapping[str, Any]) -> str:
         letter_id = self._call(
@@ -866,7 +868,7 @@ class RedisPubSub(Backend):
 
     @property
     def _marks_key(self) -> str:
-        return f"{self.key_prefix}:dead-letters:retry"
+        return f"{self.key_prefix}:{{dead-letters}}:retry"
 
     def _letters(self, start: str, end: str) -> list[dict[str, Any]]:
         pipe = self.client.pipeline(transaction=True)
