@@ -235,6 +235,14 @@ class Notifications:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_HEALTH_BLUEPRINT"]:
+            from .health import blueprint as health
+
+            app.register_blueprint(health, url_prefix=app.config["NOTIFICATIONS_HEALTH_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_METRICS"]:
+            from .metrics import instrument
+
+            instrument(self._states[app])
         _add_cli(app)
 
     # -- per-application state ------------------------------------------------
@@ -332,9 +340,18 @@ class Notifications:
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+
+        Each call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
         state = self._state()
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._send(app, state, event)
+        except NotificationsError as exc:
+            signals.send_failed.send(app, exception=exc)
+            raise
+
+    def _send(self, app: Flask, state: Runtime, event: Event | Mapping[str, Any] | str | bytes) -> Dispatch:
         event = coerce_event(event)
         event_json = event.to_json()
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]

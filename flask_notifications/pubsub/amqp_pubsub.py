@@ -502,6 +502,9 @@ class AmqpPubSub(Backend):
     def dead_letters(self) -> list[dict[str, Any]]:
         return self.ledger.dead_letters()
 
+    def dead_letter_count(self) -> int:
+        return self.ledger.dead_letter_count()
+
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.remove_dead_letter(letter_id)
 

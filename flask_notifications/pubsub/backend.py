@@ -244,6 +244,11 @@ class Backend(ABC):
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         """Remove and return a dead letter, or ``None`` if there is none."""
 
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Backends that can count without
+        reading them all override it."""
+        return len(self.dead_letters())
+
     # -- lifecycle ------------------------------------------------------------
 
     def ping(self) -> bool:
