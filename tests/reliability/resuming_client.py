@@ -23,7 +23,7 @@ def _close_half_built(exc: BaseException) -> None:
 
 
 #: The events a stream sends that are not published events.
-ANNOUNCEMENTS = ("gap", "backend-down", "backend-up")
+ANNOUNCEMENTS = ("gap", "backend-down", "backend-up", "reconnect")
 
 
 class ResumingClient(threading.Thread):
@@ -79,6 +79,10 @@ class ResumingClient(threading.Thread):
 
     def gaps(self) -> int:
         return sum(1 for e in self.events if e.type == "gap")
+
+    def count(self, event_type: str) -> int:
+        """How many events of ``event_type`` it received."""
+        return sum(1 for e in self.events if e.type == event_type)
 
     def stop(self) -> None:
         self._halt.set()
