@@ -543,7 +543,7 @@ def _queue_depths(celery: Any) -> Iterator[tuple[str, int]]:
                 except Exception as exc:
                     # A queue the broker does not have: a Redis list is
                     # deleted when it empties, so it holds nothing.
-                    if getattr(exc, "code", None) != 404:
+                    if str(getattr(exc, "reply_code", "")) != "404":
                         raise
                     count = 0
                 finally:

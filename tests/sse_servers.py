@@ -119,6 +119,14 @@ class Server:
             return self.app.extensions["notifications"].get_backend(self.app).publish(hub_id, event.to_json()).id
         return str(self.request("POST", f"/publish/{hub_id}", event.to_json().encode())[1]["id"])
 
+    def get_status(self, path: str) -> int:
+        """The status of a plain GET."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=20) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
     def login(self, user: str) -> dict[str, str]:
         """The headers of a browser logged in as ``user`` (its session cookie)."""
         headers, _ = self.request("POST", f"/login/{user}")
@@ -169,11 +177,7 @@ class Gunicorn:
         self.log = directory / "gunicorn.log"
         conf = directory / "gunicorn.conf.py"
         conf.write_text(
-            (
-                "from flask_notifications.gunicorn import child_exit, post_worker_init  # noqa: F401\n"
-                if hooks
-                else ""
-            )
+            ("from flask_notifications.gunicorn import child_exit, post_worker_init  # noqa: F401\n" if hooks else "")
             + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = 'gevent'\n"
             + f"graceful_timeout = {graceful_timeout}\nloglevel = 'info'\n"
         )
