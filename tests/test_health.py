@@ -17,7 +17,7 @@ from flask_notifications.event_hub import hub_id_for
 from flask_notifications.fanout import end_all_streams
 
 from .conftest import make_config
-from .helpers import free_port, wait_for
+from .helpers import free_port
 from .sse_client import StreamClosed
 from .sse_servers import Server
 
