@@ -515,17 +515,20 @@ class ScrapeCollector(Collector):
         )
         seen_backends: set[int] = set()
         seen_queues: set[str] = set()
+        waiting: int | None = None
         for runtime in list(_runtimes):
             if id(runtime.backend) not in seen_backends:
                 seen_backends.add(id(runtime.backend))
                 try:
-                    letters.add_metric([], runtime.backend.dead_letter_count())
+                    waiting = (waiting or 0) + runtime.backend.dead_letter_count()
                 except NotificationsError as exc:
                     logger.warning("Could not count the dead letters: %s", exc)
             for queue, count in _queue_depths(runtime.celery):
                 if queue not in seen_queues:
                     seen_queues.add(queue)
                     queues.add_metric([queue], count)
+        if waiting is not None:
+            letters.add_metric([], waiting)
         yield letters
         yield queues
 
