@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
@@ -26,7 +24,7 @@ from ..conftest import make_config
 from ..helpers import wait_for
 from ..sse_servers import Gunicorn
 from .conftest import report
-from .resuming_client import ResumingClient
+from .resuming_client import ResumingClient, SteadyPublisher
 
 pytestmark = pytest.mark.reliability
 
@@ -55,21 +53,13 @@ def test_a_graceful_restart_under_200_streams_loses_and_repeats_nothing(
 ) -> None:
     backend = RedisPubSub(url=redis_url, key_prefix=unique)
     browsers = [ResumingClient(f"{server.base}/notifications/{NEWS}/events") for _ in range(BROWSERS)]
-    published: list[str] = []
-
-    def publish() -> None:
-        start = time.monotonic()
-        for seq in range(EVENTS):
-            event = Event(f"{unique}-{seq}", "news", f"event {seq}", "body", seq=seq)
-            backend.publish(NEWS, event.to_json())
-            published.append(event["event_id"])
-            time.sleep(max(0.0, start + (seq + 1) / RATE - time.monotonic()))
+    publisher = SteadyPublisher(backend, NEWS, unique, EVENTS, RATE)
+    published = publisher.published
 
     for browser in browsers:
         browser.start()
     try:
         wait_for(lambda: all(b.connections for b in browsers), timeout=120)
-        publisher = threading.Thread(target=publish)
         publisher.start()
         wait_for(lambda: len(published) >= EVENTS // 3)
         old = server.worker_pids()
