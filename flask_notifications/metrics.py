@@ -42,6 +42,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from celery import current_task
 from celery import signals as celery_signals
 from flask import Flask, Response, request_started
 
@@ -355,9 +356,8 @@ def _stamp(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: 
     if sender == DISPATCH_TASK:
         headers[SENT_AT_HEADER] = time.time()
         return
-    from celery import current_task
-
-    if current_task is not None and current_task.name is not None:
+    # The proxy is false outside a task (a send from a web process or a shell).
+    if current_task:
         sent_at = _sent_at(current_task.request)
         if sent_at is not None:
             headers[SENT_AT_HEADER] = sent_at

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -62,7 +63,11 @@ def event(kind: str, seq: int) -> Event:
 
 
 def test_metrics_of_streams_sends_and_consumers(
-    app: Flask, notifications: Notifications, base: str, celery_worker: WorkerFactory, unique: str
+    app: Flask,
+    notifications: Notifications,
+    base: str,
+    celery_worker: WorkerFactory,
+    unique: str,
 ) -> None:
     news = notifications.create_hub(f"news-{unique}").filter_by(WithEventType("news"))
     news.register_consumer(PushConsumer(None, news.hub_id, name=f"{unique}.push"))
@@ -178,3 +183,19 @@ def _families(samples: Samples) -> set[str]:
 def _status(url: str, headers: dict[str, str] | None = None) -> int:
     with SSEClient(url, headers=headers) as client:
         return client.status
+
+
+def test_the_send_time_header_outside_and_inside_a_task(app: Flask, notifications: Notifications) -> None:
+    """Celery logs and swallows what a signal receiver raises: check the
+    receivers' answers to a publish from outside any task (a shell, a web
+    request) and of the dispatch task."""
+    from celery.signals import before_task_publish
+
+    from flask_notifications.metrics import SENT_AT_HEADER
+    from flask_notifications.tasks import DISPATCH_TASK
+
+    for sender in ("some.task", DISPATCH_TASK):
+        headers: dict[str, Any] = {}
+        answers = before_task_publish.send(sender=sender, headers=headers, body=None)
+        assert [answer for _, answer in answers if isinstance(answer, BaseException)] == []
+        assert (SENT_AT_HEADER in headers) is (sender == DISPATCH_TASK)
