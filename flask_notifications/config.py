@@ -111,6 +111,27 @@ DEFAULTS: dict[str, Any] = {
     # None for no limit. Behind a proxy, apply werkzeug's ProxyFix so the
     # address is the client's, not the proxy's.
     "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": 20,
+    # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
+    # the stream, send and consumer counters of docs/operations.rst. Set
+    # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate
+    # several gunicorn workers or a prefork Celery pool.
+    "NOTIFICATIONS_METRICS": False,
+    # Path of the metrics endpoint added to the application; None adds none
+    # (mount flask_notifications.metrics.make_wsgi_app() yourself).
+    "NOTIFICATIONS_METRICS_URL": "/metrics",
+    # Hubs that get a label value of their own, in creation order; the
+    # others are counted under hub="other", so label cardinality stays bounded.
+    "NOTIFICATIONS_METRICS_MAX_HUBS": 50,
+    # Port on which a Celery worker of the application serves its metrics
+    # (all its pool processes, in multiprocess mode); None serves none.
+    "NOTIFICATIONS_METRICS_WORKER_PORT": None,
+    # Seconds between the copies of a process's stream counters into the
+    # multiprocess directory (only in multiprocess mode).
+    "NOTIFICATIONS_METRICS_SYNC_INTERVAL": 5.0,
+    # Register the blueprint that serves <prefix>/live and <prefix>/ready.
+    "NOTIFICATIONS_HEALTH_BLUEPRINT": False,
+    # URL prefix of that blueprint.
+    "NOTIFICATIONS_HEALTH_URL_PREFIX": "/health",
 }
 
 

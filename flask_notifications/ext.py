@@ -21,7 +21,14 @@ from kombu.exceptions import OperationalError
 from . import dead_letters, signals
 from .claims import claim_or_wait, held
 from .config import apply_defaults
-from .errors import BackendError, BrokerUnavailableError, HubError, InvalidEventError, SendInProgressError
+from .errors import (
+    BackendError,
+    BrokerUnavailableError,
+    HubError,
+    InvalidEventError,
+    NotificationsError,
+    SendInProgressError,
+)
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, current_notifications, hub_id_for
@@ -257,6 +264,14 @@ class Notifications:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_HEALTH_BLUEPRINT"]:
+            from .health import blueprint as health
+
+            app.register_blueprint(health, url_prefix=app.config["NOTIFICATIONS_HEALTH_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_METRICS"]:
+            from .metrics import instrument
+
+            instrument(self._states[app])
         _add_cli(app)
         # 0.1 offered the extension to templates.
         app.context_processor(_template_context)
@@ -401,9 +416,24 @@ class Notifications:
             cannot be reached; nothing was enqueued.
         :raises SendInProgressError: another send with ``idempotency_key``
             is still in progress after that wait; nothing was enqueued.
+
+        Each call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
         app = self._app()
         state = self._state(app)
+        try:
+            return self._send(app, state, event, idempotency_key)
+        except NotificationsError as exc:
+            signals.send_failed.send(app, exception=exc)
+            raise
+
+    def _send(
+        self,
+        app: Flask,
+        state: Runtime,
+        event: Event | Mapping[str, Any] | str | bytes,
+        idempotency_key: str | None,
+    ) -> Dispatch:
         event = coerce_event(event)
         event_json = event.to_json()
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]

@@ -39,6 +39,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -49,7 +50,17 @@ from .event import Event
 from .event_filter import EventFilter
 from .green import HangupWatcher, Runner, cooperate, is_current, make_wakeup, spawn
 from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
-from .sse import EVICTED, HEARTBEAT, Key, backend_frame, encode_event, event_frame, format_id, gap_frame
+from .sse import (
+    EVICTED,
+    HEARTBEAT,
+    Key,
+    backend_frame,
+    encode_event,
+    event_frame,
+    format_id,
+    gap_frame,
+    reconnect_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +136,9 @@ class Stream:
         self._overflowed = False
         self.closed = False
         self.evicted = False
+        #: Ended by :meth:`end` (the server is stopping): the client is told
+        #: to reconnect, elsewhere, with ``Last-Event-ID``.
+        self.ended = False
         self._released = False
         self._watcher: HangupWatcher | None = None
 
@@ -200,6 +214,28 @@ class Stream:
             except OSError:
                 pass
 
+    def end(self) -> None:
+        """End the stream because this process stops serving: it writes
+        :func:`~flask_notifications.sse.reconnect_frame` and returns, so the
+        client resumes at once, on another process, from its last id. What
+        was queued and not written is replayed there from the history.
+
+        The client's socket stops reading, so that a server holding the
+        connection open for another request (keep-alive) lets it go as soon
+        as the stream's last bytes are written."""
+        with self._ready:
+            if self.closed:
+                return
+            self.ended = True
+            self._queue.clear()
+            self._ready.notify_all()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(0)  # SHUT_RD
+            except OSError:
+                pass
+        self.close()
+
     def watch_hangup(self, fd: int) -> None:
         """Under gevent, close the stream as soon as the client at the other
         end of socket ``fd`` hangs up; see :class:`~flask_notifications.green.HangupWatcher`."""
@@ -207,16 +243,21 @@ class Stream:
             self._watcher = HangupWatcher.start(fd, self.close)
 
     def _replayed(self, messages: list[Message]) -> Iterator[bytes]:
-        for message in messages:
-            if self.closed:
-                return
-            key = message.sort_key
-            if key <= self.floor:
-                continue
-            self.floor = key
-            event = _parse_event(message)
-            if self.accepts(event):
-                yield event_frame(message, event, named=self.fanout.named_events)
+        replayed = 0
+        try:
+            for message in messages:
+                if self.closed:
+                    return
+                key = message.sort_key
+                if key <= self.floor:
+                    continue
+                self.floor = key
+                event = _parse_event(message)
+                if self.accepts(event):
+                    replayed += 1
+                    yield event_frame(message, event, named=self.fanout.named_events)
+        finally:
+            self.fanout._count("replayed", replayed)
 
     def _replay(self) -> Iterator[bytes]:
         page, self.replay = self.replay, []
@@ -247,11 +288,18 @@ class Stream:
         if any, the replayed events, then live events, announcements and
         heartbeats until the stream is closed."""
         try:
+            if self.ended:
+                # Ended before its first byte: the client keeps its last id.
+                yield reconnect_frame(retry)
+                return
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
                 yield self.gap
             try:
                 yield from self._replay()
+                if self.ended:
+                    yield reconnect_frame(retry)
+                    return
             except BackendError as exc:
                 # The client resumes from its last id once the backend is back.
                 logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
@@ -261,7 +309,9 @@ class Stream:
                 wait = max(0.0, heartbeat - (time.monotonic() - last_write))
                 items = self.take(wait)
                 if items is None:
-                    if self.evicted:
+                    if self.ended:
+                        yield reconnect_frame(retry)
+                    elif self.evicted:
                         yield EVICTED
                     return
                 if not items:
@@ -308,6 +358,20 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<Stream {self.hub_id!r} from {self.client!r}{' evicted' if self.evicted else ''}>"
+
+
+#: Every fan-out of this process, for :func:`end_all_streams`.
+_fanouts: weakref.WeakSet[Fanout] = weakref.WeakSet()
+
+
+def end_all_streams() -> int:
+    """:meth:`Fanout.end_streams` on every fan-out of this process (every
+    application's): what a server calls when it starts a graceful stop.
+
+    :return: the streams ended.
+    """
+    pid = os.getpid()
+    return sum(fanout.end_streams() for fanout in list(_fanouts) if fanout.pid == pid)
 
 
 class Fanout:
@@ -365,6 +429,8 @@ class Fanout:
         self._stats: Counter[str] = Counter()
         #: Since when the backend cannot be read, or ``None``.
         self._down_since: float | None = None
+        self._ending = False
+        _fanouts.add(self)
 
     # -- streams ------------------------------------------------------------------
 
@@ -394,6 +460,18 @@ class Fanout:
         """
         stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
         stream.replaying = last_event_id is not None
+        with self._lock:
+            if self._ending:
+                # The process is stopping: the client is sent on at once,
+                # and this process subscribes to nothing more.
+                self._clients[client] += 1
+                self._open += 1
+                ending = True
+            else:
+                ending = False
+        if ending:
+            stream.end()
+            return stream
         with self._lock:
             if max_per_client is not None and self._clients[client] >= max_per_client:
                 self._stats["refused"] += 1
@@ -648,6 +726,7 @@ class Fanout:
                 hub.cursor = key
                 targets = list(hub.streams)
                 self._stats["events"] += 1
+                self._stats["queued"] += len(targets)
             for stream in targets:
                 if not stream.offer(key, frame, event):
                     self._evicted(stream)
@@ -660,6 +739,26 @@ class Fanout:
         self._listener = None
         self._hubs.clear()
         self._down_since = None
+
+    def end_streams(self) -> int:
+        """End every stream with a frame that sends its client elsewhere
+        (:meth:`Stream.end`), and end every stream opened later the same
+        way: call it when this process stops serving, as on a graceful
+        restart, so the server need not wait for the streams to end.
+
+        :return: the streams ended.
+        """
+        with self._lock:
+            self._ending = True
+        streams = self._streams()
+        for stream in streams:
+            stream.end()
+        return len(streams)
+
+    @property
+    def ending(self) -> bool:
+        """Whether :meth:`end_streams` was called."""
+        return self._ending
 
     def close(self) -> None:
         """End every stream and release the subscription. A later
@@ -685,8 +784,10 @@ class Fanout:
         events, ``hubs`` subscribed, ``listening`` (1 while the subscription
         is held), ``backend_down`` (1 while the backend cannot be read), and
         since start ``opened``, ``refused`` (over the per-client limit),
-        ``events`` fanned out, ``evicted`` slow streams, ``gaps`` reported,
-        ``backend_failures`` (failed reads) and ``outages``."""
+        ``events`` fanned out, ``queued`` (event frames handed to streams,
+        one per event and stream), ``replayed`` (events sent from the
+        history to resuming streams), ``evicted`` slow streams, ``gaps``
+        reported, ``backend_failures`` (failed reads) and ``outages``."""
         with self._lock:
             return {
                 "connections": self._open,
@@ -696,9 +797,24 @@ class Fanout:
                 "backend_down": int(self._down_since is not None),
                 **{
                     key: self._stats[key]
-                    for key in ("opened", "refused", "events", "evicted", "gaps", "backend_failures", "outages")
+                    for key in (
+                        "opened",
+                        "refused",
+                        "events",
+                        "queued",
+                        "replayed",
+                        "evicted",
+                        "gaps",
+                        "backend_failures",
+                        "outages",
+                    )
                 },
             }
+
+    def hub_streams(self) -> dict[str, int]:
+        """The streams receiving live events now, by hub id."""
+        with self._lock:
+            return {hub_id: len(hub.streams) for hub_id, hub in self._hubs.items() if hub.streams}
 
     def __repr__(self) -> str:
         return f"<Fanout of {type(self.backend).__name__} pid={self.pid}>"

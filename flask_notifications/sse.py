@@ -29,8 +29,10 @@ resumes from the right place. A comment (``: heartbeat``) goes out when the
 stream has been idle for ``NOTIFICATIONS_SSE_HEARTBEAT`` seconds.
 
 Besides the events, a stream carries announcements: ``gap`` (events it
-should have carried are not coming; see :func:`gap_frame`), and
-``backend-down`` / ``backend-up`` while the backend cannot be read.
+should have carried are not coming; see :func:`gap_frame`),
+``backend-down`` / ``backend-up`` while the backend cannot be read, and
+``reconnect`` as the last frame of a stream whose server process stops
+(:func:`reconnect_frame`).
 
 The fan-out that feeds the streams lives in :mod:`flask_notifications.fanout`.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -68,6 +71,8 @@ Key = tuple[int, int]
 #: Name of the event sent when the backend stops answering, and when it answers again.
 BACKEND_DOWN_EVENT = "backend-down"
 BACKEND_UP_EVENT = "backend-up"
+#: Name of the event that ends a stream because its server process stops.
+RECONNECT_EVENT = "reconnect"
 
 
 def _checked(field: str, value: object) -> str:
@@ -203,6 +208,20 @@ def gap_frame(last_event_id: str, *, oldest_id: str | None, reason: str, id: str
     """
     data = {"last_event_id": last_event_id, "oldest_id": oldest_id, "reason": reason}
     return encode_event(json.dumps(data), event=GAP_EVENT, id=last_event_id if id is None else id)
+
+
+def reconnect_frame(retry: int) -> bytes:
+    """The ``reconnect`` event that ends a stream when its server process
+    stops (a graceful restart): the browser reconnects, to another process,
+    and resumes from its ``Last-Event-ID``. It carries no id, and a
+    ``retry`` drawn at random up to ``retry`` milliseconds, so the clients
+    of a stopping process do not all come back in the same instant.
+
+    :param retry: the stream's reconnection delay, in milliseconds.
+    """
+    return encode_event(
+        json.dumps({"reason": "shutdown"}), event=RECONNECT_EVENT, retry=random.randint(0, max(0, retry))
+    )
 
 
 def backend_frame(available: bool) -> bytes:

@@ -102,7 +102,11 @@ def test_invalid_event_enqueues_nothing(
     hub = notifications.create_hub("Invalid")
     hub.register_consumer(Recorder())
     sent: list[object] = []
-    signals.event_sent.connect(lambda sender, **kw: sent.append(kw), weak=False)
+
+    def on_sent(sender: object, **kw: object) -> None:
+        sent.append(kw)
+
+    signals.event_sent.connect(on_sent, weak=False)
     try:
         for bad in ('{"event_id": 1}', "not json", 42, {"title": "t"}):
             with pytest.raises(InvalidEventError):
@@ -115,7 +119,8 @@ def test_invalid_event_enqueues_nothing(
         with pytest.raises(InvalidEventError, match="NOTIFICATIONS_MAX_EVENT_SIZE"):
             notifications.send(make_event(body="x" * 2000))
     finally:
-        signals.event_sent.receivers.clear()
+        # Only its own receiver: the metrics' stay connected.
+        signals.event_sent.disconnect(on_sent)
     assert queue_length(redis_client, app) == 0
     assert sent == []
 

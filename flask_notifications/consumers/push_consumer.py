@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
-from flask import current_app
+from flask import current_app, has_app_context
 
+from .. import signals
 from ..errors import ConsumerError
 from ..event import Event, as_event
 from ..event_hub import current_notifications
@@ -59,7 +61,13 @@ class PushConsumer(EventConsumer):
 
         :raises BackendError: the backend cannot be reached; the task is retried.
         """
-        self.backend.publish(self.hub_id, as_event(event).to_json())
+        backend = self.backend
+        started = time.perf_counter()
+        message = backend.publish(self.hub_id, as_event(event).to_json())
+        seconds = time.perf_counter() - started
+        if has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            signals.event_published.send(app, hub_id=self.hub_id, message=message, seconds=seconds)
 
     def __repr__(self) -> str:
         return f"<PushConsumer {self.name!r} to {self.hub_id!r}>"

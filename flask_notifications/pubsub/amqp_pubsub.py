@@ -741,6 +741,9 @@ class AmqpPubSub(Backend):
     def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.get_dead_letter(letter_id)
 
+    def dead_letter_count(self) -> int:
+        return self.ledger.dead_letter_count()
+
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         return self.ledger.remove_dead_letter(letter_id)
 

@@ -296,6 +296,11 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
 
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Backends that can count without
+        reading them all override it."""
+        return len(self.dead_letters())
+
     # -- lifecycle ------------------------------------------------------------
 
     def ping(self) -> bool:

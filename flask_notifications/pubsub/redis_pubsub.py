@@ -894,6 +894,9 @@ class RedisPubSub(Backend):
     def dead_letters(self) -> list[dict[str, Any]]:
         return self._letters("-", "+")
 
+    def dead_letter_count(self) -> int:
+        return int(self._call("dead letter", self.client.xlen, self._dead_key))
+
     def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         try:
             parse_id(letter_id)
