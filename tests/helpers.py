@@ -6,7 +6,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,32 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout}s waiting for {predicate!r}")
         time.sleep(interval)
+
+
+#: Where a thread's innermost Python frame is while it blocks: a lock or
+#: condition, a selector, or a socket read of a client library.
+_WAITING_IN = ("threading.py", "selectors.py", "socket.py", "ssl.py", "/redis/", "/amqp/", "/kombu/")
+
+
+def wait_until_waiting(thread: threading.Thread, function: str, timeout: float = 20.0) -> None:
+    """Wait until ``thread`` waits inside a call of ``function``: a frame of
+    that name is on its stack, and its innermost frame is a blocking wait.
+
+    What a test synchronises on instead of sleeping "to let it block first".
+    """
+
+    def waiting() -> bool:
+        frame = sys._current_frames().get(thread.ident or -1)
+        if frame is None:
+            return False
+        innermost = frame.f_code.co_filename
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        return function in names and any(part in innermost for part in _WAITING_IN)
+
+    wait_for(lambda: waiting() and waiting(), timeout=timeout, interval=0.005)
 
 
 def free_port() -> int:

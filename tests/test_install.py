@@ -31,6 +31,9 @@ from flask_notifications.event import Event
 from .example_helpers import ROOT
 from .helpers import free_port, wait_for
 
+#: Every test here installs from the package index, builds or runs servers.
+pytestmark = pytest.mark.server
+
 #: What ``pip install .`` needs from a clone.
 SOURCES = ("pyproject.toml", "setup.py", "README.rst", "LICENSE", "flask_notifications")
 #: The install command of docs/installation.rst for the Redis deployment.

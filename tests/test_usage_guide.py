@@ -63,12 +63,19 @@ def test_usage_guide_runs_as_printed(
 ) -> None:
     sys.modules.pop("tests.apps.usage_app", None)
     usage = importlib.import_module("tests.apps.usage_app")
+    log = Path(usage_env["USAGE_LOG"])
     with usage.app.app_context():
         passed, filtered = usage.send_examples()
-        backend = usage.notifications.backend
-        history = wait_for(lambda: backend.history(usage.test_hub_id, None).messages)
-    log = Path(usage_env["USAGE_LOG"])
-    lines = wait_for(lambda: log.exists() and log.read_text().splitlines())
-    assert len(lines) == 1 and passed["event_id"] in lines[0] and filtered["event_id"] not in lines[0]
-    assert [Event.from_json(m.data) for m in history] == [passed]
+        wait_for(lambda: log.exists() and log.read_text().splitlines())
+        # The worker has one process (solo pool) reading one FIFO queue, so
+        # when an event sent now is logged, every task queued before it has
+        # run: a wrongly delivered filtered event would be logged by then.
+        sentinel = Event(None, "test", "sentinel", "", sender="system")
+        usage.notifications.send(sentinel)
+        lines = wait_for(lambda: len(log.read_text().splitlines()) >= 2 and log.read_text().splitlines())
+        history = usage.notifications.backend.history(usage.test_hub_id, None).messages
+    # The guide's consumer writes str(event), the event's repr.
+    assert lines == [repr(passed), repr(sentinel)]
+    assert filtered["event_id"] not in log.read_text()
+    assert [Event.from_json(m.data) for m in history] == [passed, sentinel]
     assert worker_process.poll() is None

@@ -23,13 +23,12 @@ from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
 
+from .. import sse_servers
 from ..conftest import make_config
 from ..helpers import wait_for
 from .conftest import report
 from .resuming_client import ResumingClient
 from .tcp_proxy import TcpProxy
-
-sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
 
 pytestmark = pytest.mark.reliability
 

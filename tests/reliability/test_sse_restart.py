@@ -17,11 +17,10 @@ from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
+from .. import sse_servers
 from ..conftest import make_config
 from ..helpers import wait_for
 from .conftest import report
-
-sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
 from .resuming_client import ResumingClient  # noqa: E402
 
 pytestmark = pytest.mark.reliability
