@@ -241,7 +241,8 @@ class Event(dict[str, Any]):
             "tags": [],
             "expiration_datetime": None,
         }
-        values = {**defaults, **values}
+        # The given order stays, so that a round trip gives the same JSON.
+        values.update((field, value) for field, value in defaults.items() if field not in values)
         for field in _DATE_FIELDS:
             value = values[field]
             if isinstance(value, str):

