@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     # letters, shared by every process; None keeps them in the memory of each
     # process (a warning is logged), as RabbitMQ has no place for them.
     "NOTIFICATIONS_AMQP_LEDGER_URL": None,
+    # Bytes RabbitMQ keeps in each hub's stream queue (AMQP backend).
+    "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
     # Largest accepted event, in bytes of its JSON form.
@@ -52,11 +54,19 @@ DEFAULTS: dict[str, Any] = {
         "interval_step": 0.2,
         "interval_max": 0.5,
     },
-    # Seconds an idempotency record of (event id, consumer) is kept, so a
-    # redelivered task does not repeat its effect.
-    "NOTIFICATIONS_IDEMPOTENCY_TTL": 7 * 24 * 3600,
-    # Seconds a consumer may hold its in-progress claim before another
-    # delivery of the same task may take over (a crashed worker's claim).
+    # Seconds the record of a (delivery, hub, consumer) that ran is kept, so
+    # that a task the broker redelivers does not repeat its effect: as long
+    # as a redelivery can happen. None takes the Celery broker's
+    # visibility_timeout (broker_transport_options), else one hour.
+    "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
+    # Records an in-process ledger (memory backend, AMQP backend without
+    # NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently written go first.
+    "NOTIFICATIONS_LEDGER_SIZE": 10000,
+    # Seconds send(idempotency_key=...) refuses a second send with that key.
+    "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,
+    # Seconds a run's claim lasts unless renewed; a running consumer renews
+    # it every third of this, so only a dead worker's claim expires, and
+    # another run of the same delivery may then take over.
     "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in

@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from celery import Celery
@@ -18,15 +18,15 @@ from flask_celeryext._mapping import FLASK_TO_CELERY_MAPPING
 from flask_celeryext.app import AppContextTask, map_invenio_to_celery
 from kombu.exceptions import OperationalError
 
-from . import signals
+from . import dead_letters, signals
 from .config import apply_defaults
-from .errors import BrokerUnavailableError, HubError, InvalidEventError, NotificationsError
+from .errors import BrokerUnavailableError, HubError, InvalidEventError
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
-from .pubsub.backend import Backend, build_backend
+from .pubsub.backend import Backend, Claim, build_backend
 from .sse import Fanout
-from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
+from .tasks import DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,19 @@ class Dispatch:
     :param event: the validated event.
     :param hub_ids: the hubs whose filter matched, in creation order.
     :param task_id: the id of the Celery dispatch task, or ``None`` when
-        nothing was enqueued (no consumer matched, or the event expired).
+        nothing was enqueued (no consumer matched, the event expired, or the
+        send was a duplicate).
+    :param delivery_id: the id of this send, which every consumer's
+        :func:`~flask_notifications.delivery.current_delivery` carries.
+    :param duplicate: ``True`` when ``idempotency_key`` was already sent
+        within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW``; nothing was enqueued.
     """
 
     event: Event
     hub_ids: tuple[str, ...]
     task_id: str | None
+    delivery_id: str | None = None
+    duplicate: bool = False
 
 
 @dataclass
@@ -212,18 +219,26 @@ class Notifications:
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, event: Event | Mapping[str, Any] | str | bytes) -> Dispatch:
+    def send(self, event: Event | Mapping[str, Any] | str | bytes, *, idempotency_key: str | None = None) -> Dispatch:
         """Validate ``event`` and deliver it to the consumers of every hub whose
         filter it passes, asynchronously, through Celery.
 
         The whole delivery is one broker message, so a send either enqueues
-        everything or raises. An expired event is not delivered.
+        everything or raises. Every call is a delivery of its own, with its own
+        :attr:`Dispatch.delivery_id`: two events that share an ``event_id`` are
+        both delivered. An expired event is not delivered.
 
         :param event: an :class:`Event`, its dict, or its JSON.
+        :param idempotency_key: a key of the caller's; a second send with the
+            same key within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds
+            enqueues nothing and returns a :class:`Dispatch` with
+            ``duplicate=True``.
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+        :raises BackendError: ``idempotency_key`` was given and the backend
+            cannot be reached; nothing was enqueued.
         """
         state = self._state()
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -236,23 +251,39 @@ class Notifications:
         if event.is_expired():
             logger.info("Not sending expired event %s.", event["event_id"])
             return Dispatch(event, (), None)
+        delivery_id = new_delivery_id()
+        key = None if idempotency_key is None else sent_key(idempotency_key)
+        window = app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]
+        if key is not None and state.backend.claim(key, delivery_id, window) is not Claim.ACQUIRED:
+            logger.info(
+                "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
+            )
+            return Dispatch(event, (), None, duplicate=True)
         matched = [hub for hub in self._hubs.values() if hub.matches(event)]
         targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
         task_id = None
-        if targets:
-            task_id = self._enqueue(app, state, event, event_json, targets)
+        try:
+            if targets:
+                task_id = self._enqueue(app, state, event, event_json, targets, delivery_id)
+        except BaseException:
+            if key is not None:
+                state.backend.release(key, delivery_id)
+            raise
         for hub in matched:
             signals.hub_matched.send(app, event=event, hub=hub)
         hub_ids = tuple(hub.hub_id for hub in matched)
         signals.event_sent.send(app, event=event, hub_ids=hub_ids)
-        return Dispatch(event, hub_ids, task_id)
+        return Dispatch(event, hub_ids, task_id, delivery_id)
 
-    def _enqueue(self, app: Flask, state: _State, event: Event, event_json: str, targets: list[list[str]]) -> str:
+    def _enqueue(
+        self, app: Flask, state: _State, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
+    ) -> str:
         expiration = event["expiration_datetime"]
         task = state.celery.tasks[DISPATCH_TASK]
         try:
             result = task.apply_async(
                 args=(event_json, targets),
+                kwargs={"delivery_id": delivery_id},
                 serializer="json",
                 expires=expiration.astimezone(UTC) if expiration else None,
                 retry=True,
@@ -348,43 +379,20 @@ class Notifications:
 
     # -- dead letters ---------------------------------------------------------
 
-    def _dead_letter(
-        self, app: Flask, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str
-    ) -> None:
-        record = {
-            "hub_id": hub_id,
-            "consumer": task_name,
-            "event": event_json,
-            "error": error,
-            "traceback": trace,
-            "attempts": attempts,
-            "failed_at": datetime.now(UTC).isoformat(),
-        }
-        record["id"] = self.get_backend(app).add_dead_letter(record)
-        signals.event_dead_lettered.send(app, dead_letter=record)
-
     def dead_letters(self) -> list[dict[str, Any]]:
         """The failed deliveries kept by the backend, oldest first."""
         return self.backend.dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
-        """Enqueue a dead letter's delivery again, with a fresh retry budget,
-        and remove it from the dead letters.
+        """Deliver a dead letter again, with a fresh retry budget and its
+        original delivery id, then remove it; see :func:`dead_letters.retry`.
 
         :raises NotificationsError: there is no such dead letter.
         :raises BrokerUnavailableError: the broker cannot be reached; the dead
             letter is kept.
         """
         state = self._state()
-        letter = state.backend.remove_dead_letter(letter_id)
-        if letter is None:
-            raise NotificationsError(f"There is no dead letter {letter_id!r}.")
-        try:
-            enqueue(state.celery, letter["consumer"], (letter["hub_id"], letter["event"]))
-        except (OperationalError, OSError) as exc:
-            state.backend.add_dead_letter({k: v for k, v in letter.items() if k != "id"})
-            raise BrokerUnavailableError(f"Could not reach the Celery broker: {exc}") from exc
-        return letter
+        return dead_letters.retry(state.celery, state.backend, letter_id)
 
 
 def coerce_event(event: object) -> Event:

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from redis.backoff import ExponentialBackoff, FullJitterBackoff
+
 from ..errors import ConfigurationError
 
 #: Aliases accepted wherever a backend is named.
@@ -78,6 +80,17 @@ class MessageIds:
         return f"{new[0]}-{new[1]}"
 
 
+def backoff(failures: int, base: float, cap: float, jitter: bool = True) -> float:
+    """Seconds to wait after ``failures`` failed attempts: ``base`` doubled
+    after each failure up to ``cap``, with full jitter (a uniform draw up to
+    that delay) when ``jitter`` is set, so that many retries spread out.
+    The one backoff of the Celery side and of the backends' reconnections,
+    on redis-py's :mod:`redis.backoff`."""
+    policy = FullJitterBackoff(cap, base) if jitter else ExponentialBackoff(cap, base)
+    # 2**64 * base is past any cap; larger exponents would overflow a float.
+    return float(policy.compute(min(max(failures, 0), 64)))
+
+
 @dataclass(frozen=True)
 class History:
     """What a backend can replay after an id.
@@ -98,7 +111,7 @@ class Claim(enum.Enum):
     ACQUIRED = "acquired"
     #: The work was done already; skip it.
     DONE = "done"
-    #: Another delivery holds an unexpired claim; try again later.
+    #: Another owner holds an unexpired claim; try again later.
     BUSY = "busy"
 
 
@@ -172,18 +185,41 @@ class Backend(ABC):
         that are kept."""
 
     # -- idempotency ----------------------------------------------------------
+    #
+    # A claim is owned: whoever takes it passes a ``token`` of its own (a
+    # random string), and only that token may extend, complete or release
+    # it, so an owner that outlived its claim cannot undo the next owner's.
 
     @abstractmethod
-    def claim(self, key: str, timeout: float) -> Claim:
-        """Claim the work named ``key`` for ``timeout`` seconds."""
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
+
+        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
+            :attr:`Claim.DONE` if the work was recorded as done, or
+            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        """
 
     @abstractmethod
-    def complete(self, key: str, ttl: float) -> None:
-        """Record the claimed work as done, for ``ttl`` seconds."""
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
+
+        :return: ``False`` if ``token`` no longer holds the claim.
+        """
 
     @abstractmethod
-    def release(self, key: str) -> None:
-        """Give up a claim, so the work may be tried again."""
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
+        claim or nobody does (it expired and nobody took it since).
+
+        :return: ``False`` if another token holds the claim; nothing changes.
+        """
+
+    @abstractmethod
+    def release(self, key: str, token: str) -> bool:
+        """Give up ``token``'s claim, so the work may be tried again.
+
+        :return: ``False`` if ``token`` did not hold it; nothing changes.
+        """
 
     # -- dead letters ---------------------------------------------------------
 
@@ -194,6 +230,13 @@ class Backend(ABC):
     @abstractmethod
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every kept dead letter, oldest first, each with its ``id``."""
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """The dead letter ``letter_id``, or ``None``; it stays kept."""
+        for letter in self.dead_letters():
+            if letter["id"] == letter_id:
+                return letter
+        return None
 
     @abstractmethod
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:

@@ -40,11 +40,35 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..errors import BackendError, ConfigurationError
-from .backend import Backend, Claim, History, Message, Subscription, parse_id
+from .backend import Backend, Claim, History, Message, Subscription, backoff, parse_id
 
 log = logging.getLogger(__name__)
 
 _DONE = b"done"
+
+# A claim's value is its owner's token, or "done"; each script checks the
+# owner and acts in one step, so an owner whose claim expired cannot touch
+# the next owner's.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_COMPLETE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= 'done' then
+    return 0
+end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def _text(value: bytes | str) -> str:
@@ -176,7 +200,7 @@ class _RedisSubscription(Subscription):
     def _failed(self) -> None:
         self._failures += 1
         backend = self._backend
-        delay = min(backend.reconnect_backoff_max, backend.reconnect_backoff * 2 ** (self._failures - 1))
+        delay = backoff(self._failures - 1, backend.reconnect_backoff, backend.reconnect_backoff_max, jitter=False)
         self._retry_at = time.monotonic() + delay
         conn = None if self._client is None else _connection_of(self._client)
         if conn is not None:
@@ -341,6 +365,7 @@ class RedisPubSub(Backend):
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.dead_letter_limit = dead_letter_limit
+        self._scripts: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> RedisPubSub:
@@ -408,18 +433,31 @@ class RedisPubSub(Backend):
             raise BackendError(f"Redis history failed: {info}")
         return History(messages, gap=_trimmed_after(info, after))
 
-    def claim(self, key: str, timeout: float) -> Claim:
-        full = f"{self.key_prefix}:claim:{key}"
-        if self._call("claim", self.client.set, full, b"pending", nx=True, px=max(1, int(timeout * 1000))):
+    def _claim_key(self, key: str) -> str:
+        return f"{self.key_prefix}:claim:{key}"
+
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        full = self._claim_key(key)
+        if self._call("claim", self.client.set, full, token, nx=True, px=max(1, int(timeout * 1000))):
             return Claim.ACQUIRED
         state = self._call("claim", self.client.get, full)
         return Claim.DONE if state is not None and state in (_DONE, "done") else Claim.BUSY
 
-    def complete(self, key: str, ttl: float) -> None:
-        self._call("claim", self.client.set, f"{self.key_prefix}:claim:{key}", _DONE, ex=max(1, int(ttl)))
+    def _script(self, what: str, script: str, key: str, *args: Any) -> int:
+        registered = self._scripts.get(script)
+        if registered is None:
+            # EVALSHA, loading the script again after a restart of Redis.
+            registered = self._scripts[script] = self.client.register_script(script)
+        return int(self._call(what, registered, keys=[self._claim_key(key)], args=list(args)))
 
-    def release(self, key: str) -> None:
-        self._call("claim", self.client.delete, f"{self.key_prefix}:claim:{key}")
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self._script("claim", _EXTEND, key, token, max(1, int(timeout * 1000))))
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._script("claim", _COMPLETE, key, token, max(1, int(ttl * 1000))))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self._script("claim", _RELEASE, key, token))
 
     @property
     def _dead_key(self) -> str:
@@ -442,6 +480,14 @@ class RedisPubSub(Backend):
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self._letters("-", "+")
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        try:
+            parse_id(letter_id)
+        except ValueError:
+            return None
+        found = self._letters(letter_id, letter_id)
+        return found[0] if found else None
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         try:

@@ -44,13 +44,13 @@ class FlakyBackend(MemoryPubSub):
                 self.failures[name] -= 1
                 raise BackendError(f"{name}: the backend is down (injected)")
 
-    def claim(self, key: str, timeout: float) -> Claim:
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
         self._maybe_fail("claim")
-        return super().claim(key, timeout)
+        return super().claim(key, token, timeout)
 
-    def complete(self, key: str, ttl: float) -> None:
+    def complete(self, key: str, token: str, ttl: float) -> bool:
         self._maybe_fail("complete")
-        super().complete(key, ttl)
+        return super().complete(key, token, ttl)
 
     def add_dead_letter(self, record: Any) -> str:
         self._maybe_fail("add_dead_letter")
