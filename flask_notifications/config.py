@@ -14,6 +14,11 @@ from flask import Flask
 #: documentation's ``BACKEND`` key is set.
 DEFAULT_BACKEND = "flask_notifications.pubsub.redis_pubsub.RedisPubSub"
 
+#: Backend paths of 0.1 and what replaces them.
+LEGACY_BACKENDS = {
+    "flask_notifications.backend.redis_backend.RedisBackend": DEFAULT_BACKEND,
+}
+
 DEFAULTS: dict[str, Any] = {
     # Pub/sub backend: a class, an instance, an alias (redis, memory, amqp) or
     # a dotted path. ``BACKEND`` (the original key) is honoured when this is
@@ -79,11 +84,17 @@ DEFAULTS: dict[str, Any] = {
     # (endpoint "notifications.events"); off, so an application chooses
     # where its streams live and who may read them.
     "NOTIFICATIONS_SSE_BLUEPRINT": False,
+    # Serve the blueprint's streams with no stream_authorizer on purpose:
+    # without one, the first stream logs a warning that every hub is public.
+    "NOTIFICATIONS_SSE_PUBLIC": False,
     # URL prefix of that blueprint.
     "NOTIFICATIONS_SSE_URL_PREFIX": "/notifications",
     # Seconds between comment heartbeats on an idle stream, so proxies and
     # load balancers keep it open and a dead client is noticed.
     "NOTIFICATIONS_SSE_HEARTBEAT": 20.0,
+    # Name each SSE event after its event_type (addEventListener); False
+    # sends unnamed events, as 0.1 did, for pages that use source.onmessage.
+    "NOTIFICATIONS_SSE_EVENT_NAMES": True,
     # Milliseconds a browser waits before it reconnects (the SSE "retry:").
     "NOTIFICATIONS_SSE_RETRY": 3000,
     # Events buffered per connection; a client that falls further behind is
@@ -104,3 +115,6 @@ def apply_defaults(app: Flask) -> None:
         app.config.setdefault(key, value)
     if app.config["NOTIFICATIONS_BACKEND"] is None:
         app.config["NOTIFICATIONS_BACKEND"] = app.config.get("BACKEND") or DEFAULT_BACKEND
+    backend = app.config["NOTIFICATIONS_BACKEND"]
+    if isinstance(backend, str) and backend in LEGACY_BACKENDS:
+        app.config["NOTIFICATIONS_BACKEND"] = LEGACY_BACKENDS[backend]

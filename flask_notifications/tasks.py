@@ -38,10 +38,11 @@ from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
 from . import dead_letters, signals
+from .backoff import backoff
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
-from .pubsub.backend import Backend, Claim, backoff
+from .pubsub.backend import Backend, Claim
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -68,7 +69,7 @@ TASK_OPTIONS: dict[str, Any] = {
 @contextmanager
 def app_context(app: Flask) -> Iterator[None]:
     """Run inside ``app``'s context, reusing it if it is already pushed."""
-    if has_app_context() and current_app._get_current_object() is app:  # type: ignore[attr-defined]
+    if has_app_context() and current_app == app:
         yield
     else:
         with app.app_context():
@@ -125,7 +126,8 @@ def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: An
     app runs tasks eagerly."""
     task = celery.tasks.get(task_name)
     if task is not None:
-        task.apply_async(args=args, serializer="json", **options)
+        routing = getattr(task, "notifications_routing", {})
+        task.apply_async(args=args, serializer="json", **{**routing, **options})
     else:
         celery.send_task(task_name, args=args, serializer="json", **options)
 
@@ -157,16 +159,25 @@ def bind(celery: Celery, app: Flask) -> None:
     celery_signals.task_unknown.connect(_on_unknown_task, weak=False, dispatch_uid="flask_notifications.unknown")
 
 
-def register_consumer_task(celery: Celery, task_name: str) -> None:
-    """Register the task that runs the consumers named ``task_name``."""
+#: Task options that choose where a message goes. Celery deprecates them as
+#: task attributes, so they are applied when the task is enqueued.
+ROUTING_OPTIONS = frozenset({"queue", "exchange", "exchange_type", "routing_key", "priority", "delivery_mode"})
+
+
+def register_consumer_task(celery: Celery, task_name: str, **options: Any) -> None:
+    """Register the task that runs the consumers named ``task_name``, with
+    the Celery task ``options`` given to ``register_consumer``."""
     if task_name not in celery.tasks:
-        celery.task(name=task_name, **TASK_OPTIONS)(_consume)
+        routing = {key: value for key, value in options.items() if key in ROUTING_OPTIONS}
+        attributes = {key: value for key, value in options.items() if key not in ROUTING_OPTIONS}
+        task = celery.task(name=task_name, **{**attributes, **TASK_OPTIONS})(_consume)
+        task.notifications_routing = routing
 
 
 def _flask_app(celery: Celery) -> Flask:
     if has_app_context() and "notifications" in current_app.extensions:
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return app
+        ext: Notifications = current_app.extensions["notifications"]
+        return ext.runtime().app
     ref = _flask_apps.get(celery)
     found = ref() if ref is not None else None
     if found is None:

@@ -55,7 +55,7 @@ def test_two_events_with_one_event_id_are_both_delivered(
     hub = notifications.create_hub("Reused")
     seen: list[tuple[str, Delivery | None]] = []
 
-    @hub.register_consumer(celery_task_name="tests.reused")
+    @hub.register_consumer(celery_task_name="tests.reused", pass_event=True)
     def record(event: Event) -> None:
         seen.append((event["title"], current_delivery()))
 
@@ -76,7 +76,7 @@ def test_the_delivery_id_is_kept_on_retry_and_redelivery(
     hub = notifications.create_hub("Retried")
     runs: list[Delivery | None] = []
 
-    @hub.register_consumer(celery_task_name="tests.flaky")
+    @hub.register_consumer(celery_task_name="tests.flaky", pass_event=True)
     def flaky(event: Event) -> None:
         runs.append(current_delivery())
         if len(runs) == 1:
@@ -108,7 +108,9 @@ def test_messages_queued_without_a_delivery_id_still_run(
     as the claims were keyed then."""
     hub = notifications.create_hub("Legacy")
     seen: list[Delivery | None] = []
-    hub.register_consumer(celery_task_name="tests.legacy")(lambda event: seen.append(current_delivery()))
+    hub.register_consumer(celery_task_name="tests.legacy", pass_event=True)(
+        lambda event: seen.append(current_delivery())
+    )
     celery = notifications.celery
     event = make_event("legacy-1")
     with celery_worker():
@@ -125,7 +127,7 @@ def test_idempotency_key_dedups_sends_within_its_window(
     app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"] = 1
     hub = notifications.create_hub("Keyed")
     seen: list[str] = []
-    hub.register_consumer(celery_task_name="tests.keyed")(lambda event: seen.append(event["title"]))
+    hub.register_consumer(celery_task_name="tests.keyed", pass_event=True)(lambda event: seen.append(event["title"]))
     with celery_worker():
         first = notifications.send(make_event(title="a"), idempotency_key="order-1")
         again = notifications.send(make_event(title="b"), idempotency_key="order-1")
@@ -147,7 +149,9 @@ def test_a_send_that_fails_frees_its_idempotency_key(redis_url: str, unique: str
     app = Flask("keyed_down")
     app.config.update(make_config(redis_url, unique, CELERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0"))
     ext = Notifications(app)
-    ext.create_hub("KeyedDown").register_consumer(celery_task_name="tests.keyed_down")(lambda event: None)
+    ext.create_hub("KeyedDown").register_consumer(celery_task_name="tests.keyed_down", pass_event=True)(
+        lambda event: None
+    )
     with app.app_context():
         with pytest.raises(BrokerUnavailableError):
             ext.send(make_event(), idempotency_key="k")
@@ -167,7 +171,7 @@ def test_a_consumer_slower_than_the_claim_timeout_has_one_effect(
     effects: list[str] = []
     started, finish = threading.Event(), threading.Event()
 
-    @hub.register_consumer(celery_task_name="tests.slow")
+    @hub.register_consumer(celery_task_name="tests.slow", pass_event=True)
     def slow(event: Event) -> None:
         started.set()
         finish.wait(60)
@@ -233,7 +237,7 @@ def test_redis_records_live_as_long_as_a_redelivery_can_happen(
     assert idempotency_ttl(app, celery) == 120
     hub = notifications.create_hub("Ttl")
     seen: list[str] = []
-    hub.register_consumer(celery_task_name="tests.ttl")(lambda event: seen.append(event["event_id"]))
+    hub.register_consumer(celery_task_name="tests.ttl", pass_event=True)(lambda event: seen.append(event["event_id"]))
     with celery_worker():
         for _ in range(20):
             notifications.send(make_event())
@@ -259,7 +263,9 @@ def test_an_unknown_consumer_task_becomes_a_dead_letter_that_retry_delivers(
     assert letter["consumer"] == "tests.renamed" and letter["hub_id"] == hub.hub_id
     assert letter["delivery_id"] == "delivery-1" and "NotRegistered" in letter["error"]
     seen: list[Delivery | None] = []
-    hub.register_consumer(celery_task_name="tests.renamed")(lambda event: seen.append(current_delivery()))
+    hub.register_consumer(celery_task_name="tests.renamed", pass_event=True)(
+        lambda event: seen.append(current_delivery())
+    )
     with celery_worker():
         notifications.retry_dead_letter(letter["id"])
         wait_for(lambda: seen)
@@ -271,7 +277,7 @@ def test_a_consumer_missing_from_its_hub_becomes_a_dead_letter(
     notifications: Notifications, celery_worker: WorkerFactory
 ) -> None:
     hub = notifications.create_hub("Gone")
-    hub.register_consumer(celery_task_name="tests.known")(lambda event: None)
+    hub.register_consumer(celery_task_name="tests.known", pass_event=True)(lambda event: None)
     with celery_worker():
         enqueue_delivery(notifications.celery, "tests.known", "no-such-hub", make_event().to_json(), "d2")
         (letter,) = wait_for(notifications.dead_letters)
@@ -298,7 +304,9 @@ def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
     ext = Notifications(app)
     hub = ext.create_hub("Interrupted")
     effects: list[str] = []
-    hub.register_consumer(celery_task_name="tests.interrupted")(lambda event: effects.append(event["title"]))
+    hub.register_consumer(celery_task_name="tests.interrupted", pass_event=True)(
+        lambda event: effects.append(event["title"])
+    )
     from flask_notifications import dead_letters
 
     letter = dead_letters.keep(

@@ -57,8 +57,9 @@ import amqp.exceptions
 import kombu.exceptions
 from kombu.connection import Connection
 
+from ..backoff import backoff
 from ..errors import BackendError
-from .backend import Backend, Claim, History, Message, Subscription, backoff, parse_id
+from .backend import Backend, Claim, History, Message, Subscription, parse_id
 from .memory_pubsub import MemoryPubSub
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,10 @@ class _AmqpSubscription(Subscription):
             except _ERRORS as exc:
                 # Messages of the channel are dropped on arrival anyway.
                 self._failed(exc)
+
+    @property
+    def connected(self) -> bool:
+        return not self._failures
 
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds for messages.
@@ -583,10 +588,11 @@ class AmqpPubSub(Backend):
         chan.basic_cancel(tag)
         return got
 
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         """The messages of ``channel`` after ``after_id`` (the newest
-        ``history_size`` at most), read from its stream up to a fence
-        appended now; see the module's documentation."""
+        ``history_size`` at most, and the oldest ``limit`` of those), read
+        from its stream up to a fence appended now; see the module's
+        documentation."""
         after = None if after_id is None else _offset_of(after_id)
         conn = self._connection(f"{self._name}.history", publisher=False)
         try:
@@ -629,6 +635,8 @@ class AmqpPubSub(Backend):
         if len(messages) > self.history_size:
             messages = messages[-self.history_size :]
             gap = gap or after is not None
+        if limit is not None:
+            messages = messages[:limit]
         return History(messages, gap=gap)
 
     @property

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from redis.backoff import ExponentialBackoff, FullJitterBackoff
-
 from ..errors import ConfigurationError
 
 #: Aliases accepted wherever a backend is named.
@@ -80,17 +78,6 @@ class MessageIds:
         return f"{new[0]}-{new[1]}"
 
 
-def backoff(failures: int, base: float, cap: float, jitter: bool = True) -> float:
-    """Seconds to wait after ``failures`` failed attempts: ``base`` doubled
-    after each failure up to ``cap``, with full jitter (a uniform draw up to
-    that delay) when ``jitter`` is set, so that many retries spread out.
-    The one backoff of the Celery side and of the backends' reconnections,
-    on redis-py's :mod:`redis.backoff`."""
-    policy = FullJitterBackoff(cap, base) if jitter else ExponentialBackoff(cap, base)
-    # 2**64 * base is past any cap; larger exponents would overflow a float.
-    return float(policy.compute(min(max(failures, 0), 64)))
-
-
 @dataclass(frozen=True)
 class History:
     """What a backend can replay after an id.
@@ -102,6 +89,25 @@ class History:
 
     messages: list[Message] = field(default_factory=list)
     gap: bool = False
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Live messages of ``channel`` a subscription could not deliver: those
+    after ``after_id`` (the last it delivered, or ``"0-0"``) and before the
+    next message it returns.
+
+    :param channel: the channel.
+    :param after_id: the last id delivered before the loss.
+    :param reason: ``"overrun"`` (the history was trimmed past the reader),
+        ``"reset"`` (the channel's ids went backwards or it vanished: a
+        server restarted empty, or the channel was deleted), or ``"outage"``
+        (the backend cannot tell what it dropped while unreachable).
+    """
+
+    channel: str
+    after_id: str
+    reason: str
 
 
 class Claim(enum.Enum):
@@ -117,6 +123,22 @@ class Claim(enum.Enum):
 
 class Subscription(ABC):
     """Live messages of a changing set of channels, over one connection."""
+
+    #: Whether :meth:`lost` reports every live message this subscription
+    #: failed to deliver. When it does not, a reader that went through an
+    #: outage asks :meth:`Backend.history` instead.
+    tracks_losses: ClassVar[bool] = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last attempt to reach the server succeeded; ``False``
+        from a failure until a read succeeds again."""
+        return True
+
+    def lost(self) -> list[Lost]:
+        """The losses found by the last :meth:`get`, which happened before
+        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        return []
 
     @abstractmethod
     def add(self, channel: str) -> None:
@@ -180,9 +202,19 @@ class Backend(ABC):
         """Open a subscription with no channels yet."""
 
     @abstractmethod
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         """The messages of ``channel`` after ``after_id``; ``None`` gives all
-        that are kept."""
+        that are kept.
+
+        :param limit: return at most this many, the oldest first; the
+            reader asks again after the last one for the next page.
+        """
+
+    def last_id(self, channel: str) -> str | None:
+        """The newest id of ``channel``, or ``None`` when it has none (or
+        the backend keeps no history). Reads one message, not the history."""
+        messages = self.history(channel, None).messages
+        return messages[-1].id if messages else None
 
     # -- idempotency ----------------------------------------------------------
     #
@@ -275,9 +307,20 @@ def resolve_backend(spec: object) -> type[Backend] | Backend:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+        missing = ", ".join(sorted(Backend.__abstractmethods__))
+        raise ConfigurationError(
+            f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
+            f"flask_notifications.pubsub.backend.Backend and implement {missing}, as docs/migrating.rst "
+            "shows, or use the 'redis', 'memory' or 'amqp' backend."
+        )
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
     return found
+
+
+def _is_01_backend(cls: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in ("publish", "subscribe", "listen"))
 
 
 def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:

@@ -22,6 +22,9 @@ _DONE = "done"
 
 
 class _MemorySubscription(Subscription):
+    # Every message published after add() is queued here: none is ever lost.
+    tracks_losses = True
+
     def __init__(self, backend: MemoryPubSub) -> None:
         self._backend = backend
         self._channels: set[str] = set()
@@ -129,18 +132,20 @@ class MemoryPubSub(Backend):
     def subscribe(self) -> Subscription:
         return _MemorySubscription(self)
 
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         with self._lock:
             entries = self._history.get(channel, deque())
             self._trim(channel, entries)
-            if after_id is None:
-                return History([message for _, message in entries])
-            after = parse_id(after_id)
+            after = (-1, -1) if after_id is None else parse_id(after_id)
+            found = (message for _, message in entries if message.sort_key > after)
+            messages = list(found if limit is None else itertools.islice(found, limit))
             dropped = self._dropped.get(channel)
-            return History(
-                [message for _, message in entries if message.sort_key > after],
-                gap=dropped is not None and dropped > after,
-            )
+            return History(messages, gap=after_id is not None and dropped is not None and dropped > after)
+
+    def last_id(self, channel: str) -> str | None:
+        with self._lock:
+            entries = self._history.get(channel)
+            return entries[-1][1].id if entries else None
 
     def _set_claim(self, key: str, state: str, until: float, now: float) -> None:
         # Called with the lock held.

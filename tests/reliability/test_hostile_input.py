@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from kombu.exceptions import ContentDisallowed
 
 from flask_notifications import Notifications
-from flask_notifications.consumers.consumer import Consumer
+from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.errors import InvalidEventError
 from flask_notifications.event import FIELDS, Event
 from flask_notifications.tasks import DISPATCH_TASK
@@ -276,7 +276,7 @@ def test_extra_fields_may_be_named_self() -> None:
 # -- send() -------------------------------------------------------------------
 
 
-class Recorder(Consumer):
+class Recorder(EventConsumer):
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.events: list[Event] = []
