@@ -40,9 +40,15 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float 
 _WAITING_IN = ("threading.py", "selectors.py", "socket.py", "ssl.py", "/redis/", "/amqp/", "/kombu/")
 
 
+#: The calls in which a subscription's ``get()`` blocks: a condition's or
+#: an event's ``wait``, Redis's ``XREAD``, AMQP's ``drain_events``.
+_BLOCKING_CALLS = frozenset({"wait", "xread", "drain_events"})
+
+
 def wait_until_waiting(thread: threading.Thread, function: str, timeout: float = 20.0) -> None:
-    """Wait until ``thread`` waits inside a call of ``function``: a frame of
-    that name is on its stack, and its innermost frame is a blocking wait.
+    """Wait until ``thread`` blocks inside a call of ``function``: a frame of
+    that name is on its stack above a blocking call (a ``wait``, ``XREAD``,
+    ``drain_events``), and its innermost frame waits on a lock or a socket.
 
     What a test synchronises on instead of sleeping "to let it block first".
     """
@@ -56,7 +62,8 @@ def wait_until_waiting(thread: threading.Thread, function: str, timeout: float =
         while frame is not None:
             names.add(frame.f_code.co_name)
             frame = frame.f_back
-        return function in names and any(part in innermost for part in _WAITING_IN)
+        blocked = function in names and bool(names & _BLOCKING_CALLS)
+        return blocked and any(part in innermost for part in _WAITING_IN)
 
     wait_for(lambda: waiting() and waiting(), timeout=timeout, interval=0.005)
 
