@@ -2,8 +2,9 @@
 # Run the test suite: lint, types, the docs build and pytest, against real
 # services.
 #
-#   ./run-tests.sh                 ruff, mypy --strict, sphinx -W, then the whole
-#                                  suite in parallel (pytest-xdist)
+#   ./run-tests.sh                 ruff, mypy --strict, sphinx -W, then the suite
+#                                  in parallel (pytest-xdist), and the reliability
+#                                  tests (faults, load) one at a time after it
 #   ./run-tests.sh ARGS...         the same, with ARGS given to pytest
 #                                  (tests/test_cli.py -x, -k name, ...)
 #   ./run-tests.sh --fast [ARGS]   the fast lane: ruff, then the unit tests that
@@ -156,8 +157,18 @@ python -m sphinx -W -b html docs docs/_build/html -q
 workers="${PYTEST_WORKERS:-4}"
 if [ "$workers" = 0 ]; then
   log "pytest"
-  python -m pytest "$@"
-else
-  log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially)"
-  python -m pytest -n "$workers" "$@"
+  exec python -m pytest "$@"
 fi
+# The reliability tests inject faults and load and wait on recovery: they
+# run one at a time, after the rest, so the parallel part does not load them.
+log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
+status=0
+python -m pytest -n "$workers" -m "not reliability" "$@" || status=$?
+log "pytest: the reliability tests (faults and load), one at a time"
+reliability=0
+python -m pytest -m reliability "$@" || reliability=$?
+# 5 means that a part selected no test: only both selecting none is an error.
+if [ "$status" = 5 ] && [ "$reliability" = 5 ]; then exit 5; fi
+[ "$status" = 5 ] && status=0
+[ "$reliability" = 5 ] && reliability=0
+[ "$status" = 0 ] && [ "$reliability" = 0 ]
