@@ -44,7 +44,8 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   # shellcheck disable=SC1091
   source .venv/bin/activate
 fi
-if [ "$mode" != services ] || ! python -c "import flask_notifications, kombu, redis, xdist" 2>/dev/null; then
+# The full run always installs; --fast and --services only when something is missing.
+if [ "$mode" = full ] || ! python -c "import flask_notifications, kombu, redis, xdist, hypothesis" 2>/dev/null; then
   log "installing the package with its test extras"
   python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
   python -m pip install --quiet --disable-pip-version-check -e ".[tests,docs]" 2>&1 \
@@ -55,8 +56,8 @@ fi
 if [ "$mode" = fast ]; then
   log "ruff"
   ruff check flask_notifications tests examples
-  log "pytest: the fast lane (no server)"
-  exec python -m pytest -m "not server and not reliability" "$@"
+  log "pytest: the fast lane (no server), in ${PYTEST_WORKERS:-3} processes"
+  exec python -m pytest -n "${PYTEST_WORKERS:-3}" -m "not server and not reliability" "$@"
 fi
 
 cleanup_cmds=()
