@@ -85,7 +85,9 @@ def test_usage_guide_runs_at_module_level_as_printed(
     passed, filtered = usage.passed, usage.filtered
     log = Path(usage_env["USAGE_LOG"])
     # The worker imported the guide too, and so sent its own two events.
-    written = wait_for(lambda: log.exists() and len(json_objects(log.read_text())) == 2 and log.read_text())
+    # A worker process starting beside a parallel suite may take a while:
+    # the timeout only bounds a hang.
+    written = wait_for(lambda: log.exists() and len(json_objects(log.read_text())) == 2 and log.read_text(), timeout=90)
     events = [Event.from_dict(found) for found in json_objects(written)]
     ids = {event["event_id"] for event in events}
     assert passed["event_id"] in ids and filtered["event_id"] not in ids
@@ -93,7 +95,8 @@ def test_usage_guide_runs_at_module_level_as_printed(
     assert passed in events
     backend = usage.notifications.backend
     messages = wait_for(
-        lambda: (found := backend.history(usage.test_hub_id, None).messages) and len(found) == 2 and found
+        lambda: (found := backend.history(usage.test_hub_id, None).messages) and len(found) == 2 and found,
+        timeout=90,
     )
     pushed = [Event.from_json(message.data) for message in messages]
     assert passed in pushed and all(event["event_type"] == "test" for event in pushed)
