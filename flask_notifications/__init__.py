@@ -16,6 +16,7 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    PermanentConsumerError,
     StreamFormatError,
     TooManyStreamsError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Not",
     "Notifications",
     "NotificationsError",
+    "PermanentConsumerError",
     "StreamFormatError",
     "TooManyStreamsError",
     "current_notifications",

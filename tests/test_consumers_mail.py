@@ -19,7 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from flask import Flask
 
-from flask_notifications import Notifications
+from flask_notifications import Notifications, signals
 from flask_notifications.consumers.flaskemail_consumer import FlaskEmailConsumer
 from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
 from flask_notifications.consumers.mail_consumer import MailConsumer
@@ -27,8 +27,10 @@ from flask_notifications.errors import (
     ConfigurationError,
     ConsumerError,
     MailAuthenticationError,
+    MailDeferredError,
     MailRejectedError,
     MailServerUnavailableError,
+    PermanentConsumerError,
 )
 from flask_notifications.event import Event
 
@@ -54,11 +56,16 @@ class SmtpServer:
     received: list[Received] = field(default_factory=list)
     logins: list[tuple[str, bool]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    greylist: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
             return "550 5.1.1 No such user"
+        if address in self.greylist:
+            # Refused for now, the first time only, as greylisting does.
+            self.greylist.discard(address)
+            return "451 4.7.1 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -263,7 +270,7 @@ def run_until_dead_letter(
     return send_until_dead_letter(notifications, celery_worker, make_event())
 
 
-def test_refused_login_is_retried_then_dead_lettered(
+def test_refused_login_is_dead_lettered_at_once(
     app: Flask,
     notifications: Notifications,
     celery_worker: WorkerFactory,
@@ -273,13 +280,64 @@ def test_refused_login_is_retried_then_dead_lettered(
 ) -> None:
     consumer = make_consumer(login=(USER, "wrong password"))
     errors, letter = run_until_dead_letter(app, notifications, celery_worker, consumer)
-    assert len(errors) == 3 and all(isinstance(e, MailAuthenticationError) for e in errors)
+    # 535 is permanent: the same credentials would be refused again (and
+    # repeated failed logins can lock the account), so no retry is spent.
+    assert len(errors) == 1 and isinstance(errors[0], MailAuthenticationError)
+    assert isinstance(errors[0], PermanentConsumerError)
     keys = "MAIL_USERNAME and MAIL_PASSWORD" if mail_kind == "flaskmail" else "EMAIL_HOST_USER and EMAIL_HOST_PASSWORD"
     assert "refused the login (535" in str(errors[0]) and keys in str(errors[0])
-    assert letter["attempts"] == 3 and "MailAuthenticationError" in letter["error"]
-    # smtplib tries each mechanism the server offers (PLAIN, LOGIN) per attempt.
-    assert len(smtp_server.logins) >= 3 and set(smtp_server.logins) == {(USER, False)}
+    assert letter["attempts"] == 1 and "MailAuthenticationError" in letter["error"] and keys in letter["error"]
+    # smtplib tries each mechanism the server offers (PLAIN, LOGIN), once.
+    assert 1 <= len(smtp_server.logins) <= 2 and set(smtp_server.logins) == {(USER, False)}
     assert smtp_server.received == []
+
+
+def test_permanent_rejection_is_dead_lettered_at_once(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    make_consumer: MailFactory,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.refuse = {"gone@example.org"}
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 5
+    hub = notifications.create_hub("Rejected")
+    hub.register_consumer(make_consumer(["gone@example.org"]))
+    errors, letter = send_until_dead_letter(notifications, celery_worker, make_event())
+    assert len(errors) == 1 and isinstance(errors[0], MailRejectedError)
+    assert letter["attempts"] == 1
+    assert "MailRejectedError" in letter["error"]
+    assert "refused every recipient: gone@example.org (550 5.1.1 No such user)" in letter["error"]
+    assert smtp_server.received == []
+
+
+def test_transient_refusal_is_retried(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    make_consumer: MailFactory,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.greylist = {"ops@example.org"}
+    hub = notifications.create_hub("Greylisted")
+    hub.register_consumer(make_consumer(["ops@example.org"]))
+    errors: list[tuple[BaseException, bool]] = []
+
+    def on_failed(sender: Any, exception: BaseException, will_retry: bool, **kwargs: Any) -> None:
+        errors.append((exception, will_retry))
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with celery_worker():
+            notifications.send(make_event(title="after greylisting"))
+            (received,) = wait_for(lambda: smtp_server.received)
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+    ((error, will_retry),) = errors
+    assert will_retry and isinstance(error, MailDeferredError) and not isinstance(error, PermanentConsumerError)
+    assert "refused every recipient, some for now: ops@example.org (451 4.7.1 Greylisted" in str(error)
+    assert received.message["Subject"] == "after greylisting"
+    assert notifications.dead_letters() == []
 
 
 def test_unreachable_server_is_retried_then_dead_lettered(
