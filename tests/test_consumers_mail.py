@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -370,6 +374,120 @@ def test_refused_recipients_raise_a_specific_error(
         refused(make_event(title="refused"))
     assert info.value.server == f"127.0.0.1:{smtp_server.port}"
     assert len(smtp_server.received) == 1
+
+
+# -- TLS -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (an IP SAN) and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flask-notifications test SMTP")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = directory / "smtp.pem", directory / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture(params=["starttls", "ssl"])
+def tls_server(request: pytest.FixtureRequest, self_signed: tuple[Path, Path]) -> Iterator[tuple[SmtpServer, str]]:
+    """A real SMTP server with the self-signed certificate, speaking STARTTLS
+    (and requiring it) or implicit TLS, and offering AUTH only over TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*self_signed)
+    server = SmtpServer("127.0.0.1", free_port())
+    mode = str(request.param)
+    tls: dict[str, Any] = (
+        {"tls_context": context, "require_starttls": True}
+        if mode == "starttls"
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; here all is TLS.
+        else {"ssl_context": context, "auth_require_tls": False}
+    )
+    controller = Controller(server, hostname=server.host, port=server.port, authenticator=server.authenticate, **tls)
+    controller.start()
+    yield server, mode
+    controller.stop()
+
+
+def test_tls_certificate_is_verified(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    mail_kind: str,
+    tls_server: tuple[SmtpServer, str],
+    self_signed: tuple[Path, Path],
+) -> None:
+    server, mode = tls_server
+    configure(app, mail_kind, server.host, server.port, (USER, PASSWORD))
+    prefix = "MAIL" if mail_kind == "flaskmail" else "EMAIL"
+    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 0
+    cls = FlaskMailConsumer if mail_kind == "flaskmail" else FlaskEmailConsumer
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    notifications.create_hub("Untrusted").register_consumer(
+        cls.from_app(app, SENDER, ["ops@example.org"], subject="untrusted")
+    )
+    notifications.create_hub("Trusted").register_consumer(
+        cls.from_app(app, SENDER, ["ops@example.org"], subject="trusted", ssl_context=trusting)
+    )
+    errors, letter = send_until_dead_letter(notifications, celery_worker, make_event())
+    wait_for(lambda: server.received)
+
+    # By default the certificate is checked against the system's CAs: the
+    # self-signed one is refused before the credentials are sent.
+    (error,) = errors
+    assert isinstance(error, MailServerUnavailableError) and isinstance(error.__cause__, ssl.SSLCertVerificationError)
+    assert f"The certificate of the SMTP server 127.0.0.1:{server.port} could not be verified" in str(error)
+    assert "ssl_context=" in str(error)
+    assert "could not be verified" in letter["error"]
+    # The application that trusts it sends, logged in over TLS.
+    assert [r.message["Subject"] for r in server.received] == ["trusted"]
+    assert server.logins == [(USER, True)]
+
+
+def test_tls_host_name_is_verified(
+    app: Flask,
+    notifications: Notifications,
+    mail_kind: str,
+    tls_server: tuple[SmtpServer, str],
+    self_signed: tuple[Path, Path],
+) -> None:
+    # The certificate names 127.0.0.1, not localhost: trusted, but for
+    # another host.
+    server, mode = tls_server
+    configure(app, mail_kind, "localhost", server.port, (USER, PASSWORD))
+    prefix = "MAIL" if mail_kind == "flaskmail" else "EMAIL"
+    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
+    cls = FlaskMailConsumer if mail_kind == "flaskmail" else FlaskEmailConsumer
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    consumer = cls.from_app(app, SENDER, ["ops@example.org"], ssl_context=trusting)
+    with pytest.raises(MailServerUnavailableError, match="Hostname mismatch|IP address mismatch|doesn't match"):
+        consumer(make_event())
+    assert server.logins == [] and server.received == []
 
 
 def test_a_sender_is_required(app: Flask, notifications: Notifications, mail_kind: str) -> None:
