@@ -315,6 +315,21 @@ def test_permanent_rejection_is_dead_lettered_at_once(
     assert smtp_server.received == []
 
 
+def test_login_not_offered_is_permanent(notifications: Notifications, make_consumer: MailFactory) -> None:
+    # aiosmtpd offers AUTH only over TLS unless told otherwise.
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(server, hostname=server.host, port=server.port, authenticator=server.authenticate)
+    controller.start()
+    try:
+        consumer = make_consumer(port=server.port, login=(USER, PASSWORD))
+        with pytest.raises(MailAuthenticationError, match="does not support what was asked") as info:
+            consumer(make_event())
+    finally:
+        controller.stop()
+    assert isinstance(info.value, PermanentConsumerError)
+    assert server.logins == [] and server.received == []
+
+
 def test_transient_refusal_is_retried(
     app: Flask,
     notifications: Notifications,
@@ -433,6 +448,17 @@ def tls_server(request: pytest.FixtureRequest, self_signed: tuple[Path, Path]) -
     controller.stop()
 
 
+def configure_tls(
+    app: Flask, kind: str, host: str, port: int, mode: str
+) -> type[FlaskMailConsumer] | type[FlaskEmailConsumer]:
+    """Configure ``app`` for the TLS server, with a login, and return the
+    consumer class of ``kind``."""
+    configure(app, kind, host, port, (USER, PASSWORD))
+    prefix = "MAIL" if kind == "flaskmail" else "EMAIL"
+    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
+    return FlaskMailConsumer if kind == "flaskmail" else FlaskEmailConsumer
+
+
 def test_tls_certificate_is_verified(
     app: Flask,
     notifications: Notifications,
@@ -442,11 +468,8 @@ def test_tls_certificate_is_verified(
     self_signed: tuple[Path, Path],
 ) -> None:
     server, mode = tls_server
-    configure(app, mail_kind, server.host, server.port, (USER, PASSWORD))
-    prefix = "MAIL" if mail_kind == "flaskmail" else "EMAIL"
-    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
+    cls = configure_tls(app, mail_kind, server.host, server.port, mode)
     app.config["NOTIFICATIONS_MAX_RETRIES"] = 0
-    cls = FlaskMailConsumer if mail_kind == "flaskmail" else FlaskEmailConsumer
     trusting = ssl.create_default_context(cafile=str(self_signed[0]))
     notifications.create_hub("Untrusted").register_consumer(
         cls.from_app(app, SENDER, ["ops@example.org"], subject="untrusted")
@@ -479,10 +502,7 @@ def test_tls_host_name_is_verified(
     # The certificate names 127.0.0.1, not localhost: trusted, but for
     # another host.
     server, mode = tls_server
-    configure(app, mail_kind, "localhost", server.port, (USER, PASSWORD))
-    prefix = "MAIL" if mail_kind == "flaskmail" else "EMAIL"
-    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
-    cls = FlaskMailConsumer if mail_kind == "flaskmail" else FlaskEmailConsumer
+    cls = configure_tls(app, mail_kind, "localhost", server.port, mode)
     trusting = ssl.create_default_context(cafile=str(self_signed[0]))
     consumer = cls.from_app(app, SENDER, ["ops@example.org"], ssl_context=trusting)
     with pytest.raises(MailServerUnavailableError, match="Hostname mismatch|IP address mismatch|doesn't match"):
