@@ -532,6 +532,8 @@ def test_invalid_options_are_refused(app: Flask, notifications: Notifications) -
         FlaskEmailConsumer.from_app(app, None, ["a@example.org"], subject="x", subject_template="y.txt")
     with pytest.raises(ConsumerError, match="line break"):
         FlaskEmailConsumer.from_app(app, None, ["a@example.org\r\nBcc: victim@example.org"])
+    with pytest.raises(ConsumerError, match="ssl_context must be an ssl.SSLContext, not str"):
+        FlaskEmailConsumer.from_app(app, None, ["a@example.org"], ssl_context="/etc/ssl/ca.pem")
     app.config.update(EMAIL_USE_TLS=True, EMAIL_USE_SSL=True)
     with pytest.raises(ConfigurationError, match="not both"):
         FlaskEmailConsumer.from_app(app, None, ["a@example.org"])
