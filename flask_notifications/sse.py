@@ -194,8 +194,10 @@ def gap_frame(last_event_id: str, *, oldest_id: str | None, reason: str, id: str
     :param reason: ``"trimmed"`` (the history no longer reaches back to the
         id), ``"ahead"`` (the id is newer than any of the hub's), ``"overrun"``
         (the server fell behind the history), ``"reset"`` (the backend's ids
-        went backwards: it restarted empty) or ``"outage"`` (the backend
-        cannot tell what it dropped while unreachable).
+        went backwards: it restarted empty), ``"failover"`` (a replica took
+        over from a failed master, whose last writes may not have reached
+        it) or ``"outage"`` (the backend cannot tell what it dropped while
+        unreachable).
     :param id: the frame's id, where the client resumes from; defaults to
         ``last_event_id``.
     """

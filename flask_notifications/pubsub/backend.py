@@ -101,7 +101,9 @@ class Lost:
     :param after_id: the last id delivered before the loss.
     :param reason: ``"overrun"`` (the history was trimmed past the reader),
         ``"reset"`` (the channel's ids went backwards or it vanished: a
-        server restarted empty, or the channel was deleted), or ``"outage"``
+        server restarted empty, or the channel was deleted), ``"failover"``
+        (the server is a replica promoted after its master failed, which may
+        not have replicated the last writes), or ``"outage"``
         (the backend cannot tell what it dropped while unreachable).
     """
 
