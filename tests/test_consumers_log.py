@@ -5,6 +5,7 @@ often the task runs, and a clear, retried, dead-lettered failure."""
 from __future__ import annotations
 
 import fcntl
+import importlib
 import logging
 import os
 import select
@@ -246,6 +247,14 @@ def consumers_app_workers(
             redis_client.delete(*keys)
 
 
+def fresh_consumers_app() -> Any:
+    """:mod:`tests.apps.consumers_app` imported anew, with the environment
+    the workers got (``from tests.apps import consumers_app`` would return
+    the module an earlier test imported)."""
+    sys.modules.pop("tests.apps.consumers_app", None)
+    return importlib.import_module("tests.apps.consumers_app")
+
+
 @pytest.fixture
 def two_workers(
     redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
@@ -259,8 +268,7 @@ def two_workers(
 def test_two_worker_processes_write_exactly_one_line_per_event(
     two_workers: Path, redis_client: redis.Redis[bytes], unique: str
 ) -> None:
-    sys.modules.pop("tests.apps.consumers_app", None)
-    from tests.apps import consumers_app
+    consumers_app = fresh_consumers_app()
 
     n = 200
     events = [
@@ -305,9 +313,7 @@ def test_gevent_worker_keeps_running_while_the_log_is_locked(
     options: dict[str, Any] = {"pool": "gevent", "concurrency": 10}
     with consumers_app_workers(["green"], log, redis_url, unique, redis_client, monkeypatch, **options) as workers:
         (worker,) = workers
-        # Imported with the environment the workers got.
-        sys.modules.pop("tests.apps.consumers_app", None)
-        from tests.apps import consumers_app
+        consumers_app = fresh_consumers_app()
 
         first, second = make_event(title="first"), make_event(title="second")
         with open(log, "ab") as holder, consumers_app.app.app_context():
