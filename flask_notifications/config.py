@@ -83,6 +83,14 @@ DEFAULTS: dict[str, Any] = {
     # None for no limit. Behind a proxy, apply werkzeug's ProxyFix so the
     # address is the client's, not the proxy's.
     "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": 20,
+    # The inbox's database: a SQLAlchemy URL or Engine. None uses the app's
+    # Flask-SQLAlchemy engine if it has one, else SQLite in the instance folder.
+    "NOTIFICATIONS_INBOX_URL": None,
+    # The inbox's table (the shipped migration creates the default name).
+    "NOTIFICATIONS_INBOX_TABLE": "notifications_inbox",
+    # Age (seconds or a timedelta) past which `flask notifications inbox
+    # purge` deletes notifications; None keeps them until purged with --days.
+    "NOTIFICATIONS_INBOX_RETENTION": None,
 }
 
 

@@ -9,7 +9,8 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from flask import Flask, Request, Response, current_app, has_app_context
@@ -27,6 +28,9 @@ from .event_hub import EventHub, hub_id_for
 from .pubsub.backend import Backend, build_backend
 from .sse import Fanout
 from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
+
+if TYPE_CHECKING:
+    from .inbox import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +177,14 @@ class Notifications:
     def backend(self) -> Backend:
         """The pub/sub backend of the current application."""
         return self.get_backend()
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        """Every user's stored notifications; see :doc:`inbox` (needs the
+        ``inbox`` extra)."""
+        from .inbox import Inbox
+
+        return Inbox(self)
 
     # -- hubs -----------------------------------------------------------------
 
