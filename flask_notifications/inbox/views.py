@@ -188,7 +188,7 @@ def _not_found(exc: NotificationNotFoundError) -> tuple[Response, int]:
 
 @inbox_blueprint.errorhandler(InboxUnavailableError)
 def _unavailable(exc: InboxUnavailableError) -> tuple[Response, int]:
-    current_app.logger.warning("The inbox database failed: %s", exc)
+    current_app.logger.warning("%s", exc)
     return _error(503, "The notification inbox is unavailable; try again shortly.")
 
 
