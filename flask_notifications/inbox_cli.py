@@ -3,6 +3,7 @@
     flask --app yourapp notifications inbox init-db
     flask --app yourapp notifications inbox purge            # NOTIFICATIONS_INBOX_RETENTION
     flask --app yourapp notifications inbox purge --days 90
+    flask --app yourapp notifications inbox migration     # for Flask-Migrate
 
 It lives apart from the inbox package so that ``flask notifications`` works
 without SQLAlchemy installed; the commands import the inbox when they run.
@@ -10,7 +11,10 @@ without SQLAlchemy installed; the commands import the inbox when they run.
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -70,3 +74,55 @@ def purge_command(days: float | None) -> None:
     finally:
         inbox.close()
     click.echo(f"Deleted {deleted} notification{'s' if deleted != 1 else ''}.")
+
+
+@inbox_cli.command("migration")
+@click.option(
+    "-d",
+    "--directory",
+    default="migrations",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The Alembic (Flask-Migrate) migrations folder.",
+)
+def migration_command(directory: str) -> None:
+    """Add the inbox table's migration to the application's Alembic
+    migrations, after their current head; then run 'flask db upgrade'."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    from .inbox.migrations import TEMPLATE
+
+    ini = Path(directory) / "alembic.ini"
+    config = Config(str(ini) if ini.is_file() else None)
+    config.set_main_option("script_location", directory)
+    try:
+        scripts = ScriptDirectory.from_config(config)
+    except CommandError as exc:
+        raise click.ClickException(
+            f"{directory!r} is not an Alembic migrations folder ('flask db init'): {exc}"
+        ) from None
+    heads = scripts.get_heads()
+    if len(heads) > 1:
+        raise click.ClickException(
+            f"The migrations have {len(heads)} heads ({', '.join(heads)}); merge them first ('flask db merge heads')."
+        )
+    table = current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or "notifications_inbox"
+    revision = uuid.uuid4().hex[:12]
+    text = Path(TEMPLATE).read_text(encoding="utf-8")
+    replacements = {
+        r'^revision = ".*"$': f'revision = "{revision}"',
+        r"^Revision ID: .*$": f"Revision ID: {revision}",
+        r"^down_revision = .*$": f"down_revision = {heads[0]!r}" if heads else "down_revision = None",
+        r"^Revises:.*$": f"Revises: {heads[0] if heads else ''}",
+        r"^branch_labels = .*$": "branch_labels = None",
+        r'^TABLE = ".*"$': f"TABLE = {table!r}",
+    }
+    for pattern, value in replacements.items():
+        text, found = re.subn(pattern, value.replace("\\", "\\\\"), text, count=1, flags=re.MULTILINE)
+        if found != 1:
+            raise click.ClickException(f"The inbox's migration template has no line matching {pattern!r}.")
+    path = Path(scripts.versions) / f"{revision}_create_{table}.py"
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"Wrote {path}; apply it with 'flask db upgrade'.")

@@ -4,7 +4,7 @@ their read state and a live unread count. Needs the ``inbox`` extra
 
 from __future__ import annotations
 
-from .migrations import MIGRATIONS, include_object
+from .migrations import include_object
 from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table
 from .store import BADGE_EVENT_TYPE, Inbox, badge_event
 from .views import inbox_blueprint
@@ -12,7 +12,6 @@ from .views import inbox_blueprint
 __all__ = [
     "BADGE_EVENT_TYPE",
     "DEFAULT_TABLE",
-    "MIGRATIONS",
     "Inbox",
     "InboxItem",
     "InboxPage",

@@ -1,14 +1,11 @@
 """The Alembic migration of the inbox table, for applications that manage
 their schema with Alembic or Flask-Migrate.
 
-Add its folder to ``version_locations`` in ``migrations/alembic.ini``::
-
-    [alembic]
-    version_locations = %(here)s/versions flask_notifications.inbox:migrations/versions
-
-then ``flask db upgrade heads`` creates the table. It is a branch of its own,
-labelled ``flask_notifications_inbox``, and creates the table under its
-default name (``notifications_inbox``).
+``flask notifications inbox migration`` copies it into the application's
+``migrations/versions``, after the current head, with the configured table
+name; ``flask db upgrade`` then creates the table. Autogenerate does not know
+the inbox table: give ``env.py`` the :func:`include_object` hook, so that
+``flask db migrate`` does not propose to drop it.
 """
 
 from __future__ import annotations
@@ -16,17 +13,14 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
+from flask import current_app, has_app_context
+
 from ..model import DEFAULT_TABLE
 
-#: The ``version_locations`` entry of the inbox's migrations.
-MIGRATIONS = "flask_notifications.inbox:migrations/versions"
-#: The branch label of the inbox's migrations.
-BRANCH = "flask_notifications_inbox"
-
-
-def versions_path() -> str:
-    """The folder of the migration scripts, as a file system path."""
-    return str(files("flask_notifications.inbox") / "migrations" / "versions")
+#: The migration script that ``flask notifications inbox migration`` copies.
+TEMPLATE = str(
+    files("flask_notifications.inbox") / "migrations" / "versions" / "a3f1c9e2b7d4_create_notifications_inbox.py"
+)
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
@@ -38,7 +32,14 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
         from flask_notifications.inbox import include_object
         context.configure(..., include_object=include_object)
     """
+    inbox = _table_name()
     if type_ == "table":
-        return name != DEFAULT_TABLE
+        return name != inbox
     table = getattr(obj, "table", None)
-    return getattr(table, "name", None) != DEFAULT_TABLE
+    return getattr(table, "name", None) != inbox
+
+
+def _table_name() -> str:
+    if has_app_context():
+        return str(current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE)
+    return DEFAULT_TABLE
