@@ -272,9 +272,11 @@ class Inbox:
             }
             for user in users
         ]
+        channels = self.badge_channels()
         with _database_errors(table.name), store.engine.begin() as conn:
             stored = self._insert(conn, table, rows)
-        self.publish_badges(users, strict=True)
+            counts = _count_unread(conn, table, users) if channels else {}
+        self._publish(channels, counts, strict=True)
         return stored
 
     def _insert(self, conn: sa.Connection, table: sa.Table, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -364,20 +366,10 @@ class Inbox:
 
     def unread_counts(self, users: Iterable[str | int]) -> dict[str, int]:
         """:meth:`unread_count` of several users, in one query per 500."""
-        wanted = list(dict.fromkeys(_recipient(user) for user in users))
-        counts = dict.fromkeys(wanted, 0)
+        wanted = builtins.list(dict.fromkeys(_recipient(user) for user in users))
         store = self._store()
-        t = store.table
-        with _database_errors(t.name), store.engine.connect() as conn:
-            for chunk in _chunks(wanted):
-                where = [t.c.read_at.is_(None), t.c.archived_at.is_(None)]
-                if len(chunk) == 1:
-                    query = sa.select(t.c.recipient, sa.func.count()).where(t.c.recipient == chunk[0], *where)
-                else:
-                    query = sa.select(t.c.recipient, sa.func.count()).where(t.c.recipient.in_(chunk), *where)
-                for recipient, count in conn.execute(query.group_by(t.c.recipient)):
-                    counts[recipient] = int(count)
-        return counts
+        with _database_errors(store.table.name), store.engine.connect() as conn:
+            return _count_unread(conn, store.table, wanted)
 
     def unseen_count(self, user: str | int) -> int:
         """How many of ``user``'s unarchived notifications were never seen."""
@@ -401,14 +393,15 @@ class Inbox:
             return 0
         store = self._store()
         t = store.table
+        channels = self.badge_channels()
         with _database_errors(t.name), store.engine.begin() as conn:
             where = [t.c.recipient == recipient]
             if wanted is not None:
                 self._check_owned(conn, t, recipient, wanted)
                 where.append(t.c.id.in_(wanted))
             changed = conn.execute(sa.update(t).where(*where, *extra).values(values)).rowcount
-        if changed:
-            self.publish_badges([recipient])
+            counts = _count_unread(conn, t, [recipient]) if changed and channels else {}
+        self._publish(channels, counts)
         return int(changed)
 
     @staticmethod
@@ -474,10 +467,12 @@ class Inbox:
             return 0
         store = self._store()
         t = store.table
+        channels = self.badge_channels()
         with _database_errors(t.name), store.engine.begin() as conn:
             self._check_owned(conn, t, recipient, wanted)
             deleted = conn.execute(sa.delete(t).where(t.c.recipient == recipient, t.c.id.in_(wanted))).rowcount
-        self.publish_badges([recipient])
+            counts = _count_unread(conn, t, [recipient]) if channels else {}
+        self._publish(channels, counts)
         return int(deleted)
 
     def purge(self, older_than: timedelta | float | None = None) -> int:
@@ -527,19 +522,33 @@ class Inbox:
         :raises BackendError: the backend failed, and ``strict`` is set.
         """
         channels = self.badge_channels()
-        if not channels:
+        if channels:
+            self._publish(channels, self.unread_counts(users), strict=strict)
+
+    def _publish(self, channels: builtins.list[str], counts: dict[str, int], *, strict: bool = False) -> None:
+        if not channels or not counts:
             return
-        counts = self.unread_counts(users)
         backend = self.notifications.get_backend(self._app())
+        frames = [badge_event(user, count).to_json() for user, count in counts.items()]
         try:
-            for user, count in counts.items():
-                data = badge_event(user, count).to_json()
-                for channel in channels:
-                    backend.publish(channel, data)
+            for channel in channels:
+                backend.publish_many(channel, frames)
         except BackendError:
             if strict:
                 raise
             logger.warning("Could not publish the unread counts of %d users.", len(counts), exc_info=True)
+
+
+def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -> dict[str, int]:
+    """The unread counts of ``users``, in one query per 500 of them."""
+    counts = dict.fromkeys(users, 0)
+    unread = [t.c.read_at.is_(None), t.c.archived_at.is_(None)]
+    for chunk in _chunks(users):
+        who = t.c.recipient == chunk[0] if len(chunk) == 1 else t.c.recipient.in_(chunk)
+        query = sa.select(t.c.recipient, sa.func.count()).where(who, *unread).group_by(t.c.recipient)
+        for recipient, count in conn.execute(query):
+            counts[recipient] = int(count)
+    return counts
 
 
 def badge_event(user: str, unread_count: int) -> Event:

@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -379,6 +379,19 @@ class RedisPubSub(Backend):
             pipe.expire(key, int(self.history_ttl) + 1)
         replies = self._call("publish", pipe.execute)
         return Message(channel, _text(replies[0]), data)
+
+    def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
+        """Publish ``items`` in one pipeline: one round trip for them all."""
+        key = self._key(channel)
+        pipe = self.client.pipeline(transaction=False)
+        for data in items:
+            pipe.xadd(key, {"d": data}, maxlen=self.history_size, approximate=True)
+        if self.history_ttl is not None:
+            cutoff_ms = int((time.time() - self.history_ttl) * 1000)
+            pipe.xtrim(key, minid=f"{max(cutoff_ms, 0)}-0", approximate=True)
+            pipe.expire(key, int(self.history_ttl) + 1)
+        replies = self._call("publish", pipe.execute)
+        return [Message(channel, _text(reply), data) for reply, data in zip(replies, items, strict=False)]
 
     def subscribe(self) -> Subscription:
         return _RedisSubscription(self)
