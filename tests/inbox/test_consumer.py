@@ -89,6 +89,26 @@ def test_redelivered_task_stores_nothing_twice(
     assert inbox.unread_count("alice") == 1
 
 
+def test_badge_channel_and_badge_off(notifications: Notifications, inbox: Inbox) -> None:
+    other = notifications.create_hub("Badges")
+    hub = notifications.create_hub("InboxElsewhere")
+    hub.register_consumer(InboxConsumer(badge_channel=other.hub_id))
+    quiet = notifications.create_hub("InboxQuiet")
+    quiet.register_consumer(InboxConsumer(badge=False))
+    assert inbox.badge_channels() == [other.hub_id]
+    subscription = notifications.backend.subscribe()
+    subscription.add(other.hub_id)
+    subscription.add(hub.hub_id)
+    received: list[Message] = []
+    try:
+        inbox.add(make_event(("alice",)), ["alice"], delivery_id="d1")
+        wait_for(lambda: received.extend(subscription.get(0.2)) or received)
+    finally:
+        subscription.close()
+    assert [m.channel for m in received] == [other.hub_id]
+    assert badges(received) == {"alice": 1}
+
+
 def test_recipients_function(notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory) -> None:
     hub = notifications.create_hub("InboxFollowers")
     hub.register_consumer(InboxConsumer(recipients=lambda event: [f"follower-of-{event['sender']}"], badge=False))

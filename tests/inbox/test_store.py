@@ -248,6 +248,8 @@ def test_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path, redis
             assert ext.inbox.engine.dialect.name == "sqlite"
             assert (tmp_path / "instance" / "notifications_inbox.sqlite3").is_file()
             assert ext.inbox.unread_count("alice") == 1
+            with ext.inbox.engine.connect() as conn:
+                assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
         finally:
             ext.inbox.close()
             ext.get_backend(app).close()
