@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
 inbox_cli = AppGroup("inbox", help="Set up and trim the notification inbox.")
 
 
-def _inbox() -> Inbox:
+@contextmanager
+def _inbox() -> Iterator[Inbox]:
+    """The current application's inbox, its connections closed afterwards;
+    its errors end the command with their message."""
     try:
         ext = current_app.extensions["notifications"]
     except KeyError:
@@ -41,20 +46,20 @@ def _inbox() -> Inbox:
         raise click.ClickException(
             f"The inbox needs SQLAlchemy 2: pip install 'Flask-Notifications[inbox]' ({exc})."
         ) from None
-    return inbox
+    try:
+        yield inbox
+    except NotificationsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        inbox.close()
 
 
 @inbox_cli.command("init-db")
 def init_db_command() -> None:
     """Create the inbox table and its indexes, if they do not exist."""
-    inbox = _inbox()
-    try:
+    with _inbox() as inbox:
         table, url = inbox.table.name, inbox.engine.url.render_as_string()
         inbox.create_all()
-    except NotificationsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        inbox.close()
     click.echo(f"The inbox table {table!r} is ready in {url}.")
 
 
@@ -66,13 +71,8 @@ def init_db_command() -> None:
 )
 def purge_command(days: float | None) -> None:
     """Delete old notifications, read or not."""
-    inbox = _inbox()
-    try:
+    with _inbox() as inbox:
         deleted = inbox.purge(timedelta(days=days) if days is not None else None)
-    except NotificationsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        inbox.close()
     click.echo(f"Deleted {deleted} notification{'s' if deleted != 1 else ''}.")
 
 

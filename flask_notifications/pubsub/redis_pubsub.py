@@ -370,15 +370,7 @@ class RedisPubSub(Backend):
         return _text(entries[0][0]) if entries else "0-0"
 
     def publish(self, channel: str, data: str) -> Message:
-        key = self._key(channel)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(key, {"d": data}, maxlen=self.history_size, approximate=True)
-        if self.history_ttl is not None:
-            cutoff_ms = int((time.time() - self.history_ttl) * 1000)
-            pipe.xtrim(key, minid=f"{max(cutoff_ms, 0)}-0", approximate=True)
-            pipe.expire(key, int(self.history_ttl) + 1)
-        replies = self._call("publish", pipe.execute)
-        return Message(channel, _text(replies[0]), data)
+        return self.publish_many(channel, [data])[0]
 
     def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
         """Publish ``items`` in one pipeline: one round trip for them all."""

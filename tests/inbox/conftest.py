@@ -6,8 +6,6 @@ PostgreSQL server the PostgreSQL half skips, saying why."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,52 +57,3 @@ def inbox(app: Flask, notifications: Notifications, inbox_url: str, unique: str)
     with app.app_context():
         inbox.drop_all()
         inbox.close()
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target`` once :meth:`start` is
-    called; until then nothing listens there, as with a database that is down."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        from ..helpers import free_port
-
-        self.target = target
-        self.port = free_port()
-        self._server: socket.socket | None = None
-        self._sockets: list[socket.socket] = []
-
-    def start(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port))
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (source, sink):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for sock in self._sockets:
-            sock.close()

@@ -20,7 +20,8 @@ from flask_notifications.pubsub.backend import Message
 
 from ..conftest import WorkerFactory
 from ..helpers import deliver_twice, wait_for
-from .conftest import TcpProxy, table_name
+from ..reliability.tcp_proxy import TcpProxy
+from .conftest import table_name
 
 
 def make_event(recipients: tuple[str, ...] = ("alice", "bob"), **extra: Any) -> Event:
@@ -139,6 +140,7 @@ def test_database_down_is_retried_and_nothing_is_lost(
 ) -> None:
     real = urlsplit(postgres_url)
     proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
+    proxy.refusing.set()  # the database is down: connections are dropped at once
     table = define_table(sa.MetaData(), table_name(unique))
     engine = sa.create_engine(postgres_url)
     table.create(engine)
@@ -151,7 +153,7 @@ def test_database_down_is_retried_and_nothing_is_lost(
     def on_failed(sender: Any, exception: BaseException, **kwargs: Any) -> None:
         failures.append(exception)
         if len(failures) == 1:
-            proxy.start()  # the database comes back after the first failure
+            proxy.refusing.clear()  # the database comes back after the first failure
 
     signals.consumer_failed.connect(on_failed)
     try:
@@ -168,6 +170,6 @@ def test_database_down_is_retried_and_nothing_is_lost(
     finally:
         signals.consumer_failed.disconnect(on_failed)
         notifications.inbox.close()
-        proxy.stop()
+        proxy.close()
         table.drop(engine)
         engine.dispose()
