@@ -72,8 +72,11 @@ def test_flask_migrate_upgrade_creates_the_inbox_table(
     (copied,) = (directory / "versions").glob("*_create_notifications_inbox.py")
     env = directory / "env.py"
     hook = "context.configure(\n        include_object=include_object,\n"
+    # fileConfig() would disable every logger of the test process, which
+    # later tests read with caplog.
     env.write_text(
-        "from flask_notifications.inbox import include_object\n" + env.read_text().replace("context.configure(\n", hook)
+        "from flask_notifications.inbox import include_object\n"
+        + env.read_text().replace("context.configure(\n", hook).replace("fileConfig(config.config_file_name)", "pass")
     )
     flask_db("upgrade")
     try:
