@@ -14,6 +14,11 @@ from flask import Flask
 #: documentation's ``BACKEND`` key is set.
 DEFAULT_BACKEND = "flask_notifications.pubsub.redis_pubsub.RedisPubSub"
 
+#: Backend paths of 0.1 and what replaces them.
+LEGACY_BACKENDS = {
+    "flask_notifications.backend.redis_backend.RedisBackend": DEFAULT_BACKEND,
+}
+
 DEFAULTS: dict[str, Any] = {
     # Pub/sub backend: a class, an instance, an alias (redis, memory, amqp) or
     # a dotted path. ``BACKEND`` (the original key) is honoured when this is
@@ -28,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # letters, shared by every process; None keeps them in the memory of each
     # process (a warning is logged), as RabbitMQ has no place for them.
     "NOTIFICATIONS_AMQP_LEDGER_URL": None,
+    # Bytes RabbitMQ keeps in each hub's stream queue (AMQP backend).
+    "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
     # Largest accepted event, in bytes of its JSON form.
@@ -52,11 +59,19 @@ DEFAULTS: dict[str, Any] = {
         "interval_step": 0.2,
         "interval_max": 0.5,
     },
-    # Seconds an idempotency record of (event id, consumer) is kept, so a
-    # redelivered task does not repeat its effect.
-    "NOTIFICATIONS_IDEMPOTENCY_TTL": 7 * 24 * 3600,
-    # Seconds a consumer may hold its in-progress claim before another
-    # delivery of the same task may take over (a crashed worker's claim).
+    # Seconds the record of a (delivery, hub, consumer) that ran is kept, so
+    # that a task the broker redelivers does not repeat its effect: as long
+    # as a redelivery can happen. None takes the Celery broker's
+    # visibility_timeout (broker_transport_options), else one hour.
+    "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
+    # Records an in-process ledger (memory backend, AMQP backend without
+    # NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently written go first.
+    "NOTIFICATIONS_LEDGER_SIZE": 10000,
+    # Seconds send(idempotency_key=...) refuses a second send with that key.
+    "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,
+    # Seconds a run's claim lasts unless renewed; a running consumer renews
+    # it every third of this, so only a dead worker's claim expires, and
+    # another run of the same delivery may then take over.
     "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
@@ -69,11 +84,17 @@ DEFAULTS: dict[str, Any] = {
     # (endpoint "notifications.events"); off, so an application chooses
     # where its streams live and who may read them.
     "NOTIFICATIONS_SSE_BLUEPRINT": False,
+    # Serve the blueprint's streams with no stream_authorizer on purpose:
+    # without one, the first stream logs a warning that every hub is public.
+    "NOTIFICATIONS_SSE_PUBLIC": False,
     # URL prefix of that blueprint.
     "NOTIFICATIONS_SSE_URL_PREFIX": "/notifications",
     # Seconds between comment heartbeats on an idle stream, so proxies and
     # load balancers keep it open and a dead client is noticed.
     "NOTIFICATIONS_SSE_HEARTBEAT": 20.0,
+    # Name each SSE event after its event_type (addEventListener); False
+    # sends unnamed events, as 0.1 did, for pages that use source.onmessage.
+    "NOTIFICATIONS_SSE_EVENT_NAMES": True,
     # Milliseconds a browser waits before it reconnects (the SSE "retry:").
     "NOTIFICATIONS_SSE_RETRY": 3000,
     # Events buffered per connection; a client that falls further behind is
@@ -102,3 +123,6 @@ def apply_defaults(app: Flask) -> None:
         app.config.setdefault(key, value)
     if app.config["NOTIFICATIONS_BACKEND"] is None:
         app.config["NOTIFICATIONS_BACKEND"] = app.config.get("BACKEND") or DEFAULT_BACKEND
+    backend = app.config["NOTIFICATIONS_BACKEND"]
+    if isinstance(backend, str) and backend in LEGACY_BACKENDS:
+        app.config["NOTIFICATIONS_BACKEND"] = LEGACY_BACKENDS[backend]

@@ -6,28 +6,28 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+from celery.app.defaults import NAMESPACES, flatten
 from flask import Flask, Request, Response, current_app, has_app_context
 from flask_celeryext import FlaskCeleryExt
-from flask_celeryext._mapping import FLASK_TO_CELERY_MAPPING
-from flask_celeryext.app import AppContextTask, map_invenio_to_celery
+from flask_celeryext.app import AppContextTask
 from kombu.exceptions import OperationalError
 
-from . import signals
+from . import dead_letters, signals
 from .config import apply_defaults
-from .errors import BrokerUnavailableError, HubError, InvalidEventError, NotificationsError
+from .errors import BrokerUnavailableError, HubError, InvalidEventError
 from .event import Event
 from .event_filter import EventFilter
-from .event_hub import EventHub, hub_id_for
-from .pubsub.backend import Backend, build_backend
-from .sse import Fanout
-from .tasks import DISPATCH_TASK, bind, enqueue, register_consumer_task
+from .event_hub import EventHub, current_notifications, hub_id_for
+from .fanout import Fanout, Stream
+from .pubsub.backend import Backend, Claim, build_backend
+from .tasks import DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
 
 if TYPE_CHECKING:
     from .inbox import Inbox
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: What :meth:`Notifications.stream_authorizer` registers.
 StreamAuthorizer = Callable[[EventHub, Request], "bool | EventFilter | None"]
-_fanout_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,27 +45,141 @@ class Dispatch:
     :param event: the validated event.
     :param hub_ids: the hubs whose filter matched, in creation order.
     :param task_id: the id of the Celery dispatch task, or ``None`` when
-        nothing was enqueued (no consumer matched, or the event expired).
+        nothing was enqueued (no consumer matched, the event expired, or the
+        send was a duplicate).
+    :param delivery_id: the id of this send, which every consumer's
+        :func:`~flask_notifications.delivery.current_delivery` carries.
+    :param duplicate: ``True`` when ``idempotency_key`` was already sent
+        within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW``; nothing was enqueued.
     """
 
     event: Event
     hub_ids: tuple[str, ...]
     task_id: str | None
+    delivery_id: str | None = None
+    duplicate: bool = False
 
 
-@dataclass
-class _State:
-    celery: Celery
-    backend: Backend
-    fanout: Fanout | None = None
+class Runtime:
+    """What the extension holds for one application: its Celery app, its
+    backend, the fan-out of its streams in this process, its stream
+    authorization and its dead letters. The views, the Celery tasks and the
+    CLI are handed this object (:meth:`Notifications.runtime`), as
+    Flask-SQLAlchemy hands out ``db.engines`` and ``db.session``.
+
+    :param extension: the :class:`Notifications` it belongs to.
+    :param app: the application.
+    :param celery: the application's Celery app.
+    :param backend: the application's backend.
+    """
+
+    def __init__(self, extension: Notifications, app: Flask, celery: Celery, backend: Backend) -> None:
+        self.extension = extension
+        # Weak: the extension keys its runtimes by application, weakly.
+        self._app = weakref.ref(app)
+        self.celery = celery
+        self.backend = backend
+        self._fanout: Fanout | None = None
+        self._fanout_lock = threading.Lock()
+
+    @property
+    def app(self) -> Flask:
+        """The application."""
+        app = self._app()
+        if app is None:
+            raise RuntimeError("The application of this Flask-Notifications runtime no longer exists.")
+        return app
+
+    @property
+    def fanout(self) -> Fanout:
+        """The fan-out of this application's streams in this process,
+        started on first use (again in a forked child, as after
+        ``gunicorn --preload``)."""
+        fanout = self._fanout
+        if fanout is None or fanout.pid != os.getpid():
+            with self._fanout_lock:
+                if self._fanout is None or self._fanout.pid != os.getpid():
+                    self._fanout = Fanout(
+                        self.backend,
+                        on_outage=self._outage,
+                        on_recovery=self._recovery,
+                        named_events=self.app.config["NOTIFICATIONS_SSE_EVENT_NAMES"],
+                    )
+                fanout = self._fanout
+        return fanout
+
+    def _outage(self, exc: BaseException) -> None:
+        signals.stream_backend_down.send(self.app, exception=exc)
+
+    def _recovery(self, failures: int) -> None:
+        signals.stream_backend_up.send(self.app, failures=failures)
+
+    def stream_stats(self) -> dict[str, int]:
+        """The counters of :meth:`Fanout.stats <flask_notifications.fanout.Fanout.stats>`."""
+        return self.fanout.stats()
+
+    def close_streams(self) -> None:
+        """End every stream of this process and release its subscription."""
+        if self._fanout is not None:
+            self._fanout.close()
+
+    @property
+    def has_authorizer(self) -> bool:
+        """Whether a :meth:`Notifications.stream_authorizer` is registered."""
+        return self.extension._stream_authorizer is not None
+
+    def authorize(self, hub: EventHub, request: Request) -> bool | EventFilter:
+        """Ask the :meth:`Notifications.stream_authorizer` about a stream.
+
+        :return: ``False`` to refuse it, ``True`` to allow it unfiltered, or
+            the filter to apply to it. ``True`` without an authorizer.
+        :raises TypeError: the authorizer returned something else.
+        """
+        authorizer = self.extension._stream_authorizer
+        if authorizer is None:
+            return True
+        verdict = authorizer(hub, request)
+        if verdict is None:
+            return True
+        if isinstance(verdict, bool | EventFilter):
+            return verdict
+        raise TypeError(
+            f"A stream authorizer must return True, False, None or an EventFilter, not {type(verdict).__name__}."
+        )
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The failed deliveries kept by the backend, oldest first."""
+        return self.backend.dead_letters()
+
+    def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        """See :meth:`Notifications.retry_dead_letter`."""
+        return dead_letters.retry(self.celery, self.backend, letter_id)
+
+    def __repr__(self) -> str:
+        app = self._app()
+        return f"<Runtime of {app.name if app is not None else 'a removed app'!r}>"
+
+
+def _celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Celery's settings in a Flask config: ``CELERY_<setting>`` in Celery's
+    own names (``CELERY_BROKER_URL``, ``CELERY_TASK_ALWAYS_EAGER``) and the
+    old uppercase names Celery still documents (``CELERY_ALWAYS_EAGER``,
+    ``BROKER_URL``), as Flask-CeleryExt maps them."""
+    known: dict[str, str] = {}
+    for name, option in flatten(NAMESPACES):
+        known[f"CELERY_{name.upper()}"] = name
+        for old in option.old:
+            known.setdefault(old.upper(), name)
+        if name.startswith("broker_"):
+            known.setdefault(name.upper(), name)
+    return {known[key]: value for key, value in config.items() if key in known}
 
 
 def _celery_from_config(app: Flask) -> Celery:
     """A Celery app of its own for ``app``, configured from the Flask config
-    (``CELERY_*`` keys, as Flask-CeleryExt maps them), accepting JSON only."""
+    (see :func:`_celery_settings`), accepting JSON only."""
     celery = Celery(app.import_name, set_as_current=False, task_cls=AppContextTask)
-    mapped = map_invenio_to_celery(app.config, FLASK_TO_CELERY_MAPPING)
-    config = {key: value for key, value in mapped.items() if key.islower()}
+    config = _celery_settings(app.config)
     config.setdefault("broker_url", app.config.get("REDIS_URL") or "redis://localhost:6379/0")
     config.update(
         accept_content=["json"],
@@ -102,7 +215,7 @@ class Notifications:
 
     def __init__(self, app: Flask | None = None, celery: Celery | None = None, broker: Any = None) -> None:
         self._hubs: dict[str, EventHub] = {}
-        self._states: weakref.WeakKeyDictionary[Flask, _State] = weakref.WeakKeyDictionary()
+        self._states: weakref.WeakKeyDictionary[Flask, Runtime] = weakref.WeakKeyDictionary()
         self._stream_authorizer: StreamAuthorizer | None = None
         if app is not None:
             self.init_app(app, celery=celery, broker=broker)
@@ -131,28 +244,52 @@ class Notifications:
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         _warn_unsafe_serializers(celery)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
-        self._states[app] = _State(celery, backend)
+        self._states[app] = Runtime(self, app, celery, backend)
         app.extensions["notifications"] = self
         bind(celery, app)
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
-                register_consumer_task(celery, task_name)
+                register_consumer_task(celery, task_name, **hub.task_options(task_name))
         if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
         _add_cli(app)
+        # 0.1 offered the extension to templates.
+        app.context_processor(_template_context)
 
     # -- per-application state ------------------------------------------------
 
-    def _state(self, app: Flask | None = None) -> _State:
-        if app is None:
-            if not has_app_context():
-                raise RuntimeError(
-                    "Flask-Notifications needs an application context here. Use it inside a "
-                    "request or 'with app.app_context():', or pass the app."
-                )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
+    def _app(self, app: Flask | None = None) -> Flask:
+        """``app``, else the current application, else the one application
+        the extension is set up on, as 0.1 served it outside any context."""
+        if app is not None:
+            return app
+        if has_app_context():
+            found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            return found
+        apps = list(self._states)
+        if len(apps) == 1:
+            return apps[0]
+        raise RuntimeError(
+            f"Flask-Notifications is set up on {len(apps)} applications, so it needs an application "
+            "context here to know which one. Use it inside a request or 'with app.app_context():', "
+            "or pass the app."
+        )
+
+    def runtime(self, app: Flask | None = None) -> Runtime:
+        """What the extension holds for ``app``, or for the current
+        application (or the only one it is set up on): its Celery app,
+        backend, stream fan-out, authorization and dead letters.
+
+        :raises RuntimeError: there is no application context and no ``app``
+            while the extension serves several applications, or the
+            extension is not initialised on it.
+        """
+        return self._state(app)
+
+    def _state(self, app: Flask | None = None) -> Runtime:
+        app = self._app(app)
         try:
             return self._states[app]
         except KeyError:
@@ -170,12 +307,14 @@ class Notifications:
 
     @property
     def celery(self) -> Celery:
-        """The Celery app of the current application."""
+        """The Celery app of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_celery()
 
     @property
     def backend(self) -> Backend:
-        """The pub/sub backend of the current application."""
+        """The pub/sub backend of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_backend()
 
     @cached_property
@@ -185,6 +324,23 @@ class Notifications:
         from .inbox import Inbox
 
         return Inbox(self)
+
+    def create_backend(self) -> Backend:
+        """0.1's name for :attr:`backend`. 0.1 built a new backend on each
+        call; this returns the one the application's consumers and streams
+        use."""
+        return self.get_backend()
+
+    @staticmethod
+    def root() -> Notifications:
+        """The extension of the current application, as
+        :data:`~flask_notifications.event_hub.current_notifications` gives it.
+
+        :raises RuntimeError: there is no application context, or the
+            extension is not set up on the application.
+        """
+        found: Notifications = current_notifications._get_current_object()  # type: ignore[attr-defined]
+        return found
 
     # -- hubs -----------------------------------------------------------------
 
@@ -218,27 +374,35 @@ class Notifications:
         except (KeyError, TypeError):
             raise HubError(f"There is no hub {hub_id!r}; known: {', '.join(self._hubs) or 'none'}.") from None
 
-    def _consumer_added(self, task_name: str) -> None:
+    def _consumer_added(self, task_name: str, task_options: Mapping[str, Any]) -> None:
         for state in list(self._states.values()):
-            register_consumer_task(state.celery, task_name)
+            register_consumer_task(state.celery, task_name, **task_options)
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, event: Event | Mapping[str, Any] | str | bytes) -> Dispatch:
+    def send(self, event: Event | Mapping[str, Any] | str | bytes, *, idempotency_key: str | None = None) -> Dispatch:
         """Validate ``event`` and deliver it to the consumers of every hub whose
         filter it passes, asynchronously, through Celery.
 
         The whole delivery is one broker message, so a send either enqueues
-        everything or raises. An expired event is not delivered.
+        everything or raises. Every call is a delivery of its own, with its own
+        :attr:`Dispatch.delivery_id`: two events that share an ``event_id`` are
+        both delivered. An expired event is not delivered.
 
         :param event: an :class:`Event`, its dict, or its JSON.
+        :param idempotency_key: a key of the caller's; a second send with the
+            same key within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds
+            enqueues nothing and returns a :class:`Dispatch` with
+            ``duplicate=True``.
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+        :raises BackendError: ``idempotency_key`` was given and the backend
+            cannot be reached; nothing was enqueued.
         """
-        state = self._state()
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app()
+        state = self._state(app)
         event = coerce_event(event)
         event_json = event.to_json()
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
@@ -248,23 +412,39 @@ class Notifications:
         if event.is_expired():
             logger.info("Not sending expired event %s.", event["event_id"])
             return Dispatch(event, (), None)
+        delivery_id = new_delivery_id()
+        key = None if idempotency_key is None else sent_key(idempotency_key)
+        window = app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]
+        if key is not None and state.backend.claim(key, delivery_id, window) is not Claim.ACQUIRED:
+            logger.info(
+                "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
+            )
+            return Dispatch(event, (), None, duplicate=True)
         matched = [hub for hub in self._hubs.values() if hub.matches(event)]
         targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
         task_id = None
-        if targets:
-            task_id = self._enqueue(app, state, event, event_json, targets)
+        try:
+            if targets:
+                task_id = self._enqueue(app, state, event, event_json, targets, delivery_id)
+        except BaseException:
+            if key is not None:
+                state.backend.release(key, delivery_id)
+            raise
         for hub in matched:
             signals.hub_matched.send(app, event=event, hub=hub)
         hub_ids = tuple(hub.hub_id for hub in matched)
         signals.event_sent.send(app, event=event, hub_ids=hub_ids)
-        return Dispatch(event, hub_ids, task_id)
+        return Dispatch(event, hub_ids, task_id, delivery_id)
 
-    def _enqueue(self, app: Flask, state: _State, event: Event, event_json: str, targets: list[list[str]]) -> str:
+    def _enqueue(
+        self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
+    ) -> str:
         expiration = event["expiration_datetime"]
         task = state.celery.tasks[DISPATCH_TASK]
         try:
             result = task.apply_async(
                 args=(event_json, targets),
+                kwargs={"delivery_id": delivery_id},
                 serializer="json",
                 expires=expiration.astimezone(UTC) if expiration else None,
                 retry=True,
@@ -306,7 +486,7 @@ class Notifications:
         """
         from .views import stream_response
 
-        return stream_response(self, hub_id, event_filter)
+        return stream_response(self.runtime(), hub_id, event_filter)
 
     def stream_authorizer(self, func: StreamAuthorizer) -> StreamAuthorizer:
         """Register the function that decides who may read a stream; use it as
@@ -320,11 +500,13 @@ class Notifications:
                     return WithRecipient(current_user.id)
                 return True
 
-        It is called with the hub and the request before a stream starts:
-        ``False`` answers ``403 Forbidden``; an :class:`EventFilter` is applied
-        to that stream, live and replayed; ``True`` or ``None`` allow it. It may
-        also raise an HTTP error, such as ``abort(401)``. Without an
-        authorizer every stream is open to anyone.
+        It is called with the hub and the request before a stream starts,
+        and before the endpoint says whether the hub exists: ``False``
+        answers ``403 Forbidden``; an :class:`EventFilter` is applied to that
+        stream, live and replayed; ``True`` or ``None`` allow it. It may also
+        raise an HTTP error, such as ``abort(401)``. Without an authorizer
+        every stream is open to anyone (and the blueprint logs a warning,
+        unless ``NOTIFICATIONS_SSE_PUBLIC`` says so on purpose).
 
         :return: ``func``, unchanged.
         """
@@ -337,66 +519,85 @@ class Notifications:
         """Counters of the event streams this process serves for ``app`` (or
         the current application): open ``connections``, ``subscribers`` of
         live events, ``evicted`` slow clients, ``gaps`` reported and more;
-        see :meth:`flask_notifications.sse.Fanout.stats`."""
-        if app is None:
-            app = self._current_app()
-        return self._get_fanout(app).stats()
+        see :meth:`flask_notifications.fanout.Fanout.stats`."""
+        return self.runtime(app).stream_stats()
 
-    def _current_app(self) -> Flask:
-        self._state()  # the same error as everywhere without an app context
-        found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-        return found
+    def sse_notifier_for(self, hub_id: str, *, event_filter: EventFilter | None = None) -> SseNotifier:
+        """The server-sent events stream of the hub ``hub_id`` outside a
+        request, under 0.1's name: iterate it for the bytes of the stream,
+        which :meth:`flask_sse_notifier` answers a request with, and close it
+        when done::
 
-    def _get_fanout(self, app: Flask) -> Fanout:
-        state = self._state(app)
-        fanout = state.fanout
-        # A forked process (gunicorn --preload) starts its own listener.
-        if fanout is None or fanout.pid != os.getpid():
-            with _fanout_lock:
-                if state.fanout is None or state.fanout.pid != os.getpid():
-                    state.fanout = Fanout(state.backend)
-                fanout = state.fanout
-        return fanout
+            with notifications.sse_notifier_for(hub.hub_id) as stream:
+                for frame in stream:
+                    ...
+
+        It receives the events published from the moment it returns.
+
+        :raises HubError: there is no such hub.
+        :raises BackendError: the backend cannot be read.
+        """
+        runtime = self.runtime()
+        hub = self.get_hub(hub_id)
+        stream = runtime.fanout.open(hub.hub_id, event_filter=event_filter)
+        config = runtime.app.config
+        return SseNotifier(
+            stream,
+            retry=int(config["NOTIFICATIONS_SSE_RETRY"]),
+            heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"]),
+        )
 
     # -- dead letters ---------------------------------------------------------
 
-    def _dead_letter(
-        self, app: Flask, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str
-    ) -> None:
-        record = {
-            "hub_id": hub_id,
-            "consumer": task_name,
-            "event": event_json,
-            "error": error,
-            "traceback": trace,
-            "attempts": attempts,
-            "failed_at": datetime.now(UTC).isoformat(),
-        }
-        record["id"] = self.get_backend(app).add_dead_letter(record)
-        signals.event_dead_lettered.send(app, dead_letter=record)
-
     def dead_letters(self) -> list[dict[str, Any]]:
         """The failed deliveries kept by the backend, oldest first."""
-        return self.backend.dead_letters()
+        return self.runtime().dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
-        """Enqueue a dead letter's delivery again, with a fresh retry budget,
-        and remove it from the dead letters.
+        """Deliver a dead letter again, with a fresh retry budget and its
+        original delivery id, then remove it; see :func:`dead_letters.retry`.
 
         :raises NotificationsError: there is no such dead letter.
         :raises BrokerUnavailableError: the broker cannot be reached; the dead
             letter is kept.
         """
-        state = self._state()
-        letter = state.backend.remove_dead_letter(letter_id)
-        if letter is None:
-            raise NotificationsError(f"There is no dead letter {letter_id!r}.")
-        try:
-            enqueue(state.celery, letter["consumer"], (letter["hub_id"], letter["event"]))
-        except (OperationalError, OSError) as exc:
-            state.backend.add_dead_letter({k: v for k, v in letter.items() if k != "id"})
-            raise BrokerUnavailableError(f"Could not reach the Celery broker: {exc}") from exc
-        return letter
+        return self.runtime().retry_dead_letter(letter_id)
+
+
+class SseNotifier:
+    """The stream of one hub, as bytes, outside a request; see
+    :meth:`Notifications.sse_notifier_for`.
+
+    :param connection: the stream's connection to the process's fan-out.
+    :param retry: the reconnection delay sent to the client, in milliseconds.
+    :param heartbeat: seconds between heartbeats on an idle stream.
+    """
+
+    def __init__(self, connection: Stream, *, retry: int, heartbeat: float) -> None:
+        self.connection = connection
+        self._frames: Generator[bytes, None, None] = _frames(connection, retry, heartbeat)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        """End the stream and release its place in the fan-out. Idempotent."""
+        self._frames.close()
+        self.connection.close()
+
+    def __enter__(self) -> SseNotifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _frames(connection: Stream, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
+    yield from connection.frames(retry=retry, heartbeat=heartbeat)
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_notifications": current_notifications}
 
 
 def coerce_event(event: object) -> Event:

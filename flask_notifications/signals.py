@@ -18,6 +18,12 @@ Every signal is sent with the Flask application as its sender.
 ``event_dead_lettered``
     In the worker, when a consumer failed for the last time and the failure
     was recorded as a dead letter. Keyword arguments: ``dead_letter``.
+``stream_backend_down``
+    In a process that serves streams, once per outage, when its listener
+    cannot read the backend. Keyword arguments: ``exception``.
+``stream_backend_up``
+    When that listener reads the backend again. Keyword arguments:
+    ``failures`` (the failed reads of the outage).
 """
 
 from __future__ import annotations
@@ -31,3 +37,5 @@ hub_matched = _signals.signal("notifications-hub-matched")
 consumer_succeeded = _signals.signal("notifications-consumer-succeeded")
 consumer_failed = _signals.signal("notifications-consumer-failed")
 event_dead_lettered = _signals.signal("notifications-event-dead-lettered")
+stream_backend_down = _signals.signal("notifications-stream-backend-down")
+stream_backend_up = _signals.signal("notifications-stream-backend-up")

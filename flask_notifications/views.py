@@ -1,22 +1,32 @@
 """The HTTP side of the streams: the ``text/event-stream`` response, and the
-opt-in blueprint that serves ``GET <prefix>/<hub_id>/events``."""
+opt-in blueprint that serves ``GET <prefix>/<hub>/events``, where ``<hub>``
+is a hub's id (``event-hub-<label>``) or its label."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import weakref
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import BadRequest, Forbidden, NotFound, ServiceUnavailable, TooManyRequests
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 
 from .errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
 from .event_filter import EventFilter
-from .event_hub import EventHub
-from .sse import parse_last_event_id, under_gevent
+from .event_hub import HUB_ID_PREFIX, EventHub
+from .green import under_gevent
+from .sse import parse_last_event_id
 
 if TYPE_CHECKING:
-    from .ext import Notifications
+    from .ext import Notifications, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +34,44 @@ logger = logging.getLogger(__name__)
 blueprint = Blueprint("notifications", __name__)
 
 _warned_unpatched = False
+#: The runtimes whose open streams were already warned about.
+_warned_public: weakref.WeakSet[Runtime] = weakref.WeakSet()
 
 
 @blueprint.route("/<hub_id>/events")
 def events(hub_id: str) -> Response:
-    """Stream the events of hub ``hub_id``, through the application's
-    :meth:`~flask_notifications.Notifications.stream_authorizer`."""
+    """Stream the events of hub ``hub_id`` (its id or its label), through
+    the application's :meth:`~flask_notifications.Notifications.stream_authorizer`."""
     ext: Notifications = current_app.extensions["notifications"]
-    return ext.flask_sse_notifier(hub_id)
+    runtime = ext.runtime()
+    if not runtime.has_authorizer and not current_app.config["NOTIFICATIONS_SSE_PUBLIC"]:
+        _warn_public(runtime)
+    return stream_response(runtime, hub_id)
+
+
+@blueprint.errorhandler(HTTPException)
+def _answer_in_kind(error: HTTPException) -> Any:
+    """A client that asks for JSON gets its refusal as JSON, with the same
+    status and headers."""
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) != "application/json":
+        return error
+    response = jsonify(error=error.name, status=error.code, message=error.description)
+    response.status_code = error.code or 500
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _warn_public(runtime: Runtime) -> None:
+    if runtime in _warned_public:
+        return
+    _warned_public.add(runtime)
+    logger.warning(
+        "The notifications blueprint serves every hub's stream to anyone: no stream_authorizer is "
+        "registered. Register one (see docs/security.rst), or set NOTIFICATIONS_SSE_PUBLIC = True "
+        "if the streams are public on purpose."
+    )
 
 
 def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
@@ -60,7 +100,7 @@ def _warn_if_gevent_unpatched() -> None:
         return
     try:
         import gevent
-    except ImportError:  # pragma: no cover - gevent is a dependency
+    except ImportError:  # pragma: no cover - gevent is optional
         return
     if isinstance(gevent.getcurrent(), gevent.Greenlet):
         _warned_unpatched = True
@@ -70,49 +110,61 @@ def _warn_if_gevent_unpatched() -> None:
         )
 
 
-def _authorize(ext: Notifications, hub: EventHub) -> EventFilter | None:
-    authorizer = ext._stream_authorizer
-    if authorizer is None:
-        return None
-    verdict = authorizer(hub, request)
+def _find_hub(runtime: Runtime, name: str) -> tuple[EventHub, bool]:
+    """The hub named ``name`` (its id or its label), and whether it exists.
+    An unknown name gets a hub of that label that is not registered, for the
+    authorizer to judge as it would judge a real one.
+
+    :raises NotFound: ``name`` cannot be the id or label of any hub.
+    """
+    hubs = runtime.extension.hubs
+    for hub_id in (name, HUB_ID_PREFIX + name):
+        if hub_id in hubs:
+            return hubs[hub_id], True
+    label = name.removeprefix(HUB_ID_PREFIX)
+    try:
+        return EventHub(label), False
+    except HubError:
+        raise NotFound(f"There is no hub {name!r}.") from None
+
+
+def _authorize(runtime: Runtime, hub: EventHub) -> EventFilter | None:
+    verdict = runtime.authorize(hub, request)
     if verdict is False:
         raise Forbidden(f"You may not read the events of hub {hub.hub_id!r}.")
-    if verdict is True or verdict is None:
-        return None
-    if isinstance(verdict, EventFilter):
-        return verdict
-    raise TypeError(
-        f"A stream authorizer must return True, False, None or an EventFilter, not {type(verdict).__name__}."
-    )
+    return None if verdict is True else verdict
 
 
-def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter | None = None) -> Response:
+def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | None = None) -> Response:
     """Answer the current request with the event stream of ``hub_id``.
 
     The checks run before any byte is streamed, in this order:
 
-    - an unknown hub id is ``404 Not Found``;
     - the :meth:`~flask_notifications.Notifications.stream_authorizer`
-      returning ``False`` is ``403 Forbidden``; returning an
-      :class:`EventFilter` narrows the stream further, with ``&``;
+      returning ``False`` is ``403 Forbidden``, whether the hub exists or
+      not, so the answers tell a client that may not read a hub nothing
+      about which hubs exist; returning an :class:`EventFilter` narrows the
+      stream further, with ``&``;
+    - an unknown hub id (or label) is ``404 Not Found``;
     - a ``Last-Event-ID`` header (or, when there is none, a ``last_event_id``
       query parameter) that is not an id of this stream is
       ``400 Bad Request``: it is not silently ignored, because a client
       resuming from a corrupted id would otherwise lose events unawares. An
-      empty value means no id;
+      empty value means no id. An id newer than any of the hub's gets a
+      ``gap`` event and the stream starts from the newest;
     - a client address with ``NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT``
       open streams in this process is ``429 Too Many Requests``;
     - a backend that cannot be read is ``503 Service Unavailable``.
 
-    Both error answers that may pass carry ``Retry-After``.
+    Both error answers that may pass carry ``Retry-After``. A client that
+    sends ``Accept: application/json`` to the blueprint gets the refusals as
+    JSON: ``{"error": ..., "status": ..., "message": ...}``.
     """
-    app = current_app
-    config = app.config
-    try:
-        hub = ext.get_hub(hub_id)
-    except HubError:
-        raise NotFound(f"There is no hub {hub_id!r}.") from None
-    authorized = _authorize(ext, hub)
+    config = current_app.config
+    hub, exists = _find_hub(runtime, hub_id)
+    authorized = _authorize(runtime, hub)
+    if not exists:
+        raise NotFound(f"There is no hub {hub_id!r}.")
     if authorized is not None:
         event_filter = authorized if event_filter is None else event_filter & authorized
     header = request.headers.get("Last-Event-ID")
@@ -122,10 +174,9 @@ def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter |
         raise BadRequest(str(exc)) from None
     _warn_if_gevent_unpatched()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
-    fanout = ext._get_fanout(app._get_current_object())  # type: ignore[attr-defined]
     sock = _client_socket(request.environ)
     try:
-        connection = fanout.open(
+        stream = runtime.fanout.open(
             hub.hub_id,
             event_filter=event_filter,
             last_event_id=last_event_id,
@@ -143,13 +194,13 @@ def stream_response(ext: Notifications, hub_id: str, event_filter: EventFilter |
         ) from None
     fd = _client_fd(request.environ, sock)
     if fd is not None:
-        connection.watch_hangup(fd)
+        stream.watch_hangup(fd)
     response = Response(
-        connection.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"])),
+        stream.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"])),
         status=200,
         content_type="text/event-stream; charset=utf-8",
     )
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(connection.close)
+    response.call_on_close(stream.close)
     return response

@@ -21,7 +21,7 @@ import gevent
 from flask_notifications.event import Event
 from flask_notifications.pubsub.backend import Message
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.sse import Fanout
+from flask_notifications.fanout import Fanout
 
 HUB = "event-hub-burst"
 fanout = Fanout(MemoryPubSub(), poll_interval=0.05)

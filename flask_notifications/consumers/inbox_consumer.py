@@ -6,15 +6,15 @@ from collections.abc import Callable, Iterable
 
 from ..delivery import current_delivery
 from ..errors import ConsumerError
-from ..event import Event
+from ..event import Event, as_event
 from ..event_hub import current_notifications
-from .consumer import Consumer
+from .consumer import EventConsumer
 
 #: What ``recipients=`` takes: the users an event is stored for.
 RecipientsFunction = Callable[[Event], Iterable[str]]
 
 
-class InboxConsumer(Consumer):
+class InboxConsumer(EventConsumer):
     """Store each event once in the inbox of each of its recipients, in SQL
     (see :doc:`inbox`), and send them their new unread count::
 
@@ -65,13 +65,14 @@ class InboxConsumer(Consumer):
             return list(event["recipients"])
         return list(self.recipients(event))
 
-    def consume(self, event: Event) -> None:
-        """Store ``event`` for each recipient.
+    def consume(self, event: Event | str) -> None:
+        """Store ``event`` (an :class:`Event`, or its JSON) for each recipient.
 
         :raises InboxUnavailableError: the database failed; the task is retried.
         :raises BackendError: the unread counts could not be published; the
             task is retried, and stores nothing twice.
         """
+        event = as_event(event)
         delivery = current_delivery()
         delivery_id = delivery.delivery_id if delivery is not None else event["event_id"]
         current_notifications.inbox.add(event, self.recipients_of(event), delivery_id=delivery_id)

@@ -91,6 +91,25 @@ class History:
     gap: bool = False
 
 
+@dataclass(frozen=True)
+class Lost:
+    """Live messages of ``channel`` a subscription could not deliver: those
+    after ``after_id`` (the last it delivered, or ``"0-0"``) and before the
+    next message it returns.
+
+    :param channel: the channel.
+    :param after_id: the last id delivered before the loss.
+    :param reason: ``"overrun"`` (the history was trimmed past the reader),
+        ``"reset"`` (the channel's ids went backwards or it vanished: a
+        server restarted empty, or the channel was deleted), or ``"outage"``
+        (the backend cannot tell what it dropped while unreachable).
+    """
+
+    channel: str
+    after_id: str
+    reason: str
+
+
 class Claim(enum.Enum):
     """Outcome of :meth:`Backend.claim`."""
 
@@ -98,12 +117,28 @@ class Claim(enum.Enum):
     ACQUIRED = "acquired"
     #: The work was done already; skip it.
     DONE = "done"
-    #: Another delivery holds an unexpired claim; try again later.
+    #: Another owner holds an unexpired claim; try again later.
     BUSY = "busy"
 
 
 class Subscription(ABC):
     """Live messages of a changing set of channels, over one connection."""
+
+    #: Whether :meth:`lost` reports every live message this subscription
+    #: failed to deliver. When it does not, a reader that went through an
+    #: outage asks :meth:`Backend.history` instead.
+    tracks_losses: ClassVar[bool] = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last attempt to reach the server succeeded; ``False``
+        from a failure until a read succeeds again."""
+        return True
+
+    def lost(self) -> list[Lost]:
+        """The losses found by the last :meth:`get`, which happened before
+        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        return []
 
     @abstractmethod
     def add(self, channel: str) -> None:
@@ -175,23 +210,56 @@ class Backend(ABC):
         """Open a subscription with no channels yet."""
 
     @abstractmethod
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         """The messages of ``channel`` after ``after_id``; ``None`` gives all
-        that are kept."""
+        that are kept.
+
+        :param limit: return at most this many, the oldest first; the
+            reader asks again after the last one for the next page.
+        """
+
+    def last_id(self, channel: str) -> str | None:
+        """The newest id of ``channel``, or ``None`` when it has none (or
+        the backend keeps no history). Reads one message, not the history."""
+        messages = self.history(channel, None).messages
+        return messages[-1].id if messages else None
 
     # -- idempotency ----------------------------------------------------------
+    #
+    # A claim is owned: whoever takes it passes a ``token`` of its own (a
+    # random string), and only that token may extend, complete or release
+    # it, so an owner that outlived its claim cannot undo the next owner's.
 
     @abstractmethod
-    def claim(self, key: str, timeout: float) -> Claim:
-        """Claim the work named ``key`` for ``timeout`` seconds."""
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
+
+        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
+            :attr:`Claim.DONE` if the work was recorded as done, or
+            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        """
 
     @abstractmethod
-    def complete(self, key: str, ttl: float) -> None:
-        """Record the claimed work as done, for ``ttl`` seconds."""
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
+
+        :return: ``False`` if ``token`` no longer holds the claim.
+        """
 
     @abstractmethod
-    def release(self, key: str) -> None:
-        """Give up a claim, so the work may be tried again."""
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
+        claim or nobody does (it expired and nobody took it since).
+
+        :return: ``False`` if another token holds the claim; nothing changes.
+        """
+
+    @abstractmethod
+    def release(self, key: str, token: str) -> bool:
+        """Give up ``token``'s claim, so the work may be tried again.
+
+        :return: ``False`` if ``token`` did not hold it; nothing changes.
+        """
 
     # -- dead letters ---------------------------------------------------------
 
@@ -202,6 +270,13 @@ class Backend(ABC):
     @abstractmethod
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every kept dead letter, oldest first, each with its ``id``."""
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """The dead letter ``letter_id``, or ``None``; it stays kept."""
+        for letter in self.dead_letters():
+            if letter["id"] == letter_id:
+                return letter
+        return None
 
     @abstractmethod
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
@@ -240,9 +315,20 @@ def resolve_backend(spec: object) -> type[Backend] | Backend:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+        missing = ", ".join(sorted(Backend.__abstractmethods__))
+        raise ConfigurationError(
+            f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
+            f"flask_notifications.pubsub.backend.Backend and implement {missing}, as docs/migrating.rst "
+            "shows, or use the 'redis', 'memory' or 'amqp' backend."
+        )
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
     return found
+
+
+def _is_01_backend(cls: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in ("publish", "subscribe", "listen"))
 
 
 def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:

@@ -23,7 +23,9 @@ A subscription that loses its connection raises :class:`BackendError` from
 ``get()``; later calls wait out an exponential backoff (a blocking wait,
 which gevent makes cooperative and ``close()`` ends) before they try the
 server again, then resume from the last ids read, so the events published
-meanwhile are delivered once the server is back (if it kept them).
+meanwhile are delivered once the server is back (if it kept them). Whatever
+it could not deliver (trimmed past the reader, or gone with a server that
+restarted empty) it reports through ``lost()``, on every read.
 """
 
 from __future__ import annotations
@@ -39,12 +41,37 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..backoff import backoff
 from ..errors import BackendError, ConfigurationError
-from .backend import Backend, Claim, History, Message, Subscription, parse_id
+from .backend import Backend, Claim, History, Lost, Message, Subscription, parse_id
 
 log = logging.getLogger(__name__)
 
 _DONE = b"done"
+
+# A claim's value is its owner's token, or "done"; each script checks the
+# owner and acts in one step, so an owner whose claim expired cannot touch
+# the next owner's.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_COMPLETE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= 'done' then
+    return 0
+end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def _text(value: bytes | str) -> str:
@@ -85,11 +112,27 @@ class _RedisSubscription(Subscription):
     resolves the stream's current end at once, so nothing published after it
     returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
     over with the new channel instead of waiting for its block to time out.
+
+    Every read is one transaction: ``XREAD`` of what follows each position,
+    and ``XINFO STREAM`` of each channel. The stream's ``entries-added``
+    counter then says whether the read got every entry added since the last
+    one (an *overrun* when the history was trimmed past the reader), and its
+    ``last-generated-id`` whether the ids went backwards (a *reset*: a
+    server that restarted empty, or a deleted stream). Either is reported by
+    :meth:`lost` before the messages that follow it, on every read, not
+    only after a failure. When nothing is there to read, a blocking
+    ``XREAD COUNT 1`` waits for the next entry.
     """
+
+    tracks_losses = True
 
     def __init__(self, backend: RedisPubSub) -> None:
         self._backend = backend
+        # Per channel: the last id delivered, and the stream's entries-added
+        # counter at that id (None on a server without it, Redis < 7).
         self._positions: dict[str, str] = {}
+        self._added: dict[str, int | None] = {}
+        self._lost: list[Lost] = []
         self._lock = threading.Lock()
         # Serialises get() with the release of the connection in close().
         self._reader = threading.Lock()
@@ -108,17 +151,25 @@ class _RedisSubscription(Subscription):
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
+    @property
+    def connected(self) -> bool:
+        return not self._failures
+
+    def lost(self) -> list[Lost]:
+        return list(self._lost)
+
     def add(self, channel: str) -> None:
         """Start receiving ``channel``.
 
         :raises BackendError: the server cannot be reached to find where the
             channel's stream ends.
         """
-        last = self._backend._last_id(channel)
+        last, added = self._backend._stream_end(channel)
         with self._lock:
             if channel in self._positions:
                 return
             self._positions[channel] = last
+            self._added[channel] = added
             self._generation += 1
             generation = self._generation
         self._wakeup.set()
@@ -127,6 +178,7 @@ class _RedisSubscription(Subscription):
     def remove(self, channel: str) -> None:
         with self._lock:
             self._positions.pop(channel, None)
+            self._added.pop(channel, None)
 
     def _interrupt(self, generation: int | None) -> None:
         """Unblock an XREAD that reads positions older than ``generation``
@@ -173,15 +225,17 @@ class _RedisSubscription(Subscription):
         if client is not None:
             client.close()
 
-    def _failed(self) -> None:
+    def _failed(self, exc: Exception) -> BackendError:
         self._failures += 1
         backend = self._backend
-        delay = min(backend.reconnect_backoff_max, backend.reconnect_backoff * 2 ** (self._failures - 1))
+        delay = backoff(self._failures - 1, backend.reconnect_backoff, backend.reconnect_backoff_max, jitter=False)
         self._retry_at = time.monotonic() + delay
         conn = None if self._client is None else _connection_of(self._client)
         if conn is not None:
             conn.disconnect()
         self._client_id = None
+        log.debug("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
+        return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds for messages.
@@ -192,6 +246,7 @@ class _RedisSubscription(Subscription):
         :raises BackendError: the server cannot be reached.
         """
         deadline = time.monotonic() + timeout
+        self._lost = []
         with self._reader:
             if self._closed:
                 return []
@@ -209,56 +264,121 @@ class _RedisSubscription(Subscription):
                 if self._closed:
                     self._release()
 
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except _redis_errors() as exc:
+            raise self._failed(exc) from exc
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis subscription failed: {exc}") from exc
+
     def _read(self, deadline: float) -> list[Message]:
-        backend = self._backend
-        prefix_len = len(backend._key(""))
         while not self._closed:
-            remaining = deadline - time.monotonic()
             with self._lock:
                 positions = dict(self._positions)
-                self._reading = self._generation if positions else None
+                generation = self._generation
             if not positions:
                 self._wakeup.clear()
+                remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._wakeup.wait(remaining):
                     return []
                 continue
             self._wakeup.clear()
-            block = min(max(remaining, 0.001), backend.max_block)
-            try:
-                client = self._connection()
-                # A block of 0 would block forever.
-                reply = client.xread(
-                    {backend._key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
-                    block=max(1, int(block * 1000)),
-                )
-            except _redis_errors() as exc:
-                self._failed()
-                log.warning("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
-                raise BackendError(
-                    f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff."
-                ) from exc
-            except redis.exceptions.RedisError as exc:
-                raise BackendError(f"Redis subscription failed: {exc}") from exc
-            finally:
-                self._reading = None
-            if self._failures:
-                log.info("Redis subscription reconnected after %d failed attempts", self._failures)
-                self._failures = 0
-            messages: list[Message] = []
-            if isinstance(reply, Mapping):  # RESP3
-                reply = list(reply.items())
-            with self._lock:
-                for key, entries in reply or ():
-                    channel = _text(key)[prefix_len:]
-                    if channel not in self._positions:
-                        continue
-                    for entry_id, fields in _entries(entries):
-                        message = Message(channel, _text(entry_id), _field(fields))
-                        messages.append(message)
-                        self._positions[channel] = message.id
-            if messages or time.monotonic() >= deadline:
+            messages = self._read_now(positions)
+            if messages or self._lost or time.monotonic() >= deadline:
                 return messages
+            self._wait(positions, generation, deadline)
         return []
+
+    def _read_now(self, positions: dict[str, str]) -> list[Message]:
+        """Read what follows every position, with each stream's counters,
+        in one transaction; record losses and advance the positions."""
+        backend = self._backend
+        channels = list(positions)
+        pipe = self._call(self._connection).pipeline(transaction=True)
+        pipe.xread({backend._key(ch): positions[ch] for ch in channels})  # type: ignore[misc,unused-ignore]
+        for channel in channels:
+            pipe.xinfo_stream(backend._key(channel))
+        replies = self._call(pipe.execute, raise_on_error=False)
+        if self._failures:
+            log.info("Redis subscription reconnected after %d failed attempts", self._failures)
+            self._failures = 0
+        reply, infos = replies[0], replies[1:]
+        if isinstance(reply, Exception):
+            raise BackendError(f"Redis subscription failed: {reply}")
+        if isinstance(reply, Mapping):  # RESP3
+            reply = list(reply.items())
+        prefix_len = len(backend._key(""))
+        read: dict[str, list[Message]] = {}
+        for key, entries in reply or ():
+            channel = _text(key)[prefix_len:]
+            read[channel] = [Message(channel, _text(eid), _field(fields)) for eid, fields in _entries(entries)]
+        messages: list[Message] = []
+        with self._lock:
+            for channel, info in zip(channels, infos, strict=True):
+                if self._positions.get(channel) != positions[channel]:
+                    continue  # removed (or removed and added again) meanwhile
+                got = read.get(channel, [])
+                lost = self._check(channel, positions[channel], info, got)
+                if lost is not None:
+                    self._lost.append(lost)
+                    if lost.reason == "reset":
+                        continue  # read the new stream from its start next round
+                messages.extend(got)
+        return messages
+
+    def _check(self, channel: str, position: str, info: Any, got: list[Message]) -> Lost | None:
+        """Compare one channel's read with its stream's counters; called with
+        the lock held. Advances the position, or resets it."""
+        after = parse_id(position)
+        if isinstance(info, redis.exceptions.ResponseError):
+            # No such stream: it expired, was deleted, or the server
+            # restarted empty. Events past the position may have gone with it.
+            self._positions[channel], self._added[channel] = "0-0", 0
+            return Lost(channel, position, "reset") if after > (0, 0) else None
+        if isinstance(info, Exception):
+            raise BackendError(f"Redis subscription failed: {info}")
+        last_generated = parse_id(_text(_info(info, "last-generated-id")))
+        raw_added = _info(info, "entries-added")
+        added = None if raw_added is None else int(raw_added)
+        previous = self._added.get(channel)
+        if last_generated < after or (added is not None and previous is not None and added < previous):
+            # The ids went backwards: this is another stream under the same key.
+            self._positions[channel], self._added[channel] = "0-0", 0
+            return Lost(channel, position, "reset")
+        lost = None
+        if added is not None and previous is not None:
+            if added - previous > len(got):
+                lost = Lost(channel, position, "overrun")
+        elif after > (0, 0):
+            # Without the counter (Redis < 7): the position is no longer kept.
+            first = _info(info, "first-entry")
+            if first and parse_id(_text(first[0])) > after:
+                lost = Lost(channel, position, "overrun")
+        if got:
+            self._positions[channel] = got[-1].id
+        elif lost is not None:
+            self._positions[channel] = _text(_info(info, "last-generated-id"))
+        self._added[channel] = added
+        return lost
+
+    def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
+        """Block until an entry follows a position, the deadline passes, or
+        a channel is added."""
+        backend = self._backend
+        block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
+        client = self._call(self._connection)
+        self._reading = generation
+        try:
+            # A block of 0 would block forever.
+            self._call(
+                client.xread,
+                {backend._key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
+                count=1,
+                block=max(1, int(block * 1000)),
+            )
+        finally:
+            self._reading = None
 
     def close(self) -> None:
         self._closed = True
@@ -341,6 +461,7 @@ class RedisPubSub(Backend):
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.dead_letter_limit = dead_letter_limit
+        self._scripts: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> RedisPubSub:
@@ -365,9 +486,21 @@ class RedisPubSub(Backend):
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"Redis {what} failed: {exc}") from exc
 
-    def _last_id(self, channel: str) -> str:
+    def last_id(self, channel: str) -> str | None:
         entries = self._call("read", self.client.xrevrange, self._key(channel), count=1)
-        return _text(entries[0][0]) if entries else "0-0"
+        return _text(entries[0][0]) if entries else None
+
+    def _stream_end(self, channel: str) -> tuple[str, int | None]:
+        """The last id a stream generated and its entries-added counter
+        (``None`` before Redis 7), read together; ``("0-0", 0)`` for none."""
+        try:
+            info = self.client.xinfo_stream(self._key(channel))
+        except redis.exceptions.ResponseError:
+            return "0-0", 0
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis read failed: {exc}") from exc
+        added = _info(info, "entries-added")
+        return _text(_info(info, "last-generated-id")), None if added is None else int(added)
 
     def publish(self, channel: str, data: str) -> Message:
         return self.publish_many(channel, [data])[0]
@@ -388,13 +521,13 @@ class RedisPubSub(Backend):
     def subscribe(self) -> Subscription:
         return _RedisSubscription(self)
 
-    def history(self, channel: str, after_id: str | None) -> History:
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         key = self._key(channel)
         after = None if after_id is None else parse_id(after_id)
         # One transaction, so a trim between the read and the stream's
         # metadata cannot hide a gap.
         pipe = self.client.pipeline(transaction=True)
-        pipe.xrange(key, min="-" if after_id is None else f"({after_id}")
+        pipe.xrange(key, min="-" if after_id is None else f"({after_id}", count=limit)
         pipe.xinfo_stream(key)
         try:
             entries, info = pipe.execute(raise_on_error=False)
@@ -413,18 +546,31 @@ class RedisPubSub(Backend):
             raise BackendError(f"Redis history failed: {info}")
         return History(messages, gap=_trimmed_after(info, after))
 
-    def claim(self, key: str, timeout: float) -> Claim:
-        full = f"{self.key_prefix}:claim:{key}"
-        if self._call("claim", self.client.set, full, b"pending", nx=True, px=max(1, int(timeout * 1000))):
+    def _claim_key(self, key: str) -> str:
+        return f"{self.key_prefix}:claim:{key}"
+
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        full = self._claim_key(key)
+        if self._call("claim", self.client.set, full, token, nx=True, px=max(1, int(timeout * 1000))):
             return Claim.ACQUIRED
         state = self._call("claim", self.client.get, full)
         return Claim.DONE if state is not None and state in (_DONE, "done") else Claim.BUSY
 
-    def complete(self, key: str, ttl: float) -> None:
-        self._call("claim", self.client.set, f"{self.key_prefix}:claim:{key}", _DONE, ex=max(1, int(ttl)))
+    def _script(self, what: str, script: str, key: str, *args: Any) -> int:
+        registered = self._scripts.get(script)
+        if registered is None:
+            # EVALSHA, loading the script again after a restart of Redis.
+            registered = self._scripts[script] = self.client.register_script(script)
+        return int(self._call(what, registered, keys=[self._claim_key(key)], args=list(args)))
 
-    def release(self, key: str) -> None:
-        self._call("claim", self.client.delete, f"{self.key_prefix}:claim:{key}")
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self._script("claim", _EXTEND, key, token, max(1, int(timeout * 1000))))
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._script("claim", _COMPLETE, key, token, max(1, int(ttl * 1000))))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self._script("claim", _RELEASE, key, token))
 
     @property
     def _dead_key(self) -> str:
@@ -447,6 +593,14 @@ class RedisPubSub(Backend):
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self._letters("-", "+")
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        try:
+            parse_id(letter_id)
+        except ValueError:
+            return None
+        found = self._letters(letter_id, letter_id)
+        return found[0] if found else None
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         try:

@@ -64,7 +64,7 @@ def test_worker_stores_each_recipient_once_and_sends_badges(
     try:
         with celery_worker():
             event = make_event(("alice", "bob", "alice"))
-            notifications.send(event)
+            dispatch = notifications.send(event)
             wait_for(lambda: received.extend(subscription.get(0.2)) or len(badges(received)) == 2)
     finally:
         subscription.close()
@@ -72,7 +72,7 @@ def test_worker_stores_each_recipient_once_and_sends_badges(
     for user in ("alice", "bob"):
         (item,) = inbox.list(user).items
         assert item.event == event.to_dict()
-        assert item.delivery_id == event["event_id"]
+        assert item.delivery_id == dispatch.delivery_id
 
 
 def test_redelivered_task_stores_nothing_twice(
@@ -159,13 +159,13 @@ def test_database_down_is_retried_and_nothing_is_lost(
     try:
         with collected(signals.consumer_succeeded) as done, celery_worker():
             event = make_event()
-            notifications.send(event)
+            delivery_id = notifications.send(event).delivery_id
             wait_for(lambda: done)
         assert len(failures) == 1 and isinstance(failures[0], InboxUnavailableError)
         assert "database failed" in str(failures[0])
         with engine.connect() as conn:
             rows = conn.execute(sa.select(table.c.recipient, table.c.delivery_id).order_by(table.c.recipient)).all()
-        assert [tuple(row) for row in rows] == [("alice", event["event_id"]), ("bob", event["event_id"])]
+        assert [tuple(row) for row in rows] == [("alice", delivery_id), ("bob", delivery_id)]
         assert notifications.dead_letters() == []
     finally:
         signals.consumer_failed.disconnect(on_failed)

@@ -22,6 +22,10 @@ def _close_half_built(exc: BaseException) -> None:
         tb = tb.tb_next
 
 
+#: The events a stream sends that are not published events.
+ANNOUNCEMENTS = ("gap", "backend-down", "backend-up")
+
+
 class ResumingClient(threading.Thread):
     """Read ``url`` until :meth:`stop`, reconnecting after ``retry`` seconds."""
 
@@ -65,11 +69,12 @@ class ResumingClient(threading.Thread):
             pass
 
     def event_ids(self, event_type: str | None = None) -> list[str]:
-        """The ``event_id`` of every event received, gaps excluded."""
+        """The ``event_id`` of every event received, announcements (gaps,
+        backend down and up) excluded."""
         return [
             json.loads(e.data)["event_id"]
             for e in self.events
-            if e.type != "gap" and (event_type is None or e.type == event_type)
+            if e.type not in ANNOUNCEMENTS and (event_type is None or e.type == event_type)
         ]
 
     def gaps(self) -> int:

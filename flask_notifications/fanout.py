@@ -1,0 +1,703 @@
+"""The per-process fan-out of a hub's events to the streams that carry them.
+
+A process holds one :class:`Fanout` per application. It has a single backend
+subscription (one Redis connection, however many clients) and a single
+listener, a greenlet when the process is monkey-patched by gevent and a
+thread otherwise. The listener parses and encodes each event once and hands
+the same bytes to the bounded queue of every :class:`Stream` of the hub. A
+stream whose queue is full is evicted: it ends, without slowing the others,
+and the browser resumes with ``Last-Event-ID``. A hub joins the subscription
+when its first stream arrives; the listener stops, and its connection is
+released, once no stream has been open for a while.
+
+Each stream applies its own filter (the authorizer's and the view's) in the
+greenlet or thread that writes it, not in the listener: a filter that waits
+(on a database, say) delays only its own stream, which is evicted if it
+falls a queue behind.
+
+A resuming stream is registered before the history is read, and live events
+at or below the last replayed id are dropped, so replay and live delivery
+neither overlap nor leave a hole. The history is read in pages of
+:attr:`Fanout.page_size` messages, so a resume from ``0-0`` costs one page of
+memory, not the whole history.
+
+Nothing is dropped silently. The stream gets a ``gap`` event when the history
+no longer reaches back to its ``Last-Event-ID`` or that id is newer than any
+of the hub's, when the listener fell behind the history (an overrun) or the
+backend's ids went backwards (a reset), both found by the subscription on
+every read. While the backend cannot be read, every stream gets one
+``backend-down`` event, then one ``backend-up`` once a read succeeds again.
+
+To change how frames reach clients, subclass :class:`Stream` (its
+:meth:`~Stream.offer` and :meth:`~Stream.announce` are what the listener
+calls) and set :attr:`Fanout.stream_class`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .backoff import backoff
+from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
+from .event import Event
+from .event_filter import EventFilter
+from .green import HangupWatcher, Runner, cooperate, is_current, make_wakeup, spawn
+from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
+from .sse import EVICTED, HEARTBEAT, Key, backend_frame, encode_event, event_frame, format_id, gap_frame
+
+logger = logging.getLogger(__name__)
+
+#: The queue key of a frame written as it is (a gap or backend announcement).
+_ANNOUNCEMENT: Key = (-1, -1)
+#: The queue key of a gap after which the hub's ids start again from zero.
+_RESET: Key = (-2, -2)
+#: Events the listener hands out before it lets the streams write: a stream
+#: then writes them in one chunk, one system call rather than one per event.
+_BATCH = 32
+#: Largest chunk a stream hands to the server in one write.
+_CHUNK = 64 * 1024
+
+#: What a stream's queue holds: the message's key, its frame, and its event
+#: (``None`` for an announcement or a message that is not a valid event).
+Item = tuple[Key, bytes, "Event | None"]
+
+
+def _parse_event(message: Message) -> Event | None:
+    try:
+        return Event.from_json(message.data)
+    except InvalidEventError as exc:
+        logger.warning("Message %s of hub %r is not a valid event: %s", message.id, message.channel, exc)
+        return None
+
+
+class _Hub:
+    """What the fan-out knows of one hub: its streams and the newest id it
+    has handed out (or found in the history when the hub joined)."""
+
+    def __init__(self) -> None:
+        self.streams: set[Stream] = set()
+        self.cursor: Key = (0, 0)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Stream:
+    """One client's stream: a bounded queue filled by the fan-out and drained
+    by :meth:`frames`, which the WSGI server iterates.
+
+    Built by :meth:`Fanout.open`; :meth:`close` unregisters it and is called
+    when the server closes the response (the client left) or the stream ends.
+    """
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        hub_id: str,
+        event_filter: EventFilter | None,
+        client: str,
+        queue_size: int,
+        sock: Any = None,
+    ) -> None:
+        self.fanout = fanout
+        self.hub_id = hub_id
+        self.event_filter = event_filter
+        self.client = client
+        self._queue: deque[Item] = deque()
+        self._queue_size = max(1, queue_size)
+        self._ready = make_wakeup()
+        self._socket = sock
+        #: Live events at or below this id were replayed or came before the stream.
+        self.floor: Key = (0, 0)
+        self.start_id = "0-0"
+        #: The first page of the replay, and whether more may follow it.
+        self.replay: list[Message] = []
+        self.replay_more = False
+        self.gap: bytes | None = None
+        #: While replaying, a full queue is emptied rather than evicted: the
+        #: history holds what it dropped, and the replay reads on.
+        self.replaying = False
+        self._overflowed = False
+        self.closed = False
+        self.evicted = False
+        self._released = False
+        self._watcher: HangupWatcher | None = None
+
+    def accepts(self, event: Mapping[str, Any] | None) -> bool:
+        """Whether this stream's filter lets ``event`` through. An event that
+        could not be parsed passes only an unfiltered stream."""
+        if self.event_filter is None:
+            return True
+        if event is None:
+            return False
+        try:
+            return self.event_filter(event)
+        except Exception:
+            logger.exception("The stream filter %r failed; the event is withheld from this stream.", self.event_filter)
+            return False
+
+    def offer(self, key: Key, frame: bytes, event: Event | None) -> bool:
+        """Queue an event; evict the stream if its queue is full.
+
+        :return: ``False`` when the stream was evicted by this call.
+        """
+        with self._ready:
+            if self.closed:
+                return True
+            if len(self._queue) < self._queue_size:
+                self._queue.append((key, frame, event))
+                self._ready.notify()
+                return True
+            if self.replaying:
+                self._queue.clear()
+                self._overflowed = True
+                return True
+            self.closed = self.evicted = True
+            self._queue.clear()
+            self._ready.notify_all()
+        self._shutdown_socket()
+        return False
+
+    def announce(self, frame: bytes, *, reset: bool = False) -> None:
+        """Queue a frame that is not an event (a ``gap``, ``backend-down``
+        or ``backend-up``) behind what is queued.
+
+        :param reset: the hub's ids start again from zero after it.
+        """
+        with self._ready:
+            if self.closed:
+                return
+            self._queue.append((_RESET if reset else _ANNOUNCEMENT, frame, None))
+            self._ready.notify()
+
+    def take(self, timeout: float) -> list[Item] | None:
+        """Wait up to ``timeout`` seconds for queued items.
+
+        :return: the items (empty when none came), or ``None`` once the
+            stream is closed.
+        """
+        with self._ready:
+            if not self._queue and not self.closed:
+                self._ready.wait(timeout)
+            if self.closed:
+                return None
+            items = list(self._queue)
+            self._queue.clear()
+            return items
+
+    def _shutdown_socket(self) -> None:
+        # Servers that expose the client socket (werkzeug, gunicorn) let an
+        # evicted stream end now, even while a write to it is blocked; under
+        # gevent.pywsgi the stream ends once its write goes through.
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(2)  # SHUT_RDWR
+            except OSError:
+                pass
+
+    def watch_hangup(self, fd: int) -> None:
+        """Under gevent, close the stream as soon as the client at the other
+        end of socket ``fd`` hangs up; see :class:`~flask_notifications.green.HangupWatcher`."""
+        if not self.closed:
+            self._watcher = HangupWatcher.start(fd, self.close)
+
+    def _replayed(self, messages: list[Message]) -> Iterator[bytes]:
+        for message in messages:
+            if self.closed:
+                return
+            key = message.sort_key
+            if key <= self.floor:
+                continue
+            self.floor = key
+            event = _parse_event(message)
+            if self.accepts(event):
+                yield event_frame(message, event, named=self.fanout.named_events)
+
+    def _replay(self) -> Iterator[bytes]:
+        page, self.replay = self.replay, []
+        more = self.replay_more
+        after = self.start_id
+        while True:
+            yield from self._replayed(page)
+            if page:
+                after = page[-1].id
+            if not more:
+                with self._ready:
+                    # Live events were dropped while the queue was full:
+                    # read on from the history, which holds them.
+                    more, self._overflowed = self._overflowed, False
+                    if not more:
+                        self.replaying = False
+                        return
+            if self.closed:
+                return
+            history = self.fanout.read_history(self.hub_id, after)
+            if history.gap:
+                oldest = history.messages[0].id if history.messages else None
+                yield gap_frame(after, oldest_id=oldest, reason="trimmed")
+            page, more = history.messages, len(history.messages) >= self.fanout.page_size
+
+    def frames(self, *, retry: int, heartbeat: float) -> Iterator[bytes]:
+        """The bytes of the stream: ``retry`` and the start id, the gap event
+        if any, the replayed events, then live events, announcements and
+        heartbeats until the stream is closed."""
+        try:
+            yield encode_event(None, retry=retry, id=self.start_id)
+            if self.gap is not None:
+                yield self.gap
+            try:
+                yield from self._replay()
+            except BackendError as exc:
+                # The client resumes from its last id once the backend is back.
+                logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
+                return
+            last_write = time.monotonic()
+            while True:
+                wait = max(0.0, heartbeat - (time.monotonic() - last_write))
+                items = self.take(wait)
+                if items is None:
+                    if self.evicted:
+                        yield EVICTED
+                    return
+                if not items:
+                    if time.monotonic() - last_write >= heartbeat:
+                        yield HEARTBEAT
+                        last_write = time.monotonic()
+                    continue
+                chunk: list[bytes] = []
+                size = 0
+                for key, frame, event in items:
+                    if key is _RESET:
+                        self.floor = (0, 0)
+                    elif key is not _ANNOUNCEMENT:
+                        if key <= self.floor:
+                            continue
+                        self.floor = key
+                        if not self.accepts(event):
+                            continue
+                    chunk.append(frame)
+                    size += len(frame)
+                    if size >= _CHUNK:
+                        yield b"".join(chunk)
+                        chunk, size = [], 0
+                if chunk:
+                    yield b"".join(chunk)
+                    last_write = time.monotonic()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the stream and free its queue and its place. Idempotent."""
+        with self._ready:
+            self.closed = True
+            self._queue.clear()
+            self._ready.notify_all()
+            released, self._released = self._released, True
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            # Before the server closes the socket, whose descriptor may then
+            # be reused by another client.
+            watcher.close()
+        if not released:
+            self.fanout.release(self)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.hub_id!r} from {self.client!r}{' evicted' if self.evicted else ''}>"
+
+
+class Fanout:
+    """The one backend subscription of a process, shared by every stream of
+    an application.
+
+    :param backend: the application's backend.
+    :param poll_interval: longest wait of one :meth:`Subscription.get`.
+    :param idle_linger: seconds the listener keeps the subscription once the
+        last stream closed.
+    :param history_concurrency: history reads (by resuming streams) that may
+        run at once, so a reconnect storm does not open a backend connection
+        per client.
+    :param on_outage: called with the exception when the backend stops
+        answering, once per outage, in the listener.
+    :param on_recovery: called with the number of failed reads when it
+        answers again.
+    :param named_events: name each event after its type; see
+        :func:`~flask_notifications.sse.event_frame`.
+    """
+
+    #: Delay bounds, in seconds, between attempts to read a failing backend.
+    backoff_base = 0.1
+    backoff_max = 5.0
+    #: Messages read from the history at a time by a resuming stream.
+    page_size = 100
+    #: The class of the streams :meth:`open` builds.
+    stream_class: type[Stream] = Stream
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        poll_interval: float = 1.0,
+        idle_linger: float = 30.0,
+        history_concurrency: int = 4,
+        on_outage: Callable[[BaseException], None] | None = None,
+        on_recovery: Callable[[int], None] | None = None,
+        named_events: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.named_events = named_events
+        self.poll_interval = poll_interval
+        self.idle_linger = idle_linger
+        self.pid = os.getpid()
+        self.on_outage = on_outage
+        self.on_recovery = on_recovery
+        self._lock = threading.Lock()
+        self._hubs: dict[str, _Hub] = {}
+        self._clients: Counter[str] = Counter()
+        self._open = 0
+        self._subscription: Subscription | None = None
+        self._listener: Runner | None = None
+        self._history_slots = threading.BoundedSemaphore(max(1, history_concurrency))
+        self._stats: Counter[str] = Counter()
+        #: Since when the backend cannot be read, or ``None``.
+        self._down_since: float | None = None
+
+    # -- streams ------------------------------------------------------------------
+
+    def open(
+        self,
+        hub_id: str,
+        *,
+        event_filter: EventFilter | None = None,
+        last_event_id: str | None = None,
+        client: str = "",
+        max_per_client: int | None = None,
+        queue_size: int = 512,
+        sock: Any = None,
+    ) -> Stream:
+        """Register a stream of ``hub_id`` and prepare what it sends first.
+
+        The stream receives live events from the moment this returns; with
+        ``last_event_id`` it also replays what the history holds after that id
+        (and a gap event if some of it was trimmed, or the id is newer than
+        any of the hub's).
+
+        :param last_event_id: a validated id (see
+            :func:`~flask_notifications.sse.parse_last_event_id`).
+        :raises TooManyStreamsError: ``client`` holds ``max_per_client`` streams.
+        :raises BackendError: the backend could not be read; nothing is left
+            registered.
+        """
+        stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
+        stream.replaying = last_event_id is not None
+        with self._lock:
+            if max_per_client is not None and self._clients[client] >= max_per_client:
+                self._stats["refused"] += 1
+                raise TooManyStreamsError(client, max_per_client)
+            self._clients[client] += 1
+            self._open += 1
+            hub = self._hubs.get(hub_id)
+            leader = hub is None
+            if hub is None:
+                hub = self._hubs[hub_id] = _Hub()
+            hub.streams.add(stream)
+        try:
+            if leader:
+                self._join(hub_id, hub)
+            elif not hub.ready.wait(60.0) or hub.error is not None:
+                raise BackendError(f"Could not subscribe to hub {hub_id!r}: {hub.error or 'timed out'}.")
+            with self._lock:
+                cursor = hub.cursor
+                down = self._down_since is not None
+            if last_event_id is None:
+                stream.floor = cursor
+                stream.start_id = format_id(cursor)
+            else:
+                self._prepare_replay(stream, last_event_id, cursor)
+            if down:
+                stream.announce(backend_frame(False))
+        except BaseException:
+            stream.close()
+            raise
+        with self._lock:
+            self._stats["opened"] += 1
+        return stream
+
+    def _newest(self, hub_id: str) -> Key:
+        newest = self.backend.last_id(hub_id)
+        return (0, 0) if newest is None else parse_id(newest)
+
+    def _join(self, hub_id: str, hub: _Hub) -> None:
+        try:
+            self._subscribe().add(hub_id)
+            newest = self._newest(hub_id)
+            with self._lock:
+                hub.cursor = max(hub.cursor, newest)
+        except BaseException as exc:
+            with self._lock:
+                hub.error = exc
+                if self._hubs.get(hub_id) is hub:
+                    del self._hubs[hub_id]
+            hub.ready.set()
+            raise
+        hub.ready.set()
+
+    def read_history(self, hub_id: str, after_id: str) -> History:
+        """One page of the history of ``hub_id`` after ``after_id``, read
+        within the bound on concurrent history reads.
+
+        :raises BackendError: the backend cannot be read.
+        """
+        with self._history_slots:
+            return self.backend.history(hub_id, after_id, limit=self.page_size)
+
+    def _prepare_replay(self, stream: Stream, last_event_id: str, cursor: Key) -> None:
+        floor = parse_id(last_event_id)
+        newest = max(cursor, self._newest(stream.hub_id))
+        if floor > newest:
+            # Not an id of this hub (a client's clock, a forged header, or a
+            # backend that restarted empty): start from the newest, and say so.
+            stream.start_id = format_id(newest)
+            stream.floor = newest
+            stream.replaying = False
+            stream.gap = gap_frame(last_event_id, oldest_id=None, reason="ahead", id=stream.start_id)
+            self._count("gaps")
+            return
+        history = self.read_history(stream.hub_id, last_event_id)
+        stream.replay = history.messages
+        stream.replay_more = len(history.messages) >= self.page_size
+        stream.start_id = last_event_id
+        stream.floor = floor
+        if history.gap:
+            self._count("gaps")
+            oldest = history.messages[0].id if history.messages else None
+            stream.gap = gap_frame(last_event_id, oldest_id=oldest, reason="trimmed", id=stream.start_id)
+
+    def release(self, stream: Stream) -> None:
+        """Forget a closed stream; :meth:`Stream.close` calls it."""
+        with self._lock:
+            hub = self._hubs.get(stream.hub_id)
+            if hub is not None:
+                hub.streams.discard(stream)
+            self._clients[stream.client] -= 1
+            if self._clients[stream.client] <= 0:
+                del self._clients[stream.client]
+            self._open -= 1
+
+    def _evicted(self, stream: Stream) -> None:
+        logger.info("Evicted %r: more than its queue of events behind.", stream)
+        with self._lock:
+            self._stats["evicted"] += 1
+            hub = self._hubs.get(stream.hub_id)
+            if hub is not None:
+                hub.streams.discard(stream)
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._stats[name] += amount
+
+    def _streams(self) -> list[Stream]:
+        with self._lock:
+            return [stream for hub in self._hubs.values() for stream in hub.streams]
+
+    # -- the listener -------------------------------------------------------------
+
+    def _subscribe(self) -> Subscription:
+        with self._lock:
+            if self._subscription is None:
+                subscription = self._subscription = self.backend.subscribe()
+                self._listener = spawn(self._run, subscription, name="flask-notifications-sse")
+            return self._subscription
+
+    def _run(self, subscription: Subscription) -> None:
+        failures = 0
+        idle_since: float | None = None
+        try:
+            while True:
+                with self._lock:
+                    if self._subscription is not subscription:
+                        return
+                    if self._open:
+                        idle_since = None
+                    elif idle_since is None:
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= self.idle_linger:
+                        self._reset()
+                        return
+                try:
+                    messages = subscription.get(self.poll_interval)
+                except Exception as exc:
+                    self._count("backend_failures")
+                    if self._down_since is None:
+                        self._outage_began(exc)
+                    time.sleep(self.backoff_base + backoff(failures, self.backoff_base, self.backoff_max, True))
+                    failures += 1
+                    continue
+                if self._down_since is not None and subscription.connected:
+                    self._outage_ended(subscription, failures)
+                    failures = 0
+                try:
+                    if subscription.tracks_losses:
+                        self._announce_losses(subscription.lost())
+                    self._dispatch(messages)
+                except Exception:
+                    # The listener serves every stream of the process: it
+                    # must outlive whatever one batch does to it.
+                    logger.exception("Fanning out %d events failed.", len(messages))
+        finally:
+            subscription.close()
+
+    def _outage_began(self, exc: BaseException) -> None:
+        with self._lock:
+            self._down_since = time.monotonic()
+            self._stats["outages"] += 1
+        streams = self._streams()
+        logger.warning(
+            "The notifications backend cannot be read (%s); telling %d streams, and retrying with backoff.",
+            exc,
+            len(streams),
+            exc_info=not isinstance(exc, BackendError),
+        )
+        frame = backend_frame(False)
+        for stream in streams:
+            stream.announce(frame)
+        self._callback(self.on_outage, exc)
+
+    def _outage_ended(self, subscription: Subscription, failures: int) -> None:
+        with self._lock:
+            since, self._down_since = self._down_since, None
+        streams = self._streams()
+        logger.warning(
+            "The notifications backend answers again after %.1fs and %d failed reads; telling %d streams.",
+            time.monotonic() - (since or time.monotonic()),
+            failures,
+            len(streams),
+        )
+        if not subscription.tracks_losses:
+            self._announce_unverifiable()
+        frame = backend_frame(True)
+        for stream in streams:
+            stream.announce(frame)
+        self._callback(self.on_recovery, failures)
+
+    def _callback(self, func: Callable[..., None] | None, *args: Any) -> None:
+        if func is None:
+            return
+        try:
+            func(*args)
+        except Exception:
+            logger.exception("The stream outage handler %r failed.", func)
+
+    def _announce_losses(self, losses: list[Lost]) -> None:
+        for lost in losses:
+            reset = lost.reason == "reset"
+            with self._lock:
+                hub = self._hubs.get(lost.channel)
+                if hub is None:
+                    continue
+                if reset:
+                    hub.cursor = (0, 0)
+                streams = list(hub.streams)
+                self._stats["gaps"] += len(streams)
+            logger.warning(
+                "Events of hub %r after %s were lost (%s); telling %d streams.",
+                lost.channel,
+                lost.after_id,
+                lost.reason,
+                len(streams),
+            )
+            frame = gap_frame(lost.after_id, oldest_id=None, reason=lost.reason, id="0-0" if reset else None)
+            for stream in streams:
+                stream.announce(frame, reset=reset)
+
+    def _announce_unverifiable(self) -> None:
+        """After an outage of a backend whose subscription does not report
+        its losses (RabbitMQ keeps no history), ask the history whether it
+        can still deliver what followed the newest id handed out for each
+        hub; where it cannot, every stream of the hub gets a ``gap`` event."""
+        with self._lock:
+            hubs = [(hub_id, hub.cursor) for hub_id, hub in self._hubs.items() if hub.streams]
+        losses = []
+        for hub_id, cursor in hubs:
+            try:
+                lost = self.backend.history(hub_id, format_id(cursor), limit=1).gap
+            except BackendError:
+                lost = True
+            if lost:
+                losses.append(Lost(hub_id, format_id(cursor), "outage"))
+        self._announce_losses(losses)
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        for index, message in enumerate(messages, 1):
+            event = _parse_event(message)
+            try:
+                frame = event_frame(message, event, named=self.named_events)
+                key = message.sort_key
+            except (StreamFormatError, ValueError) as exc:
+                logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)
+                continue
+            with self._lock:
+                hub = self._hubs.get(message.channel)
+                if hub is None or key <= hub.cursor:
+                    continue
+                hub.cursor = key
+                targets = list(hub.streams)
+                self._stats["events"] += 1
+            for stream in targets:
+                if not stream.offer(key, frame, event):
+                    self._evicted(stream)
+            if index % _BATCH == 0:
+                cooperate()
+
+    def _reset(self) -> None:
+        # Called with the lock held, by the listener, once idle.
+        self._subscription = None
+        self._listener = None
+        self._hubs.clear()
+        self._down_since = None
+
+    def close(self) -> None:
+        """End every stream and release the subscription. A later
+        :meth:`open` starts afresh."""
+        with self._lock:
+            subscription, self._subscription = self._subscription, None
+            listener, self._listener = self._listener, None
+            streams = [s for hub in self._hubs.values() for s in hub.streams]
+            self._hubs.clear()
+            self._down_since = None
+        for stream in streams:
+            stream.close()
+        if subscription is not None:
+            subscription.close()
+        if listener is not None and not is_current(listener):
+            listener.join(timeout=10)
+
+    # -- introspection --------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this process: ``connections`` open now (an evicted
+        one until its server notices), ``subscribers`` receiving live
+        events, ``hubs`` subscribed, ``listening`` (1 while the subscription
+        is held), ``backend_down`` (1 while the backend cannot be read), and
+        since start ``opened``, ``refused`` (over the per-client limit),
+        ``events`` fanned out, ``evicted`` slow streams, ``gaps`` reported,
+        ``backend_failures`` (failed reads) and ``outages``."""
+        with self._lock:
+            return {
+                "connections": self._open,
+                "subscribers": sum(len(hub.streams) for hub in self._hubs.values()),
+                "hubs": len(self._hubs),
+                "listening": int(self._subscription is not None),
+                "backend_down": int(self._down_since is not None),
+                **{
+                    key: self._stats[key]
+                    for key in ("opened", "refused", "events", "evicted", "gaps", "backend_failures", "outages")
+                },
+            }
+
+    def __repr__(self) -> str:
+        return f"<Fanout of {type(self.backend).__name__} pid={self.pid}>"

@@ -1,0 +1,185 @@
+"""What the stream layer needs of gevent: whether the process is
+monkey-patched, a wake-up that does not yield, a way to run the listener,
+and a watcher that notices at once when a client hangs up.
+
+Nothing here imports gevent unless the process runs under it, so a threaded
+server never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+def under_gevent() -> bool:
+    """Whether gevent has monkey-patched this process's sockets, so that
+    blocking calls (Redis reads, queue waits) yield to other greenlets."""
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is optional
+        return False
+    return bool(monkey.is_module_patched("socket"))
+
+
+def cooperate() -> None:
+    """Under gevent, let the other greenlets run (the streams drain their
+    queues between events of one large batch, so a burst does not look like
+    slow clients). A no-op in a threaded process."""
+    if under_gevent():
+        time.sleep(0)
+
+
+class Wakeup(Protocol):
+    """What a stream's queue needs of a ``threading.Condition``."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any, /) -> Any: ...
+
+    def notify(self) -> None: ...
+
+    def notify_all(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class GreenletCondition:
+    """A :class:`Wakeup` for a process monkey-patched by gevent.
+
+    A patched ``Condition`` yields to the hub on every ``notify()``: its
+    ownership check try-acquires the lock, and gevent's lock sleeps when a
+    non-blocking acquire fails. The listener then let every stream write
+    after each single event, one system call per event and stream. Greenlets
+    switch only where they block, so the queue needs no lock here, and a
+    ``gevent.event.Event`` wakes the stream without yielding."""
+
+    def __init__(self) -> None:
+        from gevent.event import Event as GeventEvent
+
+        self._event = GeventEvent()
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any, /) -> None:
+        return None
+
+    def notify(self) -> None:
+        self._event.set()
+
+    notify_all = notify
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = bool(self._event.wait(timeout))
+        self._event.clear()
+        return woken
+
+
+def make_wakeup() -> Wakeup:
+    """A :class:`GreenletCondition` under gevent, else a ``threading.Condition``."""
+    if under_gevent():
+        return GreenletCondition()
+    return threading.Condition(threading.Lock())
+
+
+class Runner(Protocol):
+    """A started listener: a greenlet or a thread."""
+
+    def join(self, timeout: float | None = None) -> Any: ...
+
+
+def spawn(func: Callable[..., None], *args: Any, name: str) -> Runner:
+    """Run ``func(*args)`` in a greenlet under gevent, else in a daemon thread."""
+    if under_gevent():
+        import gevent
+
+        greenlet: Runner = gevent.spawn(func, *args)
+        return greenlet
+    thread = threading.Thread(target=func, args=args, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def is_current(runner: Runner | None) -> bool:
+    """Whether ``runner`` is the greenlet or thread running this code."""
+    if runner is None:
+        return False
+    if runner is threading.current_thread():
+        return True
+    if under_gevent():
+        import gevent
+
+        return runner is gevent.getcurrent()
+    return False
+
+
+class HangupWatcher:
+    """Calls ``on_hangup`` (in a new greenlet) as soon as the client at the
+    other end of socket ``fd`` hangs up.
+
+    A server only learns that a client left when it next writes to it (an
+    event or a heartbeat); an event-loop watcher on the client's socket lets
+    the stream free its queue and its place at once instead. A client that
+    only half-closes its socket counts as gone; browsers never do that.
+
+    The watcher is a callback, not a greenlet blocked in ``recv``: an idle
+    greenlet keeps a copy of its C stack, several kilobytes for every open
+    stream (the benchmark's idle cost, issue 6). Only under gevent: without
+    it, a thread per stream would cost more than the wait.
+    """
+
+    def __init__(self, fd: int, on_hangup: Callable[[], None]) -> None:
+        self.fd = fd
+        self._on_hangup = on_hangup
+        self._watcher: Any = None
+
+    @classmethod
+    def start(cls, fd: int, on_hangup: Callable[[], None]) -> HangupWatcher | None:
+        """Watch ``fd``; ``None`` when not under gevent or ``fd`` cannot be watched."""
+        if not under_gevent():
+            return None
+        from gevent import get_hub
+
+        watcher = cls(fd, on_hangup)
+        try:
+            watcher._watcher = get_hub().loop.io(fd, 1)  # 1: readable
+        except (OSError, ValueError):
+            return None
+        watcher._watcher.start(watcher._readable)
+        return watcher
+
+    def _readable(self) -> None:
+        # Runs in the event loop, which must not block: peek through the
+        # unpatched socket type, and hang up from a greenlet, since closing
+        # a stream takes locks.
+        from gevent.monkey import get_original
+
+        original_socket = get_original("socket", "socket")
+        try:
+            peer = original_socket(fileno=os.dup(self.fd))
+            try:
+                data = peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            finally:
+                peer.close()
+        except BlockingIOError:
+            return  # not readable after all: keep watching
+        except OSError:
+            data = b""
+        self.close()
+        if data:
+            return  # the client sent something: not a hang-up
+        import gevent
+
+        gevent.spawn(self._on_hangup)
+
+    def close(self) -> None:
+        """Stop watching. Idempotent; call it before the server closes the
+        socket, whose descriptor may then be reused by another client."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
