@@ -145,3 +145,35 @@ class TooManyStreamsError(NotificationsError):
         )
         self.client = client
         self.limit = limit
+
+
+class InboxError(NotificationsError):
+    """The notification inbox cannot do what was asked."""
+
+
+class InvalidInboxRequestError(InboxError, ValueError):
+    """An inbox call got bad input: an id that is not a positive integer,
+    too many ids, a limit out of range, or a recipient that is not a
+    non-empty string."""
+
+
+class InvalidCursorError(InvalidInboxRequestError):
+    """A pagination cursor is not one that :meth:`Inbox.list` returned."""
+
+
+class NotificationNotFoundError(InboxError, LookupError):
+    """Some ids are not in the user's inbox: they do not exist, or they are
+    another user's (the two are not told apart). Nothing was changed.
+
+    :param ids: the ids that were not found, in ascending order.
+    """
+
+    def __init__(self, ids: list[int]) -> None:
+        shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+        super().__init__(f"No notification {shown} in this user's inbox; nothing was changed.")
+        self.ids = ids
+
+
+class InboxUnavailableError(InboxError):
+    """The inbox database cannot be reached, or its table does not exist.
+    A consumer that raises it is retried; nothing is lost."""
