@@ -106,7 +106,7 @@ def _threads_hold_at(engine: sa.Engine, event_name: str, holders: dict[int, thre
 
 @pytest.mark.xfail(
     strict=True,
-    reason="add() counts the unread rows inside its own transaction (store.py:283): under READ COMMITTED two "
+    reason="add() counts the unread rows inside its own transaction (store.py:278): under READ COMMITTED two "
     "concurrent stores for one user each miss the other's row and both publish the same, too low, count",
 )
 def test_concurrent_stores_publish_a_stale_unread_count(
@@ -143,7 +143,7 @@ def test_concurrent_stores_publish_a_stale_unread_count(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="badges carry no order (store.py:551 badge_event): a change whose publish is overtaken by a later "
+    reason="badges carry no order (store.py:556 badge_event): a change whose publish is overtaken by a later "
     "change's publish leaves the stream showing the older, wrong count",
 )
 def test_badge_published_out_of_order_shows_an_old_count(
@@ -197,7 +197,7 @@ def test_documented_stream_filter_with_an_integer_user_id_gets_the_badge() -> No
 @pytest.mark.xfail(
     strict=True,
     reason="JSONB and PostgreSQL text refuse U+0000, which Event allows in title/body/extras; the DataError is "
-    "reported as InboxUnavailableError (store.py:128), so the task retries until it is a dead letter and the "
+    "reported as InboxUnavailableError (store.py:132), so the task retries until it is a dead letter and the "
     "notification is never stored for anyone",
 )
 def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> None:
@@ -210,7 +210,7 @@ def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> 
 @pytest.mark.xfail(
     strict=True,
     reason="InboxConsumer.recipients_of() takes list() of what the recipients function returns "
-    "(inbox_consumer.py:67) and Inbox.add iterates it (store.py:257): a string stores the notification in the "
+    "(inbox_consumer.py:66) and Inbox.add iterates it (store.py:255): a string stores the notification in the "
     "inboxes of the users named by each of its characters",
 )
 def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_inbox: Inbox) -> None:
@@ -228,7 +228,7 @@ def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_in
 @pytest.mark.xfail(
     strict=True,
     reason="a recipient the table cannot hold (over 255 characters) makes add() refuse the whole event "
-    "(store.py:257) with a retryable error: every valid co-recipient loses the notification and the task "
+    "(store.py:255) with a retryable error: every valid co-recipient loses the notification and the task "
     "retries to a dead letter that 'flask notifications retry' can never deliver",
 )
 def test_one_overlong_recipient_does_not_cost_the_others_their_notification(sqlite_inbox: Inbox) -> None:
@@ -245,7 +245,7 @@ def test_one_overlong_recipient_does_not_cost_the_others_their_notification(sqli
 
 @pytest.mark.xfail(
     strict=True,
-    reason="decode_cursor() base64-decodes leniently and the cursor is not signed (model.py:158): a cursor "
+    reason="decode_cursor() base64-decodes leniently and the cursor is not signed (model.py:166): a cursor "
     "the inbox never returned is taken, against docs/inbox.rst ('a cursor that the inbox did not return "
     "raises InvalidCursorError')",
 )
@@ -262,7 +262,7 @@ def test_tampered_cursor_is_refused(any_inbox: Inbox) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="SQLite's INTEGER PRIMARY KEY without AUTOINCREMENT hands the id of a deleted newest row to the "
-    "next row (model.py:45): a stale tab's mark_read/delete of the old id hits the new notification",
+    "next row (model.py:47): a stale tab's mark_read/delete of the old id hits the new notification",
 )
 def test_sqlite_never_reuses_the_id_of_a_deleted_notification(sqlite_inbox: Inbox) -> None:
     sqlite_inbox.add(make_event(), ["alice"], delivery_id="old")
@@ -289,7 +289,7 @@ def inbox_client(app: Flask, notifications: Notifications, sqlite_inbox: Inbox) 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the view checks limit with str.isdigit() (views.py:104), which is true for '²' that int() refuses: "
+    reason="the view checks limit with str.isdigit() (views.py:105), which is true for '²' that int() refuses: "
     "the ValueError escapes as a 500, not the documented 400",
 )
 def test_superscript_limit_is_answered_400(inbox_client: Any) -> None:
@@ -359,7 +359,7 @@ def test_pages_never_repeat_or_skip_with_inserts_between_pages(any_inbox: Inbox)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the consumer's retry message carries the event's expiry (tasks.py:225 expires=, tasks.py:329): an event "
+    reason="the consumer's retry message carries the event's expiry (tasks.py:225 expires=, tasks.py:327): an event "
     "that expires while the database is down is revoked by Celery on retry, with no row and no dead letter, "
     "against docs/inbox.rst ('the rows are stored once the database answers ... so nothing is lost')",
 )
