@@ -40,14 +40,14 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from .backoff import backoff
 from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
 from .event import Event
 from .event_filter import EventFilter
-from .green import HangupWatcher, Runner, cooperate, is_current, make_wakeup, spawn
+from .green import HangupWatcher, Runner, SocketWriter, cooperate, is_current, make_wakeup, spawn
 from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
 from .sse import EVICTED, HEARTBEAT, Key, backend_frame, encode_event, event_frame, format_id, gap_frame
 
@@ -62,6 +62,12 @@ _RESET: Key = (-2, -2)
 _BATCH = 32
 #: Largest chunk a stream hands to the server in one write.
 _CHUNK = 64 * 1024
+#: Seconds between the listener's rounds of heartbeats to live streams.
+_SWEEP = 1.0
+
+#: What :meth:`Stream.push` did with a batch: nothing (offer its events one
+#: by one), wrote it all to the socket, or left the rest to the greenlet.
+NOT_PUSHED, WRITTEN, LEFT = 0, 1, 2
 
 #: What a stream's queue holds: the message's key, its frame, and its event
 #: (``None`` for an announcement or a message that is not a valid event).
@@ -93,7 +99,42 @@ class Stream:
 
     Built by :meth:`Fanout.open`; :meth:`close` unregisters it and is called
     when the server closes the response (the client left) or the stream ends.
+
+    With a :class:`~flask_notifications.green.SocketWriter` (under
+    ``gunicorn -k gevent``), the stream goes *live* once its first frames
+    and its replay went out through the server: from then on the fan-out
+    writes each batch straight to the socket (:meth:`push`), and the
+    stream's greenlet only writes what did not fit (a full socket buffer),
+    what its filter must judge, and announcements, always in order.
     """
+
+    __slots__ = (
+        "fanout",
+        "hub_id",
+        "event_filter",
+        "client",
+        "_queue",
+        "_queue_size",
+        "_ready",
+        "_socket",
+        "writer",
+        "live",
+        "_busy",
+        "_raw",
+        "heartbeat",
+        "last_write",
+        "floor",
+        "start_id",
+        "replay",
+        "replay_more",
+        "gap",
+        "replaying",
+        "_overflowed",
+        "closed",
+        "evicted",
+        "_released",
+        "_watcher",
+    )
 
     def __init__(
         self,
@@ -103,6 +144,7 @@ class Stream:
         client: str,
         queue_size: int,
         sock: Any = None,
+        writer: SocketWriter | None = None,
     ) -> None:
         self.fanout = fanout
         self.hub_id = hub_id
@@ -112,6 +154,15 @@ class Stream:
         self._queue_size = max(1, queue_size)
         self._ready = make_wakeup()
         self._socket = sock
+        self.writer = writer
+        #: The fan-out may write to the socket (see :meth:`push`).
+        self.live = False
+        #: The stream's greenlet is writing, or has bytes or items to write.
+        self._busy = False
+        #: Bytes the fan-out could not write, already framed, to go first.
+        self._raw: bytes = b""
+        self.heartbeat = 0.0
+        self.last_write = 0.0
         #: Live events at or below this id were replayed or came before the stream.
         self.floor: Key = (0, 0)
         self.start_id = "0-0"
@@ -242,10 +293,124 @@ class Stream:
                 yield gap_frame(after, oldest_id=oldest, reason="trimmed")
             page, more = history.messages, len(history.messages) >= self.fanout.page_size
 
-    def frames(self, *, retry: int, heartbeat: float) -> Iterator[bytes]:
+    def push(self, first: Key, last: Key, data: bytes, chunk: bytes, now: float) -> int:
+        """Write the frames of a batch of events straight to the socket of a
+        live stream, without waking its greenlet. What the socket's buffer
+        does not take now goes to the greenlet, which writes it before
+        anything else.
+
+        :param first: the key of the batch's first event.
+        :param last: the key of its last event.
+        :param data: the frames of its events.
+        :param chunk: ``data`` as one HTTP/1.1 chunk.
+        :param now: ``time.monotonic()``.
+        :return: :data:`NOT_PUSHED` when the stream cannot take the batch
+            this way (it is not live, has a filter, has something left to
+            write, or the batch starts at or below its floor): offer the
+            events one by one. Else :data:`WRITTEN`, or :data:`LEFT` when
+            the socket's buffer was full and the greenlet writes the rest.
+        """
+        # Only a stream with a writer goes live, and only under gevent,
+        # where nothing else runs between these checks and the write.
+        if (
+            not self.live
+            or self._busy
+            or self._queue
+            or self.closed
+            or self.event_filter is not None
+            or first <= self.floor
+        ):
+            return NOT_PUSHED
+        self.floor = last
+        return self._write_now(chunk if self.writer is not None and self.writer.chunked else data, now)
+
+    def tick(self, now: float) -> None:
+        """Write a heartbeat to a live stream idle for its heartbeat
+        interval. (A stream that is not live writes its own.)"""
+        if (
+            self.live
+            and not self._busy
+            and not self._queue
+            and not self.closed
+            and now - self.last_write >= self.heartbeat
+        ):
+            self._write_now(self._heartbeat_wire, now)
+
+    def _write_now(self, wire: bytes, now: float) -> int:
+        writer = self.writer
+        assert writer is not None
+        try:
+            sent = writer.write_nowait(wire)
+        except OSError:
+            self.close()  # the client is gone
+            return WRITTEN
+        self.last_write = now
+        if sent < len(wire):
+            self._raw = wire[sent:]
+            self._busy = True
+            self._ready.notify()
+            return LEFT
+        return WRITTEN
+
+    @property
+    def _heartbeat_wire(self) -> bytes:
+        writer = self.writer
+        assert writer is not None
+        return writer.frame(HEARTBEAT)
+
+    def _select(self, items: list[Item]) -> Iterator[bytes]:
+        """The frames of ``items`` this stream carries: above its floor and
+        through its filter."""
+        for key, frame, event in items:
+            if key is _RESET:
+                self.floor = (0, 0)
+            elif key is not _ANNOUNCEMENT:
+                if key <= self.floor:
+                    continue
+                self.floor = key
+                if not self.accepts(event):
+                    continue
+            yield frame
+
+    def _write_directly(self, writer: SocketWriter, heartbeat: float) -> None:
+        """The greenlet's part in a live stream: write what the fan-out left
+        for it, in order, until the stream is closed."""
+        self.heartbeat = heartbeat
+        self.last_write = time.monotonic()
+        self.live = True
+        while True:
+            with self._ready:
+                if self.closed:
+                    break
+                raw, self._raw = self._raw, b""
+                items = list(self._queue)
+                self._queue.clear()
+                if not raw and not items:
+                    self._busy = False
+                    # No timeout: the fan-out writes the heartbeats, so a
+                    # parked stream holds no timer.
+                    self._ready.wait()
+                    continue
+                self._busy = True
+            selected = b"".join(self._select(items))
+            try:
+                writer.write(raw + writer.frame(selected) if selected else raw)
+            except OSError:
+                break
+            self.last_write = time.monotonic()
+        if self.evicted:
+            try:
+                writer.write_nowait(writer.frame(EVICTED))
+            except OSError:
+                pass
+
+    def frames(self, *, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
         """The bytes of the stream: ``retry`` and the start id, the gap event
         if any, the replayed events, then live events, announcements and
-        heartbeats until the stream is closed."""
+        heartbeats until the stream is closed.
+
+        With a writer, everything after the replay goes straight to the
+        socket (see :meth:`push`), and nothing more is yielded."""
         try:
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
@@ -255,6 +420,11 @@ class Stream:
             except BackendError as exc:
                 # The client resumes from its last id once the backend is back.
                 logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
+                return
+            if self.writer is not None:
+                # The server wrote everything yielded so far before asking
+                # for more: from here on, writes to the socket come in order.
+                self._write_directly(self.writer, heartbeat)
                 return
             last_write = time.monotonic()
             while True:
@@ -271,15 +441,7 @@ class Stream:
                     continue
                 chunk: list[bytes] = []
                 size = 0
-                for key, frame, event in items:
-                    if key is _RESET:
-                        self.floor = (0, 0)
-                    elif key is not _ANNOUNCEMENT:
-                        if key <= self.floor:
-                            continue
-                        self.floor = key
-                        if not self.accepts(event):
-                            continue
+                for frame in self._select(items):
                     chunk.append(frame)
                     size += len(frame)
                     if size >= _CHUNK:
@@ -374,6 +536,7 @@ class Fanout:
         max_per_client: int | None = None,
         queue_size: int = 512,
         sock: Any = None,
+        writer: SocketWriter | None = None,
     ) -> Stream:
         """Register a stream of ``hub_id`` and prepare what it sends first.
 
@@ -384,11 +547,15 @@ class Fanout:
 
         :param last_event_id: a validated id (see
             :func:`~flask_notifications.sse.parse_last_event_id`).
+        :param sock: the client's socket, shut down when the stream is evicted.
+        :param writer: writes to the client's socket directly once the
+            stream is live (see :meth:`Stream.push`).
         :raises TooManyStreamsError: ``client`` holds ``max_per_client`` streams.
         :raises BackendError: the backend could not be read; nothing is left
             registered.
         """
         stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
+        stream.writer = writer
         stream.replaying = last_event_id is not None
         with self._lock:
             if max_per_client is not None and self._clients[client] >= max_per_client:
@@ -512,8 +679,13 @@ class Fanout:
     def _run(self, subscription: Subscription) -> None:
         failures = 0
         idle_since: float | None = None
+        swept = time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - swept >= _SWEEP:
+                    swept = now
+                    self._heartbeats(now)
                 with self._lock:
                     if self._subscription is not subscription:
                         return
@@ -628,7 +800,19 @@ class Fanout:
         self._announce_losses(losses)
 
     def _dispatch(self, messages: list[Message]) -> None:
-        for index, message in enumerate(messages, 1):
+        for start in range(0, len(messages), _BATCH):
+            if start:
+                # Let the streams drain between batches of a large read, so
+                # a burst does not look like slow clients.
+                cooperate()
+            self._dispatch_batch(messages[start : start + _BATCH])
+
+    def _dispatch_batch(self, messages: list[Message]) -> None:
+        """Encode each event once, then hand each stream of its hub the
+        whole batch: one write to a live stream's socket, else one queue
+        entry per event."""
+        parsed: list[tuple[str, Key, bytes, Event | None]] = []
+        for message in messages:
             event = _parse_event(message)
             try:
                 frame = event_frame(message, event)
@@ -636,18 +820,48 @@ class Fanout:
             except (StreamFormatError, ValueError) as exc:
                 logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)
                 continue
-            with self._lock:
-                hub = self._hubs.get(message.channel)
+            parsed.append((message.channel, key, frame, event))
+        batches: dict[str, tuple[list[Item], list[Stream]]] = {}
+        with self._lock:
+            for hub_id, key, frame, event in parsed:
+                hub = self._hubs.get(hub_id)
                 if hub is None or key <= hub.cursor:
                     continue
                 hub.cursor = key
-                targets = list(hub.streams)
                 self._stats["events"] += 1
-            for stream in targets:
+                if hub_id not in batches:
+                    batches[hub_id] = ([], list(hub.streams))
+                batches[hub_id][0].append((key, frame, event))
+        for items, targets in batches.values():
+            self._hand_out(items, targets)
+
+    def _hand_out(self, items: list[Item], targets: list[Stream]) -> None:
+        data = b"".join(frame for _, frame, _ in items)
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        first, last = items[0][0], items[-1][0]
+        now = time.monotonic()
+        done = Counter[int]()
+        for stream in targets:
+            pushed = stream.push(first, last, data, chunk, now)
+            done[pushed] += 1
+            if pushed != NOT_PUSHED:
+                continue
+            for key, frame, event in items:
                 if not stream.offer(key, frame, event):
                     self._evicted(stream)
-            if index % _BATCH == 0:
-                cooperate()
+                    break
+        if done[WRITTEN] or done[LEFT]:
+            with self._lock:
+                self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
+                self._stats["direct_fallbacks"] += done[LEFT]
+
+    def _heartbeats(self, now: float) -> None:
+        """Heartbeats for the live streams (see :meth:`Stream.tick`)."""
+        try:
+            for stream in self._streams():
+                stream.tick(now)
+        except Exception:
+            logger.exception("Writing heartbeats failed.")
 
     def _reset(self) -> None:
         # Called with the lock held, by the listener, once idle.
@@ -681,7 +895,10 @@ class Fanout:
         is held), ``backend_down`` (1 while the backend cannot be read), and
         since start ``opened``, ``refused`` (over the per-client limit),
         ``events`` fanned out, ``evicted`` slow streams, ``gaps`` reported,
-        ``backend_failures`` (failed reads) and ``outages``."""
+        ``backend_failures`` (failed reads), ``outages``, ``direct_writes``
+        (batches the listener wrote straight to a socket) and
+        ``direct_fallbacks`` (of those, the ones a full socket buffer left
+        to the stream's greenlet to finish)."""
         with self._lock:
             return {
                 "connections": self._open,
@@ -691,7 +908,17 @@ class Fanout:
                 "backend_down": int(self._down_since is not None),
                 **{
                     key: self._stats[key]
-                    for key in ("opened", "refused", "events", "evicted", "gaps", "backend_failures", "outages")
+                    for key in (
+                        "opened",
+                        "refused",
+                        "events",
+                        "evicted",
+                        "gaps",
+                        "backend_failures",
+                        "outages",
+                        "direct_writes",
+                        "direct_fallbacks",
+                    )
                 },
             }
 

@@ -183,3 +183,79 @@ class HangupWatcher:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.close()
+
+
+class SocketWriter:
+    """Writes a stream's bytes straight to its client's socket, bypassing
+    the WSGI server once the response has started.
+
+    Under ``gunicorn -k gevent`` a stream costs one trip through the WSGI
+    stack per write: its greenlet wakes, the response iterators run, and
+    gevent's ``sendall`` makes a ``getsockopt`` call before each ``send``.
+    The fan-out instead encodes a batch once and hands it to every socket
+    with one non-blocking ``write``; only a socket whose buffer is full
+    falls back to its stream's greenlet, which finishes the write with
+    gevent's cooperative ``sendall``.
+
+    :param sock: the connection, as the server passed it (a gevent socket).
+    :param chunked: frame every write as an HTTP/1.1 chunk, as the server
+        frames what the response iterator yields.
+    """
+
+    __slots__ = ("sock", "fd", "chunked")
+
+    def __init__(self, sock: socket.socket, chunked: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.chunked = chunked
+
+    @classmethod
+    def for_environ(cls, environ: dict[str, Any]) -> SocketWriter | None:
+        """A writer for the connection of a WSGI request, or ``None`` where
+        writing directly is not safe: not under gevent, a server that gives
+        no ``gunicorn.socket``, TLS, HTTP/2, or a socket in blocking mode
+        (a write could then stall the whole process)."""
+        sock = environ.get("gunicorn.socket")
+        if not under_gevent() or not isinstance(sock, socket.socket):
+            return None
+        import ssl
+
+        if isinstance(sock, ssl.SSLSocket) or environ.get("HTTP_VERSION") == "2":
+            return None
+        protocol = environ.get("SERVER_PROTOCOL")
+        if protocol not in ("HTTP/1.0", "HTTP/1.1"):
+            return None
+        try:
+            if os.get_blocking(sock.fileno()):
+                return None
+        except OSError:
+            return None
+        # gunicorn frames a response without Content-Length as chunks for
+        # HTTP/1.1 clients and sends it as it is (closing the connection
+        # after it) for HTTP/1.0 ones.
+        return cls(sock, chunked=protocol == "HTTP/1.1")
+
+    def frame(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire: one HTTP/1.1 chunk, or as it is."""
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the socket's buffer takes now, without yielding.
+
+        :return: the number of bytes written (0 when the buffer is full).
+        :raises OSError: the connection is gone.
+        """
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data``, letting other greenlets run while the
+        socket's buffer is full.
+
+        :raises OSError: the connection is gone.
+        """
+        self.sock.sendall(data)
