@@ -40,12 +40,14 @@ class Server:
     :param kind: ``gevent``, ``gunicorn`` or ``threaded``.
     :param config: the app's config (JSON-serialisable).
     :param sndbuf: ``SO_SNDBUF`` of every accepted connection (0: default).
+    :param log: a file that receives the server process's standard error.
     """
 
-    def __init__(self, kind: str, config: dict[str, Any], sndbuf: int = 0) -> None:
+    def __init__(self, kind: str, config: dict[str, Any], sndbuf: int = 0, log: Path | None = None) -> None:
         self.kind = kind
         self.config = config
         self.sndbuf = sndbuf
+        self.log = log
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
@@ -75,13 +77,30 @@ class Server:
                     *("-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "1", "--log-level", "warning"),
                     "tests.apps.sse_app:create_app()",
                 ]
-            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            stderr = None if self.log is None else open(self.log, "ab")  # noqa: SIM115 - the child holds it
+            try:
+                self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            finally:
+                if stderr is not None:
+                    stderr.close()
         wait_for(lambda: self._alive() and _accepts(self.port), timeout=60)
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"The {self.kind} server exited with {self.proc.returncode}.")
         return True
+
+    def worker_pid(self) -> int:
+        """The pid of the process that serves the streams (gunicorn's worker)."""
+        assert self.proc is not None
+        if self.kind != "gunicorn":
+            return self.proc.pid
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return int(wait_for(lambda: children.read_text().split())[0])
+
+    def log_text(self) -> str:
+        """What the server process wrote to standard error so far."""
+        return self.log.read_text(errors="replace") if self.log is not None and self.log.exists() else ""
 
     def kill(self) -> None:
         """Stop at once, as a crash would (SIGKILL); a no-op if stopped."""

@@ -77,6 +77,15 @@ function connect(stream) {
   source.addEventListener("gap", () => {
     mark("Some " + stream.label + " notifications were missed while disconnected.", "gap");
   });
+  // The server's backend (Redis) stopped answering, or answers again.
+  source.addEventListener("backend-down", () => {
+    setState(stream, "paused");
+    mark("The " + stream.label + " server cannot reach its backend; waiting for it.", "lost");
+  });
+  source.addEventListener("backend-up", () => {
+    setState(stream, "open");
+    mark("The " + stream.label + " server reaches its backend again.", "reconnected");
+  });
   source.onopen = () => {
     if (stream.lost) {
       mark("Reconnected to " + stream.label + (stream.lastId ? " (resuming after " + stream.lastId + ")" : ""),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Any
 
 import redis
@@ -31,8 +32,25 @@ def configure(config: dict[str, Any]) -> Flask:
     return app
 
 
+#: Holds back every event the ``/gated`` stream's filter is asked about
+#: until ``POST /gate/open``: a stream filter that waits (on a database, say).
+gate = threading.Event()
+
+
+class Gated(EventFilter):
+    """A filter that waits for :data:`gate`, then lets everything through."""
+
+    def filter(self, event: Any) -> bool:
+        gate.wait(60)
+        return True
+
+
 def setup(app: Flask, notifications: Notifications) -> None:
-    """Hubs, consumers, the stream authorizer and the test routes."""
+    """Hubs, consumers, the stream authorizer and the test routes.
+
+    ``SSE_TEST_NO_AUTHORIZER`` leaves the streams without an authorizer;
+    ``SSE_TEST_LOGIN_REQUIRED`` makes the authorizer refuse every stream of a
+    client that is not logged in."""
     for label in ("news", "private", "closed"):
         hub = notifications.create_hub(label)
         if not hub.consumers:
@@ -40,14 +58,27 @@ def setup(app: Flask, notifications: Notifications) -> None:
     private = notifications.create_hub("private")
     news = notifications.create_hub("news")
 
-    @notifications.stream_authorizer
     def authorize(hub: EventHub, req: Any) -> bool | EventFilter:
+        if app.config.get("SSE_TEST_LOGIN_REQUIRED") and not session.get("user"):
+            return False
         if hub.label == "closed":
             return False
         if hub.label == "private":
             user = session.get("user")
             return WithRecipient(user) if user else False
         return True
+
+    if not app.config.get("SSE_TEST_NO_AUTHORIZER"):
+        notifications.stream_authorizer(authorize)
+
+    @app.get("/gated")
+    def gated() -> Any:
+        return notifications.flask_sse_notifier(news.hub_id, event_filter=Gated())
+
+    @app.post("/gate/open")
+    def open_gate() -> Any:
+        gate.set()
+        return jsonify(open=True)
 
     @app.post("/login/<user>")
     def login(user: str) -> Any:
