@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from typing import Any
 
@@ -70,6 +71,14 @@ def setup(app: Flask, notifications: Notifications) -> None:
 
     if not app.config.get("SSE_TEST_NO_AUTHORIZER"):
         notifications.stream_authorizer(authorize)
+
+    @app.before_request
+    def shrink_send_buffer() -> None:
+        # gunicorn makes its own listener: shrink each connection's buffer.
+        sndbuf = app.config.get("SSE_TEST_SNDBUF")
+        sock = request.environ.get("gunicorn.socket")
+        if sndbuf and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
     @app.get("/gated")
     def gated() -> Any:
