@@ -35,11 +35,12 @@ calls) and set :attr:`Fanout.stream_class`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
@@ -102,10 +103,12 @@ class Stream:
 
     With a :class:`~flask_notifications.green.SocketWriter` (under
     ``gunicorn -k gevent``), the stream goes *live* once its first frames
-    and its replay went out through the server: from then on the fan-out
-    writes each batch straight to the socket (:meth:`push`), and the
-    stream's greenlet only writes what did not fit (a full socket buffer),
-    what its filter must judge, and announcements, always in order.
+    and its replay went out through the server: it takes the connection
+    over and the server's greenlet ends. From then on the fan-out writes
+    each batch straight to the socket (:meth:`push`), and a greenlet runs
+    only while there is something the fan-out cannot write at once: the
+    rest of a batch a full socket buffer did not take, the events its
+    filter must judge, and announcements, always in order.
     """
 
     __slots__ = (
@@ -150,14 +153,15 @@ class Stream:
         self.hub_id = hub_id
         self.event_filter = event_filter
         self.client = client
-        self._queue: deque[Item] = deque()
+        self._queue: list[Item] = []
         self._queue_size = max(1, queue_size)
         self._ready = make_wakeup()
         self._socket = sock
         self.writer = writer
-        #: The fan-out may write to the socket (see :meth:`push`).
+        #: The stream took the connection over from the server; the
+        #: fan-out may write to it (see :meth:`push`).
         self.live = False
-        #: The stream's greenlet is writing, or has bytes or items to write.
+        #: A greenlet is writing what the fan-out left (see :meth:`_drain`).
         self._busy = False
         #: Bytes the fan-out could not write, already framed, to go first.
         self._raw: bytes = b""
@@ -203,15 +207,23 @@ class Stream:
             if len(self._queue) < self._queue_size:
                 self._queue.append((key, frame, event))
                 self._ready.notify()
+                if self.live:
+                    self._kick()
                 return True
             if self.replaying:
                 self._queue.clear()
                 self._overflowed = True
                 return True
-            self.closed = self.evicted = True
-            self._queue.clear()
-            self._ready.notify_all()
-        self._shutdown_socket()
+            self.evicted = True
+        if self.live:
+            # Its buffer is full: what still fits goes, then the end.
+            self.close()
+        else:
+            with self._ready:
+                self.closed = True
+                self._queue.clear()
+                self._ready.notify_all()
+            self._shutdown_socket()
         return False
 
     def announce(self, frame: bytes, *, reset: bool = False) -> None:
@@ -225,6 +237,8 @@ class Stream:
                 return
             self._queue.append((_RESET if reset else _ANNOUNCEMENT, frame, None))
             self._ready.notify()
+            if self.live:
+                self._kick()
 
     def take(self, timeout: float) -> list[Item] | None:
         """Wait up to ``timeout`` seconds for queued items.
@@ -347,8 +361,7 @@ class Stream:
         self.last_write = now
         if sent < len(wire):
             self._raw = wire[sent:]
-            self._busy = True
-            self._ready.notify()
+            self._kick()
             return LEFT
         return WRITTEN
 
@@ -372,45 +385,58 @@ class Stream:
                     continue
             yield frame
 
-    def _write_directly(self, writer: SocketWriter, heartbeat: float) -> None:
-        """The greenlet's part in a live stream: write what the fan-out left
-        for it, in order, until the stream is closed."""
+    def _go_live(self, writer: SocketWriter, heartbeat: float) -> None:
+        """Take the connection over from the server: a descriptor of our
+        own, a hang-up watcher on it, and the fan-out's writes from now on."""
+        writer.detach()
+        if self._watcher is not None:
+            self._watcher.close()
+        self._watcher = HangupWatcher.start(writer.fd, self.close)
+        self._socket = None
         self.heartbeat = heartbeat
         self.last_write = time.monotonic()
         self.live = True
-        while True:
-            with self._ready:
-                if self.closed:
-                    break
+        if self._queue:
+            # Queued during the replay.
+            self._kick()
+
+    def _kick(self) -> None:
+        """Make sure a greenlet writes what the fan-out left."""
+        if not self._busy and not self.closed:
+            self._busy = True
+            spawn(self._drain, name="flask-notifications-stream")
+
+    def _drain(self) -> None:
+        """Write, in order, the bytes a full socket buffer did not take and
+        the queued items, until nothing is left; then end, so that a live
+        stream holds no greenlet while its client keeps up."""
+        writer = self.writer
+        assert writer is not None
+        try:
+            while not self.closed:
                 raw, self._raw = self._raw, b""
-                items = list(self._queue)
-                self._queue.clear()
+                items, self._queue = self._queue, []
                 if not raw and not items:
-                    self._busy = False
-                    # No timeout: the fan-out writes the heartbeats, so a
-                    # parked stream holds no timer.
-                    self._ready.wait()
-                    continue
-                self._busy = True
-            selected = b"".join(self._select(items))
-            try:
+                    return
+                selected = b"".join(self._select(items))
                 writer.write(raw + writer.frame(selected) if selected else raw)
-            except OSError:
-                break
-            self.last_write = time.monotonic()
-        if self.evicted:
-            try:
-                writer.write_nowait(writer.frame(EVICTED))
-            except OSError:
-                pass
+                self.last_write = time.monotonic()
+        except OSError:
+            self.close()  # the client is gone, or the stream was closed
+        finally:
+            self._busy = False
 
     def frames(self, *, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
         """The bytes of the stream: ``retry`` and the start id, the gap event
         if any, the replayed events, then live events, announcements and
         heartbeats until the stream is closed.
 
-        With a writer, everything after the replay goes straight to the
-        socket (see :meth:`push`), and nothing more is yielded."""
+        With a writer, the stream then takes the connection over (see
+        :meth:`push`) and ends the server's part of the response with
+        :class:`BrokenPipeError`, which gunicorn takes for a client that
+        left: it closes its socket without writing more, and its greenlet
+        ends."""
+        live = False
         try:
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
@@ -421,11 +447,12 @@ class Stream:
                 # The client resumes from its last id once the backend is back.
                 logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
                 return
-            if self.writer is not None:
+            if self.writer is not None and not self.closed:
                 # The server wrote everything yielded so far before asking
                 # for more: from here on, writes to the socket come in order.
-                self._write_directly(self.writer, heartbeat)
-                return
+                self._go_live(self.writer, heartbeat)
+                live = True
+                raise BrokenPipeError(errno.EPIPE, "The stream went on outside the WSGI server.")
             last_write = time.monotonic()
             while True:
                 wait = max(0.0, heartbeat - (time.monotonic() - last_write))
@@ -451,10 +478,21 @@ class Stream:
                     yield b"".join(chunk)
                     last_write = time.monotonic()
         finally:
+            if not live:
+                self.close()
+
+    def response_closed(self) -> None:
+        """The server is done with the response: close the stream, unless
+        it went live and carries on outside the server."""
+        if not self.live:
             self.close()
 
     def close(self) -> None:
-        """End the stream and free its queue and its place. Idempotent."""
+        """End the stream and free its queue and its place. Idempotent.
+
+        A live stream ends its response itself (the ``too far behind``
+        comment if it was evicted, and the last chunk) and closes its
+        descriptor; a greenlet still writing to it gets an :class:`OSError`."""
         with self._ready:
             self.closed = True
             self._queue.clear()
@@ -462,9 +500,15 @@ class Stream:
             released, self._released = self._released, True
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            # Before the server closes the socket, whose descriptor may then
-            # be reused by another client.
+            # Before the socket is closed, whose descriptor may then be
+            # reused by another client.
             watcher.close()
+        if self.live and self.writer is not None:
+            self._raw = b""
+            # While a greenlet writes, a frame may be half on the wire:
+            # nothing more may follow it.
+            last = None if self._busy else self.writer.frame(EVICTED) if self.evicted else b""
+            self.writer.close(last)
         if not released:
             self.fanout.release(self)
 

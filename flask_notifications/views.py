@@ -153,7 +153,7 @@ class _Body:
 
     def close(self) -> None:
         self._frames.close()
-        self._stream.close()
+        self._stream.response_closed()
 
 
 def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | None = None) -> Response:
@@ -228,5 +228,5 @@ def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | N
     )
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(stream.close)
+    response.call_on_close(stream.response_closed)
     return response
