@@ -35,11 +35,13 @@ calls) and set :attr:`Fanout.stream_class`.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
@@ -73,6 +75,20 @@ NOT_PUSHED, WRITTEN, LEFT = 0, 1, 2
 #: What a stream's queue holds: the message's key, its frame, and its event
 #: (``None`` for an announcement or a message that is not a valid event).
 Item = tuple[Key, bytes, "Event | None"]
+
+
+#: The fan-outs that have had live streams (see :meth:`Stream.push`): they
+#: end those streams' responses when the process exits.
+_with_live_streams: weakref.WeakSet[Fanout] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_live_streams() -> None:
+    # A live stream is no request of the server's, which therefore does not
+    # wait for it on a graceful shutdown: end its response (the last chunk),
+    # so that the client sees a finished response and reconnects.
+    for fanout in list(_with_live_streams):
+        fanout.end_live_streams()
 
 
 def _parse_event(message: Message) -> Event | None:
@@ -396,6 +412,7 @@ class Stream:
         self.heartbeat = heartbeat
         self.last_write = time.monotonic()
         self.live = True
+        _with_live_streams.add(self.fanout)
         if self._queue:
             # Queued during the replay.
             self._kick()
@@ -898,6 +915,14 @@ class Fanout:
             with self._lock:
                 self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
                 self._stats["direct_fallbacks"] += done[LEFT]
+
+    def end_live_streams(self) -> None:
+        """End every live stream (see :meth:`Stream.push`): its response
+        is finished, and its connection closed. Called when the process
+        exits."""
+        for stream in self._streams():
+            if stream.live:
+                stream.close()
 
     def _heartbeats(self, now: float) -> None:
         """Heartbeats for the live streams (see :meth:`Stream.tick`)."""

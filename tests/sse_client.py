@@ -149,6 +149,8 @@ class SSEClient:
         self._chunk_left = 0
         #: Chunks of the body read so far.
         self.chunks = 0
+        #: The body ended with its last (empty) chunk, not with a closed connection.
+        self.finished = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.status, self.headers = self._read_head()
         self.body = b""
@@ -225,7 +227,7 @@ class SSEClient:
             size = int(digits, 16)
             self.chunks += 1
             if size == 0:
-                self.eof = True
+                self.eof = self.finished = True
                 break
             self._chunk_left = size
         return bytes(out)

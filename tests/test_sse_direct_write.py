@@ -129,6 +129,23 @@ def test_a_full_socket_buffer_falls_back_to_the_greenlet_without_loss_or_reorder
         stalled.close()
 
 
+def test_a_live_stream_holds_no_greenlet(served: Callable[..., tuple[Server, Backend]]) -> None:
+    server, backend = served(NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=None)
+    before = server.request("GET", "/greenlets")[1]["count"]
+    clients = [server.stream(URL) for _ in range(100)]
+    try:
+        for client in clients:
+            client.wait_open()
+        wait_for(lambda: server.request("GET", "/greenlets")[1]["count"] < before + 10)
+        message = backend.publish(NEWS, news(0))
+        for client in clients:
+            assert [e.last_event_id for e in client.take(1)] == [message.id]
+        assert server.stats()["connections"] == 100
+    finally:
+        for client in clients:
+            client.close()
+
+
 def test_an_http_1_0_client_gets_the_frames_unchunked(served: Callable[..., tuple[Server, Backend]]) -> None:
     server, backend = served()
     with server.stream(URL, http10=True) as client:
@@ -174,6 +191,8 @@ def test_a_stopping_server_ends_live_streams_after_what_was_sent(
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         assert client.read_to_end(timeout=30) == []
+        # The response ends with its last chunk: the stream was ended, not cut.
+        assert client.finished
         assert server.proc.wait(timeout=30) == 0
     finally:
         client.close()

@@ -99,6 +99,14 @@ def setup(app: Flask, notifications: Notifications) -> None:
         message = notifications.backend.publish(hub_id, request.get_data(as_text=True))
         return jsonify(id=message.id)
 
+    @app.get("/greenlets")
+    def greenlets() -> Any:
+        import gc
+
+        from greenlet import greenlet
+
+        return jsonify(count=sum(1 for item in gc.get_objects() if isinstance(item, greenlet)))
+
     @app.get("/stats")
     def stats() -> Any:
         return jsonify(notifications.stream_stats())
