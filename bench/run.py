@@ -518,6 +518,22 @@ def latency_sample(lat: np.ndarray, limit: int = 2000) -> list[float]:
     return [round(float(v), 3) for v in ordered]
 
 
+def start_serving(bench: Bench, kind: str, server: Proc, port: int, path: str, row: dict[str, Any]) -> int:
+    """Wait for ``server``, warm it up with one stream, and record its memory
+    and Redis connections with none: ``rss0`` and ``redis0`` in ``row``.
+
+    :return: the pid of the process that serves the streams.
+    """
+    publish = publisher(kind, bench)
+    wait_port(port, server)
+    pid = serving_pid(server)
+    warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
+    time.sleep(1.0)
+    row["rss0"] = rss(pid)
+    row["redis0"] = bench.redis_conns(pid)
+    return pid
+
+
 def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     plan = bench.plan
     rate = plan.rate(n)
@@ -539,12 +555,7 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     clients: Clients | None = None
     profiler: Proc | None = None
     try:
-        wait_port(port, server)
-        pid = serving_pid(server)
-        warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
-        time.sleep(1.0)
-        row["rss0"] = rss(pid)
-        row["redis0"] = bench.redis_conns(pid)
+        pid = start_serving(bench, kind, server, port, path, row)
         lazy = kind == "flasksse"
         clients = Clients(bench, tag, port, path, n, total, plan.client_procs if n > 100 else 1, lazy)
         ready, failed = clients.ready(timeout=60 + n / 20)
@@ -627,14 +638,8 @@ def idle_only(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row: dict[str, Any] = {"server": kind, "name": name_of(kind), "clients": n}
     server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log")
     clients: Clients | None = None
-    publish = publisher(kind, bench)
     try:
-        wait_port(port, server)
-        pid = serving_pid(server)
-        warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
-        time.sleep(1.0)
-        row["rss0"] = rss(pid)
-        row["redis0"] = bench.redis_conns(pid)
+        pid = start_serving(bench, kind, server, port, path, row)
         clients = Clients(bench, tag, port, path, n, 1, plan.client_procs)
         row["ready"], row["failed"] = clients.ready(timeout=120 + n / 20)
         time.sleep(2.0)
