@@ -391,11 +391,19 @@ def context(results: dict[str, Any]) -> dict[str, str]:
 
 class _Figures(dict[str, str]):
     """Figures of this run for ``findings.md``: ``{ours_1000_deliveries_per_s}``,
-    ``{ours+before fix_1000_kb_per_conn}``, ``{ours_1000_steady_p99}`` ... A
-    figure the run lacks reads as ``–``."""
+    ``{ours_1000_steady_p99}``, ``{idle_ours_10000_kb_per_conn}``,
+    ``{send_1_100_per_s}``, ``{celery_p99}`` ... A figure the run lacks reads as ``–``."""
 
     def __init__(self, results: dict[str, Any]) -> None:
         super().__init__()
+        for row in results.get("idle", []):
+            if "error" not in row:
+                self[f"idle_{row['server']}_{row['clients']}_kb_per_conn"] = fmt(row["kb_per_conn"])
+        for row in results.get("send", []):
+            self[f"send_{row['hubs']}_{row.get('batch', 0)}_per_s"] = fmt(row["per_s"])
+        celery = results.get("celery") or {}
+        for key, value in (celery.get("latency") or {}).items():
+            self[f"celery_{key}"] = fmt(value)
         for row in results.get("fanout", []):
             if "error" in row:
                 continue

@@ -108,6 +108,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         plan.idle_sizes = args.idle_sizes
     plan.profile = args.profile
     plan.variants = dict(args.variant)
+    plan.idle_servers = [s for s in plan.idle_servers if s in servers] + [s for s in servers if "+" in s]
     return plan
 
 
