@@ -170,7 +170,8 @@ class Proc:
         self.popen.stdin.flush()
 
     def tail(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         return self.log.read_text(errors="replace")[-1500:]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> None:
@@ -290,6 +291,13 @@ def env_for(kind: str, bench: Bench) -> dict[str, str]:
     env = dict(bench.env)
     env["PYTHONPATH"] = bench.plan.variants[label] + os.pathsep + env["PYTHONPATH"]
     return env
+
+
+def source_root(kind: str, bench: Bench) -> Path | str:
+    """The working directory of a server: ``python -m`` puts it first on
+    ``sys.path``, so a variant's root, else the repository."""
+    label = kind.partition("+")[2]
+    return bench.plan.variants[label] if label else ROOT
 
 
 def gunicorn(target: str, port: int, worker: str = "gevent") -> list[str]:
@@ -549,10 +557,7 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row["offered_events"] = offered
     row["offered_rate"] = plan.offered_rate
     publish = publisher(kind, bench)
-    label = kind.partition("+")[2]
-    # ``python -m`` puts its working directory first on sys.path: a variant's root.
-    cwd = plan.variants[label] if label else ROOT
-    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=cwd)
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=source_root(kind, bench))
     clients: Clients | None = None
     profiler: Proc | None = None
     try:
@@ -621,6 +626,9 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row["max_lost_per_client"] = int(total - data["received"].min()) if len(data["received"]) else 0
     row["dups"] = int(data["dups"])
     row["cdf"] = latency_sample(lat[is_steady])
+    if row["lost"] or row["failed"]:
+        # What the server said about it (a worker timeout, say).
+        row["server_log"] = server.tail()[-600:]
     bench.log(
         f"  {tag}: offered {row['deliveries_per_s']:,.0f} deliveries/s (p99 {row['offered']['p99'] or 0:.1f} ms), "
         f"steady p99 {row['steady']['p99'] or 0:.1f} ms at "
@@ -637,7 +645,7 @@ def idle_only(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     cmd, path = server_command(kind, bench, port)
     tag = f"idle-{kind}-{n}"
     row: dict[str, Any] = {"server": kind, "name": name_of(kind), "clients": n}
-    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log")
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=source_root(kind, bench))
     clients: Clients | None = None
     try:
         pid = start_serving(bench, kind, server, port, path, row)
