@@ -124,10 +124,18 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 lost,
                 fmt(r["kb_per_conn"]),
                 f"{r['redis0']} → {r['redis_n']}",
-                f"{fmt(r.get('cpu_server'), 0)} / {fmt(r.get('cpu_clients'), 0)}",
+                cpu_share(r),
             ]
         )
     return head, body
+
+
+def cpu_share(row: dict[str, Any]) -> str:
+    """CPU % of the server and the clients in the offered phase; a server
+    whose worker was replaced meanwhile has no figure."""
+    server = row.get("cpu_server")
+    shown = "– (worker replaced)" if server is not None and server < 0 else fmt(server, 0)
+    return f"{shown} / {fmt(row.get('cpu_clients'), 0)}"
 
 
 def side_by_side(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -361,6 +369,15 @@ def rst_table(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def nofile(machine: dict[str, Any]) -> str:
+    """The open-files limit the run had, and the one it found."""
+    soft, hard = machine.get("nofile_found") or ["?", "?"]
+    now = machine.get("nofile", "?")
+    if now == soft:
+        return f"open files limit {now} (as found; the hard limit is {hard})"
+    return f"open files limit {now} (raised by the bench from {soft}; the hard limit is {hard})"
+
+
 def context(results: dict[str, Any]) -> dict[str, str]:
     m = results.get("machine", {})
     before, after = results.get("load_before", {}), results.get("load_after", {})
@@ -377,9 +394,7 @@ def context(results: dict[str, Any]) -> dict[str, str]:
     return {
         "date": results.get("date", "?"),
         "machine": f"{m.get('nproc', '?')} cores ({m.get('cpu', '?')}), {mem} memory, Linux {m.get('kernel', '?')}, "
-        f"Python {m.get('python', '?')}, open files limit {m.get('nofile', '?')} "
-        f"(raised by the bench from {(m.get('nofile_found') or ['?'])[0]}, hard limit "
-        f"{(m.get('nofile_found') or ['?', '?'])[1]})",
+        f"Python {m.get('python', '?')}, {nofile(m)}",
         "versions": versions,
         "commit": m.get("commit", "?"),
         "command": results.get("command", "python -m bench"),
