@@ -1,8 +1,13 @@
-"""Flask-Notifications: a generic, real-time notification framework for Flask."""
+"""Flask-Notifications: a generic, real-time notification framework for Flask.
+
+The names in ``__all__`` are the public API; the filters, consumers and
+backends are re-exported by :mod:`flask_notifications.filters`,
+:mod:`flask_notifications.consumers` and :mod:`flask_notifications.pubsub`.
+"""
 
 from __future__ import annotations
 
-from .consumers.consumer import Consumer
+from .consumers.consumer import Consumer, EventConsumer
 from .errors import (
     BackendError,
     BrokerUnavailableError,
@@ -11,14 +16,14 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    SendInProgressError,
     StreamFormatError,
     TooManyStreamsError,
 )
 from .event import Event
-from .event_filter import EventFilter
+from .event_filter import EventFilter, Not
 from .event_hub import EventHub, current_notifications
 from .ext import Dispatch, Notifications
-from .filters.not_filter import Not
 
 __version__ = "1.0.0.dev0"
 
@@ -30,6 +35,7 @@ __all__ = [
     "ConsumerError",
     "Dispatch",
     "Event",
+    "EventConsumer",
     "EventFilter",
     "EventHub",
     "HubError",
@@ -37,6 +43,7 @@ __all__ = [
     "Not",
     "Notifications",
     "NotificationsError",
+    "SendInProgressError",
     "StreamFormatError",
     "TooManyStreamsError",
     "current_notifications",

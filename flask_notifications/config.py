@@ -14,6 +14,11 @@ from flask import Flask
 #: documentation's ``BACKEND`` key is set.
 DEFAULT_BACKEND = "flask_notifications.pubsub.redis_pubsub.RedisPubSub"
 
+#: Backend paths of 0.1 and what replaces them.
+LEGACY_BACKENDS = {
+    "flask_notifications.backend.redis_backend.RedisBackend": DEFAULT_BACKEND,
+}
+
 DEFAULTS: dict[str, Any] = {
     # Pub/sub backend: a class, an instance, an alias (redis, memory, amqp) or
     # a dotted path. ``BACKEND`` (the original key) is honoured when this is
@@ -28,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # letters, shared by every process; None keeps them in the memory of each
     # process (a warning is logged), as RabbitMQ has no place for them.
     "NOTIFICATIONS_AMQP_LEDGER_URL": None,
+    # Bytes RabbitMQ keeps in each hub's stream queue (AMQP backend).
+    "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
     # Largest accepted event, in bytes of its JSON form.
@@ -52,11 +59,26 @@ DEFAULTS: dict[str, Any] = {
         "interval_step": 0.2,
         "interval_max": 0.5,
     },
-    # Seconds an idempotency record of (event id, consumer) is kept, so a
-    # redelivered task does not repeat its effect.
-    "NOTIFICATIONS_IDEMPOTENCY_TTL": 7 * 24 * 3600,
-    # Seconds a consumer may hold its in-progress claim before another
-    # delivery of the same task may take over (a crashed worker's claim).
+    # Seconds the record of a (delivery, hub, consumer) that ran is kept, so
+    # that a task the broker redelivers does not repeat its effect. None
+    # takes 2 x (visibility_timeout + NOTIFICATIONS_CLAIM_TIMEOUT +
+    # unacked_restore_interval), at least 6 hours (tasks.idempotency_ttl); a
+    # message left unacknowledged longer than this may repeat its effect.
+    "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
+    # Completed consumer records an in-process ledger (memory backend, AMQP
+    # backend without NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently
+    # written go first. Held claims and idempotency_key records are never
+    # evicted before they expire.
+    "NOTIFICATIONS_LEDGER_SIZE": 10000,
+    # Seconds send(idempotency_key=...) refuses a second send with that key.
+    "NOTIFICATIONS_IDEMPOTENCY_WINDOW": 24 * 3600,
+    # Seconds a send(idempotency_key=...) holds its key while it enqueues
+    # (renewed every third of this while it runs, so only a killed send's
+    # hold expires); a concurrent send with the key waits up to this long.
+    "NOTIFICATIONS_SEND_CLAIM_TIMEOUT": 10,
+    # Seconds a run's claim lasts unless renewed; a running consumer renews
+    # it every third of this, so only a dead worker's claim expires, and
+    # another run of the same delivery may then take over.
     "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
@@ -77,6 +99,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between comment heartbeats on an idle stream, so proxies and
     # load balancers keep it open and a dead client is noticed.
     "NOTIFICATIONS_SSE_HEARTBEAT": 20.0,
+    # Name each SSE event after its event_type (addEventListener); False
+    # sends unnamed events, as 0.1 did, for pages that use source.onmessage.
+    "NOTIFICATIONS_SSE_EVENT_NAMES": True,
     # Milliseconds a browser waits before it reconnects (the SSE "retry:").
     "NOTIFICATIONS_SSE_RETRY": 3000,
     # Events buffered per connection; a client that falls further behind is
@@ -91,6 +116,27 @@ DEFAULTS: dict[str, Any] = {
     # it off behind a middleware that rewrites response bodies (compression),
     # or with gunicorn --protocol uwsgi, whose bodies are not chunked.
     "NOTIFICATIONS_SSE_DIRECT_WRITE": True,
+    # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
+    # the stream, send and consumer counters of docs/operations.rst. Set
+    # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate
+    # several gunicorn workers or a prefork Celery pool.
+    "NOTIFICATIONS_METRICS": False,
+    # Path of the metrics endpoint added to the application; None adds none
+    # (mount flask_notifications.metrics.make_wsgi_app() yourself).
+    "NOTIFICATIONS_METRICS_URL": "/metrics",
+    # Hubs that get a label value of their own, in creation order; the
+    # others are counted under hub="other", so label cardinality stays bounded.
+    "NOTIFICATIONS_METRICS_MAX_HUBS": 50,
+    # Port on which a Celery worker of the application serves its metrics
+    # (all its pool processes, in multiprocess mode); None serves none.
+    "NOTIFICATIONS_METRICS_WORKER_PORT": None,
+    # Seconds between the copies of a process's stream counters into the
+    # multiprocess directory (only in multiprocess mode).
+    "NOTIFICATIONS_METRICS_SYNC_INTERVAL": 5.0,
+    # Register the blueprint that serves <prefix>/live and <prefix>/ready.
+    "NOTIFICATIONS_HEALTH_BLUEPRINT": False,
+    # URL prefix of that blueprint.
+    "NOTIFICATIONS_HEALTH_URL_PREFIX": "/health",
 }
 
 
@@ -102,3 +148,6 @@ def apply_defaults(app: Flask) -> None:
         app.config.setdefault(key, value)
     if app.config["NOTIFICATIONS_BACKEND"] is None:
         app.config["NOTIFICATIONS_BACKEND"] = app.config.get("BACKEND") or DEFAULT_BACKEND
+    backend = app.config["NOTIFICATIONS_BACKEND"]
+    if isinstance(backend, str) and backend in LEGACY_BACKENDS:
+        app.config["NOTIFICATIONS_BACKEND"] = LEGACY_BACKENDS[backend]

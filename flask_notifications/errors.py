@@ -44,6 +44,21 @@ class BackendError(NotificationsError):
     """The pub/sub backend failed: it is unreachable or answered an error."""
 
 
+class SendInProgressError(NotificationsError):
+    """Another :meth:`Notifications.send` with the same ``idempotency_key``
+    is still enqueueing its event, and did not finish within
+    ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds. Nothing was enqueued by
+    this call; try again later, when the other send has either been
+    recorded (a duplicate) or failed (the key is free again).
+
+    :param key: the idempotency key.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class LogWriteError(ConsumerError):
     """A :class:`LogConsumer` could not append to its log file: the directory
     does not exist, the file is not writable, or the disk is full.

@@ -8,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .errors import InvalidEventError
@@ -23,10 +24,42 @@ _DATE_FIELDS = ("timestamp", "expiration_datetime")
 FIELDS = (*_STRING_FIELDS, "timestamp", *_LIST_FIELDS, "expiration_datetime")
 
 
-def _aware(value: datetime) -> datetime:
-    # A naive datetime is taken as local time, as ``datetime.now()`` gives it,
-    # so that it compares with the timezone-aware timestamps events carry.
-    return value if value.tzinfo is not None else value.astimezone()
+def aware(value: datetime | float) -> datetime:
+    """``value`` as a timezone-aware datetime.
+
+    A naive datetime is taken as local time, as ``datetime.now()`` gives it,
+    so that it compares with the timezone-aware timestamps events carry. A
+    number is seconds since the epoch, as ``time.time()`` gives it and as
+    Flask-Notifications 0.1 stored timestamps.
+
+    :raises InvalidEventError: the number is out of the datetime range.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.astimezone()
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidEventError(f"{value!r} seconds since the epoch is out of the datetime range.") from exc
+
+
+def _is_epoch(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parse_date(field: str, value: str) -> datetime:
+    # ISO 8601 is what this version writes; an RFC 2822 HTTP date
+    # ("Mon, 05 Jun 2017 10:00:00 GMT") is what 0.1 wrote through Flask's JSON.
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventError(
+            f"Field {field!r} is not an ISO 8601 datetime (nor an HTTP date, as 0.1 wrote them): {value[:64]!r}.",
+            field,
+        ) from exc
 
 
 def _check_json(field: str, value: Any, depth: int = 0) -> None:
@@ -83,7 +116,8 @@ class Event(dict[str, Any]):
     :param title: short, human-readable title.
     :param body: the message.
     :param timestamp: when the event happened; ``None`` means now. A naive
-        datetime is taken as local time and stored timezone-aware.
+        datetime is taken as local time and stored timezone-aware; a number
+        is seconds since the epoch (``time.time()``, as 0.1 took it).
     :param sender: who sent it.
     :param recipients: who it is for.
     :param tags: labels to filter on.
@@ -99,7 +133,7 @@ class Event(dict[str, Any]):
         event_type: str,
         title: str,
         body: str,
-        timestamp: datetime | None = None,
+        timestamp: datetime | float | None = None,
         sender: str = "",
         recipients: Iterable[str] = (),
         tags: Iterable[str] = (),
@@ -166,12 +200,14 @@ class Event(dict[str, Any]):
             value = self[field]
             if value is None and field == "expiration_datetime":
                 continue
+            if field == "timestamp" and _is_epoch(value):
+                value = aware(value)
             if not isinstance(value, datetime):
                 raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
             try:
                 # Both conversions fail at the edges of the datetime range, and
                 # the aware value is converted to UTC when the event is sent.
-                value = _aware(value)
+                value = aware(value)
                 value.astimezone(UTC)
             except (ValueError, OverflowError) as exc:
                 raise InvalidEventError(f"Field {field!r} is out of the supported datetime range.", field) from exc
@@ -207,6 +243,11 @@ class Event(dict[str, Any]):
         """Serialise the event; :meth:`from_json` gives it back exactly."""
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
+    def __str__(self) -> str:
+        """The event's JSON, :meth:`to_json`, as in 0.1, so that
+        ``f.write(str(event))`` writes the event."""
+        return self.to_json()
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
         """Build an event from :meth:`to_dict` output.
@@ -222,12 +263,10 @@ class Event(dict[str, Any]):
         for field in _DATE_FIELDS:
             value = values[field]
             if isinstance(value, str):
-                try:
-                    values[field] = datetime.fromisoformat(value)
-                except ValueError as exc:
-                    raise InvalidEventError(
-                        f"Field {field!r} is not an ISO 8601 datetime: {value[:64]!r}.", field
-                    ) from exc
+                values[field] = _parse_date(field, value)
+        if values["sender"] is None:
+            # 0.1's events could have no sender.
+            values["sender"] = ""
         event = cls.__new__(cls)
         dict.update(event, values)
         event.validate()
@@ -235,7 +274,9 @@ class Event(dict[str, Any]):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
-        """Parse an event from its JSON form.
+        """Parse an event from its JSON form, this version's or 0.1's (whose
+        dates are HTTP dates and whose timestamp is seconds since the epoch),
+        so that a message queued before an upgrade still runs.
 
         :raises InvalidEventError: the text is not valid JSON or not an event.
         """
@@ -249,3 +290,17 @@ class Event(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"<Event {self['event_id']!r} type={self['event_type']!r} title={self['title']!r}>"
+
+
+def as_event(value: Event | str | bytes) -> Event:
+    """``value`` as an :class:`Event`: an event is returned as it is, its
+    JSON is parsed. The predefined consumers take either, so that 0.1 code
+    calling ``consumer.consume(event_json)`` still works.
+
+    :raises InvalidEventError: ``value`` is neither.
+    """
+    if isinstance(value, Event):
+        return value
+    if isinstance(value, (str, bytes, bytearray)):
+        return Event.from_json(bytes(value) if isinstance(value, bytearray) else value)
+    raise InvalidEventError(f"Expected an Event or its JSON, got {type(value).__name__}.")

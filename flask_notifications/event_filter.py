@@ -4,6 +4,9 @@ A filter decides whether an event belongs to a hub (or to one SSE
 connection). Filters compose with ``&``, ``|``, ``^`` and ``~``::
 
     WithEventType("test") & Not(BeforeDate(now))
+
+The combinators :class:`And`, :class:`Or`, :class:`Xor` and :class:`Not` live
+here; the predefined filters are in :mod:`flask_notifications.filters`.
 """
 
 from __future__ import annotations
@@ -38,8 +41,6 @@ class EventFilter(ABC):
         return Xor(self, _check(other))
 
     def __invert__(self) -> EventFilter:
-        from .filters.not_filter import Not
-
         return Not(self)
 
     def __eq__(self, other: object) -> bool:
@@ -95,3 +96,22 @@ class Xor(_Binary):
 
     def filter(self, event: Mapping[str, Any]) -> bool:
         return self.left(event) != self.right(event)
+
+
+class Not(EventFilter):
+    """Passes when the wrapped filter does not (``Not(f)`` or ``~f``).
+
+    :param event_filter: the filter to negate.
+    """
+
+    def __init__(self, event_filter: EventFilter) -> None:
+        self.event_filter = _check(event_filter)
+
+    def filter(self, event: Mapping[str, Any]) -> bool:
+        return not self.event_filter(event)
+
+    def __repr__(self) -> str:
+        return f"~{self.event_filter!r}"
+
+
+__all__ = ["And", "EventFilter", "Not", "Or", "Xor"]

@@ -6,9 +6,9 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from celery import Celery
@@ -18,15 +18,23 @@ from flask_celeryext import FlaskCeleryExt
 from flask_celeryext.app import AppContextTask
 from kombu.exceptions import OperationalError
 
-from . import signals
+from . import dead_letters, signals
+from .claims import claim_or_wait, held
 from .config import apply_defaults
-from .errors import BrokerUnavailableError, HubError, InvalidEventError, NotificationsError
+from .errors import (
+    BackendError,
+    BrokerUnavailableError,
+    HubError,
+    InvalidEventError,
+    NotificationsError,
+    SendInProgressError,
+)
 from .event import Event
 from .event_filter import EventFilter
-from .event_hub import EventHub, hub_id_for
-from .fanout import Fanout
-from .pubsub.backend import Backend, build_backend
-from .tasks import DISPATCH_MANY_TASK, DISPATCH_TASK, bind, enqueue, register_consumer_task
+from .event_hub import EventHub, current_notifications, hub_id_for
+from .fanout import Fanout, Stream
+from .pubsub.backend import Backend, Claim, build_backend
+from .tasks import DISPATCH_MANY_TASK, DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +49,19 @@ class Dispatch:
     :param event: the validated event.
     :param hub_ids: the hubs whose filter matched, in creation order.
     :param task_id: the id of the Celery dispatch task, or ``None`` when
-        nothing was enqueued (no consumer matched, or the event expired).
+        nothing was enqueued (no consumer matched, the event expired, or the
+        send was a duplicate).
+    :param delivery_id: the id of this send, which every consumer's
+        :func:`~flask_notifications.delivery.current_delivery` carries.
+    :param duplicate: ``True`` when ``idempotency_key`` was already sent
+        within ``NOTIFICATIONS_IDEMPOTENCY_WINDOW``; nothing was enqueued.
     """
 
     event: Event
     hub_ids: tuple[str, ...]
     task_id: str | None
+    delivery_id: str | None = None
+    duplicate: bool = False
 
 
 class Runtime:
@@ -88,7 +103,12 @@ class Runtime:
         if fanout is None or fanout.pid != os.getpid():
             with self._fanout_lock:
                 if self._fanout is None or self._fanout.pid != os.getpid():
-                    self._fanout = Fanout(self.backend, on_outage=self._outage, on_recovery=self._recovery)
+                    self._fanout = Fanout(
+                        self.backend,
+                        on_outage=self._outage,
+                        on_recovery=self._recovery,
+                        named_events=self.app.config["NOTIFICATIONS_SSE_EVENT_NAMES"],
+                    )
                 fanout = self._fanout
         return fanout
 
@@ -131,10 +151,19 @@ class Runtime:
             f"A stream authorizer must return True, False, None or an EventFilter, not {type(verdict).__name__}."
         )
 
-    def dead_letter(self, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str) -> None:
-        """Keep a delivery that failed for the last time as a dead letter, and
-        send :data:`~flask_notifications.signals.event_dead_lettered`."""
-        self.extension._dead_letter(self.app, hub_id, task_name, event_json, attempts, error, trace)
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """The failed deliveries kept by the backend, oldest first. Dead
+        letters parked on the broker while the backend was unreachable are
+        moved to the backend first (if the broker answers)."""
+        try:
+            dead_letters.adopt(self.app, self.celery, self.backend)
+        except BrokerUnavailableError as exc:
+            logger.warning("%s; listing the dead letters the backend keeps.", exc)
+        return self.backend.dead_letters()
+
+    def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
+        """See :meth:`Notifications.retry_dead_letter`."""
+        return dead_letters.retry(self.celery, self.backend, letter_id)
 
     def __repr__(self) -> str:
         app = self._app()
@@ -230,33 +259,55 @@ class Notifications:
         bind(celery, app)
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
-                register_consumer_task(celery, task_name)
+                register_consumer_task(celery, task_name, **hub.task_options(task_name))
         if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
             from .views import blueprint
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_HEALTH_BLUEPRINT"]:
+            from .health import blueprint as health
+
+            app.register_blueprint(health, url_prefix=app.config["NOTIFICATIONS_HEALTH_URL_PREFIX"])
+        if app.config["NOTIFICATIONS_METRICS"]:
+            from .metrics import instrument
+
+            instrument(self._states[app])
         _add_cli(app)
+        # 0.1 offered the extension to templates.
+        app.context_processor(_template_context)
 
     # -- per-application state ------------------------------------------------
 
+    def _app(self, app: Flask | None = None) -> Flask:
+        """``app``, else the current application, else the one application
+        the extension is set up on, as 0.1 served it outside any context."""
+        if app is not None:
+            return app
+        if has_app_context():
+            found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            return found
+        apps = list(self._states)
+        if len(apps) == 1:
+            return apps[0]
+        raise RuntimeError(
+            f"Flask-Notifications is set up on {len(apps)} applications, so it needs an application "
+            "context here to know which one. Use it inside a request or 'with app.app_context():', "
+            "or pass the app."
+        )
+
     def runtime(self, app: Flask | None = None) -> Runtime:
         """What the extension holds for ``app``, or for the current
-        application: its Celery app, backend, stream fan-out, authorization
-        and dead letters.
+        application (or the only one it is set up on): its Celery app,
+        backend, stream fan-out, authorization and dead letters.
 
-        :raises RuntimeError: there is no application context and no ``app``,
-            or the extension is not initialised on it.
+        :raises RuntimeError: there is no application context and no ``app``
+            while the extension serves several applications, or the
+            extension is not initialised on it.
         """
         return self._state(app)
 
     def _state(self, app: Flask | None = None) -> Runtime:
-        if app is None:
-            if not has_app_context():
-                raise RuntimeError(
-                    "Flask-Notifications needs an application context here. Use it inside a "
-                    "request or 'with app.app_context():', or pass the app."
-                )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app(app)
         try:
             return self._states[app]
         except KeyError:
@@ -274,13 +325,32 @@ class Notifications:
 
     @property
     def celery(self) -> Celery:
-        """The Celery app of the current application."""
+        """The Celery app of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_celery()
 
     @property
     def backend(self) -> Backend:
-        """The pub/sub backend of the current application."""
+        """The pub/sub backend of the current application (or, outside an
+        application context, of the one application it is set up on)."""
         return self.get_backend()
+
+    def create_backend(self) -> Backend:
+        """0.1's name for :attr:`backend`. 0.1 built a new backend on each
+        call; this returns the one the application's consumers and streams
+        use."""
+        return self.get_backend()
+
+    @staticmethod
+    def root() -> Notifications:
+        """The extension of the current application, as
+        :data:`~flask_notifications.event_hub.current_notifications` gives it.
+
+        :raises RuntimeError: there is no application context, or the
+            extension is not set up on the application.
+        """
+        found: Notifications = current_notifications._get_current_object()  # type: ignore[attr-defined]
+        return found
 
     # -- hubs -----------------------------------------------------------------
 
@@ -314,27 +384,56 @@ class Notifications:
         except (KeyError, TypeError):
             raise HubError(f"There is no hub {hub_id!r}; known: {', '.join(self._hubs) or 'none'}.") from None
 
-    def _consumer_added(self, task_name: str) -> None:
+    def _consumer_added(self, task_name: str, task_options: Mapping[str, Any]) -> None:
         for state in list(self._states.values()):
-            register_consumer_task(state.celery, task_name)
+            register_consumer_task(state.celery, task_name, **task_options)
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, event: Event | Mapping[str, Any] | str | bytes) -> Dispatch:
+    def send(self, event: Event | Mapping[str, Any] | str | bytes, *, idempotency_key: str | None = None) -> Dispatch:
         """Validate ``event`` and deliver it to the consumers of every hub whose
         filter it passes, asynchronously, through Celery.
 
         The whole delivery is one broker message, so a send either enqueues
-        everything or raises. An expired event is not delivered.
+        everything or raises. Every call is a delivery of its own, with its own
+        :attr:`Dispatch.delivery_id`: two events that share an ``event_id`` are
+        both delivered. An expired event is not delivered.
 
         :param event: an :class:`Event`, its dict, or its JSON.
+        :param idempotency_key: a key of the caller's; once a send with it has
+            been enqueued, a second send with the same key within
+            ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds enqueues nothing and
+            returns a :class:`Dispatch` with ``duplicate=True``. While another
+            send with the key is still enqueueing, this one waits for it (up
+            to ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds): it is then a
+            duplicate, or, if that send failed, sent. Keys are shared by the
+            processes of a shared backend (Redis) only.
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+        :raises BackendError: ``idempotency_key`` was given and the backend
+            cannot be reached; nothing was enqueued.
+        :raises SendInProgressError: another send with ``idempotency_key``
+            is still in progress after that wait; nothing was enqueued.
+
+        Each call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
-        state = self._state()
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app()
+        state = self._state(app)
+        try:
+            return self._send(app, state, event, idempotency_key)
+        except NotificationsError as exc:
+            signals.send_failed.send(app, exception=exc)
+            raise
+
+    def _send(
+        self,
+        app: Flask,
+        state: Runtime,
+        event: Event | Mapping[str, Any] | str | bytes,
+        idempotency_key: str | None,
+    ) -> Dispatch:
         event = coerce_event(event)
         event_json = event.to_json()
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
@@ -344,23 +443,52 @@ class Notifications:
         if event.is_expired():
             logger.info("Not sending expired event %s.", event["event_id"])
             return Dispatch(event, (), None)
-        matched = [hub for hub in self._hubs.values() if hub.matches(event)]
-        targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
+        delivery_id = new_delivery_id()
+        key = None if idempotency_key is None else sent_key(idempotency_key)
+        hold = float(app.config["NOTIFICATIONS_SEND_CLAIM_TIMEOUT"])
+        if key is not None:
+            # Held briefly while this call enqueues; recorded as sent for the
+            # whole window only once the dispatch message is on the broker.
+            claimed = claim_or_wait(state.backend, key, delivery_id, hold, wait=hold + 0.1)
+            if claimed is Claim.DONE:
+                logger.info(
+                    "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
+                )
+                return Dispatch(event, (), None, duplicate=True)
+            if claimed is Claim.BUSY:
+                raise SendInProgressError(
+                    f"Another send with idempotency key {idempotency_key!r} is still in progress; "
+                    "nothing was enqueued. Try again once it has finished.",
+                    idempotency_key or "",
+                )
         task_id = None
-        if targets:
-            task_id = self._enqueue(app, state, event, event_json, targets)
+        with held(state.backend, key or "", delivery_id, hold, needed=key is not None):
+            try:
+                matched = [hub for hub in self._hubs.values() if hub.matches(event)]
+                targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
+                if targets:
+                    task_id = self._enqueue(app, state, event, event_json, targets, delivery_id)
+            except BaseException:
+                if key is not None:
+                    _release_key(state.backend, key, delivery_id)
+                raise
+        if key is not None:
+            _record_sent(state.backend, key, delivery_id, float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]))
         for hub in matched:
             signals.hub_matched.send(app, event=event, hub=hub)
         hub_ids = tuple(hub.hub_id for hub in matched)
         signals.event_sent.send(app, event=event, hub_ids=hub_ids)
-        return Dispatch(event, hub_ids, task_id)
+        return Dispatch(event, hub_ids, task_id, delivery_id)
 
-    def _enqueue(self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]]) -> str:
+    def _enqueue(
+        self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
+    ) -> str:
         expiration = event["expiration_datetime"]
         task = state.celery.tasks[DISPATCH_TASK]
         try:
             result = task.apply_async(
                 args=(event_json, targets),
+                kwargs={"delivery_id": delivery_id},
                 serializer="json",
                 expires=expiration.astimezone(UTC) if expiration else None,
                 retry=True,
@@ -381,7 +509,8 @@ class Notifications:
         is invalid, or the broker cannot be reached, nothing is enqueued.
         The worker fans the batch out into one task per (event, hub,
         consumer), each retried on its own. Every event is a delivery of its
-        own, with an id of its own; expired events are left out.
+        own, with its own :attr:`Dispatch.delivery_id`; expired events are
+        left out.
 
         :param events: :class:`Event` objects, their dicts, or their JSON.
         :return: one :class:`Dispatch` per event, in order; those enqueued
@@ -390,12 +519,24 @@ class Notifications:
             message says which); nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+
+        A call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
-        state = self._state()
-        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        app = self._app()
+        state = self._state(app)
+        try:
+            return self._send_many(app, state, events)
+        except NotificationsError as exc:
+            signals.send_failed.send(app, exception=exc)
+            raise
+
+    def _send_many(
+        self, app: Flask, state: Runtime, events: Iterable[Event | Mapping[str, Any] | str | bytes]
+    ) -> list[Dispatch]:
         limit = app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
         hubs = list(self._hubs.values())
-        batch: list[tuple[Event, list[EventHub] | None, str, list[list[str]]]] = []
+        # (event, its JSON, matched hubs or None when expired, targets, delivery id)
+        batch: list[tuple[Event, str, list[EventHub] | None, list[list[str]], str | None]] = []
         for index, item in enumerate(events):
             try:
                 event = coerce_event(item)
@@ -409,18 +550,18 @@ class Notifications:
                 )
             if event.is_expired():
                 logger.info("Not sending expired event %s.", event["event_id"])
-                batch.append((event, None, event_json, []))
+                batch.append((event, event_json, None, [], None))
                 continue
             passed = [hub for hub in hubs if hub.matches(event)]
-            batch.append(
-                (event, passed, event_json, [[hub.hub_id, name] for hub in passed for name in hub.consumer_names])
-            )
-        # One delivery id per event, as send() gives one per call (issue 11):
-        # 128 random bits in hex, as uuid4().hex, at a sixth of its cost.
-        items = [[event_json, targets, os.urandom(16).hex()] for _, _, event_json, targets in batch if targets]
-        task_id = self._enqueue_many(app, state, [event for event, _, _, targets in batch if targets], items)
+            targets = [[hub.hub_id, name] for hub in passed for name in hub.consumer_names]
+            # One delivery id per event, as send() has one per call: 128
+            # random bits in hex, as new_delivery_id() (uuid4) gives, at a
+            # sixth of its cost.
+            batch.append((event, event_json, passed, targets, os.urandom(16).hex()))
+        items = [[event_json, targets, delivery_id] for _, event_json, _, targets, delivery_id in batch if targets]
+        task_id = self._enqueue_many(app, state, [event for event, _, _, targets, _ in batch if targets], items)
         dispatches = []
-        for event, matched, _, targets in batch:
+        for event, _, matched, targets, delivery_id in batch:
             if matched is None:  # expired
                 dispatches.append(Dispatch(event, (), None))
                 continue
@@ -428,7 +569,7 @@ class Notifications:
                 signals.hub_matched.send(app, event=event, hub=hub)
             hub_ids = tuple(hub.hub_id for hub in matched)
             signals.event_sent.send(app, event=event, hub_ids=hub_ids)
-            dispatches.append(Dispatch(event, hub_ids, task_id if targets else None))
+            dispatches.append(Dispatch(event, hub_ids, task_id if targets else None, delivery_id))
         return dispatches
 
     def _enqueue_many(self, app: Flask, state: Runtime, events: list[Event], items: list[list[Any]]) -> str | None:
@@ -518,45 +659,105 @@ class Notifications:
         see :meth:`flask_notifications.fanout.Fanout.stats`."""
         return self.runtime(app).stream_stats()
 
-    # -- dead letters ---------------------------------------------------------
+    def sse_notifier_for(self, hub_id: str, *, event_filter: EventFilter | None = None) -> SseNotifier:
+        """The server-sent events stream of the hub ``hub_id`` outside a
+        request, under 0.1's name: iterate it for the bytes of the stream,
+        which :meth:`flask_sse_notifier` answers a request with, and close it
+        when done::
 
-    def _dead_letter(
-        self, app: Flask, hub_id: str, task_name: str, event_json: str, attempts: int, error: str, trace: str
-    ) -> None:
-        record = {
-            "hub_id": hub_id,
-            "consumer": task_name,
-            "event": event_json,
-            "error": error,
-            "traceback": trace,
-            "attempts": attempts,
-            "failed_at": datetime.now(UTC).isoformat(),
-        }
-        record["id"] = self.get_backend(app).add_dead_letter(record)
-        signals.event_dead_lettered.send(app, dead_letter=record)
+            with notifications.sse_notifier_for(hub.hub_id) as stream:
+                for frame in stream:
+                    ...
+
+        It receives the events published from the moment it returns.
+
+        :raises HubError: there is no such hub.
+        :raises BackendError: the backend cannot be read.
+        """
+        runtime = self.runtime()
+        hub = self.get_hub(hub_id)
+        stream = runtime.fanout.open(hub.hub_id, event_filter=event_filter)
+        config = runtime.app.config
+        return SseNotifier(
+            stream,
+            retry=int(config["NOTIFICATIONS_SSE_RETRY"]),
+            heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"]),
+        )
+
+    # -- dead letters ---------------------------------------------------------
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """The failed deliveries kept by the backend, oldest first."""
-        return self.backend.dead_letters()
+        return self.runtime().dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
-        """Enqueue a dead letter's delivery again, with a fresh retry budget,
-        and remove it from the dead letters.
+        """Deliver a dead letter again, with a fresh retry budget and its
+        original delivery id, then remove it; see :func:`dead_letters.retry`.
 
         :raises NotificationsError: there is no such dead letter.
         :raises BrokerUnavailableError: the broker cannot be reached; the dead
             letter is kept.
         """
-        state = self._state()
-        letter = state.backend.remove_dead_letter(letter_id)
-        if letter is None:
-            raise NotificationsError(f"There is no dead letter {letter_id!r}.")
-        try:
-            enqueue(state.celery, letter["consumer"], (letter["hub_id"], letter["event"]))
-        except (OperationalError, OSError) as exc:
-            state.backend.add_dead_letter({k: v for k, v in letter.items() if k != "id"})
-            raise BrokerUnavailableError(f"Could not reach the Celery broker: {exc}") from exc
-        return letter
+        return self.runtime().retry_dead_letter(letter_id)
+
+
+class SseNotifier:
+    """The stream of one hub, as bytes, outside a request; see
+    :meth:`Notifications.sse_notifier_for`.
+
+    :param connection: the stream's connection to the process's fan-out.
+    :param retry: the reconnection delay sent to the client, in milliseconds.
+    :param heartbeat: seconds between heartbeats on an idle stream.
+    """
+
+    def __init__(self, connection: Stream, *, retry: int, heartbeat: float) -> None:
+        self.connection = connection
+        self._frames: Generator[bytes, None, None] = _frames(connection, retry, heartbeat)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        """End the stream and release its place in the fan-out. Idempotent."""
+        self._frames.close()
+        self.connection.close()
+
+    def __enter__(self) -> SseNotifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _frames(connection: Stream, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
+    yield from connection.frames(retry=retry, heartbeat=heartbeat)
+
+
+def _release_key(backend: Backend, key: str, token: str) -> None:
+    try:
+        backend.release(key, token)
+    except BackendError as exc:
+        # The hold expires on its own within NOTIFICATIONS_SEND_CLAIM_TIMEOUT.
+        logger.warning("Could not free the idempotency key %s (%s); it frees itself shortly.", key, exc)
+
+
+def _record_sent(backend: Backend, key: str, token: str, window: float) -> None:
+    """Record the key as sent for ``window`` seconds, after its enqueue."""
+    try:
+        recorded = backend.complete(key, token, window)
+    except BackendError as exc:
+        recorded = False
+        logger.warning("The event of idempotency key %s was sent, but its record failed: %s", key, exc)
+    if not recorded:
+        logger.warning(
+            "The event of idempotency key %s was sent, but not recorded as sent: a send with the key once its "
+            "hold expires (NOTIFICATIONS_SEND_CLAIM_TIMEOUT) is sent again.",
+            key,
+        )
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_notifications": current_notifications}
 
 
 def coerce_event(event: object) -> Event:

@@ -52,7 +52,17 @@ from .event import Event
 from .event_filter import EventFilter
 from .green import HangupWatcher, Runner, SocketWriter, cooperate, is_current, make_wakeup, spawn
 from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
-from .sse import EVICTED, HEARTBEAT, Key, backend_frame, encode_event, event_frame, format_id, gap_frame
+from .sse import (
+    EVICTED,
+    HEARTBEAT,
+    Key,
+    backend_frame,
+    encode_event,
+    event_frame,
+    format_id,
+    gap_frame,
+    reconnect_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +85,6 @@ NOT_PUSHED, WRITTEN, LEFT = 0, 1, 2
 #: What a stream's queue holds: the message's key, its frame, and its event
 #: (``None`` for an announcement or a message that is not a valid event).
 Item = tuple[Key, bytes, "Event | None"]
-
-
-#: The fan-outs that have had live streams (see :meth:`Stream.push`): they
-#: end those streams' responses when the process exits.
-_with_live_streams: weakref.WeakSet[Fanout] = weakref.WeakSet()
-
-
-@atexit.register
-def _end_live_streams() -> None:
-    # A live stream is no request of the server's, which therefore does not
-    # wait for it on a graceful shutdown: end its response (the last chunk),
-    # so that the client sees a finished response and reconnects.
-    for fanout in list(_with_live_streams):
-        fanout.end_live_streams()
 
 
 def _parse_event(message: Message) -> Event | None:
@@ -153,6 +149,8 @@ class Stream:
         "evicted",
         "_released",
         "_watcher",
+        "ended",
+        "retry",
     )
 
     def __init__(
@@ -182,6 +180,8 @@ class Stream:
         #: Bytes the fan-out could not write, already framed, to go first.
         self._raw: bytes = b""
         self.heartbeat = 0.0
+        #: The reconnection delay the stream was opened with, in milliseconds.
+        self.retry = 0
         self.last_write = 0.0
         #: Live events at or below this id were replayed or came before the stream.
         self.floor: Key = (0, 0)
@@ -196,6 +196,9 @@ class Stream:
         self._overflowed = False
         self.closed = False
         self.evicted = False
+        #: Ended by :meth:`end` (the server is stopping): the client is told
+        #: to reconnect, elsewhere, with ``Last-Event-ID``.
+        self.ended = False
         self._released = False
         self._watcher: HangupWatcher | None = None
 
@@ -281,6 +284,28 @@ class Stream:
             except OSError:
                 pass
 
+    def end(self) -> None:
+        """End the stream because this process stops serving: it writes
+        :func:`~flask_notifications.sse.reconnect_frame` and returns, so the
+        client resumes at once, on another process, from its last id. What
+        was queued and not written is replayed there from the history.
+
+        The client's socket stops reading, so that a server holding the
+        connection open for another request (keep-alive) lets it go as soon
+        as the stream's last bytes are written."""
+        with self._ready:
+            if self.closed:
+                return
+            self.ended = True
+            self._queue.clear()
+            self._ready.notify_all()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(0)  # SHUT_RD
+            except OSError:
+                pass
+        self.close()
+
     def watch_hangup(self, fd: int) -> None:
         """Under gevent, close the stream as soon as the client at the other
         end of socket ``fd`` hangs up; see :class:`~flask_notifications.green.HangupWatcher`."""
@@ -288,16 +313,21 @@ class Stream:
             self._watcher = HangupWatcher.start(fd, self.close)
 
     def _replayed(self, messages: list[Message]) -> Iterator[bytes]:
-        for message in messages:
-            if self.closed:
-                return
-            key = message.sort_key
-            if key <= self.floor:
-                continue
-            self.floor = key
-            event = _parse_event(message)
-            if self.accepts(event):
-                yield event_frame(message, event)
+        replayed = 0
+        try:
+            for message in messages:
+                if self.closed:
+                    return
+                key = message.sort_key
+                if key <= self.floor:
+                    continue
+                self.floor = key
+                event = _parse_event(message)
+                if self.accepts(event):
+                    replayed += 1
+                    yield event_frame(message, event, named=self.fanout.named_events)
+        finally:
+            self.fanout._count("replayed", replayed)
 
     def _replay(self) -> Iterator[bytes]:
         page, self.replay = self.replay, []
@@ -401,7 +431,7 @@ class Stream:
                     continue
             yield frame
 
-    def _go_live(self, writer: SocketWriter, heartbeat: float) -> None:
+    def _go_live(self, writer: SocketWriter, heartbeat: float, retry: int) -> None:
         """Take the connection over from the server: a descriptor of our
         own, a hang-up watcher on it, and the fan-out's writes from now on."""
         writer.detach()
@@ -410,9 +440,9 @@ class Stream:
         self._watcher = HangupWatcher.start(writer.fd, self.close)
         self._socket = None
         self.heartbeat = heartbeat
+        self.retry = retry
         self.last_write = time.monotonic()
         self.live = True
-        _with_live_streams.add(self.fanout)
         if self._queue:
             # Queued during the replay.
             self._kick()
@@ -455,11 +485,18 @@ class Stream:
         ends."""
         live = False
         try:
+            if self.ended:
+                # Ended before its first byte: the client keeps its last id.
+                yield reconnect_frame(retry)
+                return
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
                 yield self.gap
             try:
                 yield from self._replay()
+                if self.ended:
+                    yield reconnect_frame(retry)
+                    return
             except BackendError as exc:
                 # The client resumes from its last id once the backend is back.
                 logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
@@ -467,7 +504,7 @@ class Stream:
             if self.writer is not None and not self.closed:
                 # The server wrote everything yielded so far before asking
                 # for more: from here on, writes to the socket come in order.
-                self._go_live(self.writer, heartbeat)
+                self._go_live(self.writer, heartbeat, retry)
                 live = True
                 raise BrokenPipeError(errno.EPIPE, "The stream went on outside the WSGI server.")
             last_write = time.monotonic()
@@ -475,7 +512,9 @@ class Stream:
                 wait = max(0.0, heartbeat - (time.monotonic() - last_write))
                 items = self.take(wait)
                 if items is None:
-                    if self.evicted:
+                    if self.ended:
+                        yield reconnect_frame(retry)
+                    elif self.evicted:
                         yield EVICTED
                     return
                 if not items:
@@ -507,8 +546,9 @@ class Stream:
     def close(self) -> None:
         """End the stream and free its queue and its place. Idempotent.
 
-        A live stream ends its response itself (the ``too far behind``
-        comment if it was evicted, and the last chunk) and closes its
+        A live stream ends its response itself (the ``reconnect`` event if
+        it was ended, the ``too far behind`` comment if it was evicted, and
+        the last chunk) and closes its
         descriptor; a greenlet still writing to it gets an :class:`OSError`."""
         with self._ready:
             self.closed = True
@@ -524,13 +564,41 @@ class Stream:
             self._raw = b""
             # While a greenlet writes, a frame may be half on the wire:
             # nothing more may follow it.
-            last = None if self._busy else self.writer.frame(EVICTED) if self.evicted else b""
+            last: bytes | None = None
+            if not self._busy:
+                ending = reconnect_frame(self.retry) if self.ended else EVICTED if self.evicted else b""
+                last = self.writer.frame(ending) if ending else b""
             self.writer.close(last)
         if not released:
             self.fanout.release(self)
 
     def __repr__(self) -> str:
         return f"<Stream {self.hub_id!r} from {self.client!r}{' evicted' if self.evicted else ''}>"
+
+
+#: Every fan-out of this process, for :func:`end_all_streams`.
+_fanouts: weakref.WeakSet[Fanout] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_live_streams() -> None:
+    # A live stream (see Stream.push) is no request of the server's, which
+    # therefore does not wait for it when the process stops: end it as
+    # end_streams() would, so that its client reconnects at once.
+    pid = os.getpid()
+    for fanout in list(_fanouts):
+        if fanout.pid == pid:
+            fanout.end_live_streams()
+
+
+def end_all_streams() -> int:
+    """:meth:`Fanout.end_streams` on every fan-out of this process (every
+    application's): what a server calls when it starts a graceful stop.
+
+    :return: the streams ended.
+    """
+    pid = os.getpid()
+    return sum(fanout.end_streams() for fanout in list(_fanouts) if fanout.pid == pid)
 
 
 class Fanout:
@@ -548,6 +616,8 @@ class Fanout:
         answering, once per outage, in the listener.
     :param on_recovery: called with the number of failed reads when it
         answers again.
+    :param named_events: name each event after its type; see
+        :func:`~flask_notifications.sse.event_frame`.
     """
 
     #: Delay bounds, in seconds, between attempts to read a failing backend.
@@ -567,8 +637,10 @@ class Fanout:
         history_concurrency: int = 4,
         on_outage: Callable[[BaseException], None] | None = None,
         on_recovery: Callable[[int], None] | None = None,
+        named_events: bool = True,
     ) -> None:
         self.backend = backend
+        self.named_events = named_events
         self.poll_interval = poll_interval
         self.idle_linger = idle_linger
         self.pid = os.getpid()
@@ -584,6 +656,8 @@ class Fanout:
         self._stats: Counter[str] = Counter()
         #: Since when the backend cannot be read, or ``None``.
         self._down_since: float | None = None
+        self._ending = False
+        _fanouts.add(self)
 
     # -- streams ------------------------------------------------------------------
 
@@ -618,6 +692,18 @@ class Fanout:
         stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
         stream.writer = writer
         stream.replaying = last_event_id is not None
+        with self._lock:
+            if self._ending:
+                # The process is stopping: the client is sent on at once,
+                # and this process subscribes to nothing more.
+                self._clients[client] += 1
+                self._open += 1
+                ending = True
+            else:
+                ending = False
+        if ending:
+            stream.end()
+            return stream
         with self._lock:
             if max_per_client is not None and self._clients[client] >= max_per_client:
                 self._stats["refused"] += 1
@@ -770,8 +856,9 @@ class Fanout:
                     self._outage_ended(subscription, failures)
                     failures = 0
                 try:
-                    if subscription.tracks_losses:
-                        self._announce_losses(subscription.lost())
+                    # A subscription that does not track every loss still
+                    # reports those it finds (a reset stream, on AMQP).
+                    self._announce_losses(subscription.lost())
                     self._dispatch(messages)
                 except Exception:
                     # The listener serves every stream of the process: it
@@ -876,7 +963,7 @@ class Fanout:
         for message in messages:
             event = _parse_event(message)
             try:
-                frame = event_frame(message, event)
+                frame = event_frame(message, event, named=self.named_events)
                 key = message.sort_key
             except (StreamFormatError, ValueError) as exc:
                 logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)
@@ -890,6 +977,7 @@ class Fanout:
                     continue
                 hub.cursor = key
                 self._stats["events"] += 1
+                self._stats["queued"] += len(hub.streams)
                 if hub_id not in batches:
                     batches[hub_id] = ([], list(hub.streams))
                 batches[hub_id][0].append((key, frame, event))
@@ -917,12 +1005,12 @@ class Fanout:
                 self._stats["direct_fallbacks"] += done[LEFT]
 
     def end_live_streams(self) -> None:
-        """End every live stream (see :meth:`Stream.push`): its response
-        is finished, and its connection closed. Called when the process
-        exits."""
+        """End every live stream (see :meth:`Stream.push`) with
+        :meth:`Stream.end`: the ``reconnect`` event, then the end of its
+        response. Called when the process exits."""
         for stream in self._streams():
             if stream.live:
-                stream.close()
+                stream.end()
 
     def _heartbeats(self, now: float) -> None:
         """Heartbeats for the live streams (see :meth:`Stream.tick`)."""
@@ -938,6 +1026,26 @@ class Fanout:
         self._listener = None
         self._hubs.clear()
         self._down_since = None
+
+    def end_streams(self) -> int:
+        """End every stream with a frame that sends its client elsewhere
+        (:meth:`Stream.end`), and end every stream opened later the same
+        way: call it when this process stops serving, as on a graceful
+        restart, so the server need not wait for the streams to end.
+
+        :return: the streams ended.
+        """
+        with self._lock:
+            self._ending = True
+        streams = self._streams()
+        for stream in streams:
+            stream.end()
+        return len(streams)
+
+    @property
+    def ending(self) -> bool:
+        """Whether :meth:`end_streams` was called."""
+        return self._ending
 
     def close(self) -> None:
         """End every stream and release the subscription. A later
@@ -963,11 +1071,13 @@ class Fanout:
         events, ``hubs`` subscribed, ``listening`` (1 while the subscription
         is held), ``backend_down`` (1 while the backend cannot be read), and
         since start ``opened``, ``refused`` (over the per-client limit),
-        ``events`` fanned out, ``evicted`` slow streams, ``gaps`` reported,
-        ``backend_failures`` (failed reads), ``outages``, ``direct_writes``
-        (batches the listener wrote straight to a socket) and
-        ``direct_fallbacks`` (of those, the ones a full socket buffer left
-        to the stream's greenlet to finish)."""
+        ``events`` fanned out, ``queued`` (event frames handed to streams,
+        one per event and stream), ``replayed`` (events sent from the
+        history to resuming streams), ``evicted`` slow streams, ``gaps``
+        reported, ``backend_failures`` (failed reads), ``outages``,
+        ``direct_writes`` (batches the listener wrote straight to a socket)
+        and ``direct_fallbacks`` (of those, the ones a full socket buffer
+        left to a greenlet to finish)."""
         with self._lock:
             return {
                 "connections": self._open,
@@ -981,6 +1091,8 @@ class Fanout:
                         "opened",
                         "refused",
                         "events",
+                        "queued",
+                        "replayed",
                         "evicted",
                         "gaps",
                         "backend_failures",
@@ -990,6 +1102,11 @@ class Fanout:
                     )
                 },
             }
+
+    def hub_streams(self) -> dict[str, int]:
+        """The streams receiving live events now, by hub id."""
+        with self._lock:
+            return {hub_id: len(hub.streams) for hub_id, hub in self._hubs.items() if hub.streams}
 
     def __repr__(self) -> str:
         return f"<Fanout of {type(self.backend).__name__} pid={self.pid}>"

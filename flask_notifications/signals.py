@@ -6,6 +6,9 @@ Every signal is sent with the Flask application as its sender.
 ``event_sent``
     After :meth:`Notifications.send` enqueued an event. Keyword arguments:
     ``event`` and ``hub_ids`` (the hubs whose filter matched).
+``send_failed``
+    When :meth:`Notifications.send` raises, having enqueued nothing.
+    Keyword arguments: ``exception``.
 ``hub_matched``
     Once per hub whose filter matched an event being sent. Keyword arguments:
     ``event`` and ``hub``.
@@ -18,6 +21,15 @@ Every signal is sent with the Flask application as its sender.
 ``event_dead_lettered``
     In the worker, when a consumer failed for the last time and the failure
     was recorded as a dead letter. Keyword arguments: ``dead_letter``.
+``event_published``
+    In the worker, after a :class:`PushConsumer` published an event to its
+    hub's streams. Keyword arguments: ``hub_id``, ``message`` (the backend's
+    :class:`~flask_notifications.pubsub.backend.Message`) and ``seconds``
+    (how long the backend took).
+``stream_refused``
+    When a request for a stream is answered with an error instead (400,
+    403, 404, 429 or 503). Keyword arguments: ``hub_id`` (as requested)
+    and ``status``.
 ``stream_backend_down``
     In a process that serves streams, once per outage, when its listener
     cannot read the backend. Keyword arguments: ``exception``.
@@ -39,3 +51,6 @@ consumer_failed = _signals.signal("notifications-consumer-failed")
 event_dead_lettered = _signals.signal("notifications-event-dead-lettered")
 stream_backend_down = _signals.signal("notifications-stream-backend-down")
 stream_backend_up = _signals.signal("notifications-stream-backend-up")
+send_failed = _signals.signal("notifications-send-failed")
+event_published = _signals.signal("notifications-event-published")
+stream_refused = _signals.signal("notifications-stream-refused")

@@ -29,8 +29,10 @@ resumes from the right place. A comment (``: heartbeat``) goes out when the
 stream has been idle for ``NOTIFICATIONS_SSE_HEARTBEAT`` seconds.
 
 Besides the events, a stream carries announcements: ``gap`` (events it
-should have carried are not coming; see :func:`gap_frame`), and
-``backend-down`` / ``backend-up`` while the backend cannot be read.
+should have carried are not coming; see :func:`gap_frame`),
+``backend-down`` / ``backend-up`` while the backend cannot be read, and
+``reconnect`` as the last frame of a stream whose server process stops
+(:func:`reconnect_frame`).
 
 The fan-out that feeds the streams lives in :mod:`flask_notifications.fanout`.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -68,6 +71,8 @@ Key = tuple[int, int]
 #: Name of the event sent when the backend stops answering, and when it answers again.
 BACKEND_DOWN_EVENT = "backend-down"
 BACKEND_UP_EVENT = "backend-up"
+#: Name of the event that ends a stream because its server process stops.
+RECONNECT_EVENT = "reconnect"
 
 
 def _checked(field: str, value: object) -> str:
@@ -155,16 +160,19 @@ def _storable(key: Key) -> bool:
     return key[0] <= _ID_PART_MAX and key[1] <= _ID_PART_MAX and key != (_ID_PART_MAX, _ID_PART_MAX)
 
 
-def event_frame(message: Message, event: Mapping[str, Any] | None) -> bytes:
+def event_frame(message: Message, event: Mapping[str, Any] | None, *, named: bool = True) -> bytes:
     """The frame of a published event: its id, its ``event_type`` as the
     event name, and its JSON as the data.
 
     An ``event_type`` that cannot be an event name (it holds a control
     character) is left out, so the event still arrives, as a ``message``.
 
+    :param named: name the event after its type; ``False`` sends every event
+        unnamed, as 0.1 did, for pages that listen with ``source.onmessage``
+        (``NOTIFICATIONS_SSE_EVENT_NAMES``).
     :raises StreamFormatError: the message id cannot be written.
     """
-    name = event.get("event_type") if event is not None else None
+    name = event.get("event_type") if event is not None and named else None
     if isinstance(name, str) and name:
         try:
             return encode_event(message.data, event=name, id=message.id)
@@ -191,13 +199,29 @@ def gap_frame(last_event_id: str, *, oldest_id: str | None, reason: str, id: str
     :param reason: ``"trimmed"`` (the history no longer reaches back to the
         id), ``"ahead"`` (the id is newer than any of the hub's), ``"overrun"``
         (the server fell behind the history), ``"reset"`` (the backend's ids
-        went backwards: it restarted empty) or ``"outage"`` (the backend
-        cannot tell what it dropped while unreachable).
+        went backwards: it restarted empty), ``"failover"`` (a replica took
+        over from a failed master, whose last writes may not have reached
+        it) or ``"outage"`` (the backend cannot tell what it dropped while
+        unreachable).
     :param id: the frame's id, where the client resumes from; defaults to
         ``last_event_id``.
     """
     data = {"last_event_id": last_event_id, "oldest_id": oldest_id, "reason": reason}
     return encode_event(json.dumps(data), event=GAP_EVENT, id=last_event_id if id is None else id)
+
+
+def reconnect_frame(retry: int) -> bytes:
+    """The ``reconnect`` event that ends a stream when its server process
+    stops (a graceful restart): the browser reconnects, to another process,
+    and resumes from its ``Last-Event-ID``. It carries no id, and a
+    ``retry`` drawn at random up to ``retry`` milliseconds, so the clients
+    of a stopping process do not all come back in the same instant.
+
+    :param retry: the stream's reconnection delay, in milliseconds.
+    """
+    return encode_event(
+        json.dumps({"reason": "shutdown"}), event=RECONNECT_EVENT, retry=random.randint(0, max(0, retry))
+    )
 
 
 def backend_frame(available: bool) -> bytes:

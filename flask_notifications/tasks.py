@@ -1,12 +1,18 @@
 """The Celery side: the dispatch task and one task per consumer.
 
 :meth:`Notifications.send` enqueues a single ``flask_notifications.dispatch``
-message per event, so a send is all-or-nothing at the broker. The worker fans
-it out into one task per (hub, consumer), each retried on its own, so one
+message per event, so a send is all-or-nothing at the broker. Every send is a
+*delivery* with an id of its own, carried by that message and by every task
+it fans out to: one per (hub, consumer), each retried on its own, so one
 failing consumer never holds up another. Both kinds of task acknowledge late
-and are rejected back to the queue if the worker dies, and a per-(event,
-hub, consumer) claim in the backend makes a redelivered task skip an effect
-that already happened.
+and are rejected back to the queue if the worker dies, and a claim per
+(delivery, hub, consumer) in the backend makes a redelivered task skip an
+effect that already happened. A claim is owned by one run (a token), kept
+alive while the consumer runs, and recorded as done for as long as the broker
+may still redeliver the task.
+
+Messages queued before delivery ids existed carry none; their delivery id is
+the event's ``event_id``, as their claims were keyed then.
 
 Only JSON crosses the broker: the event's JSON string and plain lists.
 """
@@ -16,23 +22,27 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery, Task
+from celery import signals as celery_signals
 from celery.exceptions import Reject, Retry
 from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
-from . import signals
+from . import dead_letters, signals
 from .backoff import backoff
+from .claims import held
 from .delivery import Delivery, delivering
 from .errors import BackendError, InvalidEventError, NotificationsError
 from .event import Event
-from .pubsub.backend import Claim
+from .pubsub.backend import SEND_KEY_PREFIX, Backend, Claim
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -68,9 +78,62 @@ def app_context(app: Flask) -> Iterator[None]:
             yield
 
 
-def claim_key(event_id: str, hub_id: str, task_name: str) -> str:
-    """The idempotency key of one consumer's delivery of one event."""
-    return f"{event_id}:{hub_id}:{task_name}"
+#: Header that marks this extension's consumer messages, so that one no
+#: worker knows can be recognised and kept as a dead letter.
+DELIVERY_HEADER = "notifications_delivery"
+
+#: The broker's redelivery timeout when its transport options name none:
+#: kombu's default ``visibility_timeout`` for Redis, and longer than
+#: RabbitMQ's default ``consumer_timeout`` (30 minutes).
+DEFAULT_REDELIVERY_WINDOW = 3600.0
+
+#: The shortest default life of a completion record, in seconds. The
+#: visibility timeout is the *earliest* time the Redis transport may hand an
+#: unacknowledged message out again, not the latest: it is restored whenever
+#: a worker next sweeps, which may be much later (no worker running, a
+#: restart), so the record outlives it by a wide margin.
+MIN_IDEMPOTENCY_TTL = 6 * 3600.0
+
+__all__ = ["backoff", "claim_key", "new_delivery_id", "sent_key"]
+
+
+def new_delivery_id() -> str:
+    """A fresh delivery id, for one :meth:`Notifications.send`."""
+    return uuid.uuid4().hex
+
+
+def claim_key(delivery_id: str, hub_id: str, task_name: str) -> str:
+    """The idempotency key of one consumer's run of one delivery."""
+    return f"{delivery_id}:{hub_id}:{task_name}"
+
+
+def sent_key(idempotency_key: str) -> str:
+    """The claim key under which ``send(idempotency_key=...)`` records a send.
+
+    :raises InvalidEventError: the key is not a non-empty string of at most
+        200 characters.
+    """
+    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
+        raise InvalidEventError("idempotency_key must be a non-empty string of at most 200 characters.")
+    return f"{SEND_KEY_PREFIX}{idempotency_key}"
+
+
+def idempotency_ttl(app: Flask, celery: Celery) -> float:
+    """Seconds a completed delivery is remembered, so that a redelivered task
+    does not repeat its effect: ``NOTIFICATIONS_IDEMPOTENCY_TTL``, or else
+    twice the longest time a live broker and worker take to hand the task
+    out again (the broker's ``visibility_timeout``, plus the claim timeout
+    and the transport's ``unacked_restore_interval``), and at least
+    :data:`MIN_IDEMPOTENCY_TTL`. A message left unacknowledged for longer
+    than this may still repeat its effect."""
+    configured = app.config.get("NOTIFICATIONS_IDEMPOTENCY_TTL")
+    if configured:
+        return float(configured)
+    options = celery.conf.broker_transport_options or {}
+    redelivery = float(options.get("visibility_timeout") or DEFAULT_REDELIVERY_WINDOW)
+    redelivery += float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])
+    redelivery += float(options.get("unacked_restore_interval") or 0)
+    return max(MIN_IDEMPOTENCY_TTL, 2 * redelivery)
 
 
 def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: Any) -> None:
@@ -78,9 +141,31 @@ def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: An
     app runs tasks eagerly."""
     task = celery.tasks.get(task_name)
     if task is not None:
-        task.apply_async(args=args, serializer="json", **options)
+        routing = getattr(task, "notifications_routing", {})
+        task.apply_async(args=args, serializer="json", **{**routing, **options})
     else:
         celery.send_task(task_name, args=args, serializer="json", **options)
+
+
+def enqueue_delivery(
+    celery: Celery,
+    task_name: str,
+    hub_id: str,
+    event_json: str,
+    delivery_id: str | None,
+    letter: list[str] | None = None,
+    **options: Any,
+) -> None:
+    """Enqueue the consumer task ``task_name`` for one delivery.
+
+    :param letter: the id and retry token of the dead letter this delivery
+        retries, which the consumer marks as retried once it ran.
+    """
+    kwargs: dict[str, Any] = {} if delivery_id is None else {"delivery_id": delivery_id}
+    if letter is not None:
+        kwargs["letter"] = letter
+    headers = {DELIVERY_HEADER: delivery_id or ""}
+    enqueue(celery, task_name, (hub_id, event_json), kwargs=kwargs, headers=headers, **options)
 
 
 def _expires(event: Event) -> datetime | None:
@@ -100,12 +185,22 @@ def bind(celery: Celery, app: Flask) -> None:
         celery.task(name=DISPATCH_TASK, **TASK_OPTIONS)(_dispatch)
     if DISPATCH_MANY_TASK not in celery.tasks:
         celery.task(name=DISPATCH_MANY_TASK, **TASK_OPTIONS)(_dispatch_many)
+    celery_signals.task_unknown.connect(_on_unknown_task, weak=False, dispatch_uid="flask_notifications.unknown")
 
 
-def register_consumer_task(celery: Celery, task_name: str) -> None:
-    """Register the task that runs the consumers named ``task_name``."""
+#: Task options that choose where a message goes. Celery deprecates them as
+#: task attributes, so they are applied when the task is enqueued.
+ROUTING_OPTIONS = frozenset({"queue", "exchange", "exchange_type", "routing_key", "priority", "delivery_mode"})
+
+
+def register_consumer_task(celery: Celery, task_name: str, **options: Any) -> None:
+    """Register the task that runs the consumers named ``task_name``, with
+    the Celery task ``options`` given to ``register_consumer``."""
     if task_name not in celery.tasks:
-        celery.task(name=task_name, **TASK_OPTIONS)(_consume)
+        routing = {key: value for key, value in options.items() if key in ROUTING_OPTIONS}
+        attributes = {key: value for key, value in options.items() if key not in ROUTING_OPTIONS}
+        task = celery.task(name=task_name, **{**attributes, **TASK_OPTIONS})(_consume)
+        task.notifications_routing = routing
 
 
 def _flask_app(celery: Celery) -> Flask:
@@ -122,20 +217,21 @@ def _flask_app(celery: Celery) -> Flask:
     return found
 
 
-def _dispatch(task: Task, event_json: str, targets: list[list[str]]) -> int:
+def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id: str | None = None) -> int:
     app = _flask_app(task.app)
     with app_context(app):
         event = Event.from_json(event_json)
         if event.is_expired():
             return 0
+        delivery_id = delivery_id or event["event_id"]
         try:
             for hub_id, task_name in targets:
-                enqueue(task.app, task_name, (hub_id, event_json), expires=_expires(event))
+                enqueue_delivery(task.app, task_name, hub_id, event_json, delivery_id, expires=_expires(event))
         except (OperationalError, OSError) as exc:
             # The broker is unreachable. Consumers already enqueued get the
-            # event again on the retry, and their claims skip it.
-            logger.warning("Could not enqueue the consumers of event %s, retrying: %r", event["event_id"], exc)
-            raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0, True), exc=exc) from exc
+            # delivery again on the retry, and their claims skip it.
+            logger.warning("Could not enqueue the consumers of delivery %s, retrying: %r", delivery_id, exc)
+            raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0), exc=exc) from exc
         return len(targets)
 
 
@@ -144,9 +240,7 @@ def _dispatch_many(task: Task, items: list[list[Any]]) -> int:
     :func:`_dispatch` does one event. When the broker fails half-way, the
     whole batch is retried; the consumers already enqueued get their event
     again, and their claims skip it."""
-    # Until delivery ids reach the consumers (issue 11), they key their
-    # claims on the event id, as send()'s do.
-    return sum(_dispatch(task, event_json, targets) for event_json, targets, _delivery_id in items)
+    return sum(_dispatch(task, event_json, targets, delivery_id) for event_json, targets, delivery_id in items)
 
 
 def _retry(task: Task, **options: Any) -> Retry:
@@ -161,112 +255,233 @@ def _retry(task: Task, **options: Any) -> Retry:
     return retry
 
 
-def _consume(task: Task, hub_id: str, event_json: str, failures: int = 0, completed: bool = False) -> str:
+@dataclass(frozen=True)
+class _Run:
+    """One run of a consumer task: what its message carries, and so what a
+    retry carries on. ``failures`` counts the consumer's failures only (an
+    unreachable backend or a busy claim spend none); ``record`` is the token
+    whose completion is still to be recorded, when the effect happened but
+    its record could not be written; ``letter`` is the dead letter (id and
+    retry token) this run retries."""
+
+    hub_id: str
+    event_json: str
+    delivery_id: str | None
+    failures: int = 0
+    record: str | None = None
+    letter: list[str] | None = None
+
+    def again(self, task: Task, countdown: float, exc: BaseException | None = None, **changes: Any) -> Retry:
+        """The retry of this run, with ``changes``."""
+        run = replace(self, **changes)
+        kwargs: dict[str, Any] = {"failures": run.failures}
+        if run.delivery_id is not None:
+            kwargs["delivery_id"] = run.delivery_id
+        if run.record is not None:
+            kwargs["record"] = run.record
+        if run.letter is not None:
+            kwargs["letter"] = run.letter
+        options: dict[str, Any] = {"headers": {DELIVERY_HEADER: run.delivery_id or ""}}
+        if exc is not None:
+            options["exc"] = exc
+        return _retry(task, args=(run.hub_id, run.event_json), kwargs=kwargs, countdown=countdown, **options)
+
+
+def _consume(
+    task: Task,
+    hub_id: str,
+    event_json: str,
+    failures: int = 0,
+    completed: bool = False,
+    *,
+    delivery_id: str | None = None,
+    record: str | None = None,
+    letter: list[str] | None = None,
+) -> str:
+    # ``completed`` is the 0.x message format's flag for "only the record is
+    # missing"; ``record`` carries the claim's token now.
     app = _flask_app(task.app)
     with app_context(app):
         ext: Notifications = app.extensions["notifications"]
-        return _run_consumer(task, ext, app, hub_id, event_json, failures, completed)
+        run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None), letter)
+        return _run_consumer(task, ext, app, run)
 
 
-def _run_consumer(
-    task: Task, ext: Notifications, app: Flask, hub_id: str, event_json: str, failures: int, completed: bool = False
-) -> str:
+def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     task_name: str = task.name
-    safely = functools.partial(_backend_call, task, hub_id, event_json, failures)
-    hub = ext.hubs.get(hub_id)
+    backend = ext.get_backend(app)
+    safely = functools.partial(_backend_call, task, run)
+    hub = ext.hubs.get(run.hub_id)
     consumer = hub.get_consumer(task_name) if hub is not None else None
     if hub is None or consumer is None:
-        logger.warning("Dropping %s for hub %r: no such consumer is registered.", task_name, hub_id)
+        logger.error(
+            "No consumer %s on hub %r in this worker; keeping the delivery as a dead letter.", task_name, run.hub_id
+        )
+        error = f"NotRegistered: no consumer {task_name!r} on hub {run.hub_id!r} in this worker"
+        safely(_keep, app, backend, task_name, run, error, "")
         return "unregistered"
     try:
-        event = Event.from_json(event_json)
+        event = Event.from_json(run.event_json)
     except InvalidEventError:
-        logger.exception("Dropping %s for hub %r: the event is invalid.", task_name, hub_id)
-        safely(ext.runtime(app).dead_letter, hub_id, task_name, event_json, failures + 1, *_error_info())
+        logger.exception("The event of %s for hub %r is invalid; keeping it as a dead letter.", task_name, run.hub_id)
+        safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
         return "invalid"
 
     config = app.config
-    backend = ext.get_backend(app)
-    key = claim_key(event["event_id"], hub_id, task_name)
-    if completed:
+    delivery_id = run.delivery_id or event["event_id"]
+    key = claim_key(delivery_id, run.hub_id, task_name)
+    ttl = idempotency_ttl(app, task.app)
+    if run.record is not None:
         # The effect happened on an earlier attempt; only its record is missing.
-        safely(backend.complete, key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"], completed=True)
+        safely(backend.complete, key, run.record, ttl)
+        _retried(safely, backend, run)
         return "consumed"
     if event.is_expired():
         return "expired"
 
+    timeout = float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])
+    token = uuid.uuid4().hex
     claimed = Claim.ACQUIRED
     if consumer.idempotent:
-        claimed = safely(backend.claim, key, config["NOTIFICATIONS_CLAIM_TIMEOUT"])
+        claimed = safely(backend.claim, key, token, timeout)
     if claimed is Claim.DONE:
+        _retried(safely, backend, run)
         return "duplicate"
     if claimed is Claim.BUSY:
-        # Another delivery holds the claim, or a dead worker's claim has
-        # not expired yet: come back later without spending a retry.
-        raise _retry(
-            task,
-            args=(hub_id, event_json, failures),
-            countdown=min(30.0, config["NOTIFICATIONS_CLAIM_TIMEOUT"]),
-        )
+        # Another run holds the claim (and keeps it alive), or a dead
+        # worker's claim has not expired yet: come back later without
+        # spending a retry.
+        raise run.again(task, countdown=min(30.0, timeout))
+    delivery = Delivery(delivery_id, run.hub_id, task_name, run.failures + 1)
     try:
-        try:
-            # Until send() gives each call an id of its own (issue 11), the
-            # event id is the delivery id, as the claims key on it.
-            delivery = Delivery(event["event_id"], hub_id, task_name, failures + 1)
-            with delivering(delivery):
-                consumed = consumer(event)
-        except BaseException:
-            if consumer.idempotent:
-                backend.release(key)
-            raise
+        with held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
+            consumed = consumer(event)
     except Exception as exc:
+        if consumer.idempotent:
+            _release(backend, key, token)
         if isinstance(exc, (Retry, Reject)):
             raise
-        will_retry = failures < config["NOTIFICATIONS_MAX_RETRIES"]
+        will_retry = run.failures < config["NOTIFICATIONS_MAX_RETRIES"]
         signals.consumer_failed.send(
-            app, event=event, hub_id=hub_id, consumer=consumer, exception=exc, will_retry=will_retry
+            app, event=event, hub_id=run.hub_id, consumer=consumer, exception=exc, will_retry=will_retry
         )
         if will_retry:
-            logger.warning("Consumer %s failed on event %s, retrying: %r", task_name, event["event_id"], exc)
+            logger.warning("Consumer %s failed on delivery %s, retrying: %r", task_name, delivery_id, exc)
             delay = backoff(
-                failures,
+                run.failures,
                 config["NOTIFICATIONS_RETRY_BACKOFF"],
                 config["NOTIFICATIONS_RETRY_BACKOFF_MAX"],
                 config["NOTIFICATIONS_RETRY_JITTER"],
             )
-            raise _retry(task, args=(hub_id, event_json, failures + 1), countdown=delay, exc=exc) from exc
-        logger.error("Consumer %s failed on event %s for the last time: %r", task_name, event["event_id"], exc)
-        safely(ext.runtime(app).dead_letter, hub_id, task_name, event_json, failures + 1, *_error_info())
+            raise run.again(task, countdown=delay, exc=exc, failures=run.failures + 1) from exc
+        logger.error("Consumer %s failed on delivery %s for the last time: %r", task_name, delivery_id, exc)
+        safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
         return "dead-lettered"
+    except BaseException:
+        if consumer.idempotent:
+            _release(backend, key, token)
+        raise
     if consumer.idempotent:
-        safely(backend.complete, key, config["NOTIFICATIONS_IDEMPOTENCY_TTL"], completed=True)
+        if not safely(backend.complete, key, token, ttl, record=token):
+            logger.warning(
+                "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
+            )
+    _retried(safely, backend, run, record=token)
     if consumed:
-        signals.consumer_succeeded.send(app, event=event, hub_id=hub_id, consumer=consumer)
+        signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
         return "consumed"
     return "vetoed"
 
 
-def _backend_call(
-    task: Task,
-    hub_id: str,
-    event_json: str,
-    failures: int,
-    func: Callable[..., T],
-    *args: Any,
-    completed: bool = False,
-) -> T:
+def _retried(safely: Callable[..., Any], backend: Backend, run: _Run, record: str | None = None) -> None:
+    """Mark the dead letter this run retried (if any) as delivered, so that
+    retrying the letter again enqueues nothing."""
+    if isinstance(run.letter, list) and len(run.letter) == 2:
+        safely(dead_letters.retried, backend, run.letter, record=record)
+
+
+def _release(backend: Backend, key: str, token: str) -> None:
+    try:
+        backend.release(key, token)
+    except BackendError as exc:
+        # The claim expires on its own after NOTIFICATIONS_CLAIM_TIMEOUT.
+        logger.warning("Could not release the claim %s (%s); it expires on its own.", key, exc)
+
+
+def _keep(app: Flask, backend: Backend, task_name: str, run: _Run, error: str, trace: str) -> None:
+    dead_letters.keep(
+        app,
+        backend,
+        hub_id=run.hub_id,
+        consumer=task_name,
+        event_json=run.event_json,
+        delivery_id=run.delivery_id,
+        attempts=run.failures,
+        error=error,
+        trace=trace,
+    )
+
+
+def _backend_call(task: Task, run: _Run, func: Callable[..., T], *args: Any, record: str | None = None) -> T:
     """Call the backend's ``func``; if the backend is unreachable, retry the
     task later without spending one of the consumer's retries, so that an
-    outage neither loses the delivery nor dead-letters it. ``completed``
-    retries only the recording of an effect that already happened."""
+    outage neither loses the delivery nor dead-letters it. ``record`` retries
+    only the recording of an effect that already happened."""
     try:
         return func(*args)
     except BackendError as exc:
         logger.warning("The notifications backend is unreachable, retrying %s later: %r", task.name, exc)
-        countdown = backoff(min(task.request.retries, 5), 1.0, 30.0, True)
-        raise _retry(
-            task, args=(hub_id, event_json, failures), kwargs={"completed": completed}, countdown=countdown, exc=exc
+        countdown = backoff(min(task.request.retries, 5), 1.0, 30.0)
+        raise run.again(
+            task, countdown=countdown, exc=exc, record=record if record is not None else run.record
         ) from exc
+
+
+def _on_unknown_task(sender: Any = None, message: Any = None, name: str = "", **kwargs: Any) -> None:
+    """Keep a consumer task that this worker does not know (a deploy renamed
+    or removed it, or another application shares the broker) as a dead
+    letter, which ``flask notifications retry`` can deliver once a worker
+    knows it, instead of letting Celery drop it."""
+    celery = getattr(sender, "app", None)
+    ref = _flask_apps.get(celery) if celery is not None else None
+    app = ref() if ref is not None else None
+    if app is None or message is None:
+        return
+    try:
+        args, task_kwargs = message.payload[0], message.payload[1]
+        hub_id, event_json = args[0], args[1]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return
+    if not isinstance(hub_id, str) or not isinstance(event_json, str) or not isinstance(task_kwargs, dict):
+        return
+    headers = message.headers or {}
+    if DELIVERY_HEADER not in headers:
+        # A message of the old format is ours if it carries an event.
+        try:
+            Event.from_json(event_json)
+        except InvalidEventError:
+            return
+    delivery_id = task_kwargs.get("delivery_id")
+    with app_context(app):
+        ext: Notifications = app.extensions["notifications"]
+        run = _Run(hub_id, event_json, delivery_id if isinstance(delivery_id, str) else None)
+        error = f"NotRegistered: no task {name!r} in this worker"
+        try:
+            _keep(app, ext.get_backend(app), name, run, error, "")
+        except BackendError as exc:
+            # Celery has rejected the message already: park the letter on the
+            # broker, which listing the dead letters moves to the backend.
+            record = dead_letters.letter(hub_id, name, event_json, run.delivery_id, 0, error)
+            try:
+                dead_letters.park(app, celery, record)
+            except NotificationsError:
+                logger.exception(
+                    "Could not keep unknown task %s as a dead letter; its message was: %r", name, message.payload
+                )
+                return
+            logger.error("Parked unknown task %s for hub %r on the broker (backend: %s).", name, hub_id, exc)
+            return
+    logger.error("Kept unknown task %s for hub %r as a dead letter.", name, hub_id)
 
 
 def _error_info() -> tuple[str, str]:

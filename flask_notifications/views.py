@@ -19,6 +19,7 @@ from werkzeug.exceptions import (
     TooManyRequests,
 )
 
+from . import signals
 from .errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
 from .event_filter import EventFilter
 from .event_hub import HUB_ID_PREFIX, EventHub
@@ -179,8 +180,21 @@ def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | N
 
     Both error answers that may pass carry ``Retry-After``. A client that
     sends ``Accept: application/json`` to the blueprint gets the refusals as
-    JSON: ``{"error": ..., "status": ..., "message": ...}``.
+    JSON: ``{"error": ..., "status": ..., "message": ...}``. Each refusal
+    sends :data:`~flask_notifications.signals.stream_refused`.
+
+    While the process stops (:meth:`~flask_notifications.fanout.Fanout.end_streams`),
+    a stream answers with nothing but the ``reconnect`` event, so the client
+    resumes on another process.
     """
+    try:
+        return _stream_response(runtime, hub_id, event_filter)
+    except HTTPException as exc:
+        signals.stream_refused.send(runtime.app, hub_id=hub_id, status=exc.code)
+        raise
+
+
+def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | None) -> Response:
     config = current_app.config
     hub, exists = _find_hub(runtime, hub_id)
     authorized = _authorize(runtime, hub)

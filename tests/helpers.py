@@ -18,7 +18,7 @@ import redis
 T = TypeVar("T")
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.02) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.02) -> T:
     """Poll ``predicate`` until it returns something truthy, and return it.
 
     The timeout only bounds a hung test; no test asserts on durations.
@@ -56,10 +56,15 @@ class RedisServer:
     :param directory: where its data and log go; a fresh temporary one if ``None``.
     :param persistent: keep data in an append-only file (fsync always), so a
         restart keeps what was written; otherwise it restarts empty.
+    :param args: more command-line options of ``redis-server``.
     """
 
-    def __init__(self, directory: Path | None = None, *, persistent: bool = False) -> None:
+    def __init__(
+        self, directory: Path | None = None, *, persistent: bool = False, args: list[str] | None = None
+    ) -> None:
         self.binary = redis_server_binary()
+        #: More ``redis-server`` options (``--replicaof``, ``--cluster-enabled``...).
+        self.args = list(args or [])
         self.dir = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="fn-redis-"))
         self.persistent = persistent
         self.port = free_port()
@@ -73,7 +78,7 @@ class RedisServer:
         with open(self.dir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
-                + ["--save", "", "--daemonize", "no", *persistence],
+                + ["--save", "", "--daemonize", "no", *persistence, *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,14 @@ class Server:
             return self.app.extensions["notifications"].get_backend(self.app).publish(hub_id, event.to_json()).id
         return str(self.request("POST", f"/publish/{hub_id}", event.to_json().encode())[1]["id"])
 
+    def get_status(self, path: str) -> int:
+        """The status of a plain GET."""
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=20) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
     def login(self, user: str) -> dict[str, str]:
         """The headers of a browser logged in as ``user`` (its session cookie)."""
         headers, _ = self.request("POST", f"/login/{user}")
@@ -147,3 +156,97 @@ class Server:
 
     def stats(self) -> dict[str, int]:
         return dict(self.request("GET", "/stats")[1])
+
+
+def children(pid: int) -> set[int]:
+    """The pids of the live child processes of ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+class Gunicorn:
+    """``gunicorn -k gevent`` serving :mod:`tests.apps.sse_app` with several
+    workers and a configuration file of this package's hooks, as a
+    deployment runs it; the test may signal the master.
+
+    :param config: the app's config (JSON-serialisable).
+    :param directory: where its configuration file and log go.
+    :param workers: gunicorn workers.
+    :param hooks: import the hooks of :mod:`flask_notifications.gunicorn`.
+    :param env: more environment variables (``PROMETHEUS_MULTIPROC_DIR``).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        directory: Path,
+        *,
+        workers: int = 2,
+        hooks: bool = True,
+        graceful_timeout: int = 30,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.log = directory / "gunicorn.log"
+        conf = directory / "gunicorn.conf.py"
+        conf.write_text(
+            ("from flask_notifications.gunicorn import child_exit, post_worker_init  # noqa: F401\n" if hooks else "")
+            + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = 'gevent'\n"
+            + f"graceful_timeout = {graceful_timeout}\nloglevel = 'info'\n"
+        )
+        environment = {
+            **os.environ,
+            **(env or {}),
+            "SSE_APP_CONFIG": json.dumps(config),
+            "PYTHONPATH": str(ROOT),
+        }
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", str(conf), "tests.apps.sse_app:create_app()"],
+                cwd=ROOT,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers = workers
+        wait_for(lambda: self._alive() and _accepts(self.port) and len(self.worker_pids()) == workers, timeout=60)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
+        return True
+
+    def worker_pids(self) -> set[int]:
+        return children(self.proc.pid)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=20) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)

@@ -20,9 +20,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from flask import Flask
 
 from flask_notifications import Notifications
-from flask_notifications.consumers._mail import MailConsumer
 from flask_notifications.consumers.flaskemail_consumer import FlaskEmailConsumer
 from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
+from flask_notifications.consumers.mail_consumer import MailConsumer
 from flask_notifications.errors import (
     ConfigurationError,
     ConsumerError,

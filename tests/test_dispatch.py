@@ -11,7 +11,7 @@ import redis
 from flask import Flask
 
 from flask_notifications import Notifications, signals
-from flask_notifications.consumers.consumer import Consumer
+from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.errors import BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
@@ -21,7 +21,7 @@ from .conftest import WorkerFactory
 from .helpers import wait_for
 
 
-class Recorder(Consumer):
+class Recorder(EventConsumer):
     def __init__(self, name: str | None = None) -> None:
         super().__init__(name)
         self.events: list[Event] = []
@@ -45,7 +45,7 @@ def test_delivery_through_a_real_worker(notifications: Notifications, celery_wor
     hub.filter_by(WithEventType("test"))
     seen: list[tuple[Event, bool]] = []
 
-    @hub.register_consumer(celery_task_name="tests.delivery")
+    @hub.register_consumer(celery_task_name="tests.delivery", pass_event=True)
     def record(event: Event) -> None:
         from flask import has_app_context
 
@@ -102,7 +102,11 @@ def test_invalid_event_enqueues_nothing(
     hub = notifications.create_hub("Invalid")
     hub.register_consumer(Recorder())
     sent: list[object] = []
-    signals.event_sent.connect(lambda sender, **kw: sent.append(kw), weak=False)
+
+    def on_sent(sender: object, **kw: object) -> None:
+        sent.append(kw)
+
+    signals.event_sent.connect(on_sent, weak=False)
     try:
         for bad in ('{"event_id": 1}', "not json", 42, {"title": "t"}):
             with pytest.raises(InvalidEventError):
@@ -115,7 +119,8 @@ def test_invalid_event_enqueues_nothing(
         with pytest.raises(InvalidEventError, match="NOTIFICATIONS_MAX_EVENT_SIZE"):
             notifications.send(make_event(body="x" * 2000))
     finally:
-        signals.event_sent.receivers.clear()
+        # Only its own receiver: the metrics' stay connected.
+        signals.event_sent.disconnect(on_sent)
     assert queue_length(redis_client, app) == 0
     assert sent == []
 
@@ -140,7 +145,7 @@ def test_failing_consumer_is_retried_then_dead_lettered(
     attempts: list[str] = []
     ok = Recorder()
 
-    @hub.register_consumer(name="tests.always_fails")
+    @hub.register_consumer(name="tests.always_fails", pass_event=True)
     def always_fails(event: Event) -> None:
         attempts.append(event["event_id"])
         raise RuntimeError("SMTP is on fire")
@@ -179,7 +184,7 @@ def test_failing_consumer_is_retried_then_dead_lettered(
     # Retrying a dead letter delivers again, with a fresh budget.
     hub.deregister_consumer(always_fails)
     fixed: list[Event] = []
-    hub.register_consumer(name="tests.always_fails")(fixed.append)
+    hub.register_consumer(name="tests.always_fails", pass_event=True)(fixed.append)
     with celery_worker():
         notifications.retry_dead_letter(letter["id"])
         wait_for(lambda: fixed)
@@ -224,7 +229,7 @@ def test_redelivered_task_has_one_effect(notifications: Notifications, celery_wo
 def test_veto_in_before_consume(notifications: Notifications, celery_worker: WorkerFactory) -> None:
     calls: list[str] = []
 
-    class Picky(Consumer):
+    class Picky(EventConsumer):
         def before_consume(self, event: Event) -> bool:
             calls.append("before")
             return event["title"] != "veto"

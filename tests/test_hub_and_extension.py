@@ -5,7 +5,7 @@ from celery import Celery
 from flask import Flask
 
 from flask_notifications import Notifications, current_notifications
-from flask_notifications.consumers.consumer import Consumer
+from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import ConfigurationError, ConsumerError, HubError
 from flask_notifications.event import Event
@@ -15,7 +15,7 @@ from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 
-class Recorder(Consumer):
+class Recorder(EventConsumer):
     def __init__(self) -> None:
         super().__init__()
         self.events: list[Event] = []

@@ -10,6 +10,7 @@ import redis
 from flask import Flask
 
 from flask_notifications import Notifications, signals
+from flask_notifications.delivery import current_delivery
 from flask_notifications.errors import BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
@@ -93,3 +94,26 @@ def test_broker_down_raises_and_enqueues_nothing(redis_url: str, unique: str) ->
     hub.register_consumer(Recorder())
     with app.app_context(), pytest.raises(BrokerUnavailableError, match="none of the 3 events were sent"):
         ext.send_many([make_event(), make_event(), make_event()])
+
+
+def test_every_event_of_a_batch_is_a_delivery_of_its_own(
+    notifications: Notifications, celery_worker: WorkerFactory
+) -> None:
+    hub = notifications.create_hub("ManyDeliveries")
+    seen: list[tuple[str, str | None]] = []
+
+    class Deliveries(Recorder):
+        def consume(self, event: Event) -> None:
+            delivery = current_delivery()
+            seen.append((event["title"], delivery.delivery_id if delivery else None))
+
+    hub.register_consumer(Deliveries())
+
+    twin = make_event(title="twin")
+    # The same event twice: two deliveries, as two send() calls would be.
+    dispatches = notifications.send_many([twin, twin, make_event(title="other")])
+    ids = [d.delivery_id for d in dispatches]
+    assert None not in ids and len(set(ids)) == 3
+    with celery_worker():
+        wait_for(lambda: len(seen) == 3)
+    assert sorted(seen) == sorted(zip(["twin", "twin", "other"], ids, strict=True))

@@ -1,16 +1,20 @@
-"""The documentation's Usage guide, delivered by a real worker process that
-imports the application, over the real Redis broker."""
+"""The original documentation's Usage guide, run at module level as printed
+(tests/apps/usage_app.py), delivered by a real worker process that imports
+the same module, over the real Redis broker."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 
 from flask_notifications.event import Event
 
@@ -19,17 +23,32 @@ from .helpers import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects written one after the other, as the guide's
+    ``f.write(str(event))`` writes them (with no separator)."""
+    decoder = json.JSONDecoder()
+    found, index = [], 0
+    while index < len(text):
+        try:
+            value, index = decoder.raw_decode(text, index)
+        except ValueError:  # the worker is still writing
+            break
+        found.append(value)
+    return found
+
+
 @pytest.fixture
-def usage_env(redis_url: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = {
-        "USAGE_REDIS_URL": redis_url,
-        "USAGE_QUEUE": unique,
-        "USAGE_PREFIX": unique,
-        "USAGE_LOG": str(tmp_path / "events.log"),
-    }
+def usage_env(
+    unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis[bytes]
+) -> Iterator[dict[str, str]]:
+    env = {"USAGE_QUEUE": unique, "USAGE_PREFIX": unique, "USAGE_LOG": str(tmp_path / "events.log")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return env
+    monkeypatch.delitem(sys.modules, "tests.apps.usage_app", raising=False)
+    yield env
+    keys = list(redis_client.scan_iter(f"{unique}*"))
+    if keys:
+        redis_client.delete(*keys)
 
 
 @pytest.fixture
@@ -58,17 +77,24 @@ def worker_process(usage_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes
     proc.wait(timeout=30)
 
 
-def test_usage_guide_runs_as_printed(
-    usage_env: dict[str, str], worker_process: subprocess.Popen[bytes], redis_client: object
+def test_usage_guide_runs_at_module_level_as_printed(
+    usage_env: dict[str, str], worker_process: subprocess.Popen[bytes]
 ) -> None:
-    sys.modules.pop("tests.apps.usage_app", None)
+    # Importing the guide sends its two events, outside any app context.
     usage = importlib.import_module("tests.apps.usage_app")
-    with usage.app.app_context():
-        passed, filtered = usage.send_examples()
-        backend = usage.notifications.backend
-        history = wait_for(lambda: backend.history(usage.test_hub_id, None).messages)
+    passed, filtered = usage.passed, usage.filtered
     log = Path(usage_env["USAGE_LOG"])
-    lines = wait_for(lambda: log.exists() and log.read_text().splitlines())
-    assert len(lines) == 1 and passed["event_id"] in lines[0] and filtered["event_id"] not in lines[0]
-    assert [Event.from_json(m.data) for m in history] == [passed]
+    # The worker imported the guide too, and so sent its own two events.
+    written = wait_for(lambda: log.exists() and len(json_objects(log.read_text())) == 2 and log.read_text())
+    events = [Event.from_dict(found) for found in json_objects(written)]
+    ids = {event["event_id"] for event in events}
+    assert passed["event_id"] in ids and filtered["event_id"] not in ids
+    assert all(event["event_type"] == "test" for event in events)
+    assert passed in events
+    backend = usage.notifications.backend
+    messages = wait_for(
+        lambda: (found := backend.history(usage.test_hub_id, None).messages) and len(found) == 2 and found
+    )
+    pushed = [Event.from_json(message.data) for message in messages]
+    assert passed in pushed and all(event["event_type"] == "test" for event in pushed)
     assert worker_process.poll() is None

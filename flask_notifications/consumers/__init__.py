@@ -1,0 +1,40 @@
+"""The consumer interface and the predefined consumers::
+
+    from flask_notifications.consumers import EventConsumer, LogConsumer, PushConsumer
+
+:class:`FlaskMailConsumer` needs the ``mail`` extra, so it is imported on
+first use: ``pip install "Flask-Notifications[mail]"``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .consumer import Consumer, EventConsumer, FunctionConsumer
+from .flaskemail_consumer import FlaskEmailConsumer
+from .log_consumer import LogConsumer, LoggingConsumer
+from .mail_consumer import MailConsumer
+from .push_consumer import PushConsumer
+
+if TYPE_CHECKING:
+    from .flaskmail_consumer import FlaskMailConsumer
+
+__all__ = [
+    "Consumer",
+    "EventConsumer",
+    "FlaskEmailConsumer",
+    "FlaskMailConsumer",
+    "FunctionConsumer",
+    "LogConsumer",
+    "LoggingConsumer",
+    "MailConsumer",
+    "PushConsumer",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FlaskMailConsumer":
+        from .flaskmail_consumer import FlaskMailConsumer
+
+        return FlaskMailConsumer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,8 +39,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from ..errors import ConfigurationError
-from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
+from ..errors import ConfigurationError, ConsumerError
+from .mail_consumer import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
 
 logger = logging.getLogger(__name__)
 
@@ -100,23 +100,38 @@ class FlaskEmailConsumer(MailConsumer):
 
         hub.register_consumer(FlaskEmailConsumer.from_app(app, "noreply@example.org", ["ops@example.org"]))
 
-    The templates and recipients are those of :class:`MailConsumer`.
+    The arguments are positioned as in 0.1, ``(mail, sender, recipients)``;
+    0.1's ``mail`` was a Flask-Email mailbox bound to an application, which
+    does not exist on Python 3, so here it is the application itself. The
+    templates and recipients are those of :class:`MailConsumer`.
 
+    :param mail: the application whose ``EMAIL_*`` settings are used;
+        ``None`` uses the current application's, which suits application
+        factories.
     :param sender: the ``From`` address; ``None`` uses ``DEFAULT_FROM_EMAIL``.
     :param recipients: fixed addresses, or a callable mapping each of the
         event's recipients to addresses.
     :param options: the templates and ``name``; see :class:`MailConsumer`.
+    :raises ConsumerError: ``mail`` is not a Flask application.
     """
 
     default_sender_key = "DEFAULT_FROM_EMAIL"
 
     def __init__(
         self,
+        mail: Flask | None = None,
         sender: str | tuple[str, str] | None = None,
         recipients: str | Iterable[str] | RecipientMap = (),
         **options: Any,
     ) -> None:
+        if mail is not None and not isinstance(mail, Flask):
+            raise ConsumerError(
+                f"FlaskEmailConsumer(mail, sender, recipients) takes the Flask application as mail, not "
+                f"{type(mail).__name__}: Flask-Email's mailboxes do not run on Python 3, and the "
+                "EMAIL_* settings of the application replace them."
+            )
         super().__init__(sender, recipients, **options)
+        self.mail = mail
 
     @classmethod
     def from_app(
@@ -126,27 +141,30 @@ class FlaskEmailConsumer(MailConsumer):
         recipients: str | Iterable[str] | RecipientMap = (),
         **options: Any,
     ) -> FlaskEmailConsumer:
-        """Build a consumer, checking ``app``'s ``EMAIL_*`` settings now
-        rather than in the worker.
+        """Build a consumer that sends with ``app``'s ``EMAIL_*`` settings,
+        checking them now rather than in the worker.
 
         :raises ConfigurationError: the settings contradict each other, or
             there is neither ``sender`` nor ``DEFAULT_FROM_EMAIL``.
         :raises ConsumerError: no recipient, or a template given twice.
         """
         settings = email_settings(app.config)
-        consumer = cls(sender, recipients, **options)
+        consumer = cls(app, sender, recipients, **options)
         if consumer.sender is None and not settings["DEFAULT_FROM_EMAIL"]:
             raise ConfigurationError(
                 "FlaskEmailConsumer has no sender: pass one to from_app(), or set DEFAULT_FROM_EMAIL."
             )
         return consumer
 
+    def _config(self) -> Mapping[str, Any]:
+        return self.mail.config if self.mail is not None else current_app.config
+
     def get_sender(self) -> str | None:
-        sender = current_app.config.get("DEFAULT_FROM_EMAIL")
+        sender = self._config().get("DEFAULT_FROM_EMAIL")
         return str(sender) if sender else None
 
     def settings(self) -> SmtpSettings:
-        config = email_settings(current_app.config)
+        config = email_settings(self._config())
         return SmtpSettings(
             host=str(config["EMAIL_HOST"]),
             port=int(config["EMAIL_PORT"]),
@@ -156,7 +174,7 @@ class FlaskEmailConsumer(MailConsumer):
         )
 
     def deliver(self, content: MailContent) -> None:
-        config = email_settings(current_app.config)
+        config = email_settings(self._config())
         host, port, timeout = str(config["EMAIL_HOST"]), int(config["EMAIL_PORT"]), config["EMAIL_TIMEOUT"]
         message = build_message(content)
         smtp: smtplib.SMTP

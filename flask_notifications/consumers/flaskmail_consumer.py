@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from ..errors import ConfigurationError
-from ._mail import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
+from .mail_consumer import MailConsumer, MailContent, RecipientMap, SmtpSettings, timeout_option
 
 try:
     import flask_mail
@@ -89,8 +89,9 @@ class FlaskMailConsumer(MailConsumer):
 
     The templates and recipients are those of :class:`MailConsumer`.
 
-    :param mail: the ``flask_mail.Mail`` to send with; ``None`` uses the one
-        set up on the current application, which suits application factories.
+    :param mail: the ``flask_mail.Mail`` to send with (or the state
+        ``Mail.init_app`` returns); ``None`` uses the one set up on the current
+        application, which suits application factories.
     :param timeout: seconds an SMTP socket operation may take before the
         delivery fails (and is retried); ``None`` waits forever.
     :param sender: the ``From`` address; ``None`` uses ``MAIL_DEFAULT_SENDER``.
@@ -103,7 +104,7 @@ class FlaskMailConsumer(MailConsumer):
 
     def __init__(
         self,
-        mail: flask_mail.Mail | None = None,
+        mail: Any = None,
         sender: str | tuple[str, str] | None = None,
         recipients: str | Iterable[str] | RecipientMap = (),
         *,
@@ -123,23 +124,28 @@ class FlaskMailConsumer(MailConsumer):
         **options: Any,
     ) -> FlaskMailConsumer:
         """Set Flask-Mail up on ``app`` unless it is already, and build a
-        consumer that sends with it. ``options`` are those of the constructor.
+        consumer that sends with it, as :attr:`mail` (so that, as in 0.1,
+        ``consumer.mail.record_messages()`` records what it sends).
+        ``options`` are those of the constructor.
 
         :raises ConfigurationError: there is neither ``sender`` nor
             ``MAIL_DEFAULT_SENDER``.
         :raises ConsumerError: no recipient, or a template given twice.
         """
-        if "mail" not in app.extensions:
-            flask_mail.Mail().init_app(app)
-        consumer = cls(None, sender, recipients, **options)
-        if consumer.sender is None and not app.extensions["mail"].default_sender:
+        mail = app.extensions.get("mail")
+        if mail is None:
+            mail = flask_mail.Mail(app)
+        consumer = cls(mail, sender, recipients, **options)
+        if consumer.sender is None and not consumer._state().default_sender:
             raise ConfigurationError(
                 "FlaskMailConsumer has no sender: pass one to from_app(), or set MAIL_DEFAULT_SENDER."
             )
         return consumer
 
     def _state(self) -> Any:
-        bound = self.mail.state if self.mail is not None else None
+        # ``mail`` is a flask_mail.Mail, bound to an app when built with one,
+        # or the state Flask-Mail keeps in ``app.extensions["mail"]``.
+        bound = getattr(self.mail, "state", self.mail) if self.mail is not None else None
         state = bound if bound is not None else current_app.extensions.get("mail")
         if state is None:
             raise ConfigurationError(

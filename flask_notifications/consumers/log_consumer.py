@@ -18,8 +18,8 @@ import os
 from typing import Any
 
 from ..errors import ConsumerError, LogWriteError
-from ..event import Event
-from .consumer import Consumer
+from ..event import Event, as_event
+from .consumer import EventConsumer
 
 try:
     import fcntl
@@ -36,7 +36,7 @@ _LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
-class LogConsumer(Consumer):
+class LogConsumer(EventConsumer):
     """Append each event to a file, one JSON object per line (JSON lines).
 
     ::
@@ -74,14 +74,15 @@ class LogConsumer(Consumer):
         end. Override it to log something else, on one line."""
         return event.to_json().translate(_LINE_BREAKS)
 
-    def consume(self, event: Event) -> None:
-        """Append ``event``'s line.
+    def consume(self, event: Event | str) -> None:
+        """Append the line of ``event``, an :class:`Event` or its JSON (as
+        0.1 called ``LogConsumer(path).consume(event_json)``).
 
         :raises LogWriteError: the file cannot be opened or written; the
             task is retried.
         :raises ConsumerError: :meth:`format` returned a line break.
         """
-        line = self.format(event)
+        line = self.format(as_event(event))
         if "\n" in line or "\r" in line:
             raise ConsumerError(f"{type(self).__name__}.format() returned a line break; a line must hold one event.")
         self.append((line + "\n").encode("utf-8"))
@@ -132,7 +133,7 @@ def _truncate(fd: int, size: int) -> None:
         logger.warning("Could not cut a partly written line off the event log (fd %d).", fd, exc_info=True)
 
 
-class LoggingConsumer(Consumer):
+class LoggingConsumer(EventConsumer):
     """Log each event's JSON line to a :mod:`logging` logger.
 
     ::
@@ -166,7 +167,9 @@ class LoggingConsumer(Consumer):
             level = levels[level.upper()]
         self.level = level
 
-    def consume(self, event: Event) -> None:
+    def consume(self, event: Event | str) -> None:
+        """Log ``event``, an :class:`Event` or its JSON."""
+        event = as_event(event)
         extra: dict[str, Any] = {"notification_event": event.to_dict()}
         self.logger.log(self.level, "%s", event.to_json(), extra=extra)
 

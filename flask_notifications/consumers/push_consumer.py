@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
-from flask import current_app
+from flask import current_app, has_app_context
 
+from .. import signals
 from ..errors import ConsumerError
-from ..event import Event
+from ..event import Event, as_event
 from ..event_hub import current_notifications
 from ..pubsub.backend import Backend
 from ..pubsub.redis_pubsub import RedisPubSub
-from .consumer import Consumer
+from .consumer import EventConsumer
 
 
-class PushConsumer(Consumer):
+class PushConsumer(EventConsumer):
     """Publish each event to a hub's channel, from which the SSE endpoint
     streams it to browsers.
 
@@ -53,12 +55,19 @@ class PushConsumer(Consumer):
             return current_notifications.backend
         return RedisPubSub.from_config(current_app.config, broker=self._backend)
 
-    def consume(self, event: Event) -> None:
-        """Publish ``event`` to the hub's channel and its replay history.
+    def consume(self, event: Event | str) -> None:
+        """Publish ``event``, an :class:`Event` or its JSON, to the hub's
+        channel and its replay history.
 
         :raises BackendError: the backend cannot be reached; the task is retried.
         """
-        self.backend.publish(self.hub_id, event.to_json())
+        backend = self.backend
+        started = time.perf_counter()
+        message = backend.publish(self.hub_id, as_event(event).to_json())
+        seconds = time.perf_counter() - started
+        if has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            signals.event_published.send(app, hub_id=self.hub_id, message=message, seconds=seconds)
 
     def __repr__(self) -> str:
         return f"<PushConsumer {self.name!r} to {self.hub_id!r}>"

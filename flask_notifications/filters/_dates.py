@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..event import _aware
+from ..errors import InvalidEventError
+from ..event import aware
 from ..event_filter import EventFilter
 
 
@@ -18,13 +19,17 @@ class _DateFilter(EventFilter):
     def __init__(self, moment: datetime) -> None:
         if not isinstance(moment, datetime):
             raise TypeError(f"{type(self).__name__} takes a datetime, not {type(moment).__name__}.")
-        self.moment = _aware(moment)
+        self.moment = aware(moment)
 
     def filter(self, event: Mapping[str, Any]) -> bool:
         value = event.get(self.field)
-        if not isinstance(value, datetime):
+        # A number is seconds since the epoch, as 0.1 stored timestamps.
+        if isinstance(value, bool) or not isinstance(value, (datetime, int, float)):
             return False
-        value = _aware(value)
+        try:
+            value = aware(value)
+        except InvalidEventError:
+            return False
         return value > self.moment if self.later else value < self.moment
 
     def __repr__(self) -> str:

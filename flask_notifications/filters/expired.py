@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..event import _aware
+from ..event import aware
 from ..event_filter import EventFilter
 
 
@@ -20,7 +20,7 @@ class Expired(EventFilter):
         expiration = event.get("expiration_datetime")
         if not isinstance(expiration, datetime):
             return False
-        return _aware(expiration) <= datetime.now(UTC)
+        return aware(expiration) <= datetime.now(UTC)
 
     def __repr__(self) -> str:
         return "Expired()"

@@ -1,24 +1,8 @@
-"""Negation of a filter."""
+"""Negation of a filter: 0.1's import path of :class:`Not`, which lives
+beside ``And``, ``Or`` and ``Xor`` in :mod:`flask_notifications.event_filter`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from ..event_filter import Not
 
-from ..event_filter import EventFilter, _check
-
-
-class Not(EventFilter):
-    """Passes when the wrapped filter does not (``Not(f)`` or ``~f``).
-
-    :param event_filter: the filter to negate.
-    """
-
-    def __init__(self, event_filter: EventFilter) -> None:
-        self.event_filter = _check(event_filter)
-
-    def filter(self, event: Mapping[str, Any]) -> bool:
-        return not self.event_filter(event)
-
-    def __repr__(self) -> str:
-        return f"~{self.event_filter!r}"
+__all__ = ["Not"]

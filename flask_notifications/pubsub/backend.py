@@ -101,13 +101,21 @@ class Lost:
     :param after_id: the last id delivered before the loss.
     :param reason: ``"overrun"`` (the history was trimmed past the reader),
         ``"reset"`` (the channel's ids went backwards or it vanished: a
-        server restarted empty, or the channel was deleted), or ``"outage"``
+        server restarted empty, or the channel was deleted), ``"failover"``
+        (the server is a replica promoted after its master failed, which may
+        not have replicated the last writes), or ``"outage"``
         (the backend cannot tell what it dropped while unreachable).
     """
 
     channel: str
     after_id: str
     reason: str
+
+
+#: Prefix of the claim keys that record a caller's own sends
+#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
+#: ledger bounded by size never evicts them before they expire.
+SEND_KEY_PREFIX = "send:"
 
 
 class Claim(enum.Enum):
@@ -117,7 +125,7 @@ class Claim(enum.Enum):
     ACQUIRED = "acquired"
     #: The work was done already; skip it.
     DONE = "done"
-    #: Another delivery holds an unexpired claim; try again later.
+    #: Another owner holds an unexpired claim; try again later.
     BUSY = "busy"
 
 
@@ -137,7 +145,9 @@ class Subscription(ABC):
 
     def lost(self) -> list[Lost]:
         """The losses found by the last :meth:`get`, which happened before
-        the messages it returned. Only meaningful when :attr:`tracks_losses`."""
+        the messages it returned: every one when :attr:`tracks_losses`,
+        else those the subscription could tell (the fan-out announces them
+        either way)."""
         return []
 
     @abstractmethod
@@ -217,18 +227,41 @@ class Backend(ABC):
         return messages[-1].id if messages else None
 
     # -- idempotency ----------------------------------------------------------
+    #
+    # A claim is owned: whoever takes it passes a ``token`` of its own (a
+    # random string), and only that token may extend, complete or release
+    # it, so an owner that outlived its claim cannot undo the next owner's.
 
     @abstractmethod
-    def claim(self, key: str, timeout: float) -> Claim:
-        """Claim the work named ``key`` for ``timeout`` seconds."""
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
+
+        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
+            :attr:`Claim.DONE` if the work was recorded as done, or
+            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        """
 
     @abstractmethod
-    def complete(self, key: str, ttl: float) -> None:
-        """Record the claimed work as done, for ``ttl`` seconds."""
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
+
+        :return: ``False`` if ``token`` no longer holds the claim.
+        """
 
     @abstractmethod
-    def release(self, key: str) -> None:
-        """Give up a claim, so the work may be tried again."""
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
+        claim or nobody does (it expired and nobody took it since).
+
+        :return: ``False`` if another token holds the claim; nothing changes.
+        """
+
+    @abstractmethod
+    def release(self, key: str, token: str) -> bool:
+        """Give up ``token``'s claim, so the work may be tried again.
+
+        :return: ``False`` if ``token`` did not hold it; nothing changes.
+        """
 
     # -- dead letters ---------------------------------------------------------
 
@@ -240,9 +273,33 @@ class Backend(ABC):
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every kept dead letter, oldest first, each with its ``id``."""
 
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """The dead letter ``letter_id``, or ``None``; it stays kept."""
+        for letter in self.dead_letters():
+            if letter["id"] == letter_id:
+                return letter
+        return None
+
     @abstractmethod
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         """Remove and return a dead letter, or ``None`` if there is none."""
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
+        ``expected`` now (``""`` for a letter never retried), in one atomic
+        step. A letter's state is listed with it, as its ``retry`` field.
+
+        :return: the state after the call (``state``, or the one that did
+            not match), or ``None`` if there is no such letter.
+        :raises NotImplementedError: the backend keeps no such state; a
+            retry then enqueues the letter and removes it, without a mark.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Backends that can count without
+        reading them all override it."""
+        return len(self.dead_letters())
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -277,9 +334,20 @@ def resolve_backend(spec: object) -> type[Backend] | Backend:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+        missing = ", ".join(sorted(Backend.__abstractmethods__))
+        raise ConfigurationError(
+            f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
+            f"flask_notifications.pubsub.backend.Backend and implement {missing}, as docs/migrating.rst "
+            "shows, or use the 'redis', 'memory' or 'amqp' backend."
+        )
     if not (isinstance(found, type) and issubclass(found, Backend)):
         raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
     return found
+
+
+def _is_01_backend(cls: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in ("publish", "subscribe", "listen"))
 
 
 def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:

@@ -26,6 +26,19 @@ server again, then resume from the last ids read, so the events published
 meanwhile are delivered once the server is back (if it kept them). Whatever
 it could not deliver (trimmed past the reader, or gone with a server that
 restarted empty) it reports through ``lost()``, on every read.
+
+``NOTIFICATIONS_REDIS_URL`` may name a master managed by Redis Sentinel or a
+Redis Cluster (:mod:`~flask_notifications.pubsub.redis_client`). Replication
+is asynchronous, so a master that fails may take its last writes with it. A
+subscription therefore compares the server's replication id whenever it
+connects: a server promoted from a replica of the one it read before
+(``master_replid2``) means a failover, and every channel it reads gets a
+``"failover"`` loss. The backend records the failover (``<prefix>:failovers``,
+by the time it was first noticed), so a replay from an id older than it
+reports a gap too. On a cluster, each hub's stream lives on the node of its
+key's slot; a subscription holds one sharded pub/sub connection per node
+(``SSUBSCRIBE`` to the hubs' keys, which ``publish`` rings with
+``SPUBLISH``) and reads the streams through the cluster client.
 """
 
 from __future__ import annotations
@@ -39,21 +52,75 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
+from ..backoff import backoff
 from ..errors import BackendError, ConfigurationError
 from .backend import Backend, Claim, History, Lost, Message, Subscription, parse_id
+from .redis_client import client_from_url, is_cluster
 
 log = logging.getLogger(__name__)
 
 _DONE = b"done"
+
+# A claim's value is its owner's token, or "done"; each script checks the
+# owner and acts in one step, so an owner whose claim expired cannot touch
+# the next owner's.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_COMPLETE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= 'done' then
+    return 0
+end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+# A dead letter's retry state lives in a hash beside the letters' stream,
+# set only while the letter is in the stream.
+_MARK = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+    return false
+end
+local state = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+if state == ARGV[2] then
+    if ARGV[3] == '' then
+        redis.call('HDEL', KEYS[2], ARGV[1])
+    else
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+    end
+    return ARGV[3]
+end
+return state
+"""
+_REMOVE_LETTER = """
+local found = redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return found
+"""
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _field(fields: Mapping[Any, Any], name: str = "d") -> str:
+def _field(fields: Mapping[Any, Any] | list[Any], name: str = "d") -> str:
+    if isinstance(fields, list):
+        # A raw reply, as a cluster transaction returns it: [name, value, ...].
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
     value = fields.get(name.encode(), fields.get(name))
     return _text(value) if value is not None else ""
 
@@ -123,6 +190,10 @@ class _RedisSubscription(Subscription):
         self._reading: int | None = None
         self._failures = 0
         self._retry_at = 0.0
+        # The replication id of the server the last connection reached, and
+        # whether the next read is the first since a failover.
+        self._replid: str | None = None
+        self._failover = False
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
@@ -188,8 +259,28 @@ class _RedisSubscription(Subscription):
             conn.disconnect()  # the timeout applies from the next connect
             self._client = client
         if self._client_id is None:
+            # connect() first: a command would reconnect to the address the
+            # connection had, where a Sentinel-managed connection's connect()
+            # asks the sentinels for the master's address again.
+            _connection_of(self._client).connect()
             self._client_id = int(self._client.client_id())
+            self._check_lineage(self._client)
         return self._client
+
+    def _check_lineage(self, client: redis.Redis[bytes]) -> None:
+        """Notice a failover on a new connection: the server has another
+        replication id than the one read before, and was promoted from a
+        replica (``master_replid2``), so the writes its old master had not
+        replicated yet are gone."""
+        info = client.info("replication")
+        replid, previous = str(info.get("master_replid", "")), self._replid
+        self._replid = replid
+        if previous is None or replid == previous or not str(info.get("master_replid2", "0")).strip("0"):
+            return
+        log.warning("Redis failed over (replication id %s, then %s): the last writes may be lost", previous, replid)
+        with self._lock:
+            self._failover = True
+        self._backend.note_failover(replid)
 
     def _release(self) -> None:
         client, self._client, self._client_id = self._client, None, None
@@ -203,7 +294,7 @@ class _RedisSubscription(Subscription):
     def _failed(self, exc: Exception) -> BackendError:
         self._failures += 1
         backend = self._backend
-        delay = min(backend.reconnect_backoff_max, backend.reconnect_backoff * 2 ** (self._failures - 1))
+        delay = backoff(self._failures - 1, backend.reconnect_backoff, backend.reconnect_backoff_max, jitter=False)
         self._retry_at = time.monotonic() + delay
         conn = None if self._client is None else _connection_of(self._client)
         if conn is not None:
@@ -290,11 +381,13 @@ class _RedisSubscription(Subscription):
             read[channel] = [Message(channel, _text(eid), _field(fields)) for eid, fields in _entries(entries)]
         messages: list[Message] = []
         with self._lock:
+            failover, self._failover = self._failover, False
             for channel, info in zip(channels, infos, strict=True):
                 if self._positions.get(channel) != positions[channel]:
                     continue  # removed (or removed and added again) meanwhile
                 got = read.get(channel, [])
-                lost = self._check(channel, positions[channel], info, got)
+                check = self._rebase if failover else self._check
+                lost = check(channel, positions[channel], info, got)
                 if lost is not None:
                     self._lost.append(lost)
                     if lost.reason == "reset":
@@ -337,6 +430,27 @@ class _RedisSubscription(Subscription):
         self._added[channel] = added
         return lost
 
+    def _rebase(self, channel: str, position: str, info: Any, got: list[Message]) -> Lost:
+        """The first read of ``channel`` on a master promoted by a failover:
+        whatever the old master held after ``position`` and did not
+        replicate is gone, and nothing can tell whether there was any. Take
+        the new master's counters, keep reading after ``position`` (or
+        after the new master's last id, if it never got that far), and
+        report a ``"failover"`` loss. Called with the lock held."""
+        if isinstance(info, redis.exceptions.ResponseError):
+            self._positions[channel], self._added[channel] = got[-1].id if got else "0-0", len(got)
+            return Lost(channel, position, "failover")
+        if isinstance(info, Exception):
+            raise BackendError(f"Redis subscription failed: {info}")
+        last = _text(_info(info, "last-generated-id"))
+        raw_added = _info(info, "entries-added")
+        if got:
+            self._positions[channel] = got[-1].id
+        elif parse_id(last) < parse_id(position):
+            self._positions[channel] = last
+        self._added[channel] = None if raw_added is None else int(raw_added)
+        return Lost(channel, position, "failover")
+
     def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
         """Block until an entry follows a position, the deadline passes, or
         a channel is added."""
@@ -362,6 +476,149 @@ class _RedisSubscription(Subscription):
         self._interrupt(None)
         with self._reader:
             self._release()
+
+
+class _ClusterSubscription(_RedisSubscription):
+    """The streams of hubs spread over a Redis Cluster.
+
+    A blocking ``XREAD`` can only name keys of one slot, so the subscription
+    waits on sharded pub/sub instead: one connection per node (redis-py's
+    ``ClusterPubSub``) subscribed to the keys of the hubs on that node, each
+    watched by a thread (a greenlet under gevent), and ``publish`` rings the
+    key's channel after ``XADD``. A ring, a new channel, or ``max_block``
+    without one, starts a read of every channel through the cluster
+    client's pool. A missed ring (while a node's connection is re-made)
+    delays a read by at most ``max_block``; it loses nothing, as the read
+    starts from the last ids.
+
+    Each channel's read is ``XINFO STREAM`` then ``XRANGE``, pipelined to
+    its node in that order. The counters that check the read for losses
+    are taken from ``XINFO``, plus the entries ``XRANGE`` returned past its
+    ``last-generated-id`` (added between the two commands).
+    """
+
+    def __init__(self, backend: RedisPubSub) -> None:
+        super().__init__(backend)
+        self._pubsub: Any = backend.client.pubsub()
+        self._ring = threading.Event()
+        self._watchers: dict[str, threading.Thread] = {}
+
+    def connections(self) -> int:
+        """The pub/sub connections held: one per node with a hub read."""
+        return len(self._watchers)
+
+    def add(self, channel: str) -> None:
+        key = self._backend._key(channel)
+        try:
+            self._pubsub.ssubscribe(key)
+            node = self._backend.client.get_node_from_key(key)
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis subscription failed: {exc}") from exc
+        with self._lock:
+            if node.name not in self._watchers and not self._closed:
+                watcher = threading.Thread(
+                    target=self._watch, args=(node,), name=f"flask-notifications-ring-{node.name}", daemon=True
+                )
+                self._watchers[node.name] = watcher
+                watcher.start()
+        super().add(channel)
+
+    def remove(self, channel: str) -> None:
+        super().remove(channel)
+        try:
+            self._pubsub.sunsubscribe(self._backend._key(channel))
+        except redis.exceptions.RedisError as exc:
+            log.debug("SUNSUBSCRIBE of %r failed: %s", channel, exc)
+
+    def _watch(self, node: Any) -> None:
+        failures = 0
+        while not self._closed:
+            try:
+                message = self._pubsub.get_sharded_message(timeout=0.25, target_node=node)
+                failures = 0
+            except (redis.exceptions.RedisError, OSError) as exc:
+                failures += 1
+                log.debug("Sharded pub/sub of %s failed (%s); attempt %d", node.name, exc, failures)
+                self._stop.wait(min(self._backend.reconnect_backoff_max, 0.1 * 2**failures))
+                continue
+            if message is not None and message.get("type") in ("smessage", b"smessage"):
+                self._ring.set()
+
+    def _interrupt(self, generation: int | None) -> None:
+        self._ring.set()
+
+    def _read_now(self, positions: dict[str, str]) -> list[Message]:
+        backend = self._backend
+        channels = list(positions)
+        pipe = backend.client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.xinfo_stream(backend._key(channel))
+            pipe.xrange(backend._key(channel), min=f"({positions[channel]}")
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except _redis_errors() as exc:
+            raise self._failed(exc) from exc
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis subscription failed: {exc}") from exc
+        if self._failures:
+            log.info("Redis subscription reconnected after %d failed attempts", self._failures)
+            self._failures = 0
+        messages: list[Message] = []
+        with self._lock:
+            for index, channel in enumerate(channels):
+                info, entries = replies[2 * index], replies[2 * index + 1]
+                if isinstance(entries, Exception):
+                    if isinstance(entries, _redis_errors()):
+                        raise self._failed(entries)
+                    raise BackendError(f"Redis subscription failed: {entries}")
+                if self._positions.get(channel) != positions[channel]:
+                    continue
+                got = [Message(channel, _text(eid), _field(fields)) for eid, fields in entries]
+                if isinstance(info, Mapping) and got:
+                    info = self._counted(info, got)
+                lost = self._check(channel, positions[channel], info, got)
+                if lost is not None:
+                    self._lost.append(lost)
+                    if lost.reason == "reset":
+                        continue
+                messages.extend(got)
+        return messages
+
+    @staticmethod
+    def _counted(info: Mapping[Any, Any], got: list[Message]) -> dict[str, Any]:
+        """``info`` with the entries read after it counted in."""
+        last = parse_id(_text(_info(info, "last-generated-id")))
+        later = [message for message in got if message.sort_key > last]
+        counted = {_text(name): value for name, value in info.items()}
+        added = _info(info, "entries-added")
+        if added is not None:
+            counted["entries-added"] = int(added) + len(later)
+        if later:
+            counted["last-generated-id"] = later[-1].id
+        return counted
+
+    def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
+        block = min(max(deadline - time.monotonic(), 0.001), self._backend.max_block)
+        self._ring.wait(block)
+        self._ring.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        self._wakeup.set()
+        self._ring.set()
+        with self._lock:
+            watchers = list(self._watchers.values())
+        # Each watcher returns within its read's timeout; closing the
+        # connections under it would make it read a closed socket.
+        for watcher in watchers:
+            if watcher is not threading.current_thread():
+                watcher.join(timeout=5)
+        with self._reader:
+            try:
+                self._pubsub.close()
+            except redis.exceptions.RedisError as exc:
+                log.debug("Closing the sharded pub/sub failed: %s", exc)
 
 
 def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
@@ -391,9 +648,12 @@ def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
 class RedisPubSub(Backend):
     """Pub/sub on Redis streams, with history, idempotency and dead letters.
 
-    :param client: a ``redis.Redis`` client to use; built from ``url`` if
-        ``None``. The documentation's ``init_app(..., broker=redis)`` passes it.
-    :param url: the server's URL, used when no client is given.
+    :param client: a ``redis.Redis`` (or ``redis.cluster.RedisCluster``)
+        client to use; built from ``url`` if ``None``. The documentation's
+        ``init_app(..., broker=redis)`` passes it.
+    :param url: the server's URL, used when no client is given: any form
+        :func:`~flask_notifications.pubsub.redis_client.client_from_url`
+        accepts, including ``redis+sentinel://`` and ``redis+cluster://``.
     :param key_prefix: prefix of every key this backend writes.
     :param history_size: approximate number of events kept per hub.
     :param history_ttl: seconds an event is kept for replay; ``None`` keeps it
@@ -411,7 +671,7 @@ class RedisPubSub(Backend):
 
     def __init__(
         self,
-        client: redis.Redis[bytes] | None = None,
+        client: redis.Redis[bytes] | RedisCluster[bytes] | None = None,
         *,
         url: str = "redis://localhost:6379/0",
         key_prefix: str = "notifications",
@@ -427,21 +687,22 @@ class RedisPubSub(Backend):
             raise ConfigurationError(f"NOTIFICATIONS_HISTORY_TTL must be positive or None, not {history_ttl!r}.")
         self.reconnect_backoff = reconnect_backoff
         self.reconnect_backoff_max = reconnect_backoff_max
-        self.client: redis.Redis[bytes] = (
-            client
-            if client is not None
-            else redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        self.client: Any = (
+            client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
         )
+        #: Whether the client talks to a Redis Cluster.
+        self.cluster = is_cluster(self.client)
         self.key_prefix = key_prefix
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.dead_letter_limit = dead_letter_limit
+        self._scripts: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> RedisPubSub:
         url = config.get("NOTIFICATIONS_REDIS_URL") or config.get("REDIS_URL")
         return cls(
-            broker if isinstance(broker, redis.Redis) else None,
+            broker if isinstance(broker, redis.Redis | RedisCluster) else None,
             url=url or "redis://localhost:6379/0",
             key_prefix=config["NOTIFICATIONS_KEY_PREFIX"],
             history_size=config["NOTIFICATIONS_HISTORY_SIZE"],
@@ -484,11 +745,47 @@ class RedisPubSub(Backend):
             cutoff_ms = int((time.time() - self.history_ttl) * 1000)
             pipe.xtrim(key, minid=f"{max(cutoff_ms, 0)}-0", approximate=True)
             pipe.expire(key, int(self.history_ttl) + 1)
+        if self.cluster:
+            # Rings the subscriptions' sharded pub/sub connection on the
+            # key's node; the stream itself is the message.
+            pipe.spublish(key, b"")
         replies = self._call("publish", pipe.execute)
         return Message(channel, _text(replies[0]), data)
 
     def subscribe(self) -> Subscription:
+        if self.cluster:
+            return _ClusterSubscription(self)
         return _RedisSubscription(self)
+
+    @property
+    def _failovers_key(self) -> str:
+        return f"{self.key_prefix}:failovers"
+
+    def note_failover(self, replid: str, now_ms: int | None = None) -> int:
+        """Record that the master with replication id ``replid`` took over
+        from a failed one, at ``now_ms`` (now by default) unless an earlier
+        time is recorded for it already.
+
+        :return: the recorded time, in milliseconds since the epoch.
+        :raises BackendError: the server cannot be reached.
+        """
+        when = int(time.time() * 1000) if now_ms is None else now_ms
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zadd(self._failovers_key, {replid: when}, nx=True)
+        pipe.zremrangebyrank(self._failovers_key, 0, -11)
+        pipe.zscore(self._failovers_key, replid)
+        replies = self._call("failover record", pipe.execute)
+        return int(replies[-1] if replies[-1] is not None else when)
+
+    def _last_failover(self, replication: Any, marks: Any) -> int:
+        """When the newest failover of the server was noticed, in ms (0 for
+        none), recording one that the server's replication info shows and
+        nobody recorded yet."""
+        latest = (_text(marks[-1][0]), int(marks[-1][1])) if marks else None
+        replid = str(replication.get("master_replid", ""))
+        if str(replication.get("master_replid2", "0")).strip("0") and (latest is None or latest[0] != replid):
+            return self.note_failover(replid)
+        return latest[1] if latest else 0
 
     def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
         key = self._key(channel)
@@ -498,15 +795,23 @@ class RedisPubSub(Backend):
         pipe = self.client.pipeline(transaction=True)
         pipe.xrange(key, min="-" if after_id is None else f"({after_id}", count=limit)
         pipe.xinfo_stream(key)
+        if not self.cluster and after is not None:
+            pipe.info("replication")
+            pipe.zrange(self._failovers_key, -1, -1, withscores=True)
         try:
-            entries, info = pipe.execute(raise_on_error=False)
+            entries, info, *lineage = pipe.execute(raise_on_error=False)
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"Redis history failed: {exc}") from exc
-        if isinstance(entries, Exception):
-            raise BackendError(f"Redis history failed: {entries}")
+        for reply in (entries, *lineage):
+            if isinstance(reply, Exception):
+                raise BackendError(f"Redis history failed: {reply}")
         messages = [Message(channel, _text(eid), _field(fields)) for eid, fields in entries]
         if after is None:
             return History(messages)
+        if lineage and after[0] < self._last_failover(*lineage):
+            # The client's id predates a failover, which may have lost
+            # writes of the old master that followed it.
+            return History(messages, gap=True)
         if isinstance(info, redis.exceptions.ResponseError):
             # No such stream (never written, expired, or lost in a restart):
             # whatever followed after_id is gone.
@@ -515,22 +820,40 @@ class RedisPubSub(Backend):
             raise BackendError(f"Redis history failed: {info}")
         return History(messages, gap=_trimmed_after(info, after))
 
-    def claim(self, key: str, timeout: float) -> Claim:
-        full = f"{self.key_prefix}:claim:{key}"
-        if self._call("claim", self.client.set, full, b"pending", nx=True, px=max(1, int(timeout * 1000))):
+    def _claim_key(self, key: str) -> str:
+        return f"{self.key_prefix}:claim:{key}"
+
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        full = self._claim_key(key)
+        if self._call("claim", self.client.set, full, token, nx=True, px=max(1, int(timeout * 1000))):
             return Claim.ACQUIRED
         state = self._call("claim", self.client.get, full)
         return Claim.DONE if state is not None and state in (_DONE, "done") else Claim.BUSY
 
-    def complete(self, key: str, ttl: float) -> None:
-        self._call("claim", self.client.set, f"{self.key_prefix}:claim:{key}", _DONE, ex=max(1, int(ttl)))
+    def _run_script(self, what: str, script: str, keys: list[str], *args: Any) -> Any:
+        registered = self._scripts.get(script)
+        if registered is None:
+            # EVALSHA, loading the script again after a restart of Redis.
+            registered = self._scripts[script] = self.client.register_script(script)
+        return self._call(what, registered, keys=keys, args=list(args))
 
-    def release(self, key: str) -> None:
-        self._call("claim", self.client.delete, f"{self.key_prefix}:claim:{key}")
+    def _script(self, what: str, script: str, key: str, *args: Any) -> int:
+        return int(self._run_script(what, script, [self._claim_key(key)], *args))
+
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self._script("claim", _EXTEND, key, token, max(1, int(timeout * 1000))))
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._script("claim", _COMPLETE, key, token, max(1, int(ttl * 1000))))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self._script("claim", _RELEASE, key, token))
 
     @property
     def _dead_key(self) -> str:
-        return f"{self.key_prefix}:dead-letters"
+        # The letters and their retry marks share a hash tag, so that the
+        # scripts and transactions touching both run on one Redis Cluster slot.
+        return f"{self.key_prefix}:{{dead-letters}}"
 
     def add_dead_letter(self, record: Mapping[str, Any]) -> str:
         letter_id = self._call(
@@ -543,22 +866,61 @@ class RedisPubSub(Backend):
         )
         return _text(letter_id)
 
+    @property
+    def _marks_key(self) -> str:
+        return f"{self.key_prefix}:{{dead-letters}}:retry"
+
     def _letters(self, start: str, end: str) -> list[dict[str, Any]]:
-        entries = self._call("dead letter", self.client.xrange, self._dead_key, min=start, max=end)
-        return [{**json.loads(_field(fields, "r")), "id": _text(eid)} for eid, fields in entries]
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xrange(self._dead_key, min=start, max=end)
+        if start == end:
+            pipe.hmget(self._marks_key, [start])
+        else:
+            pipe.hgetall(self._marks_key)
+        entries, marks = self._call("dead letter", pipe.execute)
+        states = {start: marks[0]} if start == end else dict(marks)
+        states = {_text(k): _text(v) for k, v in states.items() if v is not None}
+        letters = [{**json.loads(_field(fields, "r")), "id": _text(eid)} for eid, fields in entries]
+        for letter in letters:
+            if letter["id"] in states:
+                letter["retry"] = states[letter["id"]]
+        if start != end:
+            # Marks of letters trimmed from the stream (its length bound).
+            stale = set(states) - {letter["id"] for letter in letters}
+            if stale:
+                self._call("dead letter", self.client.hdel, self._marks_key, *stale)
+        return letters
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return self._letters("-", "+")
 
-    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+    def dead_letter_count(self) -> int:
+        return int(self._call("dead letter", self.client.xlen, self._dead_key))
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
         try:
             parse_id(letter_id)
         except ValueError:
             return None
         found = self._letters(letter_id, letter_id)
-        if not found or not self._call("dead letter", self.client.xdel, self._dead_key, letter_id):
+        return found[0] if found else None
+
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        found = self.get_dead_letter(letter_id)
+        if found is None:
             return None
-        return found[0]
+        keys = [self._dead_key, self._marks_key]
+        if not self._run_script("dead letter", _REMOVE_LETTER, keys, letter_id):
+            return None
+        return found
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        try:
+            parse_id(letter_id)
+        except ValueError:
+            return None
+        found = self._run_script("dead letter", _MARK, [self._dead_key, self._marks_key], letter_id, expected, state)
+        return None if found is None else _text(found)
 
     def ping(self) -> bool:
         try:

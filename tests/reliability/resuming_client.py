@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
+from typing import Any
 
+from flask_notifications import Event
 from tests.sse_client import SSEClient, SSEEvent, StreamClosed
 
 
@@ -23,7 +26,7 @@ def _close_half_built(exc: BaseException) -> None:
 
 
 #: The events a stream sends that are not published events.
-ANNOUNCEMENTS = ("gap", "backend-down", "backend-up")
+ANNOUNCEMENTS = ("gap", "backend-down", "backend-up", "reconnect")
 
 
 class ResumingClient(threading.Thread):
@@ -80,6 +83,33 @@ class ResumingClient(threading.Thread):
     def gaps(self) -> int:
         return sum(1 for e in self.events if e.type == "gap")
 
+    def count(self, event_type: str) -> int:
+        """How many events of ``event_type`` it received."""
+        return sum(1 for e in self.events if e.type == event_type)
+
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+
+class SteadyPublisher(threading.Thread):
+    """Publish ``count`` events to ``hub_id`` at ``rate`` a second through
+    ``backend`` (as PushConsumer does), keeping their event ids in order in
+    :attr:`published`; event ``seq`` has the id ``f"{prefix}-{seq}"``."""
+
+    def __init__(self, backend: Any, hub_id: str, prefix: str, count: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.backend = backend
+        self.hub_id = hub_id
+        self.prefix = prefix
+        self.count = count
+        self.rate = rate
+        self.published: list[str] = []
+
+    def run(self) -> None:
+        start = time.monotonic()
+        for seq in range(self.count):
+            event = Event(f"{self.prefix}-{seq}", "news", f"event {seq}", "body", seq=seq)
+            self.backend.publish(self.hub_id, event.to_json())
+            self.published.append(event["event_id"])
+            time.sleep(max(0.0, start + (seq + 1) / self.rate - time.monotonic()))

@@ -44,13 +44,13 @@ class FlakyBackend(MemoryPubSub):
                 self.failures[name] -= 1
                 raise BackendError(f"{name}: the backend is down (injected)")
 
-    def claim(self, key: str, timeout: float) -> Claim:
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
         self._maybe_fail("claim")
-        return super().claim(key, timeout)
+        return super().claim(key, token, timeout)
 
-    def complete(self, key: str, ttl: float) -> None:
+    def complete(self, key: str, token: str, ttl: float) -> bool:
         self._maybe_fail("complete")
-        super().complete(key, ttl)
+        return super().complete(key, token, ttl)
 
     def add_dead_letter(self, record: Any) -> str:
         self._maybe_fail("add_dead_letter")
@@ -91,7 +91,7 @@ def test_an_unreachable_backend_delays_the_effect_but_never_repeats_or_drops_it(
     hub = notifications.create_hub("Outage")
     effects: list[str] = []
 
-    @hub.register_consumer(celery_task_name=f"outage.{down}")
+    @hub.register_consumer(celery_task_name=f"outage.{down}", pass_event=True)
     def effect(event: Event) -> None:
         effects.append(event["event_id"])
 
@@ -142,7 +142,7 @@ def test_a_dispatch_that_cannot_reach_the_broker_is_retried_not_lost(
     hub = notifications.create_hub("Fanout")
     effects: list[str] = []
     for name in ("outage.first", "outage.second"):
-        hub.register_consumer(celery_task_name=name)(lambda event: effects.append(event["event_id"]))
+        hub.register_consumer(celery_task_name=name, pass_event=True)(lambda event: effects.append(event["event_id"]))
     real_enqueue = tasks.enqueue
     calls: list[str] = []
 

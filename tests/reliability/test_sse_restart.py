@@ -6,14 +6,12 @@ the history window, receives every event in order, none twice, with no gap.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
@@ -22,7 +20,7 @@ from ..helpers import wait_for
 from .conftest import report
 
 sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
-from .resuming_client import ResumingClient  # noqa: E402
+from .resuming_client import ResumingClient, SteadyPublisher  # noqa: E402
 
 pytestmark = pytest.mark.reliability
 
@@ -45,22 +43,14 @@ def server(redis_url: str, unique: str, redis_client: redis.Redis[bytes]) -> Ite
 def test_browsers_resume_without_a_gap_after_the_server_is_killed(server: Any, redis_url: str, unique: str) -> None:
     backend = RedisPubSub(url=redis_url, key_prefix=unique)
     browsers = [ResumingClient(f"{server.base}/notifications/{NEWS}/events") for _ in range(BROWSERS)]
-    published: list[str] = []
+    publisher = SteadyPublisher(backend, NEWS, unique, EVENTS, RATE)
+    published = publisher.published
     restarted = threading.Event()
-
-    def publish() -> None:
-        start = time.monotonic()
-        for seq in range(EVENTS):
-            event = Event(f"{unique}-{seq}", "news", f"event {seq}", "body", seq=seq)
-            backend.publish(NEWS, event.to_json())
-            published.append(event["event_id"])
-            time.sleep(max(0.0, start + (seq + 1) / RATE - time.monotonic()))
 
     for browser in browsers:
         browser.start()
     try:
         wait_for(lambda: all(b.connections for b in browsers), timeout=60)
-        publisher = threading.Thread(target=publish)
         publisher.start()
         wait_for(lambda: len(published) >= EVENTS // 3)
         server.kill()

@@ -59,7 +59,7 @@ blocking_hub = notifications.create_hub("Blocking")
 blocking_hub.filter_by(WithEventType("block"))
 
 
-@blocking_hub.register_consumer(celery_task_name="fault.blocker")
+@blocking_hub.register_consumer(celery_task_name="fault.blocker", pass_event=True)
 def blocker(event: Event) -> None:
     attempts = scratch / "attempts"
     with open(attempts, "a") as out:

@@ -32,8 +32,8 @@ from ..errors import (
     MailRejectedError,
     MailServerUnavailableError,
 )
-from ..event import Event
-from .consumer import Consumer
+from ..event import Event, as_event
+from .consumer import EventConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _domain(sender: str) -> str:
     return domain or "localhost"
 
 
-class MailConsumer(Consumer):
+class MailConsumer(EventConsumer):
     """Base of the consumers that email events.
 
     Each event becomes one email to all its recipients. The subject and the
@@ -320,12 +320,13 @@ class MailConsumer(Consumer):
     def deliver(self, content: MailContent) -> None:
         """Hand ``content`` to the SMTP server; ``smtplib`` errors propagate."""
 
-    def consume(self, event: Event) -> None:
-        """Email ``event``.
+    def consume(self, event: Event | str) -> None:
+        """Email ``event``, an :class:`Event` or its JSON.
 
         :raises MailError: a subclass says what failed; the task is retried.
         :raises ConfigurationError: there is no sender.
         """
+        event = as_event(event)
         content = self.compose(event)
         if content is None:
             logger.info("%r: event %s has no recipient address; no email sent.", self, event["event_id"])
