@@ -26,10 +26,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.serving import make_server
 
-from flask_notifications import InvalidEventError, Notifications
+from flask_notifications import InvalidEventError, Notifications, NotificationsError
 from flask_notifications.consumers.log_consumer import LogConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event import Event
@@ -115,35 +116,89 @@ def index() -> str:
     return render_template("index.html", streams=streams, event_types=EVENT_TYPES)
 
 
+@app.get("/favicon.ico")
+def favicon() -> ResponseReturnValue:
+    return send_from_directory(app.static_folder or "static", "favicon.svg", mimetype="image/svg+xml")
+
+
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+#: The longest value of each form field, as the page's ``maxlength`` says.
+MAX_LENGTHS = {"sender": 100, "recipients": 500, "title": 200, "body": 2000}
+#: The fields each kind of event takes from its form.
+FORM_FIELDS = {"user": ("sender", "recipients", "title", "body"), "system": ("title", "body")}
+
+
+def _validate(kind: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The form's values of ``kind``, and what is wrong with them by field."""
+    form = request.form
+    values = {name: form.get(name, "").strip() for name in FORM_FIELDS[kind]}
+    problems: dict[str, str] = {}
+    required = ("sender", "title") if kind == "user" else ("title",)
+    for name in required:
+        if not values[name]:
+            problems[name] = f"{name.capitalize()} is required."
+    for name, value in values.items():
+        if len(value) > MAX_LENGTHS[name]:
+            problems[name] = f"{name.capitalize()} is longer than {MAX_LENGTHS[name]} characters."
+    return values, problems
+
+
 @app.post("/send/<kind>")
 def send(kind: str) -> ResponseReturnValue:
-    """Send a user or a system event from the page's forms."""
-    form = request.form
-    fields: dict[str, Any]
-    if kind == "user":
-        fields = {"sender": form.get("sender", "john"), "recipients": _split(form.get("recipients", ""))}
-    elif kind == "system":
-        fields = {"sender": "system"}
-    else:
+    """Send a user or a system event from the page's forms.
+
+    It answers JSON: 202 with the event id and the hubs that took it, 400
+    naming every field that is wrong, or 503 with the library's error when
+    the broker or the backend cannot be reached (nothing was sent). Without
+    ``Accept: application/json`` a sent form comes back to the page.
+    """
+    if kind not in FORM_FIELDS:
         return jsonify(error=f"Unknown event kind {kind!r}; use 'user' or 'system'."), 404
+    values, problems = _validate(kind)
+    if problems:
+        return jsonify(error=" ".join(problems.values()), fields=problems), 400
+    fields: dict[str, Any] = {"sender": "system"}
+    if kind == "user":
+        fields = {"sender": values["sender"], "recipients": _split(values["recipients"])}
     try:
-        event = Event(None, kind, form.get("title", ""), form.get("body", ""), **fields)
+        event = Event(None, kind, values["title"], values["body"], **fields)
         dispatch = notifications.send(event)
     except InvalidEventError as exc:
-        return jsonify(error=str(exc)), 400
+        return jsonify(error=str(exc), fields={exc.field: str(exc)} if exc.field else {}), 400
+    except NotificationsError as exc:
+        # BrokerUnavailableError, BackendError: an outage, not a bad form.
+        logging.getLogger("examples.app").warning("Not sent: %s", exc)
+        return jsonify(error=str(exc)), 503
     labels = [notifications.get_hub(hub_id).label for hub_id in dispatch.hub_ids]
     if request.accept_mimetypes.best == "application/json":
         return jsonify(event_id=event["event_id"], hubs=labels), 202
     return redirect(url_for("index"))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Serve the example on 127.0.0.1:$PORT (default 5000), printing the URL
+    once the port is bound, or say that the port is taken and exit."""
     port = int(os.environ.get("PORT", "5000"))
+    log = logging.getLogger("examples.app")
+    try:
+        server = make_server("127.0.0.1", port, app, threaded=True)
+    except (OSError, SystemExit):
+        # Werkzeug says why on stderr and exits when it cannot bind.
+        log.error("Cannot listen on 127.0.0.1:%d; choose another port: PORT=8000 ./examples/run.sh", port)
+        raise SystemExit(1) from None
     mode = "Redis at " + REDIS_URL if REDIS_URL else "the in-process backend (no server needed)"
-    logging.getLogger("examples.app").info("Running on %s.", mode)
+    log.info("Running on %s.", mode)
     print(f"\n  Flask-Notifications example: open http://127.0.0.1:{port}/\n", flush=True)
-    app.run(host="127.0.0.1", port=port, threaded=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
