@@ -9,7 +9,11 @@ Two hubs, as in the original example:
   the page and, when ``MAIL_SERVER`` is set, mails them.
 
 The page (``/``) follows both hubs over Server-Sent Events and has forms to
-send a user event and a system event.
+send a user event and a system event. Its bell is the inbox of the user you
+view the page as (``/as/tim``; ``tom`` by default): every user event is kept
+for its recipients by an ``InboxConsumer`` (SQLite in the instance folder
+unless ``FLASK_NOTIFICATIONS_INBOX_URL`` says otherwise), and the bell's
+count follows it live, through a stream of that user's own badge events.
 
 Run it with ``./examples/run.sh``: with no configuration it uses the embedded
 default, the in-process backend with tasks run in the web process, so it
@@ -26,19 +30,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, url_for
+from flask import Flask, Response, jsonify, redirect, render_template, request, send_from_directory, session, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.serving import make_server
 
 from flask_notifications import InvalidEventError, Notifications, NotificationsError
+from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.consumers.log_consumer import LogConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event import Event
+from flask_notifications.filters.always import Always
 from flask_notifications.filters.before_date import BeforeDate
 from flask_notifications.filters.not_filter import Not
 from flask_notifications.filters.with_event_type import WithEventType
+from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.filters.with_recipients import WithRecipients
 from flask_notifications.filters.with_sender import WithSender
+from flask_notifications.inbox import inbox_blueprint
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
@@ -49,6 +57,8 @@ app.config.update(
     NOTIFICATIONS_SSE_BLUEPRINT=True,
     EXAMPLE_LOG_FILE=str(Path(__file__).resolve().parent / "events.log"),
     EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
+    # Signs the session cookie that says whom the page is viewed as.
+    SECRET_KEY=os.environ.get("SECRET_KEY", "example-only-not-secret"),
 )
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
@@ -89,6 +99,22 @@ user_hub.register_consumer(LogConsumer(app.config["EXAMPLE_LOG_FILE"], name="exa
 user_hub.register_consumer(PushConsumer(None, user_hub.hub_id))
 system_hub.register_consumer(PushConsumer(None, system_hub.hub_id))
 
+# The inbox: user events are kept for their recipients. The unread counts go
+# to a hub of their own, which the bell streams filtered to its user.
+inbox_hub = notifications.create_hub("Inbox")
+inbox_hub.filter_by(Not(Always()))  # it takes no sent event: it carries the badges only
+user_hub.register_consumer(InboxConsumer(badge_channel=inbox_hub.hub_id, name="examples.app.inbox"))
+with app.app_context():
+    notifications.inbox.create_all()
+app.register_blueprint(inbox_blueprint, url_prefix="/inbox")
+
+
+@notifications.inbox.user_loader
+def viewer() -> str:
+    """Whom the page is viewed as: a demo has no login."""
+    return str(session.get("user", "tom"))
+
+
 # Mail only when an SMTP server is configured: a mail consumer without one
 # would fail on every event and fill the dead letters.
 if app.config.get("MAIL_SERVER"):
@@ -113,7 +139,26 @@ def index() -> str:
         {"label": hub.label, "hub_id": hub.hub_id, "url": url_for("notifications.events", hub_id=hub.hub_id)}
         for hub in (user_hub, system_hub)
     ]
-    return render_template("index.html", streams=streams, event_types=EVENT_TYPES)
+    return render_template(
+        "index.html",
+        streams=streams,
+        event_types=EVENT_TYPES,
+        user=viewer(),
+        inbox={"api": url_for("notifications_inbox.list_notifications"), "events": url_for("inbox_events")},
+    )
+
+
+@app.get("/as/<user>")
+def view_as(user: str) -> ResponseReturnValue:
+    """View the page as ``user`` (whose bell it shows)."""
+    session["user"] = user[:100]
+    return redirect(url_for("index"))
+
+
+@app.get("/inbox/events")
+def inbox_events() -> Response:
+    """The viewer's badge events: their unread count, whenever it changes."""
+    return notifications.flask_sse_notifier(inbox_hub.hub_id, event_filter=WithRecipient(viewer()))
 
 
 @app.get("/favicon.ico")

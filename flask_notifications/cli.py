@@ -30,6 +30,7 @@ from flask.cli import AppGroup
 from .errors import BackendError, NotificationsError
 from .event import Event
 from .event_hub import HUB_ID_PREFIX, EventHub
+from .inbox_cli import inbox_cli
 from .pubsub.backend import Message, parse_id
 from .pubsub.memory_pubsub import MemoryPubSub
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 #: The command group; :meth:`Notifications.init_app` adds it to ``app.cli``.
 notifications_cli = AppGroup("notifications", help="Send, inspect and tail Flask-Notifications events.")
+notifications_cli.add_command(inbox_cli)
 
 
 def _extension() -> Notifications:

@@ -168,6 +168,18 @@ def test_publish_reaches_subscriber_in_order(backend: Backend, subscription: Sub
     assert all(m.channel == "a" for m in got)
 
 
+def test_publish_many_is_publish_in_order(backend: Backend, subscription: Subscription) -> None:
+    subscription.add("a")
+    first = backend.publish("a", "m0")
+    sent = backend.publish_many("a", [f"m{i}" for i in range(1, 30)])
+    assert [m.data for m in sent] == [f"m{i}" for i in range(1, 30)]
+    got = collect(subscription, 30)
+    assert same(got, [first, *sent])
+    kept = with_ids(backend, "a", [first, *sent])
+    assert backend.history("a", kept[0].id).messages == kept[1:]
+    assert backend.publish_many("a", []) == []
+
+
 def test_ids_strictly_increase_per_channel(backend: Backend, subscription: Subscription) -> None:
     subscription.add("a")
     subscription.add("b")

@@ -68,7 +68,7 @@ def test_hubs_lists_filters_and_consumers(runner: FlaskCliRunner) -> None:
     assert "PushConsumer" in result.output
 
     listed = json.loads(runner.invoke(args=["notifications", "hubs", "--json"]).output)
-    assert [hub["label"] for hub in listed] == ["UserHub", "SystemHub"]
+    assert [hub["label"] for hub in listed] == ["UserHub", "SystemHub", "Inbox"]
     assert [c["task"] for c in listed[1]["consumers"]] == ["flask_notifications.event-hub-SystemHub.PushConsumer"]
 
 
@@ -125,7 +125,7 @@ def test_send_reports_when_no_hub_matches(runner: FlaskCliRunner) -> None:
         (["send", "-t", "a", "--title", "x", "--expires", "soon"], None, "'soon' is not an ISO 8601 datetime"),
         (["send", "-t", "a", "--title", "x" * 70000], None, "more than NOTIFICATIONS_MAX_EVENT_SIZE"),
         (["send", "-t", "a", "--title", "x", "--expires", "2001-01-01T00:00:00+00:00"], None, "already expired"),
-        (["listen", "Nope"], None, "There is no hub 'Nope'; known hubs: UserHub, SystemHub."),
+        (["listen", "Nope"], None, "There is no hub 'Nope'; known hubs: UserHub, SystemHub, Inbox."),
         (["listen", "UserHub", "--last-event-id", "yesterday"], None, "'yesterday' is not an event id"),
         (["retry"], None, "Give the ids of the dead letters to retry"),
         (["retry", "1-1", "--all"], None, "not both"),

@@ -15,7 +15,7 @@ from flask import Flask
 
 from flask_notifications import Notifications, signals
 from flask_notifications.consumers.consumer import EventConsumer
-from flask_notifications.errors import BrokerUnavailableError, InvalidEventError
+from flask_notifications.errors import BrokerUnavailableError, InvalidEventError, PermanentConsumerError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
 from flask_notifications.tasks import DISPATCH_TASK
@@ -193,6 +193,42 @@ def test_failing_consumer_is_retried_then_dead_lettered(
         wait_for(lambda: fixed)
     assert fixed == [event]
     assert notifications.dead_letters() == []
+
+
+def test_permanent_failure_is_dead_lettered_at_once(
+    app: Flask, notifications: Notifications, celery_worker: WorkerFactory
+) -> None:
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 5
+    hub = notifications.create_hub("Permanent")
+    attempts: list[str] = []
+
+    class NoSuchAccount(PermanentConsumerError):
+        pass
+
+    @hub.register_consumer(name="tests.refused_for_good", pass_event=True)
+    def refused_for_good(event: Event) -> None:
+        attempts.append(event["event_id"])
+        raise NoSuchAccount(f"account of {event['recipients']} was closed")
+
+    failures: list[dict[str, Any]] = []
+
+    def on_failed(sender: Flask, **kw: Any) -> None:
+        failures.append(kw)
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with celery_worker():
+            event = make_event(recipients=["u1"])
+            notifications.send(event)
+            (letter,) = wait_for(notifications.dead_letters)
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+    # One attempt of the six NOTIFICATIONS_MAX_RETRIES allows, and the letter says why.
+    assert attempts == [event["event_id"]]
+    assert [f["will_retry"] for f in failures] == [False]
+    assert isinstance(failures[0]["exception"], NoSuchAccount)
+    assert letter["attempts"] == 1 and letter["consumer"] == "tests.refused_for_good"
+    assert "NoSuchAccount: account of ['u1'] was closed" in letter["error"]
 
 
 def test_expired_event_is_not_delivered(
