@@ -19,6 +19,10 @@ Protocol with the driver (``bench.run``), over stdin/stdout, one line each:
 
 ``--flood`` reads until the server closes every connection, without
 ``EXPECT``: the client's own ceiling against ``bench.flood_server``.
+
+``--ws`` speaks Engine.IO 4 over WebSocket instead (Flask-SocketIO): it
+upgrades, joins the default namespace (``40``), answers the server's pings,
+and finds the same markers in the ``42["bench", {...}]`` messages.
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ from array import array
 import numpy as np
 
 MARK = re.compile(rb'"bench": ?"(\d+):(\d+)"')
+#: A WebSocket text frame holding Engine.IO's ping, ``2``.
+WS_PING = b"\x81\x012"
+
+
+def ws_frame(text: bytes) -> bytes:
+    """A masked client text frame (short payloads only)."""
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
 
 
 def main() -> None:
@@ -48,12 +60,24 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--flood", action="store_true")
     parser.add_argument("--lazy-headers", action="store_true", help="count a connection once its request is sent")
+    parser.add_argument("--ws", action="store_true", help="Engine.IO over WebSocket (Flask-SocketIO)")
     args = parser.parse_args()
 
-    request = (
-        f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-        "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
-    ).encode()
+    if args.ws:
+        request = (
+            f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+        ok_status: tuple[bytes, ...] = (b"HTTP/1.1 101",)
+        end = b"}]"
+    else:
+        request = (
+            f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        ).encode()
+        ok_status = (b"HTTP/1.1 200", b"HTTP/1.0 200")
+        end = b"\n\n"
+    upgraded = [False] * args.conns
     time_ns = time.time_ns
     seqs, sent, recv = array("i"), array("q"), array("q")
     n = args.conns
@@ -87,17 +111,27 @@ def main() -> None:
         socks.pop(fd).close()
 
     def headers(fd: int, index: int) -> bool:
-        head, sep, rest = buffers[index].partition(b"\r\n\r\n")
-        if not sep:
-            return False
-        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-            failed.add(index)
-            if len(failed) <= 3:
-                print(f"connection {index} refused: {head[:80]!r}", file=sys.stderr, flush=True)
-            close(fd)
-            return False
+        if not upgraded[index]:
+            head, sep, rest = buffers[index].partition(b"\r\n\r\n")
+            if not sep:
+                return False
+            if not head.startswith(ok_status):
+                failed.add(index)
+                if len(failed) <= 3:
+                    print(f"connection {index} refused: {head[:80]!r}", file=sys.stderr, flush=True)
+                close(fd)
+                return False
+            buffers[index] = rest
+            upgraded[index] = True
+            if args.ws:
+                socks[fd].send(ws_frame(b"40"))  # join the default namespace
+        if args.ws:
+            # Headed once the namespace answered: 40{"sid": ...}.
+            _, sep, rest = buffers[index].partition(b"40{")
+            if not sep:
+                return False
+            buffers[index] = rest
         headed[index] = True
-        buffers[index] = rest
         return True
 
     ready_said = False
@@ -143,6 +177,9 @@ def main() -> None:
                 close(fd)
                 continue
             now = time_ns()
+            if args.ws and WS_PING in data:
+                for _ in range(data.count(WS_PING)):
+                    sock.send(ws_frame(b"3"))
             buf = buffers[index]
             buf = buf + data if buf else data
             if not headed[index]:
@@ -150,7 +187,7 @@ def main() -> None:
                 if not headers(fd, index):
                     continue
                 buf = buffers[index]
-            cut = buf.rfind(b"\n\n")
+            cut = buf.rfind(end)
             if cut < 0:
                 buffers[index] = buf
                 continue

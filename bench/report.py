@@ -14,8 +14,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FINDINGS = Path(__file__).resolve().parent / "findings.md"
-ORDER = ["ours", "flasksse", "raw"]
-COLORS = {"ours": "tab:blue", "flasksse": "tab:red", "raw": "tab:green"}
+ORDER = ["ours", "raw", "rawc", "flasksse", "socketio"]
+COLORS = {"ours": "tab:blue", "raw": "tab:green", "rawc": "tab:olive", "flasksse": "tab:red", "socketio": "tab:cyan"}
 VARIANT_COLORS = ["tab:purple", "tab:orange", "tab:brown"]
 
 
@@ -37,33 +37,39 @@ Every figure below comes from one run of ``{command}`` on one machine. The serve
 processes, the publisher, the Celery worker and Redis all share it, and every server is measured
 with the same client against the same Redis.
 
-- **Servers.** flask-notifications and flask-sse 1.0.0 each run under ``gunicorn -k gevent -w 1``, a
-  single process. The "raw" peer is about 60 lines of gevent (``bench/raw_server.py``). It holds
-  one Redis subscription and writes each frame, encoded once, to every socket. It shows what the
-  hardware allows.
+- **Servers.** Each runs in a single process. flask-notifications and flask-sse 1.0.0 run under
+  ``gunicorn -k gevent -w 1``. Flask-SocketIO runs under gunicorn with its WebSocket worker
+  (``-k geventwebsocket.gunicorn.workers.GeventWebSocketWorker -w 1``) with ``message_queue`` on
+  the same Redis, as its documentation shows for more than one process. The two "raw" peers are
+  about 100 lines of gevent (``bench/raw_server.py``) with one Redis subscription, each frame
+  encoded once: one writes each frame to every socket as it arrives (one ``send()`` per frame and
+  socket), the other (``--coalesce``) joins every message Redis already delivered and writes
+  them to each socket at once. In both, a socket whose buffer is full gets a greenlet that
+  writes the rest. They show what the hardware allows.
 - **Client.** ``bench/client.py`` runs {procs} processes (one for 100 clients), each with one
   ``epoll`` loop over its sockets. Each payload carries its sequence number and its send time
   (``time.time_ns()``). The client finds these with one regular expression per ``recv()`` and
-  records the receive time of each delivery. Its own ceiling is measured against
-  ``bench/flood_server.py``, which writes pre-built frames as fast as it can. The table also
-  gives the CPU time that the server and the clients spend per delivery in the burst. On a
-  shared machine, this figure is disturbed less than a rate is.
+  records the receive time of each delivery. For Flask-SocketIO it speaks Engine.IO 4 over
+  WebSocket itself: it upgrades, joins the default namespace and answers pings. Its own ceiling
+  is measured against ``bench/flood_server.py``, which writes pre-built frames as fast as it can.
 - **Fan-out.** A fresh server is started for each client count N. The run then has two phases.
   The *steady* phase publishes for {steady_seconds:g} s at {steady_rate:g} events/s, or at
-  {steady_deliveries:,.0f} deliveries/s if that is fewer events (10/s at 100 clients, 5/s at 1,000,
-  1/s at 5,000), so that every N is measured below saturation. The latency figures come from
-  this phase. The *burst* phase publishes about {burst_deliveries:,} deliveries' worth of
-  events as fast as the publisher can, and deliveries/s is burst deliveries divided by the time
-  from the first send to the last receive. Each peer publishes the way its documentation shows:
-  ``backend.publish()`` (what ``PushConsumer`` calls), ``sse.publish()``, and ``PUBLISH`` for the
-  raw peer. Loss is counted by sequence number for each client.
+  {steady_deliveries:,.0f} deliveries/s if that is fewer events, so that every N is measured
+  below saturation. The steady latency and the server's CPU time per delivery come from this
+  phase. The *offered* phase then publishes {offered_rate:g} events/s for {offered_seconds:g} s;
+  its deliveries/s is its deliveries divided by the time from its first send to its last
+  receive. Each peer publishes the way its documentation shows: ``backend.publish()`` (what
+  ``PushConsumer`` calls), ``sse.publish()``, ``SocketIO(message_queue=...).emit()`` from
+  another process, and ``PUBLISH`` for the raw peers. Loss is counted by sequence number for
+  each client.
 - **Idle cost.** (RSS of the serving process with N idle streams − RSS after warm-up with none) / N.
-  The Redis connections of the serving process are counted by matching ``CLIENT LIST`` against
-  its sockets.
+  The idle-only runs open N connections and publish nothing. The Redis connections of the
+  serving process are counted by matching ``CLIENT LIST`` against its sockets.
 - **Full path.** ``notifications.send()`` → Celery worker (``-P gevent -c 100``) → ``PushConsumer``
   → Redis → SSE → client, at {celery_rate:g} events/s for {celery_seconds:g} s with
   {celery_clients} clients.
-- **send().** How many events one process hands to Celery per second. Nothing consumes them.
+- **send() and send_many().** How many events one process hands to Celery per second, building
+  each event in the loop. Nothing consumes them.
 """
 
 
@@ -87,14 +93,14 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = [
         "Server",
         "Clients",
-        "Deliveries/s",
         "Steady p50 / p95 / p99 / max (ms)",
-        "Burst p50 / p99 (ms)",
+        "Steady CPU µs per delivery, server / clients",
+        "Offered: deliveries/s",
+        "Offered p50 / p99 (ms)",
         "Lost",
         "Idle KB/conn",
         "Redis conns (0 → N)",
-        "CPU % server / clients (burst)",
-        "CPU µs per delivery, server / clients",
+        "CPU % server / clients (offered)",
     ]
     body = []
     ordered = sorted(results.get("fanout", []), key=lambda r: (r["clients"], rank(r["server"])))
@@ -102,7 +108,7 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if "error" in r:
             body.append([r["name"], fmt(r["clients"]), "failed: " + r["error"][:120], "", "", "", "", "", "", ""])
             continue
-        s, b = r["steady"], r["burst"]
+        s, o = r["steady"], r["offered"]
         connected = fmt(r["clients"]) if not r.get("failed") else f"{r['ready']:,} of {r['clients']:,}"
         lost = fmt(r["lost"])
         if r["lost"]:
@@ -111,20 +117,71 @@ def fanout_table(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 r["name"],
                 connected,
-                fmt(r["deliveries_per_s"]),
                 " / ".join(fmt(s[k]) for k in ("p50", "p95", "p99", "max")),
-                " / ".join(fmt(b[k]) for k in ("p50", "p99")),
+                f"{fmt(r.get('steady_server_us_per_delivery'))} / {fmt(r.get('steady_client_us_per_delivery'))}",
+                fmt(r["deliveries_per_s"]),
+                " / ".join(fmt(o[k]) for k in ("p50", "p99")),
                 lost,
                 fmt(r["kb_per_conn"]),
                 f"{r['redis0']} → {r['redis_n']}",
-                f"{fmt(r.get('cpu_server'), 0)} / {fmt(r.get('cpu_clients'), 0)}",
-                f"{fmt(r.get('server_us_per_delivery'))} / {fmt(r.get('client_us_per_delivery'))}",
+                cpu_share(r),
             ]
         )
     return head, body
 
 
+def cpu_share(row: dict[str, Any]) -> str:
+    """CPU % of the server and the clients in the offered phase; a server
+    whose worker was replaced meanwhile has no figure."""
+    server = row.get("cpu_server")
+    shown = "– (worker replaced)" if server is not None and server < 0 else fmt(server, 0)
+    return f"{shown} / {fmt(row.get('cpu_clients'), 0)}"
+
+
+def side_by_side(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The figures of the issue's table, one column per server, at 1,000 clients."""
+    rows = rows_by(results)
+    n = 1000 if any(k[1] == 1000 for k in rows) else max((k[1] for k in rows), default=0)
+    kinds = [k for k in ORDER if (k, n) in rows]
+    idle = {(r["server"], r["clients"]): r for r in results.get("idle", []) if "error" not in r}
+    head = ["Figure", *(rows[(k, n)]["name"] for k in kinds)]
+
+    def cell(kind: str, getter: Callable[[dict[str, Any]], Any]) -> str:
+        row = rows[(kind, n)]
+        if "error" in row:
+            return "failed"
+        return getter(row)
+
+    body = [
+        [
+            f"steady {results.get('plan', {}).get('steady_rate', 10):g} events/s: p50 / p99 ms",
+            *(cell(k, lambda r: f"{fmt(r['steady']['p50'])} / {fmt(r['steady']['p99'])}") for k in kinds),
+        ],
+        [
+            "server CPU µs per delivery, steady",
+            *(cell(k, lambda r: fmt(r.get("steady_server_us_per_delivery"))) for k in kinds),
+        ],
+        [
+            f"offered {results.get('plan', {}).get('offered_rate', 500):g} events/s: deliveries/s",
+            *(cell(k, lambda r: fmt(r["deliveries_per_s"])) for k in kinds),
+        ],
+        ["offered: p99 ms", *(cell(k, lambda r: fmt(r["offered"]["p99"])) for k in kinds)],
+        ["lost", *(cell(k, lambda r: fmt(r["lost"])) for k in kinds)],
+        [f"KB per idle connection at {n:,}", *(cell(k, lambda r: fmt(r["kb_per_conn"])) for k in kinds)],
+    ]
+    for size in sorted({c for _, c in idle}):
+        body.append(
+            [
+                f"KB per idle connection at {size:,}",
+                *(fmt(idle[(k, size)]["kb_per_conn"]) if (k, size) in idle else "–" for k in kinds),
+            ]
+        )
+    body.append(["Redis connections at N", *(cell(k, lambda r: fmt(r["redis_n"])) for k in kinds)])
+    return head, body
+
+
 def targets(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The targets of issue 14, as ratios to the named peer in this run."""
     rows = rows_by(results)
     head = ["Target", "Measured", "Result"]
     body: list[list[str]] = []
@@ -132,63 +189,76 @@ def targets(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     def verdict(ok: bool | None) -> str:
         return "–" if ok is None else ("met" if ok else "**missed**")
 
-    def get(kind: str, n: int, key: str) -> Any:
-        row = rows.get((kind, n))
-        return None if row is None or "error" in row else row.get(key)
+    def get(kind: str, n: int, *keys: str) -> Any:
+        value: Any = rows.get((kind, n))
+        if value is None or "error" in value:
+            return None
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def ratio_row(text: str, ours: Any, peer: Any, unit: str, bound: float, at_most: bool) -> None:
+        ratio = ours / peer if ours is not None and peer else None
+        ok = None if ratio is None else (ratio <= bound if at_most else ratio >= bound)
+        body.append([text, f"{fmt(ours)} vs {fmt(peer)} {unit}: {fmt(ratio, 2)} ×", verdict(ok)])
 
     n = 1000 if any(k[1] == 1000 for k in rows) else max((k[1] for k in rows), default=0)
-    ours, fsse, raw = (get(k, n, "deliveries_per_s") for k in ORDER)
-    ratio = ours / fsse if ours and fsse else None
+    ratio_row(
+        f"Steady at {n:,} clients: p99 ≤ 1.3 × raw (1 write per frame)",
+        get("ours", n, "steady", "p99"),
+        get("raw", n, "steady", "p99"),
+        "ms",
+        1.3,
+        True,
+    )
+    ratio_row(
+        f"Steady at {n:,} clients: server CPU per delivery ≤ 2 × raw (1 write per frame)",
+        get("ours", n, "steady_server_us_per_delivery"),
+        get("raw", n, "steady_server_us_per_delivery"),
+        "µs",
+        2.0,
+        True,
+    )
+    ratio_row(
+        f"Offered at {n:,} clients: deliveries/s ≥ 0.8 × raw (coalesced)",
+        get("ours", n, "deliveries_per_s"),
+        get("rawc", n, "deliveries_per_s"),
+        "per s",
+        0.8,
+        False,
+    )
+    ratio_row(
+        f"Offered at {n:,} clients: p99 ≤ 2 × raw (coalesced)",
+        get("ours", n, "offered", "p99"),
+        get("rawc", n, "offered", "p99"),
+        "ms",
+        2.0,
+        True,
+    )
+    idle = [
+        (r["clients"], r["kb_per_conn"]) for r in results.get("idle", []) if r["server"] == "ours" and "error" not in r
+    ]
+    sizes = [(n, get("ours", n, "kb_per_conn")), *idle]
+    measured = [(c, kb) for c, kb in sizes if kb is not None]
     body.append(
         [
-            f"Deliveries/s at {n:,} clients ≥ 5 × flask-sse",
-            f"{fmt(ours)} vs {fmt(fsse)}: {fmt(ratio, 2)} ×",
-            verdict(None if ratio is None else ratio >= 5),
+            "≤ 12 KB per idle connection at 1,000 and at 10,000",
+            ", ".join(f"{kb:.1f} KB at {c:,}" for c, kb in measured) or "–",
+            verdict(None if not measured else all(kb <= 12 for _, kb in measured)),
         ]
     )
-    ratio = ours / raw if ours and raw else None
-    body.append(
-        [
-            f"Deliveries/s at {n:,} clients ≥ 0.5 × raw",
-            f"{fmt(ours)} vs {fmt(raw)}: {fmt(ratio, 2)} ×",
-            verdict(None if ratio is None else ratio >= 0.5),
-        ]
-    )
-    mem = {k: get(k, n, "kb_per_conn") for k in ORDER}
-    body.append(
-        [
-            "Idle memory ≤ 30 KB per connection",
-            f"{fmt(mem['ours'])} KB at {n:,}",
-            verdict(None if mem["ours"] is None else mem["ours"] <= 30),
-        ]
-    )
-    ratio = mem["ours"] / mem["flasksse"] if mem["ours"] is not None and mem["flasksse"] else None
-    body.append(
-        [
-            "Idle memory ≤ 0.5 × flask-sse",
-            f"{fmt(mem['ours'])} vs {fmt(mem['flasksse'])} KB: {fmt(ratio, 2)} ×",
-            verdict(None if ratio is None else ratio <= 0.5),
-        ]
-    )
-    conns = {k[1]: (r["redis0"], r["redis_n"]) for k, r in rows.items() if k[0] == "ours" and "error" not in r}
-    body.append(
-        [
-            "Redis connections constant in N",
-            ", ".join(f"N={k:,}: {v[1]}" for k, v in sorted(conns.items())) or "–",
-            verdict(None if not conns else len({v[1] for v in conns.values()}) == 1),
-        ]
-    )
-    p99 = (get("ours", n, "steady") or {}).get("p99")
-    body.append(
-        [
-            f"p99 ≤ 50 ms at {n:,} clients, direct",
-            f"{fmt(p99)} ms",
-            verdict(None if p99 is None else p99 <= 50),
-        ]
-    )
+    sends = {(s["hubs"], s.get("batch", 0)): s["per_s"] for s in results.get("send", [])}
+    many = next((v for (h, b), v in sends.items() if h == 1 and b), None)
+    ratio_row("send_many() ≥ 10 × send(), one hub", many, sends.get((1, 0)), "events/s", 10.0, False)
     celery = results.get("celery") or {}
     cp99 = (celery.get("latency") or {}).get("p99")
-    body.append(["p99 ≤ 150 ms through Celery", f"{fmt(cp99)} ms", verdict(None if cp99 is None else cp99 <= 150)])
+    body.append(
+        [
+            "Full path send() → Celery → SSE: p99 ≤ 100 ms",
+            f"{fmt(cp99)} ms",
+            verdict(None if cp99 is None else cp99 <= 100),
+        ]
+    )
     lost = [r["lost"] for k, r in rows.items() if k[0] == "ours" and "error" not in r]
     if "lost" in celery:
         lost.append(celery["lost"])
@@ -197,6 +267,17 @@ def targets(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "Zero loss (flask-notifications, every run)",
             f"{sum(lost):,} deliveries lost" if lost else "–",
             verdict(None if not lost else sum(lost) == 0),
+        ]
+    )
+    conns = {k[1]: r["redis_n"] for k, r in rows.items() if k[0] == "ours" and "error" not in r}
+    conns.update(
+        {r["clients"]: r["redis_n"] for r in results.get("idle", []) if r["server"] == "ours" and "error" not in r}
+    )
+    body.append(
+        [
+            "Redis connections of the server constant in N (one of them the subscription)",
+            ", ".join(f"N={k:,}: {v}" for k, v in sorted(conns.items())) or "–",
+            verdict(None if not conns else len(set(conns.values())) == 1),
         ]
     )
     return head, body
@@ -225,10 +306,39 @@ def other_tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[lis
                 body,
             )
         )
+    idle = results.get("idle")
+    if idle:
+        body = [
+            [r["name"], fmt(r["clients"]), "failed: " + r["error"][:120], "", ""]
+            if "error" in r
+            else [r["name"], fmt(r["clients"]), fmt(r["ready"]), fmt(r["kb_per_conn"]), fmt(r["open_files"])]
+            for r in idle
+        ]
+        out.append(
+            (
+                "Idle connections only, one server process",
+                ["Server", "Connections", "Connected", "KB/conn", "Open files in the server"],
+                body,
+            )
+        )
     sends = results.get("send")
     if sends:
-        body = [[str(s["hubs"]), fmt(s["per_s"]), fmt(s["sent"])] for s in sends]
-        out.append(("send() throughput, one process", ["Matching hubs", "Events/s", "Events sent"], body))
+        body = [
+            [
+                f"send_many() of {s['batch']}" if s.get("batch") else "send()",
+                str(s["hubs"]),
+                fmt(s["per_s"]),
+                fmt(s["sent"]),
+            ]
+            for s in sends
+        ]
+        out.append(
+            (
+                "send() and send_many() throughput, one process",
+                ["Call", "Matching hubs", "Events/s", "Events sent"],
+                body,
+            )
+        )
     cl = results.get("client")
     if cl:
         body = [[str(cl["procs"]), fmt(cl["per_s"]), f"{cl['frames']:,} of {cl['expected']:,}"]]
@@ -259,6 +369,15 @@ def rst_table(head: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def nofile(machine: dict[str, Any]) -> str:
+    """The open-files limit the run had, and the one it found."""
+    soft, hard = machine.get("nofile_found") or ["?", "?"]
+    now = machine.get("nofile", "?")
+    if now == soft:
+        return f"open files limit {now} (as found; the hard limit is {hard})"
+    return f"open files limit {now} (raised by the bench from {soft}; the hard limit is {hard})"
+
+
 def context(results: dict[str, Any]) -> dict[str, str]:
     m = results.get("machine", {})
     before, after = results.get("load_before", {}), results.get("load_after", {})
@@ -275,7 +394,7 @@ def context(results: dict[str, Any]) -> dict[str, str]:
     return {
         "date": results.get("date", "?"),
         "machine": f"{m.get('nproc', '?')} cores ({m.get('cpu', '?')}), {mem} memory, Linux {m.get('kernel', '?')}, "
-        f"Python {m.get('python', '?')}, open files limit {m.get('nofile', '?')}",
+        f"Python {m.get('python', '?')}, {nofile(m)}",
         "versions": versions,
         "commit": m.get("commit", "?"),
         "command": results.get("command", "python -m bench"),
@@ -287,11 +406,19 @@ def context(results: dict[str, Any]) -> dict[str, str]:
 
 class _Figures(dict[str, str]):
     """Figures of this run for ``findings.md``: ``{ours_1000_deliveries_per_s}``,
-    ``{ours+before fix_1000_kb_per_conn}``, ``{ours_1000_steady_p99}`` ... A
-    figure the run lacks reads as ``–``."""
+    ``{ours_1000_steady_p99}``, ``{idle_ours_10000_kb_per_conn}``,
+    ``{send_1_100_per_s}``, ``{celery_p99}`` ... A figure the run lacks reads as ``–``."""
 
     def __init__(self, results: dict[str, Any]) -> None:
         super().__init__()
+        for row in results.get("idle", []):
+            if "error" not in row:
+                self[f"idle_{row['server']}_{row['clients']}_kb_per_conn"] = fmt(row["kb_per_conn"])
+        for row in results.get("send", []):
+            self[f"send_{row['hubs']}_{row.get('batch', 0)}_per_s"] = fmt(row["per_s"])
+        celery = results.get("celery") or {}
+        for key, value in (celery.get("latency") or {}).items():
+            self[f"celery_{key}"] = fmt(value)
         for row in results.get("fanout", []):
             if "error" in row:
                 continue
@@ -333,6 +460,9 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
     heading("Targets", "-")
     out.append(table(*targets(results)))
     out.append("")
+    heading("Side by side at 1,000 clients", "-")
+    out.append(table(*side_by_side(results)))
+    out.append("")
     heading("Fan-out: one server process, N streams", "-")
     out.append(table(*fanout_table(results)))
     out.append("")
@@ -358,8 +488,9 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
             procs=plan.get("client_procs", 2),
             steady_rate=plan.get("steady_rate", 0),
             steady_seconds=plan.get("steady_seconds", 0),
-            steady_deliveries=plan.get("steady_deliveries", 5000),
-            burst_deliveries=plan.get("burst_deliveries", 0),
+            steady_deliveries=plan.get("steady_deliveries", 10_000),
+            offered_rate=plan.get("offered_rate", 0),
+            offered_seconds=plan.get("offered_seconds", 0),
             celery_rate=plan.get("celery_rate", 0),
             celery_seconds=plan.get("celery_seconds", 0),
             celery_clients=plan.get("celery_clients", 0),
@@ -423,8 +554,8 @@ def plots(results: dict[str, Any], out: Path) -> None:
         ax.axhline(client["per_s"], color="grey", ls="--", label="client ceiling")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("concurrent SSE clients (N)")
-    ax.set_ylabel("deliveries per second (burst)")
+    ax.set_xlabel("concurrent clients (N)")
+    ax.set_ylabel("deliveries per second (offered phase)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Deliveries per second against N, one server process")
@@ -439,9 +570,10 @@ Performance
 
 This page reports what one process of Flask-Notifications sustains. It covers how many SSE
 deliveries per second one gunicorn gevent worker makes, the delay from publishing to the
-client, the memory of an idle stream, the delay of the whole path from ``send()`` through a
-Celery worker, and how fast ``send()`` hands events to Celery. flask-sse and a minimal gevent
-server run in the same benchmark, on the same machine, for comparison.
+client, the memory of an idle stream (up to 10,000 of them in one process), the delay of the
+whole path from ``send()`` through a Celery worker, and how fast ``send()`` and
+``send_many()`` hand events to Celery. flask-sse, Flask-SocketIO and two minimal gevent servers
+run in the same benchmark, on the same machine, for comparison.
 
 To run it again, use ``pip install -e . -r bench/requirements.txt`` and then ``bench/run.sh``. It
 takes about ten minutes, and ``--quick`` makes a smoke run. The run writes

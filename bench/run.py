@@ -53,17 +53,21 @@ class Plan:
     steady_seconds: float = 10.0
     #: ... and at most this many deliveries per second, so that every N is
     #: measured below saturation.
-    steady_deliveries: float = 5000.0
-    #: Burst phase: about this many deliveries (events x clients), as fast as
-    #: the publisher goes, bounded in events.
-    burst_deliveries: int = 200_000
-    burst_events: tuple[int, int] = (20, 1000)
+    steady_deliveries: float = 10_000.0
+    #: Offered phase: events per second offered, and for how long.
+    offered_rate: float = 500.0
+    offered_seconds: float = 2.0
+    #: Idle-only runs (memory per connection): connections, and the servers.
+    idle_sizes: list[int] = field(default_factory=lambda: [10_000])
+    idle_servers: list[str] = field(default_factory=lambda: ["ours", "raw"])
     idle: float = 10.0
     client_procs: int = 2
     celery_rate: float = 20.0
     celery_seconds: float = 10.0
     celery_clients: int = 100
     send_seconds: float = 5.0
+    #: Events per send_many() call.
+    send_batch: int = 100
     flood_conns: int = 100
     flood_blobs: int = 50
     profile: bool = False
@@ -73,13 +77,12 @@ class Plan:
     def rate(self, n: int) -> float:
         return min(self.steady_rate, self.steady_deliveries / n)
 
-    def burst(self, n: int) -> int:
-        low, high = self.burst_events
-        return max(low, min(high, self.burst_deliveries // n))
+    def offered(self) -> int:
+        return max(1, int(self.offered_rate * self.offered_seconds))
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    servers = args.only.split(",") if args.only else ["ours", "flasksse", "raw"]
+    servers = args.only.split(",") if args.only else ["ours", "raw", "rawc", "flasksse", "socketio"]
     for label, _ in args.variant:
         servers.insert(servers.index("ours") + 1 if "ours" in servers else 0, f"ours+{label}")
     if args.quick:
@@ -89,8 +92,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             servers=servers,
             steady_rate=10,
             steady_seconds=2,
-            burst_deliveries=20_000,
-            burst_events=(10, 200),
+            offered_seconds=0.5,
+            idle_sizes=[2000],
             idle=3,
             celery_rate=20,
             celery_seconds=2,
@@ -100,9 +103,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
             flood_blobs=50,
         )
     else:
-        plan = Plan(quick=False, sizes=args.sizes or [100, 1000, 5000], servers=servers)
+        plan = Plan(quick=False, sizes=args.sizes or [100, 1000], servers=servers)
+    if args.idle_sizes is not None:
+        plan.idle_sizes = args.idle_sizes
     plan.profile = args.profile
     plan.variants = dict(args.variant)
+    plan.idle_servers = [s for s in plan.idle_servers if s in servers] + [s for s in servers if "+" in s]
     return plan
 
 
@@ -164,7 +170,8 @@ class Proc:
         self.popen.stdin.flush()
 
     def tail(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:
+            self._logf.flush()
         return self.log.read_text(errors="replace")[-1500:]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> None:
@@ -260,7 +267,15 @@ def build_template(bench: Bench) -> None:
 
 # -- servers ----------------------------------------------------------------------------
 
-NAMES = {"ours": "flask-notifications", "flasksse": "flask-sse 1.0.0", "raw": "raw gevent"}
+NAMES = {
+    "ours": "flask-notifications",
+    "raw": "raw gevent, 1 write per frame",
+    "rawc": "raw gevent, writes coalesced",
+    "flasksse": "flask-sse 1.0.0",
+    "socketio": "Flask-SocketIO",
+}
+#: The path a WebSocket client of Flask-SocketIO opens (Engine.IO 4).
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 
 
 def name_of(kind: str) -> str:
@@ -278,13 +293,20 @@ def env_for(kind: str, bench: Bench) -> dict[str, str]:
     return env
 
 
-def gunicorn(target: str, port: int) -> list[str]:
+def source_root(kind: str, bench: Bench) -> Path | str:
+    """The working directory of a server: ``python -m`` puts it first on
+    ``sys.path``, so a variant's root, else the repository."""
+    label = kind.partition("+")[2]
+    return bench.plan.variants[label] if label else ROOT
+
+
+def gunicorn(target: str, port: int, worker: str = "gevent") -> list[str]:
     return [
         PY,
         "-m",
         "gunicorn",
         "-k",
-        "gevent",
+        worker,
         "-w",
         "1",
         "--worker-connections",
@@ -310,6 +332,11 @@ def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
         return gunicorn("bench.flasksse_app:app", port), f"/stream?channel={bench.prefix}-sse"
     if kind == "raw":
         return [PY, "-m", "bench.raw_server", str(port), bench.redis_url, f"{bench.prefix}-raw"], "/"
+    if kind == "rawc":
+        return [PY, "-m", "bench.raw_server", str(port), bench.redis_url, f"{bench.prefix}-rawc", "--coalesce"], "/"
+    if kind == "socketio":
+        worker = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
+        return gunicorn("bench.socketio_app:app", port, worker), SOCKETIO_PATH
     raise ValueError(kind)
 
 
@@ -338,12 +365,23 @@ def publisher(kind: str, bench: Bench) -> Callable[[str], None]:
         def publish(data: str) -> None:
             sse.publish(data, type="bench", channel=channel)
 
-    elif kind == "raw":
+    elif kind in ("raw", "rawc"):
         client = redis.Redis.from_url(bench.redis_url)
-        channel = f"{bench.prefix}-raw"
+        channel = f"{bench.prefix}-{kind}"
 
         def publish(data: str) -> None:
             client.publish(channel, data)
+
+    elif kind == "socketio":
+        from flask_socketio import SocketIO
+
+        # An external process emits through the message queue, as
+        # Flask-SocketIO's documentation shows; the event's fields go as a
+        # dict, so the server encodes them once more as JSON.
+        socketio = SocketIO(message_queue=bench.redis_url, channel=bench.env["BENCH_SOCKETIO_CHANNEL"])
+
+        def publish(data: str) -> None:
+            socketio.emit("bench", json.loads(data))
 
     else:
         raise ValueError(kind)
@@ -353,8 +391,18 @@ def publisher(kind: str, bench: Bench) -> Callable[[str], None]:
 
 def warm_up(port: int, path: str, publish: Callable[[], None] | None, wait_for: bytes, timeout: float) -> None:
     """Open one stream, publish until ``wait_for`` arrives, close it."""
+    ws = path == SOCKETIO_PATH
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
+        if ws:
+            from bench.client import ws_frame
+
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            sock.sendall(ws_frame(b"40"))
+        else:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode())
         sock.settimeout(0.2)
         seen = b""
         deadline = time.monotonic() + timeout
@@ -370,7 +418,8 @@ def warm_up(port: int, path: str, publish: Callable[[], None] | None, wait_for: 
                 seen += data
             if not seen.startswith(b"HTTP/1.") and len(seen) > 12:
                 raise RuntimeError(f"not HTTP: {seen[:200]!r}")
-            if seen and not seen.split(b"\r\n", 1)[0].split(b" ")[1].startswith(b"200") and b"\r\n\r\n" in seen:
+            status = seen.split(b"\r\n", 1)[0].split(b" ")[1] if b"\r\n" in seen else b""
+            if seen and not status.startswith(b"101" if ws else b"200") and b"\r\n\r\n" in seen:
                 raise RuntimeError(f"warm-up refused: {seen[:300]!r}")
             if wait_for in seen:
                 return
@@ -384,7 +433,15 @@ class Clients:
     """``total`` connections spread over the client processes."""
 
     def __init__(
-        self, bench: Bench, tag: str, port: int, path: str, total: int, max_seq: int, procs: int, lazy: bool = False
+        self,
+        bench: Bench,
+        tag: str,
+        port: int,
+        path: str,
+        total: int,
+        max_seq: int,
+        procs: int,
+        lazy: bool = False,
     ) -> None:
         self.bench = bench
         self.files: list[Path] = []
@@ -413,6 +470,8 @@ class Clients:
             ]
             if lazy:
                 cmd.append("--lazy-headers")
+            if path == SOCKETIO_PATH:
+                cmd.append("--ws")
             self.procs.append(Proc(cmd, bench.env, bench.tmp / f"{tag}-client{index}.log", lines=True))
 
     def ready(self, timeout: float) -> tuple[int, int]:
@@ -468,32 +527,41 @@ def latency_sample(lat: np.ndarray, limit: int = 2000) -> list[float]:
     return [round(float(v), 3) for v in ordered]
 
 
+def start_serving(bench: Bench, kind: str, server: Proc, port: int, path: str, row: dict[str, Any]) -> int:
+    """Wait for ``server``, warm it up with one stream, and record its memory
+    and Redis connections with none: ``rss0`` and ``redis0`` in ``row``.
+
+    :return: the pid of the process that serves the streams.
+    """
+    publish = publisher(kind, bench)
+    wait_port(port, server)
+    pid = serving_pid(server)
+    warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
+    time.sleep(1.0)
+    row["rss0"] = rss(pid)
+    row["redis0"] = bench.redis_conns(pid)
+    return pid
+
+
 def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     plan = bench.plan
     rate = plan.rate(n)
     steady = max(1, int(rate * plan.steady_seconds))
-    burst = plan.burst(n)
-    total = steady + burst
+    offered = plan.offered()
+    total = steady + offered
     port = free_port()
     cmd, path = server_command(kind, bench, port)
     tag = f"{kind}-{n}"
     row: dict[str, Any] = {"server": kind, "name": name_of(kind), "clients": n, "steady_events": steady}
     row["steady_rate"] = rate
-    row["burst_events"] = burst
+    row["offered_events"] = offered
+    row["offered_rate"] = plan.offered_rate
     publish = publisher(kind, bench)
-    label = kind.partition("+")[2]
-    # ``python -m`` puts its working directory first on sys.path: a variant's root.
-    cwd = plan.variants[label] if label else ROOT
-    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=cwd)
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=source_root(kind, bench))
     clients: Clients | None = None
     profiler: Proc | None = None
     try:
-        wait_port(port, server)
-        pid = serving_pid(server)
-        warm_up(port, path, lambda: publish(bench.payload("warm")), b"warm", 30)
-        time.sleep(1.0)
-        row["rss0"] = rss(pid)
-        row["redis0"] = bench.redis_conns(pid)
+        pid = start_serving(bench, kind, server, port, path, row)
         lazy = kind == "flasksse"
         clients = Clients(bench, tag, port, path, n, total, plan.client_procs if n > 100 else 1, lazy)
         ready, failed = clients.ready(timeout=60 + n / 20)
@@ -509,12 +577,14 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
         row["kb_per_conn"] = (row["rss_n"] - row["rss0"]) / max(ready, 1) / 1024
         if plan.profile and kind == "ours" and n == max(plan.sizes):
             profiler = start_profile(bench, pid, f"profile-{tag}", plan.steady_seconds + 30)
-        row["steady_publish_s"] = paced(publish, bench, range(steady), rate)
-        time.sleep(1.5)
         watched = [psutil.Process(pid)] + [psutil.Process(p.popen.pid) for p in clients.procs]
         before = [cpu_seconds(p) for p in watched]
-        burst_start = time.time_ns()
-        row["burst_publish_s"] = paced(publish, bench, range(steady, total), None)
+        row["steady_publish_s"] = paced(publish, bench, range(steady), rate)
+        time.sleep(1.5)
+        steady_used = [cpu_seconds(p) - b for p, b in zip(watched, before, strict=True)]
+        before = [cpu_seconds(p) for p in watched]
+        offered_start = time.time_ns()
+        row["offered_publish_s"] = paced(publish, bench, range(steady, total), plan.offered_rate)
         data = clients.finish(total, timeout=600)
         used = [cpu_seconds(p) - b for p, b in zip(watched, before, strict=True)]
     except Exception as exc:  # noqa: BLE001 - a failed row is reported, the run goes on
@@ -531,20 +601,24 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     lat = (recv - sent) / 1e6
     is_steady = seq < steady
     row["steady"] = pct(lat[is_steady])
-    row["burst"] = pct(lat[~is_steady])
-    burst_n = int((~is_steady).sum())
-    span = (recv[~is_steady].max() - sent[~is_steady].min()) / 1e9 if burst_n else 0
-    if burst_n:
-        # CPU per wall-clock second from the burst's start to its last delivery.
-        window = (recv[~is_steady].max() - burst_start) / 1e9
+    row["offered"] = pct(lat[~is_steady])
+    steady_n = int(is_steady.sum())
+    if steady_n:
+        # Server CPU per delivery at a rate every server keeps up with.
+        row["steady_server_us_per_delivery"] = steady_used[0] / steady_n * 1e6
+        row["steady_client_us_per_delivery"] = sum(steady_used[1:]) / steady_n * 1e6
+    offered_n = int((~is_steady).sum())
+    span = (recv[~is_steady].max() - sent[~is_steady].min()) / 1e9 if offered_n else 0
+    if offered_n:
+        # CPU per wall-clock second from the offered phase's start to its last delivery.
+        window = (recv[~is_steady].max() - offered_start) / 1e9
         row["cpu_server"] = used[0] / window * 100
         row["cpu_clients"] = sum(used[1:]) / window * 100
-        # CPU time per delivery: what a shared, busy machine disturbs least.
-        row["server_us_per_delivery"] = used[0] / burst_n * 1e6
-        row["client_us_per_delivery"] = sum(used[1:]) / burst_n * 1e6
-    row["deliveries"] = burst_n
-    row["deliveries_per_s"] = burst_n / span if span else 0.0
-    row["publish_per_s"] = burst / row["burst_publish_s"] if row["burst_publish_s"] else 0.0
+        row["server_us_per_delivery"] = used[0] / offered_n * 1e6
+        row["client_us_per_delivery"] = sum(used[1:]) / offered_n * 1e6
+    row["deliveries"] = offered_n
+    row["deliveries_per_s"] = offered_n / span if span else 0.0
+    row["publish_per_s"] = offered / row["offered_publish_s"] if row["offered_publish_s"] else 0.0
     row["failed"] = int(data["failed"])
     row["ready"] = int(len(data["received"]))
     row["lost"] = int(row["ready"] * total - data["received"].sum())
@@ -552,9 +626,47 @@ def fanout(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     row["max_lost_per_client"] = int(total - data["received"].min()) if len(data["received"]) else 0
     row["dups"] = int(data["dups"])
     row["cdf"] = latency_sample(lat[is_steady])
+    if row["lost"] or row["failed"]:
+        # What the server said about it (a worker timeout, say).
+        row["server_log"] = server.tail()[-600:]
     bench.log(
-        f"  {tag}: {row['deliveries_per_s']:,.0f} deliveries/s, steady p99 {row['steady']['p99'] or 0:.1f} ms, "
-        f"lost {row['lost']}, {row['kb_per_conn']:.1f} KB/conn, redis {row['redis0']}->{row['redis_n']}"
+        f"  {tag}: offered {row['deliveries_per_s']:,.0f} deliveries/s (p99 {row['offered']['p99'] or 0:.1f} ms), "
+        f"steady p99 {row['steady']['p99'] or 0:.1f} ms at "
+        f"{row.get('steady_server_us_per_delivery', 0):.1f} us/delivery, lost {row['lost']}, "
+        f"{row['kb_per_conn']:.1f} KB/conn, redis {row['redis0']}->{row['redis_n']}"
+    )
+    return row
+
+
+def idle_only(bench: Bench, kind: str, n: int) -> dict[str, Any]:
+    """Memory per idle connection with ``n`` connections, nothing published."""
+    plan = bench.plan
+    port = free_port()
+    cmd, path = server_command(kind, bench, port)
+    tag = f"idle-{kind}-{n}"
+    row: dict[str, Any] = {"server": kind, "name": name_of(kind), "clients": n}
+    server = Proc(cmd, env_for(kind, bench), bench.tmp / f"{tag}-server.log", cwd=source_root(kind, bench))
+    clients: Clients | None = None
+    try:
+        pid = start_serving(bench, kind, server, port, path, row)
+        clients = Clients(bench, tag, port, path, n, 1, plan.client_procs)
+        row["ready"], row["failed"] = clients.ready(timeout=120 + n / 20)
+        time.sleep(2.0)
+        row["rss_n"] = rss(pid)
+        row["redis_n"] = bench.redis_conns(pid)
+        row["open_files"] = psutil.Process(pid).num_fds()
+        row["kb_per_conn"] = (row["rss_n"] - row["rss0"]) / max(row["ready"], 1) / 1024
+    except Exception as exc:  # noqa: BLE001
+        bench.log(f"  {tag} failed: {exc}")
+        row["error"] = str(exc)[:500]
+        return row
+    finally:
+        if clients is not None:
+            clients.stop()
+        server.stop()
+    bench.log(
+        f"  {tag}: {row['ready']:,} of {n:,} connected, {row['kb_per_conn']:.1f} KB/conn, "
+        f"{row['open_files']:,} open files in the server"
     )
     return row
 
@@ -675,30 +787,41 @@ def full_path(bench: Bench) -> dict[str, Any]:
     return row
 
 
-def send_throughput(bench: Bench, hubs: int) -> dict[str, Any]:
-    """Events per second one process hands to Celery with ``send()``; nothing consumes them."""
+def send_throughput(bench: Bench, hubs: int, batch: int = 0) -> dict[str, Any]:
+    """Events per second one process hands to Celery with ``send()``, or
+    with ``send_many()`` in batches of ``batch``; nothing consumes them."""
     from bench import ours_app
     from flask_notifications.event import Event
 
-    queue_name = f"{bench.prefix}-sendq-{hubs}"
+    queue_name = f"{bench.prefix}-sendq-{hubs}-{batch}"
     app, notifications, _ = ours_app.make_app(hubs=hubs, queue=queue_name)
     body = "Benchmark body " * 8
+
+    def send() -> int:
+        if batch:
+            notifications.send_many(
+                [Event(None, "bench", "Benchmark event", body, sender="bench") for _ in range(batch)]
+            )
+            return batch
+        notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench"))
+        return 1
+
     with app.app_context():
         for _ in range(20):
-            notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench"))
+            send()
         sent = 0
         start = time.perf_counter()
         deadline = start + bench.plan.send_seconds
         while time.perf_counter() < deadline:
-            notifications.send(Event(None, "bench", "Benchmark event", body, sender="bench"))
-            sent += 1
+            sent += send()
         elapsed = time.perf_counter() - start
     queued = bench.client.llen(queue_name)
     bench.client.delete(queue_name)
     notifications.get_backend(app).close()
     rate = sent / elapsed
-    bench.log(f"  send() with {hubs} hub(s): {rate:,.0f} events/s ({queued} messages queued)")
-    return {"hubs": hubs, "sent": sent, "seconds": elapsed, "per_s": rate, "queued": int(queued)}
+    how = f"send_many() of {batch}" if batch else "send()"
+    bench.log(f"  {how} with {hubs} hub(s): {rate:,.0f} events/s ({queued} messages queued)")
+    return {"hubs": hubs, "batch": batch, "sent": sent, "seconds": elapsed, "per_s": rate, "queued": int(queued)}
 
 
 # -- machine ----------------------------------------------------------------------------------
@@ -736,9 +859,13 @@ def machine(bench: Bench) -> dict[str, Any]:
             "redis-py": redis.__version__,
             "redis-server": info.get("redis_version", "?"),
             "flask-sse": _version("flask-sse"),
+            "flask-socketio": _version("flask-socketio"),
+            "python-socketio": _version("python-socketio"),
+            "gevent-websocket": _version("gevent-websocket"),
             "celery": _version("celery"),
         },
         "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "nofile_found": list(NOFILE_FOUND),
         "commit": sh(f"git -C {ROOT} rev-parse --short HEAD")
         + (" (with uncommitted changes)" if sh(f"git -C {ROOT} status --porcelain --untracked-files=no") else ""),
     }
@@ -778,7 +905,12 @@ def load() -> dict[str, Any]:
 @contextlib.contextmanager
 def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
-    env.update(BENCH_REDIS_URL=redis_url, BENCH_PREFIX=prefix, BENCH_QUEUE=f"{prefix}-queue")
+    env.update(
+        BENCH_REDIS_URL=redis_url,
+        BENCH_PREFIX=prefix,
+        BENCH_QUEUE=f"{prefix}-queue",
+        BENCH_SOCKETIO_CHANNEL=f"{prefix}-socketio",
+    )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     saved = {k: os.environ.get(k) for k in ("BENCH_REDIS_URL", "BENCH_PREFIX", "BENCH_QUEUE")}
     os.environ.update({k: env[k] for k in saved})
@@ -792,7 +924,19 @@ def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
+#: The open-files limit the bench found, before raising it for itself and its
+#: children (``bench/run.sh`` raises it first, and says what it found).
+NOFILE_FOUND = (
+    tuple(resource.RLIM_INFINITY if x == "unlimited" else int(x) for x in os.environ["BENCH_NOFILE_FOUND"].split(":"))
+    if os.environ.get("BENCH_NOFILE_FOUND")
+    else resource.getrlimit(resource.RLIMIT_NOFILE)
+)
+
+
 def raise_nofile() -> None:
+    """Raise the soft open-files limit to the hard one (at least 65,536
+    when the hard limit is unlimited): a 10,000-connection run needs a
+    descriptor per connection in the server and in the clients."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
@@ -804,7 +948,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
     parser.add_argument("--only", help="comma-separated servers: ours,flasksse,raw")
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="client counts, e.g. 100,1000")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,celery,send")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,idle,celery,send")
+    parser.add_argument(
+        "--idle-sizes", type=lambda s: [int(x) for x in s.split(",")], help="connections of the idle-only runs"
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest flask-notifications run")
     parser.add_argument(
         "--variant",
@@ -855,12 +1002,23 @@ def main(argv: list[str] | None = None) -> int:
                     for kind in plan.servers:
                         log(f"fan-out: {name_of(kind)}, {n} clients")
                         results["fanout"].append(fanout(bench, kind, n))
+            results["idle"] = []
+            if "idle" not in skip:
+                for n in plan.idle_sizes:
+                    for kind in plan.idle_servers:
+                        log(f"idle: {name_of(kind)}, {n:,} connections")
+                        results["idle"].append(idle_only(bench, kind, n))
             if "celery" not in skip and "ours" in plan.servers:
                 log("full path through Celery")
                 results["celery"] = full_path(bench)
             if "send" not in skip and "ours" in plan.servers:
                 log("send() throughput")
-                results["send"] = [send_throughput(bench, 1), send_throughput(bench, 10)]
+                results["send"] = [
+                    send_throughput(bench, 1),
+                    send_throughput(bench, 10),
+                    send_throughput(bench, 1, plan.send_batch),
+                    send_throughput(bench, 10, plan.send_batch),
+                ]
             results["load_after"] = load()
             log(f"load after: {results['load_after']['uptime']}")
             results["seconds"] = time.monotonic() - started

@@ -111,6 +111,11 @@ DEFAULTS: dict[str, Any] = {
     # None for no limit. Behind a proxy, apply werkzeug's ProxyFix so the
     # address is the client's, not the proxy's.
     "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": 20,
+    # Under gunicorn -k gevent, write events straight to the streams'
+    # sockets from the fan-out instead of through the WSGI response. Turn
+    # it off behind a middleware that rewrites response bodies (compression),
+    # or with gunicorn --protocol uwsgi, whose bodies are not chunked.
+    "NOTIFICATIONS_SSE_DIRECT_WRITE": True,
     # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
     # the stream, send and consumer counters of docs/operations.rst. Set
     # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate

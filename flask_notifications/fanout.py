@@ -35,20 +35,22 @@ calls) and set :attr:`Fanout.stream_class`.
 
 from __future__ import annotations
 
+import atexit
+import errno
 import logging
 import os
 import threading
 import time
 import weakref
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 from .backoff import backoff
 from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
 from .event import Event
 from .event_filter import EventFilter
-from .green import HangupWatcher, Runner, cooperate, is_current, make_wakeup, spawn
+from .green import HangupWatcher, Runner, SocketWriter, cooperate, is_current, make_wakeup, spawn
 from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
 from .sse import (
     EVICTED,
@@ -73,6 +75,12 @@ _RESET: Key = (-2, -2)
 _BATCH = 32
 #: Largest chunk a stream hands to the server in one write.
 _CHUNK = 64 * 1024
+#: Seconds between the listener's rounds of heartbeats to live streams.
+_SWEEP = 1.0
+
+#: What :meth:`Stream.push` did with a batch: nothing (offer its events one
+#: by one), wrote it all to the socket, or left the rest to the greenlet.
+NOT_PUSHED, WRITTEN, LEFT = 0, 1, 2
 
 #: What a stream's queue holds: the message's key, its frame, and its event
 #: (``None`` for an announcement or a message that is not a valid event).
@@ -104,7 +112,46 @@ class Stream:
 
     Built by :meth:`Fanout.open`; :meth:`close` unregisters it and is called
     when the server closes the response (the client left) or the stream ends.
+
+    With a :class:`~flask_notifications.green.SocketWriter` (under
+    ``gunicorn -k gevent``), the stream goes *live* once its first frames
+    and its replay went out through the server: it takes the connection
+    over and the server's greenlet ends. From then on the fan-out writes
+    each batch straight to the socket (:meth:`push`), and a greenlet runs
+    only while there is something the fan-out cannot write at once: the
+    rest of a batch a full socket buffer did not take, the events its
+    filter must judge, and announcements, always in order.
     """
+
+    __slots__ = (
+        "fanout",
+        "hub_id",
+        "event_filter",
+        "client",
+        "_queue",
+        "_queue_size",
+        "_ready",
+        "_socket",
+        "writer",
+        "live",
+        "_busy",
+        "_raw",
+        "heartbeat",
+        "last_write",
+        "floor",
+        "start_id",
+        "replay",
+        "replay_more",
+        "gap",
+        "replaying",
+        "_overflowed",
+        "closed",
+        "evicted",
+        "_released",
+        "_watcher",
+        "ended",
+        "retry",
+    )
 
     def __init__(
         self,
@@ -114,15 +161,28 @@ class Stream:
         client: str,
         queue_size: int,
         sock: Any = None,
+        writer: SocketWriter | None = None,
     ) -> None:
         self.fanout = fanout
         self.hub_id = hub_id
         self.event_filter = event_filter
         self.client = client
-        self._queue: deque[Item] = deque()
+        self._queue: list[Item] = []
         self._queue_size = max(1, queue_size)
         self._ready = make_wakeup()
         self._socket = sock
+        self.writer = writer
+        #: The stream took the connection over from the server; the
+        #: fan-out may write to it (see :meth:`push`).
+        self.live = False
+        #: A greenlet is writing what the fan-out left (see :meth:`_drain`).
+        self._busy = False
+        #: Bytes the fan-out could not write, already framed, to go first.
+        self._raw: bytes = b""
+        self.heartbeat = 0.0
+        #: The reconnection delay the stream was opened with, in milliseconds.
+        self.retry = 0
+        self.last_write = 0.0
         #: Live events at or below this id were replayed or came before the stream.
         self.floor: Key = (0, 0)
         self.start_id = "0-0"
@@ -166,15 +226,23 @@ class Stream:
             if len(self._queue) < self._queue_size:
                 self._queue.append((key, frame, event))
                 self._ready.notify()
+                if self.live:
+                    self._kick()
                 return True
             if self.replaying:
                 self._queue.clear()
                 self._overflowed = True
                 return True
-            self.closed = self.evicted = True
-            self._queue.clear()
-            self._ready.notify_all()
-        self._shutdown_socket()
+            self.evicted = True
+        if self.live:
+            # Its buffer is full: what still fits goes, then the end.
+            self.close()
+        else:
+            with self._ready:
+                self.closed = True
+                self._queue.clear()
+                self._ready.notify_all()
+            self._shutdown_socket()
         return False
 
     def announce(self, frame: bytes, *, reset: bool = False) -> None:
@@ -188,6 +256,8 @@ class Stream:
                 return
             self._queue.append((_RESET if reset else _ANNOUNCEMENT, frame, None))
             self._ready.notify()
+            if self.live:
+                self._kick()
 
     def take(self, timeout: float) -> list[Item] | None:
         """Wait up to ``timeout`` seconds for queued items.
@@ -283,10 +353,137 @@ class Stream:
                 yield gap_frame(after, oldest_id=oldest, reason="trimmed")
             page, more = history.messages, len(history.messages) >= self.fanout.page_size
 
-    def frames(self, *, retry: int, heartbeat: float) -> Iterator[bytes]:
+    def push(self, first: Key, last: Key, data: bytes, chunk: bytes, now: float) -> int:
+        """Write the frames of a batch of events straight to the socket of a
+        live stream, without waking its greenlet. What the socket's buffer
+        does not take now goes to the greenlet, which writes it before
+        anything else.
+
+        :param first: the key of the batch's first event.
+        :param last: the key of its last event.
+        :param data: the frames of its events.
+        :param chunk: ``data`` as one HTTP/1.1 chunk.
+        :param now: ``time.monotonic()``.
+        :return: :data:`NOT_PUSHED` when the stream cannot take the batch
+            this way (it is not live, has a filter, has something left to
+            write, or the batch starts at or below its floor): offer the
+            events one by one. Else :data:`WRITTEN`, or :data:`LEFT` when
+            the socket's buffer was full and the greenlet writes the rest.
+        """
+        # Only a stream with a writer goes live, and only under gevent,
+        # where nothing else runs between these checks and the write.
+        if (
+            not self.live
+            or self._busy
+            or self._queue
+            or self.closed
+            or self.event_filter is not None
+            or first <= self.floor
+        ):
+            return NOT_PUSHED
+        self.floor = last
+        return self._write_now(chunk if self.writer is not None and self.writer.chunked else data, now)
+
+    def tick(self, now: float) -> None:
+        """Write a heartbeat to a live stream idle for its heartbeat
+        interval. (A stream that is not live writes its own.)"""
+        if (
+            self.live
+            and not self._busy
+            and not self._queue
+            and not self.closed
+            and now - self.last_write >= self.heartbeat
+        ):
+            self._write_now(self._heartbeat_wire, now)
+
+    def _write_now(self, wire: bytes, now: float) -> int:
+        writer = self.writer
+        assert writer is not None
+        try:
+            sent = writer.write_nowait(wire)
+        except OSError:
+            self.close()  # the client is gone
+            return WRITTEN
+        self.last_write = now
+        if sent < len(wire):
+            self._raw = wire[sent:]
+            self._kick()
+            return LEFT
+        return WRITTEN
+
+    @property
+    def _heartbeat_wire(self) -> bytes:
+        writer = self.writer
+        assert writer is not None
+        return writer.frame(HEARTBEAT)
+
+    def _select(self, items: list[Item]) -> Iterator[bytes]:
+        """The frames of ``items`` this stream carries: above its floor and
+        through its filter."""
+        for key, frame, event in items:
+            if key is _RESET:
+                self.floor = (0, 0)
+            elif key is not _ANNOUNCEMENT:
+                if key <= self.floor:
+                    continue
+                self.floor = key
+                if not self.accepts(event):
+                    continue
+            yield frame
+
+    def _go_live(self, writer: SocketWriter, heartbeat: float, retry: int) -> None:
+        """Take the connection over from the server: a descriptor of our
+        own, a hang-up watcher on it, and the fan-out's writes from now on."""
+        writer.detach()
+        if self._watcher is not None:
+            self._watcher.close()
+        self._watcher = HangupWatcher.start(writer.fd, self.close)
+        self._socket = None
+        self.heartbeat = heartbeat
+        self.retry = retry
+        self.last_write = time.monotonic()
+        self.live = True
+        if self._queue:
+            # Queued during the replay.
+            self._kick()
+
+    def _kick(self) -> None:
+        """Make sure a greenlet writes what the fan-out left."""
+        if not self._busy and not self.closed:
+            self._busy = True
+            spawn(self._drain, name="flask-notifications-stream")
+
+    def _drain(self) -> None:
+        """Write, in order, the bytes a full socket buffer did not take and
+        the queued items, until nothing is left; then end, so that a live
+        stream holds no greenlet while its client keeps up."""
+        writer = self.writer
+        assert writer is not None
+        try:
+            while not self.closed:
+                raw, self._raw = self._raw, b""
+                items, self._queue = self._queue, []
+                if not raw and not items:
+                    return
+                selected = b"".join(self._select(items))
+                writer.write(raw + writer.frame(selected) if selected else raw)
+                self.last_write = time.monotonic()
+        except OSError:
+            self.close()  # the client is gone, or the stream was closed
+        finally:
+            self._busy = False
+
+    def frames(self, *, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
         """The bytes of the stream: ``retry`` and the start id, the gap event
         if any, the replayed events, then live events, announcements and
-        heartbeats until the stream is closed."""
+        heartbeats until the stream is closed.
+
+        With a writer, the stream then takes the connection over (see
+        :meth:`push`) and ends the server's part of the response with
+        :class:`BrokenPipeError`, which gunicorn takes for a client that
+        left: it closes its socket without writing more, and its greenlet
+        ends."""
+        live = False
         try:
             if self.ended:
                 # Ended before its first byte: the client keeps its last id.
@@ -304,6 +501,12 @@ class Stream:
                 # The client resumes from its last id once the backend is back.
                 logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
                 return
+            if self.writer is not None and not self.closed:
+                # The server wrote everything yielded so far before asking
+                # for more: from here on, writes to the socket come in order.
+                self._go_live(self.writer, heartbeat, retry)
+                live = True
+                raise BrokenPipeError(errno.EPIPE, "The stream went on outside the WSGI server.")
             last_write = time.monotonic()
             while True:
                 wait = max(0.0, heartbeat - (time.monotonic() - last_write))
@@ -321,15 +524,7 @@ class Stream:
                     continue
                 chunk: list[bytes] = []
                 size = 0
-                for key, frame, event in items:
-                    if key is _RESET:
-                        self.floor = (0, 0)
-                    elif key is not _ANNOUNCEMENT:
-                        if key <= self.floor:
-                            continue
-                        self.floor = key
-                        if not self.accepts(event):
-                            continue
+                for frame in self._select(items):
                     chunk.append(frame)
                     size += len(frame)
                     if size >= _CHUNK:
@@ -339,10 +534,22 @@ class Stream:
                     yield b"".join(chunk)
                     last_write = time.monotonic()
         finally:
+            if not live:
+                self.close()
+
+    def response_closed(self) -> None:
+        """The server is done with the response: close the stream, unless
+        it went live and carries on outside the server."""
+        if not self.live:
             self.close()
 
     def close(self) -> None:
-        """End the stream and free its queue and its place. Idempotent."""
+        """End the stream and free its queue and its place. Idempotent.
+
+        A live stream ends its response itself (the ``reconnect`` event if
+        it was ended, the ``too far behind`` comment if it was evicted, and
+        the last chunk) and closes its
+        descriptor; a greenlet still writing to it gets an :class:`OSError`."""
         with self._ready:
             self.closed = True
             self._queue.clear()
@@ -350,9 +557,18 @@ class Stream:
             released, self._released = self._released, True
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            # Before the server closes the socket, whose descriptor may then
-            # be reused by another client.
+            # Before the socket is closed, whose descriptor may then be
+            # reused by another client.
             watcher.close()
+        if self.live and self.writer is not None:
+            self._raw = b""
+            # While a greenlet writes, a frame may be half on the wire:
+            # nothing more may follow it.
+            last: bytes | None = None
+            if not self._busy:
+                ending = reconnect_frame(self.retry) if self.ended else EVICTED if self.evicted else b""
+                last = self.writer.frame(ending) if ending else b""
+            self.writer.close(last)
         if not released:
             self.fanout.release(self)
 
@@ -362,6 +578,17 @@ class Stream:
 
 #: Every fan-out of this process, for :func:`end_all_streams`.
 _fanouts: weakref.WeakSet[Fanout] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_live_streams() -> None:
+    # A live stream (see Stream.push) is no request of the server's, which
+    # therefore does not wait for it when the process stops: end it as
+    # end_streams() would, so that its client reconnects at once.
+    pid = os.getpid()
+    for fanout in list(_fanouts):
+        if fanout.pid == pid:
+            fanout.end_live_streams()
 
 
 def end_all_streams() -> int:
@@ -444,6 +671,7 @@ class Fanout:
         max_per_client: int | None = None,
         queue_size: int = 512,
         sock: Any = None,
+        writer: SocketWriter | None = None,
     ) -> Stream:
         """Register a stream of ``hub_id`` and prepare what it sends first.
 
@@ -454,11 +682,15 @@ class Fanout:
 
         :param last_event_id: a validated id (see
             :func:`~flask_notifications.sse.parse_last_event_id`).
+        :param sock: the client's socket, shut down when the stream is evicted.
+        :param writer: writes to the client's socket directly once the
+            stream is live (see :meth:`Stream.push`).
         :raises TooManyStreamsError: ``client`` holds ``max_per_client`` streams.
         :raises BackendError: the backend could not be read; nothing is left
             registered.
         """
         stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
+        stream.writer = writer
         stream.replaying = last_event_id is not None
         with self._lock:
             if self._ending:
@@ -594,8 +826,13 @@ class Fanout:
     def _run(self, subscription: Subscription) -> None:
         failures = 0
         idle_since: float | None = None
+        swept = time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - swept >= _SWEEP:
+                    swept = now
+                    self._heartbeats(now)
                 with self._lock:
                     if self._subscription is not subscription:
                         return
@@ -711,7 +948,19 @@ class Fanout:
         self._announce_losses(losses)
 
     def _dispatch(self, messages: list[Message]) -> None:
-        for index, message in enumerate(messages, 1):
+        for start in range(0, len(messages), _BATCH):
+            if start:
+                # Let the streams drain between batches of a large read, so
+                # a burst does not look like slow clients.
+                cooperate()
+            self._dispatch_batch(messages[start : start + _BATCH])
+
+    def _dispatch_batch(self, messages: list[Message]) -> None:
+        """Encode each event once, then hand each stream of its hub the
+        whole batch: one write to a live stream's socket, else one queue
+        entry per event."""
+        parsed: list[tuple[str, Key, bytes, Event | None]] = []
+        for message in messages:
             event = _parse_event(message)
             try:
                 frame = event_frame(message, event, named=self.named_events)
@@ -719,19 +968,57 @@ class Fanout:
             except (StreamFormatError, ValueError) as exc:
                 logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)
                 continue
-            with self._lock:
-                hub = self._hubs.get(message.channel)
+            parsed.append((message.channel, key, frame, event))
+        batches: dict[str, tuple[list[Item], list[Stream]]] = {}
+        with self._lock:
+            for hub_id, key, frame, event in parsed:
+                hub = self._hubs.get(hub_id)
                 if hub is None or key <= hub.cursor:
                     continue
                 hub.cursor = key
-                targets = list(hub.streams)
                 self._stats["events"] += 1
-                self._stats["queued"] += len(targets)
-            for stream in targets:
+                self._stats["queued"] += len(hub.streams)
+                if hub_id not in batches:
+                    batches[hub_id] = ([], list(hub.streams))
+                batches[hub_id][0].append((key, frame, event))
+        for items, targets in batches.values():
+            self._hand_out(items, targets)
+
+    def _hand_out(self, items: list[Item], targets: list[Stream]) -> None:
+        data = b"".join(frame for _, frame, _ in items)
+        chunk = b"%x\r\n%b\r\n" % (len(data), data)
+        first, last = items[0][0], items[-1][0]
+        now = time.monotonic()
+        done = Counter[int]()
+        for stream in targets:
+            pushed = stream.push(first, last, data, chunk, now)
+            done[pushed] += 1
+            if pushed != NOT_PUSHED:
+                continue
+            for key, frame, event in items:
                 if not stream.offer(key, frame, event):
                     self._evicted(stream)
-            if index % _BATCH == 0:
-                cooperate()
+                    break
+        if done[WRITTEN] or done[LEFT]:
+            with self._lock:
+                self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
+                self._stats["direct_fallbacks"] += done[LEFT]
+
+    def end_live_streams(self) -> None:
+        """End every live stream (see :meth:`Stream.push`) with
+        :meth:`Stream.end`: the ``reconnect`` event, then the end of its
+        response. Called when the process exits."""
+        for stream in self._streams():
+            if stream.live:
+                stream.end()
+
+    def _heartbeats(self, now: float) -> None:
+        """Heartbeats for the live streams (see :meth:`Stream.tick`)."""
+        try:
+            for stream in self._streams():
+                stream.tick(now)
+        except Exception:
+            logger.exception("Writing heartbeats failed.")
 
     def _reset(self) -> None:
         # Called with the lock held, by the listener, once idle.
@@ -787,7 +1074,10 @@ class Fanout:
         ``events`` fanned out, ``queued`` (event frames handed to streams,
         one per event and stream), ``replayed`` (events sent from the
         history to resuming streams), ``evicted`` slow streams, ``gaps``
-        reported, ``backend_failures`` (failed reads) and ``outages``."""
+        reported, ``backend_failures`` (failed reads), ``outages``,
+        ``direct_writes`` (batches the listener wrote straight to a socket)
+        and ``direct_fallbacks`` (of those, the ones a full socket buffer
+        left to a greenlet to finish)."""
         with self._lock:
             return {
                 "connections": self._open,
@@ -807,6 +1097,8 @@ class Fanout:
                         "gaps",
                         "backend_failures",
                         "outages",
+                        "direct_writes",
+                        "direct_fallbacks",
                     )
                 },
             }

@@ -8,6 +8,7 @@ server never pays for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 
 def under_gevent() -> bool:
@@ -199,3 +202,130 @@ class HangupWatcher:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.close()
+
+
+class SocketWriter:
+    """Writes a stream's bytes straight to its client's socket, outside the
+    WSGI server.
+
+    Under ``gunicorn -k gevent`` a stream costs one trip through the WSGI
+    stack per write (its greenlet wakes, the response iterators run, and
+    gevent's ``sendall`` makes a ``getsockopt`` call before each ``send``),
+    and a parked greenlet holding the server's request objects and a copy
+    of its C stack. Once the stream's first frames have gone out through
+    the server, :meth:`detach` takes a duplicate of the connection's
+    descriptor and the server lets go of the request: from then on the
+    fan-out hands each batch to the socket with one non-blocking ``write``,
+    and only a socket whose buffer is full gets a greenlet, for as long as
+    it takes to write the rest.
+
+    :param sock: the connection, as the server passed it (a gevent socket).
+    :param chunked: frame every write as an HTTP/1.1 chunk, as the server
+        frames what the response iterator yields.
+    """
+
+    __slots__ = ("sock", "fd", "chunked", "_io", "_closed")
+
+    def __init__(self, sock: socket.socket, chunked: bool) -> None:
+        self.sock: socket.socket | None = sock
+        self.fd = sock.fileno()
+        self.chunked = chunked
+        self._io: Any = None
+        self._closed = False
+
+    @classmethod
+    def for_environ(cls, environ: dict[str, Any]) -> SocketWriter | None:
+        """A writer for the connection of a WSGI request, or ``None`` where
+        writing directly is not safe: not under gevent, a server that gives
+        no ``gunicorn.socket``, TLS, HTTP/2, or a socket in blocking mode
+        (a write could then stall the whole process)."""
+        sock = environ.get("gunicorn.socket")
+        if not under_gevent() or not isinstance(sock, socket.socket):
+            return None
+        import ssl
+
+        if isinstance(sock, ssl.SSLSocket) or environ.get("HTTP_VERSION") == "2":
+            return None
+        protocol = environ.get("SERVER_PROTOCOL")
+        if protocol not in ("HTTP/1.0", "HTTP/1.1"):
+            return None
+        try:
+            if os.get_blocking(sock.fileno()):
+                return None
+        except OSError:
+            return None
+        # gunicorn frames a response without Content-Length as chunks for
+        # HTTP/1.1 clients and sends it as it is (closing the connection
+        # after it) for HTTP/1.0 ones.
+        return cls(sock, chunked=protocol == "HTTP/1.1")
+
+    def detach(self) -> None:
+        """Take a descriptor of our own for the connection, so that it
+        stays open when the server closes its socket.
+
+        :raises OSError: no descriptor is left.
+        """
+        self.fd = os.dup(self.fd)
+        self.sock = None
+
+    def frame(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire: one HTTP/1.1 chunk, or as it is."""
+        if self.chunked:
+            return b"%x\r\n%b\r\n" % (len(data), data)
+        return data
+
+    def write_nowait(self, data: bytes | memoryview) -> int:
+        """Write what the socket's buffer takes now, without yielding.
+
+        :return: the number of bytes written (0 when the buffer is full).
+        :raises OSError: the connection is gone or closed.
+        """
+        if self._closed:
+            raise BrokenPipeError("The stream's connection is closed.")
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+
+    def write(self, data: bytes) -> None:
+        """Write all of ``data``, letting other greenlets run while the
+        socket's buffer is full.
+
+        :raises OSError: the connection is gone, or :meth:`close` was called.
+        """
+        from gevent import get_hub
+        from gevent.socket import wait
+
+        view = memoryview(data)
+        while view:
+            view = view[self.write_nowait(view) :]
+            if view:
+                if self._io is None:
+                    self._io = get_hub().loop.io(self.fd, 2)  # 2: writable
+                wait(self._io)
+
+    def close(self, last: bytes | None = b"") -> None:
+        """Write ``last`` and end the response (the last chunk) if the
+        socket takes them now, and close our descriptor; a greenlet blocked
+        in :meth:`write` gets an :class:`OSError`. Idempotent, and a no-op
+        before :meth:`detach`: the server still owns the response then.
+
+        :param last: ``None`` to write nothing (a frame may be half written).
+        """
+        if self._closed or self.sock is not None:
+            return
+        if last is not None:
+            ending = last + (b"0\r\n\r\n" if self.chunked else b"")
+            try:
+                if self.write_nowait(ending) < len(ending):
+                    logger.debug("The end of a stream did not fit in its socket's buffer.")
+            except OSError:
+                pass
+        self._closed = True
+        watcher, self._io = self._io, None
+        if watcher is not None:
+            from gevent.socket import cancel_wait
+
+            cancel_wait(watcher, BrokenPipeError("The stream's connection was closed."))
+            watcher.close()
+        os.close(self.fd)

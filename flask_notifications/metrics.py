@@ -49,7 +49,7 @@ from flask import Flask, Response, request_started
 from . import signals
 from .errors import ConfigurationError, NotificationsError
 from .green import spawn
-from .tasks import DISPATCH_TASK
+from .tasks import DISPATCH_MANY_TASK, DISPATCH_TASK
 
 try:
     from prometheus_client import (
@@ -353,7 +353,7 @@ def _stamp(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: 
     to the consumer messages the dispatch task (or a retry) enqueues."""
     if headers is None or SENT_AT_HEADER in headers:
         return
-    if sender == DISPATCH_TASK:
+    if sender in (DISPATCH_TASK, DISPATCH_MANY_TASK):
         headers[SENT_AT_HEADER] = time.time()
         return
     # The proxy is false outside a task (a send from a web process or a shell).

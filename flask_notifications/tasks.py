@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 #: Name of the task that fans an event out to its consumers.
 DISPATCH_TASK = "flask_notifications.dispatch"
+#: Name of the task that fans a batch of :meth:`Notifications.send_many` out.
+DISPATCH_MANY_TASK = "flask_notifications.dispatch_many"
 
 #: Options every task of this extension runs with.
 TASK_OPTIONS: dict[str, Any] = {
@@ -181,6 +183,8 @@ def bind(celery: Celery, app: Flask) -> None:
     _flask_apps[celery] = weakref.ref(app)
     if DISPATCH_TASK not in celery.tasks:
         celery.task(name=DISPATCH_TASK, **TASK_OPTIONS)(_dispatch)
+    if DISPATCH_MANY_TASK not in celery.tasks:
+        celery.task(name=DISPATCH_MANY_TASK, **TASK_OPTIONS)(_dispatch_many)
     celery_signals.task_unknown.connect(_on_unknown_task, weak=False, dispatch_uid="flask_notifications.unknown")
 
 
@@ -229,6 +233,14 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
             logger.warning("Could not enqueue the consumers of delivery %s, retrying: %r", delivery_id, exc)
             raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0), exc=exc) from exc
         return len(targets)
+
+
+def _dispatch_many(task: Task, items: list[list[Any]]) -> int:
+    """Fan out each ``[event_json, targets, delivery_id]`` of a batch as
+    :func:`_dispatch` does one event. When the broker fails half-way, the
+    whole batch is retried; the consumers already enqueued get their event
+    again, and their claims skip it."""
+    return sum(_dispatch(task, event_json, targets, delivery_id) for event_json, targets, delivery_id in items)
 
 
 def _retry(task: Task, **options: Any) -> Retry:

@@ -23,11 +23,14 @@ from . import signals
 from .errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
 from .event_filter import EventFilter
 from .event_hub import HUB_ID_PREFIX, EventHub
-from .green import under_gevent
+from .green import SocketWriter, under_gevent
 from .sse import parse_last_event_id
 
 if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator
+
     from .ext import Notifications, Runtime
+    from .fanout import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,24 @@ def _authorize(runtime: Runtime, hub: EventHub) -> EventFilter | None:
     return None if verdict is True else verdict
 
 
+class _Body:
+    """The response body of a stream: its frames, and a ``close`` that
+    ends the stream even when the server never started the frames."""
+
+    __slots__ = ("_stream", "_frames")
+
+    def __init__(self, stream: Stream, frames: Generator[bytes, None, None]) -> None:
+        self._stream = stream
+        self._frames = frames
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._frames
+
+    def close(self) -> None:
+        self._frames.close()
+        self._stream.response_closed()
+
+
 def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | None = None) -> Response:
     """Answer the current request with the event stream of ``hub_id``.
 
@@ -189,6 +210,7 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     _warn_if_gevent_unpatched()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     sock = _client_socket(request.environ)
+    writer = SocketWriter.for_environ(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
     try:
         stream = runtime.fanout.open(
             hub.hub_id,
@@ -198,6 +220,7 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
             max_per_client=config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
             queue_size=config["NOTIFICATIONS_SSE_QUEUE_SIZE"],
             sock=sock,
+            writer=writer,
         )
     except TooManyStreamsError as exc:
         raise TooManyRequests(str(exc), retry_after=max(1, retry_ms // 1000)) from None
@@ -210,11 +233,14 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     if fd is not None:
         stream.watch_hangup(fd)
     response = Response(
-        stream.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"])),
+        _Body(stream, stream.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"]))),
         status=200,
         content_type="text/event-stream; charset=utf-8",
+        # The server iterates the frames itself, without werkzeug's
+        # wrappers: one generator less for every parked stream to hold.
+        direct_passthrough=True,
     )
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(stream.close)
+    response.call_on_close(stream.response_closed)
     return response

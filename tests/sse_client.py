@@ -98,6 +98,10 @@ class StreamClosed(Exception):
     """The server ended the stream."""
 
 
+class ChunkError(Exception):
+    """The body is not valid HTTP/1.1 chunked framing."""
+
+
 class SSEClient:
     """One GET of an event stream over a plain socket.
 
@@ -106,6 +110,7 @@ class SSEClient:
     :param headers: more request headers.
     :param timeout: bound of each wait, so a broken test fails instead of hanging.
     :param rcvbuf: ``SO_RCVBUF`` to set before connecting (a slow client).
+    :param http10: send an HTTP/1.0 request (the answer is not chunked).
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class SSEClient:
         headers: dict[str, str] | None = None,
         timeout: float = 20.0,
         rcvbuf: int | None = None,
+        http10: bool = False,
     ) -> None:
         parts = urlsplit(url)
         self.timeout = timeout
@@ -126,7 +132,7 @@ class SSEClient:
         self.sock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         lines = [
-            f"GET {target} HTTP/1.1",
+            f"GET {target} HTTP/{'1.0' if http10 else '1.1'}",
             f"Host: {parts.netloc}",
             "Accept: text/event-stream",
             "Cache-Control: no-cache",
@@ -141,6 +147,10 @@ class SSEClient:
         self._raw = b""
         self._chunked = False
         self._chunk_left = 0
+        #: Chunks of the body read so far.
+        self.chunks = 0
+        #: The body ended with its last (empty) chunk, not with a closed connection.
+        self.finished = False
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.status, self.headers = self._read_head()
         self.body = b""
@@ -202,14 +212,22 @@ class SSEClient:
             if self._chunk_left == -2:
                 if len(self._raw) < 2:
                     break
+                if self._raw[:2] != b"\r\n":
+                    raise ChunkError(f"A chunk is not followed by CR LF: {self._raw[:40]!r}")
                 self._raw = self._raw[2:]
                 self._chunk_left = 0
             if b"\r\n" not in self._raw:
+                if len(self._raw) > 32:
+                    raise ChunkError(f"Not a chunk size line: {self._raw[:40]!r}")
                 break
             size_line, self._raw = self._raw.split(b"\r\n", 1)
-            size = int(size_line.split(b";")[0], 16)
+            digits = size_line.split(b";")[0]
+            if not digits or any(c not in b"0123456789abcdefABCDEF" for c in digits):
+                raise ChunkError(f"Not a chunk size line: {size_line[:40]!r}")
+            size = int(digits, 16)
+            self.chunks += 1
             if size == 0:
-                self.eof = True
+                self.eof = self.finished = True
                 break
             self._chunk_left = size
         return bytes(out)

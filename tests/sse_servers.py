@@ -69,7 +69,10 @@ class Server:
             self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
             self._thread.start()
         else:
-            env = {**os.environ, "SSE_APP_CONFIG": json.dumps(self.config), "PYTHONPATH": str(ROOT)}
+            config = dict(self.config)
+            if self.kind == "gunicorn" and self.sndbuf:
+                config["SSE_TEST_SNDBUF"] = self.sndbuf
+            env = {**os.environ, "SSE_APP_CONFIG": json.dumps(config), "PYTHONPATH": str(ROOT)}
             if self.kind == "gevent":
                 command = [sys.executable, "-m", "tests.apps.serve_sse", str(self.port), str(self.sndbuf)]
             else:

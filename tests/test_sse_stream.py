@@ -34,6 +34,9 @@ SERVED = [
     pytest.param(("threaded", "memory"), id="threaded-memory"),
 ]
 
+#: ... and gunicorn -k gevent, where the fan-out writes to the sockets itself.
+WITH_GUNICORN = [*SERVED, pytest.param(("gunicorn", "redis"), id="gunicorn-redis")]
+
 ServeFactory = Callable[..., Server]
 
 
@@ -92,7 +95,7 @@ def test_send_reaches_the_browser_through_a_real_worker(
 # -- replay -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("served", SERVED)
+@pytest.mark.parametrize("served", WITH_GUNICORN)
 def test_reconnecting_with_last_event_id_loses_and_repeats_nothing(
     served: tuple[str, str], serve: ServeFactory
 ) -> None:
@@ -168,7 +171,7 @@ def test_an_id_older_than_the_history_gets_a_gap_event(served: tuple[str, str], 
 # -- heartbeat, authorization, filters -------------------------------------------------
 
 
-@pytest.mark.parametrize("served", SERVED)
+@pytest.mark.parametrize("served", WITH_GUNICORN)
 def test_an_idle_stream_gets_heartbeats(served: tuple[str, str], serve: ServeFactory) -> None:
     server = serve(*served, NOTIFICATIONS_SSE_HEARTBEAT=1)
     with server.stream(f"/notifications/{NEWS}/events") as client:
@@ -219,7 +222,7 @@ def test_per_user_streams_never_carry_another_users_event(serve: ServeFactory) -
 # -- slow clients and connection counts ---------------------------------------------------
 
 
-@pytest.mark.parametrize("served", SERVED)
+@pytest.mark.parametrize("served", WITH_GUNICORN)
 def test_a_slow_client_is_evicted_while_a_healthy_one_gets_everything(
     served: tuple[str, str], serve: ServeFactory
 ) -> None:
@@ -258,7 +261,7 @@ def test_a_slow_client_is_evicted_while_a_healthy_one_gets_everything(
     assert [e.last_event_id for e in before + rest] == ids
 
 
-@pytest.mark.parametrize("served", SERVED)
+@pytest.mark.parametrize("served", WITH_GUNICORN)
 def test_a_client_that_leaves_frees_its_place(served: tuple[str, str], serve: ServeFactory) -> None:
     server = serve(*served, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=2)
     url = f"/notifications/{NEWS}/events"
@@ -269,8 +272,8 @@ def test_a_client_that_leaves_frees_its_place(served: tuple[str, str], serve: Se
         assert server.status(url) == 429
         for client in clients:
             client.close()
-        if served[0] == "gevent":
-            # A greenlet notices the hang-up at once.
+        if served[0] in ("gevent", "gunicorn"):
+            # A watcher on the socket notices the hang-up at once.
             wait_for(lambda: server.stats()["connections"] == 0)
         else:
             # A thread notices it at its next write (an event or a heartbeat).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from typing import Any
 
@@ -71,6 +72,14 @@ def setup(app: Flask, notifications: Notifications) -> None:
     if not app.config.get("SSE_TEST_NO_AUTHORIZER"):
         notifications.stream_authorizer(authorize)
 
+    @app.before_request
+    def shrink_send_buffer() -> None:
+        # gunicorn makes its own listener: shrink each connection's buffer.
+        sndbuf = app.config.get("SSE_TEST_SNDBUF")
+        sock = request.environ.get("gunicorn.socket")
+        if sndbuf and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
     @app.get("/gated")
     def gated() -> Any:
         return notifications.flask_sse_notifier(news.hub_id, event_filter=Gated())
@@ -89,6 +98,14 @@ def setup(app: Flask, notifications: Notifications) -> None:
     def publish(hub_id: str) -> Any:
         message = notifications.backend.publish(hub_id, request.get_data(as_text=True))
         return jsonify(id=message.id)
+
+    @app.get("/greenlets")
+    def greenlets() -> Any:
+        import gc
+
+        from greenlet import greenlet
+
+        return jsonify(count=sum(1 for item in gc.get_objects() if isinstance(item, greenlet)))
 
     @app.get("/stats")
     def stats() -> Any:
