@@ -81,12 +81,6 @@ def kinds(received: list[SSEEvent]) -> list[str]:
 # -- 1. a Redis that restarts empty is not always noticed ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_RedisSubscription._check detects a restarted-empty server only when the new stream's "
-    "entries-added is below the old one (or its ids went backwards): events the listener had not "
-    "read yet vanish with the old server and no gap event is sent",
-)
 def test_a_redis_restarted_empty_with_more_new_events_loses_the_unread_ones_without_a_gap(
     serve: ServeFactory, private_redis: RedisServer, unique: str
 ) -> None:
