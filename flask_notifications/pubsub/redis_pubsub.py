@@ -380,7 +380,7 @@ class _RedisSubscription(Subscription):
         for channel in channels:
             pipe.xinfo_stream(backend._key(channel))
         for channel in held:
-            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel])
+            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel], count=1)
         pipe.info("replication")
         replies = self._call(pipe.execute, raise_on_error=False)
         if self._failures:
@@ -593,7 +593,7 @@ class _ClusterSubscription(_RedisSubscription):
         for channel in channels:
             # The entry at the position first: a trim between the two
             # commands then shows in the counters that explain it.
-            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel])
+            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel], count=1)
             pipe.xinfo_stream(backend._key(channel))
             pipe.xrange(backend._key(channel), min=f"({positions[channel]}")
         try:

@@ -116,12 +116,6 @@ def test_a_redis_restarted_empty_with_more_new_events_loses_the_unread_ones_with
 # -- 2. a reset during a resuming stream's replay delivers events twice ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stream._replay reads the new stream's events from the history after a reset, then the "
-    "queued reset announcement sets the floor back to 0-0 (fanout.py, Stream.frames) and the same "
-    "events, queued live by the listener, are written again",
-)
 def test_a_reset_during_a_resuming_streams_replay_delivers_events_twice(
     serve: ServeFactory, private_redis: RedisServer, unique: str
 ) -> None:
