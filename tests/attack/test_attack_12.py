@@ -151,12 +151,6 @@ def test_a_reset_during_a_resuming_streams_replay_delivers_events_twice(
 # -- 3. a client that sent a byte before hanging up keeps its slot --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="green.HangupWatcher._readable stops watching for good once the client sent any byte, so "
-    "a later hang-up (RST) is noticed only at the next write (a heartbeat, NOTIFICATIONS_SSE_HEARTBEAT): "
-    "the stream keeps its queue and the client's place under the per-client cap (429) until then",
-)
 def test_a_client_that_sent_a_byte_then_hung_up_releases_its_place(serve: ServeFactory) -> None:
     server = serve(NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=2, NOTIFICATIONS_SSE_HEARTBEAT=600.0)
     for _ in range(2):
