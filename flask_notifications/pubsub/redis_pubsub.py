@@ -412,6 +412,7 @@ class _RedisSubscription(Subscription):
                 if self._positions.get(channel) != positions[channel]:
                     continue  # removed (or removed and added again) meanwhile
                 got = read.get(channel, [])
+                lost: Lost | None
                 if replid is not None:
                     lost = self._rebase(channel, positions[channel], info, got)
                 else:
