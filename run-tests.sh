@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
-# Run the whole test suite: lint, types and pytest against real services.
+# Run the test suite: lint, types, the docs build and pytest, against real
+# services.
+#
+#   ./run-tests.sh                 ruff, mypy --strict, sphinx -W, then the suite
+#                                  in parallel (pytest-xdist), and the reliability
+#                                  tests (faults, load) one at a time after it
+#   ./run-tests.sh ARGS...         the same, with ARGS given to pytest
+#                                  (tests/test_cli.py -x, -k name, ...)
+#   ./run-tests.sh --fast [ARGS]   the fast lane: ruff, then the unit tests that
+#                                  need no server (the in-memory backend), in seconds
+#   ./run-tests.sh --services -- COMMAND...
+#                                  start the services the tests need, run COMMAND
+#                                  (python -m pytest tests/test_x.py, say), stop them
 #
 # It installs what the tests need into the active virtualenv (or ./.venv,
-# created on first use), makes sure a Redis server answers (REDIS_URL if it
-# does, else a private redis-server on a free port, stopped at the end), and
-# exits non-zero on any failure. Extra arguments go to pytest.
+# created on first use). It uses the Redis at REDIS_URL if one answers, else
+# starts a private redis-server on a free port; it uses the RabbitMQ at
+# AMQP_URL if one answers, else starts rabbitmq-server if it is installed.
+# Whatever it started, it stops at the end. PYTEST_WORKERS sets the number of
+# pytest processes (default 4; 0 runs serially). It exits non-zero on any
+# failure.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 log() { printf '==> %s\n' "$*" >&2; }
+
+mode=full
+case "${1:-}" in
+  --fast) mode=fast; shift ;;
+  --services)
+    mode=services; shift
+    [ "${1:-}" = "--" ] && shift
+    [ $# -gt 0 ] || { log "usage: ./run-tests.sh --services -- COMMAND..."; exit 2; }
+    ;;
+esac
 
 # -- Python environment ------------------------------------------------------
 if [ -z "${VIRTUAL_ENV:-}" ]; then
@@ -19,11 +44,21 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   # shellcheck disable=SC1091
   source .venv/bin/activate
 fi
-log "installing the package with its test extras"
-python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-python -m pip install --quiet --disable-pip-version-check -e ".[tests,docs]" 2>&1 \
-  | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
-python -c "import flask_notifications, aiosmtpd, hypothesis" || { log "installation failed"; exit 1; }
+# The full run always installs; --fast and --services only when something is missing.
+if [ "$mode" = full ] || ! python -c "import flask_notifications, kombu, redis, xdist, hypothesis" 2>/dev/null; then
+  log "installing the package with its test extras"
+  python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+  python -m pip install --quiet --disable-pip-version-check -e ".[tests,docs]" 2>&1 \
+    | grep -v -e "^WARNING: Location" -e "^$" >&2 || true
+  python -c "import flask_notifications, aiosmtpd, hypothesis, xdist" || { log "installation failed"; exit 1; }
+fi
+
+if [ "$mode" = fast ]; then
+  log "ruff"
+  ruff check flask_notifications tests examples
+  log "pytest: the fast lane (no server), in ${PYTEST_WORKERS:-3} processes"
+  exec python -m pytest -n "${PYTEST_WORKERS:-3}" -m "not server and not reliability" "$@"
+fi
 
 cleanup_cmds=()
 cleanup() {
@@ -71,7 +106,7 @@ else
 fi
 export REDIS_URL
 
-# -- RabbitMQ (the amqp backend's tests skip, saying why, if none answers) -------
+# -- RabbitMQ (the amqp tests skip, saying why, if none answers; in CI they fail) --
 amqp_answers() {
   python - "$1" <<'PY'
 import sys
@@ -86,18 +121,32 @@ finally:
 PY
 }
 
+stop_rabbitmq() {
+  # Only the node this script started; RABBITMQ_NODENAME names it, if set.
+  log "stopping the RabbitMQ that run-tests.sh started"
+  rabbitmqctl ${RABBITMQ_NODENAME:+-n "$RABBITMQ_NODENAME"} shutdown >/dev/null 2>&1 \
+    || log "rabbitmqctl shutdown failed: RabbitMQ may still be running"
+}
+
 AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}"
 if amqp_answers "$AMQP_URL"; then
   log "using RabbitMQ at $AMQP_URL"
 elif command -v rabbitmq-server >/dev/null 2>&1; then
-  log "no RabbitMQ at $AMQP_URL: starting rabbitmq-server -detached (up to 30 s)"
+  log "no RabbitMQ at $AMQP_URL: starting rabbitmq-server -detached (up to 60 s); it is stopped at the end"
   rabbitmq-server -detached >/dev/null 2>&1 || true
-  for _ in $(seq 30); do amqp_answers "$AMQP_URL" && break; sleep 1; done
+  cleanup_cmds+=("stop_rabbitmq")
+  for _ in $(seq 60); do amqp_answers "$AMQP_URL" && break; sleep 1; done
   amqp_answers "$AMQP_URL" || log "RabbitMQ did not answer at $AMQP_URL: the amqp backend tests will skip"
 else
   log "no RabbitMQ at $AMQP_URL and no rabbitmq-server to start: the amqp backend tests will skip"
 fi
 export AMQP_URL
+
+if [ "$mode" = services ]; then
+  status=0
+  "$@" || status=$?
+  exit "$status"
+fi
 
 # -- Checks ----------------------------------------------------------------------
 log "ruff"
@@ -106,5 +155,21 @@ log "mypy --strict"
 mypy --strict flask_notifications
 log "sphinx-build -W"
 python -m sphinx -W -b html docs docs/_build/html -q
-log "pytest"
-python -m pytest "$@"
+workers="${PYTEST_WORKERS:-4}"
+if [ "$workers" = 0 ]; then
+  log "pytest"
+  exec python -m pytest "$@"
+fi
+# The reliability tests inject faults and load and wait on recovery: they
+# run one at a time, after the rest, so the parallel part does not load them.
+log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
+status=0
+python -m pytest -n "$workers" -m "not reliability" "$@" || status=$?
+log "pytest: the reliability tests (faults and load), one at a time"
+reliability=0
+python -m pytest -m reliability "$@" || reliability=$?
+# 5 means that a part selected no test: only both selecting none is an error.
+if [ "$status" = 5 ] && [ "$reliability" = 5 ]; then exit 5; fi
+[ "$status" = 5 ] && status=0
+[ "$reliability" = 5 ] && reliability=0
+[ "$status" = 0 ] && [ "$reliability" = 0 ]

@@ -450,13 +450,17 @@ takes about ten minutes, and ``--quick`` makes a smoke run. The run writes
 """
 
 
+#: The inbox benchmark (``python -m bench.inbox``) writes its own section.
+INBOX_INCLUDE = "\n.. include:: ../bench/results/inbox.rst\n"
+
+
 def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     plots(results, out)
     (out / "report.md").write_text(render(results, "md", "") + "\n")
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(out.resolve(), docs.parent.resolve())
-        docs.write_text(RST_HEAD + render(results, "rst", f"{Path(rel).as_posix()}/") + "\n")
+        docs.write_text(RST_HEAD + render(results, "rst", f"{Path(rel).as_posix()}/") + "\n" + INBOX_INCLUDE)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ Two hubs, as in the original example:
   the page and, when ``MAIL_SERVER`` is set, mails them.
 
 The page (``/``) follows both hubs over Server-Sent Events and has forms to
-send a user event and a system event.
+send a user event and a system event. Its bell is the inbox of the user you
+view the page as (``/as/tim``; ``tom`` by default): every user event is kept
+for its recipients by an ``InboxConsumer`` (SQLite in the instance folder
+unless ``FLASK_NOTIFICATIONS_INBOX_URL`` says otherwise), and the bell's
+count follows it live, through a stream of that user's own badge events.
 
 Run it with ``./examples/run.sh``: with no configuration it uses the embedded
 default, the in-process backend with tasks run in the web process, so it
@@ -26,18 +30,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, Response, jsonify, redirect, render_template, request, send_from_directory, session, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.serving import make_server
 
-from flask_notifications import InvalidEventError, Notifications
+from flask_notifications import InvalidEventError, Notifications, NotificationsError
+from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.consumers.log_consumer import LogConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.event import Event
+from flask_notifications.filters.always import Always
 from flask_notifications.filters.before_date import BeforeDate
 from flask_notifications.filters.not_filter import Not
 from flask_notifications.filters.with_event_type import WithEventType
+from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.filters.with_recipients import WithRecipients
 from flask_notifications.filters.with_sender import WithSender
+from flask_notifications.inbox import inbox_blueprint
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
@@ -48,6 +57,8 @@ app.config.update(
     NOTIFICATIONS_SSE_BLUEPRINT=True,
     EXAMPLE_LOG_FILE=str(Path(__file__).resolve().parent / "events.log"),
     EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
+    # Signs the session cookie that says whom the page is viewed as.
+    SECRET_KEY=os.environ.get("SECRET_KEY", "example-only-not-secret"),
 )
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
@@ -88,6 +99,22 @@ user_hub.register_consumer(LogConsumer(app.config["EXAMPLE_LOG_FILE"], name="exa
 user_hub.register_consumer(PushConsumer(None, user_hub.hub_id))
 system_hub.register_consumer(PushConsumer(None, system_hub.hub_id))
 
+# The inbox: user events are kept for their recipients. The unread counts go
+# to a hub of their own, which the bell streams filtered to its user.
+inbox_hub = notifications.create_hub("Inbox")
+inbox_hub.filter_by(Not(Always()))  # it takes no sent event: it carries the badges only
+user_hub.register_consumer(InboxConsumer(badge_channel=inbox_hub.hub_id, name="examples.app.inbox"))
+with app.app_context():
+    notifications.inbox.create_all()
+app.register_blueprint(inbox_blueprint, url_prefix="/inbox")
+
+
+@notifications.inbox.user_loader
+def viewer() -> str:
+    """Whom the page is viewed as: a demo has no login."""
+    return str(session.get("user", "tom"))
+
+
 # Mail only when an SMTP server is configured: a mail consumer without one
 # would fail on every event and fill the dead letters.
 if app.config.get("MAIL_SERVER"):
@@ -112,38 +139,111 @@ def index() -> str:
         {"label": hub.label, "hub_id": hub.hub_id, "url": url_for("notifications.events", hub_id=hub.hub_id)}
         for hub in (user_hub, system_hub)
     ]
-    return render_template("index.html", streams=streams, event_types=EVENT_TYPES)
+    return render_template(
+        "index.html",
+        streams=streams,
+        event_types=EVENT_TYPES,
+        user=viewer(),
+        inbox={"api": url_for("notifications_inbox.list_notifications"), "events": url_for("inbox_events")},
+    )
+
+
+@app.get("/as/<user>")
+def view_as(user: str) -> ResponseReturnValue:
+    """View the page as ``user`` (whose bell it shows)."""
+    session["user"] = user[:100]
+    return redirect(url_for("index"))
+
+
+@app.get("/inbox/events")
+def inbox_events() -> Response:
+    """The viewer's badge events: their unread count, whenever it changes."""
+    return notifications.flask_sse_notifier(inbox_hub.hub_id, event_filter=WithRecipient(viewer()))
+
+
+@app.get("/favicon.ico")
+def favicon() -> ResponseReturnValue:
+    return send_from_directory(app.static_folder or "static", "favicon.svg", mimetype="image/svg+xml")
 
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+#: The longest value of each form field, as the page's ``maxlength`` says.
+MAX_LENGTHS = {"sender": 100, "recipients": 500, "title": 200, "body": 2000}
+#: The fields each kind of event takes from its form.
+FORM_FIELDS = {"user": ("sender", "recipients", "title", "body"), "system": ("title", "body")}
+
+
+def _validate(kind: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The form's values of ``kind``, and what is wrong with them by field."""
+    form = request.form
+    values = {name: form.get(name, "").strip() for name in FORM_FIELDS[kind]}
+    problems: dict[str, str] = {}
+    required = ("sender", "title") if kind == "user" else ("title",)
+    for name in required:
+        if not values[name]:
+            problems[name] = f"{name.capitalize()} is required."
+    for name, value in values.items():
+        if len(value) > MAX_LENGTHS[name]:
+            problems[name] = f"{name.capitalize()} is longer than {MAX_LENGTHS[name]} characters."
+    return values, problems
+
+
 @app.post("/send/<kind>")
 def send(kind: str) -> ResponseReturnValue:
-    """Send a user or a system event from the page's forms."""
-    form = request.form
-    fields: dict[str, Any]
-    if kind == "user":
-        fields = {"sender": form.get("sender", "john"), "recipients": _split(form.get("recipients", ""))}
-    elif kind == "system":
-        fields = {"sender": "system"}
-    else:
+    """Send a user or a system event from the page's forms.
+
+    It answers JSON: 202 with the event id and the hubs that took it, 400
+    naming every field that is wrong, or 503 with the library's error when
+    the broker or the backend cannot be reached (nothing was sent). Without
+    ``Accept: application/json`` a sent form comes back to the page.
+    """
+    if kind not in FORM_FIELDS:
         return jsonify(error=f"Unknown event kind {kind!r}; use 'user' or 'system'."), 404
+    values, problems = _validate(kind)
+    if problems:
+        return jsonify(error=" ".join(problems.values()), fields=problems), 400
+    fields: dict[str, Any] = {"sender": "system"}
+    if kind == "user":
+        fields = {"sender": values["sender"], "recipients": _split(values["recipients"])}
     try:
-        event = Event(None, kind, form.get("title", ""), form.get("body", ""), **fields)
+        event = Event(None, kind, values["title"], values["body"], **fields)
         dispatch = notifications.send(event)
     except InvalidEventError as exc:
-        return jsonify(error=str(exc)), 400
+        return jsonify(error=str(exc), fields={exc.field: str(exc)} if exc.field else {}), 400
+    except NotificationsError as exc:
+        # BrokerUnavailableError, BackendError: an outage, not a bad form.
+        logging.getLogger("examples.app").warning("Not sent: %s", exc)
+        return jsonify(error=str(exc)), 503
     labels = [notifications.get_hub(hub_id).label for hub_id in dispatch.hub_ids]
     if request.accept_mimetypes.best == "application/json":
         return jsonify(event_id=event["event_id"], hubs=labels), 202
     return redirect(url_for("index"))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Serve the example on 127.0.0.1:$PORT (default 5000), printing the URL
+    once the port is bound, or say that the port is taken and exit."""
     port = int(os.environ.get("PORT", "5000"))
+    log = logging.getLogger("examples.app")
+    try:
+        server = make_server("127.0.0.1", port, app, threaded=True)
+    except (OSError, SystemExit):
+        # Werkzeug says why on stderr and exits when it cannot bind.
+        log.error("Cannot listen on 127.0.0.1:%d; choose another port: PORT=8000 ./examples/run.sh", port)
+        raise SystemExit(1) from None
     mode = "Redis at " + REDIS_URL if REDIS_URL else "the in-process backend (no server needed)"
-    logging.getLogger("examples.app").info("Running on %s.", mode)
+    log.info("Running on %s.", mode)
     print(f"\n  Flask-Notifications example: open http://127.0.0.1:{port}/\n", flush=True)
-    app.run(host="127.0.0.1", port=port, threaded=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

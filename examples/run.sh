@@ -18,9 +18,9 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   source .venv/bin/activate
 fi
 installed="$(python -c 'import flask_notifications, os; print(os.path.dirname(os.path.dirname(flask_notifications.__file__)))' 2>/dev/null || true)"
-if [ "$installed" != "$root" ]; then
+if [ "$installed" != "$root" ] || ! python -c "import sqlalchemy" 2>/dev/null; then
   echo "==> installing Flask-Notifications into $(dirname "$(dirname "$(command -v python)")")" >&2
-  if ! python -m pip install --quiet --disable-pip-version-check -e . >/tmp/flask-notifications-pip.$$ 2>&1; then
+  if ! python -m pip install --quiet --disable-pip-version-check -e ".[inbox]" >/tmp/flask-notifications-pip.$$ 2>&1; then
     cat /tmp/flask-notifications-pip.$$ >&2
     rm -f /tmp/flask-notifications-pip.$$
     echo "==> installation failed" >&2

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -31,13 +30,16 @@ from flask.cli import AppGroup
 from .errors import BackendError, NotificationsError
 from .event import Event
 from .event_hub import HUB_ID_PREFIX, EventHub
+from .inbox_cli import inbox_cli
 from .pubsub.backend import Message, parse_id
+from .pubsub.memory_pubsub import MemoryPubSub
 
 if TYPE_CHECKING:
     from .ext import Notifications
 
 #: The command group; :meth:`Notifications.init_app` adds it to ``app.cli``.
 notifications_cli = AppGroup("notifications", help="Send, inspect and tail Flask-Notifications events.")
+notifications_cli.add_command(inbox_cli)
 
 
 def _extension() -> Notifications:
@@ -80,7 +82,7 @@ def _parse_datetime(value: str, field: str) -> datetime:
 
 
 def _event_from_json(source: IO[str]) -> Event:
-    """An event from a JSON object; the fields it lacks get their defaults."""
+    """An event from a JSON object, by the rule of :meth:`Event.from_dict`."""
     text = source.read()
     try:
         data = json.loads(text)
@@ -88,20 +90,31 @@ def _event_from_json(source: IO[str]) -> Event:
         raise click.ClickException(f"The input is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise click.ClickException(f"The input must be a JSON object, not {type(data).__name__}.")
-    for field in ("event_type", "title"):
-        if field not in data:
-            raise click.ClickException(f"The event JSON has no {field!r} field.")
-    defaults: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
-        "body": "",
-        "timestamp": datetime.now(UTC).isoformat(),
-        "sender": "",
-        "recipients": [],
-        "tags": [],
-        "expiration_datetime": None,
-    }
     with _user_errors():
-        return Event.from_dict({**defaults, **data})
+        return Event.from_dict(data)
+
+
+def _warn_if_process_local(ext: Notifications, command: str) -> None:
+    """Say at once that the in-memory backend cannot reach another process.
+
+    A command runs in a process of its own, so with the in-memory backend
+    what it publishes stays in its own memory and it sees nothing that the
+    application's server publishes.
+    """
+    if not isinstance(ext.backend, MemoryPubSub):
+        return
+    if command == "send":
+        effect = (
+            "the events this command pushes stay in its own process: no page served by another process "
+            "shows them (consumers that write elsewhere, such as to a file, still run)"
+        )
+    else:
+        effect = "this command sees only what its own process publishes, never what the application's server sends"
+    click.echo(
+        f"Warning: the in-memory backend keeps events in one process's memory, so {effect}. "
+        "Set NOTIFICATIONS_BACKEND to 'redis' or 'amqp' to reach other processes.",
+        err=True,
+    )
 
 
 @notifications_cli.command("send")
@@ -151,6 +164,7 @@ def send_command(
                 tags=tags,
                 expiration_datetime=_parse_datetime(expires, "--expires") if expires else None,
             )
+    _warn_if_process_local(ext, "send")
     with _user_errors():
         dispatch = ext.send(event)
     if event.is_expired():
@@ -193,9 +207,20 @@ def hubs_command(as_json: bool) -> None:
 # -- listen --------------------------------------------------------------------
 
 
+def _event_object(data: Any) -> Any:
+    """The event that ``data``, its JSON, holds, as the ``--json`` outputs
+    print it: an object, or the text as it is when it is not JSON."""
+    if not isinstance(data, str):
+        return data
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
 def _format_message(message: Message, as_json: bool) -> str:
     if as_json:
-        return json.dumps({"id": message.id, "hub_id": message.channel, "event": json.loads(message.data)})
+        return json.dumps({"id": message.id, "hub_id": message.channel, "event": _event_object(message.data)})
     try:
         event = json.loads(message.data)
     except ValueError:
@@ -224,6 +249,7 @@ def listen_command(hub: str, last_event_id: str | None, count: int | None, as_js
     """
     ext = _extension()
     channel = _find_hub(ext, hub).hub_id
+    _warn_if_process_local(ext, "listen")
     if last_event_id is not None:
         try:
             parse_id(last_event_id)
@@ -285,11 +311,8 @@ def listen_command(hub: str, last_event_id: str | None, count: int | None, as_js
 
 
 def _letter_title(letter: dict[str, Any]) -> str:
-    try:
-        event = json.loads(letter.get("event", ""))
-        return str(event.get("title", ""))
-    except (ValueError, AttributeError):
-        return "(invalid event)"
+    event = _event_object(letter.get("event", ""))
+    return str(event.get("title", "")) if isinstance(event, dict) else "(invalid event)"
 
 
 @notifications_cli.command("failed")
@@ -300,7 +323,9 @@ def failed_command(as_json: bool) -> None:
     with _user_errors():
         letters = ext.dead_letters()
     if as_json:
-        click.echo(json.dumps(letters, indent=2))
+        click.echo(
+            json.dumps([{**letter, "event": _event_object(letter.get("event"))} for letter in letters], indent=2)
+        )
         return
     if not letters:
         click.echo("No dead letters.")

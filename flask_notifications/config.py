@@ -132,6 +132,14 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_HEALTH_BLUEPRINT": False,
     # URL prefix of that blueprint.
     "NOTIFICATIONS_HEALTH_URL_PREFIX": "/health",
+    # The inbox's database: a SQLAlchemy URL or Engine. None uses the app's
+    # Flask-SQLAlchemy engine if it has one, else SQLite in the instance folder.
+    "NOTIFICATIONS_INBOX_URL": None,
+    # The inbox's table (the shipped migration creates the default name).
+    "NOTIFICATIONS_INBOX_TABLE": "notifications_inbox",
+    # Age (seconds or a timedelta) past which `flask notifications inbox
+    # purge` deletes notifications; None keeps them until purged with --days.
+    "NOTIFICATIONS_INBOX_RETENTION": None,
 }
 
 

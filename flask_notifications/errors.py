@@ -36,6 +36,19 @@ class ConsumerError(NotificationsError):
     """A consumer cannot be registered, or a consumer failed to deliver."""
 
 
+class PermanentConsumerError(ConsumerError):
+    """A consumer failed in a way that trying again cannot mend: the server
+    refused the message for good, or the event can never be delivered.
+
+    Raise it (or a subclass) from ``consume()`` and the delivery becomes a
+    dead letter at once, without spending the rest of
+    ``NOTIFICATIONS_MAX_RETRIES``; the letter's ``error`` is this exception.
+    Every other exception is retried. Chain the cause
+    (``raise PermanentConsumerError("...") from exc``) to keep it in the
+    letter's traceback.
+    """
+
+
 class BrokerUnavailableError(NotificationsError):
     """The Celery broker cannot be reached, so nothing was enqueued."""
 
@@ -86,16 +99,28 @@ class MailError(ConsumerError):
 
 class MailServerUnavailableError(MailError):
     """The SMTP server cannot be reached: nothing listens on its port, the
-    connection timed out or dropped, or the TLS handshake failed."""
+    connection timed out or dropped, the TLS handshake failed (its
+    certificate could not be verified, say), or it answered ``421``. The
+    task is retried."""
 
 
-class MailAuthenticationError(MailError):
-    """The SMTP server refused the login, or does not offer authentication
-    on this connection (it may require ``STARTTLS`` first)."""
+class MailDeferredError(MailError):
+    """The SMTP server refused for now, with a transient ``4xx`` reply
+    (greylisting, a full mailbox, a rate limit, a temporary authentication
+    failure). The task is retried."""
 
 
-class MailRejectedError(MailError):
-    """The SMTP server refused the sender, every recipient, or the message."""
+class MailAuthenticationError(MailError, PermanentConsumerError):
+    """The SMTP server refused the login with a permanent ``5xx`` reply, or
+    does not offer authentication on this connection (it may require
+    ``STARTTLS`` first). Retrying with the same credentials cannot succeed
+    (and repeated failed logins may lock the account), so the delivery is
+    dead-lettered at once."""
+
+
+class MailRejectedError(MailError, PermanentConsumerError):
+    """The SMTP server refused the sender, every recipient, or the message,
+    with a permanent ``5xx`` reply, so the delivery is dead-lettered at once."""
 
 
 class StreamFormatError(NotificationsError, ValueError):
@@ -120,3 +145,35 @@ class TooManyStreamsError(NotificationsError):
         )
         self.client = client
         self.limit = limit
+
+
+class InboxError(NotificationsError):
+    """The notification inbox cannot do what was asked."""
+
+
+class InvalidInboxRequestError(InboxError, ValueError):
+    """An inbox call got bad input: an id that is not a positive integer,
+    too many ids, a limit out of range, or a recipient that is not a
+    non-empty string."""
+
+
+class InvalidCursorError(InvalidInboxRequestError):
+    """A pagination cursor is not one that :meth:`Inbox.list` returned."""
+
+
+class NotificationNotFoundError(InboxError, LookupError):
+    """Some ids are not in the user's inbox: they do not exist, or they are
+    another user's (the two are not told apart). Nothing was changed.
+
+    :param ids: the ids that were not found, in ascending order.
+    """
+
+    def __init__(self, ids: list[int]) -> None:
+        shown = ", ".join(str(i) for i in ids[:20]) + (", ..." if len(ids) > 20 else "")
+        super().__init__(f"No notification {shown} in this user's inbox; nothing was changed.")
+        self.ids = ids
+
+
+class InboxUnavailableError(InboxError):
+    """The inbox database cannot be reached, or its table does not exist.
+    A consumer that raises it is retried; nothing is lost."""

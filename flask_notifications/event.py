@@ -22,6 +22,8 @@ CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _DATE_FIELDS = ("timestamp", "expiration_datetime")
 #: The fields every event has; anything else is an extra field.
 FIELDS = (*_STRING_FIELDS, "timestamp", *_LIST_FIELDS, "expiration_datetime")
+#: The fields an event given as a dictionary or JSON must have.
+REQUIRED_FIELDS = ("event_type", "title")
 
 
 def aware(value: datetime | float) -> datetime:
@@ -250,16 +252,38 @@ class Event(dict[str, Any]):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        """Build an event from :meth:`to_dict` output.
+        """Build an event from a dictionary such as :meth:`to_dict` gives.
 
-        :raises InvalidEventError: a field is missing or has the wrong type.
+        ``event_type`` and ``title`` are required. The other fields default as
+        in the constructor: a fresh id, an empty body, now, no sender, no
+        recipients, no tags and no expiration. :meth:`Notifications.send` and
+        ``flask notifications send`` follow this one rule.
+
+        :raises InvalidEventError: required fields are missing (the message
+            names all of them), or a field has the wrong type.
         """
         if not isinstance(data, Mapping):
             raise InvalidEventError(f"An event must be a JSON object, got {type(data).__name__}.")
         values = dict(data)
-        for field in FIELDS:
-            if field not in values:
-                raise InvalidEventError(f"Field {field!r} is missing.", field)
+        missing = [field for field in REQUIRED_FIELDS if field not in values]
+        if missing:
+            names = " and ".join(repr(field) for field in missing)
+            raise InvalidEventError(
+                f"The event has no {names} field{'s' if len(missing) > 1 else ''}; "
+                f"{' and '.join(REQUIRED_FIELDS)} are required, every other field has a default.",
+                missing[0],
+            )
+        defaults: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "body": "",
+            "timestamp": datetime.now(UTC),
+            "sender": "",
+            "recipients": [],
+            "tags": [],
+            "expiration_datetime": None,
+        }
+        # The given order stays, so that a round trip gives the same JSON.
+        values.update((field, value) for field, value in defaults.items() if field not in values)
         for field in _DATE_FIELDS:
             value = values[field]
             if isinstance(value, str):

@@ -9,7 +9,8 @@ import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.app.defaults import NAMESPACES, flatten
@@ -35,6 +36,9 @@ from .event_hub import EventHub, current_notifications, hub_id_for
 from .fanout import Fanout, Stream
 from .pubsub.backend import Backend, Claim, build_backend
 from .tasks import DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
+
+if TYPE_CHECKING:
+    from .inbox import Inbox
 
 logger = logging.getLogger(__name__)
 
@@ -334,6 +338,14 @@ class Notifications:
         """The pub/sub backend of the current application (or, outside an
         application context, of the one application it is set up on)."""
         return self.get_backend()
+
+    @cached_property
+    def inbox(self) -> Inbox:
+        """Every user's stored notifications; see :doc:`inbox` (needs the
+        ``inbox`` extra)."""
+        from .inbox import Inbox
+
+        return Inbox(self)
 
     def create_backend(self) -> Backend:
         """0.1's name for :attr:`backend`. 0.1 built a new backend on each

@@ -13,7 +13,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 def under_gevent() -> bool:
@@ -32,6 +34,20 @@ def cooperate() -> None:
     slow clients). A no-op in a threaded process."""
     if under_gevent():
         time.sleep(0)
+
+
+def call_blocking(func: Callable[..., T], *args: Any) -> T:
+    """Call ``func(*args)``, which blocks in a system call that gevent cannot
+    make cooperative (``flock``, ``fsync``, a write to a slow disk). Under
+    gevent it runs in the hub's threadpool, so only the calling greenlet
+    waits and the others (and the worker's connection to its broker) keep
+    running; otherwise it is called directly."""
+    if under_gevent():
+        import gevent
+
+        result: T = gevent.get_hub().threadpool.apply(func, args)
+        return result
+    return func(*args)
 
 
 class Wakeup(Protocol):

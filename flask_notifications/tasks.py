@@ -40,7 +40,7 @@ from . import dead_letters, signals
 from .backoff import backoff
 from .claims import held
 from .delivery import Delivery, delivering
-from .errors import BackendError, InvalidEventError, NotificationsError
+from .errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError
 from .event import Event
 from .pubsub.backend import SEND_KEY_PREFIX, Backend, Claim
 
@@ -349,7 +349,10 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
             _release(backend, key, token)
         if isinstance(exc, (Retry, Reject)):
             raise
-        will_retry = run.failures < config["NOTIFICATIONS_MAX_RETRIES"]
+        # A consumer says that trying again cannot help by raising a
+        # PermanentConsumerError: the delivery is dead-lettered at once.
+        permanent = isinstance(exc, PermanentConsumerError)
+        will_retry = not permanent and run.failures < config["NOTIFICATIONS_MAX_RETRIES"]
         signals.consumer_failed.send(
             app, event=event, hub_id=run.hub_id, consumer=consumer, exception=exc, will_retry=will_retry
         )
@@ -362,7 +365,13 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
                 config["NOTIFICATIONS_RETRY_JITTER"],
             )
             raise run.again(task, countdown=delay, exc=exc, failures=run.failures + 1) from exc
-        logger.error("Consumer %s failed on delivery %s for the last time: %r", task_name, delivery_id, exc)
+        logger.error(
+            "Consumer %s failed on delivery %s %s: %r",
+            task_name,
+            delivery_id,
+            "permanently" if permanent else "for the last time",
+            exc,
+        )
         safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
         return "dead-lettered"
     except BaseException:

@@ -1,7 +1,13 @@
 """Shared fixtures: a Flask app on the real Redis, and a real Celery worker.
 
 Every test gets its own key prefix and Celery queue, so test runs (and
-developers) sharing one Redis server never see each other's messages.
+developers) sharing one Redis server never see each other's messages, and
+so the suite runs in parallel (pytest-xdist) as well as serially.
+
+Tests that need a server (Redis, RabbitMQ, a private redis-server, a
+browser, a Celery worker in a subprocess) get the ``server`` marker:
+``pytest -m "not server and not reliability"`` is the fast lane
+(``./run-tests.sh --fast``): the unit tests, on the in-memory backend.
 """
 
 from __future__ import annotations
@@ -21,6 +27,31 @@ from flask import Flask
 from flask_notifications import Notifications
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+#: Fixtures that reach a server; a test that uses one (directly or through
+#: ``app``, ``notifications``, ``celery_worker``...) needs that server.
+SERVER_FIXTURES = frozenset({"redis_url", "amqp_url", "redis_server"})
+#: Markers of tests that need a server of their own.
+SERVER_MARKERS = frozenset({"browser"})
+#: Parameters of backend fixtures that name a server's backend.
+SERVER_BACKENDS = frozenset({"redis", "amqp"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server with ``server``."""
+    for item in items:
+        if item.get_closest_marker("server") is not None:
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        # A fixture parametrised over backends reaches the server it names.
+        callspec = getattr(item, "callspec", None)
+        params = {value for value in callspec.params.values() if isinstance(value, str)} if callspec else set()
+        if (
+            fixtures & SERVER_FIXTURES
+            or params & SERVER_BACKENDS
+            or any(item.get_closest_marker(name) for name in SERVER_MARKERS)
+        ):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 import redis
@@ -33,11 +35,53 @@ def wait_for(predicate: Callable[[], T], timeout: float = 60.0, interval: float 
         time.sleep(interval)
 
 
+#: Where a thread's innermost Python frame is while it blocks: a lock or
+#: condition, a selector, or a socket read of a client library.
+_WAITING_IN = ("threading.py", "selectors.py", "socket.py", "ssl.py", "/redis/", "/amqp/", "/kombu/")
+
+
+#: The calls in which a subscription's ``get()`` blocks: a condition's or
+#: an event's ``wait``, Redis's ``XREAD``, AMQP's ``drain_events``.
+_BLOCKING_CALLS = frozenset({"wait", "xread", "drain_events"})
+
+
+def wait_until_waiting(thread: threading.Thread, function: str, timeout: float = 20.0) -> None:
+    """Wait until ``thread`` blocks inside a call of ``function``: a frame of
+    that name is on its stack above a blocking call (a ``wait``, ``XREAD``,
+    ``drain_events``), and its innermost frame waits on a lock or a socket.
+
+    What a test synchronises on instead of sleeping "to let it block first".
+    """
+
+    def waiting() -> bool:
+        frame = sys._current_frames().get(thread.ident or -1)
+        if frame is None:
+            return False
+        innermost = frame.f_code.co_filename
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        blocked = function in names and bool(names & _BLOCKING_CALLS)
+        return blocked and any(part in innermost for part in _WAITING_IN)
+
+    wait_for(lambda: waiting() and waiting(), timeout=timeout, interval=0.005)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test that lacks a service or a tool, saying why; but fail it in
+    CI (``CI=true``), where .ci/run installs and starts all of them, so that
+    no backend goes untested there unnoticed."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI, .ci/run installs and starts everything the suite needs")
+    pytest.skip(reason)
 
 
 def redis_server_binary() -> str:
@@ -46,7 +90,7 @@ def redis_server_binary() -> str:
     none), else the one on PATH; the test skips, saying why, without one."""
     binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
     if not os.path.exists(binary):
-        pytest.skip("no redis-server binary to start a private server (run ./run-tests.sh, which installs one)")
+        missing("no redis-server binary to start a private server (run ./run-tests.sh, which installs one)")
     return binary
 
 

@@ -242,3 +242,100 @@ def test_chromium_is_where_the_test_looks(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no Chromium at /nonexistent/chromium"):
         _require_browser()
+
+
+class _Served:
+    """``python examples/app.py`` (what run.sh runs) on a free port."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_") and k != "REDIS_URL"}
+        environ.update(PORT=str(self.port), FLASK_EXAMPLE_LOG_FILE=str(tmp_path / "events.log"), **env)
+        environ.pop("MAIL_SERVER", None)
+        self.log = tmp_path / "server.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "examples/app.py"], cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[_Served]:
+    server = _Served(tmp_path)
+    try:
+        wait_for(lambda: _answers(server.url), timeout=60)
+        yield server
+    finally:
+        server.close()
+
+
+def _phone_page(browser: Any) -> Any:
+    return browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+
+
+def test_the_page_fits_a_phone_screen(served: _Served) -> None:
+    """At 390 px nothing scrolls sideways, even with a long event shown, and
+    every resource the page asks for, the favicon included, is there."""
+    sync_playwright = _require_browser()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = _phone_page(browser)
+            failed: list[str] = []
+            page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+            page.goto(served.url)
+            page.locator("#streams .state[data-state=open]").nth(1).wait_for(timeout=30_000)
+            long_title = "A-very-long-title-without-any-space-" * 5
+            page.fill("#system-form input[name=title]", long_title[:200])
+            page.click("#system-form button")
+            page.locator("tr.event td.title", has_text=long_title[:40]).wait_for(timeout=30_000)
+            assert page.locator("#system-form output").text_content() == "Sent to SystemHub."
+
+            width = page.evaluate("window.innerWidth")
+            assert width == 390
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            for selector in ("header", "#user-form", "#system-form", ".feed", "#system-form button"):
+                box = page.locator(selector).bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, selector
+            page.evaluate("fetch('/favicon.ico')")  # what a browser without <link rel=icon> asks for
+            wait_for(lambda: page.evaluate("performance.getEntriesByName(location.origin + '/favicon.ico').length"))
+            icon = page.evaluate("document.querySelector('link[rel=icon]').href")
+            assert page.request.get(icon).status == 200
+            assert failed == []
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "example-page-390.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_the_form_shows_the_library_error_during_an_outage(tmp_path: Path) -> None:
+    """With the broker down, the form says why nothing was sent, in words."""
+    sync_playwright = _require_browser()
+    server = _Served(tmp_path, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        wait_for(lambda: _answers(server.url), timeout=60)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(server.url)
+                page.click("#system-form button")
+                output = page.locator("#system-form output.error")
+                output.wait_for(timeout=60_000)
+                text = str(output.text_content())
+                assert text.startswith("Not sent: Could not reach the Celery broker, so event "), text
+                assert "JSON" not in text and "Unexpected token" not in text
+                # An empty title never leaves the page: the browser asks for it.
+                page.fill("#user-form input[name=title]", "")
+                page.click("#user-form button")
+                assert page.locator("#user-form input[name=title]:invalid").count() == 1
+                assert page.locator("#user-form output").text_content() == ""
+            finally:
+                browser.close()
+    finally:
+        server.close()

@@ -68,7 +68,7 @@ def test_hubs_lists_filters_and_consumers(runner: FlaskCliRunner) -> None:
     assert "PushConsumer" in result.output
 
     listed = json.loads(runner.invoke(args=["notifications", "hubs", "--json"]).output)
-    assert [hub["label"] for hub in listed] == ["UserHub", "SystemHub"]
+    assert [hub["label"] for hub in listed] == ["UserHub", "SystemHub", "Inbox"]
     assert [c["task"] for c in listed[1]["consumers"]] == ["flask_notifications.event-hub-SystemHub.PushConsumer"]
 
 
@@ -78,7 +78,8 @@ def test_send_with_options_reaches_the_consumers(app: Flask, example: ModuleType
         + ["-r", "tom", "-r", "tim", "--tag", "greeting", "--id", "cli-1"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "Sent event cli-1 to UserHub.\n"
+    assert result.stdout == "Sent event cli-1 to UserHub.\n"
+    assert result.stderr.startswith("Warning: the in-memory backend keeps events in one process's memory")
     [logged] = log_lines(app)
     assert (logged["event_id"], logged["sender"], logged["recipients"], logged["tags"]) == (
         "cli-1",
@@ -117,13 +118,14 @@ def test_send_reports_when_no_hub_matches(runner: FlaskCliRunner) -> None:
         (["send", "-", "--title", "x"], "{}", "not both (--title)"),
         (["send", "-"], "{not json", "The input is not valid JSON"),
         (["send", "-"], "[1, 2]", "must be a JSON object, not list"),
-        (["send", "-"], '{"title": "x"}', "no 'event_type' field"),
+        (["send", "-"], '{"title": "x"}', "The event has no 'event_type' field;"),
+        (["send", "-"], '{"body": "x"}', "The event has no 'event_type' and 'title' fields;"),
         (["send", "-"], '{"event_type": 3, "title": "x"}', "Field 'event_type' must be a string"),
         (["send", "-"], '{"event_type": "a", "title": "x", "timestamp": "soon"}', "not an ISO 8601 datetime"),
         (["send", "-t", "a", "--title", "x", "--expires", "soon"], None, "'soon' is not an ISO 8601 datetime"),
         (["send", "-t", "a", "--title", "x" * 70000], None, "more than NOTIFICATIONS_MAX_EVENT_SIZE"),
         (["send", "-t", "a", "--title", "x", "--expires", "2001-01-01T00:00:00+00:00"], None, "already expired"),
-        (["listen", "Nope"], None, "There is no hub 'Nope'; known hubs: UserHub, SystemHub."),
+        (["listen", "Nope"], None, "There is no hub 'Nope'; known hubs: UserHub, SystemHub, Inbox."),
         (["listen", "UserHub", "--last-event-id", "yesterday"], None, "'yesterday' is not an event id"),
         (["retry"], None, "Give the ids of the dead letters to retry"),
         (["retry", "1-1", "--all"], None, "not both"),
@@ -207,6 +209,8 @@ def test_failed_and_retry(app: Flask, runner: FlaskCliRunner, tmp_path: Path) ->
     assert "LogWriteError: Cannot open the event log" in result.output and "'first'" in result.output
     letters = json.loads(runner.invoke(args=["notifications", "failed", "--json"]).output)
     assert [letter["consumer"] for letter in letters] == ["examples.app.write_to_file"] * 2
+    # The event is an object, as listen --json prints it.
+    assert [letter["event"]["title"] for letter in letters] == ["first", "second"]
 
     (tmp_path / "logs").mkdir()
     result = runner.invoke(args=["notifications", "retry", letters[0]["id"]])
@@ -259,6 +263,7 @@ def _collect(stream: Any, lines: list[str]) -> threading.Thread:
     return thread
 
 
+@pytest.mark.server
 def test_listen_waits_out_a_redis_restart(unique: str) -> None:
     """``listen`` says once that the server is gone, and carries on when it is back."""
     from flask_notifications.pubsub.redis_pubsub import RedisPubSub
@@ -307,3 +312,34 @@ def test_listen_waits_out_a_redis_restart(unique: str) -> None:
     assert sum("retrying until it answers" in line for line in err) == 1
     assert any("The backend answers again." in line for line in err)
     assert not any("Traceback" in line for line in err)
+
+
+def _example_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "examples.app", "notifications", *args]
+
+
+def test_commands_on_the_memory_backend_warn_at_once(tmp_path: Path) -> None:
+    """On the embedded default another process never sees the command's
+    events (nor the command the server's): send and listen say so."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "MAIL_SERVER")}
+    env.update(PYTHONPATH=str(ROOT), FLASK_EXAMPLE_LOG_FILE=json.dumps(str(tmp_path / "events.log")))
+    sent = subprocess.run(
+        _example_command("send", "-t", "system", "--title", "Hi"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("Sent event ")
+    assert "Warning: the in-memory backend keeps events in one process's memory" in sent.stderr
+    assert "no page served by another process shows them" in sent.stderr
+
+    proc = subprocess.Popen(
+        _example_command("listen", "SystemHub"), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        first = wait_for(proc.stderr.readline, timeout=60)
+        # Before it starts waiting, not after.
+        assert first.startswith("Warning: the in-memory backend"), first
+        assert "never what the application's server sends" in first
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)

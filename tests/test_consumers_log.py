@@ -4,6 +4,8 @@ often the task runs, and a clear, retried, dead-lettered failure."""
 
 from __future__ import annotations
 
+import fcntl
+import importlib
 import logging
 import os
 import select
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +183,9 @@ def test_logging_consumer_refuses_unknown_levels() -> None:
 # -- two worker processes -------------------------------------------------------
 
 
-def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], name: str, pool: str = "threads", concurrency: int = 2
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -190,9 +195,9 @@ def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
             "tests.apps.consumers_app:celery",
             "worker",
             "--pool",
-            "threads",
+            pool,
             "--concurrency",
-            "2",
+            str(concurrency),
             "--hostname",
             name,
             "--loglevel",
@@ -206,11 +211,19 @@ def start_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.fixture
-def two_workers(
-    redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    log = tmp_path / "events.log"
+@contextmanager
+def consumers_app_workers(
+    names: list[str],
+    log: Path,
+    redis_url: str,
+    unique: str,
+    redis_client: redis.Redis[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    **options: Any,
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Run worker processes of :mod:`tests.apps.consumers_app`, one per
+    name, isolated by ``unique`` and appending to ``log``, until they are
+    ready; stop them after."""
     settings = {
         "CONSUMERS_REDIS_URL": redis_url,
         "CONSUMERS_PREFIX": unique,
@@ -220,10 +233,10 @@ def two_workers(
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [start_worker(env, f"{n}-{unique}@%h") for n in ("one", "two")]
+    workers = [start_worker(env, f"{name}-{unique}@%h", **options) for name in names]
     try:
-        wait_for(lambda: redis_client.scard(f"{unique}:ready") == 2, timeout=90)
-        yield log
+        wait_for(lambda: redis_client.scard(f"{unique}:ready") == len(names), timeout=90)
+        yield workers
     finally:
         for worker in workers:
             worker.terminate()
@@ -234,12 +247,28 @@ def two_workers(
             redis_client.delete(*keys)
 
 
+def fresh_consumers_app() -> Any:
+    """:mod:`tests.apps.consumers_app` imported anew, with the environment
+    the workers got (``from tests.apps import consumers_app`` would return
+    the module an earlier test imported)."""
+    sys.modules.pop("tests.apps.consumers_app", None)
+    return importlib.import_module("tests.apps.consumers_app")
+
+
+@pytest.fixture
+def two_workers(
+    redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    log = tmp_path / "events.log"
+    with consumers_app_workers(["one", "two"], log, redis_url, unique, redis_client, monkeypatch):
+        yield log
+
+
 @pytest.mark.timeout(300)
 def test_two_worker_processes_write_exactly_one_line_per_event(
     two_workers: Path, redis_client: redis.Redis[bytes], unique: str
 ) -> None:
-    sys.modules.pop("tests.apps.consumers_app", None)
-    from tests.apps import consumers_app
+    consumers_app = fresh_consumers_app()
 
     n = 200
     events = [
@@ -258,6 +287,51 @@ def test_two_worker_processes_write_exactly_one_line_per_event(
     assert sorted(e["event_id"] for e in written) == sorted(e["event_id"] for e in events)
     assert {e["event_id"]: e for e in written} == {e["event_id"]: e for e in events}
     assert len(pids) == 2, "both worker processes consumed events"
+
+
+def blocked_on_flock(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` waits for an ``flock`` on ``path``, as the
+    kernel lists it in ``/proc/locks`` (``->`` marks a waiting request)."""
+    inode = path.stat().st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields:
+            at = fields.index("FLOCK")
+            owner, device = fields[at + 3], fields[at + 4]
+            if int(owner) == pid and device.rsplit(":", 1)[-1] == str(inode):
+                return True
+    return False
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_gevent_worker_keeps_running_while_the_log_is_locked(
+    redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "events.log"
+    log.touch()
+    options: dict[str, Any] = {"pool": "gevent", "concurrency": 10}
+    with consumers_app_workers(["green"], log, redis_url, unique, redis_client, monkeypatch, **options) as workers:
+        (worker,) = workers
+        consumers_app = fresh_consumers_app()
+
+        first, second = make_event(title="first"), make_event(title="second")
+        with open(log, "ab") as holder, consumers_app.app.app_context():
+            # Another process (logrotate, a reader, a slow writer) holds the lock.
+            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+            try:
+                consumers_app.notifications.send(first)
+                wait_for(lambda: blocked_on_flock(worker.pid, log), timeout=60)
+                # While the LogConsumer of the first event waits for the lock,
+                # the worker runs the other consumers of the next one.
+                consumers_app.notifications.send(second)
+                consumed = f"{unique}:consumed"
+                wait_for(lambda: redis_client.sismember(consumed, second["event_id"]), timeout=60)
+                assert log.read_bytes() == b""
+            finally:
+                fcntl.flock(holder.fileno(), fcntl.LOCK_UN)
+        wait_for(lambda: log.read_bytes().count(b"\n") == 2, timeout=60)
+    assert sorted(e["title"] for e in read_events(log)) == ["first", "second"]
 
 
 def test_fsync_and_custom_format(tmp_path: Path) -> None:

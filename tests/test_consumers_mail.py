@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -19,7 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from flask import Flask
 
-from flask_notifications import Notifications
+from flask_notifications import Notifications, signals
 from flask_notifications.consumers.flaskemail_consumer import FlaskEmailConsumer
 from flask_notifications.consumers.flaskmail_consumer import FlaskMailConsumer
 from flask_notifications.consumers.mail_consumer import MailConsumer
@@ -27,8 +31,10 @@ from flask_notifications.errors import (
     ConfigurationError,
     ConsumerError,
     MailAuthenticationError,
+    MailDeferredError,
     MailRejectedError,
     MailServerUnavailableError,
+    PermanentConsumerError,
 )
 from flask_notifications.event import Event
 
@@ -54,11 +60,16 @@ class SmtpServer:
     received: list[Received] = field(default_factory=list)
     logins: list[tuple[str, bool]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    greylist: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
             return "550 5.1.1 No such user"
+        if address in self.greylist:
+            # Refused for now, the first time only, as greylisting does.
+            self.greylist.discard(address)
+            return "451 4.7.1 Greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -263,7 +274,7 @@ def run_until_dead_letter(
     return send_until_dead_letter(notifications, celery_worker, make_event())
 
 
-def test_refused_login_is_retried_then_dead_lettered(
+def test_refused_login_is_dead_lettered_at_once(
     app: Flask,
     notifications: Notifications,
     celery_worker: WorkerFactory,
@@ -273,13 +284,79 @@ def test_refused_login_is_retried_then_dead_lettered(
 ) -> None:
     consumer = make_consumer(login=(USER, "wrong password"))
     errors, letter = run_until_dead_letter(app, notifications, celery_worker, consumer)
-    assert len(errors) == 3 and all(isinstance(e, MailAuthenticationError) for e in errors)
+    # 535 is permanent: the same credentials would be refused again (and
+    # repeated failed logins can lock the account), so no retry is spent.
+    assert len(errors) == 1 and isinstance(errors[0], MailAuthenticationError)
+    assert isinstance(errors[0], PermanentConsumerError)
     keys = "MAIL_USERNAME and MAIL_PASSWORD" if mail_kind == "flaskmail" else "EMAIL_HOST_USER and EMAIL_HOST_PASSWORD"
     assert "refused the login (535" in str(errors[0]) and keys in str(errors[0])
-    assert letter["attempts"] == 3 and "MailAuthenticationError" in letter["error"]
-    # smtplib tries each mechanism the server offers (PLAIN, LOGIN) per attempt.
-    assert len(smtp_server.logins) >= 3 and set(smtp_server.logins) == {(USER, False)}
+    assert letter["attempts"] == 1 and "MailAuthenticationError" in letter["error"] and keys in letter["error"]
+    # smtplib tries each mechanism the server offers (PLAIN, LOGIN), once.
+    assert 1 <= len(smtp_server.logins) <= 2 and set(smtp_server.logins) == {(USER, False)}
     assert smtp_server.received == []
+
+
+def test_permanent_rejection_is_dead_lettered_at_once(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    make_consumer: MailFactory,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.refuse = {"gone@example.org"}
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 5
+    hub = notifications.create_hub("Rejected")
+    hub.register_consumer(make_consumer(["gone@example.org"]))
+    errors, letter = send_until_dead_letter(notifications, celery_worker, make_event())
+    assert len(errors) == 1 and isinstance(errors[0], MailRejectedError)
+    assert letter["attempts"] == 1
+    assert "MailRejectedError" in letter["error"]
+    assert "refused every recipient: gone@example.org (550 5.1.1 No such user)" in letter["error"]
+    assert smtp_server.received == []
+
+
+def test_login_not_offered_is_permanent(notifications: Notifications, make_consumer: MailFactory) -> None:
+    # aiosmtpd offers AUTH only over TLS unless told otherwise.
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(server, hostname=server.host, port=server.port, authenticator=server.authenticate)
+    controller.start()
+    try:
+        consumer = make_consumer(port=server.port, login=(USER, PASSWORD))
+        with pytest.raises(MailAuthenticationError, match="does not support what was asked") as info:
+            consumer(make_event())
+    finally:
+        controller.stop()
+    assert isinstance(info.value, PermanentConsumerError)
+    assert server.logins == [] and server.received == []
+
+
+def test_transient_refusal_is_retried(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    make_consumer: MailFactory,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.greylist = {"ops@example.org"}
+    hub = notifications.create_hub("Greylisted")
+    hub.register_consumer(make_consumer(["ops@example.org"]))
+    errors: list[tuple[BaseException, bool]] = []
+
+    def on_failed(sender: Any, exception: BaseException, will_retry: bool, **kwargs: Any) -> None:
+        errors.append((exception, will_retry))
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with celery_worker():
+            notifications.send(make_event(title="after greylisting"))
+            (received,) = wait_for(lambda: smtp_server.received)
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+    ((error, will_retry),) = errors
+    assert will_retry and isinstance(error, MailDeferredError) and not isinstance(error, PermanentConsumerError)
+    assert "refused every recipient, some for now: ops@example.org (451 4.7.1 Greylisted" in str(error)
+    assert received.message["Subject"] == "after greylisting"
+    assert notifications.dead_letters() == []
 
 
 def test_unreachable_server_is_retried_then_dead_lettered(
@@ -314,6 +391,125 @@ def test_refused_recipients_raise_a_specific_error(
     assert len(smtp_server.received) == 1
 
 
+# -- TLS -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (an IP SAN) and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flask-notifications test SMTP")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file, key_file = directory / "smtp.pem", directory / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture(params=["starttls", "ssl"])
+def tls_server(request: pytest.FixtureRequest, self_signed: tuple[Path, Path]) -> Iterator[tuple[SmtpServer, str]]:
+    """A real SMTP server with the self-signed certificate, speaking STARTTLS
+    (and requiring it) or implicit TLS, and offering AUTH only over TLS."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*self_signed)
+    server = SmtpServer("127.0.0.1", free_port())
+    mode = str(request.param)
+    tls: dict[str, Any] = (
+        {"tls_context": context, "require_starttls": True}
+        if mode == "starttls"
+        # aiosmtpd counts only STARTTLS as TLS for AUTH; here all is TLS.
+        else {"ssl_context": context, "auth_require_tls": False}
+    )
+    controller = Controller(server, hostname=server.host, port=server.port, authenticator=server.authenticate, **tls)
+    controller.start()
+    yield server, mode
+    controller.stop()
+
+
+def configure_tls(
+    app: Flask, kind: str, host: str, port: int, mode: str
+) -> type[FlaskMailConsumer] | type[FlaskEmailConsumer]:
+    """Configure ``app`` for the TLS server, with a login, and return the
+    consumer class of ``kind``."""
+    configure(app, kind, host, port, (USER, PASSWORD))
+    prefix = "MAIL" if kind == "flaskmail" else "EMAIL"
+    app.config[f"{prefix}_USE_TLS" if mode == "starttls" else f"{prefix}_USE_SSL"] = True
+    return FlaskMailConsumer if kind == "flaskmail" else FlaskEmailConsumer
+
+
+def test_tls_certificate_is_verified(
+    app: Flask,
+    notifications: Notifications,
+    celery_worker: WorkerFactory,
+    mail_kind: str,
+    tls_server: tuple[SmtpServer, str],
+    self_signed: tuple[Path, Path],
+) -> None:
+    server, mode = tls_server
+    cls = configure_tls(app, mail_kind, server.host, server.port, mode)
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 0
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    notifications.create_hub("Untrusted").register_consumer(
+        cls.from_app(app, SENDER, ["ops@example.org"], subject="untrusted")
+    )
+    notifications.create_hub("Trusted").register_consumer(
+        cls.from_app(app, SENDER, ["ops@example.org"], subject="trusted", ssl_context=trusting)
+    )
+    errors, letter = send_until_dead_letter(notifications, celery_worker, make_event())
+    wait_for(lambda: server.received)
+
+    # By default the certificate is checked against the system's CAs: the
+    # self-signed one is refused before the credentials are sent.
+    (error,) = errors
+    assert isinstance(error, MailServerUnavailableError) and isinstance(error.__cause__, ssl.SSLCertVerificationError)
+    assert f"The certificate of the SMTP server 127.0.0.1:{server.port} could not be verified" in str(error)
+    assert "ssl_context=" in str(error)
+    assert "could not be verified" in letter["error"]
+    # The application that trusts it sends, logged in over TLS.
+    assert [r.message["Subject"] for r in server.received] == ["trusted"]
+    assert server.logins == [(USER, True)]
+
+
+def test_tls_host_name_is_verified(
+    app: Flask,
+    notifications: Notifications,
+    mail_kind: str,
+    tls_server: tuple[SmtpServer, str],
+    self_signed: tuple[Path, Path],
+) -> None:
+    # The certificate names 127.0.0.1, not localhost: trusted, but for
+    # another host.
+    server, mode = tls_server
+    cls = configure_tls(app, mail_kind, "localhost", server.port, mode)
+    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
+    consumer = cls.from_app(app, SENDER, ["ops@example.org"], ssl_context=trusting)
+    with pytest.raises(MailServerUnavailableError, match="Hostname mismatch|IP address mismatch|doesn't match"):
+        consumer(make_event())
+    assert server.logins == [] and server.received == []
+
+
 def test_a_sender_is_required(app: Flask, notifications: Notifications, mail_kind: str) -> None:
     key = "MAIL_DEFAULT_SENDER" if mail_kind == "flaskmail" else "DEFAULT_FROM_EMAIL"
     cls = FlaskMailConsumer if mail_kind == "flaskmail" else FlaskEmailConsumer
@@ -336,6 +532,8 @@ def test_invalid_options_are_refused(app: Flask, notifications: Notifications) -
         FlaskEmailConsumer.from_app(app, None, ["a@example.org"], subject="x", subject_template="y.txt")
     with pytest.raises(ConsumerError, match="line break"):
         FlaskEmailConsumer.from_app(app, None, ["a@example.org\r\nBcc: victim@example.org"])
+    with pytest.raises(ConsumerError, match="ssl_context must be an ssl.SSLContext, not str"):
+        FlaskEmailConsumer.from_app(app, None, ["a@example.org"], ssl_context="/etc/ssl/ca.pem")
     app.config.update(EMAIL_USE_TLS=True, EMAIL_USE_SSL=True)
     with pytest.raises(ConfigurationError, match="not both"):
         FlaskEmailConsumer.from_app(app, None, ["a@example.org"])

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
+from celery.signals import task_postrun, task_revoked
 from flask import Flask
 
 from flask_notifications import Notifications, signals
 from flask_notifications.consumers.consumer import EventConsumer
-from flask_notifications.errors import BrokerUnavailableError, InvalidEventError
+from flask_notifications.errors import BrokerUnavailableError, InvalidEventError, PermanentConsumerError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
 from flask_notifications.tasks import DISPATCH_TASK
@@ -192,6 +195,42 @@ def test_failing_consumer_is_retried_then_dead_lettered(
     assert notifications.dead_letters() == []
 
 
+def test_permanent_failure_is_dead_lettered_at_once(
+    app: Flask, notifications: Notifications, celery_worker: WorkerFactory
+) -> None:
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 5
+    hub = notifications.create_hub("Permanent")
+    attempts: list[str] = []
+
+    class NoSuchAccount(PermanentConsumerError):
+        pass
+
+    @hub.register_consumer(name="tests.refused_for_good", pass_event=True)
+    def refused_for_good(event: Event) -> None:
+        attempts.append(event["event_id"])
+        raise NoSuchAccount(f"account of {event['recipients']} was closed")
+
+    failures: list[dict[str, Any]] = []
+
+    def on_failed(sender: Flask, **kw: Any) -> None:
+        failures.append(kw)
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with celery_worker():
+            event = make_event(recipients=["u1"])
+            notifications.send(event)
+            (letter,) = wait_for(notifications.dead_letters)
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+    # One attempt of the six NOTIFICATIONS_MAX_RETRIES allows, and the letter says why.
+    assert attempts == [event["event_id"]]
+    assert [f["will_retry"] for f in failures] == [False]
+    assert isinstance(failures[0]["exception"], NoSuchAccount)
+    assert letter["attempts"] == 1 and letter["consumer"] == "tests.refused_for_good"
+    assert "NoSuchAccount: account of ['u1'] was closed" in letter["error"]
+
+
 def test_expired_event_is_not_delivered(
     app: Flask, notifications: Notifications, celery_worker: WorkerFactory, redis_client: redis.Redis[bytes]
 ) -> None:
@@ -202,14 +241,37 @@ def test_expired_event_is_not_delivered(
     result = notifications.send(make_event(expiration_datetime=past))
     assert result.task_id is None and queue_length(redis_client, app) == 0
 
-    # Expiring while queued: Celery drops it in the worker.
+    # Expiring while queued: Celery drops it in the worker, and says so.
     soon = datetime.now(UTC) + timedelta(milliseconds=300)
-    notifications.send(make_event(title="expires", expiration_datetime=soon))
+    expiring = notifications.send(make_event(title="expires", expiration_datetime=soon))
     wait_for(lambda: datetime.now(UTC) > soon + timedelta(milliseconds=100))
-    with celery_worker():
-        notifications.send(make_event(title="barrier"))
+    with finished_tasks() as finished, celery_worker():
+        wait_for(lambda: ("expired", expiring.task_id) in finished)
+        delivered = notifications.send(make_event(title="delivered"))
         wait_for(lambda: recorder.events)
-    assert [e["title"] for e in recorder.events] == ["barrier"]
+    assert [e["title"] for e in recorder.events] == ["delivered"]
+    assert ("ran", delivered.task_id) in finished
+
+
+@contextmanager
+def finished_tasks() -> Iterator[list[tuple[str, str]]]:
+    """What the in-process worker finished, as (``"ran"``, task id) or
+    (``"expired"``, task id), from Celery's signals: what to synchronise on."""
+    finished: list[tuple[str, str]] = []
+
+    def ran(sender: Any = None, task_id: str = "", **_: Any) -> None:
+        finished.append(("ran", task_id))
+
+    def revoked(sender: Any = None, request: Any = None, expired: bool = False, **_: Any) -> None:
+        finished.append(("expired" if expired else "revoked", request.id))
+
+    task_postrun.connect(ran, weak=False)
+    task_revoked.connect(revoked, weak=False)
+    try:
+        yield finished
+    finally:
+        task_postrun.disconnect(ran)
+        task_revoked.disconnect(revoked)
 
 
 def test_redelivered_task_has_one_effect(notifications: Notifications, celery_worker: WorkerFactory) -> None:
@@ -218,12 +280,13 @@ def test_redelivered_task_has_one_effect(notifications: Notifications, celery_wo
     hub.register_consumer(recorder)
     event = make_event()
     celery = notifications.celery
-    with celery_worker():
+    consumer = hub.consumer_names[0]
+    with finished_tasks() as finished, celery_worker():
         for _ in range(3):
-            celery.tasks[DISPATCH_TASK].apply_async(args=(event.to_json(), [[hub.hub_id, hub.consumer_names[0]]]))
-        notifications.send(make_event(title="barrier"))
-        wait_for(lambda: len(recorder.events) >= 2)
-    assert sorted(e["title"] for e in recorder.events) == ["Title", "barrier"]
+            celery.tasks[DISPATCH_TASK].apply_async(args=(event.to_json(), [[hub.hub_id, consumer]]))
+        # Each dispatch enqueues one consumer task: wait until all three ran.
+        wait_for(lambda: len([task_id for state, task_id in finished if state == "ran"]) == 6)
+    assert [e["event_id"] for e in recorder.events] == [event["event_id"]]
 
 
 def test_veto_in_before_consume(notifications: Notifications, celery_worker: WorkerFactory) -> None:

@@ -29,6 +29,7 @@ def test_every_config_key_is_documented_with_its_default() -> None:
         "architecture",
         "config",
         "consumers",
+        "inbox",
         "api",
         "signals",
         "cli",

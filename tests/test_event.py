@@ -135,3 +135,22 @@ def test_identifiers_refuse_control_characters(field: str, value: str) -> None:
     with pytest.raises(InvalidEventError, match="control characters") as info:
         Event(**fields)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+def test_from_dict_needs_only_a_type_and_a_title() -> None:
+    """One rule for ``send(dict)``, ``from_json`` and ``flask notifications send -``."""
+    event = Event.from_dict({"event_type": "system", "title": "Deploy", "ticket": 42})
+    assert uuid.UUID(event["event_id"]).version == 4
+    assert (event["body"], event["sender"], event["recipients"], event["tags"]) == ("", "", [], [])
+    assert event["expiration_datetime"] is None and event.extra == {"ticket": 42}
+    assert abs(event["timestamp"] - datetime.now(UTC)) < timedelta(minutes=1)
+    assert Event.from_json('{"event_type": "a", "title": "b"}')["title"] == "b"
+
+
+def test_from_dict_names_every_missing_field_in_one_error() -> None:
+    with pytest.raises(InvalidEventError) as info:
+        Event.from_dict({"body": "no type, no title"})
+    assert str(info.value).startswith("The event has no 'event_type' and 'title' fields;")
+    assert info.value.field == "event_type"
+    with pytest.raises(InvalidEventError, match="^The event has no 'title' field;"):
+        Event.from_json('{"event_type": "a"}')

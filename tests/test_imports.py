@@ -41,9 +41,25 @@ def test_documented_import_path(module: str, name: str) -> None:
 
 
 def test_register_consumer_is_documented_on_hubs() -> None:
+    """``@hub.register_consumer(celery_task_name=...)``, as the docs print it,
+    registers the function under that task name and gives it back; the
+    function gets the event's JSON, as in 0.1."""
+    from flask_notifications import Notifications
+    from flask_notifications.event import Event
     from flask_notifications.event_hub import EventHub
 
-    assert callable(EventHub.register_consumer)
+    hub = Notifications().create_hub("Documented")
+    assert isinstance(hub, EventHub)
+    seen: list[str] = []
+
+    def write_to_file(event_json: str) -> None:
+        seen.append(event_json)
+
+    assert hub.register_consumer(celery_task_name="yourapp.write_to_file")(write_to_file) is write_to_file
+    assert hub.consumer_names == ["yourapp.write_to_file"]
+    event = Event(None, "test", "Title", "Body")
+    hub.get_consumer("yourapp.write_to_file")(event)
+    assert [Event.from_json(text) for text in seen] == [event]
 
 
 def test_package_is_typed() -> None:

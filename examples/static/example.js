@@ -124,8 +124,12 @@ for (const form of document.querySelectorAll("form")) {
         body: new FormData(form),
         headers: { Accept: "application/json" },
       });
-      const answer = await response.json();
-      if (!response.ok) throw new Error(answer.error || response.statusText);
+      // A proxy or a crashed server may answer HTML: say what happened
+      // instead of failing to parse it.
+      const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
+      const answer = isJson ? await response.json() : {};
+      if (!response.ok) throw new Error(answer.error || response.status + " " + response.statusText);
+      if (!isJson) throw new Error("the server answered " + (response.headers.get("Content-Type") || "nothing"));
       result.textContent = answer.hubs.length
         ? "Sent to " + answer.hubs.join(" and ") + "."
         : "Sent, but no hub's filter matched it.";

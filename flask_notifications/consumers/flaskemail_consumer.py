@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import smtplib
-import ssl
 from collections.abc import Iterable, Mapping
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -111,7 +110,7 @@ class FlaskEmailConsumer(MailConsumer):
     :param sender: the ``From`` address; ``None`` uses ``DEFAULT_FROM_EMAIL``.
     :param recipients: fixed addresses, or a callable mapping each of the
         event's recipients to addresses.
-    :param options: the templates and ``name``; see :class:`MailConsumer`.
+    :param options: the templates, ``ssl_context`` and ``name``; see :class:`MailConsumer`.
     :raises ConsumerError: ``mail`` is not a Flask application.
     """
 
@@ -179,12 +178,12 @@ class FlaskEmailConsumer(MailConsumer):
         message = build_message(content)
         smtp: smtplib.SMTP
         if config["EMAIL_USE_SSL"]:
-            smtp = smtplib.SMTP_SSL(host, port, context=ssl.create_default_context(), **timeout_option(timeout))
+            smtp = smtplib.SMTP_SSL(host, port, context=self.tls_context(), **timeout_option(timeout))
         else:
             smtp = smtplib.SMTP(host, port, **timeout_option(timeout))
         with smtp:
             if config["EMAIL_USE_TLS"]:
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=self.tls_context())
             if config["EMAIL_HOST_USER"]:
                 smtp.login(str(config["EMAIL_HOST_USER"]), str(config["EMAIL_HOST_PASSWORD"]))
             # Bare addresses for the envelope: a display name with non-ASCII

@@ -13,12 +13,18 @@ socket per retry. So the consumer sends through a subclass of Flask-Mail's
 ``Connection`` that opens the connection with a timeout and closes it on
 every failure; the rest (the message, the signal, ``MAIL_SUPPRESS_SEND``,
 ``MAIL_MAX_EMAILS``) is Flask-Mail's.
+
+Flask-Mail 0.10 also calls ``starttls()`` and ``SMTP_SSL`` without an SSL
+context, which checks neither the server's certificate nor its name, so a man
+in the middle could read the SMTP credentials. This connection verifies both,
+with the consumer's ``ssl_context`` (the system's trusted CAs by default).
 """
 
 from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -37,21 +43,25 @@ logger = logging.getLogger(__name__)
 
 
 class _Connection(flask_mail.Connection):
-    """Flask-Mail's connection, with a socket timeout, and closed whatever
-    fails."""
+    """Flask-Mail's connection, with a socket timeout, TLS that verifies the
+    server, and closed whatever fails."""
 
-    def __init__(self, mail: Any, timeout: float | None) -> None:
+    def __init__(self, mail: Any, timeout: float | None, context: ssl.SSLContext) -> None:
         super().__init__(mail)
         self.timeout = timeout
+        self.context = context
 
     def configure_host(self) -> smtplib.SMTP | smtplib.SMTP_SSL:
         state = self.mail
-        cls = smtplib.SMTP_SSL if state.use_ssl else smtplib.SMTP
-        host = cls(state.server, state.port, **timeout_option(self.timeout))
+        host: smtplib.SMTP
+        if state.use_ssl:
+            host = smtplib.SMTP_SSL(state.server, state.port, context=self.context, **timeout_option(self.timeout))
+        else:
+            host = smtplib.SMTP(state.server, state.port, **timeout_option(self.timeout))
         try:
             host.set_debuglevel(int(state.debug))
             if state.use_tls:
-                host.starttls()
+                host.starttls(context=self.context)
             if state.username and state.password:
                 host.login(state.username, state.password)
         except BaseException:
@@ -94,10 +104,13 @@ class FlaskMailConsumer(MailConsumer):
         application, which suits application factories.
     :param timeout: seconds an SMTP socket operation may take before the
         delivery fails (and is retried); ``None`` waits forever.
+    :param ssl_context: the context of ``MAIL_USE_TLS`` and ``MAIL_USE_SSL``
+        connections; ``None`` verifies the server against the system's CAs.
+        See :class:`MailConsumer`.
     :param sender: the ``From`` address; ``None`` uses ``MAIL_DEFAULT_SENDER``.
     :param recipients: fixed addresses, or a callable mapping each of the
         event's recipients to addresses.
-    :param options: the templates and ``name``; see :class:`MailConsumer`.
+    :param options: the templates, ``ssl_context`` and ``name``; see :class:`MailConsumer`.
     """
 
     default_sender_key = "MAIL_DEFAULT_SENDER"
@@ -180,5 +193,5 @@ class FlaskMailConsumer(MailConsumer):
             charset="utf-8",
         )
         message.msgId = content.message_id
-        with _Connection(self._state(), self.timeout) as connection:
+        with _Connection(self._state(), self.timeout, self.tls_context()) as connection:
             message.send(connection)

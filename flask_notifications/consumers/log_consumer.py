@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ConsumerError, LogWriteError
 from ..event import Event, as_event
+from ..green import call_blocking
 from .consumer import EventConsumer
 
 try:
@@ -90,8 +91,16 @@ class LogConsumer(EventConsumer):
     def append(self, data: bytes) -> None:
         """Append ``data`` to the file as one unit, under an exclusive lock.
 
+        Waiting for the lock, and ``fsync``, block in the kernel; in a
+        process that gevent has monkey-patched (a ``celery worker -P gevent``)
+        they run in gevent's threadpool, so the other greenlets of the worker
+        keep running meanwhile.
+
         :raises LogWriteError: the file cannot be opened, locked or written.
         """
+        call_blocking(self._append, data)
+
+    def _append(self, data: bytes) -> None:
         path = self.filepath
         try:
             fd = os.open(path, _FLAGS, self.mode)

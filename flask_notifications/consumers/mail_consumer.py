@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import smtplib
+import ssl
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from ..errors import (
     ConfigurationError,
     ConsumerError,
     MailAuthenticationError,
+    MailDeferredError,
     MailError,
     MailRejectedError,
     MailServerUnavailableError,
@@ -107,9 +109,16 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
     """Turn what ``smtplib`` and the socket layer raise into a specific
     :class:`MailError` whose message names the config keys to check.
 
-    :raises MailAuthenticationError: the login was refused or not offered.
-    :raises MailRejectedError: the sender, the recipients or the message was refused.
-    :raises MailServerUnavailableError: the server cannot be reached.
+    A permanent ``5xx`` refusal becomes a
+    :class:`~flask_notifications.errors.PermanentConsumerError` (the delivery
+    is dead-lettered at once); a transient ``4xx`` one, an unreachable server
+    or a certificate that cannot be verified are retried.
+
+    :raises MailAuthenticationError: the login was refused (``5xx``) or not offered.
+    :raises MailRejectedError: the sender, the recipients or the message was refused (``5xx``).
+    :raises MailDeferredError: the server refused for now (``4xx``).
+    :raises MailServerUnavailableError: the server cannot be reached, or its
+        certificate cannot be verified.
     :raises MailError: any other SMTP failure.
     """
     server = settings.server
@@ -117,10 +126,6 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
         yield
     except MailError:
         raise
-    except smtplib.SMTPAuthenticationError as exc:
-        raise MailAuthenticationError(
-            f"The SMTP server {server} refused the login ({_reply(exc)}); check {settings.login_keys}.", server
-        ) from exc
     except smtplib.SMTPNotSupportedError as exc:
         raise MailAuthenticationError(
             f"The SMTP server {server} does not support what was asked ({exc}); it may offer AUTH only over "
@@ -128,11 +133,16 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
             server,
         ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
         refused = ", ".join(f"{addr} ({code} {_text(msg)})" for addr, (code, msg) in sorted(exc.recipients.items()))
-        raise MailRejectedError(f"The SMTP server {server} refused every recipient: {refused}.", server) from exc
-    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-        raise MailRejectedError(f"The SMTP server {server} refused the message ({_reply(exc)}).", server) from exc
-    except (smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
+        if codes and all(_permanent(code) for code in codes):
+            raise MailRejectedError(f"The SMTP server {server} refused every recipient: {refused}.", server) from exc
+        raise MailDeferredError(
+            f"The SMTP server {server} refused every recipient, some for now: {refused}.", server
+        ) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise _refusal(exc, settings) from exc
+    except smtplib.SMTPServerDisconnected as exc:
         raise MailServerUnavailableError(
             f"The SMTP server {server} dropped the connection ({exc}); check {settings.server_keys} "
             f"and {settings.tls_keys}.",
@@ -140,6 +150,14 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
         ) from exc
     except smtplib.SMTPException as exc:
         raise MailError(f"Sending through the SMTP server {server} failed: {exc!r}.", server) from exc
+    except ssl.SSLCertVerificationError as exc:
+        raise MailServerUnavailableError(
+            f"The certificate of the SMTP server {server} could not be verified ({exc.verify_message}), so "
+            "nothing was sent. If it is the right server and its certificate is not signed by a CA this "
+            "system trusts, give the consumer ssl_context=ssl.create_default_context(cafile=...) with the "
+            "certificate or its CA.",
+            server,
+        ) from exc
     except OSError as exc:
         # Connection refused, unknown host, timeout, TLS handshake failure.
         raise MailServerUnavailableError(
@@ -147,6 +165,32 @@ def smtp_errors(settings: SmtpSettings) -> Iterator[None]:
             f"{settings.tls_keys}, and that the server is running.",
             server,
         ) from exc
+
+
+def _permanent(code: int) -> bool:
+    # RFC 5321 4.2.1: 5yz is a permanent negative reply, 4yz a transient one.
+    return 500 <= code <= 599
+
+
+def _refusal(exc: smtplib.SMTPResponseException, settings: SmtpSettings) -> MailError:
+    """The error of a reply that refused a command: permanent for ``5xx``."""
+    server, reply, code = settings.server, _reply(exc), exc.smtp_code
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        what, hint = "refused the login", f"; check {settings.login_keys}"
+    elif isinstance(exc, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)):
+        what, hint = "refused the message", ""
+    elif isinstance(exc, smtplib.SMTPConnectError):
+        what, hint = "refused the connection", f"; check {settings.server_keys}"
+    else:
+        what, hint = "refused a command", ""
+    if _permanent(code):
+        error = MailAuthenticationError if isinstance(exc, smtplib.SMTPAuthenticationError) else MailRejectedError
+        return error(f"The SMTP server {server} {what} ({reply}){hint}.", server)
+    if code == 421 or isinstance(exc, smtplib.SMTPConnectError):
+        return MailServerUnavailableError(f"The SMTP server {server} {what} ({reply}){hint}.", server)
+    if 400 <= code <= 499:
+        return MailDeferredError(f"The SMTP server {server} {what} for now ({reply}){hint}.", server)
+    return MailError(f"The SMTP server {server} {what} with an unexpected reply ({reply}).", server)
 
 
 def timeout_option(timeout: float | None) -> dict[str, Any]:
@@ -198,6 +242,11 @@ class MailConsumer(EventConsumer):
         that maps each of the event's ``recipients`` (user ids, say) to an
         address, several addresses or ``None`` (skip it). An event that ends
         up with no address is not sent, and that is not an error.
+    :param ssl_context: the :class:`ssl.SSLContext` of ``STARTTLS`` and of
+        implicit TLS. ``None`` (the default) verifies the server's certificate
+        and host name against the system's trusted CAs
+        (:func:`ssl.create_default_context`); to trust a private CA or a
+        self-signed server, pass ``ssl.create_default_context(cafile=...)``.
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     :raises ConsumerError: a part is given twice, or no recipient is fixed.
     """
@@ -216,9 +265,13 @@ class MailConsumer(EventConsumer):
         subject_template: str | None = None,
         body_template: str | None = None,
         html_template: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise ConsumerError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}.")
+        self.ssl_context = ssl_context
         self.sender = _address(sender) if sender is not None else None
         self.recipient_map: RecipientMap | None = None
         self.recipients: tuple[str, ...] = ()
@@ -312,6 +365,12 @@ class MailConsumer(EventConsumer):
 
     # -- how it is sent -------------------------------------------------------
 
+    def tls_context(self) -> ssl.SSLContext:
+        """The context TLS connections to the SMTP server use: ``ssl_context``
+        if one was given, else one that verifies the certificate and the host
+        name against the system's trusted CAs."""
+        return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
+
     @abstractmethod
     def settings(self) -> SmtpSettings:
         """Where the transport sends, for error messages."""
@@ -323,7 +382,9 @@ class MailConsumer(EventConsumer):
     def consume(self, event: Event | str) -> None:
         """Email ``event``, an :class:`Event` or its JSON.
 
-        :raises MailError: a subclass says what failed; the task is retried.
+        :raises MailError: a subclass says what failed; the task is retried,
+            unless the server refused for good (a
+            :class:`~flask_notifications.errors.PermanentConsumerError`).
         :raises ConfigurationError: there is no sender.
         """
         event = as_event(event)

@@ -16,7 +16,7 @@ import enum
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -206,6 +206,14 @@ class Backend(ABC):
 
         :raises BackendError: it could not be published.
         """
+
+    def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
+        """Publish each of ``items`` to ``channel``, in order, as
+        :meth:`publish` does; backends may do it in fewer round trips.
+
+        :raises BackendError: they could not all be published.
+        """
+        return [self.publish(channel, data) for data in items]
 
     @abstractmethod
     def subscribe(self) -> Subscription:

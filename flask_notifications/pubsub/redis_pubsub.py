@@ -52,7 +52,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -809,9 +809,14 @@ class RedisPubSub(Backend):
         return _text(_info(info, "last-generated-id")), None if added is None else int(added)
 
     def publish(self, channel: str, data: str) -> Message:
+        return self.publish_many(channel, [data])[0]
+
+    def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
+        """Publish ``items`` in one pipeline: one round trip for them all."""
         key = self._key(channel)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(key, {"d": data}, maxlen=self.history_size, approximate=True)
+        for data in items:
+            pipe.xadd(key, {"d": data}, maxlen=self.history_size, approximate=True)
         if self.history_ttl is not None:
             cutoff_ms = int((time.time() - self.history_ttl) * 1000)
             pipe.xtrim(key, minid=f"{max(cutoff_ms, 0)}-0", approximate=True)
@@ -821,7 +826,7 @@ class RedisPubSub(Backend):
             # key's node; the stream itself is the message.
             pipe.spublish(key, b"")
         replies = self._call("publish", pipe.execute)
-        return Message(channel, _text(replies[0]), data)
+        return [Message(channel, _text(reply), data) for reply, data in zip(replies, items, strict=False)]
 
     def subscribe(self) -> Subscription:
         if self.cluster:

@@ -1,6 +1,7 @@
 """An application whose worker processes append to one event log, for the
 test that runs two worker processes at once
-(``celery -A tests.apps.consumers_app:celery worker``).
+(``celery -A tests.apps.consumers_app:celery worker``), and for the test of a
+``-P gevent`` worker whose log file is locked.
 
 The configuration comes from the environment, so that a test isolates it
 with its own Redis keys, Celery queue and log file.
@@ -41,10 +42,12 @@ def _redis() -> Any:
     return notifications.get_backend(app).client  # type: ignore[attr-defined]
 
 
-@hub.register_consumer(celery_task_name="tests.consumers.worker_pid")
+@hub.register_consumer(celery_task_name="tests.consumers.worker_pid", pass_event=True)
 def record_worker(event: Event) -> None:
-    """Record which process consumed the event, to show both workers did."""
+    """Record which process consumed the event, to show both workers did,
+    and the event, to show it was consumed while the log was locked."""
     _redis().sadd(f"{PREFIX}:consumed-by", os.getpid())
+    _redis().sadd(f"{PREFIX}:consumed", event["event_id"])
 
 
 @worker_ready.connect

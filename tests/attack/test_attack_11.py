@@ -31,7 +31,7 @@ from celery.signals import after_task_publish, task_postrun, task_unknown
 from flask import Flask
 from kombu.connection import Connection
 
-from flask_notifications import Notifications, dead_letters
+from flask_notifications import Notifications, dead_letters, signals
 from flask_notifications.errors import BackendError, BrokerUnavailableError, SendInProgressError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
@@ -107,6 +107,9 @@ def attack_app(attack_env: dict[str, str], cleanup_prefix: str) -> Iterator[Modu
     module = importlib.import_module(APP_MODULE)
     yield module
     module.notifications.get_backend(module.app).close()
+    # Its receiver SIGKILLs the process that runs a consumer while the
+    # marker exists: never the test process of later tests.
+    signals.consumer_succeeded.disconnect(module._die_after_complete)
     sys.modules.pop(APP_MODULE, None)
 
 

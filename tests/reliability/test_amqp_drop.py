@@ -23,13 +23,12 @@ from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
 
+from .. import sse_servers
 from ..conftest import make_config
-from ..helpers import wait_for
+from ..helpers import missing, wait_for
 from .conftest import report
 from .resuming_client import ResumingClient
 from .tcp_proxy import TcpProxy
-
-sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
 
 pytestmark = pytest.mark.reliability
 
@@ -44,7 +43,7 @@ def amqp_url() -> str:
     try:
         conn.ensure_connection(max_retries=0)
     except Exception as exc:  # any failure to connect means: no server here
-        pytest.skip(f"no RabbitMQ answers at {url} ({exc})")
+        missing(f"no RabbitMQ answers at {url} ({exc})")
     finally:
         conn.release()
     return url

@@ -23,16 +23,11 @@ import pytest
 from flask_notifications import Event
 from flask_notifications.errors import BrokerUnavailableError
 
+from .. import sse_servers
 from ..conftest import make_config
 from ..helpers import RedisServer, wait_for
 from .conftest import WorkerProcess, report
-
-try:
-    from tests import sse_servers
-
-    from .resuming_client import ResumingClient
-except ImportError:  # the SSE endpoint is not merged yet: test the rest
-    sse_servers = None
+from .resuming_client import ResumingClient
 
 pytestmark = pytest.mark.reliability
 
@@ -73,15 +68,14 @@ def test_events_sent_across_a_redis_restart_are_delivered_or_refused(
 ) -> None:
     worker = WorkerProcess(APP_MODULE, restart_env, tmp_path / "worker.log", pool="threads")
     worker.start()
-    server, browsers = None, []
-    if sse_servers is not None:
-        config = make_config(redis_server.url, restart_env["FAULT_PREFIX"], NOTIFICATIONS_SSE_RETRY=200)
-        server = sse_servers.Server("gevent", config)
-        url = f"{server.base}/notifications/{restart_app.stream_hub.hub_id}/events"
-        browsers = [ResumingClient(url) for _ in range(BROWSERS)]
-        for browser in browsers:
-            browser.start()
-        wait_for(lambda: all(b.connections for b in browsers), timeout=60)
+    # Browsers follow the stream through the restart.
+    config = make_config(redis_server.url, restart_env["FAULT_PREFIX"], NOTIFICATIONS_SSE_RETRY=200)
+    server = sse_servers.Server("gevent", config)
+    url = f"{server.base}/notifications/{restart_app.stream_hub.hub_id}/events"
+    browsers = [ResumingClient(url) for _ in range(BROWSERS)]
+    for browser in browsers:
+        browser.start()
+    wait_for(lambda: all(b.connections for b in browsers), timeout=60)
     notifications, hub_id = restart_app.notifications, restart_app.stream_hub.hub_id
     sent: dict[str, int] = {}
     refused: dict[str, int] = {}

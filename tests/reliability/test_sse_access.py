@@ -27,11 +27,10 @@ from hypothesis import strategies as st
 from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 
+from .. import sse_servers
 from ..conftest import make_config
 from ..helpers import wait_for
 from .conftest import EXAMPLES, report
-
-sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
 
 pytestmark = pytest.mark.reliability
 

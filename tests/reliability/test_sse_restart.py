@@ -15,12 +15,11 @@ import redis
 from flask_notifications.event_hub import hub_id_for
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
+from .. import sse_servers
 from ..conftest import make_config
 from ..helpers import wait_for
 from .conftest import report
-
-sse_servers = pytest.importorskip("tests.sse_servers", reason="the SSE endpoint is not merged yet")
-from .resuming_client import ResumingClient, SteadyPublisher  # noqa: E402
+from .resuming_client import ResumingClient, SteadyPublisher
 
 pytestmark = pytest.mark.reliability
 

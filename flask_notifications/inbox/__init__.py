@@ -1,0 +1,22 @@
+"""The notification inbox: every user's notifications kept in SQL, with
+their read state and a live unread count. Needs the ``inbox`` extra
+(SQLAlchemy 2)."""
+
+from __future__ import annotations
+
+from .migrations import include_object
+from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table
+from .store import BADGE_EVENT_TYPE, Inbox, badge_event
+from .views import inbox_blueprint
+
+__all__ = [
+    "BADGE_EVENT_TYPE",
+    "DEFAULT_TABLE",
+    "Inbox",
+    "InboxItem",
+    "InboxPage",
+    "badge_event",
+    "define_table",
+    "inbox_blueprint",
+    "include_object",
+]

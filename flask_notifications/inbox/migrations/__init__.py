@@ -1,0 +1,45 @@
+"""The Alembic migration of the inbox table, for applications that manage
+their schema with Alembic or Flask-Migrate.
+
+``flask notifications inbox migration`` copies it into the application's
+``migrations/versions``, after the current head, with the configured table
+name; ``flask db upgrade`` then creates the table. Autogenerate does not know
+the inbox table: give ``env.py`` the :func:`include_object` hook, so that
+``flask db migrate`` does not propose to drop it.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from flask import current_app, has_app_context
+
+from ..model import DEFAULT_TABLE
+
+#: The migration script that ``flask notifications inbox migration`` copies.
+TEMPLATE = str(
+    files("flask_notifications.inbox") / "migrations" / "versions" / "a3f1c9e2b7d4_create_notifications_inbox.py"
+)
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """An ``include_object`` hook for Alembic's autogenerate that leaves the
+    inbox table (and its indexes) to the inbox's own migration, so that
+    ``flask db migrate`` does not propose to drop it::
+
+        # migrations/env.py
+        from flask_notifications.inbox import include_object
+        context.configure(..., include_object=include_object)
+    """
+    inbox = _table_name()
+    if type_ == "table":
+        return name != inbox
+    table = getattr(obj, "table", None)
+    return getattr(table, "name", None) != inbox
+
+
+def _table_name() -> str:
+    if has_app_context():
+        return str(current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE)
+    return DEFAULT_TABLE

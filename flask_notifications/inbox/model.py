@@ -1,0 +1,172 @@
+"""The inbox table: one row per (recipient, notification), and what a
+query returns of it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from ..errors import InvalidCursorError
+
+#: The table's name unless ``NOTIFICATIONS_INBOX_TABLE`` says otherwise; the
+#: shipped Alembic migration creates it under this name.
+DEFAULT_TABLE = "notifications_inbox"
+
+#: Longest recipient id, event id and delivery id stored.
+ID_LENGTH = 255
+
+_BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+_CURSOR = re.compile(r"i:([1-9][0-9]{0,18})")
+_MAX_ID = 2**63 - 1
+
+
+def define_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
+    """Define the inbox table on ``metadata``.
+
+    Two indexes serve the queries a page makes on every load: the newest
+    page of a user walks ``(recipient, id)`` backwards, and the unread count
+    (and the unread page) reads a partial index holding only the unread,
+    unarchived rows. The unique key on ``(delivery_id, recipient)`` is what
+    keeps a redelivered task from storing a row twice.
+
+    :param metadata: where to define it.
+    :param name: the table's name; indexes and constraints are named after it.
+    """
+    unread = sa.text("read_at IS NULL AND archived_at IS NULL")
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", _BIGINT, primary_key=True, autoincrement=True),
+        sa.Column("recipient", sa.String(ID_LENGTH), nullable=False),
+        sa.Column("delivery_id", sa.String(ID_LENGTH), nullable=False),
+        sa.Column("event_id", sa.String(ID_LENGTH), nullable=False),
+        sa.Column("event_type", sa.String(ID_LENGTH), nullable=False),
+        sa.Column("event", _JSON, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
+        sa.UniqueConstraint("delivery_id", "recipient", name=f"uq_{name}_delivery_recipient"),
+        sa.Index(f"ix_{name}_recipient_id", "recipient", "id"),
+        sa.Index(
+            f"ix_{name}_unread",
+            "recipient",
+            "id",
+            postgresql_where=unread,
+            sqlite_where=unread,
+        ),
+        sa.Index(f"ix_{name}_created_at", "created_at"),
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # SQLite hands timezone-aware columns back naive; they were stored as UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One notification in one user's inbox.
+
+    :param id: the row's id, what :meth:`Inbox.mark_read` and the others take.
+    :param recipient: the user it belongs to.
+    :param event: the event, as its JSON object (:meth:`Event.to_dict`).
+    :param delivery_id: the :meth:`Notifications.send` call that stored it.
+    :param created_at: when it was stored.
+    :param seen_at: when the user last saw it in a list, or ``None``.
+    :param read_at: when it was marked read, or ``None`` while unread.
+    :param archived_at: when it was archived, or ``None``.
+    """
+
+    id: int
+    recipient: str
+    event: dict[str, Any]
+    delivery_id: str
+    created_at: datetime
+    seen_at: datetime | None
+    read_at: datetime | None
+    archived_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> InboxItem:
+        """Build an item from a row of the inbox table."""
+        created = _utc(row.created_at)
+        assert created is not None
+        return cls(
+            id=int(row.id),
+            recipient=row.recipient,
+            event=dict(row.event),
+            delivery_id=row.delivery_id,
+            created_at=created,
+            seen_at=_utc(row.seen_at),
+            read_at=_utc(row.read_at),
+            archived_at=_utc(row.archived_at),
+        )
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, as the inbox blueprint answers it."""
+        return {
+            "id": self.id,
+            "event": self.event,
+            "created_at": _iso(self.created_at),
+            "seen_at": _iso(self.seen_at),
+            "read_at": _iso(self.read_at),
+            "archived_at": _iso(self.archived_at),
+            "read": self.read_at is not None,
+        }
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    """A page of :meth:`Inbox.list`, newest first.
+
+    :param items: the notifications.
+    :param next_cursor: pass it as ``before=`` for the next page; ``None``
+        on the last page.
+    """
+
+    items: list[InboxItem]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": [item.to_dict() for item in self.items], "next_cursor": self.next_cursor}
+
+
+def encode_cursor(item_id: int) -> str:
+    """The opaque cursor of the page that follows the item ``item_id``."""
+    return base64.urlsafe_b64encode(f"i:{item_id}".encode()).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The item id a cursor of :func:`encode_cursor` points after.
+
+    :raises InvalidCursorError: it is not such a cursor.
+    """
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= 32:
+        raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        text = ""
+    found = _CURSOR.fullmatch(text)
+    if found is None or int(found.group(1)) > _MAX_ID:
+        raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
+    return int(found.group(1))

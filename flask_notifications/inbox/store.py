@@ -1,0 +1,570 @@
+"""The inbox API: ``notifications.inbox``."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app, has_app_context
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..errors import (
+    BackendError,
+    InboxUnavailableError,
+    InvalidInboxRequestError,
+    NotificationNotFoundError,
+)
+from ..event import Event
+from .model import DEFAULT_TABLE, ID_LENGTH, InboxItem, InboxPage, decode_cursor, define_table, encode_cursor
+
+if TYPE_CHECKING:
+    from ..ext import Notifications
+
+logger = logging.getLogger(__name__)
+
+#: The ``event_type`` of the events that carry a user's new unread count to
+#: their streams (the live badge).
+BADGE_EVENT_TYPE = "inbox.badge"
+#: Most ids one call takes.
+MAX_IDS = 1000
+#: Largest page.
+MAX_LIMIT = 100
+#: Recipients per statement when counting or storing for many at once.
+_CHUNK = 500
+_MAX_ID = 2**63 - 1
+
+#: What :meth:`Inbox.user_loader` registers: it returns the current user's
+#: recipient id, or ``None`` when nobody is logged in.
+UserLoader = Callable[[], "str | int | None"]
+
+
+@dataclass
+class _Store:
+    engine: sa.Engine
+    table: sa.Table
+    owns_engine: bool
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    # WAL lets the web process read while a worker writes; the busy timeout
+    # makes a writer wait for the lock instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
+    """The engine of ``app``'s inbox and whether the inbox created it."""
+    configured = app.config.get("NOTIFICATIONS_INBOX_URL")
+    if isinstance(configured, sa.Engine):
+        return configured, False
+    if not configured and "sqlalchemy" in app.extensions:
+        engine: sa.Engine = app.extensions["sqlalchemy"].engine
+        return engine, False
+    if not configured:
+        os.makedirs(app.instance_path, exist_ok=True)
+        configured = "sqlite:///" + os.path.join(app.instance_path, "notifications_inbox.sqlite3")
+    engine = sa.create_engine(configured, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine, True
+
+
+def _recipient(user: object) -> str:
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise InvalidInboxRequestError(f"A recipient is a string or an integer id, not {type(user).__name__}.")
+    text = str(user)
+    if not text or len(text) > ID_LENGTH:
+        raise InvalidInboxRequestError(f"A recipient id is 1 to {ID_LENGTH} characters, not {len(text)}.")
+    return text
+
+
+def _ids(ids: Iterable[int | str]) -> list[int]:
+    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, Iterable):
+        raise InvalidInboxRequestError(f"Give the notification ids as a list, not {type(ids).__name__}.")
+    found: set[int] = set()
+    for value in ids:
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_ID:
+            raise InvalidInboxRequestError(f"A notification id is a positive integer, not {value!r:.40}.")
+        found.add(value)
+        if len(found) > MAX_IDS:
+            raise InvalidInboxRequestError(f"Give at most {MAX_IDS} ids per call.")
+    return sorted(found)
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInboxRequestError(f"The limit is an integer from 1 to {MAX_LIMIT}, not {limit!r:.40}.")
+    return limit
+
+
+def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@contextmanager
+def _database_errors(table: str) -> Iterator[None]:
+    """Turn a database that is down, or a missing table, into an
+    :class:`InboxUnavailableError` that says what to do."""
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise
+    except sa.exc.DBAPIError as exc:
+        text = str(exc.orig)
+        hint = ""
+        if "no such table" in text or ("does not exist" in text and table in text):
+            hint = f" Create the table {table!r} with 'flask notifications inbox init-db' or the shipped migration."
+        raise InboxUnavailableError(f"The inbox database failed: {text.strip()}.{hint}") from exc
+
+
+class Inbox:
+    """Every user's notifications, kept in SQL, with their read state.
+
+    Reach it as ``notifications.inbox``; an :class:`InboxConsumer` fills
+    it. Its methods work on the current application's database (see
+    ``NOTIFICATIONS_INBOX_URL``), so they need an application context, as
+    a request or a Celery task has.
+
+    A *user* is the recipient id an event names in ``recipients``, a string
+    (an integer is taken as its decimal string). Every method that changes
+    an inbox tells that user's streams the new unread count (the live badge).
+
+    :param notifications: the extension it belongs to.
+    """
+
+    def __init__(self, notifications: Notifications) -> None:
+        self.notifications = notifications
+        self._stores: weakref.WeakKeyDictionary[Flask, _Store] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._user_loader: UserLoader | None = None
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _app(self) -> Flask:
+        if not has_app_context():
+            raise RuntimeError(
+                "The inbox needs an application context. Use it inside a request or 'with app.app_context():'."
+            )
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+        return app
+
+    def _store(self) -> _Store:
+        app = self._app()
+        store = self._stores.get(app)
+        if store is None:
+            with self._lock:
+                store = self._stores.get(app)
+                if store is None:
+                    engine, owned = _engine_for(app)
+                    name = app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE
+                    table = define_table(sa.MetaData(), name)
+                    store = self._stores[app] = _Store(engine, table, owned)
+        return store
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The current application's inbox engine."""
+        return self._store().engine
+
+    @property
+    def table(self) -> sa.Table:
+        """The current application's inbox table."""
+        return self._store().table
+
+    def create_all(self) -> None:
+        """Create the inbox table and its indexes if they do not exist (what
+        ``flask notifications inbox init-db`` does)."""
+        store = self._store()
+        with _database_errors(store.table.name):
+            store.table.create(store.engine, checkfirst=True)
+
+    def drop_all(self) -> None:
+        """Drop the inbox table, and every notification in it."""
+        store = self._store()
+        with _database_errors(store.table.name):
+            store.table.drop(store.engine, checkfirst=True)
+
+    def close(self) -> None:
+        """Close the current application's database connections, if the
+        inbox opened them (a Flask-SQLAlchemy engine is left alone)."""
+        app = self._app()
+        with self._lock:
+            store = self._stores.pop(app, None)
+        if store is not None and store.owns_engine:
+            store.engine.dispose()
+
+    def user_loader(self, func: UserLoader) -> UserLoader:
+        """Register the function that tells the inbox blueprint who the
+        current user is; use it as a decorator::
+
+            @notifications.inbox.user_loader
+            def inbox_user():
+                return session.get("user_id")
+
+        It returns the user's recipient id, or ``None`` when nobody is
+        logged in (the blueprint answers ``401``). Without one, Flask-Login's
+        ``current_user.get_id()`` is used.
+
+        :return: ``func``, unchanged.
+        """
+        if not callable(func):
+            raise TypeError(f"user_loader() takes a function, not {type(func).__name__}.")
+        self._user_loader = func
+        return func
+
+    def current_user_id(self) -> str | None:
+        """The recipient id of the request's user, from the
+        :meth:`user_loader` or Flask-Login, or ``None``."""
+        if self._user_loader is not None:
+            user = self._user_loader()
+        else:
+            user = _flask_login_user()
+        return None if user is None else _recipient(user)
+
+    # -- storing --------------------------------------------------------------
+
+    def add(self, event: Event, recipients: Iterable[str], *, delivery_id: str) -> builtins.list[str]:
+        """Store ``event`` once in the inbox of each recipient, and send each
+        of them the new unread count.
+
+        A row that already exists for ``(delivery_id, recipient)`` is kept as
+        it is, so storing one delivery twice stores it once.
+
+        :param delivery_id: the delivery (:func:`~flask_notifications.delivery.current_delivery`).
+        :return: the recipients it was stored for now, not before.
+        :raises InvalidInboxRequestError: a recipient or the delivery id is
+            empty or longer than 255 characters.
+        :raises InboxUnavailableError: the database failed; nothing was stored.
+        :raises BackendError: the unread counts could not be published.
+        """
+        users = list(dict.fromkeys(_recipient(user) for user in recipients))
+        if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= ID_LENGTH:
+            raise InvalidInboxRequestError(f"A delivery id is 1 to {ID_LENGTH} characters, not {delivery_id!r:.40}.")
+        if not users:
+            return []
+        store = self._store()
+        table = store.table
+        data = event.to_dict()
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "recipient": user,
+                "delivery_id": delivery_id,
+                "event_id": str(event["event_id"])[:ID_LENGTH],
+                "event_type": str(event["event_type"])[:ID_LENGTH],
+                "event": data,
+                "created_at": now,
+            }
+            for user in users
+        ]
+        channels = self.badge_channels()
+        with _database_errors(table.name), store.engine.begin() as conn:
+            stored = self._insert(conn, table, rows)
+            counts = _count_unread(conn, table, users) if channels else {}
+        self._publish(channels, counts, strict=True)
+        return stored
+
+    def _insert(self, conn: sa.Connection, table: sa.Table, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
+        name = conn.dialect.name
+        if name in ("postgresql", "sqlite"):
+            insert = pg_insert(table) if name == "postgresql" else sqlite_insert(table)
+            stmt = insert.on_conflict_do_nothing(index_elements=["delivery_id", "recipient"]).returning(
+                table.c.recipient
+            )
+            stored: list[str] = []
+            for start in range(0, len(rows), _CHUNK):
+                stored.extend(conn.execute(stmt, rows[start : start + _CHUNK]).scalars())
+            return stored
+        # Elsewhere: skip the recipients this delivery already reached.
+        delivery_id = rows[0]["delivery_id"]
+        existing: set[str] = set()
+        for chunk in _chunks([row["recipient"] for row in rows]):
+            existing.update(
+                conn.execute(
+                    sa.select(table.c.recipient).where(table.c.delivery_id == delivery_id, table.c.recipient.in_(chunk))
+                ).scalars()
+            )
+        fresh = [row for row in rows if row["recipient"] not in existing]
+        if fresh:
+            conn.execute(table.insert(), fresh)
+        return [row["recipient"] for row in fresh]
+
+    # -- reading --------------------------------------------------------------
+
+    def list(
+        self,
+        user: str | int,
+        *,
+        unread_only: bool = False,
+        archived: bool = False,
+        before: str | None = None,
+        limit: int = 20,
+    ) -> InboxPage:
+        """A page of ``user``'s notifications, newest first.
+
+        Pages are keyset-paginated: pass the page's ``next_cursor`` as
+        ``before`` for the next one. A notification stored meanwhile never
+        shifts a page.
+
+        :param unread_only: only the unread ones.
+        :param archived: the archived ones instead of the others.
+        :param before: a cursor from a previous page, or ``None`` for the newest.
+        :param limit: at most this many, 1 to 100.
+        :raises InvalidCursorError: ``before`` is not a cursor from this inbox.
+        :raises InvalidInboxRequestError: ``limit`` is out of range.
+        """
+        recipient = _recipient(user)
+        limit = _limit(limit)
+        store = self._store()
+        t = store.table
+        query = sa.select(t).where(t.c.recipient == recipient)
+        query = query.where(t.c.archived_at.is_not(None) if archived else t.c.archived_at.is_(None))
+        if unread_only:
+            query = query.where(t.c.read_at.is_(None))
+        if before is not None:
+            query = query.where(t.c.id < decode_cursor(before))
+        query = query.order_by(t.c.id.desc()).limit(limit + 1)
+        with _database_errors(t.name), store.engine.connect() as conn:
+            items = [InboxItem.from_row(row) for row in conn.execute(query)]
+        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        return InboxPage(items[:limit], next_cursor)
+
+    def get(self, user: str | int, item_id: int) -> InboxItem:
+        """One notification of ``user``.
+
+        :raises NotificationNotFoundError: ``user`` has no such notification.
+        """
+        recipient = _recipient(user)
+        (wanted,) = _ids([item_id])
+        store = self._store()
+        t = store.table
+        with _database_errors(t.name), store.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == wanted, t.c.recipient == recipient)).first()
+        if row is None:
+            raise NotificationNotFoundError([wanted])
+        return InboxItem.from_row(row)
+
+    def unread_count(self, user: str | int) -> int:
+        """How many of ``user``'s notifications are unread (archived ones
+        do not count)."""
+        return self.unread_counts([_recipient(user)])[_recipient(user)]
+
+    def unread_counts(self, users: Iterable[str | int]) -> dict[str, int]:
+        """:meth:`unread_count` of several users, in one query per 500."""
+        wanted = builtins.list(dict.fromkeys(_recipient(user) for user in users))
+        store = self._store()
+        with _database_errors(store.table.name), store.engine.connect() as conn:
+            return _count_unread(conn, store.table, wanted)
+
+    def unseen_count(self, user: str | int) -> int:
+        """How many of ``user``'s unarchived notifications were never seen."""
+        recipient = _recipient(user)
+        store = self._store()
+        t = store.table
+        query = sa.select(sa.func.count()).where(
+            t.c.recipient == recipient, t.c.seen_at.is_(None), t.c.archived_at.is_(None)
+        )
+        with _database_errors(t.name), store.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- changing -------------------------------------------------------------
+
+    def _change(self, user: str | int, ids: Iterable[int | str] | None, values: dict[str, Any], *extra: Any) -> int:
+        """Set ``values`` on ``user``'s notifications ``ids`` (all of them
+        when ``None``) that match ``extra``; refuse ids not theirs."""
+        recipient = _recipient(user)
+        wanted = None if ids is None else _ids(ids)
+        if wanted == []:
+            return 0
+        store = self._store()
+        t = store.table
+        channels = self.badge_channels()
+        with _database_errors(t.name), store.engine.begin() as conn:
+            where = [t.c.recipient == recipient]
+            if wanted is not None:
+                self._check_owned(conn, t, recipient, wanted)
+                where.append(t.c.id.in_(wanted))
+            changed = conn.execute(sa.update(t).where(*where, *extra).values(values)).rowcount
+            counts = _count_unread(conn, t, [recipient]) if changed and channels else {}
+        self._publish(channels, counts)
+        return int(changed)
+
+    @staticmethod
+    def _check_owned(conn: sa.Connection, t: sa.Table, recipient: str, ids: builtins.list[int]) -> None:
+        found = set(conn.execute(sa.select(t.c.id).where(t.c.recipient == recipient, t.c.id.in_(ids))).scalars())
+        missing = [item_id for item_id in ids if item_id not in found]
+        if missing:
+            raise NotificationNotFoundError(missing)
+
+    def mark_read(self, user: str | int, ids: Iterable[int | str]) -> int:
+        """Mark ``user``'s notifications ``ids`` read.
+
+        :return: how many were unread before.
+        :raises NotificationNotFoundError: some ids are not ``user``'s
+            notifications (unknown or another user's); nothing was changed.
+        :raises InvalidInboxRequestError: an id is not a positive integer, or
+            more than 1,000 ids were given.
+        """
+        t = self.table
+        return self._change(user, ids, {"read_at": datetime.now(UTC)}, t.c.read_at.is_(None))
+
+    def mark_unread(self, user: str | int, ids: Iterable[int | str]) -> int:
+        """Mark ``user``'s notifications ``ids`` unread again; as :meth:`mark_read`."""
+        t = self.table
+        return self._change(user, ids, {"read_at": None}, t.c.read_at.is_not(None))
+
+    def mark_all_read(self, user: str | int) -> int:
+        """Mark every unread notification of ``user`` read.
+
+        :return: how many there were.
+        """
+        t = self.table
+        return self._change(user, None, {"read_at": datetime.now(UTC)}, t.c.read_at.is_(None))
+
+    def mark_seen(self, user: str | int, ids: Iterable[int | str] | None = None) -> int:
+        """Mark ``user``'s notifications ``ids`` (or all of them) seen: shown
+        in a list, though not necessarily read. As :meth:`mark_read`."""
+        t = self.table
+        return self._change(user, ids, {"seen_at": datetime.now(UTC)}, t.c.seen_at.is_(None))
+
+    def archive(self, user: str | int, ids: Iterable[int | str]) -> int:
+        """Archive ``user``'s notifications ``ids``: they leave the list and
+        the unread count, and are listed with ``archived=True``. As
+        :meth:`mark_read`."""
+        t = self.table
+        return self._change(user, ids, {"archived_at": datetime.now(UTC)}, t.c.archived_at.is_(None))
+
+    def unarchive(self, user: str | int, ids: Iterable[int | str]) -> int:
+        """Bring archived notifications back to the list. As :meth:`mark_read`."""
+        t = self.table
+        return self._change(user, ids, {"archived_at": None}, t.c.archived_at.is_not(None))
+
+    def delete(self, user: str | int, ids: Iterable[int | str]) -> int:
+        """Delete ``user``'s notifications ``ids`` for good.
+
+        :return: how many were deleted.
+        :raises NotificationNotFoundError: some ids are not ``user``'s
+            notifications; nothing was deleted.
+        """
+        recipient = _recipient(user)
+        wanted = _ids(ids)
+        if not wanted:
+            return 0
+        store = self._store()
+        t = store.table
+        channels = self.badge_channels()
+        with _database_errors(t.name), store.engine.begin() as conn:
+            self._check_owned(conn, t, recipient, wanted)
+            deleted = conn.execute(sa.delete(t).where(t.c.recipient == recipient, t.c.id.in_(wanted))).rowcount
+            counts = _count_unread(conn, t, [recipient]) if channels else {}
+        self._publish(channels, counts)
+        return int(deleted)
+
+    def purge(self, older_than: timedelta | float | None = None) -> int:
+        """Delete every notification stored longer ago than ``older_than``
+        (a :class:`~datetime.timedelta` or seconds), by default
+        ``NOTIFICATIONS_INBOX_RETENTION``; read or not.
+
+        :return: how many were deleted.
+        :raises InvalidInboxRequestError: no age was given and no retention
+            is configured, or the age is negative.
+        """
+        if older_than is None:
+            older_than = self._app().config.get("NOTIFICATIONS_INBOX_RETENTION")
+            if older_than is None:
+                raise InvalidInboxRequestError(
+                    "Give the age to purge, or set NOTIFICATIONS_INBOX_RETENTION (seconds or a timedelta)."
+                )
+        age = older_than if isinstance(older_than, timedelta) else timedelta(seconds=float(older_than))
+        if age < timedelta(0):
+            raise InvalidInboxRequestError(f"The age to purge must not be negative, not {age}.")
+        store = self._store()
+        t = store.table
+        with _database_errors(t.name), store.engine.begin() as conn:
+            deleted = conn.execute(sa.delete(t).where(t.c.created_at < datetime.now(UTC) - age)).rowcount
+        return int(deleted)
+
+    # -- the live badge -------------------------------------------------------
+
+    def badge_channels(self) -> builtins.list[str]:
+        """The channels the unread counts are published to: those of the
+        hubs that have an :class:`InboxConsumer` with ``badge`` on."""
+        from ..consumers.inbox_consumer import InboxConsumer
+
+        channels: dict[str, None] = {}
+        for hub in self.notifications.hubs.values():
+            for consumer in hub.consumers:
+                if isinstance(consumer, InboxConsumer) and consumer.badge:
+                    channels[consumer.badge_channel or hub.hub_id] = None
+        return list(channels)
+
+    def publish_badges(self, users: Iterable[str], *, strict: bool = False) -> None:
+        """Send each user's streams an ``inbox.badge`` event with their
+        unread count, on every :meth:`badge_channels` channel.
+
+        :param strict: raise if the backend cannot be reached; otherwise it
+            is logged, and the next change or page load sends the count.
+        :raises BackendError: the backend failed, and ``strict`` is set.
+        """
+        channels = self.badge_channels()
+        if channels:
+            self._publish(channels, self.unread_counts(users), strict=strict)
+
+    def _publish(self, channels: builtins.list[str], counts: dict[str, int], *, strict: bool = False) -> None:
+        if not channels or not counts:
+            return
+        backend = self.notifications.get_backend(self._app())
+        frames = [badge_event(user, count).to_json() for user, count in counts.items()]
+        try:
+            for channel in channels:
+                backend.publish_many(channel, frames)
+        except BackendError:
+            if strict:
+                raise
+            logger.warning("Could not publish the unread counts of %d users.", len(counts), exc_info=True)
+
+
+def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -> dict[str, int]:
+    """The unread counts of ``users``, in one query per 500 of them."""
+    counts = dict.fromkeys(users, 0)
+    unread = [t.c.read_at.is_(None), t.c.archived_at.is_(None)]
+    for chunk in _chunks(users):
+        who = t.c.recipient == chunk[0] if len(chunk) == 1 else t.c.recipient.in_(chunk)
+        query = sa.select(t.c.recipient, sa.func.count()).where(who, *unread).group_by(t.c.recipient)
+        for recipient, count in conn.execute(query):
+            counts[recipient] = int(count)
+    return counts
+
+
+def badge_event(user: str, unread_count: int) -> Event:
+    """The event that tells ``user``'s streams their unread count."""
+    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], unread_count=unread_count)
+
+
+def _flask_login_user() -> str | None:
+    try:
+        from flask_login import current_user
+    except ImportError:
+        raise RuntimeError(
+            "The inbox does not know who the current user is: register a function with "
+            "@notifications.inbox.user_loader, or use Flask-Login."
+        ) from None
+    if not current_user or not current_user.is_authenticated:
+        return None
+    user_id: str | None = current_user.get_id()
+    return user_id

@@ -1,0 +1,175 @@
+"""InboxConsumer through a real Celery worker, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_notifications import Event, Notifications, signals
+from flask_notifications.consumers.inbox_consumer import InboxConsumer
+from flask_notifications.errors import ConsumerError, InboxUnavailableError
+from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table
+from flask_notifications.pubsub.backend import Message
+
+from ..conftest import WorkerFactory
+from ..helpers import deliver_twice, wait_for
+from ..reliability.tcp_proxy import TcpProxy
+from .conftest import table_name
+
+
+def make_event(recipients: tuple[str, ...] = ("alice", "bob"), **extra: Any) -> Event:
+    return Event(None, "comment", "New comment", "On your post", sender="carol", recipients=recipients, **extra)
+
+
+@contextmanager
+def collected(signal: Any) -> Iterator[list[Event]]:
+    """The events ``signal`` is sent with while the block runs."""
+    events: list[Event] = []
+
+    def receive(sender: Any, **kwargs: Any) -> None:
+        events.append(kwargs["event"])
+
+    signal.connect(receive)
+    try:
+        yield events
+    finally:
+        signal.disconnect(receive)
+
+
+def badges(messages: list[Message]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for message in messages:
+        data = json.loads(message.data)
+        if data["event_type"] == BADGE_EVENT_TYPE:
+            (user,) = data["recipients"]
+            found[user] = data["unread_count"]
+    return found
+
+
+def test_worker_stores_each_recipient_once_and_sends_badges(
+    notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory
+) -> None:
+    hub = notifications.create_hub("Inbox")
+    hub.register_consumer(InboxConsumer())
+    subscription = notifications.backend.subscribe()
+    subscription.add(hub.hub_id)
+    received: list[Message] = []
+    try:
+        with celery_worker():
+            event = make_event(("alice", "bob", "alice"))
+            dispatch = notifications.send(event)
+            wait_for(lambda: received.extend(subscription.get(0.2)) or len(badges(received)) == 2)
+    finally:
+        subscription.close()
+    assert badges(received) == {"alice": 1, "bob": 1}
+    for user in ("alice", "bob"):
+        (item,) = inbox.list(user).items
+        assert item.event == event.to_dict()
+        assert item.delivery_id == dispatch.delivery_id
+
+
+def test_redelivered_task_stores_nothing_twice(
+    notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory
+) -> None:
+    hub = notifications.create_hub("InboxTwice")
+    consumer = InboxConsumer()
+    # Without the backend's claim, both runs reach the database: only the
+    # unique (delivery_id, recipient) key keeps the second from storing.
+    consumer.idempotent = False
+    hub.register_consumer(consumer)
+    event = make_event()
+    assert deliver_twice(notifications, celery_worker, hub, event) == ["consumed", "consumed"]
+    assert [len(inbox.list(user).items) for user in ("alice", "bob")] == [1, 1]
+    assert inbox.unread_count("alice") == 1
+
+
+def test_badge_channel_and_badge_off(notifications: Notifications, inbox: Inbox) -> None:
+    other = notifications.create_hub("Badges")
+    hub = notifications.create_hub("InboxElsewhere")
+    hub.register_consumer(InboxConsumer(badge_channel=other.hub_id))
+    quiet = notifications.create_hub("InboxQuiet")
+    quiet.register_consumer(InboxConsumer(badge=False))
+    assert inbox.badge_channels() == [other.hub_id]
+    subscription = notifications.backend.subscribe()
+    subscription.add(other.hub_id)
+    subscription.add(hub.hub_id)
+    received: list[Message] = []
+    try:
+        inbox.add(make_event(("alice",)), ["alice"], delivery_id="d1")
+        wait_for(lambda: received.extend(subscription.get(0.2)) or received)
+    finally:
+        subscription.close()
+    assert [m.channel for m in received] == [other.hub_id]
+    assert badges(received) == {"alice": 1}
+
+
+def test_recipients_function(notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory) -> None:
+    hub = notifications.create_hub("InboxFollowers")
+    hub.register_consumer(InboxConsumer(recipients=lambda event: [f"follower-of-{event['sender']}"], badge=False))
+    with collected(signals.consumer_succeeded) as stored, celery_worker():
+        notifications.send(make_event(()))
+        wait_for(lambda: stored)
+    assert inbox.unread_count("follower-of-carol") == 1
+    assert inbox.unread_count("alice") == 0
+
+
+def test_called_directly_the_event_id_is_the_delivery(notifications: Notifications, inbox: Inbox) -> None:
+    consumer = InboxConsumer(badge=False)
+    event = make_event(("alice",))
+    assert consumer(event) and consumer(event)
+    (item,) = inbox.list("alice").items
+    assert item.delivery_id == event["event_id"]
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ConsumerError, match="function"):
+        InboxConsumer(recipients=["alice"])  # type: ignore[arg-type]
+    with pytest.raises(ConsumerError, match="channel"):
+        InboxConsumer(badge_channel="")
+
+
+def test_database_down_is_retried_and_nothing_is_lost(
+    app: Flask, notifications: Notifications, celery_worker: WorkerFactory, postgres_url: str, unique: str
+) -> None:
+    real = urlsplit(postgres_url)
+    proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
+    proxy.refusing.set()  # the database is down: connections are dropped at once
+    table = define_table(sa.MetaData(), table_name(unique))
+    engine = sa.create_engine(postgres_url)
+    table.create(engine)
+    app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
+    app.config["NOTIFICATIONS_INBOX_TABLE"] = table.name
+    hub = notifications.create_hub("InboxDown")
+    hub.register_consumer(InboxConsumer())
+    failures: list[BaseException] = []
+
+    def on_failed(sender: Any, exception: BaseException, **kwargs: Any) -> None:
+        failures.append(exception)
+        if len(failures) == 1:
+            proxy.refusing.clear()  # the database comes back after the first failure
+
+    signals.consumer_failed.connect(on_failed)
+    try:
+        with collected(signals.consumer_succeeded) as done, celery_worker():
+            event = make_event()
+            delivery_id = notifications.send(event).delivery_id
+            wait_for(lambda: done)
+        assert len(failures) == 1 and isinstance(failures[0], InboxUnavailableError)
+        assert "database failed" in str(failures[0])
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.recipient, table.c.delivery_id).order_by(table.c.recipient)).all()
+        assert [tuple(row) for row in rows] == [("alice", delivery_id), ("bob", delivery_id)]
+        assert notifications.dead_letters() == []
+    finally:
+        signals.consumer_failed.disconnect(on_failed)
+        notifications.inbox.close()
+        proxy.close()
+        table.drop(engine)
+        engine.dispose()

@@ -1,0 +1,294 @@
+"""The inbox API (``notifications.inbox``) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from flask_notifications import Event, Notifications
+from flask_notifications.errors import (
+    InboxUnavailableError,
+    InvalidCursorError,
+    InvalidInboxRequestError,
+    NotificationNotFoundError,
+)
+from flask_notifications.inbox import Inbox
+
+from ..helpers import free_port
+
+
+def make_event(title: str = "Hello", recipients: tuple[str, ...] = ("alice",), **extra: Any) -> Event:
+    return Event(None, "comment", title, "A body ✓", sender="bob", recipients=recipients, **extra)
+
+
+def fill(inbox: Inbox, user: str, count: int) -> list[int]:
+    """Store ``count`` notifications for ``user``; return their ids, newest first."""
+    for n in range(count):
+        event = make_event(f"n{n}", (user,))
+        inbox.add(event, [user], delivery_id=event["event_id"])
+    return [item.id for item in inbox.list(user, limit=100).items]
+
+
+def test_add_then_list_newest_first(inbox: Inbox) -> None:
+    first = make_event("first", ("alice", "bob"), priority="high")
+    second = make_event("second", ("alice",))
+    assert inbox.add(first, first["recipients"], delivery_id="d1") == ["alice", "bob"]
+    assert inbox.add(second, second["recipients"], delivery_id="d2") == ["alice"]
+    page = inbox.list("alice")
+    assert [item.event["title"] for item in page.items] == ["second", "first"]
+    assert page.next_cursor is None
+    item = page.items[1]
+    assert item.event == first.to_dict() and item.event["priority"] == "high"
+    assert Event.from_dict(item.event) == first
+    assert item.recipient == "alice" and item.delivery_id == "d1"
+    assert item.created_at.tzinfo is not None and item.read_at is None and not item.is_read
+    assert [item.event["title"] for item in inbox.list("bob").items] == ["first"]
+    assert inbox.list("carol").items == []
+
+
+def test_one_delivery_is_stored_once_per_recipient(inbox: Inbox) -> None:
+    event = make_event(recipients=("alice", "bob", "alice"))
+    assert inbox.add(event, event["recipients"], delivery_id="d1") == ["alice", "bob"]
+    assert inbox.add(event, ["alice", "bob", "carol"], delivery_id="d1") == ["carol"]
+    assert [len(inbox.list(user).items) for user in ("alice", "bob", "carol")] == [1, 1, 1]
+    # Another delivery of the same event (sent twice) is another notification.
+    assert inbox.add(event, ["alice"], delivery_id="d2") == ["alice"]
+    assert inbox.unread_count("alice") == 2
+
+
+def test_keyset_pages_cover_everything_once(inbox: Inbox) -> None:
+    ids = fill(inbox, "alice", 7)
+    fill(inbox, "bob", 2)
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = inbox.list("alice", before=cursor, limit=3)
+        seen.extend(item.id for item in page.items)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids and pages == 3
+    # A notification stored meanwhile does not shift the pages already cursored.
+    page = inbox.list("alice", limit=3)
+    fill(inbox, "alice", 1)
+    assert [item.id for item in inbox.list("alice", before=page.next_cursor, limit=3).items] == ids[3:6]
+
+
+def test_read_state_and_counts(inbox: Inbox) -> None:
+    ids = fill(inbox, "alice", 4)
+    fill(inbox, "bob", 1)
+    assert inbox.unread_count("alice") == 4
+    assert inbox.mark_read("alice", [ids[0], str(ids[1])]) == 2
+    assert inbox.mark_read("alice", [ids[0]]) == 0  # already read
+    assert inbox.unread_count("alice") == 2
+    assert [item.id for item in inbox.list("alice", unread_only=True).items] == ids[2:]
+    assert inbox.get("alice", ids[0]).read_at is not None
+    assert inbox.mark_unread("alice", [ids[0]]) == 1
+    assert inbox.unread_count("alice") == 3
+    assert inbox.mark_all_read("alice") == 3
+    assert inbox.unread_count("alice") == 0 and inbox.mark_all_read("alice") == 0
+    assert inbox.unread_count("bob") == 1
+    assert inbox.unread_counts(["alice", "bob", "nobody"]) == {"alice": 0, "bob": 1, "nobody": 0}
+    assert inbox.mark_read("alice", []) == 0
+
+
+def test_seen(inbox: Inbox) -> None:
+    ids = fill(inbox, "alice", 3)
+    assert inbox.unseen_count("alice") == 3
+    assert inbox.mark_seen("alice", [ids[0]]) == 1
+    assert inbox.unseen_count("alice") == 2
+    assert inbox.mark_seen("alice") == 2
+    assert inbox.unseen_count("alice") == 0
+    assert inbox.unread_count("alice") == 3  # seen is not read
+    assert all(item.seen_at is not None for item in inbox.list("alice").items)
+
+
+def test_archive_and_delete(inbox: Inbox) -> None:
+    ids = fill(inbox, "alice", 3)
+    assert inbox.archive("alice", [ids[0]]) == 1
+    assert [item.id for item in inbox.list("alice").items] == ids[1:]
+    assert [item.id for item in inbox.list("alice", archived=True).items] == ids[:1]
+    assert inbox.unread_count("alice") == 2
+    assert inbox.unarchive("alice", [ids[0]]) == 1
+    assert inbox.unread_count("alice") == 3
+    assert inbox.delete("alice", [ids[1], ids[2]]) == 2
+    assert [item.id for item in inbox.list("alice").items] == ids[:1]
+    with pytest.raises(NotificationNotFoundError):
+        inbox.get("alice", ids[1])
+
+
+@pytest.mark.parametrize("method", ["mark_read", "mark_unread", "mark_seen", "archive", "unarchive", "delete"])
+def test_unknown_or_foreign_ids_change_nothing(inbox: Inbox, method: str) -> None:
+    mine = fill(inbox, "alice", 2)
+    theirs = fill(inbox, "bob", 1)
+    unknown = max(mine + theirs) + 1000
+
+    def state() -> dict[str, list[Any]]:
+        return {u: [(i.id, i.read_at, i.seen_at, i.archived_at) for i in inbox.list(u).items] for u in ("alice", "bob")}
+
+    before = state()
+    for wrong in (theirs[0], unknown):
+        with pytest.raises(NotificationNotFoundError) as info:
+            getattr(inbox, method)("alice", [mine[0], wrong])
+        assert info.value.ids == [wrong]
+        assert str(wrong) in str(info.value) and "nothing was changed" in str(info.value)
+    assert state() == before
+    assert inbox.unread_count("bob") == 1 and inbox.unread_count("alice") == 2
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [[0], [-1], ["x"], [1.5], [True], [None], ["1e3"], [2**63], "12", 12, list(range(1, 1002))],
+    ids=repr,
+)
+def test_malformed_ids_are_refused(inbox: Inbox, ids: Any) -> None:
+    with pytest.raises(InvalidInboxRequestError):
+        inbox.mark_read("alice", ids)
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "garbage",
+        "!!!",
+        "12",
+        base64.urlsafe_b64encode(b"i:0").decode(),
+        base64.urlsafe_b64encode(b"i:-1").decode(),
+        base64.urlsafe_b64encode(b"i:99999999999999999999").decode(),
+        base64.urlsafe_b64encode(b"x:12").decode(),
+        "a" * 100,
+    ],
+)
+def test_malformed_cursor_is_refused(inbox: Inbox, cursor: str) -> None:
+    with pytest.raises(InvalidCursorError, match="not a cursor"):
+        inbox.list("alice", before=cursor)
+
+
+@pytest.mark.parametrize("limit", [0, 101, -5, True, "10"])
+def test_limit_out_of_range_is_refused(inbox: Inbox, limit: Any) -> None:
+    with pytest.raises(InvalidInboxRequestError, match="limit"):
+        inbox.list("alice", limit=limit)
+
+
+@pytest.mark.parametrize("user", ["", "x" * 256, None, 1.5, True])
+def test_malformed_recipient_is_refused(inbox: Inbox, user: Any) -> None:
+    with pytest.raises(InvalidInboxRequestError):
+        inbox.unread_count(user)
+    with pytest.raises(InvalidInboxRequestError):
+        inbox.add(make_event(), [user], delivery_id="d")
+
+
+def test_integer_user_ids_are_their_strings(inbox: Inbox) -> None:
+    event = make_event(recipients=("42",))
+    inbox.add(event, [42], delivery_id="d")  # type: ignore[list-item]
+    assert inbox.unread_count(42) == 1 and inbox.unread_count("42") == 1
+
+
+def test_purge_by_age_and_retention(app: Flask, inbox: Inbox) -> None:
+    fill(inbox, "alice", 2)
+    old = inbox.list("alice").items[1]
+    with inbox.engine.begin() as conn:
+        t = inbox.table
+        conn.execute(sa.update(t).where(t.c.id == old.id).values(created_at=datetime.now(UTC) - timedelta(days=40)))
+    with pytest.raises(InvalidInboxRequestError, match="NOTIFICATIONS_INBOX_RETENTION"):
+        inbox.purge()
+    with pytest.raises(InvalidInboxRequestError, match="negative"):
+        inbox.purge(-1)
+    assert inbox.purge(timedelta(days=50)) == 0
+    app.config["NOTIFICATIONS_INBOX_RETENTION"] = 30 * 24 * 3600
+    assert inbox.purge() == 1
+    assert [item.id for item in inbox.list("alice").items] != [old.id]
+    assert len(inbox.list("alice").items) == 1
+
+
+def test_database_down_is_reported(app: Flask, notifications: Notifications, unique: str) -> None:
+    app.config["NOTIFICATIONS_INBOX_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
+    inbox = notifications.inbox
+    try:
+        with pytest.raises(InboxUnavailableError, match="database failed"):
+            inbox.unread_count("alice")
+        with pytest.raises(InboxUnavailableError):
+            inbox.add(make_event(), ["alice"], delivery_id="d")
+    finally:
+        inbox.close()
+
+
+def test_missing_table_says_how_to_create_it(
+    app: Flask, notifications: Notifications, inbox_url: str, unique: str
+) -> None:
+    app.config["NOTIFICATIONS_INBOX_URL"] = inbox_url
+    app.config["NOTIFICATIONS_INBOX_TABLE"] = "missing_" + unique.replace("-", "_")
+    try:
+        with pytest.raises(InboxUnavailableError, match="init-db"):
+            notifications.inbox.unread_count("alice")
+    finally:
+        notifications.inbox.close()
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path, redis_url: str, unique: str) -> None:
+    from ..conftest import make_config
+
+    app = Flask("inbox_default", instance_path=str(tmp_path / "instance"))
+    app.config.update(make_config(redis_url, unique))
+    ext = Notifications(app)
+    with app.app_context():
+        try:
+            ext.inbox.create_all()
+            event = make_event()
+            ext.inbox.add(event, ["alice"], delivery_id="d")
+            assert ext.inbox.engine.dialect.name == "sqlite"
+            assert (tmp_path / "instance" / "notifications_inbox.sqlite3").is_file()
+            assert ext.inbox.unread_count("alice") == 1
+            with ext.inbox.engine.connect() as conn:
+                assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
+        finally:
+            ext.inbox.close()
+            ext.get_backend(app).close()
+
+
+def test_flask_sqlalchemy_engine_is_used(tmp_path: Path, redis_url: str, unique: str) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from ..conftest import make_config
+
+    app = Flask("inbox_fsa", instance_path=str(tmp_path))
+    app.config.update(make_config(redis_url, unique, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}"))
+    db = SQLAlchemy(app)
+    ext = Notifications(app)
+    with app.app_context():
+        try:
+            assert ext.inbox.engine is db.engine
+            ext.inbox.create_all()
+            ext.inbox.add(make_event(), ["alice"], delivery_id="d")
+            assert sa.inspect(db.engine).has_table("notifications_inbox")
+            with db.engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM notifications_inbox")).scalar_one() == 1
+            ext.inbox.close()
+            # Closing the inbox leaves Flask-SQLAlchemy's engine working.
+            with db.engine.connect() as conn:
+                assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        finally:
+            ext.get_backend(app).close()
+
+
+def test_inbox_needs_an_app_context(redis_url: str, unique: str) -> None:
+    from ..conftest import make_config
+
+    app = Flask("inbox_no_context")
+    app.config.update(make_config(redis_url, unique))
+    ext = Notifications(app)
+    try:
+        assert ext.inbox is ext.inbox
+        with pytest.raises(RuntimeError, match="application context"):
+            ext.inbox.unread_count("alice")
+    finally:
+        ext.get_backend(app).close()

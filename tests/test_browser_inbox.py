@@ -1,0 +1,103 @@
+"""The example page's bell in a real browser: Debian's Chromium, driven by
+Playwright, against the example served by gunicorn under gevent, with a
+Celery worker storing the inbox in SQLite.
+
+Tom's bell counts a user event sent from the form, live; "mark all read" on
+another device brings the first page's count to zero; Tim, viewing the page as
+himself, sees his own inbox only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from .example_helpers import ROOT
+from .helpers import free_port, wait_for
+from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Example, _answers, _require_browser
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FLASK_")}
+    env.update(
+        REDIS_URL=redis_url,
+        PYTHONPATH=str(ROOT),
+        FLASK_NOTIFICATIONS_KEY_PREFIX=unique,
+        FLASK_CELERY_TASK_DEFAULT_QUEUE=unique,
+        FLASK_EXAMPLE_LOG_FILE=str(tmp_path / "events.log"),
+        FLASK_NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'inbox.sqlite3'}",
+    )
+    env.pop("MAIL_SERVER", None)
+    processes = Example(env, free_port(), tmp_path)
+    try:
+        processes.start_worker()
+        processes.start_server()
+        yield processes
+    finally:
+        processes.close()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
+        for log in sorted(tmp_path.glob("*.log")):
+            sys.stderr.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}\n")
+
+
+def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Example) -> None:
+    sync_playwright = _require_browser()
+    wait_for(lambda: _answers(example.url), timeout=60)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            tom = browser.new_context(viewport={"width": 1200, "height": 800})
+            errors: list[str] = []
+            tab1 = tom.new_page()
+            tab1.on("pageerror", lambda error: errors.append(str(error)))
+            tab1.goto(example.url)
+            count = tab1.locator("#bell-count")
+            tab1.locator("#bell-count[data-state=open]").wait_for(timeout=30_000)
+            assert tab1.locator("#viewer").text_content() == "tom"
+            assert count.text_content() == "0"
+
+            # The form sends a user event to tom and tim: tom's bell counts it, live.
+            tab1.fill("#user-form input[name=title]", "For <b>Tom</b> and Tim")
+            tab1.click("#user-form button")
+            tab1.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            tab1.click("#bell-button")
+            item = tab1.locator("#inbox-list li.unread .title", has_text="For <b>Tom</b> and Tim")
+            item.wait_for(timeout=30_000)
+            assert tab1.locator("#inbox-list li .title b").count() == 0  # text, never markup
+
+            # Another device (a browser context of its own, as tom by default;
+            # one context holds at most 6 connections per host, and each page
+            # holds 3 streams) marks everything read: both bells go to 0.
+            tab2 = browser.new_context().new_page()
+            tab2.on("pageerror", lambda error: errors.append(str(error)))
+            tab2.goto(example.url)
+            tab2.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            tab2.click("#bell-button")
+            tab2.click("#mark-all-read")
+            tab2.locator("#bell-count:not(.unread)", has_text="0").wait_for(timeout=30_000)
+            tab1.locator("#bell-count:not(.unread)", has_text="0").wait_for(timeout=30_000)
+            tab1.locator("#inbox-list li.read .title", has_text="For <b>Tom</b> and Tim").wait_for(timeout=30_000)
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            tab1.screenshot(path=str(ARTIFACTS / "example-bell.png"), full_page=True)
+
+            # Tim has his own inbox: the event, still unread.
+            tim = browser.new_context().new_page()
+            tim.on("pageerror", lambda error: errors.append(str(error)))
+            tim.goto(example.url + "as/tim")
+            assert tim.locator("#viewer").text_content() == "tim"
+            tim.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            assert errors == []
+        finally:
+            browser.close()
