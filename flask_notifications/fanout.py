@@ -312,9 +312,9 @@ class Stream:
         heartbeats until the stream is closed."""
         try:
             if self.ended:
-                # Ended before its first byte: the client comes back from
-                # the id it sent, or the hub's newest if it sent none.
-                yield encode_event(None, id=self.start_id) + reconnect_frame(retry)
+                # Ended before its first byte: a resuming client keeps the
+                # id it sent; a new one comes back from where it started.
+                yield (b"" if self.replaying else encode_event(None, id=self.start_id)) + reconnect_frame(retry)
                 return
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
@@ -500,14 +500,15 @@ class Fanout:
             else:
                 ending = False
         if ending:
-            try:
-                # A new client comes back with the hub's newest id, so the
-                # events published before it reaches another process are
-                # replayed there; a resuming one keeps its own.
-                stream.start_id = format_id(self._newest(hub_id)) if last_event_id is None else last_event_id
-            except BaseException:
-                stream.close()
-                raise
+            if last_event_id is None:
+                try:
+                    # A new client comes back with the hub's newest id, so
+                    # the events published before it reaches another
+                    # process are replayed there.
+                    stream.start_id = format_id(self._newest(hub_id))
+                except BaseException:
+                    stream.close()
+                    raise
             stream.end()
             return stream
         with self._lock:
