@@ -508,6 +508,14 @@ class ScrapeCollector(Collector):
     in its Celery queues where the broker tells it. A value that cannot be
     read (the backend or broker is down) is left out of that scrape."""
 
+    def describe(self) -> Iterable[Metric]:
+        # Without describe(), registering the collector runs collect(), which
+        # would reach every backend and broker when the application starts.
+        yield GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
+        yield GaugeMetricFamily(
+            "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
+
     def collect(self) -> Iterable[Metric]:
         letters = GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
         queues = GaugeMetricFamily(
