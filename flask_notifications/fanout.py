@@ -145,6 +145,8 @@ class Stream:
         "gap",
         "replaying",
         "_overflowed",
+        "_reset_queued",
+        "_unsure",
         "closed",
         "evicted",
         "_released",
@@ -194,6 +196,14 @@ class Stream:
         #: history holds what it dropped, and the replay reads on.
         self.replaying = False
         self._overflowed = False
+        #: A reset of the hub is queued and not written yet: the history the
+        #: replay would read on is another stream's, which comes live.
+        self._reset_queued = False
+        #: The newest id written from a history page that reported a gap
+        #: since the last reset written: such a page may already hold the
+        #: events of a stream that replaced the hub's (a reset the listener
+        #: had not noticed yet), which then come again live after the reset.
+        self._unsure: Key = (0, 0)
         self.closed = False
         self.evicted = False
         #: Ended by :meth:`end` (the server is stopping): the client is told
@@ -229,8 +239,12 @@ class Stream:
                 if self.live:
                     self._kick()
                 return True
-            if self.replaying:
+            if self.replaying and not self._reset_queued:
+                # The history holds the events dropped here, not the
+                # announcements, which stay queued.
+                kept = [item for item in self._queue if item[0] is _ANNOUNCEMENT or item[0] is _RESET]
                 self._queue.clear()
+                self._queue.extend(kept)
                 self._overflowed = True
                 return True
             self.evicted = True
@@ -255,6 +269,8 @@ class Stream:
             if self.closed:
                 return
             self._queue.append((_RESET if reset else _ANNOUNCEMENT, frame, None))
+            if reset:
+                self._reset_queued = True
             self._ready.notify()
             if self.live:
                 self._kick()
@@ -312,16 +328,18 @@ class Stream:
         if not self.closed:
             self._watcher = HangupWatcher.start(fd, self.close)
 
-    def _replayed(self, messages: list[Message]) -> Iterator[bytes]:
+    def _replayed(self, messages: list[Message], *, unsure: bool) -> Iterator[bytes]:
         replayed = 0
         try:
             for message in messages:
-                if self.closed:
+                if self.closed or self._reset_queued:
                     return
                 key = message.sort_key
                 if key <= self.floor:
                     continue
                 self.floor = key
+                if unsure:
+                    self._unsure = key
                 event = _parse_event(message)
                 if self.accepts(event):
                     replayed += 1
@@ -332,13 +350,19 @@ class Stream:
     def _replay(self) -> Iterator[bytes]:
         page, self.replay = self.replay, []
         more = self.replay_more
+        unsure = self.gap is not None
         after = self.start_id
         while True:
-            yield from self._replayed(page)
+            yield from self._replayed(page, unsure=unsure)
             if page:
                 after = page[-1].id
-            if not more:
-                with self._ready:
+            with self._ready:
+                if self._reset_queued:
+                    # The hub's stream was replaced: what follows comes
+                    # live, after the reset's gap event.
+                    more = self._overflowed = self.replaying = False
+                    return
+                if not more:
                     # Live events were dropped while the queue was full:
                     # read on from the history, which holds them.
                     more, self._overflowed = self._overflowed, False
@@ -348,6 +372,7 @@ class Stream:
             if self.closed:
                 return
             history = self.fanout.read_history(self.hub_id, after)
+            unsure = history.gap
             if history.gap:
                 oldest = history.messages[0].id if history.messages else None
                 yield gap_frame(after, oldest_id=oldest, reason="trimmed")
@@ -422,7 +447,13 @@ class Stream:
         through its filter."""
         for key, frame, event in items:
             if key is _RESET:
-                self.floor = (0, 0)
+                # The hub's ids start again: from zero, unless this stream
+                # wrote some of the new stream's events already (see
+                # _unsure), which come again now.
+                self.floor, self._unsure = self._unsure, (0, 0)
+                yield frame
+                # Where the client resumes; never back past what it has.
+                frame = encode_event(None, id=format_id(self.floor))
             elif key is not _ANNOUNCEMENT:
                 if key <= self.floor:
                     continue
@@ -486,8 +517,9 @@ class Stream:
         live = False
         try:
             if self.ended:
-                # Ended before its first byte: the client keeps its last id.
-                yield reconnect_frame(retry)
+                # Ended before its first byte: a resuming client keeps the
+                # id it sent; a new one comes back from where it started.
+                yield (b"" if self.replaying else encode_event(None, id=self.start_id)) + reconnect_frame(retry)
                 return
             yield encode_event(None, retry=retry, id=self.start_id)
             if self.gap is not None:
@@ -702,6 +734,15 @@ class Fanout:
             else:
                 ending = False
         if ending:
+            if last_event_id is None:
+                try:
+                    # A new client comes back with the hub's newest id, so
+                    # the events published before it reaches another
+                    # process are replayed there.
+                    stream.start_id = format_id(self._newest(hub_id))
+                except BaseException:
+                    stream.close()
+                    raise
             stream.end()
             return stream
         with self._lock:
@@ -722,14 +763,15 @@ class Fanout:
                 raise BackendError(f"Could not subscribe to hub {hub_id!r}: {hub.error or 'timed out'}.")
             with self._lock:
                 cursor = hub.cursor
-                down = self._down_since is not None
+                if self._down_since is not None:
+                    # Under the lock the listener takes to say the backend
+                    # is back, so that backend-up cannot come first.
+                    stream.announce(backend_frame(False))
             if last_event_id is None:
                 stream.floor = cursor
                 stream.start_id = format_id(cursor)
             else:
                 self._prepare_replay(stream, last_event_id, cursor)
-            if down:
-                stream.announce(backend_frame(False))
         except BaseException:
             stream.close()
             raise
@@ -926,7 +968,9 @@ class Fanout:
                 lost.reason,
                 len(streams),
             )
-            frame = gap_frame(lost.after_id, oldest_id=None, reason=lost.reason, id="0-0" if reset else None)
+            # A reset's gap carries no id: each stream follows it with the
+            # id its client resumes from (Stream.frames).
+            frame = gap_frame(lost.after_id, oldest_id=None, reason=lost.reason, with_id=not reset)
             for stream in streams:
                 stream.announce(frame, reset=reset)
 

@@ -137,6 +137,10 @@ def is_current(runner: Runner | None) -> bool:
     return False
 
 
+#: Most bytes a :class:`HangupWatcher` reads and drops at a time.
+_DRAIN = 4096
+
+
 class HangupWatcher:
     """Calls ``on_hangup`` (in a new greenlet) as soon as the client at the
     other end of socket ``fd`` hangs up.
@@ -144,7 +148,10 @@ class HangupWatcher:
     A server only learns that a client left when it next writes to it (an
     event or a heartbeat); an event-loop watcher on the client's socket lets
     the stream free its queue and its place at once instead. A client that
-    only half-closes its socket counts as gone; browsers never do that.
+    only half-closes its socket counts as gone; browsers never do that. Bytes
+    the client sends are read and dropped (a stream reads no request from
+    its client), and the watcher watches on until the end of the stream or
+    the client's.
 
     The watcher is a callback, not a greenlet blocked in ``recv``: an idle
     greenlet keeps a copy of its C stack, several kilobytes for every open
@@ -173,25 +180,29 @@ class HangupWatcher:
         return watcher
 
     def _readable(self) -> None:
-        # Runs in the event loop, which must not block: peek through the
-        # unpatched socket type, and hang up from a greenlet, since closing
-        # a stream takes locks.
+        # Runs in the event loop, which must not block: read through the
+        # unpatched socket type, without waiting, and hang up from a
+        # greenlet, since closing a stream takes locks.
         from gevent.monkey import get_original
 
         original_socket = get_original("socket", "socket")
         try:
             peer = original_socket(fileno=os.dup(self.fd))
             try:
-                data = peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                # Bytes a client sends on an event stream (a stray CRLF after
+                # the request) mean nothing: they are read and dropped, so the
+                # socket is readable again only when more come or the client
+                # hangs up, and the watcher keeps watching.
+                data = peer.recv(_DRAIN, socket.MSG_DONTWAIT)
             finally:
                 peer.close()
         except BlockingIOError:
             return  # not readable after all: keep watching
         except OSError:
-            data = b""
-        self.close()
+            data = b""  # reset by the peer
         if data:
-            return  # the client sent something: not a hang-up
+            return
+        self.close()
         import gevent
 
         gevent.spawn(self._on_hangup)

@@ -191,7 +191,9 @@ def format_id(key: Key) -> str:
     return f"{key[0]}-{key[1]}"
 
 
-def gap_frame(last_event_id: str, *, oldest_id: str | None, reason: str, id: str | None = None) -> bytes:
+def gap_frame(
+    last_event_id: str, *, oldest_id: str | None, reason: str, id: str | None = None, with_id: bool = True
+) -> bytes:
     """The ``gap`` event: events after ``last_event_id`` that the stream
     should have carried are not coming, so the client must refetch.
 
@@ -205,8 +207,13 @@ def gap_frame(last_event_id: str, *, oldest_id: str | None, reason: str, id: str
         unreachable).
     :param id: the frame's id, where the client resumes from; defaults to
         ``last_event_id``.
+    :param with_id: ``False`` writes no id, so the client's
+        ``Last-Event-ID`` stays what it was (the stream then says where the
+        client resumes from in a frame of its own).
     """
     data = {"last_event_id": last_event_id, "oldest_id": oldest_id, "reason": reason}
+    if not with_id:
+        return encode_event(json.dumps(data), event=GAP_EVENT)
     return encode_event(json.dumps(data), event=GAP_EVENT, id=last_event_id if id is None else id)
 
 

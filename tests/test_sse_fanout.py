@@ -15,7 +15,7 @@ from flask_notifications.errors import BackendError
 from flask_notifications.fanout import Fanout
 from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
-from flask_notifications.sse import HEARTBEAT
+from flask_notifications.sse import HEARTBEAT, backend_frame
 
 from .apps.sse_app import configure, setup
 from .helpers import wait_for
@@ -295,3 +295,40 @@ def test_a_failing_filter_withholds_the_event_and_spares_the_others(
     assert next(frames) == HEARTBEAT and not broken.closed
     assert "failed; the event is withheld" in caplog.text
     frames.close()
+
+
+def test_a_new_client_of_a_stopping_process_comes_back_from_the_newest_id(
+    fanout: Fanout, backend: MemoryPubSub
+) -> None:
+    ids = [backend.publish(HUB, event_json(n)).id for n in range(3)]
+    fanout.end_streams()
+    parser = Parser()
+    received = parser.feed(b"".join(fanout.open(HUB).frames(retry=1000, heartbeat=60.0)).decode())
+    assert [e.type for e in received] == ["reconnect"]
+    # Back with Last-Event-ID, it is replayed what was published meanwhile.
+    assert parser.last_event_id == ids[-1]
+    # A client that sent an id keeps it.
+    raw = b"".join(fanout.open(HUB, last_event_id=ids[0]).frames(retry=1000, heartbeat=60.0))
+    assert [e.type for e in Parser().feed(raw.decode())] == ["reconnect"] and b"id:" not in raw
+
+
+def test_a_replay_that_overflows_its_queue_keeps_the_announcements(fanout: Fanout, backend: MemoryPubSub) -> None:
+    first = backend.publish(HUB, event_json(0)).id
+    fanout.open(HUB).close()  # the hub joins the subscription first
+    stream = fanout.open(HUB, last_event_id=first, queue_size=2)
+    stream.announce(backend_frame(False))
+    stream.announce(backend_frame(True))
+    ids = [backend.publish(HUB, event_json(n)).id for n in range(1, 6)]
+    # The listener handed the live events to the replaying stream, whose
+    # queue overflowed: the history holds them, not the announcements.
+    wait_for(lambda: fanout.stats()["queued"] >= len(ids))
+    frames = stream.frames(retry=1000, heartbeat=60.0)
+    parser = Parser()
+    received: list[SSEEvent] = []
+    drain(frames, parser, 5, received)
+    ids.append(backend.publish(HUB, event_json(6)).id)  # queued behind the announcements
+    while received[-1].last_event_id != ids[-1]:
+        received += parser.feed(next(frames).decode())
+    stream.close()
+    assert sorted(e.type for e in received) == ["backend-down", "backend-up"] + ["test"] * 6
+    assert [e.last_event_id for e in received if e.type == "test"] == ids

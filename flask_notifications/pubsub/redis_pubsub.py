@@ -25,13 +25,18 @@ which gevent makes cooperative and ``close()`` ends) before they try the
 server again, then resume from the last ids read, so the events published
 meanwhile are delivered once the server is back (if it kept them). Whatever
 it could not deliver (trimmed past the reader, or gone with a server that
-restarted empty) it reports through ``lost()``, on every read.
+restarted empty) it reports through ``lost()``, on every read. A read goes
+through the client's pool, whose connections reconnect on their own, so no
+read trusts that it reached the server of the previous one: each also reads
+the entry at its position, and a stream that lacks it although neither
+``XDEL`` nor trimming can have removed it is another stream (a ``"reset"``),
+however many entries it holds.
 
 ``NOTIFICATIONS_REDIS_URL`` may name a master managed by Redis Sentinel or a
 Redis Cluster (:mod:`~flask_notifications.pubsub.redis_client`). Replication
 is asynchronous, so a master that fails may take its last writes with it. A
-subscription therefore compares the server's replication id whenever it
-connects: a server promoted from a replica of the one it read before
+subscription therefore compares the server's replication id on every
+read (in the read's transaction): a server promoted from a replica of the one it read before
 (``master_replid2``) means a failover, and every channel it reads gets a
 ``"failover"`` loss. The backend records the failover (``<prefix>:failovers``,
 by the time it was first noticed), so a replay from an id older than it
@@ -148,7 +153,8 @@ def _redis_errors() -> tuple[type[Exception], ...]:
 
 
 class _RedisSubscription(Subscription):
-    """XREAD on a connection of its own, taken from the backend's pool.
+    """A blocking XREAD on a connection of its own, taken from the backend's
+    pool; the reads themselves go through the pool.
 
     ``add`` may be called from any thread while another blocks in ``get``: it
     resolves the stream's current end at once, so nothing published after it
@@ -156,11 +162,13 @@ class _RedisSubscription(Subscription):
     over with the new channel instead of waiting for its block to time out.
 
     Every read is one transaction: ``XREAD`` of what follows each position,
-    and ``XINFO STREAM`` of each channel. The stream's ``entries-added``
-    counter then says whether the read got every entry added since the last
-    one (an *overrun* when the history was trimmed past the reader), and its
-    ``last-generated-id`` whether the ids went backwards (a *reset*: a
-    server that restarted empty, or a deleted stream). Either is reported by
+    ``XINFO STREAM`` and the entry at the position of each channel, and
+    ``INFO replication``. The stream's ``entries-added`` counter then says
+    whether the read got every entry added since the last one (an *overrun*
+    when the history was trimmed past the reader), and its
+    ``last-generated-id`` and the entry at the position whether this is still
+    the stream the position came from (a *reset*: a server that restarted
+    empty, or a deleted stream). Either is reported by
     :meth:`lost` before the messages that follow it, on every read, not
     only after a failure. When nothing is there to read, a blocking
     ``XREAD COUNT 1`` waits for the next entry.
@@ -190,10 +198,8 @@ class _RedisSubscription(Subscription):
         self._reading: int | None = None
         self._failures = 0
         self._retry_at = 0.0
-        # The replication id of the server the last connection reached, and
-        # whether the next read is the first since a failover.
+        # The replication id of the server the last read reached.
         self._replid: str | None = None
-        self._failover = False
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
@@ -264,23 +270,28 @@ class _RedisSubscription(Subscription):
             # asks the sentinels for the master's address again.
             _connection_of(self._client).connect()
             self._client_id = int(self._client.client_id())
-            self._check_lineage(self._client)
         return self._client
 
-    def _check_lineage(self, client: redis.Redis[bytes]) -> None:
-        """Notice a failover on a new connection: the server has another
-        replication id than the one read before, and was promoted from a
-        replica (``master_replid2``), so the writes its old master had not
-        replicated yet are gone."""
-        info = client.info("replication")
+    def _failed_over(self, info: Any) -> str | None:
+        """The new replication id if the server that answered a read's
+        ``INFO replication`` (``info``) was promoted from a replica of the
+        one read before (another ``master_replid``, with the old one as
+        ``master_replid2``): the writes its old master had not replicated
+        yet are gone. The read may have reached it through any connection
+        of the pool, which reconnects silently, so every read asks."""
+        if not isinstance(info, Mapping):
+            return None  # INFO refused (an ACL, say): nothing to compare
         replid, previous = str(info.get("master_replid", "")), self._replid
-        self._replid = replid
-        if previous is None or replid == previous or not str(info.get("master_replid2", "0")).strip("0"):
-            return
+        if previous is None or replid == previous:
+            self._replid = replid
+            return None
+        if not str(info.get("master_replid2", "0")).strip("0"):
+            # Another server that was never a replica: a restart, which
+            # the positions' checks (reset) tell apart on their own.
+            self._replid = replid
+            return None
         log.warning("Redis failed over (replication id %s, then %s): the last writes may be lost", previous, replid)
-        with self._lock:
-            self._failover = True
-        self._backend.note_failover(replid)
+        return replid
 
     def _release(self) -> None:
         client, self._client, self._client_id = self._client, None, None
@@ -361,17 +372,33 @@ class _RedisSubscription(Subscription):
         in one transaction; record losses and advance the positions."""
         backend = self._backend
         channels = list(positions)
+        # The entry at each position, read in the same transaction, tells
+        # whether the stream is still the one the position came from.
+        held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
         pipe = self._call(self._connection).pipeline(transaction=True)
         pipe.xread({backend._key(ch): positions[ch] for ch in channels})  # type: ignore[misc,unused-ignore]
         for channel in channels:
             pipe.xinfo_stream(backend._key(channel))
+        for channel in held:
+            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel], count=1)
+        pipe.info("replication")
         replies = self._call(pipe.execute, raise_on_error=False)
         if self._failures:
             log.info("Redis subscription reconnected after %d failed attempts", self._failures)
             self._failures = 0
-        reply, infos = replies[0], replies[1:]
+        reply, infos = replies[0], replies[1 : 1 + len(channels)]
+        present = {
+            channel: not isinstance(found, Exception) and bool(found)
+            for channel, found in zip(held, replies[1 + len(channels) : -1], strict=True)
+        }
         if isinstance(reply, Exception):
             raise BackendError(f"Redis subscription failed: {reply}")
+        replid = self._failed_over(replies[-1])
+        if replid is not None:
+            # Recorded before the positions move: if this fails, the next
+            # read compares against the old replication id again.
+            self._backend.note_failover(replid)
+            self._replid = replid
         if isinstance(reply, Mapping):  # RESP3
             reply = list(reply.items())
         prefix_len = len(backend._key(""))
@@ -381,13 +408,15 @@ class _RedisSubscription(Subscription):
             read[channel] = [Message(channel, _text(eid), _field(fields)) for eid, fields in _entries(entries)]
         messages: list[Message] = []
         with self._lock:
-            failover, self._failover = self._failover, False
             for channel, info in zip(channels, infos, strict=True):
                 if self._positions.get(channel) != positions[channel]:
                     continue  # removed (or removed and added again) meanwhile
                 got = read.get(channel, [])
-                check = self._rebase if failover else self._check
-                lost = check(channel, positions[channel], info, got)
+                lost: Lost | None
+                if replid is not None:
+                    lost = self._rebase(channel, positions[channel], info, got)
+                else:
+                    lost = self._check(channel, positions[channel], info, got, present.get(channel))
                 if lost is not None:
                     self._lost.append(lost)
                     if lost.reason == "reset":
@@ -395,9 +424,15 @@ class _RedisSubscription(Subscription):
                 messages.extend(got)
         return messages
 
-    def _check(self, channel: str, position: str, info: Any, got: list[Message]) -> Lost | None:
+    def _check(
+        self, channel: str, position: str, info: Any, got: list[Message], present: bool | None = None
+    ) -> Lost | None:
         """Compare one channel's read with its stream's counters; called with
-        the lock held. Advances the position, or resets it."""
+        the lock held. Advances the position, or resets it.
+
+        :param present: whether the stream holds the entry at ``position``
+            (``None`` when not asked).
+        """
         after = parse_id(position)
         if isinstance(info, redis.exceptions.ResponseError):
             # No such stream: it expired, was deleted, or the server
@@ -410,8 +445,13 @@ class _RedisSubscription(Subscription):
         raw_added = _info(info, "entries-added")
         added = None if raw_added is None else int(raw_added)
         previous = self._added.get(channel)
-        if last_generated < after or (added is not None and previous is not None and added < previous):
-            # The ids went backwards: this is another stream under the same key.
+        if (
+            last_generated < after
+            or (added is not None and previous is not None and added < previous)
+            or (present is False and not _explains_missing(info, after, previous))
+        ):
+            # The ids went backwards, or the entry the position names is
+            # gone although nothing removed it: another stream under the key.
             self._positions[channel], self._added[channel] = "0-0", 0
             return Lost(channel, position, "reset")
         lost = None
@@ -552,6 +592,9 @@ class _ClusterSubscription(_RedisSubscription):
         channels = list(positions)
         pipe = backend.client.pipeline(transaction=False)
         for channel in channels:
+            # The entry at the position first: a trim between the two
+            # commands then shows in the counters that explain it.
+            pipe.xrange(backend._key(channel), min=positions[channel], max=positions[channel], count=1)
             pipe.xinfo_stream(backend._key(channel))
             pipe.xrange(backend._key(channel), min=f"({positions[channel]}")
         try:
@@ -566,7 +609,7 @@ class _ClusterSubscription(_RedisSubscription):
         messages: list[Message] = []
         with self._lock:
             for index, channel in enumerate(channels):
-                info, entries = replies[2 * index], replies[2 * index + 1]
+                at, info, entries = replies[3 * index : 3 * index + 3]
                 if isinstance(entries, Exception):
                     if isinstance(entries, _redis_errors()):
                         raise self._failed(entries)
@@ -576,7 +619,8 @@ class _ClusterSubscription(_RedisSubscription):
                 got = [Message(channel, _text(eid), _field(fields)) for eid, fields in entries]
                 if isinstance(info, Mapping) and got:
                     info = self._counted(info, got)
-                lost = self._check(channel, positions[channel], info, got)
+                present = None if parse_id(positions[channel]) == (0, 0) or isinstance(at, Exception) else bool(at)
+                lost = self._check(channel, positions[channel], info, got, present)
                 if lost is not None:
                     self._lost.append(lost)
                     if lost.reason == "reset":
@@ -621,6 +665,36 @@ class _ClusterSubscription(_RedisSubscription):
                 log.debug("Closing the sharded pub/sub failed: %s", exc)
 
 
+def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
+    """The stream's first entry id according to ``XINFO STREAM``, if any."""
+    first = _info(info, "recorded-first-entry-id")
+    if first is None or parse_id(_text(first)) == (0, 0):
+        entry = _info(info, "first-entry")
+        first = entry[0] if entry else None
+    return None if first is None else parse_id(_text(first))
+
+
+def _explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: int | None) -> bool:
+    """Whether the stream ``info`` describes may have lost its entry
+    ``after`` itself: ``XDEL`` removed an entry at least as new, or trimming
+    took it, which removes the oldest entries first, so ``after`` is older
+    than the first entry and the stream removed at least as many entries as
+    it had added up to ``after`` (``added_at``, when known). A stream
+    that cannot explain it is another one under the same key, as after a
+    restart of a Redis without persistence, however many entries it holds."""
+    deleted = _info(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(_text(deleted)) >= after:
+        return True
+    first = _first_id(info)
+    if first is not None and first <= after:
+        return False  # within the stream, and no XDEL reached it
+    added = _info(info, "entries-added")
+    if added is None or added_at is None:
+        return True  # Redis < 7 keeps no count: trimming may explain it
+    removed = int(added) - int(_info(info, "length") or 0)
+    return removed >= added_at
+
+
 def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
     """Whether the stream described by ``XINFO STREAM`` lost an entry newer
     than ``after``, or cannot tell because ``after`` is not one of its ids."""
@@ -633,11 +707,8 @@ def _trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
     if length == 0:
         last = _info(info, "last-generated-id")
         return last is not None and parse_id(_text(last)) > after
-    first = _info(info, "recorded-first-entry-id")
-    if first is None or parse_id(_text(first)) == (0, 0):
-        entry = _info(info, "first-entry")
-        first = entry[0] if entry else None
-    if first is None or parse_id(_text(first)) <= after:
+    first = _first_id(info)
+    if first is None or first <= after:
         return False
     # Everything before the first entry was trimmed, or after_id belongs to
     # an earlier life of the stream (expired, or a restart without

@@ -81,12 +81,6 @@ def kinds(received: list[SSEEvent]) -> list[str]:
 # -- 1. a Redis that restarts empty is not always noticed ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_RedisSubscription._check detects a restarted-empty server only when the new stream's "
-    "entries-added is below the old one (or its ids went backwards): events the listener had not "
-    "read yet vanish with the old server and no gap event is sent",
-)
 def test_a_redis_restarted_empty_with_more_new_events_loses_the_unread_ones_without_a_gap(
     serve: ServeFactory, private_redis: RedisServer, unique: str
 ) -> None:
@@ -122,12 +116,6 @@ def test_a_redis_restarted_empty_with_more_new_events_loses_the_unread_ones_with
 # -- 2. a reset during a resuming stream's replay delivers events twice ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Stream._replay reads the new stream's events from the history after a reset, then the "
-    "queued reset announcement sets the floor back to 0-0 (fanout.py, Stream.frames) and the same "
-    "events, queued live by the listener, are written again",
-)
 def test_a_reset_during_a_resuming_streams_replay_delivers_events_twice(
     serve: ServeFactory, private_redis: RedisServer, unique: str
 ) -> None:
@@ -163,12 +151,6 @@ def test_a_reset_during_a_resuming_streams_replay_delivers_events_twice(
 # -- 3. a client that sent a byte before hanging up keeps its slot --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="green.HangupWatcher._readable stops watching for good once the client sent any byte, so "
-    "a later hang-up (RST) is noticed only at the next write (a heartbeat, NOTIFICATIONS_SSE_HEARTBEAT): "
-    "the stream keeps its queue and the client's place under the per-client cap (429) until then",
-)
 def test_a_client_that_sent_a_byte_then_hung_up_releases_its_place(serve: ServeFactory) -> None:
     server = serve(NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=2, NOTIFICATIONS_SSE_HEARTBEAT=600.0)
     for _ in range(2):
