@@ -496,21 +496,14 @@ class Notifications:
         self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
     ) -> str:
         expiration = event["expiration_datetime"]
-        task = state.celery.tasks[DISPATCH_TASK]
-        try:
-            result = task.apply_async(
-                args=(event_json, targets),
-                kwargs={"delivery_id": delivery_id},
-                serializer="json",
-                expires=expiration.astimezone(UTC) if expiration else None,
-                retry=True,
-                retry_policy=app.config["NOTIFICATIONS_PUBLISH_RETRY_POLICY"],
-            )
-        except (OperationalError, OSError) as exc:
-            raise BrokerUnavailableError(
-                f"Could not reach the Celery broker, so event {event['event_id']} was not sent: {exc}"
-            ) from exc
-        return str(result.id)
+        return _publish(
+            app,
+            state.celery.tasks[DISPATCH_TASK],
+            f"event {event['event_id']} was not sent",
+            args=(event_json, targets),
+            kwargs={"delivery_id": delivery_id},
+            expires=expiration.astimezone(UTC) if expiration else None,
+        )
 
     def send_many(self, events: Iterable[Event | Mapping[str, Any] | str | bytes]) -> list[Dispatch]:
         """Validate ``events`` and deliver each one as :meth:`send` would, in
@@ -591,19 +584,7 @@ class Notifications:
         # The batch lives as long as its longest-lived event.
         expires = None if None in expirations else max(e.astimezone(UTC) for e in expirations)
         task = state.celery.tasks[DISPATCH_MANY_TASK]
-        try:
-            result = task.apply_async(
-                args=(items,),
-                serializer="json",
-                expires=expires,
-                retry=True,
-                retry_policy=app.config["NOTIFICATIONS_PUBLISH_RETRY_POLICY"],
-            )
-        except (OperationalError, OSError) as exc:
-            raise BrokerUnavailableError(
-                f"Could not reach the Celery broker, so none of the {len(items)} events were sent: {exc}"
-            ) from exc
-        return str(result.id)
+        return _publish(app, task, f"none of the {len(items)} events were sent", args=(items,), expires=expires)
 
     # -- streams --------------------------------------------------------------
 
@@ -770,6 +751,22 @@ def _record_sent(backend: Backend, key: str, token: str, window: float) -> None:
 
 def _template_context() -> dict[str, Any]:
     return {"current_notifications": current_notifications}
+
+
+def _publish(app: Flask, task: Any, what: str, **options: Any) -> str:
+    """Put one dispatch message on the broker, as JSON, retrying by
+    ``NOTIFICATIONS_PUBLISH_RETRY_POLICY``; return its task id.
+
+    :param what: what the error says was not sent.
+    :raises BrokerUnavailableError: the broker cannot be reached.
+    """
+    try:
+        result = task.apply_async(
+            serializer="json", retry=True, retry_policy=app.config["NOTIFICATIONS_PUBLISH_RETRY_POLICY"], **options
+        )
+    except (OperationalError, OSError) as exc:
+        raise BrokerUnavailableError(f"Could not reach the Celery broker, so {what}: {exc}") from exc
+    return str(result.id)
 
 
 def coerce_event(event: object) -> Event:
