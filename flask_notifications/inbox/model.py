@@ -64,6 +64,9 @@ def define_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
             sqlite_where=unread,
         ),
         sa.Index(f"ix_{name}_created_at", "created_at"),
+        # Without AUTOINCREMENT, SQLite hands the id of a deleted newest row
+        # to the next one, and a stale tab's mark_read would hit it.
+        sqlite_autoincrement=True,
     )
 
 

@@ -259,11 +259,6 @@ def test_tampered_cursor_is_refused(any_inbox: Inbox) -> None:
         any_inbox.list("alice", before=tampered)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite's INTEGER PRIMARY KEY without AUTOINCREMENT hands the id of a deleted newest row to the "
-    "next row (model.py:47): a stale tab's mark_read/delete of the old id hits the new notification",
-)
 def test_sqlite_never_reuses_the_id_of_a_deleted_notification(sqlite_inbox: Inbox) -> None:
     sqlite_inbox.add(make_event(), ["alice"], delivery_id="old")
     (old,) = sqlite_inbox.list("alice").items
@@ -287,11 +282,6 @@ def inbox_client(app: Flask, notifications: Notifications, sqlite_inbox: Inbox) 
     return app.test_client()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the view checks limit with str.isdigit() (views.py:105), which is true for '²' that int() refuses: "
-    "the ValueError escapes as a 500, not the documented 400",
-)
 def test_superscript_limit_is_answered_400(inbox_client: Any) -> None:
     response = inbox_client.get("/inbox/?limit=²")
     assert response.status_code == 400

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("delivery_id", "recipient", name=f"uq_{TABLE}_delivery_recipient"),
+        sqlite_autoincrement=True,
     )
     op.create_index(f"ix_{TABLE}_recipient_id", TABLE, ["recipient", "id"])
     op.create_index(f"ix_{TABLE}_unread", TABLE, ["recipient", "id"], postgresql_where=unread, sqlite_where=unread)
