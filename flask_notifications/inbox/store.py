@@ -81,7 +81,13 @@ def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     return engine, True
 
 
-def _recipient(user: object) -> str:
+def recipient_id(user: object) -> str:
+    """``user`` as the inbox stores it: a string id, an integer as its
+    decimal string.
+
+    :raises InvalidInboxRequestError: it is neither, empty, or longer than
+        255 characters.
+    """
     if isinstance(user, bool) or not isinstance(user, (str, int)):
         raise InvalidInboxRequestError(f"A recipient is a string or an integer id, not {type(user).__name__}.")
     text = str(user)
@@ -234,7 +240,7 @@ class Inbox:
             user = self._user_loader()
         else:
             user = _flask_login_user()
-        return None if user is None else _recipient(user)
+        return None if user is None else recipient_id(user)
 
     # -- storing --------------------------------------------------------------
 
@@ -247,12 +253,15 @@ class Inbox:
 
         :param delivery_id: the delivery (:func:`~flask_notifications.delivery.current_delivery`).
         :return: the recipients it was stored for now, not before.
+        :raises TypeError: ``recipients`` is a string, not a list of them.
         :raises InvalidInboxRequestError: a recipient or the delivery id is
-            empty or longer than 255 characters.
+            empty or longer than 255 characters; nothing was stored.
         :raises InboxUnavailableError: the database failed; nothing was stored.
         :raises BackendError: the unread counts could not be published.
         """
-        users = list(dict.fromkeys(_recipient(user) for user in recipients))
+        if isinstance(recipients, (str, bytes)):
+            raise TypeError(f"Give the recipients as a list of ids, not a {type(recipients).__name__}.")
+        users = list(dict.fromkeys(recipient_id(user) for user in recipients))
         if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= ID_LENGTH:
             raise InvalidInboxRequestError(f"A delivery id is 1 to {ID_LENGTH} characters, not {delivery_id!r:.40}.")
         if not users:
@@ -328,7 +337,7 @@ class Inbox:
         :raises InvalidCursorError: ``before`` is not a cursor from this inbox.
         :raises InvalidInboxRequestError: ``limit`` is out of range.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         limit = _limit(limit)
         store = self._store()
         t = store.table
@@ -349,7 +358,7 @@ class Inbox:
 
         :raises NotificationNotFoundError: ``user`` has no such notification.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         (wanted,) = _ids([item_id])
         store = self._store()
         t = store.table
@@ -362,18 +371,18 @@ class Inbox:
     def unread_count(self, user: str | int) -> int:
         """How many of ``user``'s notifications are unread (archived ones
         do not count)."""
-        return self.unread_counts([_recipient(user)])[_recipient(user)]
+        return self.unread_counts([recipient_id(user)])[recipient_id(user)]
 
     def unread_counts(self, users: Iterable[str | int]) -> dict[str, int]:
         """:meth:`unread_count` of several users, in one query per 500."""
-        wanted = builtins.list(dict.fromkeys(_recipient(user) for user in users))
+        wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
         store = self._store()
         with _database_errors(store.table.name), store.engine.connect() as conn:
             return _count_unread(conn, store.table, wanted)
 
     def unseen_count(self, user: str | int) -> int:
         """How many of ``user``'s unarchived notifications were never seen."""
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         store = self._store()
         t = store.table
         query = sa.select(sa.func.count()).where(
@@ -387,7 +396,7 @@ class Inbox:
     def _change(self, user: str | int, ids: Iterable[int | str] | None, values: dict[str, Any], *extra: Any) -> int:
         """Set ``values`` on ``user``'s notifications ``ids`` (all of them
         when ``None``) that match ``extra``; refuse ids not theirs."""
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         wanted = None if ids is None else _ids(ids)
         if wanted == []:
             return 0
@@ -461,7 +470,7 @@ class Inbox:
         :raises NotificationNotFoundError: some ids are not ``user``'s
             notifications; nothing was deleted.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         wanted = _ids(ids)
         if not wanted:
             return 0

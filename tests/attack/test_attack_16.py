@@ -180,11 +180,6 @@ def test_badge_published_out_of_order_shows_an_old_count(
     assert last_badge(notifications, hub.hub_id, "alice") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="badge_event() names the recipient as a string, and the docs' WithRecipient(current_user.id) compares "
-    "with ==, so an integer user id (Flask-Login's usual id) never gets a badge (_membership.py:18)",
-)
 def test_documented_stream_filter_with_an_integer_user_id_gets_the_badge() -> None:
     # docs/inbox.rst: "an integer is taken as its decimal string", and the
     # stream example filters with WithRecipient(current_user.id).
@@ -207,12 +202,6 @@ def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> 
     assert item.event["body"] == "before\x00after"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InboxConsumer.recipients_of() takes list() of what the recipients function returns "
-    "(inbox_consumer.py:66) and Inbox.add iterates it (store.py:255): a string stores the notification in the "
-    "inboxes of the users named by each of its characters",
-)
 def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_inbox: Inbox) -> None:
     consumer = InboxConsumer(recipients=lambda event: event["sender"], badge=False)
     refused: Exception | None = None
@@ -225,12 +214,6 @@ def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_in
     assert refused is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recipient the table cannot hold (over 255 characters) makes add() refuse the whole event "
-    "(store.py:255) with a retryable error: every valid co-recipient loses the notification and the task "
-    "retries to a dead letter that 'flask notifications retry' can never deliver",
-)
 def test_one_overlong_recipient_does_not_cost_the_others_their_notification(sqlite_inbox: Inbox) -> None:
     event = make_event(("alice", "x" * 300))
     try:

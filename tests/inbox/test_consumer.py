@@ -14,7 +14,7 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
 from flask_notifications.consumers.inbox_consumer import InboxConsumer
-from flask_notifications.errors import ConsumerError, InboxUnavailableError
+from flask_notifications.errors import ConsumerError, InboxUnavailableError, PermanentConsumerError
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table
 from flask_notifications.pubsub.backend import Message
 
@@ -126,6 +126,23 @@ def test_called_directly_the_event_id_is_the_delivery(notifications: Notificatio
     assert consumer(event) and consumer(event)
     (item,) = inbox.list("alice").items
     assert item.delivery_id == event["event_id"]
+
+
+def test_an_invalid_recipient_is_skipped_permanently_and_the_others_are_stored(
+    notifications: Notifications, inbox: Inbox
+) -> None:
+    consumer = InboxConsumer(badge=False)
+    with pytest.raises(PermanentConsumerError, match="1 recipient id.*the 2 others were stored"):
+        consumer.consume(make_event(("alice", "x" * 256, "bob")))
+    assert inbox.unread_counts(["alice", "bob", "x" * 255]) == {"alice": 1, "bob": 1, "x" * 255: 0}
+
+
+def test_recipients_given_as_a_string_are_refused(notifications: Notifications, inbox: Inbox) -> None:
+    with pytest.raises(TypeError, match="list of ids"):
+        inbox.add(make_event(), "carol", delivery_id="d1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="returned a str"):
+        InboxConsumer(recipients=lambda event: event["sender"], badge=False).consume(make_event())
+    assert inbox.unread_counts(list("carol")) == dict.fromkeys("carol", 0)
 
 
 def test_bad_arguments_are_refused() -> None:
