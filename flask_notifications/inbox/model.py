@@ -170,6 +170,8 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, ValueError):
         text = ""
     found = _CURSOR.fullmatch(text)
-    if found is None or int(found.group(1)) > _MAX_ID:
+    # The decoding skips characters outside the alphabet; only a cursor that
+    # encodes back to itself is one that encode_cursor() made.
+    if found is None or int(found.group(1)) > _MAX_ID or encode_cursor(int(found.group(1))) != cursor:
         raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
     return int(found.group(1))

@@ -166,6 +166,12 @@ def test_malformed_ids_are_refused(inbox: Inbox, ids: Any) -> None:
         base64.urlsafe_b64encode(b"i:99999999999999999999").decode(),
         base64.urlsafe_b64encode(b"x:12").decode(),
         "a" * 100,
+        # What lenient base64 reads as i:12 (aToxMg): padding, stray and
+        # non-alphabet characters.
+        base64.urlsafe_b64encode(b"i:12").decode(),
+        "a.ToxMg",
+        "aToxMg!!",
+        "aTox Mg",
     ],
 )
 def test_malformed_cursor_is_refused(inbox: Inbox, cursor: str) -> None:
