@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,6 +71,35 @@ def define_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
     )
 
 
+#: The key of the object that holds, as JSON text, an event that PostgreSQL's
+#: JSONB cannot hold: one with U+0000 in a string.
+_JSON_TEXT_KEY = "$event_json"
+
+
+def storable_event(data: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """What the ``event`` column stores of the event's JSON object ``data``
+    on a database of ``dialect``.
+
+    JSONB refuses U+0000, which an event's title, body and extra fields may
+    hold. On PostgreSQL such an event is stored as its JSON text (where
+    U+0000 is the escape ``\\u0000``), in an object no event can be, since
+    every event has an ``event_type``; :meth:`InboxItem.from_row` reads it
+    back.
+    """
+    if dialect == "postgresql":
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if "\\u0000" in text:
+            return {_JSON_TEXT_KEY: text}
+    return data
+
+
+def _loaded_event(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) == 1 and isinstance(value.get(_JSON_TEXT_KEY), str):
+        found: dict[str, Any] = json.loads(value[_JSON_TEXT_KEY])
+        return found
+    return dict(value)
+
+
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands timezone-aware columns back naive; they were stored as UTC.
     if value is None or value.tzinfo is not None:
@@ -112,7 +142,7 @@ class InboxItem:
         return cls(
             id=int(row.id),
             recipient=row.recipient,
-            event=dict(row.event),
+            event=_loaded_event(row.event),
             delivery_id=row.delivery_id,
             created_at=created,
             seen_at=_utc(row.seen_at),

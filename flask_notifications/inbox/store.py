@@ -20,12 +20,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import (
     BackendError,
+    InboxDataError,
     InboxUnavailableError,
     InvalidInboxRequestError,
     NotificationNotFoundError,
 )
 from ..event import Event
-from .model import DEFAULT_TABLE, ID_LENGTH, InboxItem, InboxPage, decode_cursor, define_table, encode_cursor
+from .model import (
+    DEFAULT_TABLE,
+    ID_LENGTH,
+    InboxItem,
+    InboxPage,
+    decode_cursor,
+    define_table,
+    encode_cursor,
+    storable_event,
+)
 
 if TYPE_CHECKING:
     from ..ext import Notifications
@@ -93,6 +103,8 @@ def recipient_id(user: object) -> str:
     text = str(user)
     if not text or len(text) > ID_LENGTH:
         raise InvalidInboxRequestError(f"A recipient id is 1 to {ID_LENGTH} characters, not {len(text)}.")
+    if "\x00" in text:
+        raise InvalidInboxRequestError("A recipient id cannot hold the character U+0000.")
     return text
 
 
@@ -125,11 +137,14 @@ def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
 @contextmanager
 def _database_errors(table: str) -> Iterator[None]:
     """Turn a database that is down, or a missing table, into an
-    :class:`InboxUnavailableError` that says what to do."""
+    :class:`InboxUnavailableError` that says what to do, and data the
+    database refuses into an :class:`InboxDataError`."""
     try:
         yield
     except sa.exc.IntegrityError:
         raise
+    except sa.exc.DataError as exc:
+        raise InboxDataError(f"The inbox database refused the data: {str(exc.orig).strip()}") from exc
     except sa.exc.DBAPIError as exc:
         text = str(exc.orig)
         hint = ""
@@ -268,7 +283,7 @@ class Inbox:
             return []
         store = self._store()
         table = store.table
-        data = event.to_dict()
+        data = storable_event(event.to_dict(), store.engine.dialect.name)
         now = datetime.now(UTC)
         rows = [
             {

@@ -189,12 +189,6 @@ def test_documented_stream_filter_with_an_integer_user_id_gets_the_badge() -> No
 # -- loses / stores for the wrong users ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JSONB and PostgreSQL text refuse U+0000, which Event allows in title/body/extras; the DataError is "
-    "reported as InboxUnavailableError (store.py:132), so the task retries until it is a dead letter and the "
-    "notification is never stored for anyone",
-)
 def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> None:
     event = make_event(body="before\x00after")
     pg_inbox.add(event, ["alice"], delivery_id="nul")
