@@ -100,6 +100,22 @@ def _loaded_event(value: dict[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
+def define_versions_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
+    """Define the badge versions table of the inbox table ``name`` on
+    ``metadata``: ``<name>_versions``, one row per user, counting the
+    changes of that user's inbox.
+
+    Each live badge carries the version it counted at, and a page keeps
+    only the badge of the highest version; see :doc:`inbox`.
+    """
+    return sa.Table(
+        f"{name}_versions",
+        metadata,
+        sa.Column("recipient", sa.String(ID_LENGTH), primary_key=True),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+    )
+
+
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite hands timezone-aware columns back naive; they were stored as UTC.
     if value is None or value.tzinfo is not None:

@@ -33,6 +33,7 @@ from .model import (
     InboxPage,
     decode_cursor,
     define_table,
+    define_versions_table,
     encode_cursor,
     storable_event,
 )
@@ -62,6 +63,7 @@ UserLoader = Callable[[], "str | int | None"]
 class _Store:
     engine: sa.Engine
     table: sa.Table
+    versions: sa.Table
     owns_engine: bool
 
 
@@ -193,8 +195,10 @@ class Inbox:
                 if store is None:
                     engine, owned = _engine_for(app)
                     name = app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE
-                    table = define_table(sa.MetaData(), name)
-                    store = self._stores[app] = _Store(engine, table, owned)
+                    metadata = sa.MetaData()
+                    table = define_table(metadata, name)
+                    versions = define_versions_table(metadata, name)
+                    store = self._stores[app] = _Store(engine, table, versions, owned)
         return store
 
     @property
@@ -208,16 +212,19 @@ class Inbox:
         return self._store().table
 
     def create_all(self) -> None:
-        """Create the inbox table and its indexes if they do not exist (what
-        ``flask notifications inbox init-db`` does)."""
+        """Create the inbox table, its indexes and its badge versions table
+        if they do not exist (what ``flask notifications inbox init-db``
+        does)."""
         store = self._store()
         with _database_errors(store.table.name):
             store.table.create(store.engine, checkfirst=True)
+            store.versions.create(store.engine, checkfirst=True)
 
     def drop_all(self) -> None:
-        """Drop the inbox table, and every notification in it."""
+        """Drop the inbox tables, and every notification in them."""
         store = self._store()
         with _database_errors(store.table.name):
+            store.versions.drop(store.engine, checkfirst=True)
             store.table.drop(store.engine, checkfirst=True)
 
     def close(self) -> None:
@@ -299,8 +306,8 @@ class Inbox:
         channels = self.badge_channels()
         with _database_errors(table.name), store.engine.begin() as conn:
             stored = self._insert(conn, table, rows)
-            counts = _count_unread(conn, table, users) if channels else {}
-        self._publish(channels, counts, strict=True)
+        if channels:
+            self._publish(channels, _badges(store, users), strict=True)
         return stored
 
     def _insert(self, conn: sa.Connection, table: sa.Table, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -424,8 +431,8 @@ class Inbox:
                 self._check_owned(conn, t, recipient, wanted)
                 where.append(t.c.id.in_(wanted))
             changed = conn.execute(sa.update(t).where(*where, *extra).values(values)).rowcount
-            counts = _count_unread(conn, t, [recipient]) if changed and channels else {}
-        self._publish(channels, counts)
+        if changed and channels:
+            self._publish(channels, _badges(store, [recipient]))
         return int(changed)
 
     @staticmethod
@@ -495,8 +502,8 @@ class Inbox:
         with _database_errors(t.name), store.engine.begin() as conn:
             self._check_owned(conn, t, recipient, wanted)
             deleted = conn.execute(sa.delete(t).where(t.c.recipient == recipient, t.c.id.in_(wanted))).rowcount
-            counts = _count_unread(conn, t, [recipient]) if channels else {}
-        self._publish(channels, counts)
+        if channels:
+            self._publish(channels, _badges(store, [recipient]))
         return int(deleted)
 
     def purge(self, older_than: timedelta | float | None = None) -> int:
@@ -547,20 +554,23 @@ class Inbox:
         """
         channels = self.badge_channels()
         if channels:
-            self._publish(channels, self.unread_counts(users), strict=strict)
+            wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
+            self._publish(channels, _badges(self._store(), wanted), strict=strict)
 
-    def _publish(self, channels: builtins.list[str], counts: dict[str, int], *, strict: bool = False) -> None:
-        if not channels or not counts:
+    def _publish(
+        self, channels: builtins.list[str], badges: dict[str, tuple[int, int]], *, strict: bool = False
+    ) -> None:
+        if not channels or not badges:
             return
         backend = self.notifications.get_backend(self._app())
-        frames = [badge_event(user, count).to_json() for user, count in counts.items()]
+        frames = [badge_event(user, count, version).to_json() for user, (count, version) in badges.items()]
         try:
             for channel in channels:
                 backend.publish_many(channel, frames)
         except BackendError:
             if strict:
                 raise
-            logger.warning("Could not publish the unread counts of %d users.", len(counts), exc_info=True)
+            logger.warning("Could not publish the unread counts of %d users.", len(badges), exc_info=True)
 
 
 def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -> dict[str, int]:
@@ -575,9 +585,61 @@ def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -
     return counts
 
 
-def badge_event(user: str, unread_count: int) -> Event:
-    """The event that tells ``user``'s streams their unread count."""
-    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], unread_count=unread_count)
+def _badges(store: _Store, users: builtins.list[str]) -> dict[str, tuple[int, int]]:
+    """The unread count of each of ``users``, with the new version of their
+    badge: ``{user: (count, version)}``.
+
+    It runs after the change has committed, in a read of its own, so that
+    it counts every change committed before it (a count taken inside the
+    change's transaction misses a concurrent change under READ COMMITTED).
+    Each user's version is bumped, and committed (autocommit), before the
+    count is taken: so the badge of the highest version, the one a page
+    keeps, counted after every other badge's change had committed.
+    """
+    if not users:
+        return {}
+    v = store.versions
+    with (
+        _database_errors(store.table.name),
+        store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+    ):
+        versions: dict[str, int] = {}
+        for chunk in _chunks(users):
+            versions.update(_bump_versions(conn, v, chunk))
+        counts = _count_unread(conn, store.table, users)
+    return {user: (counts[user], versions[user]) for user in users}
+
+
+def _bump_versions(conn: sa.Connection, v: sa.Table, users: builtins.list[str]) -> dict[str, int]:
+    name = conn.dialect.name
+    if name in ("postgresql", "sqlite"):
+        insert = pg_insert(v) if name == "postgresql" else sqlite_insert(v)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[v.c.recipient], set_={"version": v.c.version + 1}
+        ).returning(v.c.recipient, v.c.version)
+        result = conn.execute(stmt, [{"recipient": user, "version": 1} for user in users])
+        return {recipient: int(version) for recipient, version in result}
+    # Elsewhere: bump the existing rows, create the others.
+    conn.execute(sa.update(v).where(v.c.recipient.in_(users)).values(version=v.c.version + 1))
+    existing = set(conn.execute(sa.select(v.c.recipient).where(v.c.recipient.in_(users))).scalars())
+    fresh = [{"recipient": user, "version": 1} for user in users if user not in existing]
+    if fresh:
+        conn.execute(sa.insert(v), fresh)
+    query = sa.select(v.c.recipient, v.c.version).where(v.c.recipient.in_(users))
+    return {recipient: int(version) for recipient, version in conn.execute(query)}
+
+
+def badge_event(user: str, unread_count: int, version: int | None = None) -> Event:
+    """The event that tells ``user``'s streams their unread count.
+
+    :param version: the badge's version: a page shows the badge of the
+        highest version it has received, and drops any older one that
+        arrives later. ``None`` leaves it out.
+    """
+    extra: dict[str, Any] = {"unread_count": unread_count}
+    if version is not None:
+        extra["version"] = version
+    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], **extra)
 
 
 def _flask_login_user() -> str | None:

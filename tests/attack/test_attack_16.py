@@ -104,11 +104,6 @@ def _threads_hold_at(engine: sa.Engine, event_name: str, holders: dict[int, thre
 # -- wrong count / badge -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="add() counts the unread rows inside its own transaction (store.py:278): under READ COMMITTED two "
-    "concurrent stores for one user each miss the other's row and both publish the same, too low, count",
-)
 def test_concurrent_stores_publish_a_stale_unread_count(
     app: Flask, notifications: Notifications, pg_inbox: Inbox
 ) -> None:
@@ -141,11 +136,6 @@ def test_concurrent_stores_publish_a_stale_unread_count(
     assert last_badge(notifications, hub.hub_id, "alice") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="badges carry no order (store.py:556 badge_event): a change whose publish is overtaken by a later "
-    "change's publish leaves the stream showing the older, wrong count",
-)
 def test_badge_published_out_of_order_shows_an_old_count(
     app: Flask, notifications: Notifications, any_inbox: Inbox
 ) -> None:

@@ -15,7 +15,7 @@ from flask import Flask
 from flask_notifications import Event, Notifications, signals
 from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.errors import ConsumerError, InboxUnavailableError, PermanentConsumerError
-from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table
+from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table, define_versions_table
 from flask_notifications.pubsub.backend import Message
 
 from ..conftest import WorkerFactory
@@ -158,9 +158,11 @@ def test_database_down_is_retried_and_nothing_is_lost(
     real = urlsplit(postgres_url)
     proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
     proxy.refusing.set()  # the database is down: connections are dropped at once
-    table = define_table(sa.MetaData(), table_name(unique))
+    metadata = sa.MetaData()
+    table = define_table(metadata, table_name(unique))
+    define_versions_table(metadata, table.name)
     engine = sa.create_engine(postgres_url)
-    table.create(engine)
+    metadata.create_all(engine)
     app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table.name
     hub = notifications.create_hub("InboxDown")
@@ -188,5 +190,5 @@ def test_database_down_is_retried_and_nothing_is_lost(
         signals.consumer_failed.disconnect(on_failed)
         notifications.inbox.close()
         proxy.close()
-        table.drop(engine)
+        metadata.drop_all(engine)
         engine.dispose()
