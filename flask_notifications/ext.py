@@ -8,7 +8,6 @@ import threading
 import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from .event_filter import EventFilter
 from .event_hub import EventHub, current_notifications, hub_id_for
 from .fanout import Fanout, Stream
 from .pubsub.backend import Backend, Claim, build_backend
-from .tasks import DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
+from .tasks import DISPATCH_TASK, bind, dispatch_expires, new_delivery_id, register_consumer_task, sent_key
 
 if TYPE_CHECKING:
     from .inbox import Inbox
@@ -495,14 +494,13 @@ class Notifications:
     def _enqueue(
         self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
     ) -> str:
-        expiration = event["expiration_datetime"]
         task = state.celery.tasks[DISPATCH_TASK]
         try:
             result = task.apply_async(
                 args=(event_json, targets),
                 kwargs={"delivery_id": delivery_id},
                 serializer="json",
-                expires=expiration.astimezone(UTC) if expiration else None,
+                expires=dispatch_expires(self, event, targets),
                 retry=True,
                 retry_policy=app.config["NOTIFICATIONS_PUBLISH_RETRY_POLICY"],
             )

@@ -307,12 +307,6 @@ def test_pages_never_repeat_or_skip_with_inserts_between_pages(any_inbox: Inbox)
     assert seen == sorted(seen, reverse=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the consumer's retry message carries the event's expiry (tasks.py:225 expires=, tasks.py:327): an event "
-    "that expires while the database is down is revoked by Celery on retry, with no row and no dead letter, "
-    "against docs/inbox.rst ('the rows are stored once the database answers ... so nothing is lost')",
-)
 def test_event_that_expires_while_the_database_is_down_is_still_stored(
     app: Flask, notifications: Notifications, unique: str, tmp_path: Path, celery_worker: Any
 ) -> None:
