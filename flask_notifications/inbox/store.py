@@ -138,13 +138,17 @@ def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
 
 @contextmanager
 def _database_errors(table: str) -> Iterator[None]:
-    """Turn a database that is down, or a missing table, into an
-    :class:`InboxUnavailableError` that says what to do, and data the
-    database refuses into an :class:`InboxDataError`."""
+    """Turn a database that is down, an exhausted connection pool or a
+    missing table into an :class:`InboxUnavailableError` that says what to
+    do, and data the database refuses into an :class:`InboxDataError`."""
     try:
         yield
     except sa.exc.IntegrityError:
         raise
+    except sa.exc.TimeoutError as exc:
+        raise InboxUnavailableError(
+            f"No inbox database connection came free in time ({exc}); the pool is exhausted."
+        ) from exc
     except sa.exc.DataError as exc:
         raise InboxDataError(f"The inbox database refused the data: {str(exc.orig).strip()}") from exc
     except sa.exc.DBAPIError as exc:
