@@ -161,6 +161,12 @@ class InvalidCursorError(InvalidInboxRequestError):
     """A pagination cursor is not one that :meth:`Inbox.list` returned."""
 
 
+class InboxDataError(InvalidInboxRequestError, PermanentConsumerError):
+    """The inbox database refused what was to be stored (a value its column
+    types cannot hold). Trying again cannot mend it, so a consumer that
+    raises it becomes a dead letter at once."""
+
+
 class NotificationNotFoundError(InboxError, LookupError):
     """Some ids are not in the user's inbox: they do not exist, or they are
     another user's (the two are not told apart). Nothing was changed.

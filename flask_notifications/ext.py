@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,15 @@ from .event_filter import EventFilter
 from .event_hub import EventHub, current_notifications, hub_id_for
 from .fanout import Fanout, Stream
 from .pubsub.backend import Backend, Claim, build_backend
-from .tasks import DISPATCH_MANY_TASK, DISPATCH_TASK, bind, new_delivery_id, register_consumer_task, sent_key
+from .tasks import (
+    DISPATCH_MANY_TASK,
+    DISPATCH_TASK,
+    bind,
+    dispatch_expires,
+    new_delivery_id,
+    register_consumer_task,
+    sent_key,
+)
 
 if TYPE_CHECKING:
     from .inbox import Inbox
@@ -495,14 +503,13 @@ class Notifications:
     def _enqueue(
         self, app: Flask, state: Runtime, event: Event, event_json: str, targets: list[list[str]], delivery_id: str
     ) -> str:
-        expiration = event["expiration_datetime"]
         return _publish(
             app,
             state.celery.tasks[DISPATCH_TASK],
             f"event {event['event_id']} was not sent",
             args=(event_json, targets),
             kwargs={"delivery_id": delivery_id},
-            expires=expiration.astimezone(UTC) if expiration else None,
+            expires=dispatch_expires(self, event, targets),
         )
 
     def send_many(self, events: Iterable[Event | Mapping[str, Any] | str | bytes]) -> list[Dispatch]:
@@ -564,7 +571,8 @@ class Notifications:
             # sixth of its cost.
             batch.append((event, event_json, passed, targets, os.urandom(16).hex()))
         items = [[event_json, targets, delivery_id] for _, event_json, _, targets, delivery_id in batch if targets]
-        task_id = self._enqueue_many(app, state, [event for event, _, _, targets, _ in batch if targets], items)
+        expiries = [dispatch_expires(self, event, targets) for event, _, _, targets, _ in batch if targets]
+        task_id = self._enqueue_many(app, state, expiries, items)
         dispatches = []
         for event, _, matched, targets, delivery_id in batch:
             if matched is None:  # expired
@@ -577,12 +585,13 @@ class Notifications:
             dispatches.append(Dispatch(event, hub_ids, task_id if targets else None, delivery_id))
         return dispatches
 
-    def _enqueue_many(self, app: Flask, state: Runtime, events: list[Event], items: list[list[Any]]) -> str | None:
+    def _enqueue_many(
+        self, app: Flask, state: Runtime, expiries: list[datetime | None], items: list[list[Any]]
+    ) -> str | None:
         if not items:
             return None
-        expirations = [event["expiration_datetime"] for event in events]
-        # The batch lives as long as its longest-lived event.
-        expires = None if None in expirations else max(e.astimezone(UTC) for e in expirations)
+        # The batch lives as long as its longest-lived dispatch.
+        expires = None if None in expiries else max(e for e in expiries if e is not None)
         task = state.celery.tasks[DISPATCH_MANY_TASK]
         return _publish(app, task, f"none of the {len(items)} events were sent", args=(items,), expires=expires)
 

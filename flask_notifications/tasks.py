@@ -173,6 +173,21 @@ def _expires(event: Event) -> datetime | None:
     return expiration.astimezone(UTC) if expiration is not None else None
 
 
+def _honours_expiry(ext: Notifications, hub_id: str, task_name: str) -> bool:
+    hub = ext.hubs.get(hub_id)
+    consumer = hub.get_consumer(task_name) if hub is not None else None
+    return consumer is None or consumer.honours_expiry
+
+
+def dispatch_expires(ext: Notifications, event: Event, targets: list[list[str]]) -> datetime | None:
+    """When the dispatch message of ``event`` to ``targets`` (``[hub_id,
+    task_name]`` pairs) expires: with the event, unless one of the consumers
+    opts out of the event's expiry (:attr:`Consumer.honours_expiry`)."""
+    if all(_honours_expiry(ext, hub_id, task_name) for hub_id, task_name in targets):
+        return _expires(event)
+    return None
+
+
 #: The application each Celery app runs its tasks for: the one most recently
 #: set up on it, so an application factory may build a new app per test.
 _flask_apps: weakref.WeakKeyDictionary[Celery, weakref.ref[Flask]] = weakref.WeakKeyDictionary()
@@ -220,13 +235,18 @@ def _flask_app(celery: Celery) -> Flask:
 def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id: str | None = None) -> int:
     app = _flask_app(task.app)
     with app_context(app):
+        ext: Notifications = app.extensions["notifications"]
         event = Event.from_json(event_json)
         if event.is_expired():
-            return 0
+            # Only the consumers that outlive the event's expiry still get it.
+            targets = [target for target in targets if not _honours_expiry(ext, *target)]
+            if not targets:
+                return 0
         delivery_id = delivery_id or event["event_id"]
         try:
             for hub_id, task_name in targets:
-                enqueue_delivery(task.app, task_name, hub_id, event_json, delivery_id, expires=_expires(event))
+                expires = _expires(event) if _honours_expiry(ext, hub_id, task_name) else None
+                enqueue_delivery(task.app, task_name, hub_id, event_json, delivery_id, expires=expires)
         except (OperationalError, OSError) as exc:
             # The broker is unreachable. Consumers already enqueued get the
             # delivery again on the retry, and their claims skip it.
@@ -336,7 +356,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         safely(backend.complete, key, run.record, ttl)
         _retried(safely, backend, run)
         return "consumed"
-    if event.is_expired():
+    if event.is_expired() and consumer.honours_expiry:
         return "expired"
 
     timeout = float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])

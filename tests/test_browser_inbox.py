@@ -101,3 +101,49 @@ def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Examp
             assert errors == []
         finally:
             browser.close()
+
+
+def test_the_bell_drops_a_badge_older_than_the_one_it_shows(example: Example, redis_url: str, unique: str) -> None:
+    from flask import Flask
+
+    from flask_notifications import Notifications
+    from flask_notifications.event_hub import hub_id_for
+    from flask_notifications.inbox import badge_event
+
+    from .conftest import make_config
+
+    sync_playwright = _require_browser()
+    wait_for(lambda: _answers(example.url), timeout=60)
+    publisher = Flask("badge_publisher")
+    publisher.config.update(make_config(redis_url, unique))
+    backend = Notifications(publisher).get_backend(publisher)
+    channel = hub_id_for("Inbox")  # the example's badge channel
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_context().new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(example.url)
+            page.locator("#bell-count[data-state=open]").wait_for(timeout=30_000)
+            page.fill("#user-form input[name=title]", "Versioned")
+            page.click("#user-form button")
+            page.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            page.evaluate(
+                """() => {
+                  window.shownCounts = [];
+                  const count = document.getElementById("bell-count");
+                  new MutationObserver(() => window.shownCounts.push(count.textContent))
+                    .observe(count, {childList: true, characterData: true, subtree: true});
+                }"""
+            )
+            # A badge published late, older than the one the bell shows (tom's
+            # first change had version 1), then a newer one.
+            backend.publish_many(channel, [badge_event("tom", 99, 1).to_json()])
+            backend.publish_many(channel, [badge_event("tom", 7, 10**9).to_json()])
+            wait_for(lambda: "7" in page.evaluate("window.shownCounts"), timeout=30)
+            assert "99" not in page.evaluate("window.shownCounts")
+            assert errors == []
+        finally:
+            browser.close()
+            backend.close()

@@ -253,6 +253,28 @@ def test_expired_event_is_not_delivered(
     assert ("ran", delivered.task_id) in finished
 
 
+class Keeper(Recorder):
+    honours_expiry = False
+
+
+def test_a_consumer_that_opts_out_of_expiry_gets_an_event_that_expired_while_queued(
+    notifications: Notifications, celery_worker: WorkerFactory
+) -> None:
+    hub = notifications.create_hub("KeepExpired")
+    recorder, keeper = Recorder(), Keeper()
+    hub.register_consumer(recorder)
+    hub.register_consumer(keeper)
+    soon = datetime.now(UTC) + timedelta(milliseconds=300)
+    notifications.send(make_event(title="expires", expiration_datetime=soon))
+    wait_for(lambda: datetime.now(UTC) > soon + timedelta(milliseconds=100))
+    with celery_worker():
+        wait_for(lambda: keeper.events)
+        notifications.send(make_event(title="delivered"))
+        wait_for(lambda: recorder.events and len(keeper.events) == 2)
+    assert [e["title"] for e in keeper.events] == ["expires", "delivered"]
+    assert [e["title"] for e in recorder.events] == ["delivered"]
+
+
 @contextmanager
 def finished_tasks() -> Iterator[list[tuple[str, str]]]:
     """What the in-process worker finished, as (``"ran"``, task id) or

@@ -123,3 +123,13 @@ def test_reprs_are_readable() -> None:
 def test_compose_only_with_filters() -> None:
     with pytest.raises(TypeError, match="only with other filters"):
         WithId("1") & True  # type: ignore[operator]
+
+
+def test_recipient_filters_take_integer_user_ids_as_their_decimal_string() -> None:
+    # Events carry recipients as strings; Flask-Login's current_user.id is
+    # often an integer.
+    e = event(recipients=["1", "tim"])
+    assert WithRecipient(1)(e) is True and WithRecipient(2)(e) is False
+    assert WithRecipient("1")(e) is True
+    assert WithRecipients([1, "tim"])(e) is True and WithRecipients([1])(e) is False
+    assert WithRecipient(True)(event(recipients=["True"])) is False  # type: ignore[arg-type]

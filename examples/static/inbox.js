@@ -56,9 +56,17 @@
   });
   document.getElementById("mark-all-read").addEventListener("click", () => call("read-all", {}).then(refresh));
 
+  // Badges can arrive out of order (two changes published by two processes):
+  // each carries its version, and only a newer one than the last shown counts.
+  let badgeVersion = 0;
   const source = new EventSource(bell.dataset.events);
   source.addEventListener("inbox.badge", (message) => {
-    showCount(JSON.parse(message.data).unread_count);
+    const badge = JSON.parse(message.data);
+    if (typeof badge.version === "number") {
+      if (badge.version <= badgeVersion) return;
+      badgeVersion = badge.version;
+    }
+    showCount(badge.unread_count);
     refresh();
   });
   source.onopen = () => {

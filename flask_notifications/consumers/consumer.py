@@ -53,6 +53,13 @@ class Consumer(ABC):
     #: when Celery delivers the same task again (exactly-once effect).
     idempotent: bool = True
 
+    #: Whether the event's ``expiration_datetime`` ends its delivery to this
+    #: consumer: an expired event is not consumed, and a message waiting to
+    #: be retried expires with it. A consumer that keeps a record of events
+    #: (the inbox) sets it ``False``, so an event that expires while its
+    #: database is down is still stored once it answers.
+    honours_expiry: bool = True
+
     #: Whether :meth:`consume` and the hooks receive an :class:`Event`
     #: (``True``) or the event's JSON string (``False``, 0.1's contract).
     pass_event: bool = False

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from ..delivery import current_delivery
-from ..errors import ConsumerError
+from ..errors import ConsumerError, InvalidInboxRequestError, PermanentConsumerError
 from ..event import Event, as_event
 from ..event_hub import current_notifications
+from ..inbox.store import recipient_id
 from .consumer import EventConsumer
+
+logger = logging.getLogger(__name__)
 
 #: What ``recipients=`` takes: the users an event is stored for.
 RecipientsFunction = Callable[[Event], Iterable[str]]
@@ -42,6 +46,11 @@ class InboxConsumer(EventConsumer):
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     """
 
+    #: An event that expires while the database is down is still stored
+    #: once it answers: a notification kept in an inbox outlives the event's
+    #: expiry, which is about live delivery.
+    honours_expiry = False
+
     def __init__(
         self,
         *,
@@ -60,22 +69,51 @@ class InboxConsumer(EventConsumer):
         self.badge_channel = badge_channel
 
     def recipients_of(self, event: Event) -> list[str]:
-        """The users ``event`` is stored for."""
+        """The users ``event`` is stored for.
+
+        :raises TypeError: the ``recipients`` function returned a string
+            rather than a list of recipient ids.
+        """
         if self.recipients is None:
             return list(event["recipients"])
-        return list(self.recipients(event))
+        found = self.recipients(event)
+        if isinstance(found, (str, bytes)):
+            raise TypeError(
+                f"The recipients function of {self!r} returned a {type(found).__name__}; "
+                "return a list of recipient ids, such as [event['sender']]."
+            )
+        return list(found)
 
     def consume(self, event: Event | str) -> None:
         """Store ``event`` (an :class:`Event`, or its JSON) for each recipient.
 
+        A recipient id the inbox cannot hold (not a string or integer, or
+        longer than 255 characters) costs the other recipients nothing: the
+        event is stored for them, then :class:`PermanentConsumerError` names
+        the refused ids, and the delivery becomes a dead letter at once.
+
         :raises InboxUnavailableError: the database failed; the task is retried.
         :raises BackendError: the unread counts could not be published; the
             task is retried, and stores nothing twice.
+        :raises PermanentConsumerError: some recipient ids were refused.
+        :raises TypeError: the ``recipients`` function returned a string.
         """
         event = as_event(event)
         delivery = current_delivery()
         delivery_id = delivery.delivery_id if delivery is not None else event["event_id"]
-        current_notifications.inbox.add(event, self.recipients_of(event), delivery_id=delivery_id)
+        valid: list[str] = []
+        refused: list[str] = []
+        for user in self.recipients_of(event):
+            try:
+                valid.append(recipient_id(user))
+            except InvalidInboxRequestError as exc:
+                refused.append(f"{user!r:.60}: {exc}")
+        current_notifications.inbox.add(event, valid, delivery_id=delivery_id)
+        if refused:
+            raise PermanentConsumerError(
+                f"{len(refused)} recipient id(s) of event {event['event_id']!r} cannot be stored, and were skipped "
+                f"(the {len(valid)} others were stored): {'; '.join(refused[:5])}"
+            )
 
     def __repr__(self) -> str:
         return f"<InboxConsumer {self.name!r}>"

@@ -8,6 +8,14 @@ from typing import Any
 from ..event_filter import EventFilter
 
 
+def _as_recipient(value: object) -> object:
+    """A recipient id as events carry it: an integer user id (Flask-Login's
+    usual ``current_user.id``) as its decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class _Contains(EventFilter):
     field = ""
 

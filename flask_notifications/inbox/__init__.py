@@ -5,7 +5,7 @@ their read state and a live unread count. Needs the ``inbox`` extra
 from __future__ import annotations
 
 from .migrations import include_object
-from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table
+from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table, define_versions_table
 from .store import BADGE_EVENT_TYPE, Inbox, badge_event
 from .views import inbox_blueprint
 
@@ -17,6 +17,7 @@ __all__ = [
     "InboxPage",
     "badge_event",
     "define_table",
+    "define_versions_table",
     "inbox_blueprint",
     "include_object",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +65,54 @@ def define_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
             sqlite_where=unread,
         ),
         sa.Index(f"ix_{name}_created_at", "created_at"),
+        # Without AUTOINCREMENT, SQLite hands the id of a deleted newest row
+        # to the next one, and a stale tab's mark_read would hit it.
+        sqlite_autoincrement=True,
+    )
+
+
+#: The key of the object that holds, as JSON text, an event that PostgreSQL's
+#: JSONB cannot hold: one with U+0000 in a string.
+_JSON_TEXT_KEY = "$event_json"
+
+
+def storable_event(data: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """What the ``event`` column stores of the event's JSON object ``data``
+    on a database of ``dialect``.
+
+    JSONB refuses U+0000, which an event's title, body and extra fields may
+    hold. On PostgreSQL such an event is stored as its JSON text (where
+    U+0000 is the escape ``\\u0000``), in an object no event can be, since
+    every event has an ``event_type``; :meth:`InboxItem.from_row` reads it
+    back.
+    """
+    if dialect == "postgresql":
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        if "\\u0000" in text:
+            return {_JSON_TEXT_KEY: text}
+    return data
+
+
+def _loaded_event(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) == 1 and isinstance(value.get(_JSON_TEXT_KEY), str):
+        found: dict[str, Any] = json.loads(value[_JSON_TEXT_KEY])
+        return found
+    return dict(value)
+
+
+def define_versions_table(metadata: sa.MetaData, name: str = DEFAULT_TABLE) -> sa.Table:
+    """Define the badge versions table of the inbox table ``name`` on
+    ``metadata``: ``<name>_versions``, one row per user, counting the
+    changes of that user's inbox.
+
+    Each live badge carries the version it counted at, and a page keeps
+    only the badge of the highest version; see :doc:`inbox`.
+    """
+    return sa.Table(
+        f"{name}_versions",
+        metadata,
+        sa.Column("recipient", sa.String(ID_LENGTH), primary_key=True),
+        sa.Column("version", sa.BigInteger(), nullable=False),
     )
 
 
@@ -109,7 +158,7 @@ class InboxItem:
         return cls(
             id=int(row.id),
             recipient=row.recipient,
-            event=dict(row.event),
+            event=_loaded_event(row.event),
             delivery_id=row.delivery_id,
             created_at=created,
             seen_at=_utc(row.seen_at),
@@ -167,6 +216,8 @@ def decode_cursor(cursor: str) -> int:
     except (binascii.Error, ValueError):
         text = ""
     found = _CURSOR.fullmatch(text)
-    if found is None or int(found.group(1)) > _MAX_ID:
+    # The decoding skips characters outside the alphabet; only a cursor that
+    # encodes back to itself is one that encode_cursor() made.
+    if found is None or int(found.group(1)) > _MAX_ID or encode_cursor(int(found.group(1))) != cursor:
         raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
     return int(found.group(1))

@@ -20,12 +20,23 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import (
     BackendError,
+    InboxDataError,
     InboxUnavailableError,
     InvalidInboxRequestError,
     NotificationNotFoundError,
 )
 from ..event import Event
-from .model import DEFAULT_TABLE, ID_LENGTH, InboxItem, InboxPage, decode_cursor, define_table, encode_cursor
+from .model import (
+    DEFAULT_TABLE,
+    ID_LENGTH,
+    InboxItem,
+    InboxPage,
+    decode_cursor,
+    define_table,
+    define_versions_table,
+    encode_cursor,
+    storable_event,
+)
 
 if TYPE_CHECKING:
     from ..ext import Notifications
@@ -52,6 +63,7 @@ UserLoader = Callable[[], "str | int | None"]
 class _Store:
     engine: sa.Engine
     table: sa.Table
+    versions: sa.Table
     owns_engine: bool
 
 
@@ -81,12 +93,20 @@ def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     return engine, True
 
 
-def _recipient(user: object) -> str:
+def recipient_id(user: object) -> str:
+    """``user`` as the inbox stores it: a string id, an integer as its
+    decimal string.
+
+    :raises InvalidInboxRequestError: it is neither, empty, or longer than
+        255 characters.
+    """
     if isinstance(user, bool) or not isinstance(user, (str, int)):
         raise InvalidInboxRequestError(f"A recipient is a string or an integer id, not {type(user).__name__}.")
     text = str(user)
     if not text or len(text) > ID_LENGTH:
         raise InvalidInboxRequestError(f"A recipient id is 1 to {ID_LENGTH} characters, not {len(text)}.")
+    if "\x00" in text:
+        raise InvalidInboxRequestError("A recipient id cannot hold the character U+0000.")
     return text
 
 
@@ -118,12 +138,19 @@ def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
 
 @contextmanager
 def _database_errors(table: str) -> Iterator[None]:
-    """Turn a database that is down, or a missing table, into an
-    :class:`InboxUnavailableError` that says what to do."""
+    """Turn a database that is down, an exhausted connection pool or a
+    missing table into an :class:`InboxUnavailableError` that says what to
+    do, and data the database refuses into an :class:`InboxDataError`."""
     try:
         yield
     except sa.exc.IntegrityError:
         raise
+    except sa.exc.TimeoutError as exc:
+        raise InboxUnavailableError(
+            f"No inbox database connection came free in time ({exc}); the pool is exhausted."
+        ) from exc
+    except sa.exc.DataError as exc:
+        raise InboxDataError(f"The inbox database refused the data: {str(exc.orig).strip()}") from exc
     except sa.exc.DBAPIError as exc:
         text = str(exc.orig)
         hint = ""
@@ -172,8 +199,10 @@ class Inbox:
                 if store is None:
                     engine, owned = _engine_for(app)
                     name = app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE
-                    table = define_table(sa.MetaData(), name)
-                    store = self._stores[app] = _Store(engine, table, owned)
+                    metadata = sa.MetaData()
+                    table = define_table(metadata, name)
+                    versions = define_versions_table(metadata, name)
+                    store = self._stores[app] = _Store(engine, table, versions, owned)
         return store
 
     @property
@@ -187,16 +216,19 @@ class Inbox:
         return self._store().table
 
     def create_all(self) -> None:
-        """Create the inbox table and its indexes if they do not exist (what
-        ``flask notifications inbox init-db`` does)."""
+        """Create the inbox table, its indexes and its badge versions table
+        if they do not exist (what ``flask notifications inbox init-db``
+        does)."""
         store = self._store()
         with _database_errors(store.table.name):
             store.table.create(store.engine, checkfirst=True)
+            store.versions.create(store.engine, checkfirst=True)
 
     def drop_all(self) -> None:
-        """Drop the inbox table, and every notification in it."""
+        """Drop the inbox tables, and every notification in them."""
         store = self._store()
         with _database_errors(store.table.name):
+            store.versions.drop(store.engine, checkfirst=True)
             store.table.drop(store.engine, checkfirst=True)
 
     def close(self) -> None:
@@ -234,7 +266,7 @@ class Inbox:
             user = self._user_loader()
         else:
             user = _flask_login_user()
-        return None if user is None else _recipient(user)
+        return None if user is None else recipient_id(user)
 
     # -- storing --------------------------------------------------------------
 
@@ -247,19 +279,22 @@ class Inbox:
 
         :param delivery_id: the delivery (:func:`~flask_notifications.delivery.current_delivery`).
         :return: the recipients it was stored for now, not before.
+        :raises TypeError: ``recipients`` is a string, not a list of them.
         :raises InvalidInboxRequestError: a recipient or the delivery id is
-            empty or longer than 255 characters.
+            empty or longer than 255 characters; nothing was stored.
         :raises InboxUnavailableError: the database failed; nothing was stored.
         :raises BackendError: the unread counts could not be published.
         """
-        users = list(dict.fromkeys(_recipient(user) for user in recipients))
+        if isinstance(recipients, (str, bytes)):
+            raise TypeError(f"Give the recipients as a list of ids, not a {type(recipients).__name__}.")
+        users = list(dict.fromkeys(recipient_id(user) for user in recipients))
         if not isinstance(delivery_id, str) or not 0 < len(delivery_id) <= ID_LENGTH:
             raise InvalidInboxRequestError(f"A delivery id is 1 to {ID_LENGTH} characters, not {delivery_id!r:.40}.")
         if not users:
             return []
         store = self._store()
         table = store.table
-        data = event.to_dict()
+        data = storable_event(event.to_dict(), store.engine.dialect.name)
         now = datetime.now(UTC)
         rows = [
             {
@@ -275,8 +310,8 @@ class Inbox:
         channels = self.badge_channels()
         with _database_errors(table.name), store.engine.begin() as conn:
             stored = self._insert(conn, table, rows)
-            counts = _count_unread(conn, table, users) if channels else {}
-        self._publish(channels, counts, strict=True)
+        if channels:
+            self._publish(channels, _badges(store, users), strict=True)
         return stored
 
     def _insert(self, conn: sa.Connection, table: sa.Table, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -328,7 +363,7 @@ class Inbox:
         :raises InvalidCursorError: ``before`` is not a cursor from this inbox.
         :raises InvalidInboxRequestError: ``limit`` is out of range.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         limit = _limit(limit)
         store = self._store()
         t = store.table
@@ -349,7 +384,7 @@ class Inbox:
 
         :raises NotificationNotFoundError: ``user`` has no such notification.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         (wanted,) = _ids([item_id])
         store = self._store()
         t = store.table
@@ -362,18 +397,18 @@ class Inbox:
     def unread_count(self, user: str | int) -> int:
         """How many of ``user``'s notifications are unread (archived ones
         do not count)."""
-        return self.unread_counts([_recipient(user)])[_recipient(user)]
+        return self.unread_counts([recipient_id(user)])[recipient_id(user)]
 
     def unread_counts(self, users: Iterable[str | int]) -> dict[str, int]:
         """:meth:`unread_count` of several users, in one query per 500."""
-        wanted = builtins.list(dict.fromkeys(_recipient(user) for user in users))
+        wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
         store = self._store()
         with _database_errors(store.table.name), store.engine.connect() as conn:
             return _count_unread(conn, store.table, wanted)
 
     def unseen_count(self, user: str | int) -> int:
         """How many of ``user``'s unarchived notifications were never seen."""
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         store = self._store()
         t = store.table
         query = sa.select(sa.func.count()).where(
@@ -387,7 +422,7 @@ class Inbox:
     def _change(self, user: str | int, ids: Iterable[int | str] | None, values: dict[str, Any], *extra: Any) -> int:
         """Set ``values`` on ``user``'s notifications ``ids`` (all of them
         when ``None``) that match ``extra``; refuse ids not theirs."""
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         wanted = None if ids is None else _ids(ids)
         if wanted == []:
             return 0
@@ -400,8 +435,8 @@ class Inbox:
                 self._check_owned(conn, t, recipient, wanted)
                 where.append(t.c.id.in_(wanted))
             changed = conn.execute(sa.update(t).where(*where, *extra).values(values)).rowcount
-            counts = _count_unread(conn, t, [recipient]) if changed and channels else {}
-        self._publish(channels, counts)
+        if changed and channels:
+            self._publish(channels, _badges(store, [recipient]))
         return int(changed)
 
     @staticmethod
@@ -461,7 +496,7 @@ class Inbox:
         :raises NotificationNotFoundError: some ids are not ``user``'s
             notifications; nothing was deleted.
         """
-        recipient = _recipient(user)
+        recipient = recipient_id(user)
         wanted = _ids(ids)
         if not wanted:
             return 0
@@ -471,8 +506,8 @@ class Inbox:
         with _database_errors(t.name), store.engine.begin() as conn:
             self._check_owned(conn, t, recipient, wanted)
             deleted = conn.execute(sa.delete(t).where(t.c.recipient == recipient, t.c.id.in_(wanted))).rowcount
-            counts = _count_unread(conn, t, [recipient]) if channels else {}
-        self._publish(channels, counts)
+        if channels:
+            self._publish(channels, _badges(store, [recipient]))
         return int(deleted)
 
     def purge(self, older_than: timedelta | float | None = None) -> int:
@@ -523,20 +558,23 @@ class Inbox:
         """
         channels = self.badge_channels()
         if channels:
-            self._publish(channels, self.unread_counts(users), strict=strict)
+            wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
+            self._publish(channels, _badges(self._store(), wanted), strict=strict)
 
-    def _publish(self, channels: builtins.list[str], counts: dict[str, int], *, strict: bool = False) -> None:
-        if not channels or not counts:
+    def _publish(
+        self, channels: builtins.list[str], badges: dict[str, tuple[int, int]], *, strict: bool = False
+    ) -> None:
+        if not channels or not badges:
             return
         backend = self.notifications.get_backend(self._app())
-        frames = [badge_event(user, count).to_json() for user, count in counts.items()]
+        frames = [badge_event(user, count, version).to_json() for user, (count, version) in badges.items()]
         try:
             for channel in channels:
                 backend.publish_many(channel, frames)
         except BackendError:
             if strict:
                 raise
-            logger.warning("Could not publish the unread counts of %d users.", len(counts), exc_info=True)
+            logger.warning("Could not publish the unread counts of %d users.", len(badges), exc_info=True)
 
 
 def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -> dict[str, int]:
@@ -551,9 +589,61 @@ def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -
     return counts
 
 
-def badge_event(user: str, unread_count: int) -> Event:
-    """The event that tells ``user``'s streams their unread count."""
-    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], unread_count=unread_count)
+def _badges(store: _Store, users: builtins.list[str]) -> dict[str, tuple[int, int]]:
+    """The unread count of each of ``users``, with the new version of their
+    badge: ``{user: (count, version)}``.
+
+    It runs after the change has committed, in a read of its own, so that
+    it counts every change committed before it (a count taken inside the
+    change's transaction misses a concurrent change under READ COMMITTED).
+    Each user's version is bumped, and committed (autocommit), before the
+    count is taken: so the badge of the highest version, the one a page
+    keeps, counted after every other badge's change had committed.
+    """
+    if not users:
+        return {}
+    v = store.versions
+    with (
+        _database_errors(store.table.name),
+        store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+    ):
+        versions: dict[str, int] = {}
+        for chunk in _chunks(users):
+            versions.update(_bump_versions(conn, v, chunk))
+        counts = _count_unread(conn, store.table, users)
+    return {user: (counts[user], versions[user]) for user in users}
+
+
+def _bump_versions(conn: sa.Connection, v: sa.Table, users: builtins.list[str]) -> dict[str, int]:
+    name = conn.dialect.name
+    if name in ("postgresql", "sqlite"):
+        insert = pg_insert(v) if name == "postgresql" else sqlite_insert(v)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[v.c.recipient], set_={"version": v.c.version + 1}
+        ).returning(v.c.recipient, v.c.version)
+        result = conn.execute(stmt, [{"recipient": user, "version": 1} for user in users])
+        return {recipient: int(version) for recipient, version in result}
+    # Elsewhere: bump the existing rows, create the others.
+    conn.execute(sa.update(v).where(v.c.recipient.in_(users)).values(version=v.c.version + 1))
+    existing = set(conn.execute(sa.select(v.c.recipient).where(v.c.recipient.in_(users))).scalars())
+    fresh = [{"recipient": user, "version": 1} for user in users if user not in existing]
+    if fresh:
+        conn.execute(sa.insert(v), fresh)
+    query = sa.select(v.c.recipient, v.c.version).where(v.c.recipient.in_(users))
+    return {recipient: int(version) for recipient, version in conn.execute(query)}
+
+
+def badge_event(user: str, unread_count: int, version: int | None = None) -> Event:
+    """The event that tells ``user``'s streams their unread count.
+
+    :param version: the badge's version: a page shows the badge of the
+        highest version it has received, and drops any older one that
+        arrives later. ``None`` leaves it out.
+    """
+    extra: dict[str, Any] = {"unread_count": unread_count}
+    if version is not None:
+        extra["version"] = version
+    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], **extra)
 
 
 def _flask_login_user() -> str | None:

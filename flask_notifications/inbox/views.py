@@ -102,7 +102,7 @@ def list_notifications() -> Response:
     ``?archived=1``, ``?before=<next_cursor>``, ``?limit=20`` (1 to 100)."""
     user = _user()
     limit_text = request.args.get("limit", "20")
-    if not limit_text.isdigit() or len(limit_text) > 4:
+    if not (limit_text.isascii() and limit_text.isdigit()) or len(limit_text) > 4:
         raise BadRequest(f"The limit is an integer from 1 to 100, not {limit_text[:20]!r}.")
     inbox = _inbox()
     page = inbox.list(

@@ -104,11 +104,6 @@ def _threads_hold_at(engine: sa.Engine, event_name: str, holders: dict[int, thre
 # -- wrong count / badge -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="add() counts the unread rows inside its own transaction (store.py:278): under READ COMMITTED two "
-    "concurrent stores for one user each miss the other's row and both publish the same, too low, count",
-)
 def test_concurrent_stores_publish_a_stale_unread_count(
     app: Flask, notifications: Notifications, pg_inbox: Inbox
 ) -> None:
@@ -141,11 +136,6 @@ def test_concurrent_stores_publish_a_stale_unread_count(
     assert last_badge(notifications, hub.hub_id, "alice") == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="badges carry no order (store.py:556 badge_event): a change whose publish is overtaken by a later "
-    "change's publish leaves the stream showing the older, wrong count",
-)
 def test_badge_published_out_of_order_shows_an_old_count(
     app: Flask, notifications: Notifications, any_inbox: Inbox
 ) -> None:
@@ -180,11 +170,6 @@ def test_badge_published_out_of_order_shows_an_old_count(
     assert last_badge(notifications, hub.hub_id, "alice") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="badge_event() names the recipient as a string, and the docs' WithRecipient(current_user.id) compares "
-    "with ==, so an integer user id (Flask-Login's usual id) never gets a badge (_membership.py:18)",
-)
 def test_documented_stream_filter_with_an_integer_user_id_gets_the_badge() -> None:
     # docs/inbox.rst: "an integer is taken as its decimal string", and the
     # stream example filters with WithRecipient(current_user.id).
@@ -194,12 +179,6 @@ def test_documented_stream_filter_with_an_integer_user_id_gets_the_badge() -> No
 # -- loses / stores for the wrong users ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JSONB and PostgreSQL text refuse U+0000, which Event allows in title/body/extras; the DataError is "
-    "reported as InboxUnavailableError (store.py:132), so the task retries until it is a dead letter and the "
-    "notification is never stored for anyone",
-)
 def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> None:
     event = make_event(body="before\x00after")
     pg_inbox.add(event, ["alice"], delivery_id="nul")
@@ -207,12 +186,6 @@ def test_event_with_a_nul_character_is_stored_on_postgresql(pg_inbox: Inbox) -> 
     assert item.event["body"] == "before\x00after"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InboxConsumer.recipients_of() takes list() of what the recipients function returns "
-    "(inbox_consumer.py:66) and Inbox.add iterates it (store.py:255): a string stores the notification in the "
-    "inboxes of the users named by each of its characters",
-)
 def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_inbox: Inbox) -> None:
     consumer = InboxConsumer(recipients=lambda event: event["sender"], badge=False)
     refused: Exception | None = None
@@ -225,12 +198,6 @@ def test_recipients_function_returning_a_string_is_refused(app: Flask, sqlite_in
     assert refused is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a recipient the table cannot hold (over 255 characters) makes add() refuse the whole event "
-    "(store.py:255) with a retryable error: every valid co-recipient loses the notification and the task "
-    "retries to a dead letter that 'flask notifications retry' can never deliver",
-)
 def test_one_overlong_recipient_does_not_cost_the_others_their_notification(sqlite_inbox: Inbox) -> None:
     event = make_event(("alice", "x" * 300))
     try:
@@ -243,12 +210,6 @@ def test_one_overlong_recipient_does_not_cost_the_others_their_notification(sqli
 # -- keyset pagination and cursors --------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decode_cursor() base64-decodes leniently and the cursor is not signed (model.py:166): a cursor "
-    "the inbox never returned is taken, against docs/inbox.rst ('a cursor that the inbox did not return "
-    "raises InvalidCursorError')",
-)
 def test_tampered_cursor_is_refused(any_inbox: Inbox) -> None:
     for n in range(3):
         any_inbox.add(make_event(), ["alice"], delivery_id=f"d{n}")
@@ -259,11 +220,6 @@ def test_tampered_cursor_is_refused(any_inbox: Inbox) -> None:
         any_inbox.list("alice", before=tampered)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite's INTEGER PRIMARY KEY without AUTOINCREMENT hands the id of a deleted newest row to the "
-    "next row (model.py:47): a stale tab's mark_read/delete of the old id hits the new notification",
-)
 def test_sqlite_never_reuses_the_id_of_a_deleted_notification(sqlite_inbox: Inbox) -> None:
     sqlite_inbox.add(make_event(), ["alice"], delivery_id="old")
     (old,) = sqlite_inbox.list("alice").items
@@ -287,17 +243,11 @@ def inbox_client(app: Flask, notifications: Notifications, sqlite_inbox: Inbox) 
     return app.test_client()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the view checks limit with str.isdigit() (views.py:105), which is true for '²' that int() refuses: "
-    "the ValueError escapes as a 500, not the documented 400",
-)
 def test_superscript_limit_is_answered_400(inbox_client: Any) -> None:
     response = inbox_client.get("/inbox/?limit=²")
     assert response.status_code == 400
 
 
-@pytest.mark.xfail(strict=True, reason="as test_tampered_cursor_is_refused, through the blueprint: 200, not 400")
 def test_tampered_cursor_is_answered_400(inbox_client: Any, sqlite_inbox: Inbox) -> None:
     sqlite_inbox.add(make_event(), ["alice"], delivery_id="d2")
     cursor = inbox_client.get("/inbox/?limit=1").get_json()["next_cursor"]
@@ -357,12 +307,6 @@ def test_pages_never_repeat_or_skip_with_inserts_between_pages(any_inbox: Inbox)
     assert seen == sorted(seen, reverse=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the consumer's retry message carries the event's expiry (tasks.py:225 expires=, tasks.py:327): an event "
-    "that expires while the database is down is revoked by Celery on retry, with no row and no dead letter, "
-    "against docs/inbox.rst ('the rows are stored once the database answers ... so nothing is lost')",
-)
 def test_event_that_expires_while_the_database_is_down_is_still_stored(
     app: Flask, notifications: Notifications, unique: str, tmp_path: Path, celery_worker: Any
 ) -> None:

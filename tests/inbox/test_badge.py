@@ -117,3 +117,17 @@ def test_badge_follows_every_change_on_every_tab(
             events = read_until(bobs, {"comment": True, BADGE_EVENT_TYPE: 1})
             assert len(events) == 2
             assert {json.loads(e.data)["recipients"][0] for e in events} == {"bob"}
+
+
+def test_each_badge_carries_a_higher_version_than_the_last(notifications: Notifications, inbox: Inbox) -> None:
+    hub = notifications.create_hub("Versions")
+    hub.register_consumer(InboxConsumer())
+    inbox.add(Event(None, "c", "t", "", recipients=["alice", "bob"]), ["alice", "bob"], delivery_id="d1")
+    (item,) = inbox.list("alice").items
+    inbox.mark_read("alice", [item.id])
+    inbox.add(Event(None, "c", "t", "", recipients=["alice"]), ["alice"], delivery_id="d2")
+    inbox.publish_badges(["alice"])
+    badges = [json.loads(m.data) for m in notifications.backend.history(hub.hub_id, None).messages]
+    alice = [(b["version"], b["unread_count"]) for b in badges if b["recipients"] == ["alice"]]
+    assert alice == [(1, 1), (2, 0), (3, 1), (4, 1)]
+    assert [(b["version"], b["unread_count"]) for b in badges if b["recipients"] == ["bob"]] == [(1, 1)]

@@ -14,8 +14,8 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
 from flask_notifications.consumers.inbox_consumer import InboxConsumer
-from flask_notifications.errors import ConsumerError, InboxUnavailableError
-from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table
+from flask_notifications.errors import ConsumerError, InboxUnavailableError, PermanentConsumerError
+from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table, define_versions_table
 from flask_notifications.pubsub.backend import Message
 
 from ..conftest import WorkerFactory
@@ -128,6 +128,23 @@ def test_called_directly_the_event_id_is_the_delivery(notifications: Notificatio
     assert item.delivery_id == event["event_id"]
 
 
+def test_an_invalid_recipient_is_skipped_permanently_and_the_others_are_stored(
+    notifications: Notifications, inbox: Inbox
+) -> None:
+    consumer = InboxConsumer(badge=False)
+    with pytest.raises(PermanentConsumerError, match="1 recipient id.*the 2 others were stored"):
+        consumer.consume(make_event(("alice", "x" * 256, "bob")))
+    assert inbox.unread_counts(["alice", "bob", "x" * 255]) == {"alice": 1, "bob": 1, "x" * 255: 0}
+
+
+def test_recipients_given_as_a_string_are_refused(notifications: Notifications, inbox: Inbox) -> None:
+    with pytest.raises(TypeError, match="list of ids"):
+        inbox.add(make_event(), "carol", delivery_id="d1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="returned a str"):
+        InboxConsumer(recipients=lambda event: event["sender"], badge=False).consume(make_event())
+    assert inbox.unread_counts(list("carol")) == dict.fromkeys("carol", 0)
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ConsumerError, match="function"):
         InboxConsumer(recipients=["alice"])  # type: ignore[arg-type]
@@ -141,9 +158,11 @@ def test_database_down_is_retried_and_nothing_is_lost(
     real = urlsplit(postgres_url)
     proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
     proxy.refusing.set()  # the database is down: connections are dropped at once
-    table = define_table(sa.MetaData(), table_name(unique))
+    metadata = sa.MetaData()
+    table = define_table(metadata, table_name(unique))
+    define_versions_table(metadata, table.name)
     engine = sa.create_engine(postgres_url)
-    table.create(engine)
+    metadata.create_all(engine)
     app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table.name
     hub = notifications.create_hub("InboxDown")
@@ -171,5 +190,5 @@ def test_database_down_is_retried_and_nothing_is_lost(
         signals.consumer_failed.disconnect(on_failed)
         notifications.inbox.close()
         proxy.close()
-        table.drop(engine)
+        metadata.drop_all(engine)
         engine.dispose()

@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from flask import Flask
 
 from flask_notifications import Event, Notifications
-from flask_notifications.inbox import DEFAULT_TABLE, define_table, include_object
+from flask_notifications.inbox import DEFAULT_TABLE, define_table, define_versions_table, include_object
 
 from ..conftest import make_config
 
@@ -87,6 +87,7 @@ def test_flask_migrate_upgrade_creates_the_inbox_table(
                 # The migrated table is exactly the one the inbox defines.
                 expected = sa.MetaData()
                 define_table(expected)
+                define_versions_table(expected)
                 assert compare_metadata(context, expected) == []
             # The app's own migration sees its model, and leaves the inbox alone.
             flask_db("migrate", "-m", "notes")
@@ -101,6 +102,7 @@ def test_flask_migrate_upgrade_creates_the_inbox_table(
             assert ext.inbox.unread_count("alice") == 1
             flask_db("downgrade", "base")
             assert not sa.inspect(db.engine).has_table(DEFAULT_TABLE)
+            assert not sa.inspect(db.engine).has_table(f"{DEFAULT_TABLE}_versions")
     finally:
         with app.app_context():
             db.engine.dispose()
@@ -113,6 +115,8 @@ def test_include_object_leaves_only_the_inbox_out() -> None:
     other = sa.Table("other", metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Index("ix_o", "id"))
     assert not include_object(inbox, DEFAULT_TABLE, "table", True, None)
     assert not include_object(next(iter(inbox.indexes)), "ix", "index", True, None)
+    versions = define_versions_table(metadata)
+    assert not include_object(versions, versions.name, "table", True, None)
     assert include_object(other, "other", "table", False, None)
     assert include_object(next(iter(other.indexes)), "ix_o", "index", False, None)
 

@@ -13,10 +13,12 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.errors import (
+    InboxDataError,
     InboxUnavailableError,
     InvalidCursorError,
     InvalidInboxRequestError,
     NotificationNotFoundError,
+    PermanentConsumerError,
 )
 from flask_notifications.inbox import Inbox
 
@@ -166,6 +168,12 @@ def test_malformed_ids_are_refused(inbox: Inbox, ids: Any) -> None:
         base64.urlsafe_b64encode(b"i:99999999999999999999").decode(),
         base64.urlsafe_b64encode(b"x:12").decode(),
         "a" * 100,
+        # What lenient base64 reads as i:12 (aToxMg): padding, stray and
+        # non-alphabet characters.
+        base64.urlsafe_b64encode(b"i:12").decode(),
+        "a.ToxMg",
+        "aToxMg!!",
+        "aTox Mg",
     ],
 )
 def test_malformed_cursor_is_refused(inbox: Inbox, cursor: str) -> None:
@@ -292,3 +300,23 @@ def test_inbox_needs_an_app_context(redis_url: str, unique: str) -> None:
             ext.inbox.unread_count("alice")
     finally:
         ext.get_backend(app).close()
+
+
+def test_nul_characters_round_trip(inbox: Inbox) -> None:
+    # PostgreSQL's JSONB refuses U+0000; the inbox stores such an event anyway.
+    event = Event(None, "comment", "a\x00b", "c\x00d", sender="carol", recipients=["alice"], extra={"k": "\x00"})
+    inbox.add(event, ["alice"], delivery_id="nul")
+    (item,) = inbox.list("alice").items
+    assert Event.from_dict(item.event) == event
+    with pytest.raises(InvalidInboxRequestError, match="U\\+0000"):
+        inbox.add(event, ["al\x00ice"], delivery_id="nul2")
+
+
+def test_data_the_database_refuses_is_a_permanent_error(inbox: Inbox) -> None:
+    if inbox.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite stores a string of any length in a VARCHAR column")
+    with inbox.engine.begin() as conn:
+        conn.execute(sa.text(f'ALTER TABLE "{inbox.table.name}" ALTER COLUMN event_type TYPE VARCHAR(3)'))
+    with pytest.raises(InboxDataError, match="refused the data") as refused:
+        inbox.add(Event(None, "comment", "t", "b", recipients=["alice"]), ["alice"], delivery_id="d1")
+    assert isinstance(refused.value, PermanentConsumerError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask, session
 
 from flask_notifications import Event, Notifications
@@ -155,6 +156,23 @@ def test_database_down_is_503(web: Any, app: Flask, notifications: Notifications
         assert response.json == {"error": "The notification inbox is unavailable; try again shortly."}
     finally:
         notifications.inbox.close()
+        app.config["NOTIFICATIONS_INBOX_URL"] = working
+
+
+def test_exhausted_connection_pool_is_503(web: Any, app: Flask, notifications: Notifications) -> None:
+    web.post("/login/alice")
+    working = app.config["NOTIFICATIONS_INBOX_URL"]
+    engine = sa.create_engine(working, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    notifications.inbox.close()
+    app.config["NOTIFICATIONS_INBOX_URL"] = engine
+    try:
+        with engine.connect():  # the pool's only connection is busy
+            response = web.get(PREFIX + "/count")
+        assert response.status_code == 503
+        assert response.json == {"error": "The notification inbox is unavailable; try again shortly."}
+    finally:
+        notifications.inbox.close()
+        engine.dispose()
         app.config["NOTIFICATIONS_INBOX_URL"] = working
 
 

@@ -25,7 +25,7 @@ TEMPLATE = str(
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """An ``include_object`` hook for Alembic's autogenerate that leaves the
-    inbox table (and its indexes) to the inbox's own migration, so that
+    inbox tables (and their indexes) to the inbox's own migration, so that
     ``flask db migrate`` does not propose to drop it::
 
         # migrations/env.py
@@ -33,10 +33,11 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
         context.configure(..., include_object=include_object)
     """
     inbox = _table_name()
+    tables = (inbox, f"{inbox}_versions")
     if type_ == "table":
-        return name != inbox
+        return name not in tables
     table = getattr(obj, "table", None)
-    return getattr(table, "name", None) != inbox
+    return getattr(table, "name", None) not in tables
 
 
 def _table_name() -> str:

@@ -1,4 +1,4 @@
-"""Create the notifications_inbox table.
+"""Create the notifications_inbox table and its badge versions table.
 
 Revision ID: a3f1c9e2b7d4
 Revises:
@@ -34,11 +34,18 @@ def upgrade() -> None:
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("delivery_id", "recipient", name=f"uq_{TABLE}_delivery_recipient"),
+        sqlite_autoincrement=True,
     )
     op.create_index(f"ix_{TABLE}_recipient_id", TABLE, ["recipient", "id"])
     op.create_index(f"ix_{TABLE}_unread", TABLE, ["recipient", "id"], postgresql_where=unread, sqlite_where=unread)
     op.create_index(f"ix_{TABLE}_created_at", TABLE, ["created_at"])
+    op.create_table(
+        f"{TABLE}_versions",
+        sa.Column("recipient", sa.String(255), primary_key=True),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table(f"{TABLE}_versions")
     op.drop_table(TABLE)
