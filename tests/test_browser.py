@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,12 @@ class Example:
             self.worker.wait(timeout=30)
 
 
-@pytest.fixture
-def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
+@contextmanager
+def running_example(
+    redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], **settings: str
+) -> Iterator[Example]:
+    """The example's worker and server on the real Redis, isolated by
+    ``unique``, with ``settings`` added to their environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("FLASK_")}
     env.update(
         REDIS_URL=redis_url,
@@ -124,8 +129,7 @@ def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Red
         FLASK_NOTIFICATIONS_KEY_PREFIX=unique,
         FLASK_CELERY_TASK_DEFAULT_QUEUE=unique,
         FLASK_EXAMPLE_LOG_FILE=str(tmp_path / "events.log"),
-        # Reconnect after half a second rather than three.
-        FLASK_NOTIFICATIONS_SSE_RETRY="500",
+        **settings,
     )
     env.pop("MAIL_SERVER", None)
     processes = Example(env, free_port(), tmp_path)
@@ -140,6 +144,13 @@ def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Red
             redis_client.delete(*keys)
         for log in sorted(tmp_path.glob("*.log")):
             sys.stderr.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}\n")
+
+
+@pytest.fixture
+def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
+    # Reconnect after half a second rather than three.
+    with running_example(redis_url, unique, tmp_path, redis_client, FLASK_NOTIFICATIONS_SSE_RETRY="500") as example:
+        yield example
 
 
 def _answers(url: str) -> bool:

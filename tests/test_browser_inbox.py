@@ -9,45 +9,23 @@ himself, sees his own inbox only.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from .example_helpers import ROOT
-from .helpers import free_port, wait_for
-from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Example, _answers, _require_browser
+from .helpers import wait_for
+from .test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, Example, _answers, _require_browser, running_example
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FLASK_")}
-    env.update(
-        REDIS_URL=redis_url,
-        PYTHONPATH=str(ROOT),
-        FLASK_NOTIFICATIONS_KEY_PREFIX=unique,
-        FLASK_CELERY_TASK_DEFAULT_QUEUE=unique,
-        FLASK_EXAMPLE_LOG_FILE=str(tmp_path / "events.log"),
-        FLASK_NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'inbox.sqlite3'}",
-    )
-    env.pop("MAIL_SERVER", None)
-    processes = Example(env, free_port(), tmp_path)
-    try:
-        processes.start_worker()
-        processes.start_server()
-        yield processes
-    finally:
-        processes.close()
-        keys = list(redis_client.scan_iter(f"{unique}*"))
-        if keys:
-            redis_client.delete(*keys)
-        for log in sorted(tmp_path.glob("*.log")):
-            sys.stderr.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}\n")
+    inbox = f"sqlite:///{tmp_path / 'inbox.sqlite3'}"
+    with running_example(redis_url, unique, tmp_path, redis_client, FLASK_NOTIFICATIONS_INBOX_URL=inbox) as example:
+        yield example
 
 
 def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Example) -> None:
