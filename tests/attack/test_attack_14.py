@@ -8,7 +8,6 @@ pass show the same scenario through gunicorn (``NOTIFICATIONS_SSE_DIRECT_WRITE
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
