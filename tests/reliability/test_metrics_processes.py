@@ -104,7 +104,13 @@ def test_gunicorn_workers_and_a_prefork_pool_are_scraped_as_one(deployment: Depl
         for stream in streams:
             assert len(stream.take(EVENTS)) == EVENTS
         consumed = {"hub": NEWS, "consumer": "event-hub-news.PushConsumer", "outcome": "consumed"}
-        samples = wait_for(lambda: _when(scrape(web), "notifications_stream_deliveries_total", STREAMS * EVENTS))
+        # A worker records its run and its publish just after the event went
+        # out, so the web may stream it before the worker's counters move.
+        totals = {
+            "notifications_stream_deliveries_total": STREAMS * EVENTS,
+            "notifications_backend_publish_seconds_count": HUBS * EVENTS,
+        }
+        samples = wait_for(lambda: _when_all(scrape(web), totals, consumed))
         # The prefork children's runs, summed with the web workers' counters.
         consumed = _labels(samples, consumed)
         assert value(samples, "notifications_consumer_runs_total", **consumed) == EVENTS
@@ -133,6 +139,14 @@ def _labels(samples: Any, wanted: dict[str, str]) -> dict[str, str]:
 
 def _when(samples: Any, name: str, expected: float) -> Any:
     return samples if value(samples, name) == expected else None
+
+
+def _when_all(samples: Any, expected: dict[str, float], consumed: dict[str, str]) -> Any:
+    """``samples`` once every count of ``expected`` and the ``consumed`` runs
+    (one per event) are reached, else ``None``."""
+    if value(samples, "notifications_consumer_runs_total", **_labels(samples, consumed)) != EVENTS:
+        return None
+    return samples if all(value(samples, name) == count for name, count in expected.items()) else None
 
 
 @pytest.mark.timeout(240)
@@ -182,7 +196,11 @@ def test_a_real_prometheus_scrapes_the_web_and_worker_endpoints(
         wait_for(
             lambda: len([r for r in query(expression) if float(r["value"][1]) == EVENTS]) == 2, timeout=60, interval=0.5
         )
-        assert scalar('sum(notifications_backend_publish_seconds_count{job="web"})') == HUBS * EVENTS
+        wait_for(
+            lambda: scalar('sum(notifications_backend_publish_seconds_count{job="web"})') == HUBS * EVENTS,
+            timeout=60,
+            interval=0.5,
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
