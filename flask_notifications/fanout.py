@@ -863,25 +863,18 @@ class Fanout:
             if self._subscription is None:
                 subscription = self._subscription = self.backend.subscribe()
                 self._listener = spawn(self._run, subscription, name="flask-notifications-sse")
-                spawn(self._beat, subscription, name="flask-notifications-heartbeats")
             return self._subscription
-
-    def _beat(self, subscription: Subscription) -> None:
-        """Heartbeats for the live streams, on a timer of their own while
-        ``subscription`` is the fan-out's: a backend read that blocks (a
-        stalled Redis, a partition without a reset) must not hold them up."""
-        while True:
-            time.sleep(_SWEEP)
-            with self._lock:
-                if self._subscription is not subscription:
-                    return
-            self._heartbeats(time.monotonic())
 
     def _run(self, subscription: Subscription) -> None:
         failures = 0
         idle_since: float | None = None
+        swept = time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - swept >= _SWEEP:
+                    swept = now
+                    self._heartbeats(now)
                 with self._lock:
                     if self._subscription is not subscription:
                         return
