@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub  # noqa: E402
+from flask_notifications.backends.redis import RedisPubSub  # noqa: E402
 from tests.helpers import RedisServer  # noqa: E402
 from tests.redis_topologies import LocalCluster  # noqa: E402
 

@@ -24,15 +24,15 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
+from .backends.base import Message, parse_id
+from .backends.memory import MemoryPubSub
 from .errors import BackendError, NotificationsError
 from .event import Event
 from .event_hub import HUB_ID_PREFIX, EventHub
-from .inbox_cli import inbox_cli
-from .pubsub.backend import Message, parse_id
-from .pubsub.memory_pubsub import MemoryPubSub
+from .inbox.cli import inbox_cli
+from .state import current_notifications
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -44,10 +44,9 @@ notifications_cli.add_command(inbox_cli)
 
 def _extension() -> Notifications:
     try:
-        ext: Notifications = current_app.extensions["notifications"]
-    except KeyError:
-        raise click.ClickException("Flask-Notifications is not initialised on this application.") from None
-    return ext
+        return current_notifications.runtime().extension
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @contextmanager

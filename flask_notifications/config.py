@@ -122,7 +122,7 @@ DEFAULTS: dict[str, Any] = {
     # several gunicorn workers or a prefork Celery pool.
     "NOTIFICATIONS_METRICS": False,
     # Path of the metrics endpoint added to the application; None adds none
-    # (mount flask_notifications.metrics.make_wsgi_app() yourself).
+    # (mount flask_notifications.ops.metrics.make_wsgi_app() yourself).
     "NOTIFICATIONS_METRICS_URL": "/metrics",
     # Hubs that get a label value of their own, in creation order; the
     # others are counted under hub="other", so label cardinality stays bounded.

@@ -6,13 +6,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from flask import current_app, has_app_context
-from werkzeug.local import LocalProxy
-
 from .consumers.consumer import Consumer, FunctionConsumer
 from .errors import ConsumerError, HubError
 from .event_filter import EventFilter
 from .filters.always import Always
+from .state import current_notifications as current_notifications  # 0.1 imported it from here
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -244,22 +242,3 @@ class EventHub:
 
     def __repr__(self) -> str:
         return f"<EventHub {self.hub_id!r} filter={self.event_filter!r} consumers={len(self._consumers)}>"
-
-
-def _get_notifications() -> Notifications:
-    if not has_app_context():
-        raise RuntimeError(
-            "current_notifications needs an application context. Use it inside a request, "
-            "a Celery task or 'with app.app_context():'."
-        )
-    try:
-        ext: Notifications = current_app.extensions["notifications"]
-    except KeyError:
-        raise RuntimeError(
-            "Flask-Notifications is not set up on the current application. Did you forget to call init_app?"
-        ) from None
-    return ext
-
-
-#: The :class:`Notifications` extension of the current application.
-current_notifications: Notifications = LocalProxy(_get_notifications)  # type: ignore[assignment]

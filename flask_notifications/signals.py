@@ -24,7 +24,7 @@ Every signal is sent with the Flask application as its sender.
 ``event_published``
     In the worker, after a :class:`PushConsumer` published an event to its
     hub's streams. Keyword arguments: ``hub_id``, ``message`` (the backend's
-    :class:`~flask_notifications.pubsub.backend.Message`) and ``seconds``
+    :class:`~flask_notifications.backends.base.Message`) and ``seconds``
     (how long the backend took).
 ``stream_refused``
     When a request for a stream is answered with an error instead (400,

@@ -181,7 +181,7 @@ class Gunicorn:
     :param config: the app's config (JSON-serialisable).
     :param directory: where its configuration file and log go.
     :param workers: gunicorn workers.
-    :param hooks: import the hooks of :mod:`flask_notifications.gunicorn`.
+    :param hooks: import the hooks of :mod:`flask_notifications.ops.gunicorn`.
     :param env: more environment variables (``PROMETHEUS_MULTIPROC_DIR``).
     """
 
@@ -199,7 +199,11 @@ class Gunicorn:
         self.log = directory / "gunicorn.log"
         conf = directory / "gunicorn.conf.py"
         conf.write_text(
-            ("from flask_notifications.gunicorn import child_exit, post_worker_init  # noqa: F401\n" if hooks else "")
+            (
+                "from flask_notifications.ops.gunicorn import child_exit, post_worker_init  # noqa: F401\n"
+                if hooks
+                else ""
+            )
             + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = 'gevent'\n"
             + f"graceful_timeout = {graceful_timeout}\nloglevel = 'info'\n"
         )

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from kombu.connection import Connection
 
+from flask_notifications.backends.amqp import AmqpPubSub
+from flask_notifications.backends.base import Message
 from flask_notifications.errors import BackendError
-from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
-from flask_notifications.pubsub.backend import Message
 
 from .test_backend_contract import amqp_url  # noqa: F401  (the fixture)
 
@@ -30,7 +30,7 @@ def publish_many(url: str, prefix: str, name: str, count: int, start: Any) -> No
 
 
 def _memory_ledger() -> Any:
-    from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
+    from flask_notifications.backends.memory import MemoryPubSub
 
     return MemoryPubSub()
 

@@ -24,10 +24,8 @@ import pytest
 import redis
 from kombu.connection import Connection
 
-from flask_notifications.config import DEFAULTS
-from flask_notifications.errors import BackendError
-from flask_notifications.pubsub.amqp_pubsub import DEFAULT_URL, AmqpPubSub
-from flask_notifications.pubsub.backend import (
+from flask_notifications.backends.amqp import DEFAULT_URL, AmqpPubSub
+from flask_notifications.backends.base import (
     Backend,
     Claim,
     History,
@@ -37,8 +35,10 @@ from flask_notifications.pubsub.backend import (
     parse_id,
     resolve_backend,
 )
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.memory import MemoryPubSub
+from flask_notifications.backends.redis import RedisPubSub
+from flask_notifications.config import DEFAULTS
+from flask_notifications.errors import BackendError
 
 from .conftest import REDIS_URL
 from .helpers import RedisServer, free_port, missing, wait_for, wait_until_waiting
@@ -247,7 +247,7 @@ import json, sys
 from gevent import monkey
 monkey.patch_all()
 import gevent
-from flask_notifications.pubsub.backend import build_backend
+from flask_notifications.backends.base import build_backend
 config = json.loads(sys.argv[1])
 backend = build_backend(config["NOTIFICATIONS_BACKEND"], config)
 sub = backend.subscribe()

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import redis
 
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event import Event
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from .example_helpers import ROOT
 from .helpers import free_port, wait_for

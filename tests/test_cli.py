@@ -266,7 +266,7 @@ def _collect(stream: Any, lines: list[str]) -> threading.Thread:
 @pytest.mark.server
 def test_listen_waits_out_a_redis_restart(unique: str) -> None:
     """``listen`` says once that the server is gone, and carries on when it is back."""
-    from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+    from flask_notifications.backends.redis import RedisPubSub
 
     server = RedisServer()
     server.start()

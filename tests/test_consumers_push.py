@@ -11,10 +11,10 @@ import redis
 from flask import Flask
 
 from flask_notifications import Notifications
+from flask_notifications.backends.base import Message
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import BackendError, ConsumerError
 from flask_notifications.event import Event
-from flask_notifications.pubsub.backend import Message
 
 from .conftest import WorkerFactory
 from .helpers import deliver_twice, free_port, send_until_dead_letter, wait_for

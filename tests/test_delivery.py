@@ -15,13 +15,14 @@ from celery.signals import after_task_publish, task_postrun
 from flask import Flask
 
 from flask_notifications import Notifications, signals
-from flask_notifications.delivery import Delivery, current_delivery
+from flask_notifications.backends.base import Claim
+from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError, BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
-from flask_notifications.pubsub.backend import Claim
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.tasks import DISPATCH_TASK, claim_key, enqueue_delivery, idempotency_ttl
+from flask_notifications.worker.claims import idempotency_ttl
+from flask_notifications.worker.delivery import Delivery, current_delivery
+from flask_notifications.worker.messages import DISPATCH_TASK, claim_key, enqueue_delivery
 
 from .conftest import WorkerFactory, make_config
 from .helpers import free_port, wait_for
@@ -357,7 +358,7 @@ def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
     hub.register_consumer(celery_task_name="tests.interrupted", pass_event=True)(
         lambda event: effects.append(event["title"])
     )
-    from flask_notifications import dead_letters
+    from flask_notifications.worker import dead_letters
 
     letter = dead_letters.keep(
         app,
@@ -389,7 +390,7 @@ def test_a_letter_marked_by_an_interrupted_retry_is_retried_as_that_same_retry(
 ) -> None:
     """A retry killed between marking the letter and enqueueing leaves the
     mark; the next retry enqueues that same retry (its token), not a new one."""
-    from flask_notifications import dead_letters
+    from flask_notifications.worker import dead_letters
 
     backend = notifications.get_backend(app)
     letter = dead_letters.keep(
@@ -428,7 +429,7 @@ def test_a_retry_the_broker_refuses_leaves_the_letter_untouched(redis_url: str, 
     )
     app.config["CELERY_BROKER_TRANSPORT_OPTIONS"] = {"max_retries": 0}
     ext = Notifications(app)
-    from flask_notifications import dead_letters
+    from flask_notifications.worker import dead_letters
 
     letter = dead_letters.keep(
         app,

@@ -18,7 +18,7 @@ from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.errors import BrokerUnavailableError, InvalidEventError, PermanentConsumerError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
-from flask_notifications.tasks import DISPATCH_TASK
+from flask_notifications.worker.messages import DISPATCH_TASK
 
 from .conftest import WorkerFactory
 from .helpers import wait_for

@@ -14,7 +14,7 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.event_hub import hub_id_for
-from flask_notifications.fanout import end_all_streams
+from flask_notifications.streaming.fanout import end_all_streams
 
 from .conftest import make_config
 from .helpers import free_port

@@ -5,14 +5,14 @@ from celery import Celery
 from flask import Flask
 
 from flask_notifications import Notifications, current_notifications
+from flask_notifications.backends.memory import MemoryPubSub
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import ConfigurationError, ConsumerError, HubError
 from flask_notifications.event import Event
 from flask_notifications.event_hub import current_notifications as hub_current_notifications
 from flask_notifications.filters.with_event_type import WithEventType
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 
 class Recorder(EventConsumer):
@@ -74,9 +74,9 @@ def test_given_celery_and_broker_are_used(app: Flask, redis_client: object) -> N
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({"BACKEND": "flask_notifications.pubsub.memory_pubsub.MemoryPubSub"}, MemoryPubSub),
+        ({"BACKEND": "flask_notifications.backends.memory.MemoryPubSub"}, MemoryPubSub),
         ({"NOTIFICATIONS_BACKEND": "memory", "BACKEND": "redis"}, MemoryPubSub),
-        ({"NOTIFICATIONS_BACKEND": "flask_notifications.pubsub.memory_pubsub:MemoryPubSub"}, MemoryPubSub),
+        ({"NOTIFICATIONS_BACKEND": "flask_notifications.backends.memory:MemoryPubSub"}, MemoryPubSub),
         ({"NOTIFICATIONS_BACKEND": MemoryPubSub}, MemoryPubSub),
         ({}, RedisPubSub),
     ],

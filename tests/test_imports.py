@@ -18,6 +18,8 @@ PATHS = [
     ("flask_notifications.pubsub.backend", "Backend"),
     ("flask_notifications.pubsub.redis_pubsub", "RedisPubSub"),
     ("flask_notifications.pubsub.memory_pubsub", "MemoryPubSub"),
+    ("flask_notifications.pubsub.amqp_pubsub", "AmqpPubSub"),
+    ("flask_notifications.pubsub", "RedisPubSub"),
     ("flask_notifications.filters.always", "Always"),
     ("flask_notifications.filters.before_date", "BeforeDate"),
     ("flask_notifications.filters.after_date", "AfterDate"),
@@ -32,12 +34,60 @@ PATHS = [
     ("flask_notifications.filters.with_field", "WithField"),
     ("flask_notifications.signals", "event_sent"),
     ("flask_notifications.errors", "NotificationsError"),
+    # Paths that the documentation of 1.0 prints.
+    ("flask_notifications.consumers.log_consumer", "LogConsumer"),
+    ("flask_notifications.consumers.flaskmail_consumer", "FlaskMailConsumer"),
+    ("flask_notifications.consumers.flaskemail_consumer", "FlaskEmailConsumer"),
+    ("flask_notifications.consumers.inbox_consumer", "InboxConsumer"),
+    ("flask_notifications.delivery", "current_delivery"),
+    ("flask_notifications.gunicorn", "post_worker_init"),
+    ("flask_notifications.gunicorn", "child_exit"),
+    ("flask_notifications.metrics", "make_wsgi_app"),
+    ("flask_notifications.health", "blueprint"),
+    ("flask_notifications.inbox", "inbox_blueprint"),
+    ("flask_notifications.ext", "Notifications"),
+]
+
+#: What the README's hello world and usage import from the package itself.
+ROOT_NAMES = [
+    "Notifications",
+    "Event",
+    "EventHub",
+    "PushConsumer",
+    "LogConsumer",
+    "WithEventType",
+    "WithRecipient",
+    "Not",
+    "current_notifications",
+    "current_delivery",
+    "signals",
 ]
 
 
 @pytest.mark.parametrize(("module", "name"), PATHS)
 def test_documented_import_path(module: str, name: str) -> None:
     assert getattr(importlib.import_module(module), name) is not None
+
+
+@pytest.mark.parametrize("name", ROOT_NAMES)
+def test_the_root_package_exports(name: str) -> None:
+    import flask_notifications
+
+    assert name in flask_notifications.__all__
+    assert getattr(flask_notifications, name) is not None
+
+
+def test_reexports_are_the_same_objects() -> None:
+    from flask_notifications import PushConsumer, WithRecipient, current_notifications
+    from flask_notifications.backends.redis import RedisPubSub
+    from flask_notifications.consumers.push_consumer import PushConsumer as pushed
+    from flask_notifications.event_hub import current_notifications as hub_proxy
+    from flask_notifications.filters.with_recipient import WithRecipient as with_recipient
+    from flask_notifications.pubsub.redis_pubsub import RedisPubSub as redis_01
+
+    assert PushConsumer is pushed and WithRecipient is with_recipient
+    assert current_notifications is hub_proxy
+    assert RedisPubSub is redis_01
 
 
 def test_register_consumer_is_documented_on_hubs() -> None:

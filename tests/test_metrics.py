@@ -22,7 +22,7 @@ from flask_notifications import Event, Notifications
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import InvalidEventError
 from flask_notifications.filters.with_event_type import WithEventType
-from flask_notifications.metrics import EXPORTED_NAMES, OTHER
+from flask_notifications.ops.metrics import EXPORTED_NAMES, OTHER
 
 from .conftest import WorkerFactory
 from .helpers import free_port, wait_for
@@ -191,8 +191,8 @@ def test_the_send_time_header_outside_and_inside_a_task(app: Flask, notification
     request) and of the dispatch task."""
     from celery.signals import before_task_publish
 
-    from flask_notifications.metrics import SENT_AT_HEADER
-    from flask_notifications.tasks import DISPATCH_TASK
+    from flask_notifications.ops.metrics import SENT_AT_HEADER
+    from flask_notifications.worker.messages import DISPATCH_TASK
 
     for sender in ("some.task", DISPATCH_TASK):
         headers: dict[str, Any] = {}

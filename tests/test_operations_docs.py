@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from flask_notifications.metrics import EXPORTED_NAMES
+from flask_notifications.ops.metrics import EXPORTED_NAMES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NAME = re.compile(r"\bnotifications_[a-z_]+")

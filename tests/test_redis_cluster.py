@@ -14,8 +14,8 @@ from flask import Flask
 from redis.cluster import RedisCluster
 
 from flask_notifications import Event, Notifications
-from flask_notifications.pubsub.backend import Claim, Message
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.base import Claim, Message
+from flask_notifications.backends.redis import RedisPubSub
 
 from .conftest import WorkerFactory, make_config
 from .helpers import wait_for

@@ -10,10 +10,10 @@ import redis
 from flask import Flask
 
 from flask_notifications import Notifications, signals
-from flask_notifications.delivery import current_delivery
 from flask_notifications.errors import BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
 from flask_notifications.filters.with_event_type import WithEventType
+from flask_notifications.worker.delivery import current_delivery
 
 from .conftest import WorkerFactory, make_config
 from .helpers import wait_for

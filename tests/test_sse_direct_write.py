@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from flask_notifications import Event
-from flask_notifications.pubsub.backend import Backend
+from flask_notifications.backends.base import Backend
 
 from .apps.sse_app import create_app
 from .conftest import make_config

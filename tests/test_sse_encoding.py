@@ -12,10 +12,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from flask_notifications.backends.base import Message
 from flask_notifications.errors import StreamFormatError
 from flask_notifications.event import Event
-from flask_notifications.pubsub.backend import Message
-from flask_notifications.sse import HEARTBEAT, encode_comment, encode_event, event_frame, parse_last_event_id
+from flask_notifications.streaming.wire import HEARTBEAT, encode_comment, encode_event, event_frame, parse_last_event_id
 
 from .sse_client import Parser, SSEEvent
 

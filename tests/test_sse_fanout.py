@@ -11,11 +11,11 @@ import pytest
 from flask import Flask, url_for
 
 from flask_notifications import Event, EventFilter, Notifications
+from flask_notifications.backends.memory import MemoryPubSub
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import BackendError
-from flask_notifications.fanout import Fanout
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
-from flask_notifications.sse import HEARTBEAT, backend_frame
+from flask_notifications.streaming.fanout import Fanout
+from flask_notifications.streaming.wire import HEARTBEAT, backend_frame
 
 from .apps.sse_app import configure, setup
 from .helpers import wait_for

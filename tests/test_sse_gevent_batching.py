@@ -19,9 +19,9 @@ monkey.patch_all()
 import gevent
 
 from flask_notifications.event import Event
-from flask_notifications.pubsub.backend import Message
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.fanout import Fanout
+from flask_notifications.backends.base import Message
+from flask_notifications.backends.memory import MemoryPubSub
+from flask_notifications.streaming.fanout import Fanout
 
 HUB = "event-hub-burst"
 fanout = Fanout(MemoryPubSub(), poll_interval=0.05)

@@ -23,7 +23,7 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.redis import RedisPubSub
 
 from .conftest import make_config
 from .helpers import RedisServer, wait_for

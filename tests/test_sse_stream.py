@@ -17,7 +17,7 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.redis import RedisPubSub
 
 from .apps.sse_app import setup
 from .conftest import make_config

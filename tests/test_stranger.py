@@ -85,5 +85,7 @@ def test_turning_metrics_on_reaches_no_server_before_a_scrape() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "set up" in done.stdout, done.stdout
-    scrape_logs = [line for line in done.stdout.splitlines() if line.startswith("flask_notifications.metrics: Could")]
+    scrape_logs = [
+        line for line in done.stdout.splitlines() if line.startswith("flask_notifications.ops.metrics: Could")
+    ]
     assert scrape_logs == [], scrape_logs

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ConsumerError, LogWriteError
 from ..event import Event, as_event
-from ..green import call_blocking
+from ..streaming.green import call_blocking
 from .consumer import EventConsumer
 
 try:

@@ -9,11 +9,11 @@ import redis
 from flask import current_app, has_app_context
 
 from .. import signals
+from ..backends.base import Backend
+from ..backends.redis import RedisPubSub
 from ..errors import ConsumerError
 from ..event import Event, as_event
-from ..event_hub import current_notifications
-from ..pubsub.backend import Backend
-from ..pubsub.redis_pubsub import RedisPubSub
+from ..state import current_notifications
 from .consumer import EventConsumer
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..errors import InvalidCursorError
+from ..errors import InvalidCursorError, InvalidInboxRequestError
 
 #: The table's name unless ``NOTIFICATIONS_INBOX_TABLE`` says otherwise; the
 #: shipped Alembic migration creates it under this name.
@@ -221,3 +221,20 @@ def decode_cursor(cursor: str) -> int:
     if found is None or int(found.group(1)) > _MAX_ID or encode_cursor(int(found.group(1))) != cursor:
         raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
     return int(found.group(1))
+
+
+def recipient_id(user: object) -> str:
+    """``user`` as the inbox stores it: a string id, an integer as its
+    decimal string.
+
+    :raises InvalidInboxRequestError: it is neither, empty, or longer than
+        255 characters.
+    """
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise InvalidInboxRequestError(f"A recipient is a string or an integer id, not {type(user).__name__}.")
+    text = str(user)
+    if not text or len(text) > ID_LENGTH:
+        raise InvalidInboxRequestError(f"A recipient id is 1 to {ID_LENGTH} characters, not {len(text)}.")
+    if "\x00" in text:
+        raise InvalidInboxRequestError("A recipient id cannot hold the character U+0000.")
+    return text

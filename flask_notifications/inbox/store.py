@@ -26,6 +26,7 @@ from ..errors import (
     NotificationNotFoundError,
 )
 from ..event import Event
+from .consumer import InboxConsumer
 from .model import (
     DEFAULT_TABLE,
     ID_LENGTH,
@@ -35,6 +36,7 @@ from .model import (
     define_table,
     define_versions_table,
     encode_cursor,
+    recipient_id,
     storable_event,
 )
 
@@ -125,23 +127,6 @@ def _create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
                 raise
             if all(sa.inspect(engine).has_table(t.name, schema=t.schema) for t in tables):
                 return
-
-
-def recipient_id(user: object) -> str:
-    """``user`` as the inbox stores it: a string id, an integer as its
-    decimal string.
-
-    :raises InvalidInboxRequestError: it is neither, empty, or longer than
-        255 characters.
-    """
-    if isinstance(user, bool) or not isinstance(user, (str, int)):
-        raise InvalidInboxRequestError(f"A recipient is a string or an integer id, not {type(user).__name__}.")
-    text = str(user)
-    if not text or len(text) > ID_LENGTH:
-        raise InvalidInboxRequestError(f"A recipient id is 1 to {ID_LENGTH} characters, not {len(text)}.")
-    if "\x00" in text:
-        raise InvalidInboxRequestError("A recipient id cannot hold the character U+0000.")
-    return text
 
 
 def _ids(ids: Iterable[int | str]) -> list[int]:
@@ -310,7 +295,7 @@ class Inbox:
         A row that already exists for ``(delivery_id, recipient)`` is kept as
         it is, so storing one delivery twice stores it once.
 
-        :param delivery_id: the delivery (:func:`~flask_notifications.delivery.current_delivery`).
+        :param delivery_id: the delivery (:func:`~flask_notifications.worker.delivery.current_delivery`).
         :return: the recipients it was stored for now, not before.
         :raises TypeError: ``recipients`` is a string, not a list of them.
         :raises InvalidInboxRequestError: a recipient or the delivery id is
@@ -572,8 +557,6 @@ class Inbox:
     def badge_channels(self) -> builtins.list[str]:
         """The channels the unread counts are published to: those of the
         hubs that have an :class:`InboxConsumer` with ``badge`` on."""
-        from ..consumers.inbox_consumer import InboxConsumer
-
         channels: dict[str, None] = {}
         for hub in self.notifications.hubs.values():
             for consumer in hub.consumers:

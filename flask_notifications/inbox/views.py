@@ -20,6 +20,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, Unauthorized, UnsupportedMediaType
 
 from ..errors import InboxUnavailableError, InvalidInboxRequestError, NotificationNotFoundError
+from ..state import current_notifications
 
 if TYPE_CHECKING:
     from .store import Inbox
@@ -32,11 +33,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def _inbox() -> Inbox:
-    try:
-        ext = current_app.extensions["notifications"]
-    except KeyError:
-        raise RuntimeError("The inbox blueprint needs Flask-Notifications; call init_app first.") from None
-    inbox: Inbox = ext.inbox
+    inbox: Inbox = current_notifications.inbox
     return inbox
 
 

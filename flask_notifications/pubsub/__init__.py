@@ -7,10 +7,10 @@ Import them from the package::
 
 from __future__ import annotations
 
-from .amqp_pubsub import AmqpPubSub
-from .backend import Backend, Claim, History, Message, Subscription, build_backend, resolve_backend
-from .memory_pubsub import MemoryPubSub
-from .redis_pubsub import RedisPubSub
+from ..backends.amqp import AmqpPubSub
+from ..backends.base import Backend, Claim, History, Message, Subscription, build_backend, resolve_backend
+from ..backends.memory import MemoryPubSub
+from ..backends.redis import RedisPubSub
 
 __all__ = [
     "AmqpPubSub",

@@ -31,14 +31,15 @@ from celery.signals import after_task_publish, task_postrun, task_unknown
 from flask import Flask
 from kombu.connection import Connection
 
-from flask_notifications import Notifications, dead_letters, signals
+from flask_notifications import Notifications, signals
+from flask_notifications.backends.amqp import AmqpPubSub
+from flask_notifications.backends.base import Claim, Message
+from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError, BrokerUnavailableError, SendInProgressError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
-from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
-from flask_notifications.pubsub.backend import Claim, Message
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
-from flask_notifications.tasks import enqueue_delivery
+from flask_notifications.worker import dead_letters
+from flask_notifications.worker.messages import enqueue_delivery
 
 from ..conftest import make_config
 from ..helpers import RedisServer, free_port, wait_for

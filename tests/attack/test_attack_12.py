@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from flask_notifications import Event
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.redis import RedisPubSub
 
 from ..conftest import make_config
 from ..helpers import RedisServer, wait_for

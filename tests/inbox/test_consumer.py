@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
+from flask_notifications.backends.base import Message
 from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.errors import ConsumerError, InboxUnavailableError, PermanentConsumerError
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table, define_versions_table
-from flask_notifications.pubsub.backend import Message
 
 from ..conftest import WorkerFactory
 from ..helpers import deliver_twice, wait_for

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
+from flask_notifications.backends.redis import RedisPubSub
 from tests.conftest import make_config
 from tests.helpers import wait_for
 from tests.reliability.test_sse_load import NEWS, LoadClients, _publish_steadily

@@ -20,8 +20,8 @@ import pytest
 from kombu import Connection
 
 from flask_notifications import Event
+from flask_notifications.backends.amqp import AmqpPubSub
 from flask_notifications.event_hub import hub_id_for
-from flask_notifications.pubsub.amqp_pubsub import AmqpPubSub
 
 from .. import sse_servers
 from ..conftest import make_config

@@ -18,9 +18,9 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
+from flask_notifications.backends.base import Claim
+from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError
-from flask_notifications.pubsub.backend import Claim
-from flask_notifications.pubsub.memory_pubsub import MemoryPubSub
 
 from ..conftest import WorkerFactory, make_config
 from ..helpers import wait_for
@@ -137,13 +137,13 @@ def test_a_dispatch_that_cannot_reach_the_broker_is_retried_not_lost(
     is retried (consumers already enqueued skip the repeat by their claim)."""
     from kombu.exceptions import OperationalError
 
-    from flask_notifications import tasks
+    from flask_notifications.worker import messages, tasks
 
     hub = notifications.create_hub("Fanout")
     effects: list[str] = []
     for name in ("outage.first", "outage.second"):
         hub.register_consumer(celery_task_name=name, pass_event=True)(lambda event: effects.append(event["event_id"]))
-    real_enqueue = tasks.enqueue
+    real_enqueue = messages.enqueue
     calls: list[str] = []
 
     def flaky_enqueue(celery: Any, task_name: str, args: Any, **options: Any) -> None:
@@ -153,7 +153,7 @@ def test_a_dispatch_that_cannot_reach_the_broker_is_retried_not_lost(
             raise OperationalError("Error 111 connecting to the broker (injected)")
         real_enqueue(celery, task_name, args, **options)
 
-    monkeypatch.setattr(tasks, "enqueue", flaky_enqueue)
+    monkeypatch.setattr(messages, "enqueue", flaky_enqueue)
     monkeypatch.setattr(tasks, "backoff", lambda *args: 0.05)
     event = Event(None, "t", "title", "body")
     with celery_worker():

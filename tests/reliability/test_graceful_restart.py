@@ -1,6 +1,6 @@
 """A graceful restart of gunicorn (``SIGHUP``: new workers start, the old
 ones get ``SIGTERM``) under 200 open streams while events keep being
-published: with the hooks of :mod:`flask_notifications.gunicorn`, the old
+published: with the hooks of :mod:`flask_notifications.ops.gunicorn`, the old
 workers end their streams at once with a ``reconnect`` event instead of
 holding them until ``graceful_timeout``, and every browser receives every
 event exactly once across the restart, without a gap.
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event_hub import hub_id_for
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from ..conftest import make_config
 from ..helpers import wait_for

@@ -26,7 +26,7 @@ from flask_notifications import Notifications
 from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.errors import InvalidEventError
 from flask_notifications.event import FIELDS, Event
-from flask_notifications.tasks import DISPATCH_TASK
+from flask_notifications.worker.messages import DISPATCH_TASK
 
 from ..conftest import WorkerFactory, make_config
 from ..helpers import wait_for

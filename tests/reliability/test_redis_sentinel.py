@@ -24,9 +24,9 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications
+from flask_notifications.backends.base import parse_id
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import BackendError
-from flask_notifications.pubsub.backend import parse_id
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 from tests import sse_servers
 
 from ..conftest import WorkerFactory, make_config

@@ -23,8 +23,8 @@ import pytest
 import redis
 
 from flask_notifications import Event
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event_hub import hub_id_for
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from ..conftest import make_config
 from ..helpers import wait_for

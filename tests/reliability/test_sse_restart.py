@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
+from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event_hub import hub_id_for
-from flask_notifications.pubsub.redis_pubsub import RedisPubSub
 
 from .. import sse_servers
 from ..conftest import make_config

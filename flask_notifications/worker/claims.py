@@ -14,11 +14,46 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from .errors import BackendError
-from .pubsub.backend import Backend, Claim
+from ..backends.base import Backend, Claim
+from ..errors import BackendError
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from flask import Flask
+
+#: The broker's redelivery timeout when its transport options name none:
+#: kombu's default ``visibility_timeout`` for Redis, and longer than
+#: RabbitMQ's default ``consumer_timeout`` (30 minutes).
+DEFAULT_REDELIVERY_WINDOW = 3600.0
+
+#: The shortest default life of a completion record, in seconds. The
+#: visibility timeout is the *earliest* time the Redis transport may hand an
+#: unacknowledged message out again, not the latest: it is restored whenever
+#: a worker next sweeps, which may be much later (no worker running, a
+#: restart), so the record outlives it by a wide margin.
+MIN_IDEMPOTENCY_TTL = 6 * 3600.0
+
+
+def idempotency_ttl(app: Flask, celery: Celery) -> float:
+    """Seconds a completed delivery is remembered, so that a redelivered task
+    does not repeat its effect: ``NOTIFICATIONS_IDEMPOTENCY_TTL``, or else
+    twice the longest time a live broker and worker take to hand the task
+    out again (the broker's ``visibility_timeout``, plus the claim timeout
+    and the transport's ``unacked_restore_interval``), and at least
+    :data:`MIN_IDEMPOTENCY_TTL`. A message left unacknowledged for longer
+    than this may still repeat its effect."""
+    configured = app.config.get("NOTIFICATIONS_IDEMPOTENCY_TTL")
+    if configured:
+        return float(configured)
+    options = celery.conf.broker_transport_options or {}
+    redelivery = float(options.get("visibility_timeout") or DEFAULT_REDELIVERY_WINDOW)
+    redelivery += float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])
+    redelivery += float(options.get("unacked_restore_interval") or 0)
+    return max(MIN_IDEMPOTENCY_TTL, 2 * redelivery)
 
 
 @contextmanager

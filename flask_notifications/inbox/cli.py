@@ -23,10 +23,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .errors import NotificationsError
+from ..errors import NotificationsError
+from ..state import current_notifications
 
 if TYPE_CHECKING:
-    from .inbox import Inbox
+    from . import Inbox
 
 #: The group; ``flask notifications`` has it as ``inbox``.
 inbox_cli = AppGroup("inbox", help="Set up and trim the notification inbox.")
@@ -37,9 +38,9 @@ def _inbox() -> Iterator[Inbox]:
     """The current application's inbox, its connections closed afterwards;
     its errors end the command with their message."""
     try:
-        ext = current_app.extensions["notifications"]
-    except KeyError:
-        raise click.ClickException("Flask-Notifications is not initialised on this application.") from None
+        ext = current_notifications.runtime().extension
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         inbox: Inbox = ext.inbox
     except ImportError as exc:
@@ -92,7 +93,7 @@ def migration_command(directory: str) -> None:
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    from .inbox.migrations import TEMPLATE
+    from .migrations import TEMPLATE
 
     ini = Path(directory) / "alembic.ini"
     config = Config(str(ini) if ini.is_file() else None)

@@ -34,7 +34,7 @@ should have carried are not coming; see :func:`gap_frame`),
 ``reconnect`` as the last frame of a stream whose server process stops
 (:func:`reconnect_frame`).
 
-The fan-out that feeds the streams lives in :mod:`flask_notifications.fanout`.
+The fan-out that feeds the streams lives in :mod:`flask_notifications.streaming.fanout`.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import StreamFormatError
-from .event import CONTROL_CHARACTERS
-from .pubsub.backend import Message, parse_id
+from ..backends.base import Message, parse_id
+from ..errors import StreamFormatError
+from ..event import CONTROL_CHARACTERS
 
 logger = logging.getLogger(__name__)
 

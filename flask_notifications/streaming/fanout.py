@@ -46,13 +46,13 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
-from .backoff import backoff
-from .errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
-from .event import Event
-from .event_filter import EventFilter
+from ..backends.base import Backend, History, Lost, Message, Subscription, parse_id
+from ..backoff import backoff
+from ..errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
+from ..event import Event
+from ..event_filter import EventFilter
 from .green import HangupWatcher, Runner, SocketWriter, cooperate, is_current, make_wakeup, spawn
-from .pubsub.backend import Backend, History, Lost, Message, Subscription, parse_id
-from .sse import (
+from .wire import (
     EVICTED,
     HEARTBEAT,
     Key,
@@ -113,7 +113,7 @@ class Stream:
     Built by :meth:`Fanout.open`; :meth:`close` unregisters it and is called
     when the server closes the response (the client left) or the stream ends.
 
-    With a :class:`~flask_notifications.green.SocketWriter` (under
+    With a :class:`~flask_notifications.streaming.green.SocketWriter` (under
     ``gunicorn -k gevent``), the stream goes *live* once its first frames
     and its replay went out through the server: it takes the connection
     over and the server's greenlet ends. From then on the fan-out writes
@@ -302,7 +302,7 @@ class Stream:
 
     def end(self) -> None:
         """End the stream because this process stops serving: it writes
-        :func:`~flask_notifications.sse.reconnect_frame` and returns, so the
+        :func:`~flask_notifications.streaming.wire.reconnect_frame` and returns, so the
         client resumes at once, on another process, from its last id. What
         was queued and not written is replayed there from the history.
 
@@ -324,7 +324,7 @@ class Stream:
 
     def watch_hangup(self, fd: int) -> None:
         """Under gevent, close the stream as soon as the client at the other
-        end of socket ``fd`` hangs up; see :class:`~flask_notifications.green.HangupWatcher`."""
+        end of socket ``fd`` hangs up; see :class:`~flask_notifications.streaming.green.HangupWatcher`."""
         if not self.closed:
             self._watcher = HangupWatcher.start(fd, self.close)
 
@@ -649,7 +649,7 @@ class Fanout:
     :param on_recovery: called with the number of failed reads when it
         answers again.
     :param named_events: name each event after its type; see
-        :func:`~flask_notifications.sse.event_frame`.
+        :func:`~flask_notifications.streaming.wire.event_frame`.
     """
 
     #: Delay bounds, in seconds, between attempts to read a failing backend.
@@ -713,7 +713,7 @@ class Fanout:
         any of the hub's).
 
         :param last_event_id: a validated id (see
-            :func:`~flask_notifications.sse.parse_last_event_id`).
+            :func:`~flask_notifications.streaming.wire.parse_last_event_id`).
         :param sock: the client's socket, shut down when the stream is evicted.
         :param writer: writes to the client's socket directly once the
             stream is live (see :meth:`Stream.push`).

@@ -19,17 +19,18 @@ from werkzeug.exceptions import (
     TooManyRequests,
 )
 
-from . import signals
-from .errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
-from .event_filter import EventFilter
-from .event_hub import HUB_ID_PREFIX, EventHub
+from .. import signals
+from ..errors import BackendError, HubError, StreamFormatError, TooManyStreamsError
+from ..event_filter import EventFilter
+from ..event_hub import HUB_ID_PREFIX, EventHub
+from ..state import runtime as current_runtime
 from .green import SocketWriter, under_gevent
-from .sse import parse_last_event_id
+from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
 
-    from .ext import Notifications, Runtime
+    from ..state import Runtime
     from .fanout import Stream
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,7 @@ _warned_public: weakref.WeakSet[Runtime] = weakref.WeakSet()
 def events(hub_id: str) -> Response:
     """Stream the events of hub ``hub_id`` (its id or its label), through
     the application's :meth:`~flask_notifications.Notifications.stream_authorizer`."""
-    ext: Notifications = current_app.extensions["notifications"]
-    runtime = ext.runtime()
+    runtime = current_runtime()
     if not runtime.has_authorizer and not current_app.config["NOTIFICATIONS_SSE_PUBLIC"]:
         _warn_public(runtime)
     return stream_response(runtime, hub_id)
@@ -183,7 +183,7 @@ def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | N
     JSON: ``{"error": ..., "status": ..., "message": ...}``. Each refusal
     sends :data:`~flask_notifications.signals.stream_refused`.
 
-    While the process stops (:meth:`~flask_notifications.fanout.Fanout.end_streams`),
+    While the process stops (:meth:`~flask_notifications.streaming.fanout.Fanout.end_streams`),
     a stream answers with nothing but the ``reconnect`` event, so the client
     resumes on another process.
     """

@@ -27,7 +27,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery, Task
@@ -36,25 +35,32 @@ from celery.exceptions import Reject, Retry
 from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
-from . import dead_letters, signals
-from .backoff import backoff
-from .claims import held
+from .. import signals
+from ..backends.base import Backend, Claim
+from ..backoff import backoff
+from ..errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError
+from ..event import Event
+from ..state import runtime
+from . import dead_letters
+from .claims import held, idempotency_ttl
 from .delivery import Delivery, delivering
-from .errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError
-from .event import Event
-from .pubsub.backend import SEND_KEY_PREFIX, Backend, Claim
+from .messages import (
+    DELIVERY_HEADER,
+    DISPATCH_MANY_TASK,
+    DISPATCH_TASK,
+    claim_key,
+    enqueue_delivery,
+    expires_at,
+    honours_expiry,
+)
+from .outcome import Outcome
 
 if TYPE_CHECKING:
-    from .ext import Notifications
+    from ..ext import Notifications
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Name of the task that fans an event out to its consumers.
-DISPATCH_TASK = "flask_notifications.dispatch"
-#: Name of the task that fans a batch of :meth:`Notifications.send_many` out.
-DISPATCH_MANY_TASK = "flask_notifications.dispatch_many"
 
 #: Options every task of this extension runs with.
 TASK_OPTIONS: dict[str, Any] = {
@@ -76,116 +82,6 @@ def app_context(app: Flask) -> Iterator[None]:
     else:
         with app.app_context():
             yield
-
-
-#: Header that marks this extension's consumer messages, so that one no
-#: worker knows can be recognised and kept as a dead letter.
-DELIVERY_HEADER = "notifications_delivery"
-
-#: The broker's redelivery timeout when its transport options name none:
-#: kombu's default ``visibility_timeout`` for Redis, and longer than
-#: RabbitMQ's default ``consumer_timeout`` (30 minutes).
-DEFAULT_REDELIVERY_WINDOW = 3600.0
-
-#: The shortest default life of a completion record, in seconds. The
-#: visibility timeout is the *earliest* time the Redis transport may hand an
-#: unacknowledged message out again, not the latest: it is restored whenever
-#: a worker next sweeps, which may be much later (no worker running, a
-#: restart), so the record outlives it by a wide margin.
-MIN_IDEMPOTENCY_TTL = 6 * 3600.0
-
-__all__ = ["backoff", "claim_key", "new_delivery_id", "sent_key"]
-
-
-def new_delivery_id() -> str:
-    """A fresh delivery id, for one :meth:`Notifications.send`."""
-    return uuid.uuid4().hex
-
-
-def claim_key(delivery_id: str, hub_id: str, task_name: str) -> str:
-    """The idempotency key of one consumer's run of one delivery."""
-    return f"{delivery_id}:{hub_id}:{task_name}"
-
-
-def sent_key(idempotency_key: str) -> str:
-    """The claim key under which ``send(idempotency_key=...)`` records a send.
-
-    :raises InvalidEventError: the key is not a non-empty string of at most
-        200 characters.
-    """
-    if not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 200:
-        raise InvalidEventError("idempotency_key must be a non-empty string of at most 200 characters.")
-    return f"{SEND_KEY_PREFIX}{idempotency_key}"
-
-
-def idempotency_ttl(app: Flask, celery: Celery) -> float:
-    """Seconds a completed delivery is remembered, so that a redelivered task
-    does not repeat its effect: ``NOTIFICATIONS_IDEMPOTENCY_TTL``, or else
-    twice the longest time a live broker and worker take to hand the task
-    out again (the broker's ``visibility_timeout``, plus the claim timeout
-    and the transport's ``unacked_restore_interval``), and at least
-    :data:`MIN_IDEMPOTENCY_TTL`. A message left unacknowledged for longer
-    than this may still repeat its effect."""
-    configured = app.config.get("NOTIFICATIONS_IDEMPOTENCY_TTL")
-    if configured:
-        return float(configured)
-    options = celery.conf.broker_transport_options or {}
-    redelivery = float(options.get("visibility_timeout") or DEFAULT_REDELIVERY_WINDOW)
-    redelivery += float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])
-    redelivery += float(options.get("unacked_restore_interval") or 0)
-    return max(MIN_IDEMPOTENCY_TTL, 2 * redelivery)
-
-
-def enqueue(celery: Celery, task_name: str, args: tuple[Any, ...], **options: Any) -> None:
-    """Enqueue ``task_name`` as JSON; eager when the task is local and the
-    app runs tasks eagerly."""
-    task = celery.tasks.get(task_name)
-    if task is not None:
-        routing = getattr(task, "notifications_routing", {})
-        task.apply_async(args=args, serializer="json", **{**routing, **options})
-    else:
-        celery.send_task(task_name, args=args, serializer="json", **options)
-
-
-def enqueue_delivery(
-    celery: Celery,
-    task_name: str,
-    hub_id: str,
-    event_json: str,
-    delivery_id: str | None,
-    letter: list[str] | None = None,
-    **options: Any,
-) -> None:
-    """Enqueue the consumer task ``task_name`` for one delivery.
-
-    :param letter: the id and retry token of the dead letter this delivery
-        retries, which the consumer marks as retried once it ran.
-    """
-    kwargs: dict[str, Any] = {} if delivery_id is None else {"delivery_id": delivery_id}
-    if letter is not None:
-        kwargs["letter"] = letter
-    headers = {DELIVERY_HEADER: delivery_id or ""}
-    enqueue(celery, task_name, (hub_id, event_json), kwargs=kwargs, headers=headers, **options)
-
-
-def _expires(event: Event) -> datetime | None:
-    expiration: datetime | None = event["expiration_datetime"]
-    return expiration.astimezone(UTC) if expiration is not None else None
-
-
-def _honours_expiry(ext: Notifications, hub_id: str, task_name: str) -> bool:
-    hub = ext.hubs.get(hub_id)
-    consumer = hub.get_consumer(task_name) if hub is not None else None
-    return consumer is None or consumer.honours_expiry
-
-
-def dispatch_expires(ext: Notifications, event: Event, targets: list[list[str]]) -> datetime | None:
-    """When the dispatch message of ``event`` to ``targets`` (``[hub_id,
-    task_name]`` pairs) expires: with the event, unless one of the consumers
-    opts out of the event's expiry (:attr:`Consumer.honours_expiry`)."""
-    if all(_honours_expiry(ext, hub_id, task_name) for hub_id, task_name in targets):
-        return _expires(event)
-    return None
 
 
 #: The application each Celery app runs its tasks for: the one most recently
@@ -220,8 +116,7 @@ def register_consumer_task(celery: Celery, task_name: str, **options: Any) -> No
 
 def _flask_app(celery: Celery) -> Flask:
     if has_app_context() and "notifications" in current_app.extensions:
-        ext: Notifications = current_app.extensions["notifications"]
-        return ext.runtime().app
+        return runtime().app
     ref = _flask_apps.get(celery)
     found = ref() if ref is not None else None
     if found is None:
@@ -235,17 +130,17 @@ def _flask_app(celery: Celery) -> Flask:
 def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id: str | None = None) -> int:
     app = _flask_app(task.app)
     with app_context(app):
-        ext: Notifications = app.extensions["notifications"]
+        ext = runtime(app).extension
         event = Event.from_json(event_json)
         if event.is_expired():
             # Only the consumers that outlive the event's expiry still get it.
-            targets = [target for target in targets if not _honours_expiry(ext, *target)]
+            targets = [target for target in targets if not honours_expiry(ext, *target)]
             if not targets:
                 return 0
         delivery_id = delivery_id or event["event_id"]
         try:
             for hub_id, task_name in targets:
-                expires = _expires(event) if _honours_expiry(ext, hub_id, task_name) else None
+                expires = expires_at(event) if honours_expiry(ext, hub_id, task_name) else None
                 enqueue_delivery(task.app, task_name, hub_id, event_json, delivery_id, expires=expires)
         except (OperationalError, OSError) as exc:
             # The broker is unreachable. Consumers already enqueued get the
@@ -322,14 +217,14 @@ def _consume(
     # missing"; ``record`` carries the claim's token now.
     app = _flask_app(task.app)
     with app_context(app):
-        ext: Notifications = app.extensions["notifications"]
+        ext = runtime(app).extension
         run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None), letter)
         return _run_consumer(task, ext, app, run)
 
 
-def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
+def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outcome:
     task_name: str = task.name
-    backend = ext.get_backend(app)
+    backend = runtime(app).backend
     safely = functools.partial(_backend_call, task, run)
     hub = ext.hubs.get(run.hub_id)
     consumer = hub.get_consumer(task_name) if hub is not None else None
@@ -339,13 +234,13 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         )
         error = f"NotRegistered: no consumer {task_name!r} on hub {run.hub_id!r} in this worker"
         safely(_keep, app, backend, task_name, run, error, "")
-        return "unregistered"
+        return Outcome.UNREGISTERED
     try:
         event = Event.from_json(run.event_json)
     except InvalidEventError:
         logger.exception("The event of %s for hub %r is invalid; keeping it as a dead letter.", task_name, run.hub_id)
         safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
-        return "invalid"
+        return Outcome.INVALID
 
     config = app.config
     delivery_id = run.delivery_id or event["event_id"]
@@ -355,9 +250,9 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         # The effect happened on an earlier attempt; only its record is missing.
         safely(backend.complete, key, run.record, ttl)
         _retried(safely, backend, run)
-        return "consumed"
+        return Outcome.CONSUMED
     if event.is_expired() and consumer.honours_expiry:
-        return "expired"
+        return Outcome.EXPIRED
 
     timeout = float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])
     token = uuid.uuid4().hex
@@ -366,7 +261,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
         claimed = safely(backend.claim, key, token, timeout)
     if claimed is Claim.DONE:
         _retried(safely, backend, run)
-        return "duplicate"
+        return Outcome.DUPLICATE
     if claimed is Claim.BUSY:
         # Another run holds the claim (and keeps it alive), or a dead
         # worker's claim has not expired yet: come back later without
@@ -405,7 +300,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
             exc,
         )
         safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
-        return "dead-lettered"
+        return Outcome.DEAD_LETTERED
     except BaseException:
         if consumer.idempotent:
             _release(backend, key, token)
@@ -418,8 +313,8 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> str:
     _retried(safely, backend, run, record=token)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
-        return "consumed"
-    return "vetoed"
+        return Outcome.CONSUMED
+    return Outcome.VETOED
 
 
 def _retried(safely: Callable[..., Any], backend: Backend, run: _Run, record: str | None = None) -> None:
@@ -492,11 +387,11 @@ def _on_unknown_task(sender: Any = None, message: Any = None, name: str = "", **
             return
     delivery_id = task_kwargs.get("delivery_id")
     with app_context(app):
-        ext: Notifications = app.extensions["notifications"]
+        backend = runtime(app).backend
         run = _Run(hub_id, event_json, delivery_id if isinstance(delivery_id, str) else None)
         error = f"NotRegistered: no task {name!r} in this worker"
         try:
-            _keep(app, ext.get_backend(app), name, run, error, "")
+            _keep(app, backend, name, run, error, "")
         except BackendError as exc:
             # Celery has rejected the message already: park the letter on the
             # broker, which listing the dead letters moves to the backend.

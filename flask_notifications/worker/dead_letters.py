@@ -20,9 +20,10 @@ from flask import Flask
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
 
-from . import signals, tasks
-from .errors import BackendError, BrokerUnavailableError, NotificationsError
-from .pubsub.backend import Backend
+from .. import signals
+from ..backends.base import Backend
+from ..errors import BackendError, BrokerUnavailableError, NotificationsError
+from .messages import enqueue_delivery
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
         return letter
     token = state[len(RETRYING) :] if state.startswith(RETRYING) else None
     try:
-        tasks.enqueue_delivery(
+        enqueue_delivery(
             celery,
             letter["consumer"],
             letter["hub_id"],

@@ -1,0 +1,366 @@
+"""The pub/sub backend interface, and how a backend is chosen.
+
+A backend carries events from the workers (:class:`PushConsumer`) to the
+processes that serve SSE streams. It also keeps what must be shared between
+processes: the replay history of every hub, the idempotency records of
+consumers, and the dead letters.
+
+Message ids are strings of the form ``"<int>-<int>"`` that grow strictly within
+a channel, as Redis stream ids do, so that a client's ``Last-Event-ID`` can be
+compared with the history.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import ConfigurationError
+
+#: Aliases accepted wherever a backend is named.
+ALIASES: dict[str, str] = {
+    "redis": "flask_notifications.backends.redis.RedisPubSub",
+    "memory": "flask_notifications.backends.memory.MemoryPubSub",
+    "amqp": "flask_notifications.backends.amqp.AmqpPubSub",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One published event, as a backend delivers it.
+
+    :param channel: the hub id it was published to.
+    :param id: its id in that channel, ``"<int>-<int>"``.
+    :param data: the event's JSON.
+    """
+
+    channel: str
+    id: str
+    data: str
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """The id as a tuple that orders messages of one channel."""
+        return parse_id(self.id)
+
+
+def parse_id(message_id: str) -> tuple[int, int]:
+    """Parse a message id into its sortable form.
+
+    :raises ValueError: the id is not of the form ``"<int>-<int>"``.
+    """
+    head, sep, tail = message_id.partition("-")
+    if not sep or not head.isdigit() or not tail.isdigit() or len(message_id) > 41:
+        raise ValueError(f"Not a message id: {message_id[:48]!r}.")
+    return int(head), int(tail)
+
+
+class MessageIds:
+    """Makes message ids for backends that have no server to assign them:
+    ``"<ms>-<seq>"``, the wall clock in milliseconds and a sequence that
+    breaks ties, strictly increasing per channel within this object.
+    Callers serialise access (the backends call it under their lock)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def next(self, channel: str) -> str:
+        """The next id of ``channel``."""
+        now_ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last.get(channel, (0, 0))
+        new = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        self._last[channel] = new
+        return f"{new[0]}-{new[1]}"
+
+
+@dataclass(frozen=True)
+class History:
+    """What a backend can replay after an id.
+
+    :param messages: the messages after the id, oldest first.
+    :param gap: ``True`` when messages after the id were trimmed from the
+        history (or the backend keeps none), so the reader missed some.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    gap: bool = False
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Live messages of ``channel`` a subscription could not deliver: those
+    after ``after_id`` (the last it delivered, or ``"0-0"``) and before the
+    next message it returns.
+
+    :param channel: the channel.
+    :param after_id: the last id delivered before the loss.
+    :param reason: ``"overrun"`` (the history was trimmed past the reader),
+        ``"reset"`` (the channel's ids went backwards or it vanished: a
+        server restarted empty, or the channel was deleted), ``"failover"``
+        (the server is a replica promoted after its master failed, which may
+        not have replicated the last writes), or ``"outage"``
+        (the backend cannot tell what it dropped while unreachable).
+    """
+
+    channel: str
+    after_id: str
+    reason: str
+
+
+#: Prefix of the claim keys that record a caller's own sends
+#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
+#: ledger bounded by size never evicts them before they expire.
+SEND_KEY_PREFIX = "send:"
+
+
+class Claim(enum.Enum):
+    """Outcome of :meth:`Backend.claim`."""
+
+    #: The caller holds the claim and must ``complete`` or ``release`` it.
+    ACQUIRED = "acquired"
+    #: The work was done already; skip it.
+    DONE = "done"
+    #: Another owner holds an unexpired claim; try again later.
+    BUSY = "busy"
+
+
+class Subscription(ABC):
+    """Live messages of a changing set of channels, over one connection."""
+
+    #: Whether :meth:`lost` reports every live message this subscription
+    #: failed to deliver. When it does not, a reader that went through an
+    #: outage asks :meth:`Backend.history` instead.
+    tracks_losses: ClassVar[bool] = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last attempt to reach the server succeeded; ``False``
+        from a failure until a read succeeds again."""
+        return True
+
+    def lost(self) -> list[Lost]:
+        """The losses found by the last :meth:`get`, which happened before
+        the messages it returned: every one when :attr:`tracks_losses`,
+        else those the subscription could tell (the fan-out announces them
+        either way)."""
+        return []
+
+    @abstractmethod
+    def add(self, channel: str) -> None:
+        """Start receiving ``channel``; messages published after this returns
+        arrive. Thread-safe: it may be called while another thread is blocked
+        in :meth:`get`.
+
+        :raises BackendError: the server cannot be reached.
+        """
+
+    @abstractmethod
+    def remove(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+
+    @abstractmethod
+    def get(self, timeout: float) -> list[Message]:
+        """Wait up to ``timeout`` seconds and return the messages that arrived.
+
+        :raises BackendError: the server is unreachable; the caller may call
+            again, and the subscription resumes where it stopped if it can.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection. Idempotent; a :meth:`get` blocked in
+        another thread returns ``[]``, and so does every later one."""
+
+
+class Backend(ABC):
+    """Base class of pub/sub backends.
+
+    A subclass is built with :meth:`from_config` from the Flask config, so a
+    worker that imports the application builds the same backend.
+    """
+
+    #: The short name accepted in ``NOTIFICATIONS_BACKEND``.
+    alias: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> Backend:
+        """Build the backend from a Flask config.
+
+        :param config: the application's config, defaults applied.
+        :param broker: the ``broker`` given to :meth:`Notifications.init_app`,
+            such as a Redis client, or ``None``.
+        """
+
+    # -- pub/sub --------------------------------------------------------------
+
+    @abstractmethod
+    def publish(self, channel: str, data: str) -> Message:
+        """Publish ``data`` to every subscriber of ``channel`` and record it in
+        the history.
+
+        :raises BackendError: it could not be published.
+        """
+
+    def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
+        """Publish each of ``items`` to ``channel``, in order, as
+        :meth:`publish` does; backends may do it in fewer round trips.
+
+        :raises BackendError: they could not all be published.
+        """
+        return [self.publish(channel, data) for data in items]
+
+    @abstractmethod
+    def subscribe(self) -> Subscription:
+        """Open a subscription with no channels yet."""
+
+    @abstractmethod
+    def history(self, channel: str, after_id: str | None, limit: int | None = None) -> History:
+        """The messages of ``channel`` after ``after_id``; ``None`` gives all
+        that are kept.
+
+        :param limit: return at most this many, the oldest first; the
+            reader asks again after the last one for the next page.
+        """
+
+    def last_id(self, channel: str) -> str | None:
+        """The newest id of ``channel``, or ``None`` when it has none (or
+        the backend keeps no history). Reads one message, not the history."""
+        messages = self.history(channel, None).messages
+        return messages[-1].id if messages else None
+
+    # -- idempotency ----------------------------------------------------------
+    #
+    # A claim is owned: whoever takes it passes a ``token`` of its own (a
+    # random string), and only that token may extend, complete or release
+    # it, so an owner that outlived its claim cannot undo the next owner's.
+
+    @abstractmethod
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
+
+        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
+            :attr:`Claim.DONE` if the work was recorded as done, or
+            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        """
+
+    @abstractmethod
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
+
+        :return: ``False`` if ``token`` no longer holds the claim.
+        """
+
+    @abstractmethod
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
+        claim or nobody does (it expired and nobody took it since).
+
+        :return: ``False`` if another token holds the claim; nothing changes.
+        """
+
+    @abstractmethod
+    def release(self, key: str, token: str) -> bool:
+        """Give up ``token``'s claim, so the work may be tried again.
+
+        :return: ``False`` if ``token`` did not hold it; nothing changes.
+        """
+
+    # -- dead letters ---------------------------------------------------------
+
+    @abstractmethod
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        """Keep a failed delivery; return the id it is kept under."""
+
+    @abstractmethod
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every kept dead letter, oldest first, each with its ``id``."""
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """The dead letter ``letter_id``, or ``None``; it stays kept."""
+        for letter in self.dead_letters():
+            if letter["id"] == letter_id:
+                return letter
+        return None
+
+    @abstractmethod
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """Remove and return a dead letter, or ``None`` if there is none."""
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
+        ``expected`` now (``""`` for a letter never retried), in one atomic
+        step. A letter's state is listed with it, as its ``retry`` field.
+
+        :return: the state after the call (``state``, or the one that did
+            not match), or ``None`` if there is no such letter.
+        :raises NotImplementedError: the backend keeps no such state; a
+            retry then enqueues the letter and removes it, without a mark.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Backends that can count without
+        reading them all override it."""
+        return len(self.dead_letters())
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether the server answers. In-process backends always do."""
+        return True
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        return None
+
+
+def resolve_backend(spec: object) -> type[Backend] | Backend:
+    """Turn a backend setting into a class or an instance.
+
+    ``spec`` may be a :class:`Backend` subclass, an instance, an alias from
+    :data:`ALIASES`, or a dotted path (``"a.b.C"`` or ``"a.b:C"``).
+
+    :raises ConfigurationError: nothing importable is named, or it is not a
+        backend. The message lists the valid choices.
+    """
+    if isinstance(spec, Backend) or (isinstance(spec, type) and issubclass(spec, Backend)):
+        return spec
+    choices = ", ".join(sorted(ALIASES)) + ", or a dotted path to a Backend subclass"
+    if not isinstance(spec, str) or not spec:
+        raise ConfigurationError(f"Unknown notifications backend {spec!r}; use {choices}.")
+    path = ALIASES.get(spec.lower(), spec)
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
+    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+        missing = ", ".join(sorted(Backend.__abstractmethods__))
+        raise ConfigurationError(
+            f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
+            f"flask_notifications.backends.base.Backend and implement {missing}, as docs/migrating.rst "
+            "shows, or use the 'redis', 'memory' or 'amqp' backend."
+        )
+    if not (isinstance(found, type) and issubclass(found, Backend)):
+        raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
+    return found
+
+
+def _is_01_backend(cls: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in ("publish", "subscribe", "listen"))
+
+
+def build_backend(spec: object, config: Mapping[str, Any], broker: Any = None) -> Backend:
+    """Resolve ``spec`` and build the backend from ``config`` if it is a class."""
+    found = resolve_backend(spec)
+    if isinstance(found, Backend):
+        return found
+    return found.from_config(config, broker)

@@ -1,0 +1,106 @@
+"""The Redis client that ``NOTIFICATIONS_REDIS_URL`` names: one server, a
+master managed by Redis Sentinel, or a Redis Cluster.
+
+``redis://``, ``rediss://`` and ``unix://`` URLs go to
+:meth:`redis.Redis.from_url` unchanged. Two more forms name replicated or
+sharded deployments, each listing several hosts so that one of them may be
+down:
+
+``redis+sentinel://[[user]:password@]host:port[,host:port...]/<master name>[/<db>]``
+    The master that the sentinels at those addresses (port 26379 if none
+    is given) agree on, found again after every reconnection, so a failover
+    moves every connection to the new master. The password is the
+    master's; ``?sentinel_password=...`` is the sentinels' own, if they
+    have one.
+
+``redis+cluster://[[user]:password@]host:port[,host:port...][/0]``
+    A Redis Cluster, discovered from any of the nodes listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
+
+from ..errors import ConfigurationError
+
+SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
+
+
+def _hosts(netloc: str, default_port: int, url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """The ``host:port`` list and the credentials of a multi-host netloc."""
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, sep, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    hosts = []
+    for part in netloc.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep:
+            host, port = port, str(default_port)
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"{url!r}: {part!r} is not host:port.")
+        hosts.append((host, int(port)))
+    return hosts, username, password
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2])
+
+
+def client_from_url(url: str, **options: Any) -> redis.Redis[bytes] | RedisCluster[bytes]:
+    """Build the client ``url`` names.
+
+    :param url: a ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+sentinel://`` or ``redis+cluster://`` URL.
+    :param options: keyword arguments of every connection, such as
+        ``socket_connect_timeout``.
+    :raises ConfigurationError: the URL is not one of those forms.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme not in (SENTINEL_SCHEME, CLUSTER_SCHEME):
+        return redis.Redis.from_url(url, **options)
+    parts = urlsplit(url)
+    shown = _redacted(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    segments = [segment for segment in parts.path.split("/") if segment]
+    if scheme == CLUSTER_SCHEME:
+        hosts, username, password = _hosts(parts.netloc, 6379, shown)
+        if segments not in ([], ["0"]):
+            raise ConfigurationError(f"{shown!r}: a Redis Cluster has only database 0.")
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+            username=username,
+            password=password,
+            **options,
+        )
+    hosts, username, password = _hosts(parts.netloc, 26379, shown)
+    if not segments or len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ConfigurationError(
+            f"{shown!r}: name the master and optionally the database, as "
+            "redis+sentinel://host:26379,host:26379/<master name>/<db>."
+        )
+    sentinel_options = {key: value for key, value in options.items() if key.startswith("socket_")}
+    if "sentinel_password" in query:
+        sentinel_options["password"] = query["sentinel_password"]
+    sentinel = Sentinel(hosts, sentinel_kwargs=sentinel_options)
+    db = int(segments[1]) if len(segments) == 2 else 0
+    client: redis.Redis[bytes] = sentinel.master_for(
+        unquote(segments[0]), db=db, username=username, password=password, **options
+    )
+    return client
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)

@@ -1,0 +1,601 @@
+"""Prometheus metrics, with ``prometheus_client`` (the ``metrics`` extra).
+
+Set ``NOTIFICATIONS_METRICS = True`` and the application counts what its
+streams, its :meth:`~flask_notifications.Notifications.send` calls and its
+Celery consumers do, in every process that imports it: the web processes
+serve them at ``NOTIFICATIONS_METRICS_URL`` (``/metrics``), and a Celery
+worker on ``NOTIFICATIONS_METRICS_WORKER_PORT``. :func:`make_wsgi_app` gives
+the same endpoint as a WSGI application to mount elsewhere.
+
+Every metric is on ``prometheus_client``'s default registry, beside the
+application's own. With several processes per host (gunicorn workers, a
+prefork Celery pool), set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory
+writable by all of them before they start: each process then writes its
+values there, and any of them serves the sum (``prometheus_client``'s
+multiprocess mode). Gunicorn must call :func:`mark_process_dead` when a
+worker exits (see :mod:`flask_notifications.ops.gunicorn`).
+
+Where the numbers come from:
+
+- the :mod:`~flask_notifications.signals` of this package (sends, failed
+  sends, dead letters, publish latency, refused streams, backend outages);
+- Celery's own task signals for the consumer tasks (their outcome, and the
+  latency from ``send()`` to the consumer's start, carried in a message
+  header);
+- the counters each process's :class:`~flask_notifications.streaming.fanout.Fanout`
+  keeps (:meth:`~flask_notifications.streaming.fanout.Fanout.stats`), copied when the
+  process is scraped and, in multiprocess mode, every
+  ``NOTIFICATIONS_METRICS_SYNC_INTERVAL`` seconds;
+- at scrape time, the backend (dead letters waiting) and the broker (Celery
+  queue depth).
+
+docs/operations.rst lists every metric and what to alert on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from celery import current_task
+from celery import signals as celery_signals
+from flask import Flask, Response, request_started
+
+from .. import signals
+from ..errors import ConfigurationError, NotificationsError
+from ..state import runtime as runtime_of
+from ..streaming.green import spawn
+from ..worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK
+from ..worker.outcome import Outcome
+
+try:
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+        multiprocess,
+        start_http_server,
+    )
+    from prometheus_client import make_wsgi_app as _prometheus_wsgi_app
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ConfigurationError(
+        "NOTIFICATIONS_METRICS needs prometheus_client: pip install 'Flask-Notifications[metrics]'."
+    ) from exc
+
+if TYPE_CHECKING:
+    from ..event_hub import EventHub
+    from ..ext import Notifications
+    from ..state import Runtime
+    from ..streaming.fanout import Fanout
+
+logger = logging.getLogger(__name__)
+
+#: The header that carries the time of ``send()`` to the consumer tasks.
+SENT_AT_HEADER = "notifications_sent_at"
+#: The label value of the hubs (and consumers) past ``NOTIFICATIONS_METRICS_MAX_HUBS``.
+OTHER = "other"
+#: What a consumer task's run may end in (``outcome`` label).
+OUTCOMES = frozenset(Outcome)
+#: Statuses a refused stream is counted under; any other is ``other``.
+_REFUSALS = frozenset({"400", "401", "403", "404", "429", "503"})
+#: Latency buckets, in seconds, from a fast Redis publish to a backed-up queue.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+# -- the metrics ----------------------------------------------------------------------
+
+STREAMS_OPEN = Gauge(
+    "notifications_streams_open",
+    "Streams receiving live events now, by hub.",
+    ["hub"],
+    multiprocess_mode="livesum",
+)
+STREAMS_OPENED = Counter("notifications_streams_opened", "Streams opened.")
+STREAMS_REFUSED = Counter(
+    "notifications_streams_refused", "Stream requests answered with an error instead, by status.", ["status"]
+)
+STREAM_EVENTS = Counter("notifications_stream_events", "Events the stream listeners fanned out.")
+STREAM_DELIVERIES = Counter(
+    "notifications_stream_deliveries", "Event frames handed to streams (one per event and stream)."
+)
+STREAM_REPLAYED = Counter(
+    "notifications_stream_replayed_events", "Events replayed from the history to resuming streams."
+)
+STREAM_EVICTIONS = Counter("notifications_stream_evictions", "Streams ended because they fell a queue behind.")
+STREAM_GAPS = Counter("notifications_stream_gaps", "Gap events sent to streams (events they will not receive).")
+BACKEND_READ_FAILURES = Counter(
+    "notifications_stream_backend_read_failures", "Failed reads of the backend by the stream listeners."
+)
+BACKEND_OUTAGES = Counter("notifications_stream_backend_outages", "Times a stream listener lost the backend.")
+BACKEND_RECONNECTS = Counter(
+    "notifications_stream_backend_reconnects", "Times a stream listener read the backend again after an outage."
+)
+BACKEND_DOWN = Gauge(
+    "notifications_stream_backend_down",
+    "1 while a stream listener cannot read the backend.",
+    multiprocess_mode="livemax",
+)
+LISTENERS = Gauge(
+    "notifications_stream_listeners",
+    "Stream listeners holding a backend subscription (one per process with open streams).",
+    multiprocess_mode="livesum",
+)
+EVENTS_SENT = Counter("notifications_events_sent", "send() calls that succeeded.")
+HUB_EVENTS = Counter("notifications_hub_events", "Events sent, by hub whose filter matched.", ["hub"])
+SEND_FAILURES = Counter("notifications_send_failures", "send() calls that raised, by error.", ["error"])
+PUBLISH_SECONDS = Histogram(
+    "notifications_backend_publish_seconds",
+    "Time the backend took to publish an event to a hub's streams (PushConsumer).",
+    buckets=_BUCKETS,
+)
+SEND_TO_CONSUMER_SECONDS = Histogram(
+    "notifications_send_to_consumer_seconds",
+    "Time from send() to the first start of a consumer's task, by consumer.",
+    ["consumer"],
+    buckets=_BUCKETS,
+)
+CONSUMER_RUNS = Counter(
+    "notifications_consumer_runs",
+    "Runs of consumer tasks, by hub, consumer and outcome.",
+    ["hub", "consumer", "outcome"],
+)
+DEAD_LETTERED = Counter("notifications_dead_lettered", "Deliveries kept as dead letters.")
+
+#: The names of the metrics, as exported (counters with ``_total``).
+EXPORTED_NAMES = (
+    "notifications_streams_open",
+    "notifications_streams_opened_total",
+    "notifications_streams_refused_total",
+    "notifications_stream_events_total",
+    "notifications_stream_deliveries_total",
+    "notifications_stream_replayed_events_total",
+    "notifications_stream_evictions_total",
+    "notifications_stream_gaps_total",
+    "notifications_stream_backend_read_failures_total",
+    "notifications_stream_backend_outages_total",
+    "notifications_stream_backend_reconnects_total",
+    "notifications_stream_backend_down",
+    "notifications_stream_listeners",
+    "notifications_events_sent_total",
+    "notifications_hub_events_total",
+    "notifications_send_failures_total",
+    "notifications_backend_publish_seconds",
+    "notifications_send_to_consumer_seconds",
+    "notifications_consumer_runs_total",
+    "notifications_dead_lettered_total",
+    "notifications_dead_letters",
+    "notifications_celery_queue_messages",
+)
+
+#: Fan-out counters and the metric each one is copied to.
+_FANOUT_COUNTERS = {
+    "opened": STREAMS_OPENED,
+    "events": STREAM_EVENTS,
+    "queued": STREAM_DELIVERIES,
+    "replayed": STREAM_REPLAYED,
+    "evicted": STREAM_EVICTIONS,
+    "gaps": STREAM_GAPS,
+    "backend_failures": BACKEND_READ_FAILURES,
+}
+
+
+def multiprocess_mode() -> bool:
+    """Whether ``PROMETHEUS_MULTIPROC_DIR`` is set, so every process writes
+    its values there and a scrape serves their sum."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+# -- the instrumented applications ------------------------------------------------------
+
+#: The runtimes of the applications with NOTIFICATIONS_METRICS on, in this process.
+_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_install_lock = threading.Lock()
+_installed = False
+
+
+def instrument(runtime: Runtime) -> None:
+    """Count what ``runtime``'s application does; :meth:`Notifications.init_app`
+    calls it when ``NOTIFICATIONS_METRICS`` is true. Adds the metrics
+    endpoint at ``NOTIFICATIONS_METRICS_URL`` unless that is ``None``."""
+    global _installed
+    app = runtime.app
+    _runtimes.add(runtime)
+    path = app.config["NOTIFICATIONS_METRICS_URL"]
+    if path:
+        app.add_url_rule(path, "notifications_metrics", _metrics_view)
+    with _install_lock:
+        if _installed:
+            return
+        _installed = True
+        for signal, receiver in _RECEIVERS:
+            signal.connect(receiver, weak=False)
+        request_started.connect(_on_request, weak=False)
+        celery_signals.before_task_publish.connect(_stamp, weak=False, dispatch_uid="flask_notifications.stamp")
+        celery_signals.task_prerun.connect(_started, weak=False, dispatch_uid="flask_notifications.started")
+        celery_signals.task_postrun.connect(_finished, weak=False, dispatch_uid="flask_notifications.finished")
+        celery_signals.worker_ready.connect(_serve_worker, weak=False, dispatch_uid="flask_notifications.serve")
+        if not multiprocess_mode():
+            REGISTRY.register(ScrapeCollector())
+
+
+def _runtime_of(app: Any) -> Runtime | None:
+    for runtime in list(_runtimes):
+        if runtime.app is app:
+            return runtime
+    return None
+
+
+class _Labels:
+    """The bounded label values of one extension's hubs and consumers."""
+
+    def __init__(self, hubs: list[EventHub], limit: int) -> None:
+        self.key = _labels_key(hubs)
+        self.hubs = {hub.hub_id for hub in hubs[:limit]}
+        self.consumers = {name for hub in hubs[:limit] for name in hub.consumer_names}
+        self.all_consumers = {name for hub in hubs for name in hub.consumer_names}
+
+
+_labels: weakref.WeakKeyDictionary[Notifications, _Labels] = weakref.WeakKeyDictionary()
+
+
+def _labels_key(hubs: list[EventHub]) -> tuple[int, ...]:
+    return tuple(len(hub.consumer_names) for hub in hubs)
+
+
+def _labels_of(app: Flask) -> _Labels:
+    ext = runtime_of(app).extension
+    hubs = list(ext.hubs.values())
+    found = _labels.get(ext)
+    if found is None or found.key != _labels_key(hubs):
+        found = _labels[ext] = _Labels(hubs, int(app.config["NOTIFICATIONS_METRICS_MAX_HUBS"]))
+    return found
+
+
+def hub_label(app: Flask, hub_id: str) -> str:
+    """The ``hub`` label value of ``hub_id``: itself for the first
+    ``NOTIFICATIONS_METRICS_MAX_HUBS`` hubs created, else ``"other"``."""
+    return hub_id if hub_id in _labels_of(app).hubs else OTHER
+
+
+def _enabled(app: Any) -> bool:
+    return isinstance(app, Flask) and bool(app.config.get("NOTIFICATIONS_METRICS"))
+
+
+# -- receivers of this package's signals ------------------------------------------------
+
+
+def _on_sent(app: Any, hub_ids: tuple[str, ...] = (), **kwargs: Any) -> None:
+    if _enabled(app):
+        EVENTS_SENT.inc()
+        for hub_id in hub_ids:
+            HUB_EVENTS.labels(hub_label(app, hub_id)).inc()
+
+
+def _on_send_failed(app: Any, exception: BaseException | None = None, **kwargs: Any) -> None:
+    if _enabled(app):
+        name = type(exception).__name__ if isinstance(exception, NotificationsError) else OTHER
+        SEND_FAILURES.labels(name).inc()
+
+
+def _on_published(app: Any, seconds: float = 0.0, **kwargs: Any) -> None:
+    if _enabled(app):
+        PUBLISH_SECONDS.observe(seconds)
+
+
+def _on_dead_lettered(app: Any, **kwargs: Any) -> None:
+    if _enabled(app):
+        DEAD_LETTERED.inc()
+
+
+def _on_refused(app: Any, status: int | None = None, **kwargs: Any) -> None:
+    if _enabled(app):
+        code = str(status)
+        STREAMS_REFUSED.labels(code if code in _REFUSALS else OTHER).inc()
+
+
+def _on_backend_down(app: Any, **kwargs: Any) -> None:
+    if _enabled(app):
+        BACKEND_OUTAGES.inc()
+        BACKEND_DOWN.set(1)
+
+
+def _on_backend_up(app: Any, **kwargs: Any) -> None:
+    if _enabled(app):
+        BACKEND_RECONNECTS.inc()
+        BACKEND_DOWN.set(0)
+
+
+_RECEIVERS: tuple[tuple[Any, Callable[..., None]], ...] = (
+    (signals.event_sent, _on_sent),
+    (signals.send_failed, _on_send_failed),
+    (signals.event_published, _on_published),
+    (signals.event_dead_lettered, _on_dead_lettered),
+    (signals.stream_refused, _on_refused),
+    (signals.stream_backend_down, _on_backend_down),
+    (signals.stream_backend_up, _on_backend_up),
+)
+
+
+# -- receivers of Celery's signals --------------------------------------------------------
+
+
+def _flask_app_of(task: Any) -> Flask | None:
+    """The instrumented application whose Celery app runs ``task``."""
+    celery = getattr(task, "app", None)
+    for runtime in list(_runtimes):
+        if runtime.celery is celery:
+            return runtime.app
+    return None
+
+
+def _stamp(sender: Any = None, headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    """Put the time of ``send()`` on the dispatch message, and carry it on
+    to the consumer messages the dispatch task (or a retry) enqueues."""
+    if headers is None or SENT_AT_HEADER in headers:
+        return
+    if sender in (DISPATCH_TASK, DISPATCH_MANY_TASK):
+        headers[SENT_AT_HEADER] = time.time()
+        return
+    # The proxy is false outside a task (a send from a web process or a shell).
+    if current_task:
+        sent_at = _sent_at(current_task.request)
+        if sent_at is not None:
+            headers[SENT_AT_HEADER] = sent_at
+
+
+def _sent_at(request: Any) -> float | None:
+    value = getattr(request, SENT_AT_HEADER, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(SENT_AT_HEADER)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _consumer_run(task: Any, args: Any) -> tuple[Flask, str, str] | None:
+    """The application, hub and consumer of a consumer task's run, or
+    ``None`` when ``task`` is not a consumer of an instrumented application."""
+    app = _flask_app_of(task)
+    if app is None or not isinstance(args, list | tuple) or not args or not isinstance(args[0], str):
+        return None
+    labels = _labels_of(app)
+    name = str(task.name)
+    if name not in labels.all_consumers:
+        return None
+    return app, args[0], name if name in labels.consumers else OTHER
+
+
+def _started(sender: Any = None, task: Any = None, args: Any = None, **kwargs: Any) -> None:
+    run = _consumer_run(task, args)
+    if run is None or task.request.retries:
+        return
+    sent_at = _sent_at(task.request)
+    if sent_at is not None:
+        SEND_TO_CONSUMER_SECONDS.labels(run[2]).observe(max(0.0, time.time() - sent_at))
+
+
+def _finished(
+    sender: Any = None, task: Any = None, args: Any = None, retval: Any = None, state: str = "", **kwargs: Any
+) -> None:
+    run = _consumer_run(task, args)
+    if run is None:
+        return
+    app, hub_id, consumer = run
+    outcome: str
+    if state == "RETRY":
+        outcome = Outcome.RETRIED
+    elif state == "SUCCESS":
+        outcome = retval if isinstance(retval, str) and retval in OUTCOMES else OTHER
+    elif state == "REJECTED":
+        outcome = Outcome.REJECTED
+    else:
+        outcome = Outcome.FAILED
+    CONSUMER_RUNS.labels(hub_label(app, hub_id), consumer, outcome).inc()
+
+
+def _serve_worker(sender: Any = None, **kwargs: Any) -> None:
+    """Serve the metrics of a Celery worker of an instrumented application
+    on ``NOTIFICATIONS_METRICS_WORKER_PORT``."""
+    celery = getattr(sender, "app", None)
+    for runtime in list(_runtimes):
+        port = runtime.app.config["NOTIFICATIONS_METRICS_WORKER_PORT"]
+        if runtime.celery is celery and port:
+            start_http_server(int(port), registry=_worker_registry())
+            logger.info("Serving the worker's metrics on port %s.", port)
+            return
+
+
+def _worker_registry() -> CollectorRegistry:
+    if not multiprocess_mode():
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ScrapeCollector())
+    return registry
+
+
+# -- the fan-out's counters -------------------------------------------------------------
+
+#: What was last copied of each fan-out's counters.
+_copied: weakref.WeakKeyDictionary[Fanout, dict[str, int]] = weakref.WeakKeyDictionary()
+#: Hub label values whose gauge this process set, so a hub whose last
+#: stream closed goes back to zero.
+_open_labels: set[str] = set()
+_sync_lock = threading.Lock()
+
+
+def sync() -> None:
+    """Copy the counters of this process's stream fan-outs to the metrics:
+    the increase of each counter since the last copy, and the streams and
+    listeners open now."""
+    with _sync_lock:
+        open_by_hub: dict[str, int] = {}
+        listeners = down = 0
+        for runtime in list(_runtimes):
+            fanout = runtime.fanout
+            stats = fanout.stats()
+            before = _copied.get(fanout, {})
+            for key, metric in _FANOUT_COUNTERS.items():
+                increase = stats[key] - before.get(key, 0)
+                if increase > 0:
+                    metric.inc(increase)
+            _copied[fanout] = stats
+            listeners += stats["listening"]
+            down = max(down, stats["backend_down"])
+            app = runtime.app
+            for hub_id, count in fanout.hub_streams().items():
+                label = hub_label(app, hub_id)
+                open_by_hub[label] = open_by_hub.get(label, 0) + count
+        for label in _open_labels - set(open_by_hub):
+            STREAMS_OPEN.labels(label).set(0)
+        for label, count in open_by_hub.items():
+            STREAMS_OPEN.labels(label).set(count)
+        _open_labels.update(open_by_hub)
+        LISTENERS.set(listeners)
+        BACKEND_DOWN.set(down)
+
+
+_syncing_pid: int | None = None
+
+
+def _on_request(app: Any, **kwargs: Any) -> None:
+    """In multiprocess mode, start copying this process's stream counters
+    periodically, from its first request on."""
+    global _syncing_pid
+    if _syncing_pid == os.getpid() or not multiprocess_mode() or not _enabled(app):
+        return
+    with _install_lock:
+        if _syncing_pid == os.getpid():
+            return
+        _syncing_pid = os.getpid()
+    interval = float(app.config["NOTIFICATIONS_METRICS_SYNC_INTERVAL"])
+    spawn(_sync_forever, interval, name="flask-notifications-metrics")
+
+
+def _sync_forever(interval: float) -> None:
+    pid = os.getpid()
+    while _syncing_pid == pid:
+        time.sleep(interval)
+        try:
+            sync()
+        except Exception:
+            logger.exception("Copying the stream counters to the metrics failed.")
+
+
+# -- what is read at scrape time -----------------------------------------------------------
+
+
+class ScrapeCollector(Collector):
+    """The values read when the metrics are scraped: the dead letters
+    waiting in each instrumented application's backend, and the messages
+    in its Celery queues where the broker tells it. A value that cannot be
+    read (the backend or broker is down) is left out of that scrape."""
+
+    def describe(self) -> Iterable[Metric]:
+        # Without describe(), registering the collector runs collect(), which
+        # would reach every backend and broker when the application starts.
+        yield GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
+        yield GaugeMetricFamily(
+            "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        letters = GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
+        queues = GaugeMetricFamily(
+            "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
+        )
+        seen_backends: set[int] = set()
+        seen_queues: set[str] = set()
+        waiting: int | None = None
+        for runtime in list(_runtimes):
+            if id(runtime.backend) not in seen_backends:
+                seen_backends.add(id(runtime.backend))
+                try:
+                    waiting = (waiting or 0) + runtime.backend.dead_letter_count()
+                except NotificationsError as exc:
+                    logger.warning("Could not count the dead letters: %s", exc)
+            for queue, count in _queue_depths(runtime.celery):
+                if queue not in seen_queues:
+                    seen_queues.add(queue)
+                    queues.add_metric([queue], count)
+        if waiting is not None:
+            letters.add_metric([], waiting)
+        yield letters
+        yield queues
+
+
+def _queue_depths(celery: Any) -> Iterator[tuple[str, int]]:
+    if celery.conf.task_always_eager:
+        return
+    names = sorted(celery.amqp.queues.keys())
+    try:
+        with celery.connection_for_read(connect_timeout=2) as conn:
+            for name in names:
+                channel = conn.channel()
+                try:
+                    _, count, _ = channel.queue_declare(queue=name, passive=True)
+                except Exception as exc:
+                    # A queue the broker does not have: a Redis list is
+                    # deleted when it empties, so it holds nothing.
+                    if str(getattr(exc, "reply_code", "")) != "404":
+                        raise
+                    count = 0
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # the broker closed it already
+                        pass
+                yield name, int(count)
+    except Exception as exc:
+        logger.warning("Could not read the depth of the Celery queues: %r", exc)
+
+
+def registry() -> CollectorRegistry:
+    """The registry a scrape of this process serves: the default one, or
+    in multiprocess mode one that sums the values of every process."""
+    return _worker_registry()
+
+
+def render() -> tuple[bytes, str]:
+    """The metrics in the Prometheus text format, and its content type,
+    after copying this process's stream counters."""
+    sync()
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def _metrics_view() -> Response:
+    data, content_type = render()
+    return Response(data, content_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def make_wsgi_app() -> Callable[..., Iterable[bytes]]:
+    """The metrics endpoint as a WSGI application, to mount where the
+    application's own routes (and their authentication) do not apply::
+
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+        from flask_notifications.ops.metrics import make_wsgi_app
+
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": make_wsgi_app()})
+    """
+
+    def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        sync()
+        served: Iterable[bytes] = _prometheus_wsgi_app(registry())(environ, start_response)
+        return served
+
+    return metrics_app
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget the live gauges of process ``pid`` (a gunicorn worker that
+    exited), in multiprocess mode; a no-op otherwise."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
