@@ -145,6 +145,17 @@ DEFAULTS: dict[str, Any] = {
     # Age (seconds or a timedelta) past which `flask notifications inbox
     # purge` deletes notifications; None keeps them until purged with --days.
     "NOTIFICATIONS_INBOX_RETENTION": None,
+    # Seconds the inbox waits to open a database connection (PostgreSQL:
+    # libpq's connect_timeout, whole seconds, at least 2); None for no bound.
+    # Applied to the engine the inbox creates from NOTIFICATIONS_INBOX_URL.
+    "NOTIFICATIONS_INBOX_CONNECT_TIMEOUT": 2,
+    # Seconds one statement, commit or pre-ping may take (PostgreSQL:
+    # statement_timeout, and a client-side watchdog for a server that does not
+    # answer at all; SQLite: the busy timeout); None for no bound. purge() is
+    # not bound by it.
+    "NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT": 2,
+    # Seconds a call waits for a free pooled connection; None for no bound.
+    "NOTIFICATIONS_INBOX_POOL_TIMEOUT": 1,
 }
 
 

@@ -19,6 +19,10 @@ app.config.update(
     NOTIFICATIONS_INBOX_TABLE=os.environ.get("INBOX_BENCH_TABLE", "notifications_inbox"),
     CELERY_BROKER_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     CELERY_TASK_DEFAULT_QUEUE=os.environ.get("INBOX_BENCH_PREFIX", "bench-inbox"),
+    SECRET_KEY="bench-inbox",  # signs the page cursors
+    # The load of a million rows runs single statements longer than the
+    # default bound of a blueprint call.
+    NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT=None,
 )
 notifications = Notifications(app)
 hub = notifications.create_hub("bench-inbox")

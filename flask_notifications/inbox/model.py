@@ -7,11 +7,13 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy.dialects.postgresql import JSONB
 
 from ..errors import InvalidCursorError, InvalidInboxRequestError
@@ -25,7 +27,10 @@ ID_LENGTH = 255
 
 _BIGINT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
-_CURSOR = re.compile(r"i:([1-9][0-9]{0,18})")
+#: A cursor: a base64 payload and its base64 signature.
+_CURSOR = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
+_CURSOR_MAX = 128
+_CURSOR_SALT = "flask-notifications.inbox-cursor"
 _MAX_ID = 2**63 - 1
 
 
@@ -199,28 +204,51 @@ class InboxPage:
         return {"items": [item.to_dict() for item in self.items], "next_cursor": self.next_cursor}
 
 
-def encode_cursor(item_id: int) -> str:
-    """The opaque cursor of the page that follows the item ``item_id``."""
-    return base64.urlsafe_b64encode(f"i:{item_id}".encode()).decode("ascii").rstrip("=")
+def _serializer(secret_keys: Sequence[str | bytes]) -> URLSafeSerializer:
+    if not secret_keys:
+        raise ValueError("A cursor needs at least one secret key.")
+    keys = [key.encode() if isinstance(key, str) else key for key in secret_keys]
+    return URLSafeSerializer(keys, salt=_CURSOR_SALT)
 
 
-def decode_cursor(cursor: str) -> int:
+def _canonical(part: str) -> bool:
+    # base64 decoding skips characters outside the alphabet and ignores the
+    # last character's spare bits: only a part that encodes back to itself
+    # is one that was signed, so no altered character is accepted.
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == part
+
+
+def encode_cursor(item_id: int, secret_keys: Sequence[str | bytes]) -> str:
+    """The opaque cursor of the page that follows the item ``item_id``,
+    signed with the last of ``secret_keys`` (the application's
+    ``SECRET_KEY``); URL-safe."""
+    return _serializer(secret_keys).dumps(item_id)
+
+
+def decode_cursor(cursor: str, secret_keys: Sequence[str | bytes]) -> int:
     """The item id a cursor of :func:`encode_cursor` points after.
 
-    :raises InvalidCursorError: it is not such a cursor.
+    :param secret_keys: the keys it may have been signed with, any of them.
+    :raises InvalidCursorError: it is not such a cursor: not signed with one
+        of the keys, or altered.
     """
-    if not isinstance(cursor, str) or not 0 < len(cursor) <= 32:
-        raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
+    refused = InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
+    if not isinstance(cursor, str) or not 0 < len(cursor) <= _CURSOR_MAX:
+        raise refused
+    found = _CURSOR.fullmatch(cursor)
+    if found is None or not all(_canonical(part) for part in found.groups()):
+        raise refused
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        text = ""
-    found = _CURSOR.fullmatch(text)
-    # The decoding skips characters outside the alphabet; only a cursor that
-    # encodes back to itself is one that encode_cursor() made.
-    if found is None or int(found.group(1)) > _MAX_ID or encode_cursor(int(found.group(1))) != cursor:
-        raise InvalidCursorError(f"{cursor!r:.48} is not a cursor this inbox returned (next_cursor).")
-    return int(found.group(1))
+        item_id = _serializer(secret_keys).loads(cursor)
+    except BadData:
+        raise refused from None
+    if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 < item_id <= _MAX_ID:
+        raise refused
+    return item_id
 
 
 def recipient_id(user: object) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import (
     BackendError,
+    ConfigurationError,
     InboxDataError,
     InboxUnavailableError,
     InvalidInboxRequestError,
@@ -27,6 +28,7 @@ from ..errors import (
 )
 from ..event import Event
 from .consumer import InboxConsumer
+from .engine import UNBOUNDED, Timeouts, create_engine
 from .model import (
     DEFAULT_TABLE,
     ID_LENGTH,
@@ -69,15 +71,6 @@ class _Store:
     owns_engine: bool
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    # WAL lets the web process read while a worker writes; the busy timeout
-    # makes a writer wait for the lock instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     """The engine of ``app``'s inbox and whether the inbox created it."""
     configured = app.config.get("NOTIFICATIONS_INBOX_URL")
@@ -89,10 +82,22 @@ def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     if not configured:
         os.makedirs(app.instance_path, exist_ok=True)
         configured = "sqlite:///" + os.path.join(app.instance_path, "notifications_inbox.sqlite3")
-    engine = sa.create_engine(configured, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine, True
+    return create_engine(configured, Timeouts.from_config(app.config)), True
+
+
+def _cursor_keys(app: Flask) -> builtins.list[str | bytes]:
+    """The keys that sign page cursors: ``SECRET_KEY``, last, after its
+    ``SECRET_KEY_FALLBACKS``, as Flask signs its session.
+
+    :raises ConfigurationError: ``SECRET_KEY`` is not set.
+    """
+    key = app.config.get("SECRET_KEY")
+    if not key:
+        raise ConfigurationError(
+            "The inbox signs its page cursors with SECRET_KEY, which is not set. Set SECRET_KEY, "
+            "the same in every process that serves the inbox."
+        )
+    return [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), key]
 
 
 #: Times :func:`_create_tables` looks again after another process's
@@ -137,11 +142,19 @@ def _ids(ids: Iterable[int | str]) -> list[int]:
         if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_ID:
-            raise InvalidInboxRequestError(f"A notification id is a positive integer, not {value!r:.40}.")
+            raise InvalidInboxRequestError(f"A notification id is a positive integer, not {_shown(value)}.")
         found.add(value)
         if len(found) > MAX_IDS:
             raise InvalidInboxRequestError(f"Give at most {MAX_IDS} ids per call.")
     return sorted(found)
+
+
+def _shown(value: object) -> str:
+    # The repr of a list nested a thousand deep (a JSON body can hold one)
+    # overflows the stack; a container is named, not shown.
+    if isinstance(value, (list, tuple, dict, set)):
+        return f"a {type(value).__name__}"
+    return f"{value!r:.40}"
 
 
 def _limit(limit: int) -> int:
@@ -166,8 +179,11 @@ def _database_errors(table: str) -> Iterator[None]:
         raise
     except sa.exc.TimeoutError as exc:
         raise InboxUnavailableError(
-            f"No inbox database connection came free in time ({exc}); the pool is exhausted."
+            f"No inbox database connection came free in time ({exc}); the pool is exhausted "
+            "(NOTIFICATIONS_INBOX_POOL_TIMEOUT)."
         ) from exc
+    except sa.exc.DisconnectionError as exc:
+        raise InboxUnavailableError(f"The inbox database connection was lost: {exc}") from exc
     except sa.exc.DataError as exc:
         raise InboxDataError(f"The inbox database refused the data: {str(exc.orig).strip()}") from exc
     except sa.exc.DBAPIError as exc:
@@ -380,6 +396,8 @@ class Inbox:
         :param limit: at most this many, 1 to 100.
         :raises InvalidCursorError: ``before`` is not a cursor from this inbox.
         :raises InvalidInboxRequestError: ``limit`` is out of range.
+        :raises ConfigurationError: a cursor is to be read or made, and the
+            application has no ``SECRET_KEY`` to sign it with.
         """
         recipient = recipient_id(user)
         limit = _limit(limit)
@@ -390,11 +408,11 @@ class Inbox:
         if unread_only:
             query = query.where(t.c.read_at.is_(None))
         if before is not None:
-            query = query.where(t.c.id < decode_cursor(before))
+            query = query.where(t.c.id < decode_cursor(before, _cursor_keys(self._app())))
         query = query.order_by(t.c.id.desc()).limit(limit + 1)
         with _database_errors(t.name), store.engine.connect() as conn:
             items = [InboxItem.from_row(row) for row in conn.execute(query)]
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        next_cursor = encode_cursor(items[limit - 1].id, _cursor_keys(self._app())) if len(items) > limit else None
         return InboxPage(items[:limit], next_cursor)
 
     def get(self, user: str | int, item_id: int) -> InboxItem:
@@ -533,6 +551,8 @@ class Inbox:
         (a :class:`~datetime.timedelta` or seconds), by default
         ``NOTIFICATIONS_INBOX_RETENTION``; read or not.
 
+        It is not bound by ``NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT``.
+
         :return: how many were deleted.
         :raises InvalidInboxRequestError: no age was given and no retention
             is configured, or the age is negative.
@@ -549,6 +569,11 @@ class Inbox:
         store = self._store()
         t = store.table
         with _database_errors(t.name), store.engine.begin() as conn:
+            # Not bound by NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT: a purge runs
+            # from cron, and may delete millions of rows at once.
+            conn.execution_options(**{UNBOUNDED: True})
+            if store.owns_engine and conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
             deleted = conn.execute(sa.delete(t).where(t.c.created_at < datetime.now(UTC) - age)).rowcount
         return int(deleted)
 

@@ -16,8 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, Unauthorized, UnsupportedMediaType
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    HTTPException,
+    RequestEntityTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 from ..errors import InboxUnavailableError, InvalidInboxRequestError, NotificationNotFoundError
 from ..state import current_notifications
@@ -27,6 +34,11 @@ if TYPE_CHECKING:
 
 #: Register it on the application to serve the inbox's JSON API.
 inbox_blueprint = Blueprint("notifications_inbox", __name__)
+
+#: Largest body a POST may have, in bytes: 1,000 ids take about 20 KiB.
+MAX_BODY_SIZE = 64 * 1024
+#: Deepest nesting of lists and objects a body may have; ``{"ids": [1]}`` has 2.
+MAX_BODY_DEPTH = 16
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -75,10 +87,54 @@ def _protect() -> None:
         raise Forbidden("Cross-site requests to the inbox are refused.")
     if not request.is_json:
         raise UnsupportedMediaType("Send the request body as JSON (Content-Type: application/json).")
+    g.notifications_inbox_body = _read_body()
+
+
+def _read_body() -> Any:
+    """The POST's JSON body; an empty body is ``{}``.
+
+    :raises RequestEntityTooLarge: it is larger than :data:`MAX_BODY_SIZE`.
+    :raises BadRequest: it is not JSON, or nested too deep to parse.
+    """
+    too_large = RequestEntityTooLarge(f"The body is larger than {MAX_BODY_SIZE // 1024} KiB.")
+    if request.content_length is not None and request.content_length > MAX_BODY_SIZE:
+        raise too_large
+    request.max_content_length = MAX_BODY_SIZE
+    try:
+        data = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if len(data) > MAX_BODY_SIZE:  # read before this limit was set
+        raise too_large
+    if not data.strip():
+        return {}
+    try:
+        body = current_app.json.loads(data)
+    except (ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser's stack.
+        raise BadRequest("The body is not valid JSON.") from None
+    if _too_deep(body, MAX_BODY_DEPTH):
+        raise BadRequest(f"The body is nested deeper than {MAX_BODY_DEPTH} levels.")
+    return body
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects deeper than ``limit``
+    (without recursion, so that no depth overflows the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _body_ids(required: bool = True) -> list[Any] | None:
-    body = request.get_json(silent=True)
+    body = g.get("notifications_inbox_body")
     if not isinstance(body, dict):
         raise BadRequest('The body is a JSON object, such as {"ids": [1, 2]}.')
     ids = body.get("ids")
@@ -138,6 +194,8 @@ def mark_unread() -> Response:
 def mark_all_read() -> Response:
     """Mark all the user's notifications read."""
     user = _user()
+    if not isinstance(g.get("notifications_inbox_body"), dict):
+        raise BadRequest("The body is a JSON object: {}.")
     return _changed(user, _inbox().mark_all_read(user))
 
 

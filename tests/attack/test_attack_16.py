@@ -49,6 +49,7 @@ def _postgres_or_skip() -> str:
 
 
 def _inbox(app: Flask, notifications: Notifications, url: str, unique: str) -> Iterator[Inbox]:
+    app.config["SECRET_KEY"] = "attack-16"
     app.config["NOTIFICATIONS_INBOX_URL"] = url
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table_name(unique)
     inbox = notifications.inbox

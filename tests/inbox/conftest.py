@@ -51,6 +51,7 @@ def inbox(app: Flask, notifications: Notifications, inbox_url: str, unique: str)
     """The inbox of the test app, its table created, dropped at the end."""
     app.config["NOTIFICATIONS_INBOX_URL"] = inbox_url
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table_name(unique)
+    app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or "inbox-tests"  # signs the page cursors
     inbox = notifications.inbox
     inbox.create_all()
     yield inbox

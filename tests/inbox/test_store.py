@@ -320,3 +320,24 @@ def test_data_the_database_refuses_is_a_permanent_error(inbox: Inbox) -> None:
     with pytest.raises(InboxDataError, match="refused the data") as refused:
         inbox.add(Event(None, "comment", "t", "b", recipients=["alice"]), ["alice"], delivery_id="d1")
     assert isinstance(refused.value, PermanentConsumerError)
+
+
+def test_cursors_are_signed_with_the_secret_key(app: Flask, inbox: Inbox) -> None:
+    from flask_notifications.errors import ConfigurationError
+
+    for n in range(3):
+        inbox.add(Event(None, "comment", f"n{n}", "", recipients=["alice"]), ["alice"], delivery_id=f"d{n}")
+    cursor = inbox.list("alice", limit=1).next_cursor
+    assert cursor is not None
+    # Another process with the same key accepts it; one with a rotated key
+    # accepts it while the old key is a fallback.
+    app.config.update(SECRET_KEY="rotated", SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])
+    assert len(inbox.list("alice", before=cursor).items) == 2
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    with pytest.raises(InvalidCursorError, match="not a cursor"):
+        inbox.list("alice", before=cursor)
+    app.config["SECRET_KEY"] = None
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        inbox.list("alice", limit=1)
+    with pytest.raises(ConfigurationError, match="SECRET_KEY"):
+        inbox.list("alice", before=cursor)

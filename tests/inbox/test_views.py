@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import string
 from typing import Any
 
 import pytest
@@ -14,6 +17,8 @@ from flask_notifications.inbox import Inbox, inbox_blueprint
 from ..helpers import free_port
 
 PREFIX = "/notifications/inbox"
+#: The blueprint's largest body (views.MAX_BODY_SIZE).
+MAX_BODY_SIZE = 64 * 1024
 
 
 def add(inbox: Inbox, user: str, title: str = "Hi") -> int:
@@ -201,3 +206,72 @@ def test_flask_login_current_user_works_out_of_the_box(app: Flask, notifications
     assert web.get(PREFIX + "/count").json["unread_count"] == 1
     assert post(web, "/read-all").json == {"changed": 1, "unread_count": 0}
     assert inbox.unread_count("8") == 1
+
+
+# -- signed cursors and bad bodies (issue 22) ----------------------------------
+
+
+def test_a_cursor_altered_by_one_character_is_400(web: Any, inbox: Inbox) -> None:
+    for n in range(3):
+        add(inbox, "alice", f"n{n}")
+    web.post("/login/alice")
+    cursor = web.get(PREFIX + "/?limit=1").json["next_cursor"]
+    assert web.get(PREFIX + f"/?limit=1&before={cursor}").status_code == 200
+    alphabet = string.ascii_letters + string.digits + "-_"
+    accepted = []
+    for position, char in enumerate(cursor):
+        for other in alphabet.replace(char, ""):
+            altered = cursor[:position] + other + cursor[position + 1 :]
+            response = web.get(PREFIX + f"/?limit=1&before={altered}")
+            if response.status_code != 400 or "not a cursor" not in response.json["error"]:
+                accepted.append(altered)
+    assert accepted == []
+
+
+def test_a_cursor_the_inbox_did_not_sign_is_400(web: Any, inbox: Inbox) -> None:
+    ids = [add(inbox, "alice", f"n{n}") for n in range(3)]
+    web.post("/login/alice")
+    # What a cursor was before it was signed: base64 of "i:<id>".
+    forged = base64.urlsafe_b64encode(f"i:{ids[-1]}".encode()).decode().rstrip("=")
+    response = web.get(PREFIX + f"/?before={forged}")
+    assert response.status_code == 400 and "not a cursor" in response.json["error"]
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [17, 100, 900, 990, 1000, 5000, 100_000])
+@pytest.mark.parametrize("shape", ["ids", "top", "object"])
+@pytest.mark.parametrize("path", ["/read", "/read-all", "/seen"])
+def test_deeply_nested_json_is_400_and_changes_nothing(
+    web: Any, inbox: Inbox, depth: int, shape: str, path: str
+) -> None:
+    add(inbox, "alice")
+    web.post("/login/alice")
+    body = {
+        "ids": '{"ids": ' + nested(depth) + "}",
+        "top": nested(depth),
+        "object": '{"a": ' * depth + "1" + "}" * depth,
+    }[shape]
+    response = web.post(PREFIX + path, data=body, content_type="application/json")
+    assert response.status_code == (400 if len(body) <= MAX_BODY_SIZE else 413), response.data[:200]
+    assert response.json["error"]
+    assert inbox.unread_count("alice") == 1 and inbox.unseen_count("alice") == 1
+
+
+def test_an_oversized_body_is_413_and_changes_nothing(web: Any, inbox: Inbox) -> None:
+    item = add(inbox, "alice")
+    web.post("/login/alice")
+    body = json.dumps({"ids": [item], "padding": "x" * 200_000})
+    response = web.post(PREFIX + "/read", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert "larger than" in response.json["error"]
+    assert inbox.unread_count("alice") == 1
+
+
+def test_an_empty_body_is_an_empty_object(web: Any, inbox: Inbox) -> None:
+    add(inbox, "alice")
+    web.post("/login/alice")
+    response = web.post(PREFIX + "/read-all", data=b"", content_type="application/json")
+    assert response.json == {"changed": 1, "unread_count": 0}
