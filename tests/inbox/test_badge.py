@@ -20,10 +20,10 @@ from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, inbox_blueprint
+from tests.helpers import WorkerFactory, free_port
+from tests.helpers.sse_client import SSEClient, SSEEvent
 
-from ..conftest import WorkerFactory
-from ..helpers import free_port
-from ..sse_client import SSEClient, SSEEvent
+pytestmark = [pytest.mark.redis]
 
 
 @pytest.fixture

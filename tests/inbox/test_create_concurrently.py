@@ -10,9 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from .conftest import table_name
+from tests.inbox.conftest import table_name
+
+pytestmark = [pytest.mark.subprocess]
 
 PROCESSES = 6
 ROUNDS = 3
