@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub  # noqa: E402
 from tests.helpers import RedisServer  # noqa: E402
-from tests.redis_topologies import LocalCluster  # noqa: E402
+from tests.helpers import LocalCluster  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "redis_topologies.json"
 

@@ -190,6 +190,9 @@ def test_the_page_shows_events_live_and_after_a_server_restart(example: Example,
             page.fill("#system-form input[name=title]", "Deploy <b>tonight</b>")
             page.click("#system-form button")
             page.locator("tr.event td.title", has_text="Deploy <b>tonight</b>").wait_for(timeout=30_000)
+            # The form's feedback comes with the answer to its POST, which may
+            # come after the event itself arrived over the stream: wait for it.
+            page.locator("#system-form output", has_text="Sent to SystemHub.").wait_for(timeout=30_000)
             assert page.locator("#system-form output").text_content() == "Sent to SystemHub."
             page.click("#user-form button")
             page.locator("tr.event td.title", has_text="Hello Tom and Tim").wait_for(timeout=30_000)
@@ -304,6 +307,9 @@ def test_the_page_fits_a_phone_screen(served: _Served) -> None:
             page.fill("#system-form input[name=title]", long_title[:200])
             page.click("#system-form button")
             page.locator("tr.event td.title", has_text=long_title[:40]).wait_for(timeout=30_000)
+            # The form's feedback comes with the answer to its POST, which may
+            # come after the event itself arrived over the stream: wait for it.
+            page.locator("#system-form output", has_text="Sent to SystemHub.").wait_for(timeout=30_000)
             assert page.locator("#system-form output").text_content() == "Sent to SystemHub."
 
             width = page.evaluate("window.innerWidth")

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from flask_notifications.event import Event
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
@@ -40,9 +39,16 @@ def json_objects(text: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def usage_env(
-    redis_keys: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis[bytes]
+    redis_url: str, redis_keys: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, str]]:
-    env = {"USAGE_QUEUE": unique, "USAGE_PREFIX": unique, "USAGE_LOG": str(tmp_path / "events.log")}
+    # The guide's app, its worker and this test all use the suite's Redis
+    # (REDIS_URL, whatever its database), and the test's keys and queue.
+    env = {
+        "USAGE_REDIS_URL": redis_url,
+        "USAGE_QUEUE": redis_keys,
+        "USAGE_PREFIX": redis_keys,
+        "USAGE_LOG": str(tmp_path / "events.log"),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delitem(sys.modules, "tests.apps.usage_app", raising=False)
