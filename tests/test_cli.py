@@ -264,6 +264,7 @@ def _collect(stream: Any, lines: list[str]) -> threading.Thread:
     return thread
 
 
+@pytest.mark.redis
 @pytest.mark.subprocess
 def test_listen_waits_out_a_redis_restart(private_redis: Callable[..., RedisServer], unique: str) -> None:
     """``listen`` says once that the server is gone, and carries on when it is back."""

@@ -25,7 +25,7 @@ from flask_notifications import Notifications, signals
 from flask_notifications.consumers.log_consumer import LogConsumer, LoggingConsumer
 from flask_notifications.errors import ConsumerError, LogWriteError
 from flask_notifications.event import Event
-from tests.helpers import WorkerFactory, deliver_twice, wait_for
+from tests.helpers import WorkerFactory, delete_keys, deliver_twice, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
@@ -214,7 +214,6 @@ def start_worker(
 
 @contextmanager
 def consumers_app_workers(
-    redis_keys: str,
     names: list[str],
     log: Path,
     redis_url: str,
@@ -244,6 +243,7 @@ def consumers_app_workers(
             worker.terminate()
         for worker in workers:
             worker.wait(timeout=60)
+        delete_keys(redis_client, unique)
 
 
 def fresh_consumers_app() -> Any:
@@ -264,6 +264,7 @@ def two_workers(
 
 
 @pytest.mark.redis
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 def test_two_worker_processes_write_exactly_one_line_per_event(
     two_workers: Path, redis_client: redis.Redis[bytes], unique: str
@@ -304,6 +305,7 @@ def blocked_on_flock(pid: int, path: Path) -> bool:
 
 
 @pytest.mark.redis
+@pytest.mark.subprocess
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
 def test_gevent_worker_keeps_running_while_the_log_is_locked(

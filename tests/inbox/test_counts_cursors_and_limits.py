@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.errors import InvalidCursorError
 from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, badge_event, inbox_blueprint
+from tests.helpers import wait_for
 from tests.inbox.conftest import table_name
 
 
@@ -125,10 +125,7 @@ def test_badge_published_out_of_order_shows_an_old_count(
     reader.start()
     # Meanwhile the worker stores a new notification and publishes count 1.
 
-    deadline = time.monotonic() + 20
-    while inbox.unread_count("alice") != 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_for(lambda: inbox.unread_count("alice") == 0, timeout=20, interval=0.01)
     inbox.add(make_event(), ["alice"], delivery_id="second")
     gate.set()
     reader.join(20)
