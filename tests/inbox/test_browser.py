@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.helpers import wait_for
 from tests.project.test_browser import (
@@ -30,9 +29,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.subprocess]
 
 
 @pytest.fixture
-def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
+def example(redis_url: str, redis_keys: str, tmp_path: Path) -> Iterator[Example]:
     inbox = f"sqlite:///{tmp_path / 'inbox.sqlite3'}"
-    with running_example(redis_url, unique, tmp_path, redis_client, FLASK_NOTIFICATIONS_INBOX_URL=inbox) as example:
+    with running_example(redis_url, redis_keys, tmp_path, FLASK_NOTIFICATIONS_INBOX_URL=inbox) as example:
         yield example
 
 

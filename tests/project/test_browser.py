@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from flask_notifications.event import Event
 from flask_notifications.pubsub.redis_pubsub import RedisPubSub
@@ -116,11 +115,10 @@ class Example:
 
 
 @contextmanager
-def running_example(
-    redis_keys: str, redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes], **settings: str
-) -> Iterator[Example]:
+def running_example(redis_url: str, unique: str, tmp_path: Path, **settings: str) -> Iterator[Example]:
     """The example's worker and server on the real Redis, isolated by
-    ``unique``, with ``settings`` added to their environment."""
+    ``unique`` (the caller deletes its keys: the ``redis_keys`` fixture),
+    with ``settings`` added to their environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("FLASK_")}
     env.update(
         REDIS_URL=redis_url,
@@ -143,9 +141,9 @@ def running_example(
 
 
 @pytest.fixture
-def example(redis_url: str, unique: str, tmp_path: Path, redis_client: redis.Redis[bytes]) -> Iterator[Example]:
+def example(redis_url: str, redis_keys: str, tmp_path: Path) -> Iterator[Example]:
     # Reconnect after half a second rather than three.
-    with running_example(redis_url, unique, tmp_path, redis_client, FLASK_NOTIFICATIONS_SSE_RETRY="500") as example:
+    with running_example(redis_url, redis_keys, tmp_path, FLASK_NOTIFICATIONS_SSE_RETRY="500") as example:
         yield example
 
 
