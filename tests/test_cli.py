@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,9 +19,8 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from flask_notifications.event import Event
-
-from .example_helpers import ROOT, load_example
-from .helpers import RedisServer, wait_for
+from tests.helpers import RedisServer, wait_for
+from tests.helpers.example import ROOT, load_example
 
 
 @pytest.fixture
@@ -225,6 +224,8 @@ def test_failed_and_retry(app: Flask, runner: FlaskCliRunner, tmp_path: Path) ->
     assert runner.invoke(args=["notifications", "retry", "--all"]).output == "No dead letters.\n"
 
 
+@pytest.mark.redis
+@pytest.mark.subprocess
 def test_listen_stops_cleanly_on_ctrl_c(redis_url: str, unique: str, tmp_path: Path) -> None:
     """A real ``flask notifications listen`` process, on Redis, interrupted."""
     env = {
@@ -263,13 +264,13 @@ def _collect(stream: Any, lines: list[str]) -> threading.Thread:
     return thread
 
 
-@pytest.mark.server
-def test_listen_waits_out_a_redis_restart(unique: str) -> None:
+@pytest.mark.redis
+@pytest.mark.subprocess
+def test_listen_waits_out_a_redis_restart(private_redis: Callable[..., RedisServer], unique: str) -> None:
     """``listen`` says once that the server is gone, and carries on when it is back."""
     from flask_notifications.backends.redis import RedisPubSub
 
-    server = RedisServer()
-    server.start()
+    server = private_redis()
     env = {**os.environ, "REDIS_URL": server.url, "FLASK_NOTIFICATIONS_KEY_PREFIX": unique, "PYTHONPATH": str(ROOT)}
     env["FLASK_NOTIFICATIONS_RECONNECT_BACKOFF_MAX"] = "0.5"
     proc = subprocess.Popen(
@@ -306,7 +307,6 @@ def test_listen_waits_out_a_redis_restart(unique: str) -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
-        server.remove()
     assert proc.returncode == 0, err
     assert len(out) == 1 and "[system] back" in out[0]
     assert sum("retrying until it answers" in line for line in err) == 1
@@ -318,6 +318,7 @@ def _example_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "flask", "--app", "examples.app", "notifications", *args]
 
 
+@pytest.mark.subprocess
 def test_commands_on_the_memory_backend_warn_at_once(tmp_path: Path) -> None:
     """On the embedded default another process never sees the command's
     events (nor the command the server's): send and listen say so."""

@@ -24,6 +24,7 @@ class Recorder(EventConsumer):
         self.events.append(event)
 
 
+@pytest.mark.redis
 def test_init_app_twice_raises(app: Flask) -> None:
     ext = Notifications()
     ext.init_app(app)
@@ -42,6 +43,7 @@ def test_used_without_init_app() -> None:
         current_notifications.hubs  # noqa: B018
 
 
+@pytest.mark.redis
 def test_current_notifications(app: Flask, notifications: Notifications) -> None:
     assert current_notifications.hubs == {}
     assert current_notifications._get_current_object() is notifications  # type: ignore[attr-defined]
@@ -53,6 +55,7 @@ def test_current_notifications_outside_context() -> None:
         current_notifications.hubs  # noqa: B018
 
 
+@pytest.mark.redis
 def test_celery_is_built_json_only(app: Flask, notifications: Notifications) -> None:
     celery = notifications.get_celery(app)
     assert celery.conf.accept_content == ["json"]
@@ -61,6 +64,7 @@ def test_celery_is_built_json_only(app: Flask, notifications: Notifications) -> 
     assert celery.conf.task_default_queue == app.config["CELERY_TASK_DEFAULT_QUEUE"]
 
 
+@pytest.mark.redis
 def test_given_celery_and_broker_are_used(app: Flask, redis_client: object) -> None:
     celery = Celery("given", set_as_current=False)
     ext = Notifications()
@@ -104,6 +108,7 @@ def test_unknown_backend_lists_choices(name: str) -> None:
     assert "amqp, memory, redis" in str(info.value)
 
 
+@pytest.mark.redis
 def test_hub_ids_are_deterministic(notifications: Notifications) -> None:
     hub = notifications.create_hub("TestHub")
     assert hub.hub_id == "event-hub-TestHub" != hub.label
@@ -114,12 +119,14 @@ def test_hub_ids_are_deterministic(notifications: Notifications) -> None:
         notifications.get_hub("event-hub-Other")
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize("label", ["", "a b", "a/b", "x" * 101, None, "é\n"])
 def test_invalid_labels(notifications: Notifications, label: object) -> None:
     with pytest.raises(HubError, match="Invalid hub label"):
         notifications.create_hub(label)  # type: ignore[arg-type]
 
 
+@pytest.mark.redis
 def test_register_and_deregister_every_form(notifications: Notifications) -> None:
     hub = notifications.create_hub("Forms")
 
@@ -163,6 +170,7 @@ def test_register_and_deregister_every_form(notifications: Notifications) -> Non
         hub.register_consumer(3)
 
 
+@pytest.mark.redis
 def test_push_consumers_on_two_hubs_get_their_own_tasks(notifications: Notifications) -> None:
     one = notifications.create_hub("One")
     two = notifications.create_hub("Two")
@@ -171,6 +179,7 @@ def test_push_consumers_on_two_hubs_get_their_own_tasks(notifications: Notificat
     assert one.consumer_names != two.consumer_names
 
 
+@pytest.mark.redis
 def test_filter_by_checks_type(notifications: Notifications) -> None:
     hub = notifications.create_hub("F")
     assert hub.filter_by(WithEventType("x")) is hub
@@ -178,6 +187,7 @@ def test_filter_by_checks_type(notifications: Notifications) -> None:
         hub.filter_by(lambda e: True)  # type: ignore[arg-type]
 
 
+@pytest.mark.redis
 def test_hubs_registered_before_init_app_get_tasks(app: Flask) -> None:
     ext = Notifications()
     hub = ext.create_hub("Early")

@@ -11,7 +11,8 @@ What differs from the printed text, and why (nothing else does):
   PushConsumer, Event) are added where the names are first used.
 - ``config = {...}`` is filled in with a Redis broker, and the printed
   configuration section's keys; it reads the environment so that a test can
-  give it its own Redis keys, queue and log file.
+  give it its own Redis (``USAGE_REDIS_URL``: the suite's ``REDIS_URL``, any
+  host, port and database), keys, queue and log file.
 - ``app = Flask(...)`` and ``app.config.update(config)`` come before
   ``FlaskCeleryExt(app)``, which the guide calls before ``app`` exists.
 - The log file's path reads the environment too, and ``passed`` and
@@ -29,10 +30,10 @@ from flask_notifications import Notifications
 from flask_celeryext import FlaskCeleryExt
 from redis import StrictRedis
 
-redis_host = os.environ.get("USAGE_REDIS_HOST", "127.0.0.1")
+redis_url = os.environ.get("USAGE_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Corresponding information for brokers and Celery
 config = {
-    "CELERY_BROKER_URL": f"redis://{redis_host}:6379/0",
+    "CELERY_BROKER_URL": redis_url,
     "CELERY_TASK_DEFAULT_QUEUE": os.environ.get("USAGE_QUEUE", "celery"),
     "NOTIFICATIONS_KEY_PREFIX": os.environ.get("USAGE_PREFIX", "notifications"),
     # Default option
@@ -44,7 +45,7 @@ config = {
 app = Flask(__name__)
 app.config.update(config)
 celery = FlaskCeleryExt(app).celery
-redis = StrictRedis(host=redis_host)
+redis = StrictRedis.from_url(redis_url)
 notifications = Notifications()
 notifications.init_app(app=app, celery=celery, broker=redis)
 

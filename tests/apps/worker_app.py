@@ -4,7 +4,7 @@ from ``SSE_APP_CONFIG`` as the web processes are."""
 
 from __future__ import annotations
 
-from .sse_app import create_app
+from tests.apps.sse_app import create_app
 
 app = create_app()
 celery = app.extensions["notifications"].get_celery(app)

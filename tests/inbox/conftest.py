@@ -1,39 +1,22 @@
 """Fixtures of the inbox tests: each runs on SQLite and on the real
 PostgreSQL (``INBOX_POSTGRES_URL``, by default the local server's ``test``
-database), in a table of its own, so parallel runs never collide. Without a
-PostgreSQL server the PostgreSQL half skips, saying why."""
+database, the ``postgres_url`` fixture of tests/conftest.py), in a table of
+its own, so parallel runs never collide. Without a PostgreSQL server the
+PostgreSQL half skips, saying why."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 
 from flask_notifications import Notifications
 from flask_notifications.inbox import Inbox
 
-POSTGRES_URL = os.environ.get("INBOX_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The URL of a PostgreSQL that answers, or a skip saying why not."""
-    engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"No PostgreSQL answers at {POSTGRES_URL} ({str(exc.orig).strip()[:120]}); set INBOX_POSTGRES_URL.")
-    finally:
-        engine.dispose()
-    return POSTGRES_URL
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def inbox_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database for the inbox: a SQLite file, or the real PostgreSQL."""
     if request.param == "sqlite":
@@ -46,10 +29,9 @@ def table_name(unique: str) -> str:
     return "inbox_" + unique.replace("-", "_")
 
 
-@pytest.fixture
-def inbox(app: Flask, notifications: Notifications, inbox_url: str, unique: str) -> Iterator[Inbox]:
-    """The inbox of the test app, its table created, dropped at the end."""
-    app.config["NOTIFICATIONS_INBOX_URL"] = inbox_url
+def _inbox(app: Flask, notifications: Notifications, url: str, unique: str) -> Iterator[Inbox]:
+    """The inbox of the test app on ``url``, its table created, dropped at the end."""
+    app.config["NOTIFICATIONS_INBOX_URL"] = url
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table_name(unique)
     app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or "inbox-tests"  # signs the page cursors
     inbox = notifications.inbox
@@ -58,3 +40,21 @@ def inbox(app: Flask, notifications: Notifications, inbox_url: str, unique: str)
     with app.app_context():
         inbox.drop_all()
         inbox.close()
+
+
+@pytest.fixture
+def inbox(app: Flask, notifications: Notifications, inbox_url: str, unique: str) -> Iterator[Inbox]:
+    """The inbox of the test app, on SQLite and on PostgreSQL."""
+    yield from _inbox(app, notifications, inbox_url, unique)
+
+
+@pytest.fixture
+def pg_inbox(app: Flask, notifications: Notifications, postgres_url: str, unique: str) -> Iterator[Inbox]:
+    """The test app's inbox on the real PostgreSQL."""
+    yield from _inbox(app, notifications, postgres_url, unique)
+
+
+@pytest.fixture
+def sqlite_inbox(app: Flask, notifications: Notifications, unique: str, tmp_path: Path) -> Iterator[Inbox]:
+    """The test app's inbox in a SQLite file."""
+    yield from _inbox(app, notifications, f"sqlite:///{tmp_path / 'inbox.sqlite3'}", unique)

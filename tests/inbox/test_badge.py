@@ -16,14 +16,14 @@ from flask import Flask, Response, abort, session
 from werkzeug.serving import make_server
 
 from flask_notifications import Event, Notifications
-from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, inbox_blueprint
+from flask_notifications.inbox.consumer import InboxConsumer
+from tests.helpers import WorkerFactory, free_port
+from tests.helpers.sse_client import SSEClient, SSEEvent
 
-from ..conftest import WorkerFactory
-from ..helpers import free_port
-from ..sse_client import SSEClient, SSEEvent
+pytestmark = [pytest.mark.redis]
 
 
 @pytest.fixture

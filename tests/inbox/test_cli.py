@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from flask import Flask
 
 from flask_notifications import Event, Notifications
+from tests.helpers import free_port
+from tests.inbox.conftest import table_name
 
-from ..helpers import free_port
-from .conftest import table_name
+pytestmark = [pytest.mark.redis]
 
 
 def test_init_db_creates_the_table_once(app: Flask, notifications: Notifications, inbox_url: str, unique: str) -> None:

@@ -14,14 +14,12 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
 from flask_notifications.backends.base import Message
-from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.errors import ConsumerError, InboxUnavailableError, PermanentConsumerError
 from flask_notifications.inbox import BADGE_EVENT_TYPE, Inbox, define_table, define_versions_table
-
-from ..conftest import WorkerFactory
-from ..helpers import deliver_twice, wait_for
-from ..reliability.tcp_proxy import TcpProxy
-from .conftest import table_name
+from flask_notifications.inbox.consumer import InboxConsumer
+from tests.helpers import WorkerFactory, deliver_twice, wait_for
+from tests.helpers.tcp_proxy import TcpProxy
+from tests.inbox.conftest import table_name
 
 
 def make_event(recipients: tuple[str, ...] = ("alice", "bob"), **extra: Any) -> Event:
@@ -53,6 +51,7 @@ def badges(messages: list[Message]) -> dict[str, int]:
     return found
 
 
+@pytest.mark.redis
 def test_worker_stores_each_recipient_once_and_sends_badges(
     notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory
 ) -> None:
@@ -75,6 +74,7 @@ def test_worker_stores_each_recipient_once_and_sends_badges(
         assert item.delivery_id == dispatch.delivery_id
 
 
+@pytest.mark.redis
 def test_redelivered_task_stores_nothing_twice(
     notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory
 ) -> None:
@@ -90,6 +90,7 @@ def test_redelivered_task_stores_nothing_twice(
     assert inbox.unread_count("alice") == 1
 
 
+@pytest.mark.redis
 def test_badge_channel_and_badge_off(notifications: Notifications, inbox: Inbox) -> None:
     other = notifications.create_hub("Badges")
     hub = notifications.create_hub("InboxElsewhere")
@@ -110,6 +111,7 @@ def test_badge_channel_and_badge_off(notifications: Notifications, inbox: Inbox)
     assert badges(received) == {"alice": 1}
 
 
+@pytest.mark.redis
 def test_recipients_function(notifications: Notifications, inbox: Inbox, celery_worker: WorkerFactory) -> None:
     hub = notifications.create_hub("InboxFollowers")
     hub.register_consumer(InboxConsumer(recipients=lambda event: [f"follower-of-{event['sender']}"], badge=False))
@@ -120,6 +122,7 @@ def test_recipients_function(notifications: Notifications, inbox: Inbox, celery_
     assert inbox.unread_count("alice") == 0
 
 
+@pytest.mark.redis
 def test_called_directly_the_event_id_is_the_delivery(notifications: Notifications, inbox: Inbox) -> None:
     consumer = InboxConsumer(badge=False)
     event = make_event(("alice",))
@@ -128,6 +131,7 @@ def test_called_directly_the_event_id_is_the_delivery(notifications: Notificatio
     assert item.delivery_id == event["event_id"]
 
 
+@pytest.mark.redis
 def test_an_invalid_recipient_is_skipped_permanently_and_the_others_are_stored(
     notifications: Notifications, inbox: Inbox
 ) -> None:
@@ -137,6 +141,7 @@ def test_an_invalid_recipient_is_skipped_permanently_and_the_others_are_stored(
     assert inbox.unread_counts(["alice", "bob", "x" * 255]) == {"alice": 1, "bob": 1, "x" * 255: 0}
 
 
+@pytest.mark.redis
 def test_recipients_given_as_a_string_are_refused(notifications: Notifications, inbox: Inbox) -> None:
     with pytest.raises(TypeError, match="list of ids"):
         inbox.add(make_event(), "carol", delivery_id="d1")  # type: ignore[arg-type]
@@ -152,6 +157,8 @@ def test_bad_arguments_are_refused() -> None:
         InboxConsumer(badge_channel="")
 
 
+@pytest.mark.redis
+@pytest.mark.postgres
 def test_database_down_is_retried_and_nothing_is_lost(
     app: Flask, notifications: Notifications, celery_worker: WorkerFactory, postgres_url: str, unique: str
 ) -> None:

@@ -10,9 +10,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from .conftest import table_name
+from tests.inbox.conftest import table_name
+
+pytestmark = [pytest.mark.subprocess]
 
 PROCESSES = 6
 ROUNDS = 3
@@ -42,6 +45,7 @@ _CREATOR = textwrap.dedent(
 )
 
 
+@pytest.mark.subprocess
 def test_processes_create_the_schema_at_once(inbox_url: str, unique: str, tmp_path: Path) -> None:
     for round_ in range(ROUNDS):
         table = table_name(f"{unique}_{round_}")

@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
-from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.errors import ConfigurationError, InboxUnavailableError
 from flask_notifications.inbox import Inbox, define_table, define_versions_table, inbox_blueprint
+from flask_notifications.inbox.consumer import InboxConsumer
+from tests.helpers import WorkerFactory, wait_for
+from tests.inbox.conftest import table_name
+from tests.inbox.silent_server import SilentProxy
 
-from ..conftest import WorkerFactory
-from ..helpers import wait_for
-from .conftest import table_name
-from .silent_server import SilentProxy
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 PREFIX = "/notifications/inbox"
 UNAVAILABLE = {"error": "The notification inbox is unavailable; try again shortly."}
@@ -155,6 +155,7 @@ def test_a_table_locked_by_another_transaction_is_503(
         engine.dispose()
 
 
+@pytest.mark.subprocess
 def test_events_sent_while_the_database_is_silent_are_stored_once_it_answers(
     app: Flask,
     notifications: Notifications,

@@ -18,8 +18,7 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.inbox import DEFAULT_TABLE, define_table, define_versions_table, include_object
-
-from ..conftest import make_config
+from tests.helpers import make_config
 
 
 @pytest.fixture
@@ -41,6 +40,7 @@ def database(inbox_url: str) -> Iterator[str]:
 
 
 # Flask-Migrate's own env.py template tries Flask-SQLAlchemy 2's get_engine() first.
+@pytest.mark.redis
 @pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
 def test_flask_migrate_upgrade_creates_the_inbox_table(
     database: str, tmp_path: Path, redis_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
@@ -121,6 +121,7 @@ def test_include_object_leaves_only_the_inbox_out() -> None:
     assert include_object(next(iter(other.indexes)), "ix_o", "index", False, None)
 
 
+@pytest.mark.redis
 def test_migration_needs_a_migrations_folder(app: Flask, notifications: Notifications, tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["notifications", "inbox", "migration", "-d", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "is not an Alembic migrations folder ('flask db init')" in result.output

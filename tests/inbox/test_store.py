@@ -21,8 +21,9 @@ from flask_notifications.errors import (
     PermanentConsumerError,
 )
 from flask_notifications.inbox import Inbox
+from tests.helpers import free_port
 
-from ..helpers import free_port
+pytestmark = [pytest.mark.redis]
 
 
 def make_event(title: str = "Hello", recipients: tuple[str, ...] = ("alice",), **extra: Any) -> Event:
@@ -243,7 +244,7 @@ def test_missing_table_says_how_to_create_it(
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path, redis_url: str, unique: str) -> None:
-    from ..conftest import make_config
+    from tests.helpers import make_config
 
     app = Flask("inbox_default", instance_path=str(tmp_path / "instance"))
     app.config.update(make_config(redis_url, unique))
@@ -266,7 +267,7 @@ def test_default_database_is_sqlite_in_the_instance_folder(tmp_path: Path, redis
 def test_flask_sqlalchemy_engine_is_used(tmp_path: Path, redis_url: str, unique: str) -> None:
     from flask_sqlalchemy import SQLAlchemy
 
-    from ..conftest import make_config
+    from tests.helpers import make_config
 
     app = Flask("inbox_fsa", instance_path=str(tmp_path))
     app.config.update(make_config(redis_url, unique, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}"))
@@ -289,7 +290,7 @@ def test_flask_sqlalchemy_engine_is_used(tmp_path: Path, redis_url: str, unique:
 
 
 def test_inbox_needs_an_app_context(redis_url: str, unique: str) -> None:
-    from ..conftest import make_config
+    from tests.helpers import make_config
 
     app = Flask("inbox_no_context")
     app.config.update(make_config(redis_url, unique))

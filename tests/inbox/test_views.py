@@ -13,8 +13,9 @@ from flask import Flask, session
 
 from flask_notifications import Event, Notifications
 from flask_notifications.inbox import Inbox, inbox_blueprint
+from tests.helpers import free_port
 
-from ..helpers import free_port
+pytestmark = [pytest.mark.redis]
 
 PREFIX = "/notifications/inbox"
 #: The blueprint's largest body (views.MAX_BODY_SIZE).
