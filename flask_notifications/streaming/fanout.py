@@ -59,8 +59,6 @@ from .live import LiveStream
 from .stream import LEFT, NOT_PUSHED, WRITTEN, Item, QueuedStream, Stream, parse_event
 from .wire import Key, backend_frame, event_frame, format_id, gap_frame
 
-__all__ = ["Fanout", "LiveStream", "QueuedStream", "Stream", "end_all_streams"]
-
 logger = logging.getLogger(__name__)
 
 #: Events the listener hands out before it lets the streams write: a stream
