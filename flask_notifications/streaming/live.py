@@ -127,8 +127,10 @@ class LiveStream(Stream):
 
     def _evict(self) -> None:
         if self._live:
-            # What is queued is dropped; the greenlet writes the ending.
+            # Its client does not read: end the connection now, as a
+            # queued stream's does, rather than wait to write the ending.
             self.close()
+            self._shutdown_socket()
         else:
             super()._evict()
 
