@@ -29,10 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from flask_notifications.backends.redis import RedisPubSub  # noqa: E402
-from tests.helpers import (
-    LocalCluster,  # noqa: E402
-    RedisServer,  # noqa: E402
-)
+from tests.helpers import LocalCluster, RedisServer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "redis_topologies.json"
 

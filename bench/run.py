@@ -327,7 +327,9 @@ def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
     if kind.startswith("ours"):
         from bench import ours_app
 
-        return gunicorn("bench.ours_app:app", port), f"/notifications/{ours_app.hubs[0].hub_id}/events"
+        # The worker class of issue 19: live streams (direct writes).
+        worker = "gevent" if "+" in kind else "flask_notifications.gunicorn.GeventWorker"
+        return gunicorn("bench.ours_app:app", port, worker), f"/notifications/{ours_app.hubs[0].hub_id}/events"
     if kind == "flasksse":
         return gunicorn("bench.flasksse_app:app", port), f"/stream?channel={bench.prefix}-sse"
     if kind == "raw":

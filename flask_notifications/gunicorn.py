@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from .ops.gunicorn import (
+    GeventWorker,
     child_exit,
     post_worker_init,
 )
 
 __all__ = [
+    "GeventWorker",
     "child_exit",
     "post_worker_init",
 ]

@@ -307,17 +307,19 @@ def private_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
 def gunicorn(
     request: pytest.FixtureRequest, redis_url: str, redis_keys: str, tmp_path: Path
 ) -> Iterator[Callable[..., Server]]:
-    """``gunicorn(sndbuf=0, **config)``: the SSE app of tests/apps/sse_app.py
-    under ``gunicorn -k gevent`` (one worker), configured by
+    """``gunicorn(sndbuf=0, kind="gunicorn", **config)``: the SSE app of
+    tests/apps/sse_app.py under gunicorn (one worker) with the worker class
+    ``flask_notifications.gunicorn.GeventWorker``, or ``kind="gunicorn-gevent"``
+    for gunicorn's own ``-k gevent``, configured by
     :func:`~tests.helpers.make_config` and ``config`` (``NOTIFICATIONS_REDIS_URL``
     points it elsewhere), its standard error in ``server-N.log``; its
     ``backend`` publishes from this process. All are killed after the test."""
     _require(request, "gunicorn", "redis", "subprocess")
     servers: list[Server] = []
 
-    def start(*, sndbuf: int = 0, **config: Any) -> Server:
+    def start(*, sndbuf: int = 0, kind: str = "gunicorn", **config: Any) -> Server:
         settings = make_config(redis_url, redis_keys, SECRET_KEY=redis_keys, **config)
-        server = Server("gunicorn", settings, sndbuf=sndbuf, log=tmp_path / f"server-{len(servers)}.log")
+        server = Server(kind, settings, sndbuf=sndbuf, log=tmp_path / f"server-{len(servers)}.log")
         servers.append(server)
         return server
 

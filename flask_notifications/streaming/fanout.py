@@ -4,7 +4,7 @@ A process holds one :class:`Fanout` per application. It has a single backend
 subscription (one Redis connection, however many clients) and a single
 listener, a greenlet when the process is monkey-patched by gevent and a
 thread otherwise. The listener parses and encodes each event once and hands
-the same bytes to the bounded queue of every :class:`Stream` of the hub. A
+the same bytes to every stream of the hub (:mod:`~flask_notifications.streaming.stream`). A
 stream whose queue is full is evicted: it ends, without slowing the others,
 and the browser resumes with ``Last-Event-ID``. A hub joins the subscription
 when its first stream arrives; the listener stops, and its connection is
@@ -28,71 +28,44 @@ backend's ids went backwards (a reset), both found by the subscription on
 every read. While the backend cannot be read, every stream gets one
 ``backend-down`` event, then one ``backend-up`` once a read succeeds again.
 
-To change how frames reach clients, subclass :class:`Stream` (its
-:meth:`~Stream.offer` and :meth:`~Stream.announce` are what the listener
-calls) and set :attr:`Fanout.stream_class`.
+The listener writes each batch to a live stream's socket itself, one write
+per stream and batch (:meth:`LiveStream.push
+<flask_notifications.streaming.live.LiveStream.push>`), and queues it on any
+other (:meth:`Stream.offer <flask_notifications.streaming.stream.Stream.offer>`).
+To change how frames reach clients, subclass either class and set
+:attr:`Fanout.queued_class` or :attr:`Fanout.live_class`.
+
+``Stream`` is importable from here too, as the documentation printed it.
 """
 
 from __future__ import annotations
 
-import atexit
-import errno
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..backends.base import Backend, History, Lost, Message, Subscription, parse_id
 from ..backoff import backoff
-from ..errors import BackendError, InvalidEventError, StreamFormatError, TooManyStreamsError
+from ..errors import BackendError, StreamFormatError, TooManyStreamsError
 from ..event import Event
 from ..event_filter import EventFilter
-from .green import HangupWatcher, Runner, SocketWriter, cooperate, is_current, make_wakeup, spawn
-from .wire import (
-    EVICTED,
-    HEARTBEAT,
-    Key,
-    backend_frame,
-    encode_event,
-    event_frame,
-    format_id,
-    gap_frame,
-    reconnect_frame,
-)
+from .green import Runner, SocketWriter, cooperate, is_current, spawn, under_gevent
+from .live import LiveStream
+from .stream import LEFT, NOT_PUSHED, WRITTEN, Item, QueuedStream, Stream, parse_event
+from .wire import Key, backend_frame, event_frame, format_id, gap_frame
 
 logger = logging.getLogger(__name__)
 
-#: The queue key of a frame written as it is (a gap or backend announcement).
-_ANNOUNCEMENT: Key = (-1, -1)
-#: The queue key of a gap after which the hub's ids start again from zero.
-_RESET: Key = (-2, -2)
 #: Events the listener hands out before it lets the streams write: a stream
 #: then writes them in one chunk, one system call rather than one per event.
 _BATCH = 32
-#: Largest chunk a stream hands to the server in one write.
-_CHUNK = 64 * 1024
-#: Seconds between the listener's rounds of heartbeats to live streams.
+#: Seconds between the rounds of heartbeats to live streams.
 _SWEEP = 1.0
-
-#: What :meth:`Stream.push` did with a batch: nothing (offer its events one
-#: by one), wrote it all to the socket, or left the rest to the greenlet.
-NOT_PUSHED, WRITTEN, LEFT = 0, 1, 2
-
-#: What a stream's queue holds: the message's key, its frame, and its event
-#: (``None`` for an announcement or a message that is not a valid event).
-Item = tuple[Key, bytes, "Event | None"]
-
-
-def _parse_event(message: Message) -> Event | None:
-    try:
-        return Event.from_json(message.data)
-    except InvalidEventError as exc:
-        logger.warning("Message %s of hub %r is not a valid event: %s", message.id, message.channel, exc)
-        return None
 
 
 class _Hub:
@@ -106,521 +79,8 @@ class _Hub:
         self.error: BaseException | None = None
 
 
-class Stream:
-    """One client's stream: a bounded queue filled by the fan-out and drained
-    by :meth:`frames`, which the WSGI server iterates.
-
-    Built by :meth:`Fanout.open`; :meth:`close` unregisters it and is called
-    when the server closes the response (the client left) or the stream ends.
-
-    With a :class:`~flask_notifications.streaming.green.SocketWriter` (under
-    ``gunicorn -k gevent``), the stream goes *live* once its first frames
-    and its replay went out through the server: it takes the connection
-    over and the server's greenlet ends. From then on the fan-out writes
-    each batch straight to the socket (:meth:`push`), and a greenlet runs
-    only while there is something the fan-out cannot write at once: the
-    rest of a batch a full socket buffer did not take, the events its
-    filter must judge, and announcements, always in order.
-    """
-
-    __slots__ = (
-        "fanout",
-        "hub_id",
-        "event_filter",
-        "client",
-        "_queue",
-        "_queue_size",
-        "_ready",
-        "_socket",
-        "writer",
-        "live",
-        "_busy",
-        "_raw",
-        "heartbeat",
-        "last_write",
-        "floor",
-        "start_id",
-        "replay",
-        "replay_more",
-        "gap",
-        "replaying",
-        "_overflowed",
-        "_reset_queued",
-        "_unsure",
-        "closed",
-        "evicted",
-        "_released",
-        "_watcher",
-        "ended",
-        "retry",
-    )
-
-    def __init__(
-        self,
-        fanout: Fanout,
-        hub_id: str,
-        event_filter: EventFilter | None,
-        client: str,
-        queue_size: int,
-        sock: Any = None,
-        writer: SocketWriter | None = None,
-    ) -> None:
-        self.fanout = fanout
-        self.hub_id = hub_id
-        self.event_filter = event_filter
-        self.client = client
-        self._queue: list[Item] = []
-        self._queue_size = max(1, queue_size)
-        self._ready = make_wakeup()
-        self._socket = sock
-        self.writer = writer
-        #: The stream took the connection over from the server; the
-        #: fan-out may write to it (see :meth:`push`).
-        self.live = False
-        #: A greenlet is writing what the fan-out left (see :meth:`_drain`).
-        self._busy = False
-        #: Bytes the fan-out could not write, already framed, to go first.
-        self._raw: bytes = b""
-        self.heartbeat = 0.0
-        #: The reconnection delay the stream was opened with, in milliseconds.
-        self.retry = 0
-        self.last_write = 0.0
-        #: Live events at or below this id were replayed or came before the stream.
-        self.floor: Key = (0, 0)
-        self.start_id = "0-0"
-        #: The first page of the replay, and whether more may follow it.
-        self.replay: list[Message] = []
-        self.replay_more = False
-        self.gap: bytes | None = None
-        #: While replaying, a full queue is emptied rather than evicted: the
-        #: history holds what it dropped, and the replay reads on.
-        self.replaying = False
-        self._overflowed = False
-        #: A reset of the hub is queued and not written yet: the history the
-        #: replay would read on is another stream's, which comes live.
-        self._reset_queued = False
-        #: The newest id written from a history page that reported a gap
-        #: since the last reset written: such a page may already hold the
-        #: events of a stream that replaced the hub's (a reset the listener
-        #: had not noticed yet), which then come again live after the reset.
-        self._unsure: Key = (0, 0)
-        self.closed = False
-        self.evicted = False
-        #: Ended by :meth:`end` (the server is stopping): the client is told
-        #: to reconnect, elsewhere, with ``Last-Event-ID``.
-        self.ended = False
-        self._released = False
-        self._watcher: HangupWatcher | None = None
-
-    def accepts(self, event: Mapping[str, Any] | None) -> bool:
-        """Whether this stream's filter lets ``event`` through. An event that
-        could not be parsed passes only an unfiltered stream."""
-        if self.event_filter is None:
-            return True
-        if event is None:
-            return False
-        try:
-            return self.event_filter(event)
-        except Exception:
-            logger.exception("The stream filter %r failed; the event is withheld from this stream.", self.event_filter)
-            return False
-
-    def offer(self, key: Key, frame: bytes, event: Event | None) -> bool:
-        """Queue an event; evict the stream if its queue is full.
-
-        :return: ``False`` when the stream was evicted by this call.
-        """
-        with self._ready:
-            if self.closed:
-                return True
-            if len(self._queue) < self._queue_size:
-                self._queue.append((key, frame, event))
-                self._ready.notify()
-                if self.live:
-                    self._kick()
-                return True
-            if self.replaying and not self._reset_queued:
-                # The history holds the events dropped here, not the
-                # announcements, which stay queued.
-                kept = [item for item in self._queue if item[0] is _ANNOUNCEMENT or item[0] is _RESET]
-                self._queue.clear()
-                self._queue.extend(kept)
-                self._overflowed = True
-                return True
-            self.evicted = True
-        if self.live:
-            # Its buffer is full: what still fits goes, then the end.
-            self.close()
-        else:
-            with self._ready:
-                self.closed = True
-                self._queue.clear()
-                self._ready.notify_all()
-            self._shutdown_socket()
-        return False
-
-    def announce(self, frame: bytes, *, reset: bool = False) -> None:
-        """Queue a frame that is not an event (a ``gap``, ``backend-down``
-        or ``backend-up``) behind what is queued.
-
-        :param reset: the hub's ids start again from zero after it.
-        """
-        with self._ready:
-            if self.closed:
-                return
-            self._queue.append((_RESET if reset else _ANNOUNCEMENT, frame, None))
-            if reset:
-                self._reset_queued = True
-            self._ready.notify()
-            if self.live:
-                self._kick()
-
-    def take(self, timeout: float) -> list[Item] | None:
-        """Wait up to ``timeout`` seconds for queued items.
-
-        :return: the items (empty when none came), or ``None`` once the
-            stream is closed.
-        """
-        with self._ready:
-            if not self._queue and not self.closed:
-                self._ready.wait(timeout)
-            if self.closed:
-                return None
-            items = list(self._queue)
-            self._queue.clear()
-            return items
-
-    def _shutdown_socket(self) -> None:
-        # Servers that expose the client socket (werkzeug, gunicorn) let an
-        # evicted stream end now, even while a write to it is blocked; under
-        # gevent.pywsgi the stream ends once its write goes through.
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(2)  # SHUT_RDWR
-            except OSError:
-                pass
-
-    def end(self) -> None:
-        """End the stream because this process stops serving: it writes
-        :func:`~flask_notifications.streaming.wire.reconnect_frame` and returns, so the
-        client resumes at once, on another process, from its last id. What
-        was queued and not written is replayed there from the history.
-
-        The client's socket stops reading, so that a server holding the
-        connection open for another request (keep-alive) lets it go as soon
-        as the stream's last bytes are written."""
-        with self._ready:
-            if self.closed:
-                return
-            self.ended = True
-            self._queue.clear()
-            self._ready.notify_all()
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(0)  # SHUT_RD
-            except OSError:
-                pass
-        self.close()
-
-    def watch_hangup(self, fd: int) -> None:
-        """Under gevent, close the stream as soon as the client at the other
-        end of socket ``fd`` hangs up; see :class:`~flask_notifications.streaming.green.HangupWatcher`."""
-        if not self.closed:
-            self._watcher = HangupWatcher.start(fd, self.close)
-
-    def _replayed(self, messages: list[Message], *, unsure: bool) -> Iterator[bytes]:
-        replayed = 0
-        try:
-            for message in messages:
-                if self.closed or self._reset_queued:
-                    return
-                key = message.sort_key
-                if key <= self.floor:
-                    continue
-                self.floor = key
-                if unsure:
-                    self._unsure = key
-                event = _parse_event(message)
-                if self.accepts(event):
-                    replayed += 1
-                    yield event_frame(message, event, named=self.fanout.named_events)
-        finally:
-            self.fanout._count("replayed", replayed)
-
-    def _replay(self) -> Iterator[bytes]:
-        page, self.replay = self.replay, []
-        more = self.replay_more
-        unsure = self.gap is not None
-        after = self.start_id
-        while True:
-            yield from self._replayed(page, unsure=unsure)
-            if page:
-                after = page[-1].id
-            with self._ready:
-                if self._reset_queued:
-                    # The hub's stream was replaced: what follows comes
-                    # live, after the reset's gap event.
-                    more = self._overflowed = self.replaying = False
-                    return
-                if not more:
-                    # Live events were dropped while the queue was full:
-                    # read on from the history, which holds them.
-                    more, self._overflowed = self._overflowed, False
-                    if not more:
-                        self.replaying = False
-                        return
-            if self.closed:
-                return
-            history = self.fanout.read_history(self.hub_id, after)
-            unsure = history.gap
-            if history.gap:
-                oldest = history.messages[0].id if history.messages else None
-                yield gap_frame(after, oldest_id=oldest, reason="trimmed")
-            page, more = history.messages, len(history.messages) >= self.fanout.page_size
-
-    def push(self, first: Key, last: Key, data: bytes, chunk: bytes, now: float) -> int:
-        """Write the frames of a batch of events straight to the socket of a
-        live stream, without waking its greenlet. What the socket's buffer
-        does not take now goes to the greenlet, which writes it before
-        anything else.
-
-        :param first: the key of the batch's first event.
-        :param last: the key of its last event.
-        :param data: the frames of its events.
-        :param chunk: ``data`` as one HTTP/1.1 chunk.
-        :param now: ``time.monotonic()``.
-        :return: :data:`NOT_PUSHED` when the stream cannot take the batch
-            this way (it is not live, has a filter, has something left to
-            write, or the batch starts at or below its floor): offer the
-            events one by one. Else :data:`WRITTEN`, or :data:`LEFT` when
-            the socket's buffer was full and the greenlet writes the rest.
-        """
-        # Only a stream with a writer goes live, and only under gevent,
-        # where nothing else runs between these checks and the write.
-        if (
-            not self.live
-            or self._busy
-            or self._queue
-            or self.closed
-            or self.event_filter is not None
-            or first <= self.floor
-        ):
-            return NOT_PUSHED
-        self.floor = last
-        return self._write_now(chunk if self.writer is not None and self.writer.chunked else data, now)
-
-    def tick(self, now: float) -> None:
-        """Write a heartbeat to a live stream idle for its heartbeat
-        interval. (A stream that is not live writes its own.)"""
-        if (
-            self.live
-            and not self._busy
-            and not self._queue
-            and not self.closed
-            and now - self.last_write >= self.heartbeat
-        ):
-            self._write_now(self._heartbeat_wire, now)
-
-    def _write_now(self, wire: bytes, now: float) -> int:
-        writer = self.writer
-        assert writer is not None
-        try:
-            sent = writer.write_nowait(wire)
-        except OSError:
-            self.close()  # the client is gone
-            return WRITTEN
-        self.last_write = now
-        if sent < len(wire):
-            self._raw = wire[sent:]
-            self._kick()
-            return LEFT
-        return WRITTEN
-
-    @property
-    def _heartbeat_wire(self) -> bytes:
-        writer = self.writer
-        assert writer is not None
-        return writer.frame(HEARTBEAT)
-
-    def _select(self, items: list[Item]) -> Iterator[bytes]:
-        """The frames of ``items`` this stream carries: above its floor and
-        through its filter."""
-        for key, frame, event in items:
-            if key is _RESET:
-                # The hub's ids start again: from zero, unless this stream
-                # wrote some of the new stream's events already (see
-                # _unsure), which come again now.
-                self.floor, self._unsure = self._unsure, (0, 0)
-                yield frame
-                # Where the client resumes; never back past what it has.
-                frame = encode_event(None, id=format_id(self.floor))
-            elif key is not _ANNOUNCEMENT:
-                if key <= self.floor:
-                    continue
-                self.floor = key
-                if not self.accepts(event):
-                    continue
-            yield frame
-
-    def _go_live(self, writer: SocketWriter, heartbeat: float, retry: int) -> None:
-        """Take the connection over from the server: a descriptor of our
-        own, a hang-up watcher on it, and the fan-out's writes from now on."""
-        writer.detach()
-        if self._watcher is not None:
-            self._watcher.close()
-        self._watcher = HangupWatcher.start(writer.fd, self.close)
-        self._socket = None
-        self.heartbeat = heartbeat
-        self.retry = retry
-        self.last_write = time.monotonic()
-        self.live = True
-        if self._queue:
-            # Queued during the replay.
-            self._kick()
-
-    def _kick(self) -> None:
-        """Make sure a greenlet writes what the fan-out left."""
-        if not self._busy and not self.closed:
-            self._busy = True
-            spawn(self._drain, name="flask-notifications-stream")
-
-    def _drain(self) -> None:
-        """Write, in order, the bytes a full socket buffer did not take and
-        the queued items, until nothing is left; then end, so that a live
-        stream holds no greenlet while its client keeps up."""
-        writer = self.writer
-        assert writer is not None
-        try:
-            while not self.closed:
-                raw, self._raw = self._raw, b""
-                items, self._queue = self._queue, []
-                if not raw and not items:
-                    return
-                selected = b"".join(self._select(items))
-                writer.write(raw + writer.frame(selected) if selected else raw)
-                self.last_write = time.monotonic()
-        except OSError:
-            self.close()  # the client is gone, or the stream was closed
-        finally:
-            self._busy = False
-
-    def frames(self, *, retry: int, heartbeat: float) -> Generator[bytes, None, None]:
-        """The bytes of the stream: ``retry`` and the start id, the gap event
-        if any, the replayed events, then live events, announcements and
-        heartbeats until the stream is closed.
-
-        With a writer, the stream then takes the connection over (see
-        :meth:`push`) and ends the server's part of the response with
-        :class:`BrokenPipeError`, which gunicorn takes for a client that
-        left: it closes its socket without writing more, and its greenlet
-        ends."""
-        live = False
-        try:
-            if self.ended:
-                # Ended before its first byte: a resuming client keeps the
-                # id it sent; a new one comes back from where it started.
-                yield (b"" if self.replaying else encode_event(None, id=self.start_id)) + reconnect_frame(retry)
-                return
-            yield encode_event(None, retry=retry, id=self.start_id)
-            if self.gap is not None:
-                yield self.gap
-            try:
-                yield from self._replay()
-                if self.ended:
-                    yield reconnect_frame(retry)
-                    return
-            except BackendError as exc:
-                # The client resumes from its last id once the backend is back.
-                logger.warning("Ending a stream of hub %r: its replay failed: %s", self.hub_id, exc)
-                return
-            if self.writer is not None and not self.closed:
-                # The server wrote everything yielded so far before asking
-                # for more: from here on, writes to the socket come in order.
-                self._go_live(self.writer, heartbeat, retry)
-                live = True
-                raise BrokenPipeError(errno.EPIPE, "The stream went on outside the WSGI server.")
-            last_write = time.monotonic()
-            while True:
-                wait = max(0.0, heartbeat - (time.monotonic() - last_write))
-                items = self.take(wait)
-                if items is None:
-                    if self.ended:
-                        yield reconnect_frame(retry)
-                    elif self.evicted:
-                        yield EVICTED
-                    return
-                if not items:
-                    if time.monotonic() - last_write >= heartbeat:
-                        yield HEARTBEAT
-                        last_write = time.monotonic()
-                    continue
-                chunk: list[bytes] = []
-                size = 0
-                for frame in self._select(items):
-                    chunk.append(frame)
-                    size += len(frame)
-                    if size >= _CHUNK:
-                        yield b"".join(chunk)
-                        chunk, size = [], 0
-                if chunk:
-                    yield b"".join(chunk)
-                    last_write = time.monotonic()
-        finally:
-            if not live:
-                self.close()
-
-    def response_closed(self) -> None:
-        """The server is done with the response: close the stream, unless
-        it went live and carries on outside the server."""
-        if not self.live:
-            self.close()
-
-    def close(self) -> None:
-        """End the stream and free its queue and its place. Idempotent.
-
-        A live stream ends its response itself (the ``reconnect`` event if
-        it was ended, the ``too far behind`` comment if it was evicted, and
-        the last chunk) and closes its
-        descriptor; a greenlet still writing to it gets an :class:`OSError`."""
-        with self._ready:
-            self.closed = True
-            self._queue.clear()
-            self._ready.notify_all()
-            released, self._released = self._released, True
-            watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            # Before the socket is closed, whose descriptor may then be
-            # reused by another client.
-            watcher.close()
-        if self.live and self.writer is not None:
-            self._raw = b""
-            # While a greenlet writes, a frame may be half on the wire:
-            # nothing more may follow it.
-            last: bytes | None = None
-            if not self._busy:
-                ending = reconnect_frame(self.retry) if self.ended else EVICTED if self.evicted else b""
-                last = self.writer.frame(ending) if ending else b""
-            self.writer.close(last)
-        if not released:
-            self.fanout.release(self)
-
-    def __repr__(self) -> str:
-        return f"<Stream {self.hub_id!r} from {self.client!r}{' evicted' if self.evicted else ''}>"
-
-
 #: Every fan-out of this process, for :func:`end_all_streams`.
 _fanouts: weakref.WeakSet[Fanout] = weakref.WeakSet()
-
-
-@atexit.register
-def _end_live_streams() -> None:
-    # A live stream (see Stream.push) is no request of the server's, which
-    # therefore does not wait for it when the process stops: end it as
-    # end_streams() would, so that its client reconnects at once.
-    pid = os.getpid()
-    for fanout in list(_fanouts):
-        if fanout.pid == pid:
-            fanout.end_live_streams()
 
 
 def end_all_streams() -> int:
@@ -657,8 +117,11 @@ class Fanout:
     backoff_max = 5.0
     #: Messages read from the history at a time by a resuming stream.
     page_size = 100
-    #: The class of the streams :meth:`open` builds.
-    stream_class: type[Stream] = Stream
+    #: The class of the streams :meth:`open` builds when the server offers
+    #: no :class:`~flask_notifications.streaming.green.SocketWriter`.
+    queued_class: type[QueuedStream] = QueuedStream
+    #: ... and when it offers one.
+    live_class: type[LiveStream] = LiveStream
 
     def __init__(
         self,
@@ -716,13 +179,16 @@ class Fanout:
             :func:`~flask_notifications.streaming.wire.parse_last_event_id`).
         :param sock: the client's socket, shut down when the stream is evicted.
         :param writer: writes to the client's socket directly once the
-            stream is live (see :meth:`Stream.push`).
+            stream is live (see :class:`~flask_notifications.streaming.live.LiveStream`).
         :raises TooManyStreamsError: ``client`` holds ``max_per_client`` streams.
         :raises BackendError: the backend could not be read; nothing is left
             registered.
         """
-        stream = self.stream_class(self, hub_id, event_filter, client, queue_size, sock)
-        stream.writer = writer
+        stream: Stream
+        if writer is None:
+            stream = self.queued_class(self, hub_id, event_filter, client, queue_size, sock)
+        else:
+            stream = self.live_class(self, hub_id, event_filter, client, queue_size, sock, writer=writer)
         stream.replaying = last_event_id is not None
         with self._lock:
             if self._ending:
@@ -739,7 +205,7 @@ class Fanout:
                     # A new client comes back with the hub's newest id, so
                     # the events published before it reaches another
                     # process are replayed there.
-                    stream.start_id = format_id(self._newest(hub_id))
+                    stream.start_id = format_id(self.newest(hub_id))
                 except BaseException:
                     stream.close()
                     raise
@@ -771,7 +237,7 @@ class Fanout:
                 stream.floor = cursor
                 stream.start_id = format_id(cursor)
             else:
-                self._prepare_replay(stream, last_event_id, cursor)
+                stream.prepare_replay(last_event_id, max(cursor, self.newest(hub_id)))
         except BaseException:
             stream.close()
             raise
@@ -779,14 +245,18 @@ class Fanout:
             self._stats["opened"] += 1
         return stream
 
-    def _newest(self, hub_id: str) -> Key:
+    def newest(self, hub_id: str) -> Key:
+        """The newest id of hub ``hub_id`` in the backend.
+
+        :raises BackendError: the backend cannot be read.
+        """
         newest = self.backend.last_id(hub_id)
         return (0, 0) if newest is None else parse_id(newest)
 
     def _join(self, hub_id: str, hub: _Hub) -> None:
         try:
             self._subscribe().add(hub_id)
-            newest = self._newest(hub_id)
+            newest = self.newest(hub_id)
             with self._lock:
                 hub.cursor = max(hub.cursor, newest)
         except BaseException as exc:
@@ -807,30 +277,9 @@ class Fanout:
         with self._history_slots:
             return self.backend.history(hub_id, after_id, limit=self.page_size)
 
-    def _prepare_replay(self, stream: Stream, last_event_id: str, cursor: Key) -> None:
-        floor = parse_id(last_event_id)
-        newest = max(cursor, self._newest(stream.hub_id))
-        if floor > newest:
-            # Not an id of this hub (a client's clock, a forged header, or a
-            # backend that restarted empty): start from the newest, and say so.
-            stream.start_id = format_id(newest)
-            stream.floor = newest
-            stream.replaying = False
-            stream.gap = gap_frame(last_event_id, oldest_id=None, reason="ahead", id=stream.start_id)
-            self._count("gaps")
-            return
-        history = self.read_history(stream.hub_id, last_event_id)
-        stream.replay = history.messages
-        stream.replay_more = len(history.messages) >= self.page_size
-        stream.start_id = last_event_id
-        stream.floor = floor
-        if history.gap:
-            self._count("gaps")
-            oldest = history.messages[0].id if history.messages else None
-            stream.gap = gap_frame(last_event_id, oldest_id=oldest, reason="trimmed", id=stream.start_id)
-
     def release(self, stream: Stream) -> None:
-        """Forget a closed stream; :meth:`Stream.close` calls it."""
+        """Forget a closed stream; :meth:`Stream.close
+        <flask_notifications.streaming.stream.Stream.close>` calls it."""
         with self._lock:
             hub = self._hubs.get(stream.hub_id)
             if hub is not None:
@@ -848,7 +297,7 @@ class Fanout:
             if hub is not None:
                 hub.streams.discard(stream)
 
-    def _count(self, name: str, amount: int = 1) -> None:
+    def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self._stats[name] += amount
 
@@ -863,18 +312,27 @@ class Fanout:
             if self._subscription is None:
                 subscription = self._subscription = self.backend.subscribe()
                 self._listener = spawn(self._run, subscription, name="flask-notifications-sse")
+                if under_gevent():
+                    # Only gevent serves live streams (see LiveStream).
+                    spawn(self._beat, subscription, name="flask-notifications-heartbeats")
             return self._subscription
+
+    def _beat(self, subscription: Subscription) -> None:
+        """Heartbeats for the live streams, on a timer of their own while
+        ``subscription`` is the fan-out's: a backend read that blocks (a
+        stalled Redis, a partition without a reset) must not hold them up."""
+        while True:
+            time.sleep(_SWEEP)
+            with self._lock:
+                if self._subscription is not subscription:
+                    return
+            self._heartbeats(time.monotonic())
 
     def _run(self, subscription: Subscription) -> None:
         failures = 0
         idle_since: float | None = None
-        swept = time.monotonic()
         try:
             while True:
-                now = time.monotonic()
-                if now - swept >= _SWEEP:
-                    swept = now
-                    self._heartbeats(now)
                 with self._lock:
                     if self._subscription is not subscription:
                         return
@@ -888,7 +346,7 @@ class Fanout:
                 try:
                     messages = subscription.get(self.poll_interval)
                 except Exception as exc:
-                    self._count("backend_failures")
+                    self.count("backend_failures")
                     if self._down_since is None:
                         self._outage_began(exc)
                     time.sleep(self.backoff_base + backoff(failures, self.backoff_base, self.backoff_max, True))
@@ -1005,7 +463,7 @@ class Fanout:
         entry per event."""
         parsed: list[tuple[str, Key, bytes, Event | None]] = []
         for message in messages:
-            event = _parse_event(message)
+            event = parse_event(message)
             try:
                 frame = event_frame(message, event, named=self.named_events)
                 key = message.sort_key
@@ -1048,16 +506,9 @@ class Fanout:
                 self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
                 self._stats["direct_fallbacks"] += done[LEFT]
 
-    def end_live_streams(self) -> None:
-        """End every live stream (see :meth:`Stream.push`) with
-        :meth:`Stream.end`: the ``reconnect`` event, then the end of its
-        response. Called when the process exits."""
-        for stream in self._streams():
-            if stream.live:
-                stream.end()
-
     def _heartbeats(self, now: float) -> None:
-        """Heartbeats for the live streams (see :meth:`Stream.tick`)."""
+        """Heartbeats for the live streams (see :meth:`LiveStream.tick
+        <flask_notifications.streaming.live.LiveStream.tick>`)."""
         try:
             for stream in self._streams():
                 stream.tick(now)
@@ -1073,8 +524,8 @@ class Fanout:
 
     def end_streams(self) -> int:
         """End every stream with a frame that sends its client elsewhere
-        (:meth:`Stream.end`), and end every stream opened later the same
-        way: call it when this process stops serving, as on a graceful
+        (:meth:`Stream.end <flask_notifications.streaming.stream.Stream.end>`),
+        and end every stream opened later the same way: call it when this process stops serving, as on a graceful
         restart, so the server need not wait for the streams to end.
 
         :return: the streams ended.

@@ -216,21 +216,17 @@ class HangupWatcher:
 
 
 class SocketWriter:
-    """Writes a stream's bytes straight to its client's socket, outside the
-    WSGI server.
+    """Writes a live stream's bytes straight to its client's socket, beside
+    the WSGI server, which keeps the connection and the request.
 
-    Under ``gunicorn -k gevent`` a stream costs one trip through the WSGI
-    stack per write (its greenlet wakes, the response iterators run, and
-    gevent's ``sendall`` makes a ``getsockopt`` call before each ``send``),
-    and a parked greenlet holding the server's request objects and a copy
-    of its C stack. Once the stream's first frames have gone out through
-    the server, :meth:`detach` takes a duplicate of the connection's
-    descriptor and the server lets go of the request: from then on the
-    fan-out hands each batch to the socket with one non-blocking ``write``,
-    and only a socket whose buffer is full gets a greenlet, for as long as
-    it takes to write the rest.
+    The server offers one in the WSGI environ, under
+    :data:`ENVIRON_KEY`, when it can hand the connection over: today
+    :class:`~flask_notifications.ops.gunicorn.GeventWorker` does. The
+    server must have written every byte the response iterator yielded before
+    it asks for the next, and must frame what it yields the way
+    :attr:`chunked` says.
 
-    :param sock: the connection, as the server passed it (a gevent socket).
+    :param sock: the connection (a gevent socket, in non-blocking mode).
     :param chunked: frame every write as an HTTP/1.1 chunk, as the server
         frames what the response iterator yields.
     """
@@ -238,46 +234,34 @@ class SocketWriter:
     __slots__ = ("sock", "fd", "chunked", "_io", "_closed")
 
     def __init__(self, sock: socket.socket, chunked: bool) -> None:
-        self.sock: socket.socket | None = sock
+        self.sock = sock
         self.fd = sock.fileno()
         self.chunked = chunked
         self._io: Any = None
         self._closed = False
 
     @classmethod
-    def for_environ(cls, environ: dict[str, Any]) -> SocketWriter | None:
-        """A writer for the connection of a WSGI request, or ``None`` where
-        writing directly is not safe: not under gevent, a server that gives
-        no ``gunicorn.socket``, TLS, HTTP/2, or a socket in blocking mode
-        (a write could then stall the whole process)."""
-        sock = environ.get("gunicorn.socket")
+    def for_connection(cls, sock: object, protocol: object) -> SocketWriter | None:
+        """A writer for an HTTP/1.x connection ``sock`` (its request's
+        ``SERVER_PROTOCOL`` is ``protocol``), or ``None`` where writing
+        directly is not safe: not under gevent, TLS, another protocol, or a
+        socket in blocking mode (a write could then stall the whole process).
+
+        A response without ``Content-Length`` is framed as chunks for an
+        HTTP/1.1 client, and sent as it is (the connection closing after it)
+        for an HTTP/1.0 one."""
         if not under_gevent() or not isinstance(sock, socket.socket):
             return None
         import ssl
 
-        if isinstance(sock, ssl.SSLSocket) or environ.get("HTTP_VERSION") == "2":
-            return None
-        protocol = environ.get("SERVER_PROTOCOL")
-        if protocol not in ("HTTP/1.0", "HTTP/1.1"):
+        if isinstance(sock, ssl.SSLSocket) or protocol not in ("HTTP/1.0", "HTTP/1.1"):
             return None
         try:
             if os.get_blocking(sock.fileno()):
                 return None
         except OSError:
             return None
-        # gunicorn frames a response without Content-Length as chunks for
-        # HTTP/1.1 clients and sends it as it is (closing the connection
-        # after it) for HTTP/1.0 ones.
         return cls(sock, chunked=protocol == "HTTP/1.1")
-
-    def detach(self) -> None:
-        """Take a descriptor of our own for the connection, so that it
-        stays open when the server closes its socket.
-
-        :raises OSError: no descriptor is left.
-        """
-        self.fd = os.dup(self.fd)
-        self.sock = None
 
     def frame(self, data: bytes) -> bytes:
         """``data`` as it goes on the wire: one HTTP/1.1 chunk, or as it is."""
@@ -289,7 +273,7 @@ class SocketWriter:
         """Write what the socket's buffer takes now, without yielding.
 
         :return: the number of bytes written (0 when the buffer is full).
-        :raises OSError: the connection is gone or closed.
+        :raises OSError: the connection is gone, or :meth:`close` was called.
         """
         if self._closed:
             raise BrokenPipeError("The stream's connection is closed.")
@@ -315,23 +299,12 @@ class SocketWriter:
                     self._io = get_hub().loop.io(self.fd, 2)  # 2: writable
                 wait(self._io)
 
-    def close(self, last: bytes | None = b"") -> None:
-        """Write ``last`` and end the response (the last chunk) if the
-        socket takes them now, and close our descriptor; a greenlet blocked
-        in :meth:`write` gets an :class:`OSError`. Idempotent, and a no-op
-        before :meth:`detach`: the server still owns the response then.
-
-        :param last: ``None`` to write nothing (a frame may be half written).
-        """
-        if self._closed or self.sock is not None:
+    def close(self) -> None:
+        """Write no more: a greenlet blocked in :meth:`write` gets an
+        :class:`OSError`. The server still owns the connection, and ends
+        the response. Idempotent."""
+        if self._closed:
             return
-        if last is not None:
-            ending = last + (b"0\r\n\r\n" if self.chunked else b"")
-            try:
-                if self.write_nowait(ending) < len(ending):
-                    logger.debug("The end of a stream did not fit in its socket's buffer.")
-            except OSError:
-                pass
         self._closed = True
         watcher, self._io = self._io, None
         if watcher is not None:
@@ -339,4 +312,8 @@ class SocketWriter:
 
             cancel_wait(watcher, BrokenPipeError("The stream's connection was closed."))
             watcher.close()
-        os.close(self.fd)
+
+
+#: The WSGI environ key under which a server offers a :class:`SocketWriter`
+#: for the request's connection.
+ENVIRON_KEY = "flask_notifications.socket_writer"

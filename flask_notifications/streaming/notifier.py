@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 
-from .fanout import Stream
+from .stream import Stream
 
 
 class SseNotifier:

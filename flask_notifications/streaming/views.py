@@ -24,14 +24,14 @@ from ..errors import BackendError, HubError, StreamFormatError, TooManyStreamsEr
 from ..event_filter import EventFilter
 from ..event_hub import HUB_ID_PREFIX, EventHub
 from ..state import runtime as current_runtime
-from .green import SocketWriter, under_gevent
+from .green import ENVIRON_KEY, SocketWriter, under_gevent
 from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator
 
     from ..state import Runtime
-    from .fanout import Stream
+    from .stream import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,13 @@ def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
         if isinstance(found, socket.socket):
             return found
     return None
+
+
+def _socket_writer(environ: dict[str, Any]) -> SocketWriter | None:
+    # Offered by a server that hands the connection over (the gunicorn
+    # worker class of flask_notifications.gunicorn).
+    writer = environ.get(ENVIRON_KEY)
+    return writer if isinstance(writer, SocketWriter) else None
 
 
 def _client_fd(environ: dict[str, Any], sock: socket.socket | None) -> int | None:
@@ -210,7 +217,7 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     _warn_if_gevent_unpatched()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     sock = _client_socket(request.environ)
-    writer = SocketWriter.for_environ(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
+    writer = _socket_writer(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
     try:
         stream = runtime.fanout.open(
             hub.hub_id,

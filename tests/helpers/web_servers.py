@@ -37,7 +37,9 @@ def _accepts(port: int) -> bool:
 class Server:
     """An SSE app served on ``127.0.0.1:port``.
 
-    :param kind: ``gevent``, ``gunicorn`` or ``threaded``.
+    :param kind: ``gevent``, ``gunicorn`` (with the worker class of
+        :mod:`flask_notifications.gunicorn`), ``gunicorn-gevent`` (gunicorn's
+        own ``-k gevent``) or ``threaded``.
     :param config: the app's config (JSON-serialisable).
     :param sndbuf: ``SO_SNDBUF`` of every accepted connection (0: default).
     :param log: a file that receives the server process's standard error.
@@ -70,14 +72,15 @@ class Server:
             self._thread.start()
         else:
             config = dict(self.config)
-            if self.kind == "gunicorn" and self.sndbuf:
+            if self.kind.startswith("gunicorn") and self.sndbuf:
                 config["SSE_TEST_SNDBUF"] = self.sndbuf
             env = {**os.environ, "SSE_APP_CONFIG": json.dumps(config), "PYTHONPATH": str(ROOT)}
             if self.kind == "gevent":
                 command = [sys.executable, "-m", "tests.apps.serve_sse", str(self.port), str(self.sndbuf)]
             else:
+                worker = "gevent" if self.kind == "gunicorn-gevent" else "flask_notifications.gunicorn.GeventWorker"
                 command = [
-                    *(sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1"),
+                    *(sys.executable, "-m", "gunicorn", "-k", worker, "-w", "1"),
                     *("-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "1", "--log-level", "warning"),
                     "tests.apps.sse_app:create_app()",
                 ]
@@ -107,7 +110,7 @@ class Server:
     def worker_pid(self) -> int:
         """The pid of the process that serves the streams (gunicorn's worker)."""
         assert self.proc is not None
-        if self.kind != "gunicorn":
+        if not self.kind.startswith("gunicorn"):
             return self.proc.pid
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return int(wait_for(lambda: children.read_text().split())[0])

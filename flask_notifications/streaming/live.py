@@ -1,0 +1,178 @@
+"""The live mode of a stream: the fan-out writes each batch of events
+straight to the client's socket, one non-blocking write per stream and
+batch, while the server's greenlet for the request waits.
+
+The server hands the socket over through the WSGI environ (see
+:class:`~flask_notifications.ops.gunicorn.GeventWorker`), so the
+request stays the server's: it counts toward the server's connection
+limit, and the server writes the response's head, its first frames and its
+end, and closes the connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .green import SocketWriter
+from .stream import LEFT, NOT_PUSHED, WRITTEN, Stream
+from .wire import HEARTBEAT, Key
+
+if TYPE_CHECKING:
+    from ..event_filter import EventFilter
+    from .fanout import Fanout
+
+
+class LiveStream(Stream):
+    """A stream whose live events the fan-out writes to the client's
+    socket itself, through a :class:`~flask_notifications.streaming.green.SocketWriter`.
+
+    Its first frames and its replay go out through the server. Then
+    :meth:`follow` waits, and the fan-out writes each batch with one
+    non-blocking write (:meth:`push`) and the heartbeats (:meth:`tick`).
+    The request's greenlet wakes only for what the fan-out cannot write at
+    once, and writes it in order: the rest of a batch a full socket buffer
+    did not take, the events its filter must judge, and announcements.
+    Once the stream is closed, the greenlet returns the last frame to the
+    server, which ends the response.
+    """
+
+    __slots__ = ("writer", "_live", "_busy", "_raw", "heartbeat", "last_write")
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        hub_id: str,
+        event_filter: EventFilter | None,
+        client: str,
+        queue_size: int,
+        sock: Any = None,
+        *,
+        writer: SocketWriter,
+    ) -> None:
+        super().__init__(fanout, hub_id, event_filter, client, queue_size, sock)
+        self.writer = writer
+        self._live = False
+        #: The request's greenlet is writing: the fan-out queues behind it.
+        self._busy = False
+        #: Bytes the fan-out could not write, already framed, to go first.
+        self._raw = b""
+        self.heartbeat = 0.0
+        self.last_write = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def push(self, first: Key, last: Key, data: bytes, chunk: bytes, now: float) -> int:
+        """Write the frames of a batch of events straight to the socket,
+        without waking the stream's greenlet. What the socket's buffer does
+        not take now, the greenlet writes before anything else.
+
+        :param first: the key of the batch's first event.
+        :param last: the key of its last event.
+        :param data: the frames of its events.
+        :param chunk: ``data`` as one HTTP/1.1 chunk.
+        :param now: ``time.monotonic()``.
+        :return: :data:`~flask_notifications.streaming.stream.NOT_PUSHED`
+            when the stream cannot take the batch this way (it is not live
+            yet, has a filter, has something left to write, or the batch
+            starts at or below its floor): offer the events one by one.
+            Else :data:`~flask_notifications.streaming.stream.WRITTEN`, or
+            :data:`~flask_notifications.streaming.stream.LEFT` when the
+            socket's buffer was full and the greenlet writes the rest.
+        """
+        # Only under gevent, where nothing else runs between these checks
+        # and the write.
+        if (
+            not self._live
+            or self._busy
+            or self._raw
+            or self._queue
+            or self.closed
+            or self.event_filter is not None
+            or first <= self.floor
+        ):
+            return NOT_PUSHED
+        self.floor = last
+        return self._write_now(chunk if self.writer.chunked else data, now)
+
+    def tick(self, now: float) -> None:
+        """Write a heartbeat if the stream has been silent for its
+        heartbeat interval."""
+        if (
+            self._live
+            and not self._busy
+            and not self._raw
+            and not self._queue
+            and not self.closed
+            and now - self.last_write >= self.heartbeat
+        ):
+            self._write_now(self.writer.frame(HEARTBEAT), now)
+
+    def _write_now(self, wire: bytes, now: float) -> int:
+        try:
+            sent = self.writer.write_nowait(wire)
+        except OSError:
+            self.close()  # the client is gone
+            return WRITTEN
+        self.last_write = now
+        if sent < len(wire):
+            with self._ready:
+                self._raw = wire[sent:]
+                self._ready.notify()
+            return LEFT
+        return WRITTEN
+
+    def _evict(self) -> None:
+        if self._live:
+            # Its client does not read: end the connection now, as a
+            # queued stream's does, rather than wait to write the ending.
+            self.close()
+            self._shutdown_socket()
+        else:
+            super()._evict()
+
+    def follow(self, heartbeat: float) -> Iterator[bytes]:
+        """Wait while the fan-out writes; write what it leaves, in order.
+        Nothing is yielded: the server wrote everything yielded before, so
+        the writes to the socket from here on come after it."""
+        writer = self.writer
+        self.heartbeat = heartbeat
+        self.last_write = time.monotonic()
+        self._live = True
+        while True:
+            with self._ready:
+                if not self.closed and not self._raw and not self._queue:
+                    self._busy = False
+                    self._ready.wait(None)
+                if self.closed:
+                    break
+                self._busy = True
+                raw, self._raw = self._raw, b""
+                items, self._queue = self._queue, []
+            selected = b"".join(self.select(items))
+            try:
+                writer.write(raw + writer.frame(selected) if selected else raw)
+            except OSError:
+                # The client is gone, or the stream was closed while a
+                # frame may be half on the wire: nothing more may follow.
+                self._cut()
+                break
+            self.last_write = time.monotonic()
+        self._busy = False
+        return
+        yield  # a generator, for the server
+
+    def _cut(self) -> None:
+        self.evicted = self.ended = False
+        self.close()
+        self._shutdown_socket()
+
+    def close(self) -> None:
+        """End the stream (see :meth:`Stream.close`); a greenlet blocked
+        writing to it gets an :class:`OSError`."""
+        self._raw = b""
+        super().close()
+        self.writer.close()
