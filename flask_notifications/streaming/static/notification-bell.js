@@ -26,6 +26,7 @@ button { font: inherit; cursor: pointer; }
   width: var(--notification-bell-width, min(22rem, 90vw)); box-sizing: border-box; padding: 0.6em;
   border-radius: 0.4em; background: var(--notification-bell-panel-background, #fff);
   color: var(--notification-bell-panel-color, #1d2433); box-shadow: 0 4px 12px rgba(0, 0, 0, 0.25); }
+.panel.start { right: auto; left: 0; }
 .panel[hidden] { display: none; }
 .head { display: flex; justify-content: space-between; align-items: center; gap: 0.5em; margin-bottom: 0.4em; }
 .head h2 { font-size: 1em; margin: 0; }
@@ -41,6 +42,9 @@ li .body { display: block; font-size: 0.85em; color: var(--notification-bell-mut
 .panel button { padding: 0.15em 0.5em; border-radius: 0.3em; border: 1px solid var(--notification-bell-accent, #1d6fb8);
   background: var(--notification-bell-button-background, #fff); color: var(--notification-bell-accent, #1d6fb8); }
 .more { margin-top: 0.4em; }
+@media (max-width: 30rem) {
+  .panel { position: fixed; top: auto; left: 0.5rem; right: 0.5rem; width: auto; }
+}
 .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `;
 
@@ -64,8 +68,9 @@ export class NotificationBell extends HTMLElement {
     this.toggle = element("button", { type: "button", class: "toggle", part: "button", "aria-expanded": "false",
       "aria-controls": id });
     this.toggleText = element("span", { class: "label" });
-    this.countNode = element("span", { class: "count", part: "count", "aria-hidden": "true" }, "0");
-    this.toggle.append(this.toggleText, this.countNode);
+    this.countNode = element("span", { class: "count", part: "count" }, "0");
+    // The accessible name is the visible text and a word: "Inbox 3 unread".
+    this.toggle.append(this.toggleText, " ", this.countNode, element("span", { class: "sr" }, " unread"));
     this.status = element("span", { class: "sr", role: "status" });
     this.panel = element("div", { id, class: "panel", part: "panel", role: "region", hidden: "" });
     this.heading = element("h2", { id: id + "-title" });
@@ -133,7 +138,12 @@ export class NotificationBell extends HTMLElement {
   setOpen(open) {
     this.panel.hidden = !open;
     this.toggle.setAttribute("aria-expanded", String(open));
-    if (open) this.load(false);
+    if (!open) return;
+    // Open towards the side with room: under a bell near the left edge, it
+    // opens to the right.
+    this.panel.classList.remove("start");
+    if (this.panel.getBoundingClientRect().left < 0) this.panel.classList.add("start");
+    this.load(false);
   }
 
   showCount(unread) {
@@ -142,8 +152,7 @@ export class NotificationBell extends HTMLElement {
     this.countNode.classList.toggle("unread", this.unread > 0);
     this.toggleText.textContent = this.label;
     this.heading.textContent = this.label;
-    const spoken = this.label + ", " + this.unread + " unread";
-    this.toggle.setAttribute("aria-label", spoken);
+    const spoken = this.label + ": " + this.unread + " unread";
     if (this.status.textContent !== spoken && this.isConnected && this.loaded) this.status.textContent = spoken;
     this.dataset.unread = String(this.unread);
   }
