@@ -2,9 +2,10 @@
 by Playwright, against ``gunicorn -k gevent`` on a private Redis server that
 the tests stop and restart.
 
-Both stay open through a Redis outage with a reconnect in the middle, and
-through a replay that overruns the history: every event arrives or is
-announced by a ``gap``, and nothing arrives twice.
+Both stay open through a Redis outage with a reconnect in the middle,
+through a replay that overruns the history, a graceful restart of gunicorn
+(``SIGHUP``) and a Sentinel failover: every event arrives or is announced by
+a ``gap``, and nothing arrives twice.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import pytest
 
 from flask_notifications import Event
 from flask_notifications.backends.redis import RedisPubSub
+from flask_notifications.errors import BackendError
 
 from ..conftest import make_config
 from ..helpers import RedisServer, wait_for
-from ..sse_servers import Server
+from ..redis_topologies import MASTER_NAME, SentinelGroup
+from ..sse_servers import Gunicorn, Server
 from ..test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 pytestmark = pytest.mark.browser
@@ -182,3 +185,101 @@ def test_both_announce_what_a_replay_overrunning_the_history_lost(browser: Any, 
         assert errors == []
     finally:
         rig.close()
+
+
+def test_both_resume_across_a_graceful_restart_of_gunicorn(
+    browser: Any, tmp_path: Path, redis_url: str, unique: str, redis_client: Any
+) -> None:
+    """``SIGHUP``: new workers start, the old ones end their streams with
+    ``reconnect`` (the hooks of flask_notifications.ops.gunicorn)."""
+    config = make_config(
+        redis_url, unique, SECRET_KEY=unique, NOTIFICATIONS_SSE_RETRY=500, NOTIFICATIONS_SSE_PUBLIC=True
+    )
+    server = Gunicorn(config, tmp_path, workers=1, graceful_timeout=30)
+    publisher = RedisPubSub(url=redis_url, key_prefix=unique)
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base + "/stats")
+        page.evaluate(RECORDERS)
+        wait_for(lambda: page.evaluate("plainSource.readyState === 1 && client.state === 'open'"), timeout=30)
+
+        def publish(number: int) -> None:
+            publisher.publish(NEWS, Event(f"e{number}", "test", f"title {number}", "").to_json())
+
+        publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        before = server.worker_pids()
+        os.kill(server.proc.pid, signal.SIGHUP)
+        for number in range(2, 11):  # while the workers change
+            publish(number)
+        wait_for(lambda: server.worker_pids() and not server.worker_pids() & before, timeout=60)
+        publish(11)
+        wait_for(lambda: _both(page, "r.events.includes('e11')"), timeout=60)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            assert record["events"] == [f"e{number}" for number in range(1, 12)], (name, record)
+            assert record["gaps"] == [], (name, record)
+            assert "reconnect" in record["announced"], (name, record)  # sent on, not cut off
+        assert page.evaluate("plainSource.readyState") == 1
+        assert errors == []
+    finally:
+        publisher.close()
+        server.stop()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
+def test_both_stay_open_through_a_sentinel_failover(browser: Any, tmp_path: Path, unique: str) -> None:
+    """The master dies and a sentinel promotes the replica: both pages go on,
+    and what replication may have lost is announced, never shown twice."""
+    group = SentinelGroup()
+    group.start()
+    config = make_config(
+        group.url,
+        unique,
+        SECRET_KEY=unique,
+        NOTIFICATIONS_SSE_RETRY=500,
+        NOTIFICATIONS_SSE_PUBLIC=True,
+        NOTIFICATIONS_RECONNECT_BACKOFF_MAX=0.5,
+        CELERY_BROKER_URL=group.celery_broker_url,
+        CELERY_BROKER_TRANSPORT_OPTIONS={"master_name": MASTER_NAME},
+    )
+    server = Server("gunicorn", config, log=tmp_path / "server.log")
+    publisher = RedisPubSub(url=group.url, key_prefix=unique, reconnect_backoff_max=0.5)
+
+    def publish(number: int) -> None:
+        def accepted() -> bool:
+            try:
+                publisher.publish(NEWS, Event(f"e{number}", "test", f"title {number}", "").to_json())
+            except BackendError:
+                return False  # the failover is under way
+            return True
+
+        wait_for(accepted, timeout=60, interval=0.2)
+
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base + "/stats")
+        page.evaluate(RECORDERS)
+        wait_for(lambda: page.evaluate("plainSource.readyState === 1 && client.state === 'open'"), timeout=30)
+        publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        group.master.kill()
+        group.wait_for_failover()
+        publish(2)
+        wait_for(lambda: _both(page, "r.events.includes('e2')"), timeout=90)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            assert record["events"] == ["e1", "e2"], (name, record)
+            assert all(gap["reason"] in ("failover", "outage", "reset") for gap in record["gaps"]), (name, record)
+        assert page.evaluate("plainSource.readyState") == 1
+        assert errors == []
+    finally:
+        publisher.close()
+        server.kill()
+        group.stop()
