@@ -283,3 +283,40 @@ def test_both_stay_open_through_a_sentinel_failover(browser: Any, tmp_path: Path
         publisher.close()
         server.kill()
         group.stop()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_resume_point_survives_a_reload(
+    browser: Any, shared: bool, redis_url: str, unique: str, redis_client: Any
+) -> None:
+    """Events published while the page was away arrive when it comes back;
+    those it showed before do not come again."""
+    config = make_config(redis_url, unique, SECRET_KEY=unique, NOTIFICATIONS_SSE_PUBLIC=True)
+    server = Server("gunicorn", config)
+    publisher = RedisPubSub(url=redis_url, key_prefix=unique)
+    follow = f"""async () => {{
+      const {{ connect }} = await import("/notifications/static/notifications.js");
+      window.seen = [];
+      window.client = connect({{ hubs: ["news"], shared: {str(shared).lower()} }});
+      client.on("news", "test", (event) => seen.push(event.event_id));
+    }}"""
+    try:
+        page = browser.new_page()
+        page.goto(server.base + "/stats")
+        page.evaluate(follow)
+        wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+        publisher.publish(NEWS, Event("e1", "test", "one", "").to_json())
+        wait_for(lambda: page.evaluate("seen") == ["e1"], timeout=30)
+        page.wait_for_function("sessionStorage.length > 0")  # the resume point is saved
+        page.goto("about:blank")
+        publisher.publish(NEWS, Event("e2", "test", "two", "").to_json())
+        page.goto(server.base + "/stats")
+        page.evaluate(follow)
+        wait_for(lambda: page.evaluate("seen") == ["e2"], timeout=30)
+        assert page.evaluate("client.transport") == ("shared" if shared else "tab")
+    finally:
+        publisher.close()
+        server.kill()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
