@@ -54,9 +54,8 @@ def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Examp
             item.wait_for(timeout=30_000)
             assert tab1.locator("notification-bell li .title b").count() == 0  # text, never markup
 
-            # Another device (a browser context of its own, as tom by default;
-            # one context holds at most 6 connections per host, and each page
-            # holds 3 streams) marks everything read: both bells go to 0.
+            # Another device (a browser context of its own, as tom by default)
+            # marks everything read: both bells go to 0.
             tab2 = browser.new_context().new_page()
             tab2.on("pageerror", lambda error: errors.append(str(error)))
             tab2.goto(example.url)
