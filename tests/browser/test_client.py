@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +322,52 @@ def test_the_resume_point_survives_a_reload(
         keys = list(redis_client.scan_iter(f"{unique}*"))
         if keys:
             redis_client.delete(*keys)
+
+
+class _BadGateway(BaseHTTPRequestHandler):
+    """What a proxy answers while the application is down."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", "11")
+        self.end_headers()
+        self.wfile.write(b"Bad Gateway")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_client_reconnects_where_the_browser_gives_up(browser: Any, tmp_path: Path, unique: str) -> None:
+    """A 502 from a proxy closes a plain EventSource for good; the shipped
+    client keeps trying, with backoff, and resumes once the server is back."""
+    rig = Rig(tmp_path, unique, [])
+    try:
+        page, errors = _open_page(browser, rig)
+        rig.publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        rig.kill_server()
+
+        def bound() -> ThreadingHTTPServer | None:
+            try:  # once the killed worker's listening socket is gone
+                return ThreadingHTTPServer(("127.0.0.1", rig.server.port), _BadGateway)
+            except OSError:
+                return None
+
+        proxy = wait_for(bound, timeout=30, interval=0.1)
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: page.evaluate("plainSource.readyState") == 2, timeout=60)  # CLOSED
+            rig.publish(2)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+        rig.server.start()
+        wait_for(lambda: page.evaluate("shipped.events").count("e2") == 1, timeout=60)
+        assert page.evaluate("shipped.events") == ["e1", "e2"]
+        wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+        assert page.evaluate("plain.events") == ["e1"] and page.evaluate("plainSource.readyState") == 2
+        assert errors == []
+    finally:
+        rig.close()
