@@ -196,7 +196,9 @@ class Multiplex:
             for label, hub_id, event_filter, last_event_id in hubs:
                 stream = fanout.open(hub_id, event_filter=event_filter, last_event_id=last_event_id, **options)
                 self._streams[label] = stream
-                self.positions[label] = stream.start_id
+                # A resuming stream of a stopping process keeps the client's id.
+                ended = stream.ended and last_event_id is not None
+                self.positions[label] = last_event_id if ended and last_event_id else stream.start_id
         except BaseException:
             self.close()
             raise
