@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
-from flask_notifications import Event
+from flask_notifications import Event, Notifications
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import StreamFormatError
 from flask_notifications.streaming.multiplex import format_position, parse_position
@@ -140,3 +141,24 @@ def test_a_resume_during_an_outage_is_held_not_refused(path: str, tmp_path: Path
         publisher.close()
         server.kill()
         redis_server.remove()
+
+
+def test_a_stopping_process_sends_a_resuming_client_on_with_its_own_position() -> None:
+    app = Flask("stopping_app")
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory",
+        CELERY_BROKER_URL="memory://",
+        CELERY_TASK_ALWAYS_EAGER=True,
+        NOTIFICATIONS_SSE_BLUEPRINT=True,
+        NOTIFICATIONS_SSE_PUBLIC=True,
+    )
+    notifications = Notifications(app)
+    for label in ("news", "private"):
+        notifications.create_hub(label)
+    notifications.runtime(app).fanout.end_streams()  # a graceful stop began
+    answer = app.test_client().get(BOTH, headers={"Last-Event-ID": "news:1700000000000-5"})
+    body = answer.get_data(as_text=True)
+    # The client keeps the id it sent for news, and is told to reconnect.
+    assert body.startswith("retry: 3000\nid: news:1700000000000-5,private:0-0\nevent: hubs\n"), body
+    assert "event: reconnect\n" in body
+    notifications.get_backend(app).close()
