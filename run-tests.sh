@@ -89,6 +89,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# -- The browser tests' npm tooling (axe-core, TypeScript), from its lockfile --
+if [ "$mode" != fast ] && [ ! -d tests/browser/tooling/node_modules ]; then
+  if command -v npm >/dev/null 2>&1; then
+    log "installing the browser tests' npm tooling (npm ci)"
+    (cd tests/browser/tooling && npm ci --no-audit --no-fund --silent) || log "npm ci failed: the accessibility and declaration tests will skip"
+  else
+    log "no npm: the accessibility and declaration tests will skip (install Node.js)"
+  fi
+fi
+
 # -- Redis ---------------------------------------------------------------------
 redis_answers() {
   python - "$1" <<'PY'

@@ -8,12 +8,15 @@ Two hubs, as in the original example:
 * ``SystemHub`` takes ``system`` events sent from now on; it pushes them to
   the page and, when ``MAIL_SERVER`` is set, mails them.
 
-The page (``/``) follows both hubs over Server-Sent Events and has forms to
-send a user event and a system event. Its bell is the inbox of the user you
+The page (``/``) follows both hubs with the browser client the extension
+ships (``notifications_client_script``: one connection for every hub, shared
+by the browser's tabs) and has forms to send a user event and a system event.
+Its bell (the shipped ``<notification-bell>``) is the inbox of the user you
 view the page as (``/as/tim``; ``tom`` by default): every user event is kept
 for its recipients by an ``InboxConsumer`` (SQLite in the instance folder
 unless ``FLASK_NOTIFICATIONS_INBOX_URL`` says otherwise), and the bell's
-count follows it live, through a stream of that user's own badge events.
+count follows it live, through that user's own badge events of the Inbox
+hub, which the stream authorizer filters to them.
 
 Run it with ``./examples/run.sh``: with no configuration it uses the embedded
 default, the in-process backend with tasks run in the web process, so it
@@ -30,11 +33,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, redirect, render_template, request, send_from_directory, session, url_for
+from flask import Flask, jsonify, redirect, render_template, request, send_from_directory, session, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.serving import make_server
 
-from flask_notifications import InvalidEventError, Notifications, NotificationsError
+from flask_notifications import EventFilter, EventHub, InvalidEventError, Notifications, NotificationsError
 from flask_notifications.consumers.inbox_consumer import InboxConsumer
 from flask_notifications.consumers.log_consumer import LogConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
@@ -53,7 +56,8 @@ logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
 
 app = Flask(__name__)
 app.config.update(
-    # The SSE endpoint, GET /notifications/<hub_id>/events.
+    # The SSE endpoints, GET /notifications/<hub_id>/events and
+    # /notifications/events?hub=...&hub=..., and the browser client.
     NOTIFICATIONS_SSE_BLUEPRINT=True,
     EXAMPLE_LOG_FILE=str(Path(__file__).resolve().parent / "events.log"),
     EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
@@ -115,6 +119,15 @@ def viewer() -> str:
     return str(session.get("user", "tom"))
 
 
+@notifications.stream_authorizer
+def authorize(hub: EventHub, req: Any) -> bool | EventFilter:
+    """Anyone may read the user and system hubs; of the Inbox hub, each
+    viewer reads their own badges only."""
+    if hub.label == "Inbox":
+        return WithRecipient(viewer())
+    return True
+
+
 # Mail only when an SMTP server is configured: a mail consumer without one
 # would fail on every event and fill the dead letters.
 if app.config.get("MAIL_SERVER"):
@@ -135,16 +148,8 @@ EVENT_TYPES = ["user", "system"]
 
 @app.get("/")
 def index() -> str:
-    streams = [
-        {"label": hub.label, "hub_id": hub.hub_id, "url": url_for("notifications.events", hub_id=hub.hub_id)}
-        for hub in (user_hub, system_hub)
-    ]
     return render_template(
-        "index.html",
-        streams=streams,
-        event_types=EVENT_TYPES,
-        user=viewer(),
-        inbox={"api": url_for("notifications_inbox.list_notifications"), "events": url_for("inbox_events")},
+        "index.html", hubs=[user_hub.label, system_hub.label], event_types=EVENT_TYPES, user=viewer()
     )
 
 
@@ -153,12 +158,6 @@ def view_as(user: str) -> ResponseReturnValue:
     """View the page as ``user`` (whose bell it shows)."""
     session["user"] = user[:100]
     return redirect(url_for("index"))
-
-
-@app.get("/inbox/events")
-def inbox_events() -> Response:
-    """The viewer's badge events: their unread count, whenever it changes."""
-    return notifications.flask_sse_notifier(inbox_hub.hub_id, event_filter=WithRecipient(viewer()))
 
 
 @app.get("/favicon.ico")

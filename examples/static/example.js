@@ -1,11 +1,13 @@
-// Follows every hub's SSE stream and lists the notifications as they arrive.
+// The page's glue: it lists the notifications that the shipped client
+// (window.notifications, set by notifications_client_script()) delivers,
+// and sends the forms. The client handles the protocol: one connection for
+// every hub and tab, resuming, gaps, outages and duplicates.
 // Event text is only ever set with textContent, never parsed as HTML.
-"use strict";
 
 const config = JSON.parse(document.getElementById("config").textContent);
+const client = window.notifications;
 const tbody = document.getElementById("events");
 const empty = document.getElementById("empty");
-const seen = new Set();
 
 function addRow(cells, classes) {
   const row = document.createElement("tr");
@@ -30,21 +32,12 @@ function mark(text, kind) {
   addRow([["time", clock(new Date())], ["text", text, 4]], "marker " + kind);
 }
 
-function showEvent(stream, message) {
-  let event;
-  try {
-    event = JSON.parse(message.data);
-  } catch (error) {
-    return;
-  }
-  const key = stream.label + " " + event.event_id;
-  if (seen.has(key)) return;  // replayed after a reconnect, already shown
-  seen.add(key);
+function showEvent(event, info) {
   const stamp = new Date(event.timestamp);
   const row = addRow(
     [
       ["time", isNaN(stamp) ? String(event.timestamp) : clock(stamp)],
-      ["hub", stream.label],
+      ["hub", info.hub],
       ["type", String(event.event_type)],
       ["title", String(event.title)],
       ["body", String(event.body)],
@@ -52,66 +45,38 @@ function showEvent(stream, message) {
     "event new " + String(event.event_type).replace(/[^\w-]/g, ""),
   );
   row.dataset.eventId = String(event.event_id);
-  row.dataset.sseId = message.lastEventId;
+  row.dataset.sseId = info.id;
 }
 
-function setState(stream, state) {
-  stream.badge.dataset.state = state;
-  stream.badge.textContent = state === "open" ? "live" : state;
-}
+client.on("*", "*", (data, info) => {
+  if (info.hub !== null && !config.hubs.includes(info.hub)) return; // the bell's hub
+  if (info.type === "gap") {
+    mark("Some " + info.hub + " notifications were missed while disconnected.", "gap");
+  } else if (info.type === "backend-down") {
+    mark("The server cannot reach its backend; waiting for it.", "lost");
+  } else if (info.type === "backend-up") {
+    mark("The server reaches its backend again.", "reconnected");
+  } else if (config.eventTypes.includes(info.type)) {
+    showEvent(data, info);
+  }
+});
 
-function connect(stream) {
-  // The browser resends the last id it saw (Last-Event-ID) when it
-  // reconnects by itself; a fresh EventSource carries it in the query.
-  const url = new URL(stream.url, location.href);
-  if (stream.lastId) url.searchParams.set("last_event_id", stream.lastId);
-  const source = new EventSource(url);
-  stream.source = source;
-
-  const onEvent = (message) => {
-    if (message.lastEventId) stream.lastId = message.lastEventId;
-    showEvent(stream, message);
-  };
-  for (const type of config.eventTypes.concat(["message"])) source.addEventListener(type, onEvent);
-
-  source.addEventListener("gap", () => {
-    mark("Some " + stream.label + " notifications were missed while disconnected.", "gap");
-  });
-  // The server's backend (Redis) stopped answering, or answers again.
-  source.addEventListener("backend-down", () => {
-    setState(stream, "paused");
-    mark("The " + stream.label + " server cannot reach its backend; waiting for it.", "lost");
-  });
-  source.addEventListener("backend-up", () => {
-    setState(stream, "open");
-    mark("The " + stream.label + " server reaches its backend again.", "reconnected");
-  });
-  source.onopen = () => {
-    if (stream.lost) {
-      mark("Reconnected to " + stream.label + (stream.lastId ? " (resuming after " + stream.lastId + ")" : ""),
-           "reconnected");
-    }
-    stream.lost = false;
-    setState(stream, "open");
-  };
-  source.onerror = () => {
-    if (!stream.lost && stream.badge.dataset.state === "open") {
-      stream.lost = true;
-      mark("Connection to " + stream.label + " lost; reconnecting…", "lost");
-    }
-    if (source.readyState === EventSource.CLOSED) {
-      // The browser gave up (e.g. a non-200 answer): try again ourselves.
-      setState(stream, "closed");
-      setTimeout(() => connect(stream), 3000);
-    } else {
-      setState(stream, "reconnecting");
-    }
-  };
-}
-
-for (const item of document.querySelectorAll("#streams .stream")) {
-  connect({ label: item.dataset.label, url: item.dataset.url, badge: item.querySelector(".state"), lastId: "" });
-}
+let lost = false;
+let previous = "connecting";
+client.onstate((state) => {
+  for (const badge of document.querySelectorAll("#streams .state")) {
+    badge.dataset.state = state;
+    badge.textContent = state === "open" ? "live" : state;
+  }
+  if (state === "reconnecting" && previous === "open" && !lost) {
+    lost = true;
+    mark("Connection lost; reconnecting…", "lost");
+  } else if (state === "open" && lost) {
+    lost = false;
+    mark("Reconnected.", "reconnected");
+  }
+  previous = state;
+});
 
 for (const form of document.querySelectorAll("form")) {
   form.addEventListener("submit", async (submit) => {

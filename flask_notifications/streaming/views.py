@@ -1,6 +1,9 @@
 """The HTTP side of the streams: the ``text/event-stream`` response, and the
 opt-in blueprint that serves ``GET <prefix>/<hub>/events``, where ``<hub>``
-is a hub's id (``event-hub-<label>``) or its label."""
+is a hub's id (``event-hub-<label>``) or its label, ``GET
+<prefix>/events?hub=a&hub=b`` (several hubs on one connection, see
+:mod:`~flask_notifications.streaming.multiplex`), and the browser client
+(``<prefix>/static/notifications.js``, see :mod:`~flask_notifications.streaming.client`)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from werkzeug.exceptions import (
     Forbidden,
     HTTPException,
     NotFound,
-    ServiceUnavailable,
     TooManyRequests,
 )
 
@@ -24,11 +26,14 @@ from ..errors import BackendError, HubError, StreamFormatError, TooManyStreamsEr
 from ..event_filter import EventFilter
 from ..event_hub import HUB_ID_PREFIX, EventHub
 from ..state import runtime as current_runtime
+from .client import client_script, client_url
 from .green import ENVIRON_KEY, SocketWriter, under_gevent
+from .held import HeldBody, Opened
+from .multiplex import multiplexed_response
 from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Callable, Generator, Iterator
 
     from ..state import Runtime
     from .stream import Stream
@@ -36,7 +41,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: The blueprint registered when ``NOTIFICATIONS_SSE_BLUEPRINT`` is true.
-blueprint = Blueprint("notifications", __name__)
+blueprint = Blueprint(
+    "notifications", __name__, static_folder="static", static_url_path="/static", template_folder="templates"
+)
+blueprint.add_app_template_global(client_script, "notifications_client_script")
+blueprint.add_app_template_global(client_url, "notifications_client_url")
 
 _warned_unpatched = False
 #: The runtimes whose open streams were already warned about.
@@ -51,6 +60,17 @@ def events(hub_id: str) -> Response:
     if not runtime.has_authorizer and not current_app.config["NOTIFICATIONS_SSE_PUBLIC"]:
         _warn_public(runtime)
     return stream_response(runtime, hub_id)
+
+
+@blueprint.route("/events")
+def multiplexed_events() -> Response:
+    """Stream the events of every hub named by a ``hub`` query parameter
+    (``?hub=a&hub=b``) on one connection, each hub through the
+    :meth:`~flask_notifications.Notifications.stream_authorizer`."""
+    runtime = current_runtime()
+    if not runtime.has_authorizer and not current_app.config["NOTIFICATIONS_SSE_PUBLIC"]:
+        _warn_public(runtime)
+    return multiplexed_response(runtime, request.args.getlist("hub"))
 
 
 @blueprint.errorhandler(HTTPException)
@@ -182,10 +202,14 @@ def stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | N
       empty value means no id. An id newer than any of the hub's gets a
       ``gap`` event and the stream starts from the newest;
     - a client address with ``NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT``
-      open streams in this process is ``429 Too Many Requests``;
-    - a backend that cannot be read is ``503 Service Unavailable``.
+      open streams in this process is ``429 Too Many Requests``, with
+      ``Retry-After``.
 
-    Both error answers that may pass carry ``Retry-After``. A client that
+    A backend that cannot be read (down, or failing over) is no refusal: a
+    browser's ``EventSource`` would give up for good on a ``503``. The
+    stream answers ``200`` with ``retry:`` and ``backend-down``, and is held
+    open until the backend answers (see
+    :class:`~flask_notifications.streaming.held.HeldBody`). A client that
     sends ``Accept: application/json`` to the blueprint gets the refusals as
     JSON: ``{"error": ..., "status": ..., "message": ...}``. Each refusal
     sends :data:`~flask_notifications.signals.stream_refused`.
@@ -216,31 +240,48 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
         raise BadRequest(str(exc)) from None
     _warn_if_gevent_unpatched()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
+    heartbeat = float(config["NOTIFICATIONS_SSE_HEARTBEAT"])
     sock = _client_socket(request.environ)
+    fd = _client_fd(request.environ, sock)
     writer = _socket_writer(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
+    options = {
+        "event_filter": event_filter,
+        "last_event_id": last_event_id,
+        "client": request.remote_addr or "",
+        "max_per_client": config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
+        "queue_size": config["NOTIFICATIONS_SSE_QUEUE_SIZE"],
+        "sock": sock,
+        "writer": writer,
+    }
+
+    def _opened(stream: Stream) -> _Body:
+        if fd is not None:
+            stream.watch_hangup(fd)
+        return _Body(stream, stream.frames(retry=retry_ms, heartbeat=heartbeat))
+
+    def _open() -> Opened:
+        stream = runtime.fanout.open(hub.hub_id, **options)
+        return iter(_opened(stream)), stream.response_closed
+
     try:
-        stream = runtime.fanout.open(
-            hub.hub_id,
-            event_filter=event_filter,
-            last_event_id=last_event_id,
-            client=request.remote_addr or "",
-            max_per_client=config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
-            queue_size=config["NOTIFICATIONS_SSE_QUEUE_SIZE"],
-            sock=sock,
-            writer=writer,
-        )
+        stream = runtime.fanout.open(hub.hub_id, **options)
     except TooManyStreamsError as exc:
         raise TooManyRequests(str(exc), retry_after=max(1, retry_ms // 1000)) from None
     except BackendError as exc:
-        logger.warning("Refused a stream of hub %r: %s", hub.hub_id, exc)
-        raise ServiceUnavailable(
-            "The notifications backend cannot be reached; try again shortly.", retry_after=max(1, retry_ms // 1000)
-        ) from None
-    fd = _client_fd(request.environ, sock)
-    if fd is not None:
-        stream.watch_hangup(fd)
+        logger.warning("Holding a stream of hub %r until the backend answers: %s", hub.hub_id, exc)
+        return _held_response(runtime, _open, retry_ms)
+    return _event_stream(_opened(stream), stream.response_closed)
+
+
+def _held_response(runtime: Runtime, opener: Callable[[], Opened], retry_ms: int) -> Response:
+    """A ``200`` that holds a stream the backend could not open yet."""
+    body = HeldBody(opener, retry=retry_ms, backend_down=lambda: bool(runtime.fanout.stats()["backend_down"]))
+    return _event_stream(body, body.close)
+
+
+def _event_stream(body: Any, on_close: Callable[[], None]) -> Response:
     response = Response(
-        _Body(stream, stream.frames(retry=retry_ms, heartbeat=float(config["NOTIFICATIONS_SSE_HEARTBEAT"]))),
+        body,
         status=200,
         content_type="text/event-stream; charset=utf-8",
         # The server iterates the frames itself, without werkzeug's
@@ -249,5 +290,5 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     )
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
-    response.call_on_close(stream.response_closed)
+    response.call_on_close(on_close)
     return response

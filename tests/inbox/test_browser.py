@@ -47,32 +47,31 @@ def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Examp
             tab1 = tom.new_page()
             tab1.on("pageerror", lambda error: errors.append(str(error)))
             tab1.goto(example.url)
-            count = tab1.locator("#bell-count")
-            tab1.locator("#bell-count[data-state=open]").wait_for(timeout=30_000)
+            count = tab1.locator("notification-bell .count")
+            tab1.locator("notification-bell .count[data-state=open]").wait_for(timeout=30_000)
             assert tab1.locator("#viewer").text_content() == "tom"
             assert count.text_content() == "0"
 
             # The form sends a user event to tom and tim: tom's bell counts it, live.
             tab1.fill("#user-form input[name=title]", "For <b>Tom</b> and Tim")
             tab1.click("#user-form button")
-            tab1.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
-            tab1.click("#bell-button")
-            item = tab1.locator("#inbox-list li.unread .title", has_text="For <b>Tom</b> and Tim")
+            tab1.locator("notification-bell .count.unread", has_text="1").wait_for(timeout=30_000)
+            tab1.click("notification-bell .toggle")
+            item = tab1.locator("notification-bell li.unread .title", has_text="For <b>Tom</b> and Tim")
             item.wait_for(timeout=30_000)
-            assert tab1.locator("#inbox-list li .title b").count() == 0  # text, never markup
+            assert tab1.locator("notification-bell li .title b").count() == 0  # text, never markup
 
-            # Another device (a browser context of its own, as tom by default;
-            # one context holds at most 6 connections per host, and each page
-            # holds 3 streams) marks everything read: both bells go to 0.
+            # Another device (a browser context of its own, as tom by default)
+            # marks everything read: both bells go to 0.
             tab2 = browser.new_context().new_page()
             tab2.on("pageerror", lambda error: errors.append(str(error)))
             tab2.goto(example.url)
-            tab2.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
-            tab2.click("#bell-button")
-            tab2.click("#mark-all-read")
-            tab2.locator("#bell-count:not(.unread)", has_text="0").wait_for(timeout=30_000)
-            tab1.locator("#bell-count:not(.unread)", has_text="0").wait_for(timeout=30_000)
-            tab1.locator("#inbox-list li.read .title", has_text="For <b>Tom</b> and Tim").wait_for(timeout=30_000)
+            tab2.locator("notification-bell .count.unread", has_text="1").wait_for(timeout=30_000)
+            tab2.click("notification-bell .toggle")
+            tab2.click("notification-bell .mark-all")
+            tab2.locator("notification-bell .count:not(.unread)", has_text="0").wait_for(timeout=30_000)
+            tab1.locator("notification-bell .count:not(.unread)", has_text="0").wait_for(timeout=30_000)
+            tab1.locator("notification-bell li.read .title", has_text="For <b>Tom</b> and Tim").wait_for(timeout=30_000)
 
             ARTIFACTS.mkdir(exist_ok=True)
             tab1.screenshot(path=str(ARTIFACTS / "example-bell.png"), full_page=True)
@@ -82,7 +81,7 @@ def test_the_bell_counts_live_and_mark_all_read_reaches_every_tab(example: Examp
             tim.on("pageerror", lambda error: errors.append(str(error)))
             tim.goto(example.url + "as/tim")
             assert tim.locator("#viewer").text_content() == "tim"
-            tim.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            tim.locator("notification-bell .count.unread", has_text="1").wait_for(timeout=30_000)
             assert errors == []
         finally:
             browser.close()
@@ -109,14 +108,14 @@ def test_the_bell_drops_a_badge_older_than_the_one_it_shows(example: Example, re
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(example.url)
-            page.locator("#bell-count[data-state=open]").wait_for(timeout=30_000)
+            page.locator("notification-bell .count[data-state=open]").wait_for(timeout=30_000)
             page.fill("#user-form input[name=title]", "Versioned")
             page.click("#user-form button")
-            page.locator("#bell-count.unread", has_text="1").wait_for(timeout=30_000)
+            page.locator("notification-bell .count.unread", has_text="1").wait_for(timeout=30_000)
             page.evaluate(
                 """() => {
                   window.shownCounts = [];
-                  const count = document.getElementById("bell-count");
+                  const count = document.querySelector("notification-bell").shadowRoot.querySelector(".count");
                   new MutationObserver(() => window.shownCounts.push(count.textContent))
                     .observe(count, {childList: true, characterData: true, subtree: true});
                 }"""

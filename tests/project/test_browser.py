@@ -170,13 +170,6 @@ def test_the_page_shows_events_live_and_after_a_server_restart(example: Example,
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            resumed: list[str] = []
-
-            def on_request(request: Any) -> None:
-                if request.url.endswith("/events") or "/events?" in request.url:
-                    resumed.append(request.all_headers().get("last-event-id", ""))
-
-            page.on("request", on_request)
             page.goto(example.url)
             live = page.locator("#streams .state[data-state=open]")
             live.nth(1).wait_for(timeout=30_000)
@@ -216,14 +209,14 @@ def test_the_page_shows_events_live_and_after_a_server_restart(example: Example,
             assert live.count() == 0
 
             # ...and the page gets them once the restarted server answers.
-            del resumed[:]
             example.start_server()
             for title in ("While away 1", "While away 2", "Missed you"):
                 page.locator("tr.event td.title", has_text=title).wait_for(timeout=60_000)
             live.nth(1).wait_for(timeout=30_000)
             assert page.locator("tr.marker.reconnected").count() >= 1
-            # The browser reconnected by itself, sending the last id it saw.
-            assert any(resumed), resumed
+            # Events sent while the server was down came: the client resumed
+            # from the last id it saw (its stream runs in a SharedWorker,
+            # whose requests the page does not see).
             shown = titles()
             assert shown.count("While away 1") == shown.count("While away 2") == 1
             assert shown.count("Deploy <b>tonight</b>") == 1, "an event seen before the restart was shown again"

@@ -31,6 +31,7 @@ def test_every_config_key_is_documented_with_its_default() -> None:
         "config",
         "consumers",
         "inbox",
+        "client",
         "api",
         "signals",
         "cli",

@@ -101,11 +101,14 @@ def test_the_page_links_both_streams(client: FlaskClient) -> None:
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    for hub_id in ("event-hub-UserHub", "event-hub-SystemHub"):
-        assert f'data-url="/notifications/{hub_id}/events"' in html
-    script = client.get("/static/example.js")
-    assert script.status_code == 200
-    script.close()
+    # The shipped client, on the one stream of both hubs.
+    assert 'from "/notifications/static/notifications.js"' in html
+    assert '"url": "/notifications/events", "hubs": ["UserHub", "SystemHub"]' in html
+    assert '<notification-bell hub="Inbox" api="/inbox/"' in html
+    for path in ("/static/example.js", "/notifications/static/notifications.js"):
+        script = client.get(path)
+        assert script.status_code == 200
+        script.close()
     assert "innerHTML" not in (ROOT / "examples" / "static" / "example.js").read_text()
 
 

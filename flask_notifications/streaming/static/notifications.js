@@ -1,0 +1,373 @@
+// Flask-Notifications browser client: an ES module with no dependencies.
+// docs/client.rst describes it. The same file is the script of the
+// SharedWorker through which the tabs of a browser share one connection.
+
+const PREFIX = "event-hub-";
+const TYPES = ["message", "hubs", "gap", "backend-down", "backend-up", "reconnect"];
+const SEEN = 2000; // event ids remembered, to drop duplicates
+const RECENT = 200; // events a shared connection keeps for a tab that reloads
+
+const label = (hub) => (String(hub).startsWith(PREFIX) ? String(hub).slice(PREFIX.length) : String(hub));
+
+/** Compare two message ids ("1700000000000-0"): <0, 0 or >0. */
+export function compareIds(a, b) {
+  const [a1, a2] = String(a).split("-").map(BigInt);
+  const [b1, b2] = String(b).split("-").map(BigInt);
+  return a1 === b1 ? (a2 === b2 ? 0 : a2 < b2 ? -1 : 1) : a1 < b1 ? -1 : 1;
+}
+
+/** The position of each hub in a multiplexed event id ("news:1-0,private:2-0"). */
+export function parseEventId(id) {
+  const positions = new Map();
+  for (const part of String(id || "").split(",")) {
+    const at = part.indexOf(":");
+    if (at > 0) positions.set(decodeURIComponent(part.slice(0, at)), part.slice(at + 1));
+  }
+  return positions;
+}
+
+/** The multiplexed event id of a position by hub. */
+export function formatEventId(positions) {
+  return [...positions].map(([hub, id]) => encodeURIComponent(hub) + ":" + id).join(",");
+}
+
+/** One EventSource to the multiplexed stream, with its own reconnect where
+ * the browser's gives up, and the duplicates and stale badges dropped. */
+class Connection {
+  constructor(url, sink, withCredentials) {
+    this.url = url;
+    this.sink = sink;
+    this.withCredentials = !!withCredentials;
+    this.hubs = [];
+    this.positions = new Map();
+    this.seen = new Set();
+    this.badges = new Map();
+    this.failures = 0;
+    this.down = false;
+    this.state = "connecting";
+    this.source = null;
+    this.timer = 0;
+    this.online = () => this.source || this.hubs.length === 0 || this.open();
+    globalThis.addEventListener?.("online", this.online);
+  }
+
+  setHubs(hubs, positions) {
+    for (const [hub, id] of positions || []) if (!this.positions.has(hub)) this.positions.set(hub, id);
+    const grown = hubs.some((hub) => !this.hubs.includes(hub));
+    this.hubs = [...new Set([...this.hubs, ...hubs])];
+    if (grown) this.open();
+  }
+
+  lastEventId() {
+    return formatEventId([...this.positions].filter(([hub]) => this.hubs.includes(hub)));
+  }
+
+  setState(state) {
+    if (state === this.state) return;
+    this.state = state;
+    this.sink({ kind: "state", state });
+  }
+
+  open() {
+    clearTimeout(this.timer);
+    this.source?.close();
+    const url = new URL(this.url, globalThis.location.href);
+    for (const hub of this.hubs) url.searchParams.append("hub", hub);
+    const id = this.lastEventId();
+    if (id) url.searchParams.set("last_event_id", id);
+    const source = (this.source = new EventSource(url, { withCredentials: this.withCredentials }));
+    this.setState(this.failures ? "reconnecting" : "connecting");
+    source.onopen = () => {
+      this.failures = 0;
+      this.setState(this.down ? "paused" : "open");
+    };
+    source.onerror = () => {
+      if (source !== this.source) return;
+      if (source.readyState === EventSource.CLOSED) {
+        // The browser gave up (an answer that is not 200, or not an event
+        // stream): try again ourselves, with backoff and full jitter.
+        source.close();
+        this.source = null;
+        const delay = 250 + Math.random() * Math.min(30000, 1000 * 2 ** this.failures++);
+        this.timer = setTimeout(() => this.open(), delay);
+      }
+      this.setState("reconnecting");
+    };
+    for (const type of TYPES) {
+      source.addEventListener(type, (message) => source === this.source && this.receive(type, message));
+    }
+  }
+
+  receive(type, message) {
+    let data;
+    try {
+      data = JSON.parse(message.data);
+    } catch {
+      return;
+    }
+    if (message.lastEventId) {
+      for (const [hub, id] of parseEventId(message.lastEventId)) this.positions.set(hub, id);
+    }
+    const base = { kind: "event", hub: null, type, id: null, data, lastEventId: message.lastEventId };
+    if (type === "message") {
+      const key = data.hub + " " + data.id;
+      if (this.seen.has(key)) return;
+      this.seen.add(key);
+      if (this.seen.size > SEEN) this.seen.delete(this.seen.values().next().value);
+      const event = data.event;
+      const eventType = typeof event?.event_type === "string" ? event.event_type : data.type;
+      if (eventType === "inbox.badge" && typeof event.version === "number") {
+        // Two processes may publish two changes out of order: only a newer
+        // version than the one shown counts.
+        const who = data.hub + " " + (event.recipients || []).join(",");
+        if (event.version <= (this.badges.get(who) ?? -Infinity)) return;
+        this.badges.set(who, event.version);
+      }
+      this.sink({ ...base, hub: data.hub, type: eventType, id: data.id, data: event });
+    } else if (type === "hubs") {
+      this.sink({ ...base, kind: "position" });
+    } else if (type === "gap") {
+      this.sink({ ...base, hub: data.hub });
+    } else {
+      if (type === "backend-down" || type === "backend-up") {
+        this.down = type === "backend-down";
+        this.setState(this.down ? "paused" : "open");
+      }
+      this.sink(base);
+    }
+  }
+
+  close() {
+    clearTimeout(this.timer);
+    this.source?.close();
+    this.source = null;
+    globalThis.removeEventListener?.("online", this.online);
+    this.setState("closed");
+  }
+}
+
+// -- the SharedWorker ---------------------------------------------------------
+
+if (typeof SharedWorkerGlobalScope !== "undefined" && globalThis instanceof SharedWorkerGlobalScope) {
+  const ports = new Map(); // port -> the hubs its tab follows
+  const recent = [];
+  let connection = null;
+  const broadcast = (message) => {
+    if (message.kind === "event" && message.hub !== null) {
+      recent.push(message);
+      if (recent.length > RECENT) recent.shift();
+    }
+    for (const [port, hubs] of ports) {
+      if (message.hub == null || hubs.has(message.hub)) port.postMessage(message);
+    }
+  };
+  globalThis.onconnect = (connect) => {
+    const port = connect.ports[0];
+    port.onmessage = ({ data }) => {
+      if (data.op === "subscribe") {
+        connection ??= new Connection(data.url, broadcast, data.withCredentials);
+        const hubs = new Set(data.hubs);
+        ports.set(port, hubs);
+        port.postMessage({ kind: "state", state: connection.state, transport: "shared" });
+        // What this tab missed while it reloaded, if this connection has it.
+        const since = new Map(data.positions || []);
+        for (const message of recent) {
+          const after = since.get(message.hub);
+          if (hubs.has(message.hub) && after && message.id && compareIds(message.id, after) > 0) {
+            port.postMessage(message);
+          }
+        }
+        connection.setHubs([...new Set([...ports.values()].flatMap((set) => [...set]))], since);
+      } else if (data.op === "leave") {
+        ports.delete(port);
+        if (ports.size === 0 && connection) {
+          connection.close();
+          connection = null;
+          recent.length = 0;
+        }
+      }
+    };
+  };
+}
+
+// -- the page -----------------------------------------------------------------
+
+const channels = new Map();
+
+/** The connection of a page to one stream URL: shared with the other tabs
+ * through a SharedWorker where there is one, else of this tab alone. */
+class Channel {
+  constructor(url, options) {
+    this.url = url;
+    this.options = options;
+    this.hubs = new Set();
+    this.clients = new Set();
+    this.state = "connecting";
+    this.transport = "tab";
+    const kind = options.storage === undefined ? "session" : options.storage;
+    this.storage = kind ? globalThis[kind + "Storage"] : null;
+    this.storageKey = "flask-notifications " + url + " " + (options.scope || "");
+    this.positions = new Map(this.load());
+    this.port = null;
+    this.connection = null;
+    this.saving = 0;
+    if (options.shared !== false && typeof SharedWorker === "function") {
+      try {
+        const name = "flask-notifications " + url + " " + (options.scope || "");
+        const worker = new SharedWorker(import.meta.url, { type: "module", name });
+        worker.onerror = () => this.local();
+        this.port = worker.port;
+        this.port.onmessage = ({ data }) => this.deliver(data);
+        this.transport = "shared";
+        globalThis.addEventListener("pagehide", () => this.port?.postMessage({ op: "leave" }));
+        globalThis.addEventListener("pageshow", (event) => event.persisted && this.resubscribe());
+      } catch {
+        this.port = null;
+      }
+    }
+    if (!this.port) this.local();
+  }
+
+  load() {
+    try {
+      return JSON.parse(this.storage?.getItem(this.storageKey) || "[]");
+    } catch {
+      return [];
+    }
+  }
+
+  local() {
+    if (this.connection) return;
+    this.port?.close();
+    this.port = null;
+    this.transport = "tab";
+    this.connection = new Connection(this.url, (message) => this.deliver(message), this.options.withCredentials);
+    if (this.hubs.size) this.connection.setHubs([...this.hubs], this.positions);
+  }
+
+  addHubs(hubs) {
+    const before = this.hubs.size;
+    for (const hub of hubs) this.hubs.add(label(hub));
+    if (this.hubs.size !== before) this.resubscribe();
+  }
+
+  resubscribe() {
+    if (this.connection) return this.connection.setHubs([...this.hubs], this.positions);
+    this.port?.postMessage({
+      op: "subscribe",
+      url: this.url,
+      hubs: [...this.hubs],
+      positions: [...this.positions],
+      withCredentials: !!this.options.withCredentials,
+    });
+  }
+
+  deliver(message) {
+    if (message.kind === "state") {
+      this.state = message.state;
+      for (const client of this.clients) client._state(message.state, this.transport);
+      return;
+    }
+    if (message.lastEventId) {
+      for (const [hub, id] of parseEventId(message.lastEventId)) this.positions.set(hub, id);
+      if (this.storage && !this.saving) {
+        this.saving = setTimeout(() => {
+          this.saving = 0;
+          try {
+            this.storage.setItem(this.storageKey, JSON.stringify([...this.positions]));
+          } catch {
+            // Full or refused storage: the resume point lives for this page only.
+          }
+        }, 200);
+      }
+    }
+    if (message.kind === "event") for (const client of this.clients) client._dispatch(message);
+  }
+}
+
+/** What connect() returns: callbacks by hub and event type. */
+class Client {
+  constructor(channel) {
+    this.channel = channel;
+    this.handlers = [];
+    this.stateHandlers = [];
+  }
+
+  /** The connection's state: "connecting", "open", "reconnecting", "paused"
+   * (the server cannot read its backend) or "closed". */
+  get state() {
+    return this.channel.state;
+  }
+
+  /** "shared" (one connection for every tab) or "tab". */
+  get transport() {
+    return this.channel.transport;
+  }
+
+  /** Follow more hubs, on the same connection. */
+  subscribe(...hubs) {
+    this.channel.addHubs(hubs.flat());
+    return this;
+  }
+
+  /** Call callback(data, info) for events of type `type` ("*": any) of hub
+   * `hub` ("*": any). Returns a function that removes it. */
+  on(hub, type, callback) {
+    const handler = { hub: hub === "*" ? "*" : label(hub), type, callback };
+    this.handlers.push(handler);
+    if (handler.hub !== "*") this.subscribe(handler.hub);
+    return () => {
+      this.handlers = this.handlers.filter((item) => item !== handler);
+    };
+  }
+
+  /** Call callback(state, transport) now and whenever the state changes. */
+  onstate(callback) {
+    this.stateHandlers.push(callback);
+    callback(this.state, this.transport);
+    return () => {
+      this.stateHandlers = this.stateHandlers.filter((item) => item !== callback);
+    };
+  }
+
+  _state(state, transport) {
+    for (const callback of this.stateHandlers) callback(state, transport);
+  }
+
+  _dispatch(message) {
+    const info = { hub: message.hub, type: message.type, id: message.id, lastEventId: message.lastEventId };
+    for (const { hub, type, callback } of this.handlers) {
+      const hubMatches = hub === "*" || message.hub === null || hub === message.hub;
+      if (hubMatches && (type === "*" || type === message.type)) {
+        try {
+          callback(message.data, info);
+        } catch (error) {
+          setTimeout(() => {
+            throw error;
+          });
+        }
+      }
+    }
+  }
+
+  /** Stop calling this client's callbacks. */
+  close() {
+    this.handlers = [];
+    this.stateHandlers = [];
+    this.channel.clients.delete(this);
+  }
+}
+
+/** Connect to the multiplexed stream of `options.hubs` (labels or ids).
+ * Every call with the same `url` and `scope` in a page shares one
+ * connection, and so do the tabs of a browser where SharedWorker exists. */
+export function connect(options = {}) {
+  const url = new URL(options.url || "/notifications/events", globalThis.location.href).href;
+  const key = url + " " + (options.scope || "");
+  let channel = channels.get(key);
+  if (!channel) channels.set(key, (channel = new Channel(url, options)));
+  const client = new Client(channel);
+  channel.clients.add(client);
+  client.subscribe(options.hubs || []);
+  return client;
+}

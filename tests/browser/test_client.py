@@ -1,0 +1,371 @@
+"""The shipped browser client and a plain ``EventSource`` in Chromium, driven
+by Playwright, against ``gunicorn -k gevent`` on a private Redis server that
+the tests stop and restart.
+
+Both stay open through a Redis outage with a reconnect in the middle,
+through a replay that overruns the history, a graceful restart of gunicorn
+(``SIGHUP``) and a Sentinel failover: every event arrives or is announced by
+a ``gap``, and nothing arrives twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_notifications import Event
+from flask_notifications.backends.redis import RedisPubSub
+from flask_notifications.errors import BackendError
+from tests.helpers import RedisServer, make_config, wait_for
+from tests.helpers.redis_servers import MASTER_NAME, SentinelGroup
+from tests.helpers.web_servers import Gunicorn, Server
+from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.subprocess]
+
+NEWS = "event-hub-news"
+
+#: Follows hub "news" twice in the page: with a plain EventSource on the
+#: hub's own stream, and with the shipped client on the multiplexed one.
+RECORDERS = """async () => {
+  const record = () => ({ events: [], announced: [], gaps: [] });
+  window.plain = record();
+  const source = (window.plainSource = new EventSource("/notifications/event-hub-news/events"));
+  source.addEventListener("test", (m) => plain.events.push(JSON.parse(m.data).event_id));
+  for (const type of ["gap", "backend-down", "backend-up", "reconnect"]) {
+    source.addEventListener(type, (m) => {
+      plain.announced.push(type);
+      if (type === "gap") plain.gaps.push(JSON.parse(m.data));
+    });
+  }
+  const { connect } = await import("/notifications/static/notifications.js");
+  window.shipped = record();
+  window.client = connect({ hubs: ["news"] });
+  client.on("news", "*", (data, info) => {
+    if (info.type === "test") shipped.events.push(data.event_id);
+    else shipped.announced.push(info.type);
+    if (info.type === "gap") shipped.gaps.push(data);
+  });
+}"""
+
+
+class Rig:
+    """A private Redis, the SSE test app under gunicorn on it, and a page."""
+
+    def __init__(self, tmp_path: Path, unique: str, redis_args: list[str], **config: Any) -> None:
+        (tmp_path / "redis").mkdir()
+        self.redis = RedisServer(tmp_path / "redis", persistent=True, args=redis_args)
+        self.redis.start()
+        settings = make_config(
+            self.redis.url, unique, SECRET_KEY=unique, NOTIFICATIONS_SSE_RETRY=500, NOTIFICATIONS_SSE_PUBLIC=True
+        )
+        settings.update(config)
+        self.server = Server("gunicorn", settings, log=tmp_path / "server.log")
+        # Publishes as a worker of the app would: trimming its history the same way.
+        self.publisher = RedisPubSub(
+            url=self.redis.url, key_prefix=unique, history_size=settings.get("NOTIFICATIONS_HISTORY_SIZE", 1000)
+        )
+        self.ids: dict[str, str] = {}
+
+    def publish(self, *numbers: int) -> None:
+        for number in numbers:
+            message = self.publisher.publish(NEWS, Event(f"e{number}", "test", f"title {number}", "").to_json())
+            self.ids[f"e{number}"] = message.id
+
+    def kill_server(self) -> None:
+        """SIGKILL gunicorn's master and worker, as a crash would."""
+        worker = self.server.worker_pid()
+        self.server.kill()
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        self.publisher.close()
+        if self.server.proc is not None:
+            self.kill_server()
+        self.redis.remove()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    sync_playwright = _require_browser()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _open_page(browser: Any, rig: Rig) -> tuple[Any, list[str]]:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(rig.server.base + "/stats")  # any page of the origin
+    page.evaluate(RECORDERS)
+    wait_for(lambda: page.evaluate("plainSource.readyState === 1 && client.state === 'open'"), timeout=30)
+    return page, errors
+
+
+def _both(page: Any, expression: str) -> bool:
+    return bool(page.evaluate(f"[plain, shipped].every((r) => {expression})"))
+
+
+def test_both_stay_open_through_a_redis_outage_with_a_reconnect_in_it(
+    browser: Any, tmp_path: Path, unique: str
+) -> None:
+    rig = Rig(tmp_path, unique, [])
+    try:
+        page, errors = _open_page(browser, rig)
+        rig.publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+
+        # The server crashes; an event is published meanwhile; then Redis
+        # goes away too, and the server comes back while it is away: the
+        # browsers' reconnects, with Last-Event-ID, land in the outage.
+        rig.kill_server()
+        rig.publish(2)
+        rig.redis.kill()
+        rig.server.start()
+        wait_for(lambda: _both(page, "r.announced.includes('backend-down')"), timeout=60)
+        # Answered 200: the plain EventSource is open, not closed for good.
+        assert page.evaluate("plainSource.readyState") == 1
+        assert page.evaluate("client.state") == "paused"
+
+        rig.redis.start()
+        rig.publish(3)
+        wait_for(lambda: _both(page, "r.events.includes('e3')"), timeout=60)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            assert record["events"] == ["e1", "e2", "e3"], (name, record)
+            assert record["gaps"] == [], (name, record)
+            assert "backend-up" in record["announced"], (name, record)
+        assert page.evaluate("plainSource.readyState") == 1
+        wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+        assert errors == []
+    finally:
+        rig.close()
+
+
+def test_both_announce_what_a_replay_overrunning_the_history_lost(browser: Any, tmp_path: Path, unique: str) -> None:
+    # Small stream nodes, so that MAXLEN ~ trims close to the history size.
+    rig = Rig(tmp_path, unique, ["--stream-node-max-entries", "4"], NOTIFICATIONS_HISTORY_SIZE=5)
+    try:
+        page, errors = _open_page(browser, rig)
+        rig.publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        rig.kill_server()
+        rig.publish(*range(2, 41))  # far more than the history holds
+        kept = [message.id for message in rig.publisher.history(NEWS, None).messages]
+        assert rig.ids["e2"] not in kept
+        rig.server.start()
+        wait_for(lambda: _both(page, "r.events.includes('e40')"), timeout=60)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            events = record["events"]
+            assert len(events) == len(set(events)), (name, events)  # nothing twice
+            [gap] = record["gaps"]
+            assert gap["reason"] == "trimmed" and gap["last_event_id"] == rig.ids["e1"], (name, gap)
+            # Every event arrived, or came after the last one received and
+            # before the oldest the history still held: the gap said so.
+            oldest = tuple(map(int, gap["oldest_id"].split("-")))
+            for number in range(1, 41):
+                position = tuple(map(int, rig.ids[f"e{number}"].split("-")))
+                assert f"e{number}" in events or position < oldest, (name, number, record)
+            assert events[0] == "e1" and events[-1] == "e40"
+        assert errors == []
+    finally:
+        rig.close()
+
+
+def test_both_resume_across_a_graceful_restart_of_gunicorn(
+    browser: Any, tmp_path: Path, redis_url: str, unique: str, redis_client: Any
+) -> None:
+    """``SIGHUP``: new workers start, the old ones end their streams with
+    ``reconnect`` (the hooks of flask_notifications.ops.gunicorn)."""
+    config = make_config(
+        redis_url, unique, SECRET_KEY=unique, NOTIFICATIONS_SSE_RETRY=500, NOTIFICATIONS_SSE_PUBLIC=True
+    )
+    server = Gunicorn(config, tmp_path, workers=1, graceful_timeout=30)
+    publisher = RedisPubSub(url=redis_url, key_prefix=unique)
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base + "/stats")
+        page.evaluate(RECORDERS)
+        wait_for(lambda: page.evaluate("plainSource.readyState === 1 && client.state === 'open'"), timeout=30)
+
+        def publish(number: int) -> None:
+            publisher.publish(NEWS, Event(f"e{number}", "test", f"title {number}", "").to_json())
+
+        publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        before = server.worker_pids()
+        os.kill(server.proc.pid, signal.SIGHUP)
+        for number in range(2, 11):  # while the workers change
+            publish(number)
+        wait_for(lambda: server.worker_pids() and not server.worker_pids() & before, timeout=60)
+        publish(11)
+        wait_for(lambda: _both(page, "r.events.includes('e11')"), timeout=60)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            assert record["events"] == [f"e{number}" for number in range(1, 12)], (name, record)
+            assert record["gaps"] == [], (name, record)
+            assert "reconnect" in record["announced"], (name, record)  # sent on, not cut off
+        assert page.evaluate("plainSource.readyState") == 1
+        assert errors == []
+    finally:
+        publisher.close()
+        server.stop()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
+def test_both_stay_open_through_a_sentinel_failover(browser: Any, tmp_path: Path, unique: str) -> None:
+    """The master dies and a sentinel promotes the replica: both pages go on,
+    and what replication may have lost is announced, never shown twice."""
+    group = SentinelGroup()
+    group.start()
+    config = make_config(
+        group.url,
+        unique,
+        SECRET_KEY=unique,
+        NOTIFICATIONS_SSE_RETRY=500,
+        NOTIFICATIONS_SSE_PUBLIC=True,
+        NOTIFICATIONS_RECONNECT_BACKOFF_MAX=0.5,
+        CELERY_BROKER_URL=group.celery_broker_url,
+        CELERY_BROKER_TRANSPORT_OPTIONS={"master_name": MASTER_NAME},
+    )
+    server = Server("gunicorn", config, log=tmp_path / "server.log")
+    publisher = RedisPubSub(url=group.url, key_prefix=unique, reconnect_backoff_max=0.5)
+
+    def publish(number: int) -> None:
+        def accepted() -> bool:
+            try:
+                publisher.publish(NEWS, Event(f"e{number}", "test", f"title {number}", "").to_json())
+            except BackendError:
+                return False  # the failover is under way
+            return True
+
+        wait_for(accepted, timeout=60, interval=0.2)
+
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.base + "/stats")
+        page.evaluate(RECORDERS)
+        wait_for(lambda: page.evaluate("plainSource.readyState === 1 && client.state === 'open'"), timeout=30)
+        publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        group.master.kill()
+        group.wait_for_failover()
+        publish(2)
+        wait_for(lambda: _both(page, "r.events.includes('e2')"), timeout=90)
+        for name in ("plain", "shipped"):
+            record = page.evaluate(name)
+            assert record["events"] == ["e1", "e2"], (name, record)
+            assert all(gap["reason"] in ("failover", "outage", "reset") for gap in record["gaps"]), (name, record)
+        assert page.evaluate("plainSource.readyState") == 1
+        assert errors == []
+    finally:
+        publisher.close()
+        server.kill()
+        group.stop()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_the_resume_point_survives_a_reload(
+    browser: Any, shared: bool, redis_url: str, unique: str, redis_client: Any
+) -> None:
+    """Events published while the page was away arrive when it comes back;
+    those it showed before do not come again."""
+    config = make_config(redis_url, unique, SECRET_KEY=unique, NOTIFICATIONS_SSE_PUBLIC=True)
+    server = Server("gunicorn", config)
+    publisher = RedisPubSub(url=redis_url, key_prefix=unique)
+    follow = f"""async () => {{
+      const {{ connect }} = await import("/notifications/static/notifications.js");
+      window.seen = [];
+      window.client = connect({{ hubs: ["news"], shared: {str(shared).lower()} }});
+      client.on("news", "test", (event) => seen.push(event.event_id));
+    }}"""
+    try:
+        page = browser.new_page()
+        page.goto(server.base + "/stats")
+        page.evaluate(follow)
+        wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+        publisher.publish(NEWS, Event("e1", "test", "one", "").to_json())
+        wait_for(lambda: page.evaluate("seen") == ["e1"], timeout=30)
+        page.wait_for_function("sessionStorage.length > 0")  # the resume point is saved
+        page.goto("about:blank")
+        publisher.publish(NEWS, Event("e2", "test", "two", "").to_json())
+        page.goto(server.base + "/stats")
+        page.evaluate(follow)
+        wait_for(lambda: page.evaluate("seen") == ["e2"], timeout=30)
+        assert page.evaluate("client.transport") == ("shared" if shared else "tab")
+    finally:
+        publisher.close()
+        server.kill()
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
+class _BadGateway(BaseHTTPRequestHandler):
+    """What a proxy answers while the application is down."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", "11")
+        self.end_headers()
+        self.wfile.write(b"Bad Gateway")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_client_reconnects_where_the_browser_gives_up(browser: Any, tmp_path: Path, unique: str) -> None:
+    """A 502 from a proxy closes a plain EventSource for good; the shipped
+    client keeps trying, with backoff, and resumes once the server is back."""
+    rig = Rig(tmp_path, unique, [])
+    try:
+        page, errors = _open_page(browser, rig)
+        rig.publish(1)
+        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        rig.kill_server()
+
+        def bound() -> ThreadingHTTPServer | None:
+            try:  # once the killed worker's listening socket is gone
+                return ThreadingHTTPServer(("127.0.0.1", rig.server.port), _BadGateway)
+            except OSError:
+                return None
+
+        proxy = wait_for(bound, timeout=30, interval=0.1)
+        thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: page.evaluate("plainSource.readyState") == 2, timeout=60)  # CLOSED
+            rig.publish(2)
+        finally:
+            proxy.shutdown()
+            proxy.server_close()
+        rig.server.start()
+        wait_for(lambda: page.evaluate("shipped.events").count("e2") == 1, timeout=60)
+        assert page.evaluate("shipped.events") == ["e1", "e2"]
+        wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+        assert page.evaluate("plain.events") == ["e1"] and page.evaluate("plainSource.readyState") == 2
+        assert errors == []
+    finally:
+        rig.close()
