@@ -8,6 +8,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import missing
 
 HERE = Path(__file__).resolve().parent
@@ -15,6 +17,7 @@ TSC = HERE / "tooling" / "node_modules" / ".bin" / "tsc"
 STATIC = HERE.parent.parent / "flask_notifications" / "streaming" / "static"
 
 
+@pytest.mark.subprocess
 def test_a_typescript_page_type_checks_against_the_declarations(tmp_path: Path) -> None:
     if not TSC.exists():
         missing("TypeScript is not installed: run 'npm ci' in tests/browser/tooling")
