@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..database import create_tables, engine_for
 from ..errors import (
     BackendError,
     InboxDataError,
@@ -69,64 +69,9 @@ class _Store:
     owns_engine: bool
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-    # WAL lets the web process read while a worker writes; the busy timeout
-    # makes a writer wait for the lock instead of failing at once.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     """The engine of ``app``'s inbox and whether the inbox created it."""
-    configured = app.config.get("NOTIFICATIONS_INBOX_URL")
-    if isinstance(configured, sa.Engine):
-        return configured, False
-    if not configured and "sqlalchemy" in app.extensions:
-        engine: sa.Engine = app.extensions["sqlalchemy"].engine
-        return engine, False
-    if not configured:
-        os.makedirs(app.instance_path, exist_ok=True)
-        configured = "sqlite:///" + os.path.join(app.instance_path, "notifications_inbox.sqlite3")
-    engine = sa.create_engine(configured, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine, True
-
-
-#: Times :func:`_create_tables` looks again after another process's
-#: ``CREATE`` beat its own.
-_CREATE_ATTEMPTS = 5
-
-
-def _create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
-    """Create ``tables`` (and their indexes) that do not exist, safely when
-    several processes do it at once, as the workers of ``gunicorn -w 4``
-    booting together do.
-
-    On PostgreSQL a transaction-scoped advisory lock makes the processes take
-    turns, and the DDL is transactional. Elsewhere (SQLite, whose DDL takes
-    the database's write lock) a ``CREATE`` that loses the race to another
-    process fails with "already exists": the tables are then looked up again,
-    and the creation repeated for whatever is still missing.
-    """
-    for attempt in range(_CREATE_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    key = sum(ord(c) for c in tables[0].name) + 0x6E6F7469  # "noti"
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-                for table in tables:
-                    table.create(conn, checkfirst=True)
-            return
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            # Another process created a table between our check and our
-            # CREATE; a real failure (no database, no rights) repeats.
-            if attempt == _CREATE_ATTEMPTS - 1:
-                raise
-            if all(sa.inspect(engine).has_table(t.name, schema=t.schema) for t in tables):
-                return
+    return engine_for(app, app.config.get("NOTIFICATIONS_INBOX_URL"), "notifications_inbox.sqlite3")
 
 
 def _ids(ids: Iterable[int | str]) -> list[int]:
@@ -240,7 +185,7 @@ class Inbox:
         does)."""
         store = self._store()
         with _database_errors(store.table.name):
-            _create_tables(store.engine, (store.table, store.versions))
+            create_tables(store.engine, (store.table, store.versions))
 
     def drop_all(self) -> None:
         """Drop the inbox tables, and every notification in them."""
