@@ -44,10 +44,16 @@ def engine_for(app: Flask, configured: object, sqlite_file: str) -> tuple[sa.Eng
     if not configured:
         os.makedirs(app.instance_path, exist_ok=True)
         configured = "sqlite:///" + os.path.join(app.instance_path, sqlite_file)
-    engine = sa.create_engine(str(configured), pool_pre_ping=True)
+    return create_engine(str(configured)), True
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine on ``url``; SQLite gets WAL and a busy timeout, so that
+    several processes share the file."""
+    engine = sa.create_engine(url, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-    return engine, True
+    return engine
 
 
 def create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:

@@ -184,10 +184,13 @@ LEDGER_METHODS = (
 )
 
 
+_REQUIRED = ("claim", "extend", "complete", "release", "add_dead_letter", "dead_letters", "remove_dead_letter")
+
+
 def keeps_claims(backend: object) -> bool:
     """Whether ``backend`` is a transport written before the ledger was split
     off, which still implements the claims and dead letters itself."""
-    return all(callable(getattr(backend, name, None)) for name in LEDGER_METHODS[:7])
+    return all(callable(getattr(backend, name, None)) for name in _REQUIRED)
 
 
 class BackendLedger(Ledger):
