@@ -34,10 +34,10 @@ from kombu.connection import Connection
 from flask_notifications import Notifications, signals
 from flask_notifications.backends.amqp import AmqpPubSub
 from flask_notifications.backends.base import Claim, Message
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError, BrokerUnavailableError, SendInProgressError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
+from flask_notifications.ledger.memory import MemoryLedger
 from flask_notifications.worker import dead_letters
 from flask_notifications.worker.messages import enqueue_delivery
 
@@ -311,7 +311,7 @@ def test_amqp_default_ledger_keeps_an_idempotency_key_for_its_window(
 
 
 def test_in_process_ledger_never_evicts_a_held_claim() -> None:
-    ledger = MemoryPubSub(ledger_size=3)
+    ledger = MemoryLedger(ledger_size=3)
     assert ledger.claim("d1:hub:consumer", "run-1", 300) is Claim.ACQUIRED
     for n in range(3):  # three other deliveries run meanwhile in this worker
         key = f"d{n + 2}:hub:consumer"
@@ -406,7 +406,7 @@ def test_amqp_subscription_delivers_events_after_its_stream_is_recreated(
     amqp_url: str,  # noqa: F811
     unique: str,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=MemoryPubSub(), reconnect_backoff=0.05)
+    backend = AmqpPubSub(amqp_url, key_prefix=unique, reconnect_backoff=0.05)
     sub = backend.subscribe()
     try:
         sub.add("hub")
@@ -452,7 +452,7 @@ def test_amqp_publish_to_a_deleted_stream_is_kept_or_raises(
     amqp_url: str,  # noqa: F811
     unique: str,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=MemoryPubSub())
+    backend = AmqpPubSub(amqp_url, key_prefix=unique)
     try:
         backend.publish("hub", "before")
         _delete_stream(amqp_url, f"{unique}.hub.hub")  # to change its arguments, say

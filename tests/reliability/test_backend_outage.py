@@ -18,9 +18,9 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
-from flask_notifications.backends.base import Claim
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError
+from flask_notifications.ledger.base import Claim
+from flask_notifications.ledger.memory import MemoryLedger
 
 from ..conftest import WorkerFactory, make_config
 from ..helpers import wait_for
@@ -28,7 +28,7 @@ from ..helpers import wait_for
 pytestmark = pytest.mark.reliability
 
 
-class FlakyBackend(MemoryPubSub):
+class FlakyBackend(MemoryLedger):
     """Raises BackendError on the next ``failures[name]`` calls of ``name``."""
 
     def __init__(self) -> None:
@@ -65,7 +65,11 @@ def flaky() -> FlakyBackend:
 @pytest.fixture
 def app(redis_url: str, unique: str, flaky: FlakyBackend, redis_client: redis.Redis[bytes]) -> Iterator[Flask]:
     app = Flask("outage_app")
-    app.config.update(make_config(redis_url, unique, NOTIFICATIONS_BACKEND=flaky, NOTIFICATIONS_MAX_RETRIES=0))
+    app.config.update(
+        make_config(
+            redis_url, unique, NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_LEDGER=flaky, NOTIFICATIONS_MAX_RETRIES=0
+        )
+    )
     yield app
     keys = list(redis_client.scan_iter(f"{unique}*"))
     if keys:
