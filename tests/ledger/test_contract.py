@@ -375,3 +375,19 @@ def test_build_ledger_with_an_instance(tmp_path: Path) -> None:
     app = _app(tmp_path, NOTIFICATIONS_LEDGER=mine)
     backend: Backend = MemoryPubSub()
     assert build_ledger(app, backend) is mine
+
+
+def test_the_amqp_backend_takes_the_flask_sqlalchemy_engine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from flask_sqlalchemy import SQLAlchemy
+
+    caplog.set_level(logging.WARNING)
+    app = _app(tmp_path, NOTIFICATIONS_BACKEND="amqp", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}")
+    db = SQLAlchemy(app)
+    ledger = Notifications(app).get_ledger(app)
+    with app.app_context():
+        assert isinstance(ledger, SqlLedger) and ledger.engine is db.engine
+    assert ledger.claim("k", "t", 30) is Claim.ACQUIRED
+    ledger.close()  # the engine is Flask-SQLAlchemy's: still usable
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT holder FROM notifications_claims")).scalar() == "t"
+    assert "in-process" not in caplog.text
