@@ -29,10 +29,20 @@ DEFAULTS: dict[str, Any] = {
     # AMQP server of the AMQP backend; falls back to the Celery broker URL
     # when that is an AMQP URL.
     "NOTIFICATIONS_AMQP_URL": None,
-    # Redis URL where the AMQP backend keeps idempotency claims and dead
-    # letters, shared by every process; None keeps them in the memory of each
-    # process (a warning is logged), as RabbitMQ has no place for them.
+    # The older name of NOTIFICATIONS_LEDGER_URL (a Redis URL for the AMQP
+    # backend's claims and dead letters); honoured when that is unset.
     "NOTIFICATIONS_AMQP_LEDGER_URL": None,
+    # The ledger, where claims, idempotency keys and dead letters are kept:
+    # a class, an instance, an alias (redis, sql, memory) or a dotted path.
+    # None chooses: NOTIFICATIONS_LEDGER_URL's kind if set, else the Redis
+    # backend's server, the memory backend's process, and for the AMQP
+    # backend the application's database (NOTIFICATIONS_INBOX_URL or
+    # Flask-SQLAlchemy), else each process's memory (a warning is logged).
+    "NOTIFICATIONS_LEDGER": None,
+    # Where the ledger is kept: a Redis URL (the Redis ledger), or a
+    # SQLAlchemy URL or Engine (the SQL ledger, PostgreSQL or SQLite). None:
+    # see NOTIFICATIONS_LEDGER.
+    "NOTIFICATIONS_LEDGER_URL": None,
     # Bytes RabbitMQ keeps in each hub's stream queue (AMQP backend).
     "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
@@ -65,8 +75,7 @@ DEFAULTS: dict[str, Any] = {
     # unacked_restore_interval), at least 6 hours (tasks.idempotency_ttl); a
     # message left unacknowledged longer than this may repeat its effect.
     "NOTIFICATIONS_IDEMPOTENCY_TTL": None,
-    # Completed consumer records an in-process ledger (memory backend, AMQP
-    # backend without NOTIFICATIONS_AMQP_LEDGER_URL) keeps; the least recently
+    # Completed consumer records the in-process memory ledger keeps; the least recently
     # written go first. Held claims and idempotency_key records are never
     # evicted before they expire.
     "NOTIFICATIONS_LEDGER_SIZE": 10000,

@@ -19,6 +19,7 @@ from .errors import HubError
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
+from .ledger.base import Ledger, build_ledger
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
@@ -83,7 +84,8 @@ class Notifications:
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         warn_unsafe_serializers(celery)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
-        self._states[app] = Runtime(self, app, celery, backend)
+        ledger = build_ledger(app, backend, broker)
+        self._states[app] = Runtime(self, app, celery, backend, ledger)
         app.extensions["notifications"] = self
         bind(celery, app)
         for hub in self._hubs.values():
@@ -154,6 +156,17 @@ class Notifications:
         """The Celery app of the current application (or, outside an
         application context, of the one application it is set up on)."""
         return self.get_celery()
+
+    def get_ledger(self, app: Flask | None = None) -> Ledger:
+        """The ledger (claims, idempotency keys, dead letters) of ``app``,
+        or of the current application."""
+        return self.runtime(app).ledger
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger of the current application (or, outside an
+        application context, of the one application it is set up on)."""
+        return self.get_ledger()
 
     @property
     def backend(self) -> Backend:
@@ -241,12 +254,12 @@ class Notifications:
             send with the key is still enqueueing, this one waits for it (up
             to ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds): it is then a
             duplicate, or, if that send failed, sent. Keys are shared by the
-            processes of a shared backend (Redis) only.
+            processes that share a ledger (Redis or SQL) only.
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
-        :raises BackendError: ``idempotency_key`` was given and the backend
+        :raises BackendError: ``idempotency_key`` was given and the ledger
             cannot be reached; nothing was enqueued.
         :raises SendInProgressError: another send with ``idempotency_key``
             is still in progress after that wait; nothing was enqueued.
@@ -373,7 +386,7 @@ class Notifications:
     # -- dead letters ---------------------------------------------------------
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """The failed deliveries kept by the backend, oldest first."""
+        """The failed deliveries kept by the ledger, oldest first."""
         return self.runtime().dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from flask import Flask
 from kombu.exceptions import OperationalError
 
 from . import signals
-from .backends.base import Backend, Claim
 from .errors import BackendError, BrokerUnavailableError, InvalidEventError, NotificationsError, SendInProgressError
 from .event import Event
+from .ledger.base import Claim, Ledger
 from .worker.claims import claim_or_wait, held
 from .worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK, dispatch_expires, new_delivery_id, sent_key
 
@@ -74,12 +74,12 @@ def send(
         send with the key is still enqueueing, this one waits for it (up
         to ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds): it is then a
         duplicate, or, if that send failed, sent. Keys are shared by the
-        processes of a shared backend (Redis) only.
+        processes that share a ledger (Redis or SQL) only.
     :raises InvalidEventError: the event is malformed or too large;
         nothing was enqueued.
     :raises BrokerUnavailableError: the broker cannot be reached; nothing
         was enqueued.
-    :raises BackendError: ``idempotency_key`` was given and the backend
+    :raises BackendError: ``idempotency_key`` was given and the ledger
         cannot be reached; nothing was enqueued.
     :raises SendInProgressError: another send with ``idempotency_key``
         is still in progress after that wait; nothing was enqueued.
@@ -117,7 +117,7 @@ def _send(
     if key is not None:
         # Held briefly while this call enqueues; recorded as sent for the
         # whole window only once the dispatch message is on the broker.
-        claimed = claim_or_wait(state.backend, key, delivery_id, hold, wait=hold + 0.1)
+        claimed = claim_or_wait(state.ledger, key, delivery_id, hold, wait=hold + 0.1)
         if claimed is Claim.DONE:
             logger.info(
                 "Not sending event %s: idempotency key %r was sent already.", event["event_id"], idempotency_key
@@ -130,7 +130,7 @@ def _send(
                 idempotency_key or "",
             )
     task_id = None
-    with held(state.backend, key or "", delivery_id, hold, needed=key is not None):
+    with held(state.ledger, key or "", delivery_id, hold, needed=key is not None):
         try:
             matched = [hub for hub in ext.hubs.values() if hub.matches(event)]
             targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
@@ -145,10 +145,10 @@ def _send(
                 )
         except BaseException:
             if key is not None:
-                _release_key(state.backend, key, delivery_id)
+                _release_key(state.ledger, key, delivery_id)
             raise
     if key is not None:
-        _record_sent(state.backend, key, delivery_id, float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]))
+        _record_sent(state.ledger, key, delivery_id, float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]))
     for hub in matched:
         signals.hub_matched.send(app, event=event, hub=hub)
     hub_ids = tuple(hub.hub_id for hub in matched)
@@ -271,18 +271,18 @@ def coerce_event(event: object) -> Event:
     raise InvalidEventError(f"send() takes an Event, a dict or a JSON string, not {type(event).__name__}.")
 
 
-def _release_key(backend: Backend, key: str, token: str) -> None:
+def _release_key(ledger: Ledger, key: str, token: str) -> None:
     try:
-        backend.release(key, token)
+        ledger.release(key, token)
     except BackendError as exc:
         # The hold expires on its own within NOTIFICATIONS_SEND_CLAIM_TIMEOUT.
         logger.warning("Could not free the idempotency key %s (%s); it frees itself shortly.", key, exc)
 
 
-def _record_sent(backend: Backend, key: str, token: str, window: float) -> None:
+def _record_sent(ledger: Ledger, key: str, token: str, window: float) -> None:
     """Record the key as sent for ``window`` seconds, after its enqueue."""
     try:
-        recorded = backend.complete(key, token, window)
+        recorded = ledger.complete(key, token, window)
     except BackendError as exc:
         recorded = False
         logger.warning("The event of idempotency key %s was sent, but its record failed: %s", key, exc)

@@ -24,6 +24,7 @@ from . import signals
 from .backends.base import Backend
 from .errors import BrokerUnavailableError
 from .event_filter import EventFilter
+from .ledger.base import Ledger
 from .streaming.fanout import Fanout
 from .worker import dead_letters
 
@@ -76,7 +77,7 @@ def runtime(app: Flask | None = None) -> Runtime:
 
 class Runtime:
     """What the extension holds for one application: its Celery app, its
-    backend, the fan-out of its streams in this process, its stream
+    backend (the transport), its ledger, the fan-out of its streams in this process, its stream
     authorization and its dead letters. The views, the Celery tasks and the
     CLI are handed this object (:meth:`Notifications.runtime`), as
     Flask-SQLAlchemy hands out ``db.engines`` and ``db.session``.
@@ -84,15 +85,17 @@ class Runtime:
     :param extension: the :class:`Notifications` it belongs to.
     :param app: the application.
     :param celery: the application's Celery app.
-    :param backend: the application's backend.
+    :param backend: the application's backend: the transport of its events.
+    :param ledger: the application's ledger: its claims and dead letters.
     """
 
-    def __init__(self, extension: Notifications, app: Flask, celery: Celery, backend: Backend) -> None:
+    def __init__(self, extension: Notifications, app: Flask, celery: Celery, backend: Backend, ledger: Ledger) -> None:
         self.extension = extension
         # Weak: the extension keys its runtimes by application, weakly.
         self._app = weakref.ref(app)
         self.celery = celery
         self.backend = backend
+        self.ledger = ledger
         self._fanout: Fanout | None = None
         self._fanout_lock = threading.Lock()
 
@@ -162,18 +165,18 @@ class Runtime:
         )
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """The failed deliveries kept by the backend, oldest first. Dead
-        letters parked on the broker while the backend was unreachable are
-        moved to the backend first (if the broker answers)."""
+        """The failed deliveries kept by the ledger, oldest first. Dead
+        letters parked on the broker while the ledger was unreachable are
+        moved to the ledger first (if the broker answers)."""
         try:
-            dead_letters.adopt(self.app, self.celery, self.backend)
+            dead_letters.adopt(self.app, self.celery, self.ledger)
         except BrokerUnavailableError as exc:
-            logger.warning("%s; listing the dead letters the backend keeps.", exc)
-        return self.backend.dead_letters()
+            logger.warning("%s; listing the dead letters the ledger keeps.", exc)
+        return self.ledger.dead_letters()
 
     def retry_dead_letter(self, letter_id: str) -> dict[str, Any]:
         """See :meth:`Notifications.retry_dead_letter`."""
-        return dead_letters.retry(self.celery, self.backend, letter_id)
+        return dead_letters.retry(self.celery, self.ledger, letter_id)
 
     def __repr__(self) -> str:
         app = self._app()

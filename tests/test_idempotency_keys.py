@@ -20,10 +20,10 @@ from flask import Flask
 
 from flask_notifications import Notifications
 from flask_notifications.backends.base import Claim
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BrokerUnavailableError, SendInProgressError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
+from flask_notifications.ledger.memory import MemoryLedger
 from tests.helpers import ROOT, free_port, make_config, wait_for
 
 FAULT_APP = "tests.apps.fault_app"
@@ -158,7 +158,7 @@ def test_amqp_default_ledger_keeps_an_idempotency_key_for_its_window(
 
 
 def test_in_process_ledger_never_evicts_a_held_claim() -> None:
-    ledger = MemoryPubSub(ledger_size=3)
+    ledger = MemoryLedger(ledger_size=3)
     assert ledger.claim("d1:hub:consumer", "run-1", 300) is Claim.ACQUIRED
     for n in range(3):  # three other deliveries run meanwhile in this worker
         key = f"d{n + 2}:hub:consumer"

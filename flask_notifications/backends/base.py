@@ -1,9 +1,9 @@
 """The pub/sub backend interface, and how a backend is chosen.
 
-A backend carries events from the workers (:class:`PushConsumer`) to the
-processes that serve SSE streams. It also keeps what must be shared between
-processes: the replay history of every hub, the idempotency records of
-consumers, and the dead letters.
+A backend is the transport: it carries events from the workers
+(:class:`PushConsumer`) to the processes that serve SSE streams, and keeps
+the replay history of every hub. Claims, idempotency keys and dead letters
+are the ledger's (:mod:`flask_notifications.ledger`).
 
 Message ids are strings of the form ``"<int>-<int>"`` that grow strictly within
 a channel, as Redis stream ids do, so that a client's ``Last-Event-ID`` can be
@@ -12,15 +12,33 @@ compared with the history.
 
 from __future__ import annotations
 
-import enum
-import importlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigurationError
+from ..ledger.base import SEND_KEY_PREFIX, Claim
+from ..resolve import resolve
+
+if TYPE_CHECKING:
+    from ..ledger.base import Ledger
+
+__all__ = [
+    "ALIASES",
+    "SEND_KEY_PREFIX",
+    "Backend",
+    "Claim",
+    "History",
+    "Lost",
+    "Message",
+    "MessageIds",
+    "Subscription",
+    "build_backend",
+    "parse_id",
+    "resolve_backend",
+]
 
 #: Aliases accepted wherever a backend is named.
 ALIASES: dict[str, str] = {
@@ -110,23 +128,6 @@ class Lost:
     channel: str
     after_id: str
     reason: str
-
-
-#: Prefix of the claim keys that record a caller's own sends
-#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
-#: ledger bounded by size never evicts them before they expire.
-SEND_KEY_PREFIX = "send:"
-
-
-class Claim(enum.Enum):
-    """Outcome of :meth:`Backend.claim`."""
-
-    #: The caller holds the claim and must ``complete`` or ``release`` it.
-    ACQUIRED = "acquired"
-    #: The work was done already; skip it.
-    DONE = "done"
-    #: Another owner holds an unexpired claim; try again later.
-    BUSY = "busy"
 
 
 class Subscription(ABC):
@@ -234,80 +235,15 @@ class Backend(ABC):
         messages = self.history(channel, None).messages
         return messages[-1].id if messages else None
 
-    # -- idempotency ----------------------------------------------------------
-    #
-    # A claim is owned: whoever takes it passes a ``token`` of its own (a
-    # random string), and only that token may extend, complete or release
-    # it, so an owner that outlived its claim cannot undo the next owner's.
+    def own_ledger(self, config: Mapping[str, Any]) -> Ledger | None:
+        """The ledger that goes with this transport when none is configured
+        (``NOTIFICATIONS_LEDGER`` and ``NOTIFICATIONS_LEDGER_URL`` unset):
+        the Redis backend's server, the memory backend's process. ``None``
+        lets :func:`~flask_notifications.ledger.base.build_ledger` choose.
 
-    @abstractmethod
-    def claim(self, key: str, token: str, timeout: float) -> Claim:
-        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
-
-        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
-            :attr:`Claim.DONE` if the work was recorded as done, or
-            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        :param config: the application's config, defaults applied.
         """
-
-    @abstractmethod
-    def extend(self, key: str, token: str, timeout: float) -> bool:
-        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
-
-        :return: ``False`` if ``token`` no longer holds the claim.
-        """
-
-    @abstractmethod
-    def complete(self, key: str, token: str, ttl: float) -> bool:
-        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
-        claim or nobody does (it expired and nobody took it since).
-
-        :return: ``False`` if another token holds the claim; nothing changes.
-        """
-
-    @abstractmethod
-    def release(self, key: str, token: str) -> bool:
-        """Give up ``token``'s claim, so the work may be tried again.
-
-        :return: ``False`` if ``token`` did not hold it; nothing changes.
-        """
-
-    # -- dead letters ---------------------------------------------------------
-
-    @abstractmethod
-    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
-        """Keep a failed delivery; return the id it is kept under."""
-
-    @abstractmethod
-    def dead_letters(self) -> list[dict[str, Any]]:
-        """Every kept dead letter, oldest first, each with its ``id``."""
-
-    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
-        """The dead letter ``letter_id``, or ``None``; it stays kept."""
-        for letter in self.dead_letters():
-            if letter["id"] == letter_id:
-                return letter
         return None
-
-    @abstractmethod
-    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
-        """Remove and return a dead letter, or ``None`` if there is none."""
-
-    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
-        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
-        ``expected`` now (``""`` for a letter never retried), in one atomic
-        step. A letter's state is listed with it, as its ``retry`` field.
-
-        :return: the state after the call (``state``, or the one that did
-            not match), or ``None`` if there is no such letter.
-        :raises NotImplementedError: the backend keeps no such state; a
-            retry then enqueues the letter and removes it, without a mark.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
-
-    def dead_letter_count(self) -> int:
-        """How many dead letters are kept. Backends that can count without
-        reading them all override it."""
-        return len(self.dead_letters())
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -329,29 +265,17 @@ def resolve_backend(spec: object) -> type[Backend] | Backend:
     :raises ConfigurationError: nothing importable is named, or it is not a
         backend. The message lists the valid choices.
     """
-    if isinstance(spec, Backend) or (isinstance(spec, type) and issubclass(spec, Backend)):
-        return spec
-    choices = ", ".join(sorted(ALIASES)) + ", or a dotted path to a Backend subclass"
-    if not isinstance(spec, str) or not spec:
-        raise ConfigurationError(f"Unknown notifications backend {spec!r}; use {choices}.")
-    path = ALIASES.get(spec.lower(), spec)
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigurationError(f"Unknown notifications backend {spec!r} ({exc}); use {choices}.") from exc
-    if isinstance(found, type) and not issubclass(found, Backend) and _is_01_backend(found):
+    return resolve(spec, Backend, ALIASES, "backend", explain=_explain)  # type: ignore[type-abstract]
+
+
+def _explain(spec: str, found: object) -> None:
+    if isinstance(found, type) and _is_01_backend(found):
         missing = ", ".join(sorted(Backend.__abstractmethods__))
         raise ConfigurationError(
             f"{spec!r} is a Flask-Notifications 0.1 backend (publish, subscribe, listen). Port it: subclass "
             f"flask_notifications.backends.base.Backend and implement {missing}, as docs/migrating.rst "
             "shows, or use the 'redis', 'memory' or 'amqp' backend."
         )
-    if not (isinstance(found, type) and issubclass(found, Backend)):
-        raise ConfigurationError(f"{spec!r} is not a Backend subclass; use {choices}.")
-    return found
 
 
 def _is_01_backend(cls: type) -> bool:

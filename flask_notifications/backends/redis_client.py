@@ -19,6 +19,7 @@ down:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -104,3 +105,17 @@ def client_from_url(url: str, **options: Any) -> redis.Redis[bytes] | RedisClust
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)
+
+
+def decode(value: bytes | str) -> str:
+    """A reply's bytes as text (clients built with ``decode_responses`` give text)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def field(fields: Mapping[Any, Any] | list[Any], name: str = "d") -> str:
+    """The value of ``name`` in a stream entry's fields, ``""`` if absent."""
+    if isinstance(fields, list):
+        # A raw reply, as a cluster transaction returns it: [name, value, ...].
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    value = fields.get(name.encode(), fields.get(name))
+    return decode(value) if value is not None else ""

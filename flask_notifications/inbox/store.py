@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +17,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ..database import UNBOUNDED, Timeouts, create_tables, engine_for
 from ..errors import (
     BackendError,
     ConfigurationError,
@@ -28,7 +28,6 @@ from ..errors import (
 )
 from ..event import Event
 from .consumer import InboxConsumer
-from .engine import UNBOUNDED, Timeouts, create_engine
 from .model import (
     DEFAULT_TABLE,
     ID_LENGTH,
@@ -73,16 +72,9 @@ class _Store:
 
 def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     """The engine of ``app``'s inbox and whether the inbox created it."""
-    configured = app.config.get("NOTIFICATIONS_INBOX_URL")
-    if isinstance(configured, sa.Engine):
-        return configured, False
-    if not configured and "sqlalchemy" in app.extensions:
-        engine: sa.Engine = app.extensions["sqlalchemy"].engine
-        return engine, False
-    if not configured:
-        os.makedirs(app.instance_path, exist_ok=True)
-        configured = "sqlite:///" + os.path.join(app.instance_path, "notifications_inbox.sqlite3")
-    return create_engine(configured, Timeouts.from_config(app.config)), True
+    return engine_for(
+        app, app.config.get("NOTIFICATIONS_INBOX_URL"), "notifications_inbox.sqlite3", Timeouts.from_config(app.config)
+    )
 
 
 def _cursor_keys(app: Flask) -> builtins.list[str | bytes]:
@@ -98,40 +90,6 @@ def _cursor_keys(app: Flask) -> builtins.list[str | bytes]:
             "the same in every process that serves the inbox."
         )
     return [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), key]
-
-
-#: Times :func:`_create_tables` looks again after another process's
-#: ``CREATE`` beat its own.
-_CREATE_ATTEMPTS = 5
-
-
-def _create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
-    """Create ``tables`` (and their indexes) that do not exist, safely when
-    several processes do it at once, as the workers of ``gunicorn -w 4``
-    booting together do.
-
-    On PostgreSQL a transaction-scoped advisory lock makes the processes take
-    turns, and the DDL is transactional. Elsewhere (SQLite, whose DDL takes
-    the database's write lock) a ``CREATE`` that loses the race to another
-    process fails with "already exists": the tables are then looked up again,
-    and the creation repeated for whatever is still missing.
-    """
-    for attempt in range(_CREATE_ATTEMPTS):
-        try:
-            with engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
-                    key = sum(ord(c) for c in tables[0].name) + 0x6E6F7469  # "noti"
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-                for table in tables:
-                    table.create(conn, checkfirst=True)
-            return
-        except (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.IntegrityError):
-            # Another process created a table between our check and our
-            # CREATE; a real failure (no database, no rights) repeats.
-            if attempt == _CREATE_ATTEMPTS - 1:
-                raise
-            if all(sa.inspect(engine).has_table(t.name, schema=t.schema) for t in tables):
-                return
 
 
 def _ids(ids: Iterable[int | str]) -> list[int]:
@@ -256,7 +214,7 @@ class Inbox:
         does)."""
         store = self._store()
         with _database_errors(store.table.name):
-            _create_tables(store.engine, (store.table, store.versions))
+            create_tables(store.engine, (store.table, store.versions))
 
     def drop_all(self) -> None:
         """Drop the inbox tables, and every notification in them."""

@@ -7,7 +7,7 @@ is true, at ``NOTIFICATIONS_HEALTH_URL_PREFIX`` (``/health``).
     else, so a backend outage never gets healthy processes restarted.
 ``GET <prefix>/ready``
     ``200 ready`` when this process can serve streams and sends: the backend
-    answers a ping, the Celery broker accepts a connection, and, if streams
+    and the ledger answer a ping, the Celery broker accepts a connection, and, if streams
     are open, the stream listener holds its subscription and reads the
     backend. ``503 unavailable`` otherwise, and from the moment the process
     stops serving (:meth:`~flask_notifications.streaming.fanout.Fanout.end_streams`),
@@ -16,7 +16,7 @@ is true, at ``NOTIFICATIONS_HEALTH_URL_PREFIX`` (``/health``).
 Both answer plain text with no detail (which check failed is logged, not
 shown), carry ``Cache-Control: no-store``, and ask for no authentication:
 no ``stream_authorizer`` applies to them. A check costs one backend round
-trip and one broker connection.
+trip, one ledger round trip and one broker connection.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def ready() -> Response:
 def unready_reason(runtime: Runtime) -> str | None:
     """Why the process of ``runtime`` cannot serve now, or ``None`` when it can.
 
-    :return: ``"stopping"``, ``"backend unreachable"``, ``"broker
+    :return: ``"stopping"``, ``"backend unreachable"``, ``"ledger
+        unreachable"``, ``"broker
         unreachable: ..."``, ``"stream listener not running"`` or
         ``"stream listener cannot read the backend"``.
     """
@@ -73,6 +74,8 @@ def unready_reason(runtime: Runtime) -> str | None:
         return "stopping"
     if not runtime.backend.ping():
         return "backend unreachable"
+    if not runtime.ledger.ping():
+        return "ledger unreachable"
     celery = runtime.celery
     if not celery.conf.task_always_eager:
         try:

@@ -26,7 +26,7 @@ Where the numbers come from:
   keeps (:meth:`~flask_notifications.streaming.fanout.Fanout.stats`), copied when the
   process is scraped and, in multiprocess mode, every
   ``NOTIFICATIONS_METRICS_SYNC_INTERVAL`` seconds;
-- at scrape time, the backend (dead letters waiting) and the broker (Celery
+- at scrape time, the ledger (dead letters waiting) and the broker (Celery
   queue depth).
 
 docs/operations.rst lists every metric and what to alert on.
@@ -495,13 +495,13 @@ def _sync_forever(interval: float) -> None:
 
 class ScrapeCollector(Collector):
     """The values read when the metrics are scraped: the dead letters
-    waiting in each instrumented application's backend, and the messages
+    waiting in each instrumented application's ledger, and the messages
     in its Celery queues where the broker tells it. A value that cannot be
-    read (the backend or broker is down) is left out of that scrape."""
+    read (the ledger or broker is down) is left out of that scrape."""
 
     def describe(self) -> Iterable[Metric]:
         # Without describe(), registering the collector runs collect(), which
-        # would reach every backend and broker when the application starts.
+        # would reach every ledger and broker when the application starts.
         yield GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
         yield GaugeMetricFamily(
             "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
@@ -512,14 +512,14 @@ class ScrapeCollector(Collector):
         queues = GaugeMetricFamily(
             "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
         )
-        seen_backends: set[int] = set()
+        seen_ledgers: set[int] = set()
         seen_queues: set[str] = set()
         waiting: int | None = None
         for runtime in list(_runtimes):
-            if id(runtime.backend) not in seen_backends:
-                seen_backends.add(id(runtime.backend))
+            if id(runtime.ledger) not in seen_ledgers:
+                seen_ledgers.add(id(runtime.ledger))
                 try:
-                    waiting = (waiting or 0) + runtime.backend.dead_letter_count()
+                    waiting = (waiting or 0) + runtime.ledger.dead_letter_count()
                 except NotificationsError as exc:
                     logger.warning("Could not count the dead letters: %s", exc)
             for queue, count in _queue_depths(runtime.celery):

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from ..backends.base import Backend, Claim
 from ..errors import BackendError
+from ..ledger.base import Claim, Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def idempotency_ttl(app: Flask, celery: Celery) -> float:
 
 
 @contextmanager
-def held(backend: Backend, key: str, token: str, timeout: float, needed: bool = True) -> Iterator[None]:
+def held(ledger: Ledger, key: str, token: str, timeout: float, needed: bool = True) -> Iterator[None]:
     """Keep ``token``'s claim on ``key`` alive while the block runs, extending
     it every third of ``timeout``, so that work slower than the timeout is
     not taken over by another owner.
@@ -72,7 +72,7 @@ def held(backend: Backend, key: str, token: str, timeout: float, needed: bool = 
     def beat() -> None:
         while not stop.wait(timeout / 3):
             try:
-                if not backend.extend(key, token, timeout):
+                if not ledger.extend(key, token, timeout):
                     logger.warning("The claim %s was lost while its work ran.", key)
                     return
             except BackendError as exc:
@@ -86,7 +86,7 @@ def held(backend: Backend, key: str, token: str, timeout: float, needed: bool = 
         stop.set()
 
 
-def claim_or_wait(backend: Backend, key: str, token: str, timeout: float, wait: float) -> Claim:
+def claim_or_wait(ledger: Ledger, key: str, token: str, timeout: float, wait: float) -> Claim:
     """Claim ``key`` for ``timeout`` seconds as ``token``; while another owner
     holds it, ask again until it is done or free, for up to ``wait`` seconds
     after it was first found held.
@@ -96,9 +96,9 @@ def claim_or_wait(backend: Backend, key: str, token: str, timeout: float, wait: 
 
     :return: :attr:`Claim.ACQUIRED`, :attr:`Claim.DONE`, or
         :attr:`Claim.BUSY` when the other owner still holds it after ``wait``.
-    :raises BackendError: the backend cannot be reached.
+    :raises BackendError: the ledger cannot be reached.
     """
-    claimed = backend.claim(key, token, timeout)
+    claimed = ledger.claim(key, token, timeout)
     deadline = time.monotonic() + wait
     pause = 0.02
     while claimed is Claim.BUSY:
@@ -107,5 +107,5 @@ def claim_or_wait(backend: Backend, key: str, token: str, timeout: float, wait: 
             break
         time.sleep(min(pause, remaining))
         pause = min(2 * pause, 0.5)
-        claimed = backend.claim(key, token, timeout)
+        claimed = ledger.claim(key, token, timeout)
     return claimed

@@ -3,7 +3,7 @@
 A delivery becomes a dead letter when its consumer failed for the last time,
 when its event cannot be read, or when no worker knows its consumer (a task
 renamed or removed by a deploy, a hub that no longer exists, two applications
-on one broker). The backend keeps the letters; ``flask notifications failed``
+on one broker). The ledger keeps the letters; ``flask notifications failed``
 lists them and ``flask notifications retry`` delivers them again, under their
 original delivery id, with a fresh retry budget.
 """
@@ -21,8 +21,8 @@ from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
 
 from .. import signals
-from ..backends.base import Backend
 from ..errors import BackendError, BrokerUnavailableError, NotificationsError
+from ..ledger.base import Ledger
 from .messages import enqueue_delivery
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ _BROKER_ERRORS: tuple[type[BaseException], ...] = (KombuError, OSError)
 
 def keep(
     app: Flask,
-    backend: Backend,
+    ledger: Ledger,
     *,
     hub_id: str,
     consumer: str,
@@ -45,10 +45,10 @@ def keep(
     """Keep a failed delivery as a dead letter and send
     :data:`~flask_notifications.signals.event_dead_lettered`.
 
-    :return: the letter, with the ``id`` the backend keeps it under.
-    :raises BackendError: the backend cannot take it.
+    :return: the letter, with the ``id`` the ledger keeps it under.
+    :raises BackendError: the ledger cannot take it.
     """
-    return _add(app, backend, letter(hub_id, consumer, event_json, delivery_id, attempts, error, trace))
+    return _add(app, ledger, letter(hub_id, consumer, event_json, delivery_id, attempts, error, trace))
 
 
 def letter(
@@ -67,14 +67,14 @@ def letter(
     }
 
 
-def _add(app: Flask, backend: Backend, record: dict[str, Any]) -> dict[str, Any]:
-    record = {**record, "id": backend.add_dead_letter(record)}
+def _add(app: Flask, ledger: Ledger, record: dict[str, Any]) -> dict[str, Any]:
+    record = {**record, "id": ledger.add_dead_letter(record)}
     signals.event_dead_lettered.send(app, dead_letter=record)
     return record
 
 
 def parking_queue(app: Flask) -> Queue:
-    """The broker queue where dead letters wait that the backend could not
+    """The broker queue where dead letters wait that the ledger could not
     take when they were made: ``<NOTIFICATIONS_KEY_PREFIX>.parked-dead-letters``."""
     name = f"{app.config['NOTIFICATIONS_KEY_PREFIX']}.parked-dead-letters"
     return Queue(name, routing_key=name, durable=True)  # type: ignore[no-untyped-call]
@@ -82,7 +82,7 @@ def parking_queue(app: Flask) -> Queue:
 
 def park(app: Flask, celery: Celery, record: dict[str, Any]) -> None:
     """Keep a dead letter on the Celery broker, in :func:`parking_queue`, for
-    when the backend cannot take it; :func:`adopt` moves it to the backend.
+    when the ledger cannot take it; :func:`adopt` moves it to the ledger.
 
     :raises BrokerUnavailableError: the broker cannot take it either.
     """
@@ -105,13 +105,13 @@ def park(app: Flask, celery: Celery, record: dict[str, Any]) -> None:
         raise BrokerUnavailableError(f"Could not park the dead letter on the broker: {exc}") from exc
 
 
-def adopt(app: Flask, celery: Celery, backend: Backend) -> int:
+def adopt(app: Flask, celery: Celery, ledger: Ledger) -> int:
     """Move the dead letters parked on the broker (see :func:`park`) into
-    the backend, sending :data:`~flask_notifications.signals.event_dead_lettered`
-    for each. A letter leaves the broker only once the backend kept it.
+    the ledger, sending :data:`~flask_notifications.signals.event_dead_lettered`
+    for each. A letter leaves the broker only once the ledger kept it.
 
     :return: how many were moved.
-    :raises BackendError: the backend cannot take them; they stay parked.
+    :raises BackendError: the ledger cannot take them; they stay parked.
     :raises BrokerUnavailableError: the broker cannot be reached.
     """
     moved = 0
@@ -133,7 +133,7 @@ def adopt(app: Flask, celery: Celery, backend: Backend) -> int:
                         message.ack()
                         continue
                     try:
-                        _add(app, backend, record)
+                        _add(app, ledger, record)
                     except BaseException:
                         message.requeue()
                         raise
@@ -152,13 +152,13 @@ RETRYING = "retrying:"
 RETRIED = "done:"
 
 
-def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
+def retry(celery: Celery, ledger: Ledger, letter_id: str) -> dict[str, Any]:
     """Deliver a dead letter again, then remove it.
 
     The letter is first marked, in one atomic step, with a retry of its own
     (a token); the delivery is enqueued with that token, under the letter's
     original delivery id, and the letter removed after. When the removal
-    fails (a crash, the backend down), the letter stays listed with its
+    fails (a crash, the ledger down), the letter stays listed with its
     mark: retrying it again enqueues the *same* retry, which the consumer's
     claim runs once, and once that retry's consumer has run (it marks the
     letter), retrying the letter again enqueues nothing and only removes it.
@@ -168,19 +168,19 @@ def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
     :raises BrokerUnavailableError: the broker cannot be reached; the letter
         is kept, unchanged.
     """
-    letter = backend.get_dead_letter(letter_id)
+    letter = ledger.get_dead_letter(letter_id)
     if letter is None:
         raise NotificationsError(f"There is no dead letter {letter_id!r}.")
     mark = RETRYING + uuid.uuid4().hex
     try:
-        state: str | None = backend.mark_dead_letter(letter_id, "", mark)
+        state: str | None = ledger.mark_dead_letter(letter_id, "", mark)
     except NotImplementedError:
-        state = ""  # a backend without marks: enqueue, then remove
+        state = ""  # a ledger without marks: enqueue, then remove
     if state is None:
         raise NotificationsError(f"There is no dead letter {letter_id!r}.")
     if state.startswith(RETRIED):
         logger.info("Dead letter %s was retried and delivered already; removing it.", letter_id)
-        _remove(backend, letter_id)
+        _remove(ledger, letter_id)
         return letter
     token = state[len(RETRYING) :] if state.startswith(RETRYING) else None
     try:
@@ -194,37 +194,37 @@ def retry(celery: Celery, backend: Backend, letter_id: str) -> dict[str, Any]:
         )
     except (OperationalError, OSError) as exc:
         if state == mark:
-            _unmark(backend, letter_id, mark)
+            _unmark(ledger, letter_id, mark)
         raise BrokerUnavailableError(f"Could not reach the Celery broker, so {letter_id} is kept: {exc}") from exc
-    _remove(backend, letter_id)
+    _remove(ledger, letter_id)
     return letter
 
 
-def _unmark(backend: Backend, letter_id: str, mark: str) -> None:
+def _unmark(ledger: Ledger, letter_id: str, mark: str) -> None:
     """Take back the mark of a retry that was not enqueued (left in place,
     it only makes the next retry reuse its token)."""
     try:
-        backend.mark_dead_letter(letter_id, mark, "")
+        ledger.mark_dead_letter(letter_id, mark, "")
     except BackendError as exc:
         logger.warning("Could not clear the retry mark of dead letter %s (%s).", letter_id, exc)
 
 
-def retried(backend: Backend, letter: list[str]) -> None:
+def retried(ledger: Ledger, letter: list[str]) -> None:
     """Mark the dead letter ``letter`` (its id and retry token) as retried
     and delivered, if it is still listed with that retry.
 
-    :raises BackendError: the backend cannot be reached.
+    :raises BackendError: the ledger cannot be reached.
     """
     letter_id, token = letter
     try:
-        backend.mark_dead_letter(letter_id, RETRYING + token, RETRIED + token)
+        ledger.mark_dead_letter(letter_id, RETRYING + token, RETRIED + token)
     except NotImplementedError:
         pass
 
 
-def _remove(backend: Backend, letter_id: str) -> None:
+def _remove(ledger: Ledger, letter_id: str) -> None:
     try:
-        backend.remove_dead_letter(letter_id)
+        ledger.remove_dead_letter(letter_id)
     except BackendError as exc:
         logger.warning(
             "Dead letter %s was enqueued again but could not be removed (%s); it stays listed with its retry, "

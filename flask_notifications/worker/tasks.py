@@ -6,7 +6,7 @@ message per event, so a send is all-or-nothing at the broker. Every send is a
 it fans out to: one per (hub, consumer), each retried on its own, so one
 failing consumer never holds up another. Both kinds of task acknowledge late
 and are rejected back to the queue if the worker dies, and a claim per
-(delivery, hub, consumer) in the backend makes a redelivered task skip an
+(delivery, hub, consumer) in the ledger makes a redelivered task skip an
 effect that already happened. A claim is owned by one run (a token), kept
 alive while the consumer runs, and recorded as done for as long as the broker
 may still redeliver the task.
@@ -36,10 +36,10 @@ from flask import Flask, current_app, has_app_context
 from kombu.exceptions import OperationalError
 
 from .. import signals
-from ..backends.base import Backend, Claim
 from ..backoff import backoff
 from ..errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError
 from ..event import Event
+from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from . import dead_letters
 from .claims import held, idempotency_ttl
@@ -224,7 +224,7 @@ def _consume(
 
 def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outcome:
     task_name: str = task.name
-    backend = runtime(app).backend
+    ledger = runtime(app).ledger
     safely = functools.partial(_backend_call, task, run)
     hub = ext.hubs.get(run.hub_id)
     consumer = hub.get_consumer(task_name) if hub is not None else None
@@ -233,13 +233,13 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
             "No consumer %s on hub %r in this worker; keeping the delivery as a dead letter.", task_name, run.hub_id
         )
         error = f"NotRegistered: no consumer {task_name!r} on hub {run.hub_id!r} in this worker"
-        safely(_keep, app, backend, task_name, run, error, "")
+        safely(_keep, app, ledger, task_name, run, error, "")
         return Outcome.UNREGISTERED
     try:
         event = Event.from_json(run.event_json)
     except InvalidEventError:
         logger.exception("The event of %s for hub %r is invalid; keeping it as a dead letter.", task_name, run.hub_id)
-        safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
+        safely(_keep, app, ledger, task_name, replace(run, failures=run.failures + 1), *_error_info())
         return Outcome.INVALID
 
     config = app.config
@@ -248,8 +248,8 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
     ttl = idempotency_ttl(app, task.app)
     if run.record is not None:
         # The effect happened on an earlier attempt; only its record is missing.
-        safely(backend.complete, key, run.record, ttl)
-        _retried(safely, backend, run)
+        safely(ledger.complete, key, run.record, ttl)
+        _retried(safely, ledger, run)
         return Outcome.CONSUMED
     if event.is_expired() and consumer.honours_expiry:
         return Outcome.EXPIRED
@@ -258,9 +258,9 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
     token = uuid.uuid4().hex
     claimed = Claim.ACQUIRED
     if consumer.idempotent:
-        claimed = safely(backend.claim, key, token, timeout)
+        claimed = safely(ledger.claim, key, token, timeout)
     if claimed is Claim.DONE:
-        _retried(safely, backend, run)
+        _retried(safely, ledger, run)
         return Outcome.DUPLICATE
     if claimed is Claim.BUSY:
         # Another run holds the claim (and keeps it alive), or a dead
@@ -269,11 +269,11 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
         raise run.again(task, countdown=min(30.0, timeout))
     delivery = Delivery(delivery_id, run.hub_id, task_name, run.failures + 1)
     try:
-        with held(backend, key, token, timeout, consumer.idempotent), delivering(delivery):
+        with held(ledger, key, token, timeout, consumer.idempotent), delivering(delivery):
             consumed = consumer(event)
     except Exception as exc:
         if consumer.idempotent:
-            _release(backend, key, token)
+            _release(ledger, key, token)
         if isinstance(exc, (Retry, Reject)):
             raise
         # A consumer says that trying again cannot help by raising a
@@ -299,43 +299,43 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
             "permanently" if permanent else "for the last time",
             exc,
         )
-        safely(_keep, app, backend, task_name, replace(run, failures=run.failures + 1), *_error_info())
+        safely(_keep, app, ledger, task_name, replace(run, failures=run.failures + 1), *_error_info())
         return Outcome.DEAD_LETTERED
     except BaseException:
         if consumer.idempotent:
-            _release(backend, key, token)
+            _release(ledger, key, token)
         raise
     if consumer.idempotent:
-        if not safely(backend.complete, key, token, ttl, record=token):
+        if not safely(ledger.complete, key, token, ttl, record=token):
             logger.warning(
                 "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
             )
-    _retried(safely, backend, run, record=token)
+    _retried(safely, ledger, run, record=token)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
         return Outcome.CONSUMED
     return Outcome.VETOED
 
 
-def _retried(safely: Callable[..., Any], backend: Backend, run: _Run, record: str | None = None) -> None:
+def _retried(safely: Callable[..., Any], ledger: Ledger, run: _Run, record: str | None = None) -> None:
     """Mark the dead letter this run retried (if any) as delivered, so that
     retrying the letter again enqueues nothing."""
     if isinstance(run.letter, list) and len(run.letter) == 2:
-        safely(dead_letters.retried, backend, run.letter, record=record)
+        safely(dead_letters.retried, ledger, run.letter, record=record)
 
 
-def _release(backend: Backend, key: str, token: str) -> None:
+def _release(ledger: Ledger, key: str, token: str) -> None:
     try:
-        backend.release(key, token)
+        ledger.release(key, token)
     except BackendError as exc:
         # The claim expires on its own after NOTIFICATIONS_CLAIM_TIMEOUT.
         logger.warning("Could not release the claim %s (%s); it expires on its own.", key, exc)
 
 
-def _keep(app: Flask, backend: Backend, task_name: str, run: _Run, error: str, trace: str) -> None:
+def _keep(app: Flask, ledger: Ledger, task_name: str, run: _Run, error: str, trace: str) -> None:
     dead_letters.keep(
         app,
-        backend,
+        ledger,
         hub_id=run.hub_id,
         consumer=task_name,
         event_json=run.event_json,
@@ -347,7 +347,7 @@ def _keep(app: Flask, backend: Backend, task_name: str, run: _Run, error: str, t
 
 
 def _backend_call(task: Task, run: _Run, func: Callable[..., T], *args: Any, record: str | None = None) -> T:
-    """Call the backend's ``func``; if the backend is unreachable, retry the
+    """Call the ledger's ``func``; if the ledger is unreachable, retry the
     task later without spending one of the consumer's retries, so that an
     outage neither loses the delivery nor dead-letters it. ``record`` retries
     only the recording of an effect that already happened."""
@@ -387,14 +387,14 @@ def _on_unknown_task(sender: Any = None, message: Any = None, name: str = "", **
             return
     delivery_id = task_kwargs.get("delivery_id")
     with app_context(app):
-        backend = runtime(app).backend
+        ledger = runtime(app).ledger
         run = _Run(hub_id, event_json, delivery_id if isinstance(delivery_id, str) else None)
         error = f"NotRegistered: no task {name!r} in this worker"
         try:
-            _keep(app, backend, name, run, error, "")
+            _keep(app, ledger, name, run, error, "")
         except BackendError as exc:
             # Celery has rejected the message already: park the letter on the
-            # broker, which listing the dead letters moves to the backend.
+            # broker, which listing the dead letters moves to the ledger.
             record = dead_letters.letter(hub_id, name, event_json, run.delivery_id, 0, error)
             try:
                 dead_letters.park(app, celery, record)

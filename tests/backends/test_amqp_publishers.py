@@ -20,7 +20,7 @@ EVENTS = 600
 
 
 def publish_many(url: str, prefix: str, name: str, count: int, start: Any) -> None:
-    backend = AmqpPubSub(url, key_prefix=prefix, ledger=_memory_ledger())
+    backend = AmqpPubSub(url, key_prefix=prefix)
     start.wait()
     try:
         for i in range(count):
@@ -29,19 +29,13 @@ def publish_many(url: str, prefix: str, name: str, count: int, start: Any) -> No
         backend.close()
 
 
-def _memory_ledger() -> Any:
-    from flask_notifications.backends.memory import MemoryPubSub
-
-    return MemoryPubSub()
-
-
 @pytest.mark.parametrize("publishers", [2, 4])
 def test_every_event_of_several_publishers_arrives_once_in_one_order(
     amqp_url: str,  # noqa: F811
     unique: str,
     publishers: int,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=_memory_ledger(), history_size=10_000)
+    backend = AmqpPubSub(amqp_url, key_prefix=unique, history_size=10_000)
     sub = backend.subscribe()
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Event()
@@ -106,7 +100,7 @@ def test_a_subscription_reports_a_reset_when_its_stream_is_recreated(
     amqp_url: str,  # noqa: F811
     unique: str,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=_memory_ledger(), reconnect_backoff=0.05)
+    backend = AmqpPubSub(amqp_url, key_prefix=unique, reconnect_backoff=0.05)
     sub = backend.subscribe()
     queue = f"{unique}.hub.hub"
     try:

@@ -10,7 +10,6 @@ from kombu.connection import Connection
 
 from flask_notifications.backends.amqp import AmqpPubSub
 from flask_notifications.backends.base import Message
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError
 from flask_notifications.event import Event
 
@@ -33,7 +32,7 @@ def test_amqp_subscription_delivers_events_after_its_stream_is_recreated(
     amqp_url: str,
     unique: str,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=MemoryPubSub(), reconnect_backoff=0.05)
+    backend = AmqpPubSub(amqp_url, key_prefix=unique, reconnect_backoff=0.05)
     sub = backend.subscribe()
     try:
         sub.add("hub")
@@ -79,7 +78,7 @@ def test_amqp_publish_to_a_deleted_stream_is_kept_or_raises(
     amqp_url: str,
     unique: str,
 ) -> None:
-    backend = AmqpPubSub(amqp_url, key_prefix=unique, ledger=MemoryPubSub())
+    backend = AmqpPubSub(amqp_url, key_prefix=unique)
     try:
         backend.publish("hub", "before")
         _delete_stream(amqp_url, f"{unique}.hub.hub")  # to change its arguments, say

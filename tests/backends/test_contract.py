@@ -396,11 +396,12 @@ def test_redis_with_a_resp3_client(redis_url: str, unique: str, redis_keys: str)
         got = collect(sub, 3)
         assert [m for m in got if m.channel == "a"] == [sent[0], sent[2]]
         assert backend.history("a", sent[0].id) == History([sent[2]], gap=False)
-        assert backend.claim("k", "t", 30) is Claim.ACQUIRED
-        assert backend.complete("k", "t", 30) is True
-        assert backend.claim("k", "u", 30) is Claim.DONE
-        letter = backend.add_dead_letter({"e": 1})
-        assert backend.dead_letters() == [{"e": 1, "id": letter}]
+        ledger = backend.own_ledger(DEFAULTS)
+        assert ledger.claim("k", "t", 30) is Claim.ACQUIRED
+        assert ledger.complete("k", "t", 30) is True
+        assert ledger.claim("k", "u", 30) is Claim.DONE
+        letter = ledger.add_dead_letter({"e": 1})
+        assert ledger.dead_letters() == [{"e": 1, "id": letter}]
     finally:
         sub.close()
         client.close()
@@ -428,7 +429,7 @@ def test_redis_history_of_a_vanished_stream_is_a_gap(
     """A Redis stream expires as a whole (or is lost in a restart)."""
     backend = RedisPubSub(url=redis_url, key_prefix=unique)
     sent = [backend.publish("a", str(i)) for i in range(3)]
-    key = backend._key("a")
+    key = backend.stream_key("a")
     redis_client.pexpire(key, 1)
     wait_for(lambda: not redis_client.exists(key))
     assert backend.history("a", sent[0].id).gap is True
@@ -446,96 +447,6 @@ def test_redis_history_of_a_vanished_stream_is_a_gap(
     assert backend.history("a", later[1].id) == History([later[2]], gap=False)
     backend.close()
     redis_client.delete(key)
-
-
-# -- idempotency ledger -------------------------------------------------------------
-
-
-def test_claim_complete_release(backend: Backend, unique: str) -> None:
-    key = f"{unique}-work"
-    assert backend.claim(key, "t1", 30) is Claim.ACQUIRED
-    assert backend.claim(key, "t2", 30) is Claim.BUSY
-    assert backend.extend(key, "t1", 30) is True
-    assert backend.complete(key, "t1", 30) is True
-    assert backend.claim(key, "t3", 30) is Claim.DONE
-    other = f"{unique}-other"
-    assert backend.claim(other, "t1", 30) is Claim.ACQUIRED
-    assert backend.release(other, "t1") is True
-    assert backend.claim(other, "t2", 30) is Claim.ACQUIRED
-    assert backend.release(f"{unique}-never-claimed", "t1") is False
-
-
-def test_claims_expire(backend: Backend, unique: str) -> None:
-    pending, done = f"{unique}-pending", f"{unique}-done"
-    assert backend.claim(pending, "t1", 0.2) is Claim.ACQUIRED
-    assert backend.claim(done, "t1", 30) is Claim.ACQUIRED
-    backend.complete(done, "t1", 1)
-    assert backend.claim(done, "t2", 30) is Claim.DONE
-    wait_for(lambda: backend.claim(pending, "t2", 30) is Claim.ACQUIRED)
-    wait_for(lambda: backend.claim(done, "t2", 30) is Claim.ACQUIRED)
-
-
-def test_an_expired_owner_cannot_touch_the_next_owners_claim(backend: Backend, unique: str) -> None:
-    """Issue 11, item 2: an owner whose claim expired (a consumer slower than
-    the claim timeout) neither releases, extends nor completes the claim
-    another run took since."""
-    key = f"{unique}-slow"
-    assert backend.claim(key, "slow", 0.2) is Claim.ACQUIRED
-    wait_for(lambda: backend.claim(key, "next", 30) is Claim.ACQUIRED)
-    assert backend.release(key, "slow") is False
-    assert backend.extend(key, "slow", 30) is False
-    assert backend.complete(key, "slow", 30) is False
-    assert backend.claim(key, "third", 30) is Claim.BUSY  # still the next owner's
-    assert backend.complete(key, "next", 30) is True
-    assert backend.claim(key, "third", 30) is Claim.DONE
-
-
-def test_a_claim_extended_by_its_owner_does_not_expire(backend: Backend, unique: str) -> None:
-    key = f"{unique}-extended"
-    assert backend.claim(key, "owner", 0.3) is Claim.ACQUIRED
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:  # three timeouts' worth of renewals
-        assert backend.extend(key, "owner", 0.3) is True
-        assert backend.claim(key, "other", 30) is Claim.BUSY
-        time.sleep(0.05)
-    # A completion whose claim expired, with nobody holding it since, is recorded.
-    gone = f"{unique}-gone"
-    assert backend.claim(gone, "owner", 0.1) is Claim.ACQUIRED
-    time.sleep(0.3)  # let it expire (any later call would renew or take it)
-    assert backend.complete(gone, "owner", 30) is True
-    assert backend.claim(gone, "other", 30) is Claim.DONE
-
-
-# -- dead letters ---------------------------------------------------------------------
-
-
-def test_dead_letters(backend: Backend) -> None:
-    first = backend.add_dead_letter({"event": {"x": "é\n"}, "error": "boom", "attempts": 3})
-    second = backend.add_dead_letter({"event": {"x": 2}, "error": "bang"})
-    letters = backend.dead_letters()
-    assert [letter["id"] for letter in letters] == [first, second]
-    assert letters[0] == {"event": {"x": "é\n"}, "error": "boom", "attempts": 3, "id": first}
-    removed = backend.remove_dead_letter(first)
-    assert removed is not None and removed["error"] == "boom"
-    assert backend.remove_dead_letter(first) is None
-    assert backend.remove_dead_letter("not-an-id") is None
-    assert [letter["id"] for letter in backend.dead_letters()] == [second]
-
-
-def test_a_dead_letter_mark_is_set_atomically_once(backend: Backend) -> None:
-    letter = backend.add_dead_letter({"event": "e"})
-    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
-    # A second retry finds the first one's mark, and does not replace it.
-    assert backend.mark_dead_letter(letter, "", "retrying:t2") == "retrying:t1"
-    assert backend.get_dead_letter(letter) == {"event": "e", "id": letter, "retry": "retrying:t1"}
-    assert backend.mark_dead_letter(letter, "retrying:t1", "") == ""  # taken back
-    assert backend.get_dead_letter(letter) == {"event": "e", "id": letter}
-    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
-    assert backend.mark_dead_letter(letter, "retrying:t1", "done:t1") == "done:t1"
-    assert [found.get("retry") for found in backend.dead_letters()] == ["done:t1"]
-    assert backend.remove_dead_letter(letter) is not None
-    assert backend.mark_dead_letter(letter, "", "retrying:t3") is None
-    assert backend.mark_dead_letter("not-an-id", "", "retrying:t3") is None
 
 
 # -- choosing a backend ------------------------------------------------------------------
@@ -556,37 +467,6 @@ def test_amqp_url_from_config(unique: str) -> None:
     assert AmqpPubSub.from_config(celery_redis).url == DEFAULT_URL
     explicit = {**celery_amqp, "NOTIFICATIONS_AMQP_URL": "amqp://x:y@h//"}
     assert AmqpPubSub.from_config(explicit).url == "amqp://x:y@h//"
-
-
-@pytest.mark.redis
-@pytest.mark.amqp
-def test_amqp_ledger_in_redis(amqp_url: str, redis_url: str, unique: str, redis_keys: str) -> None:
-    config = {
-        **DEFAULTS,
-        "NOTIFICATIONS_KEY_PREFIX": unique,
-        "NOTIFICATIONS_AMQP_URL": amqp_url,
-        "NOTIFICATIONS_AMQP_LEDGER_URL": redis_url,
-    }
-    first, second = AmqpPubSub.from_config(config), AmqpPubSub.from_config(config)
-    try:
-        assert first.claim("k", "t1", 30) is Claim.ACQUIRED
-        assert second.claim("k", "t2", 30) is Claim.BUSY  # shared between processes
-        letter = first.add_dead_letter({"error": "boom"})
-        assert [d["id"] for d in second.dead_letters()] == [letter]
-    finally:
-        first.close()
-        second.close()
-
-
-def test_memory_ledger_purges_expired_claims() -> None:
-    backend = MemoryPubSub(ledger_size=100_000)
-    for i in range(20000):
-        assert backend.claim(f"k{i}", "t", 0) is Claim.ACQUIRED
-    assert backend.ledger_stats()["entries"] <= 2048
-    for i in range(3000):
-        backend.claim(f"live{i}", "t", 300)
-    assert backend.ledger_stats()["entries"] <= 2 * 3000 + 1
-    assert backend.claim("live0", "u", 300) is Claim.BUSY
 
 
 # -- Redis restart ----------------------------------------------------------------------

@@ -126,26 +126,27 @@ def test_replay_and_gaps_across_slots(backend: RedisPubSub) -> None:
 def test_claims_and_dead_letters_across_slots(backend: RedisPubSub) -> None:
     keys = [f"delivery-{n}:hub:consumer" for n in range(12)]
     client: RedisCluster[bytes] = backend.client
+    ledger = backend.own_ledger({})
     assert len({client.get_node_from_key(f"{backend.key_prefix}:claim:{key}").name for key in keys}) == 3
     for key in keys:
-        assert backend.claim(key, "owner", 30) is Claim.ACQUIRED
-        assert backend.claim(key, "other", 30) is Claim.BUSY
-        assert backend.extend(key, "owner", 30) and not backend.extend(key, "other", 30)
+        assert ledger.claim(key, "owner", 30) is Claim.ACQUIRED
+        assert ledger.claim(key, "other", 30) is Claim.BUSY
+        assert ledger.extend(key, "owner", 30) and not ledger.extend(key, "other", 30)
     for key in keys[:6]:
-        assert not backend.complete(key, "other", 60)
-        assert backend.complete(key, "owner", 60)
-        assert backend.claim(key, "other", 30) is Claim.DONE
+        assert not ledger.complete(key, "other", 60)
+        assert ledger.complete(key, "owner", 60)
+        assert ledger.claim(key, "other", 30) is Claim.DONE
     for key in keys[6:]:
-        assert not backend.release(key, "other")
-        assert backend.release(key, "owner")
-        assert backend.claim(key, "other", 30) is Claim.ACQUIRED
-    letter = backend.add_dead_letter({"hub_id": "h", "consumer": "c", "event": "{}"})
-    assert [entry["id"] for entry in backend.dead_letters()] == [letter]
+        assert not ledger.release(key, "other")
+        assert ledger.release(key, "owner")
+        assert ledger.claim(key, "other", 30) is Claim.ACQUIRED
+    letter = ledger.add_dead_letter({"hub_id": "h", "consumer": "c", "event": "{}"})
+    assert [entry["id"] for entry in ledger.dead_letters()] == [letter]
     # The retry mark and the letter are written by one script on one slot.
-    assert backend.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
-    assert backend.mark_dead_letter(letter, "", "retrying:t2") == "retrying:t1"
-    assert backend.get_dead_letter(letter)["retry"] == "retrying:t1"  # type: ignore[index]
-    assert backend.remove_dead_letter(letter) is not None and backend.dead_letters() == []
+    assert ledger.mark_dead_letter(letter, "", "retrying:t1") == "retrying:t1"
+    assert ledger.mark_dead_letter(letter, "", "retrying:t2") == "retrying:t1"
+    assert ledger.get_dead_letter(letter)["retry"] == "retrying:t1"  # type: ignore[index]
+    assert ledger.remove_dead_letter(letter) is not None and ledger.dead_letters() == []
 
 
 @pytest.fixture

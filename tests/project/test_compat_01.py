@@ -398,7 +398,7 @@ class Backend01:
 def test_01_backend_class_says_what_to_implement(redis_url: str, unique: str) -> None:
     app = Flask("legacy")
     app.config.update(make_config(redis_url, unique, NOTIFICATIONS_BACKEND=f"{__name__}.Backend01"))
-    with pytest.raises(ConfigurationError, match=r"0\.1 backend .* implement add_dead_letter, claim, complete"):
+    with pytest.raises(ConfigurationError, match=r"0\.1 backend .* implement from_config, history, publish, subscribe"):
         Notifications(app)
 
 

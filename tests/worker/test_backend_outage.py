@@ -18,15 +18,15 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications, signals
-from flask_notifications.backends.base import Claim
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError
+from flask_notifications.ledger.base import Claim
+from flask_notifications.ledger.memory import MemoryLedger
 from tests.helpers import WorkerFactory, make_config, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis]
 
 
-class FlakyBackend(MemoryPubSub):
+class FlakyBackend(MemoryLedger):
     """Raises BackendError on the next ``failures[name]`` calls of ``name``."""
 
     def __init__(self) -> None:
@@ -65,7 +65,11 @@ def app(
     redis_keys: str, redis_url: str, unique: str, flaky: FlakyBackend, redis_client: redis.Redis[bytes]
 ) -> Iterator[Flask]:
     app = Flask("outage_app")
-    app.config.update(make_config(redis_url, unique, NOTIFICATIONS_BACKEND=flaky, NOTIFICATIONS_MAX_RETRIES=0))
+    app.config.update(
+        make_config(
+            redis_url, unique, NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_LEDGER=flaky, NOTIFICATIONS_MAX_RETRIES=0
+        )
+    )
     yield app
 
 

@@ -140,10 +140,10 @@ def test_a_letter_left_listed_after_its_retry_is_not_delivered_again(
     hub.register_consumer(celery_task_name="attack.letters", pass_event=True)(
         lambda event: effects.append(event["title"])
     )
-    backend = ext.get_backend(app)
+    ledger = ext.get_ledger(app)
     letter = dead_letters.keep(
         app,
-        backend,
+        ledger,
         hub_id=hub.hub_id,
         consumer="attack.letters",
         event_json=make_event("charge card").to_json(),
@@ -192,6 +192,6 @@ def test_a_letter_left_listed_after_its_retry_is_not_delivered_again(
         task_postrun.disconnect(on_postrun)
         after_task_publish.disconnect(crash_backend)
         after_task_publish.disconnect(on_publish)
-        backend.close()
+        ext.get_backend(app).close()
     assert runs == ["consumed"]
     assert effects == ["charge card"]

@@ -15,11 +15,11 @@ from celery.signals import after_task_publish, task_postrun
 from flask import Flask
 
 from flask_notifications import Notifications, signals
-from flask_notifications.backends.base import Claim
-from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.errors import BackendError, BrokerUnavailableError, InvalidEventError
 from flask_notifications.event import Event
 from flask_notifications.event_filter import EventFilter
+from flask_notifications.ledger.base import Claim
+from flask_notifications.ledger.memory import MemoryLedger
 from flask_notifications.worker.claims import idempotency_ttl
 from flask_notifications.worker.delivery import Delivery, current_delivery
 from flask_notifications.worker.messages import DISPATCH_TASK, claim_key, enqueue_delivery
@@ -160,7 +160,7 @@ def test_a_send_that_fails_frees_its_idempotency_key(redis_url: str, unique: str
     with app.app_context():
         with pytest.raises(BrokerUnavailableError):
             ext.send(make_event(), idempotency_key="k")
-        assert ext.backend.claim("send:k", "probe", 30) is Claim.ACQUIRED
+        assert ext.ledger.claim("send:k", "probe", 30) is Claim.ACQUIRED
     ext.get_backend(app).close()
 
 
@@ -252,13 +252,13 @@ def test_a_consumer_slower_than_the_claim_timeout_has_one_effect(
 
 
 def test_memory_ledger_is_bounded_after_50000_deliveries() -> None:
-    backend = MemoryPubSub(ledger_size=10_000)
+    ledger = MemoryLedger(ledger_size=10_000)
 
     def deliver(count: int, start: int) -> None:
         for i in range(start, start + count):
             key = claim_key(f"d{i:08d}", "hub", "tests.consumer")
-            assert backend.claim(key, "t", 300) is Claim.ACQUIRED
-            assert backend.complete(key, "t", 3600)
+            assert ledger.claim(key, "t", 300) is Claim.ACQUIRED
+            assert ledger.complete(key, "t", 3600)
 
     tracemalloc.start()
     try:
@@ -268,12 +268,12 @@ def test_memory_ledger_is_bounded_after_50000_deliveries() -> None:
         after_50k = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert backend.ledger_stats()["entries"] == 10_000
+    assert ledger.ledger_stats()["entries"] == 10_000
     # 30,000 more deliveries leave the ledger no bigger (5% for noise), where
     # an unbounded ledger grows by about 250 bytes per delivery.
     assert after_50k <= after_20k * 1.05
     # The newest records are the ones kept.
-    assert backend.claim(claim_key("d00049999", "hub", "tests.consumer"), "u", 300) is Claim.DONE
+    assert ledger.claim(claim_key("d00049999", "hub", "tests.consumer"), "u", 300) is Claim.DONE
 
 
 @pytest.mark.redis
@@ -346,8 +346,8 @@ def test_a_consumer_missing_from_its_hub_becomes_a_dead_letter(
 # -- item 5: retrying a dead letter never loses it ----------------------------------
 
 
-class NoRemoval(MemoryPubSub):
-    """A backend that fails when a dead letter is removed, as a crash right
+class NoRemoval(MemoryLedger):
+    """A ledger that fails when a dead letter is removed, as a crash right
     after the retry was enqueued would."""
 
     def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
@@ -358,9 +358,9 @@ class NoRemoval(MemoryPubSub):
 def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
     redis_keys: str, redis_url: str, unique: str, redis_client: redis.Redis[bytes], celery_worker: WorkerFactory
 ) -> None:
-    backend = NoRemoval()
+    ledger = NoRemoval()
     app = Flask("no_removal")
-    app.config.update(make_config(redis_url, unique, NOTIFICATIONS_BACKEND=backend))
+    app.config.update(make_config(redis_url, unique, NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_LEDGER=ledger))
     ext = Notifications(app)
     hub = ext.create_hub("Interrupted")
     effects: list[str] = []
@@ -371,7 +371,7 @@ def test_a_retry_interrupted_after_enqueueing_keeps_the_letter_and_one_effect(
 
     letter = dead_letters.keep(
         app,
-        backend,
+        ledger,
         hub_id=hub.hub_id,
         consumer="tests.interrupted",
         event_json=make_event().to_json(),
@@ -399,10 +399,10 @@ def test_a_letter_marked_by_an_interrupted_retry_is_retried_as_that_same_retry(
     mark; the next retry enqueues that same retry (its token), not a new one."""
     from flask_notifications.worker import dead_letters
 
-    backend = notifications.get_backend(app)
+    ledger = notifications.get_ledger(app)
     letter = dead_letters.keep(
         app,
-        backend,
+        ledger,
         hub_id="h",
         consumer="tests.marked",
         event_json=make_event().to_json(),
@@ -410,7 +410,7 @@ def test_a_letter_marked_by_an_interrupted_retry_is_retried_as_that_same_retry(
         attempts=6,
         error="e",
     )
-    assert backend.mark_dead_letter(letter["id"], "", "retrying:first") == "retrying:first"
+    assert ledger.mark_dead_letter(letter["id"], "", "retrying:first") == "retrying:first"
     bodies: list[Any] = []
 
     def on_publish(sender: Any = None, body: Any = None, **kwargs: Any) -> None:
@@ -441,7 +441,7 @@ def test_a_retry_the_broker_refuses_leaves_the_letter_untouched(redis_url: str, 
 
     letter = dead_letters.keep(
         app,
-        ext.get_backend(app),
+        ext.get_ledger(app),
         hub_id="h",
         consumer="tests.c",
         event_json=make_event().to_json(),

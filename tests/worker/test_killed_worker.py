@@ -82,5 +82,5 @@ def test_a_task_killed_mid_consumer_is_redelivered_and_takes_effect_once(
         worker.stop()
     assert _lines(effects) == [event["event_id"]]
     assert [line.split()[1] for line in _lines(attempts)] == [event["event_id"]] * 2
-    assert fault_app.notifications.get_backend(fault_app.app).dead_letters() == []
+    assert fault_app.notifications.get_ledger(fault_app.app).dead_letters() == []
     report(f"SIGKILL {victim}", deliveries=len(_lines(attempts)), effects=len(_lines(effects)))

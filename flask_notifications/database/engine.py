@@ -1,5 +1,5 @@
-"""The engine the inbox creates for itself, and the bounds on how long it
-waits for its database.
+"""The engines the inbox and the SQL ledger create for themselves, and the
+bounds on how long they wait for their database.
 
 Three bounds, each a configuration key:
 
@@ -30,11 +30,14 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ def _seconds(config: Mapping[str, Any], key: str) -> float | None:
     return float(value)
 
 
-def create_engine(url: str | sa.URL, timeouts: Timeouts) -> sa.Engine:
+def create_engine(url: str | sa.URL, timeouts: Timeouts | None = None) -> sa.Engine:
     """An engine for ``url`` whose waits are bound by ``timeouts``.
 
     On PostgreSQL through psycopg or psycopg2, a ``connect_timeout`` or an
@@ -100,6 +103,7 @@ def create_engine(url: str | sa.URL, timeouts: Timeouts) -> sa.Engine:
     ``timeouts.connect``, and the URL's ``options`` come after the statement
     timeout, so a ``statement_timeout`` there wins too.
     """
+    timeouts = timeouts or Timeouts(None, None, None)
     url = sa.make_url(url)
     backend, driver = url.get_backend_name(), url.get_driver_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -314,3 +318,28 @@ def _watch(engine: sa.Engine, timeout: float) -> None:
     sa.event.listen(engine.pool, "checkin", returned)
     sa.event.listen(engine.pool, "close", returned)
     sa.event.listen(engine.pool, "invalidate", invalidated)
+
+
+def engine_for(
+    app: Flask, configured: object, sqlite_file: str, timeouts: Timeouts | None = None
+) -> tuple[sa.Engine, bool]:
+    """The engine a setting names, and whether it was created here (so the
+    caller disposes of it).
+
+    :param configured: a SQLAlchemy URL or :class:`~sqlalchemy.Engine`;
+        ``None`` uses the app's Flask-SQLAlchemy engine if it has one, else
+        SQLite in the instance folder.
+    :param sqlite_file: the name of that SQLite file.
+    :param timeouts: the bounds of an engine created here (see
+        :func:`create_engine`); an engine given is left as it is.
+    """
+    if isinstance(configured, sa.Engine):
+        return configured, False
+    if not configured and "sqlalchemy" in app.extensions:
+        with app.app_context():
+            engine: sa.Engine = app.extensions["sqlalchemy"].engine
+        return engine, False
+    if not configured:
+        os.makedirs(app.instance_path, exist_ok=True)
+        configured = "sqlite:///" + os.path.join(app.instance_path, sqlite_file)
+    return create_engine(str(configured), timeouts), True

@@ -1,0 +1,469 @@
+"""The subscriptions of the Redis backend: a blocking ``XREAD`` on one
+server (or a Sentinel-managed master), and the checks that tell a read's
+losses (overrun, reset, failover) from the stream's counters. The
+module docstring of :mod:`~flask_notifications.backends.redis` describes
+the whole; :mod:`~flask_notifications.backends.redis_cluster` reads a
+Redis Cluster."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..backoff import backoff
+from ..errors import BackendError
+from .base import Lost, Message, Subscription, parse_id
+from .redis_client import decode, field
+
+if TYPE_CHECKING:
+    from .redis import RedisPubSub
+
+log = logging.getLogger(__name__)
+
+
+def _entries(entries: Any) -> list[Any]:
+    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
+    replies (redis-py, ``protocol=3``) nest them one level deeper."""
+    pairs: list[Any] = list(entries or ())
+    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
+        return [entry for group in pairs for entry in group]
+    return pairs
+
+
+def info_field(info: Mapping[Any, Any], name: str) -> Any:
+    """One field of an ``XINFO STREAM`` reply, whichever way it is decoded."""
+    return info.get(name, info.get(name.encode()))
+
+
+def _connection_of(client: redis.Redis[bytes]) -> Any:
+    """The connection a ``single_connection_client`` holds (not in the stubs)."""
+    return getattr(client, "connection", None)
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    """The errors meaning the connection failed, not the command."""
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+class RedisSubscription(Subscription):
+    """A blocking XREAD on a connection of its own, taken from the backend's
+    pool; the reads themselves go through the pool.
+
+    ``add`` may be called from any thread while another blocks in ``get``: it
+    resolves the stream's current end at once, so nothing published after it
+    returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
+    over with the new channel instead of waiting for its block to time out.
+
+    Every read is one transaction: ``XREAD`` of what follows each position,
+    ``XINFO STREAM`` and the entry at the position of each channel, and
+    ``INFO replication``. The stream's ``entries-added`` counter then says
+    whether the read got every entry added since the last one (an *overrun*
+    when the history was trimmed past the reader), and its
+    ``last-generated-id`` and the entry at the position whether this is still
+    the stream the position came from (a *reset*: a server that restarted
+    empty, or a deleted stream). Either is reported by
+    :meth:`lost` before the messages that follow it, on every read, not
+    only after a failure. When nothing is there to read, a blocking
+    ``XREAD COUNT 1`` waits for the next entry.
+    """
+
+    tracks_losses = True
+
+    def __init__(self, backend: RedisPubSub) -> None:
+        self._backend = backend
+        # Per channel: the last id delivered, and the stream's entries-added
+        # counter at that id (None on a server without it, Redis < 7).
+        self._positions: dict[str, str] = {}
+        self._added: dict[str, int | None] = {}
+        self._lost: list[Lost] = []
+        self._lock = threading.Lock()
+        # Serialises get() with the release of the connection in close().
+        self._reader = threading.Lock()
+        self._wakeup = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._client: redis.Redis[bytes] | None = None
+        self._client_id: int | None = None
+        self._saved: tuple[Any, Any] = (None, None)
+        # Bumped by every add(); the generation of the positions an XREAD in
+        # flight (or about to be sent) reads, or None when there is none.
+        self._generation = 0
+        self._reading: int | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        # The replication id of the server the last read reached.
+        self._replid: str | None = None
+        #: How many times ``get`` tried the server again after a failure.
+        self.reconnect_attempts = 0
+
+    @property
+    def connected(self) -> bool:
+        return not self._failures
+
+    def lost(self) -> list[Lost]:
+        return list(self._lost)
+
+    def add(self, channel: str) -> None:
+        """Start receiving ``channel``.
+
+        :raises BackendError: the server cannot be reached to find where the
+            channel's stream ends.
+        """
+        last, added = self._backend.stream_end(channel)
+        with self._lock:
+            if channel in self._positions:
+                return
+            self._positions[channel] = last
+            self._added[channel] = added
+            self._generation += 1
+            generation = self._generation
+        self._wakeup.set()
+        self._interrupt(generation)
+
+    def remove(self, channel: str) -> None:
+        with self._lock:
+            self._positions.pop(channel, None)
+            self._added.pop(channel, None)
+
+    def _interrupt(self, generation: int | None) -> None:
+        """Unblock an XREAD that reads positions older than ``generation``
+        (any XREAD, if ``None``). It may not have reached the server yet, so
+        try a few times; a miss only costs the rest of one ``max_block``."""
+        for _ in range(20):
+            reading, client_id = self._reading, self._client_id
+            if reading is None or (generation is not None and reading >= generation):
+                return
+            if client_id is not None:
+                try:
+                    if self._backend.client.client_unblock(client_id):
+                        return
+                except redis.exceptions.RedisError:
+                    return
+            time.sleep(0.005)
+
+    def _connection(self) -> redis.Redis[bytes]:
+        if self._client is None:
+            client: redis.Redis[bytes] = redis.Redis(
+                connection_pool=self._backend.client.connection_pool, single_connection_client=True
+            )
+            conn = _connection_of(client)
+            # The subscription does its own backoff between attempts; the
+            # pool's retry policy would block get() well past its timeout.
+            # Its reads block up to max_block, longer than a usual socket
+            # timeout (redis-py's default is 5 s). Both are restored when the
+            # connection goes back to the pool.
+            self._saved = (conn.retry, conn.socket_timeout)
+            conn.retry = Retry(NoBackoff(), 0)
+            conn.socket_timeout = self._backend.max_block + 10
+            conn.disconnect()  # the timeout applies from the next connect
+            self._client = client
+        if self._client_id is None:
+            # connect() first: a command would reconnect to the address the
+            # connection had, where a Sentinel-managed connection's connect()
+            # asks the sentinels for the master's address again.
+            _connection_of(self._client).connect()
+            self._client_id = int(self._client.client_id())
+        return self._client
+
+    def _failed_over(self, info: Any) -> str | None:
+        """The new replication id if the server that answered a read's
+        ``INFO replication`` (``info``) was promoted from a replica of the
+        one read before (another ``master_replid``, with the old one as
+        ``master_replid2``): the writes its old master had not replicated
+        yet are gone. The read may have reached it through any connection
+        of the pool, which reconnects silently, so every read asks."""
+        if not isinstance(info, Mapping):
+            return None  # INFO refused (an ACL, say): nothing to compare
+        replid, previous = str(info.get("master_replid", "")), self._replid
+        if previous is None or replid == previous:
+            self._replid = replid
+            return None
+        if not str(info.get("master_replid2", "0")).strip("0"):
+            # Another server that was never a replica: a restart, which
+            # the positions' checks (reset) tell apart on their own.
+            self._replid = replid
+            return None
+        log.warning("Redis failed over (replication id %s, then %s): the last writes may be lost", previous, replid)
+        return replid
+
+    def _release(self) -> None:
+        client, self._client, self._client_id = self._client, None, None
+        conn = None if client is None else _connection_of(client)
+        if conn is not None:
+            conn.retry, conn.socket_timeout = self._saved
+            conn.disconnect()
+        if client is not None:
+            client.close()
+
+    def _failed(self, exc: Exception) -> BackendError:
+        self._failures += 1
+        backend = self._backend
+        delay = backoff(self._failures - 1, backend.reconnect_backoff, backend.reconnect_backoff_max, jitter=False)
+        self._retry_at = time.monotonic() + delay
+        conn = None if self._client is None else _connection_of(self._client)
+        if conn is not None:
+            conn.disconnect()
+        self._client_id = None
+        log.debug("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
+        return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
+
+    def get(self, timeout: float) -> list[Message]:
+        """Wait up to ``timeout`` seconds for messages.
+
+        After a failure it first waits out the backoff (at most ``timeout``
+        per call) and returns ``[]`` if that is not over yet.
+
+        :raises BackendError: the server cannot be reached.
+        """
+        deadline = time.monotonic() + timeout
+        self._lost = []
+        with self._reader:
+            if self._closed:
+                return []
+            if self._failures:
+                delay = self._retry_at - time.monotonic()
+                if delay > 0:
+                    # Like time.sleep (gevent patches both), but close() ends it.
+                    self._stop.wait(min(delay, timeout))
+                    if time.monotonic() < self._retry_at:
+                        return []
+                self.reconnect_attempts += 1
+            try:
+                return self._read(deadline)
+            finally:
+                if self._closed:
+                    self._release()
+
+    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except redis_errors() as exc:
+            raise self._failed(exc) from exc
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis subscription failed: {exc}") from exc
+
+    def _read(self, deadline: float) -> list[Message]:
+        while not self._closed:
+            with self._lock:
+                positions = dict(self._positions)
+                generation = self._generation
+            if not positions:
+                self._wakeup.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._wakeup.wait(remaining):
+                    return []
+                continue
+            self._wakeup.clear()
+            messages = self._read_now(positions)
+            if messages or self._lost or time.monotonic() >= deadline:
+                return messages
+            self._wait(positions, generation, deadline)
+        return []
+
+    def _read_now(self, positions: dict[str, str]) -> list[Message]:
+        """Read what follows every position, with each stream's counters,
+        in one transaction; record losses and advance the positions."""
+        backend = self._backend
+        channels = list(positions)
+        # The entry at each position, read in the same transaction, tells
+        # whether the stream is still the one the position came from.
+        held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
+        pipe = self._call(self._connection).pipeline(transaction=True)
+        pipe.xread({backend.stream_key(ch): positions[ch] for ch in channels})  # type: ignore[misc,unused-ignore]
+        for channel in channels:
+            pipe.xinfo_stream(backend.stream_key(channel))
+        for channel in held:
+            pipe.xrange(backend.stream_key(channel), min=positions[channel], max=positions[channel], count=1)
+        pipe.info("replication")
+        replies = self._call(pipe.execute, raise_on_error=False)
+        if self._failures:
+            log.info("Redis subscription reconnected after %d failed attempts", self._failures)
+            self._failures = 0
+        reply, infos = replies[0], replies[1 : 1 + len(channels)]
+        present = {
+            channel: not isinstance(found, Exception) and bool(found)
+            for channel, found in zip(held, replies[1 + len(channels) : -1], strict=True)
+        }
+        if isinstance(reply, Exception):
+            raise BackendError(f"Redis subscription failed: {reply}")
+        replid = self._failed_over(replies[-1])
+        if replid is not None:
+            # Recorded before the positions move: if this fails, the next
+            # read compares against the old replication id again.
+            self._backend.note_failover(replid)
+            self._replid = replid
+        if isinstance(reply, Mapping):  # RESP3
+            reply = list(reply.items())
+        prefix_len = len(backend.stream_key(""))
+        read: dict[str, list[Message]] = {}
+        for key, entries in reply or ():
+            channel = decode(key)[prefix_len:]
+            read[channel] = [Message(channel, decode(eid), field(fields)) for eid, fields in _entries(entries)]
+        messages: list[Message] = []
+        with self._lock:
+            for channel, info in zip(channels, infos, strict=True):
+                if self._positions.get(channel) != positions[channel]:
+                    continue  # removed (or removed and added again) meanwhile
+                got = read.get(channel, [])
+                lost: Lost | None
+                if replid is not None:
+                    lost = self._rebase(channel, positions[channel], info, got)
+                else:
+                    lost = self._check(channel, positions[channel], info, got, present.get(channel))
+                if lost is not None:
+                    self._lost.append(lost)
+                    if lost.reason == "reset":
+                        continue  # read the new stream from its start next round
+                messages.extend(got)
+        return messages
+
+    def _check(
+        self, channel: str, position: str, info: Any, got: list[Message], present: bool | None = None
+    ) -> Lost | None:
+        """Compare one channel's read with its stream's counters; called with
+        the lock held. Advances the position, or resets it.
+
+        :param present: whether the stream holds the entry at ``position``
+            (``None`` when not asked).
+        """
+        after = parse_id(position)
+        if isinstance(info, redis.exceptions.ResponseError):
+            # No such stream: it expired, was deleted, or the server
+            # restarted empty. Events past the position may have gone with it.
+            self._positions[channel], self._added[channel] = "0-0", 0
+            return Lost(channel, position, "reset") if after > (0, 0) else None
+        if isinstance(info, Exception):
+            raise BackendError(f"Redis subscription failed: {info}")
+        last_generated = parse_id(decode(info_field(info, "last-generated-id")))
+        raw_added = info_field(info, "entries-added")
+        added = None if raw_added is None else int(raw_added)
+        previous = self._added.get(channel)
+        if (
+            last_generated < after
+            or (added is not None and previous is not None and added < previous)
+            or (present is False and not _explains_missing(info, after, previous))
+        ):
+            # The ids went backwards, or the entry the position names is
+            # gone although nothing removed it: another stream under the key.
+            self._positions[channel], self._added[channel] = "0-0", 0
+            return Lost(channel, position, "reset")
+        lost = None
+        if added is not None and previous is not None:
+            if added - previous > len(got):
+                lost = Lost(channel, position, "overrun")
+        elif after > (0, 0):
+            # Without the counter (Redis < 7): the position is no longer kept.
+            first = info_field(info, "first-entry")
+            if first and parse_id(decode(first[0])) > after:
+                lost = Lost(channel, position, "overrun")
+        if got:
+            self._positions[channel] = got[-1].id
+        elif lost is not None:
+            self._positions[channel] = decode(info_field(info, "last-generated-id"))
+        self._added[channel] = added
+        return lost
+
+    def _rebase(self, channel: str, position: str, info: Any, got: list[Message]) -> Lost:
+        """The first read of ``channel`` on a master promoted by a failover:
+        whatever the old master held after ``position`` and did not
+        replicate is gone, and nothing can tell whether there was any. Take
+        the new master's counters, keep reading after ``position`` (or
+        after the new master's last id, if it never got that far), and
+        report a ``"failover"`` loss. Called with the lock held."""
+        if isinstance(info, redis.exceptions.ResponseError):
+            self._positions[channel], self._added[channel] = got[-1].id if got else "0-0", len(got)
+            return Lost(channel, position, "failover")
+        if isinstance(info, Exception):
+            raise BackendError(f"Redis subscription failed: {info}")
+        last = decode(info_field(info, "last-generated-id"))
+        raw_added = info_field(info, "entries-added")
+        if got:
+            self._positions[channel] = got[-1].id
+        elif parse_id(last) < parse_id(position):
+            self._positions[channel] = last
+        self._added[channel] = None if raw_added is None else int(raw_added)
+        return Lost(channel, position, "failover")
+
+    def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
+        """Block until an entry follows a position, the deadline passes, or
+        a channel is added."""
+        backend = self._backend
+        block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
+        client = self._call(self._connection)
+        self._reading = generation
+        try:
+            # A block of 0 would block forever.
+            self._call(
+                client.xread,
+                {backend.stream_key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
+                count=1,
+                block=max(1, int(block * 1000)),
+            )
+        finally:
+            self._reading = None
+
+    def close(self) -> None:
+        self._closed = True
+        self._stop.set()
+        self._wakeup.set()
+        self._interrupt(None)
+        with self._reader:
+            self._release()
+
+
+def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
+    """The stream's first entry id according to ``XINFO STREAM``, if any."""
+    first = info_field(info, "recorded-first-entry-id")
+    if first is None or parse_id(decode(first)) == (0, 0):
+        entry = info_field(info, "first-entry")
+        first = entry[0] if entry else None
+    return None if first is None else parse_id(decode(first))
+
+
+def _explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: int | None) -> bool:
+    """Whether the stream ``info`` describes may have lost its entry
+    ``after`` itself: ``XDEL`` removed an entry at least as new, or trimming
+    took it, which removes the oldest entries first, so ``after`` is older
+    than the first entry and the stream removed at least as many entries as
+    it had added up to ``after`` (``added_at``, when known). A stream
+    that cannot explain it is another one under the same key, as after a
+    restart of a Redis without persistence, however many entries it holds."""
+    deleted = info_field(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(decode(deleted)) >= after:
+        return True
+    first = _first_id(info)
+    if first is not None and first <= after:
+        return False  # within the stream, and no XDEL reached it
+    added = info_field(info, "entries-added")
+    if added is None or added_at is None:
+        return True  # Redis < 7 keeps no count: trimming may explain it
+    removed = int(added) - int(info_field(info, "length") or 0)
+    return removed >= added_at
+
+
+def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
+    """Whether the stream described by ``XINFO STREAM`` lost an entry newer
+    than ``after``, or cannot tell because ``after`` is not one of its ids."""
+    deleted = info_field(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(decode(deleted)) > after:
+        return True  # XDEL removed a later entry
+    length = int(info_field(info, "length") or 0)
+    added = info_field(info, "entries-added")
+    lost_some = added is None or int(added) > length
+    if length == 0:
+        last = info_field(info, "last-generated-id")
+        return last is not None and parse_id(decode(last)) > after
+    first = _first_id(info)
+    if first is None or first <= after:
+        return False
+    # Everything before the first entry was trimmed, or after_id belongs to
+    # an earlier life of the stream (expired, or a restart without
+    # persistence): either way the reader may have missed events.
+    return after > (0, 0) or lost_some

@@ -1,0 +1,310 @@
+"""The ledger interface, and how a ledger is chosen.
+
+The ledger keeps what the worker stage shares between processes: the claims
+that make a redelivered task skip an effect it had already (a consumer's run,
+a ``send(idempotency_key=...)``), and the dead letters. The transport
+(:class:`~flask_notifications.backends.base.Backend`) only carries events.
+
+A claim is owned: whoever takes it passes a ``token`` of its own (a random
+string), and only that token may extend, complete or release it, so an
+owner that outlived its claim cannot undo the next owner's.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigurationError
+from ..resolve import resolve
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+#: Aliases accepted in ``NOTIFICATIONS_LEDGER``.
+ALIASES: dict[str, str] = {
+    "redis": "flask_notifications.ledger.redis.RedisLedger",
+    "sql": "flask_notifications.ledger.sql.SqlLedger",
+    "memory": "flask_notifications.ledger.memory.MemoryLedger",
+}
+
+#: URL schemes that name a Redis server (see
+#: :mod:`~flask_notifications.backends.redis_client`); any other URL in
+#: ``NOTIFICATIONS_LEDGER_URL`` names a database.
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+
+#: Prefix of the claim keys that record a caller's own sends
+#: (``send(idempotency_key=...)``). Their promise lasts their whole TTL, so a
+#: ledger bounded by size never evicts them before they expire.
+SEND_KEY_PREFIX = "send:"
+
+#: What is logged when claims fall back to each process's memory.
+IN_PROCESS_WARNING = (
+    "No shared ledger is configured, so idempotency claims and dead letters are kept in the in-process memory "
+    "ledger of each process: a task redelivered to another worker may repeat its effect, and each process lists "
+    "only its own dead letters. Set NOTIFICATIONS_LEDGER_URL to a database or Redis URL to share them."
+)
+
+
+class Claim(enum.Enum):
+    """Outcome of :meth:`Ledger.claim`."""
+
+    #: The caller holds the claim and must ``complete`` or ``release`` it.
+    ACQUIRED = "acquired"
+    #: The work was done already; skip it.
+    DONE = "done"
+    #: Another owner holds an unexpired claim; try again later.
+    BUSY = "busy"
+
+
+class Ledger(ABC):
+    """Base class of ledgers: claims and dead letters, shared by every
+    process that uses the same ledger.
+
+    A subclass is built with :meth:`from_config` from the application, so a
+    worker that imports the application builds the same ledger.
+    """
+
+    #: The short name accepted in ``NOTIFICATIONS_LEDGER``.
+    alias: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, app: Flask, *, backend: Backend | None = None, broker: Any = None) -> Ledger:
+        """Build the ledger from the application's config.
+
+        :param app: the application, defaults applied to its config.
+        :param backend: the application's transport, whose connection a
+            ledger on the same server may share.
+        :param broker: the ``broker`` given to :meth:`Notifications.init_app`.
+        """
+
+    # -- claims ---------------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        """Claim the work named ``key`` for ``timeout`` seconds, as ``token``.
+
+        :return: :attr:`Claim.ACQUIRED` if ``token`` now holds it,
+            :attr:`Claim.DONE` if the work was recorded as done, or
+            :attr:`Claim.BUSY` if another token holds an unexpired claim.
+        :raises BackendError: the ledger cannot be reached.
+        """
+
+    @abstractmethod
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        """Make ``token``'s claim on ``key`` last ``timeout`` seconds from now.
+
+        :return: ``False`` if ``token`` no longer holds the claim.
+        """
+
+    @abstractmethod
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        """Record the work as done, for ``ttl`` seconds, if ``token`` holds the
+        claim or nobody does (it expired and nobody took it since).
+
+        :return: ``False`` if another token holds the claim; nothing changes.
+        """
+
+    @abstractmethod
+    def release(self, key: str, token: str) -> bool:
+        """Give up ``token``'s claim, so the work may be tried again.
+
+        :return: ``False`` if ``token`` did not hold it; nothing changes.
+        """
+
+    # -- dead letters ---------------------------------------------------------
+
+    @abstractmethod
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        """Keep a failed delivery; return the id it is kept under."""
+
+    @abstractmethod
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Every kept dead letter, oldest first, each with its ``id``."""
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """The dead letter ``letter_id``, or ``None``; it stays kept."""
+        for letter in self.dead_letters():
+            if letter["id"] == letter_id:
+                return letter
+        return None
+
+    @abstractmethod
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        """Remove and return a dead letter, or ``None`` if there is none."""
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        """Set the ``retry`` state of a kept dead letter to ``state`` if it is
+        ``expected`` now (``""`` for a letter never retried), in one atomic
+        step. A letter's state is listed with it, as its ``retry`` field.
+
+        :return: the state after the call (``state``, or the one that did
+            not match), or ``None`` if there is no such letter.
+        :raises NotImplementedError: the ledger keeps no such state; a
+            retry then enqueues the letter and removes it, without a mark.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement mark_dead_letter().")
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters are kept. Ledgers that can count without
+        reading them all override it."""
+        return len(self.dead_letters())
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Whether the ledger's server answers. In-process ledgers always do."""
+        return True
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+        return None
+
+
+#: The methods a 0.2 backend implemented that now belong to the ledger.
+LEDGER_METHODS = (
+    "claim",
+    "extend",
+    "complete",
+    "release",
+    "add_dead_letter",
+    "dead_letters",
+    "get_dead_letter",
+    "remove_dead_letter",
+    "mark_dead_letter",
+    "dead_letter_count",
+)
+
+
+_REQUIRED = ("claim", "extend", "complete", "release", "add_dead_letter", "dead_letters", "remove_dead_letter")
+
+
+def keeps_claims(backend: object) -> bool:
+    """Whether ``backend`` is a transport written before the ledger was split
+    off, which still implements the claims and dead letters itself."""
+    return all(callable(getattr(backend, name, None)) for name in _REQUIRED)
+
+
+class BackendLedger(Ledger):
+    """The ledger of a backend subclass written before the split, which
+    implements :data:`LEDGER_METHODS` itself: each call goes to it.
+
+    :param backend: that backend.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    @classmethod
+    def from_config(cls, app: Flask, *, backend: Backend | None = None, broker: Any = None) -> BackendLedger:
+        if not keeps_claims(backend):
+            raise ConfigurationError(
+                f"{type(backend).__name__} keeps no claims; set NOTIFICATIONS_LEDGER to 'redis', 'sql' or 'memory'."
+            )
+        return cls(backend)
+
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        found = self.backend.claim(key, token, timeout)
+        return found if isinstance(found, Claim) else Claim(getattr(found, "value", found))
+
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self.backend.extend(key, token, timeout))
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self.backend.complete(key, token, ttl))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self.backend.release(key, token))
+
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        return str(self.backend.add_dead_letter(record))
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return list(self.backend.dead_letters())
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        getter = getattr(self.backend, "get_dead_letter", None)
+        return getter(letter_id) if callable(getter) else super().get_dead_letter(letter_id)
+
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.backend.remove_dead_letter(letter_id)
+        return found
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        marker = getattr(self.backend, "mark_dead_letter", None)
+        if not callable(marker):
+            return super().mark_dead_letter(letter_id, expected, state)
+        found: str | None = marker(letter_id, expected, state)
+        return found
+
+    def dead_letter_count(self) -> int:
+        counter = getattr(self.backend, "dead_letter_count", None)
+        return int(counter()) if callable(counter) else super().dead_letter_count()
+
+    def ping(self) -> bool:
+        return bool(self.backend.ping())
+
+
+def resolve_ledger(spec: object) -> type[Ledger] | Ledger:
+    """Turn a ``NOTIFICATIONS_LEDGER`` setting into a class or an instance:
+    a :class:`Ledger` subclass, an instance, an alias from :data:`ALIASES`,
+    or a dotted path (``"a.b.C"`` or ``"a.b:C"``).
+
+    :raises ConfigurationError: nothing importable is named, or it is not a
+        ledger. The message lists the valid choices.
+    """
+    return resolve(spec, Ledger, ALIASES, "ledger")  # type: ignore[type-abstract]
+
+
+def is_redis_url(url: object) -> bool:
+    """Whether ``url`` names a Redis server rather than a database."""
+    return isinstance(url, str) and url.partition("://")[0].lower() in REDIS_SCHEMES
+
+
+def _database_configured(app: Flask) -> bool:
+    return bool(app.config.get("NOTIFICATIONS_INBOX_URL")) or "sqlalchemy" in app.extensions
+
+
+def build_ledger(app: Flask, backend: Backend, broker: Any = None) -> Ledger:
+    """The ledger of ``app``, which uses ``backend`` as its transport.
+
+    ``NOTIFICATIONS_LEDGER`` names it when set. Otherwise
+    ``NOTIFICATIONS_LEDGER_URL`` does (a Redis URL for the Redis ledger, any
+    other for the SQL ledger); else a backend subclass that still keeps
+    claims itself is its own ledger; else the transport's own
+    (:meth:`Backend.own_ledger`: the Redis backend's server, the memory
+    backend's process); else the SQL ledger when the application has a
+    database (``NOTIFICATIONS_INBOX_URL``, or Flask-SQLAlchemy set up
+    first); else the memory of each process, with a warning.
+
+    :raises ConfigurationError: the configured ledger does not exist.
+    """
+    config = app.config
+    spec = config.get("NOTIFICATIONS_LEDGER")
+    if spec is None:
+        url = config.get("NOTIFICATIONS_LEDGER_URL") or config.get("NOTIFICATIONS_AMQP_LEDGER_URL")
+        if url:
+            spec = "redis" if is_redis_url(url) else "sql"
+        elif keeps_claims(backend):
+            return BackendLedger(backend)
+        else:
+            own = backend.own_ledger(config)
+            if own is not None:
+                return own
+            if _database_configured(app):
+                spec = "sql"
+            else:
+                log.warning(IN_PROCESS_WARNING)
+                spec = "memory"
+    found = resolve_ledger(spec)
+    if isinstance(found, Ledger):
+        return found
+    return found.from_config(app, backend=backend, broker=broker)

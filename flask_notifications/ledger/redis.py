@@ -1,0 +1,260 @@
+"""The Redis ledger: the Redis backend's, on the same client by default.
+
+A claim is the key ``<prefix>:claim:<key>``, whose value is its owner's
+token, or ``done`` once the work is recorded; its expiry is the claim's.
+Each step that checks the owner is a Lua script, so an owner whose claim
+expired cannot touch the next owner's.
+
+The dead letters are the stream ``<prefix>:{dead-letters}`` (trimmed to
+``NOTIFICATIONS_DEAD_LETTER_LIMIT``), and their retry states the hash
+``<prefix>:{dead-letters}:retry``. They share a hash tag, so the scripts
+touching both run on one Redis Cluster slot. These are the keys the Redis
+backend wrote before the ledger was split off, so existing data stays valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from ..backends.base import parse_id
+from ..backends.redis_client import client_from_url, decode, field
+from ..errors import BackendError
+from .base import Claim, Ledger, is_redis_url
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..backends.base import Backend
+
+_DONE = b"done"
+
+# A claim's value is its owner's token, or "done"; each script checks the
+# owner and acts in one step.
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_COMPLETE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= 'done' then
+    return 0
+end
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# A dead letter's retry state lives in a hash beside the letters' stream,
+# set only while the letter is in the stream.
+_MARK = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+    return false
+end
+local state = redis.call('HGET', KEYS[2], ARGV[1]) or ''
+if state == ARGV[2] then
+    if ARGV[3] == '' then
+        redis.call('HDEL', KEYS[2], ARGV[1])
+    else
+        redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+    end
+    return ARGV[3]
+end
+return state
+"""
+_REMOVE_LETTER = """
+local found = redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return found
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisLedger(Ledger):
+    """Claims and dead letters on Redis (one server, Sentinel or Cluster).
+
+    :param client: a ``redis.Redis`` (or ``RedisCluster``) client; built from
+        ``url`` if ``None``.
+    :param url: the server's URL, used when no client is given, in any form
+        :func:`~flask_notifications.backends.redis_client.client_from_url`
+        accepts.
+    :param key_prefix: prefix of every key this ledger writes.
+    :param dead_letter_limit: dead letters kept (approximately: the stream
+        is trimmed by whole nodes).
+    """
+
+    alias = "redis"
+
+    def __init__(
+        self,
+        client: redis.Redis[bytes] | RedisCluster[bytes] | None = None,
+        *,
+        url: str = "redis://localhost:6379/0",
+        key_prefix: str = "notifications",
+        dead_letter_limit: int = 10000,
+    ) -> None:
+        self._owns_client = client is None
+        self.client: Any = (
+            client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        )
+        self.key_prefix = key_prefix
+        self.dead_letter_limit = dead_letter_limit
+        self._scripts: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, app: Flask, *, backend: Backend | None = None, broker: Any = None) -> RedisLedger:
+        """The server of ``NOTIFICATIONS_LEDGER_URL`` (or the older
+        ``NOTIFICATIONS_AMQP_LEDGER_URL``) when it is a Redis URL; else the
+        client of the Redis backend, or the ``broker`` client; else
+        ``NOTIFICATIONS_REDIS_URL`` or ``REDIS_URL``."""
+        config = app.config
+        options = {
+            "key_prefix": config["NOTIFICATIONS_KEY_PREFIX"],
+            "dead_letter_limit": config["NOTIFICATIONS_DEAD_LETTER_LIMIT"],
+        }
+        url = config.get("NOTIFICATIONS_LEDGER_URL") or config.get("NOTIFICATIONS_AMQP_LEDGER_URL")
+        if is_redis_url(url):
+            return cls(url=str(url), **options)
+        client = getattr(backend, "client", None)
+        for candidate in (client, broker):
+            if isinstance(candidate, redis.Redis | RedisCluster):
+                return cls(candidate, **options)
+        fallback = config.get("NOTIFICATIONS_REDIS_URL") or config.get("REDIS_URL") or "redis://localhost:6379/0"
+        return cls(url=fallback, **options)
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis {what} failed: {exc}") from exc
+
+    def _run_script(self, what: str, script: str, keys: list[str], *args: Any) -> Any:
+        registered = self._scripts.get(script)
+        if registered is None:
+            # EVALSHA, loading the script again after a restart of Redis.
+            registered = self._scripts[script] = self.client.register_script(script)
+        return self._call(what, registered, keys=keys, args=list(args))
+
+    # -- claims ---------------------------------------------------------------
+
+    def _claim_key(self, key: str) -> str:
+        return f"{self.key_prefix}:claim:{key}"
+
+    def claim(self, key: str, token: str, timeout: float) -> Claim:
+        full = self._claim_key(key)
+        if self._call("claim", self.client.set, full, token, nx=True, px=_ms(timeout)):
+            return Claim.ACQUIRED
+        state = self._call("claim", self.client.get, full)
+        return Claim.DONE if state is not None and state in (_DONE, "done") else Claim.BUSY
+
+    def _script(self, script: str, key: str, *args: Any) -> int:
+        return int(self._run_script("claim", script, [self._claim_key(key)], *args))
+
+    def extend(self, key: str, token: str, timeout: float) -> bool:
+        return bool(self._script(_EXTEND, key, token, _ms(timeout)))
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        return bool(self._script(_COMPLETE, key, token, _ms(ttl)))
+
+    def release(self, key: str, token: str) -> bool:
+        return bool(self._script(_RELEASE, key, token))
+
+    # -- dead letters ---------------------------------------------------------
+
+    @property
+    def _dead_key(self) -> str:
+        return f"{self.key_prefix}:{{dead-letters}}"
+
+    @property
+    def _marks_key(self) -> str:
+        return f"{self.key_prefix}:{{dead-letters}}:retry"
+
+    def add_dead_letter(self, record: Mapping[str, Any]) -> str:
+        letter_id = self._call(
+            "dead letter",
+            self.client.xadd,
+            self._dead_key,
+            {"r": json.dumps(dict(record))},
+            maxlen=self.dead_letter_limit,
+            approximate=True,
+        )
+        return decode(letter_id)
+
+    def _letters(self, start: str, end: str) -> list[dict[str, Any]]:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xrange(self._dead_key, min=start, max=end)
+        if start == end:
+            pipe.hmget(self._marks_key, [start])
+        else:
+            pipe.hgetall(self._marks_key)
+        entries, marks = self._call("dead letter", pipe.execute)
+        states = {start: marks[0]} if start == end else dict(marks)
+        states = {decode(k): decode(v) for k, v in states.items() if v is not None}
+        letters = [{**json.loads(field(fields, "r")), "id": decode(eid)} for eid, fields in entries]
+        for letter in letters:
+            if letter["id"] in states:
+                letter["retry"] = states[letter["id"]]
+        if start != end:
+            # Marks of letters trimmed from the stream (its length bound).
+            stale = set(states) - {letter["id"] for letter in letters}
+            if stale:
+                self._call("dead letter", self.client.hdel, self._marks_key, *stale)
+        return letters
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return self._letters("-", "+")
+
+    def dead_letter_count(self) -> int:
+        return int(self._call("dead letter", self.client.xlen, self._dead_key))
+
+    def get_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        try:
+            parse_id(letter_id)
+        except ValueError:
+            return None
+        found = self._letters(letter_id, letter_id)
+        return found[0] if found else None
+
+    def remove_dead_letter(self, letter_id: str) -> dict[str, Any] | None:
+        found = self.get_dead_letter(letter_id)
+        if found is None:
+            return None
+        keys = [self._dead_key, self._marks_key]
+        if not self._run_script("dead letter", _REMOVE_LETTER, keys, letter_id):
+            return None
+        return found
+
+    def mark_dead_letter(self, letter_id: str, expected: str, state: str) -> str | None:
+        try:
+            parse_id(letter_id)
+        except ValueError:
+            return None
+        found = self._run_script("dead letter", _MARK, [self._dead_key, self._marks_key], letter_id, expected, state)
+        return None if found is None else decode(found)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def close(self) -> None:
+        # A client shared with the Redis backend is the backend's to close.
+        if self._owns_client:
+            self.client.close()
