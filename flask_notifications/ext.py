@@ -14,7 +14,7 @@ from flask_celeryext import FlaskCeleryExt
 
 from . import sending
 from .backends.base import Backend, build_backend
-from .config import apply_defaults
+from .config import apply_defaults, validate
 from .errors import HubError
 from .event import Event
 from .event_filter import EventFilter
@@ -69,11 +69,14 @@ class Notifications:
             the documentation passes; ``None`` lets the backend connect from
             the config (``NOTIFICATIONS_REDIS_URL`` or ``REDIS_URL``).
         :raises RuntimeError: the extension is already set up on ``app``.
-        :raises ConfigurationError: the configured backend does not exist.
+        :raises ConfigurationError: the configured backend does not exist, or
+            a ``NOTIFICATIONS_*`` value has the wrong type, is out of range or
+            is a malformed URL (the message names the key and the value).
         """
         if "notifications" in app.extensions:
             raise RuntimeError("Flask-Notifications is already initialised on this application.")
         apply_defaults(app)
+        validate(app)
         if celery is None:
             celeryext = app.extensions.get("flask-celeryext")
             if celeryext is None:
