@@ -46,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
+    # Celery queue of this extension's dispatch and consumer tasks, declared
+    # in the Celery app's task_queues next to its default queue, so that a
+    # worker of another Celery app sharing the broker never takes them; None
+    # names it after NOTIFICATIONS_KEY_PREFIX.
+    "NOTIFICATIONS_CELERY_QUEUE": None,
     # Largest accepted event, in bytes of its JSON form.
     "NOTIFICATIONS_MAX_EVENT_SIZE": 64 * 1024,
     # Events kept per hub for Last-Event-ID replay (approximate bound).
@@ -240,6 +245,15 @@ def _text(value: Any) -> str:
     return value
 
 
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _text(value)
+    except ValueError:
+        raise ValueError("a non-empty string, or None") from None
+
+
 def _url_prefix(*, optional: bool = False) -> Check:
     expected = "a URL path that starts with '/'" + (", or None" if optional else "")
 
@@ -366,6 +380,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_AMQP_LEDGER_URL": check_redis_url,
     "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": _integer(1),
     "NOTIFICATIONS_KEY_PREFIX": _text,
+    "NOTIFICATIONS_CELERY_QUEUE": _optional_text,
     "NOTIFICATIONS_MAX_EVENT_SIZE": _integer(0, optional=True),
     "NOTIFICATIONS_HISTORY_SIZE": _integer(1),
     "NOTIFICATIONS_HISTORY_TTL": _number(0.0, positive=True, optional=True),

@@ -22,7 +22,7 @@ from .event_hub import EventHub, hub_id_for
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
-from .worker.celery_app import celery_from_config, warn_unsafe_serializers
+from .worker.celery_app import celery_from_config, use_own_queue, warn_unsafe_serializers
 from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ class Notifications:
         # Flask-CeleryExt's default factory hands out Celery's current_app proxy.
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         warn_unsafe_serializers(celery)
+        use_own_queue(celery, app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"])
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
         self._states[app] = Runtime(self, app, celery, backend)
         app.extensions["notifications"] = self
