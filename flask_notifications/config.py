@@ -133,7 +133,8 @@ DEFAULTS: dict[str, Any] = {
     # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
     # the stream, send and consumer counters of docs/operations.rst. Set
     # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate
-    # several gunicorn workers or a prefork Celery pool.
+    # several gunicorn workers or a prefork Celery pool; unset, init_app sets
+    # up one per process group (ops/metrics_dir.py).
     "NOTIFICATIONS_METRICS": False,
     # Path of the metrics endpoint added to the application; None adds none
     # (mount flask_notifications.ops.metrics.make_wsgi_app() yourself).

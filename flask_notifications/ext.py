@@ -102,6 +102,10 @@ class Notifications:
 
             app.register_blueprint(health, url_prefix=app.config["NOTIFICATIONS_HEALTH_URL_PREFIX"])
         if app.config["NOTIFICATIONS_METRICS"]:
+            from .ops.metrics_dir import prepare_multiprocess_dir
+
+            # Before prometheus_client is imported, which reads it once.
+            prepare_multiprocess_dir()
             from .ops.metrics import instrument
 
             instrument(self._states[app])
