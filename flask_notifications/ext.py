@@ -22,6 +22,7 @@ from .event_hub import EventHub, hub_id_for
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
+from .streaming.server import check_at_startup
 from .worker.celery_app import celery_from_config, use_own_queue, warn_unsafe_serializers
 from .worker.tasks import bind, register_consumer_task
 
@@ -95,6 +96,8 @@ class Notifications:
                 register_consumer_task(celery, task_name, **hub.task_options(task_name))
         if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
             from .streaming.views import blueprint
+
+            check_at_startup()
 
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
         if app.config["NOTIFICATIONS_HEALTH_BLUEPRINT"]:

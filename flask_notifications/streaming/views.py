@@ -14,6 +14,7 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    InternalServerError,
     NotFound,
     ServiceUnavailable,
     TooManyRequests,
@@ -25,6 +26,7 @@ from ..event_filter import EventFilter
 from ..event_hub import HUB_ID_PREFIX, EventHub
 from ..state import runtime as current_runtime
 from .green import SocketWriter, under_gevent
+from .server import ADVICE, log_once, refusal
 from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
@@ -112,6 +114,19 @@ def _warn_if_gevent_unpatched() -> None:
             "An event stream is served by gevent, but the process is not monkey-patched: every stream "
             "blocks the whole server. Call gevent.monkey.patch_all() first thing, or use gunicorn -k gevent."
         )
+
+
+def _refuse_if_it_would_freeze() -> None:
+    """``500`` with a JSON body naming the worker class to use, on a server
+    that one open stream would freeze (see :mod:`.server`)."""
+    reason = refusal(request.environ)
+    if reason is None:
+        return
+    log_once(reason)
+    message = f"This server cannot hold an event stream open: {reason}. {ADVICE}"
+    body = jsonify(error="Internal Server Error", status=500, message=message)
+    body.status_code = 500
+    raise InternalServerError(message, response=body)
 
 
 def _find_hub(runtime: Runtime, name: str) -> tuple[EventHub, bool]:
@@ -208,6 +223,7 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     except StreamFormatError as exc:
         raise BadRequest(str(exc)) from None
     _warn_if_gevent_unpatched()
+    _refuse_if_it_would_freeze()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     sock = _client_socket(request.environ)
     writer = SocketWriter.for_environ(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
