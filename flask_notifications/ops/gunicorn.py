@@ -26,13 +26,16 @@ import signal
 from types import FrameType
 from typing import Any
 
-from ..streaming.fanout import end_all_streams
-from ..streaming.green import spawn
-
 logger = logging.getLogger(__name__)
+
+# gunicorn.conf.py imports this module in the master, before gevent patches
+# the workers: what imports redis or ssl (the streams, the metrics) is
+# imported in the hooks, or gevent warns on every worker boot.
 
 
 def _end_streams() -> None:
+    from ..streaming.fanout import end_all_streams
+
     ended = end_all_streams()
     logger.info("Stopping: ended %d event streams; their clients resume on another worker.", ended)
 
@@ -40,6 +43,8 @@ def _end_streams() -> None:
 def post_worker_init(worker: Any) -> None:
     """Make the worker end its streams when it receives ``SIGTERM``, then
     stop as gunicorn would (its own handler runs after)."""
+    from ..streaming.green import spawn
+
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
