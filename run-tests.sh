@@ -9,6 +9,7 @@
 #                                  (tests/test_cli.py -x, -k name, ...)
 #   ./run-tests.sh --fast [ARGS]   the fast lane: ruff, then the unit tests that
 #                                  need no server (the in-memory backend), in seconds
+#   ./run-tests.sh --help          print this help and exit
 #   ./run-tests.sh --services -- COMMAND...
 #                                  start the services the tests need, run COMMAND
 #                                  (python -m pytest tests/test_x.py, say), stop them
@@ -25,8 +26,11 @@ cd "$(dirname "$0")"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
 mode=full
 case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
   --fast) mode=fast; shift ;;
   --services)
     mode=services; shift

@@ -45,7 +45,7 @@ def _inbox() -> Iterator[Inbox]:
         inbox: Inbox = ext.inbox
     except ImportError as exc:
         raise click.ClickException(
-            f"The inbox needs SQLAlchemy 2: pip install 'Flask-Notifications[inbox]' ({exc})."
+            f"The inbox needs SQLAlchemy 2: pip install '.[inbox]' from a clone of Flask-Notifications ({exc})."
         ) from None
     try:
         yield inbox

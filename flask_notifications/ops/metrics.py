@@ -71,7 +71,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ConfigurationError(
-        "NOTIFICATIONS_METRICS needs prometheus_client: pip install 'Flask-Notifications[metrics]'."
+        "NOTIFICATIONS_METRICS needs prometheus_client: pip install '.[metrics]' from a clone of Flask-Notifications."
     ) from exc
 
 if TYPE_CHECKING:
