@@ -23,7 +23,7 @@ from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
 from .streaming.server import check_at_startup
-from .worker.celery_app import celery_from_config, use_own_queue, warn_unsafe_serializers
+from .worker.celery_app import celery_from_config, hint_celery_command, use_own_queue, warn_unsafe_serializers
 from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class Notifications:
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         warn_unsafe_serializers(celery)
         use_own_queue(celery, app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"])
+        hint_celery_command(app)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
         self._states[app] = Runtime(self, app, celery, backend)
         app.extensions["notifications"] = self

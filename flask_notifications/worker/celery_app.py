@@ -133,3 +133,30 @@ def use_own_queue(celery: Celery, queue: str) -> None:
     if queue not in celery.amqp.queues:
         # The queues were read before init_app: read them again.
         celery.amqp.queues = conf.task_queues
+
+
+class _CeleryCommandHint:
+    """What ``celery -A module worker`` finds as ``user_options`` when it
+    takes the module's Flask application for its Celery app (Celery looks for
+    ``app`` before ``celery``): an error that says what to type instead of
+    ``AttributeError: 'Flask' object has no attribute 'user_options'``."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def get(self, *args: Any) -> Any:
+        import click
+
+        raise click.UsageError(
+            f"'celery -A {self.module}' found the Flask application {self.module}.app, not its Celery app. "
+            f"Run 'celery -A {self.module}:celery worker', where the module defines "
+            "celery = notifications.get_celery(app)."
+        )
+
+
+def hint_celery_command(app: Flask) -> None:
+    """Make ``celery -A module worker``, which takes ``module.app`` (the
+    Flask application) for the Celery app, fail with the command to type."""
+    if not hasattr(app, "user_options"):
+        module = app.import_name if app.import_name != "__main__" else "app"
+        setattr(app, "user_options", _CeleryCommandHint(module))  # noqa: B010 (Flask declares no such attribute)
