@@ -13,7 +13,7 @@ from flask import Flask, Response, current_app, has_app_context
 from flask_celeryext import FlaskCeleryExt
 
 from . import sending
-from .backends.base import Backend, build_backend
+from .backends.base import Backend, Message, build_backend
 from .config import apply_defaults, validate
 from .errors import HubError
 from .event import Event
@@ -290,6 +290,30 @@ class Notifications:
         A call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
         return sending.send_many(self, events)
+
+    def publish(self, hub: EventHub | str, event: Event | Mapping[str, Any] | str | bytes) -> Message | None:
+        """Push ``event`` straight to the stream of ``hub``, through the
+        backend, in this process: no Celery, no worker, no consumer. It is
+        the flask-sse use case, ``sse.publish(data)``::
+
+            notifications.publish(hub, Event(None, "chat", "Hi", "...", recipients=[user.id]))
+
+        The browsers reading the hub's stream receive it at once, and it
+        enters the hub's replay history, as if the hub's
+        :class:`~flask_notifications.consumers.push_consumer.PushConsumer`
+        had published it; the hub's filter and its other consumers are not
+        consulted. Use :meth:`send` for delivery with retries and dead
+        letters.
+
+        :param hub: an :class:`EventHub`, its id or its label.
+        :param event: an :class:`Event`, its dict, or its JSON.
+        :return: the backend's message (its ``id`` is the stream's event id),
+            or ``None`` if the event had expired, which publishes nothing.
+        :raises HubError: there is no such hub.
+        :raises InvalidEventError: the event is malformed or too large.
+        :raises BackendError: the backend cannot be reached.
+        """
+        return sending.push(self, hub, event)
 
     # -- streams --------------------------------------------------------------
 
