@@ -7,6 +7,10 @@ refuses to start, saying what to set."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +21,12 @@ from flask_notifications import Event
 
 from ..apps.sse_app import create_app
 from ..conftest import make_config
+from ..example_helpers import ROOT
 from ..helpers import free_port, wait_for
 from ..metrics_helpers import Samples, scrape
 from ..reliability.conftest import WorkerProcess
+from ..sse_client import SSEClient
+from ..sse_servers import _accepts
 
 pytestmark = pytest.mark.server
 
@@ -91,3 +98,59 @@ def _answers(url: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_gunicorn_workers_scrapes_agree_without_a_directory(config: dict[str, object], tmp_path: Path) -> None:
+    """``gunicorn -w 2`` as a newcomer starts it, in a session of its own:
+    every scrape, whichever worker answers, counts the streams of both."""
+    news = "event-hub-news"
+    port = free_port()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        "from flask_notifications.ops.gunicorn import child_exit, post_worker_init  # noqa: F401\n"
+        f"bind = '127.0.0.1:{port}'\nworkers = 2\nworker_class = 'gevent'\n"
+    )
+    web_config = {
+        **config,
+        "NOTIFICATIONS_METRICS_SYNC_INTERVAL": 0.2,
+        "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": None,
+    }
+    env = {**os.environ, "SSE_APP_CONFIG": json.dumps(web_config), "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(conf), "tests.apps.sse_app:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/metrics"
+    streams: list[SSEClient] = []
+    try:
+        wait_for(lambda: proc.poll() is None and _accepts(port) and _answers(url), timeout=60)
+
+        # Open streams until one worker answers that it holds only some of them.
+        def spread() -> bool:
+            streams.append(SSEClient(f"http://127.0.0.1:{port}/notifications/{news}/events"))
+            assert streams[-1].status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=20) as response:
+                return len(streams) >= 2 and json.load(response)["connections"] < len(streams)
+
+        wait_for(spread, timeout=60, interval=0.05)
+
+        def opened() -> float:
+            return scrape(url).get(("notifications_streams_opened_total", frozenset()), 0.0)
+
+        wait_for(lambda: opened() == len(streams), timeout=60)
+        assert [opened() for _ in range(20)] == [len(streams)] * 20, log.read_text()
+    finally:
+        for stream in streams:
+            stream.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
