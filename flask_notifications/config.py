@@ -1,14 +1,23 @@
-"""Every configuration key of Flask-Notifications and its default.
+"""Every configuration key of Flask-Notifications, its default and its check.
 
 The defaults are applied once, in :meth:`Notifications.init_app`, with
-``app.config.setdefault``; docs/config.rst documents each key.
+``app.config.setdefault``, and every value is checked there too
+(:func:`validate`); docs/config.rst documents each key.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask
+
+from .errors import ConfigurationError, ConfigurationWarning
 
 #: The backend used when neither ``NOTIFICATIONS_BACKEND`` nor the original
 #: documentation's ``BACKEND`` key is set.
@@ -47,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": 64 * 1024 * 1024,
     # Prefix of every key, channel and exchange the backends create.
     "NOTIFICATIONS_KEY_PREFIX": "notifications",
+    # Celery queue of this extension's dispatch and consumer tasks, declared
+    # in the Celery app's task_queues next to its default queue, so that a
+    # worker of another Celery app sharing the broker never takes them; None
+    # names it after NOTIFICATIONS_KEY_PREFIX.
+    "NOTIFICATIONS_CELERY_QUEUE": None,
     # Largest accepted event, in bytes of its JSON form.
     "NOTIFICATIONS_MAX_EVENT_SIZE": 64 * 1024,
     # Events kept per hub for Last-Event-ID replay (approximate bound).
@@ -128,7 +142,8 @@ DEFAULTS: dict[str, Any] = {
     # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
     # the stream, send and consumer counters of docs/operations.rst. Set
     # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate
-    # several gunicorn workers or a prefork Celery pool.
+    # several gunicorn workers or a prefork Celery pool; unset, init_app sets
+    # up one per process group (ops/metrics_dir.py).
     "NOTIFICATIONS_METRICS": False,
     # Path of the metrics endpoint added to the application; None adds none
     # (mount flask_notifications.ops.metrics.make_wsgi_app() yourself).
@@ -179,3 +194,297 @@ def apply_defaults(app: Flask) -> None:
     backend = app.config["NOTIFICATIONS_BACKEND"]
     if isinstance(backend, str) and backend in LEGACY_BACKENDS:
         app.config["NOTIFICATIONS_BACKEND"] = LEGACY_BACKENDS[backend]
+
+
+# -- checks -------------------------------------------------------------------
+
+#: A check takes a value and returns it normalised (a number given as a
+#: string, as environment variables give it, becomes that number), or raises
+#: ValueError with what is expected.
+Check = Callable[[Any], Any]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _integer(minimum: int = 0, *, optional: bool = False, maximum: int | None = None) -> Check:
+    expected = f"an integer of at least {minimum}" + (f" and at most {maximum}" if maximum is not None else "")
+    if optional:
+        expected += ", or None"
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(expected)
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(expected)
+        return value
+
+    return check
+
+
+def _number(minimum: float = 0.0, *, positive: bool = False, optional: bool = False) -> Check:
+    expected = "a number of seconds " + ("greater than" if positive else "of at least") + f" {minimum:g}"
+    if optional:
+        expected += ", or None"
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(expected) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(expected)
+        if value < minimum or (positive and value == minimum):
+            raise ValueError(expected)
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("True or False")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _text(value)
+    except ValueError:
+        raise ValueError("a non-empty string, or None") from None
+
+
+def _url_prefix(*, optional: bool = False) -> Check:
+    expected = "a URL path that starts with '/'" + (", or None" if optional else "")
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or (value and not value.startswith("/")):
+            raise ValueError(expected)
+        return value
+
+    return check
+
+
+def _retention(value: Any) -> Any:
+    if value is None or isinstance(value, timedelta):
+        return value
+    try:
+        return _number(0.0, positive=True)(value)
+    except ValueError:
+        raise ValueError("a number of seconds greater than 0, a timedelta, or None") from None
+
+
+def _retry_policy(value: Any) -> Any:
+    expected = "a dict of kombu retry options (max_retries, interval_start, interval_step, interval_max)"
+    if not isinstance(value, Mapping):
+        raise ValueError(expected)
+    known = {"max_retries", "interval_start", "interval_step", "interval_max", "timeout"}
+    policy = dict(value)
+    for name, item in policy.items():
+        if name not in known:
+            raise ValueError(f"{expected}; {name!r} is none of them")
+        if item is None and name in ("max_retries", "timeout"):
+            continue
+        try:
+            policy[name] = _number(0.0)(item)
+        except ValueError:
+            raise ValueError(f"{expected}, each a number of at least 0; {name} is {item!r}") from None
+    return policy
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+_REDIS_EXPECTED = (
+    "a Redis URL: redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path/to/socket, "
+    "redis+sentinel://host:port[,host:port...]/<master name>[/<db>] or redis+cluster://host:port[,host:port...]"
+)
+
+
+def check_redis_url(value: Any) -> Any:
+    """Parse a Redis URL of a form that
+    :func:`~flask_notifications.backends.redis_client.client_from_url`
+    connects to, without connecting.
+
+    :raises ValueError: it is none of them; the message says what is expected.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(_REDIS_EXPECTED)
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if scheme not in _REDIS_SCHEMES:
+        raise ValueError(_REDIS_EXPECTED)
+    if scheme in ("redis+sentinel", "redis+cluster"):
+        parts = urlsplit(value)
+        netloc = parts.netloc.rpartition("@")[2]
+        for host in netloc.split(","):
+            name, sep, port = host.strip().rpartition(":")
+            if not (name if sep else port) or (sep and not port.isdigit()):
+                raise ValueError(f"{_REDIS_EXPECTED}; {host!r} is not host:port")
+        segments = [segment for segment in parts.path.split("/") if segment]
+        if scheme == "redis+cluster" and segments not in ([], ["0"]):
+            raise ValueError(f"{_REDIS_EXPECTED}; a Redis Cluster has only database 0")
+        if scheme == "redis+sentinel" and (
+            not segments or len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit())
+        ):
+            raise ValueError(f"{_REDIS_EXPECTED}; name the master after the sentinels")
+        return value
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)
+        if scheme != "unix":
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (a port that is not a number raises ValueError here)
+            if not parts.hostname:
+                raise ValueError("no host")
+            if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+                raise ValueError(f"the database {parts.path.strip('/')!r} is not a number")
+    except ValueError as exc:
+        raise ValueError(f"{_REDIS_EXPECTED} ({exc})") from None
+    return value
+
+
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def _amqp_url(value: Any) -> Any:
+    expected = "an AMQP URL: amqp://[user:password@]host[:port]/[vhost] (or amqps://, pyamqp://), or None"
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.partition("://")[0].lower() not in _AMQP_SCHEMES or "://" not in value:
+        raise ValueError(expected)
+    try:
+        urlsplit(value).port  # noqa: B018 (a port that is not a number raises ValueError here)
+    except ValueError as exc:
+        raise ValueError(f"{expected} ({exc})") from None
+    return value
+
+
+def _anything(value: Any) -> Any:
+    return value
+
+
+def _inbox_url(value: Any) -> Any:
+    if isinstance(value, str) and "://" not in value:
+        raise ValueError("a SQLAlchemy URL such as postgresql+psycopg://user@host/db, an Engine, or None")
+    return value
+
+
+#: The check of every key in :data:`DEFAULTS`.
+CHECKS: dict[str, Check] = {
+    "NOTIFICATIONS_BACKEND": _anything,  # build_backend checks it and lists the choices
+    "NOTIFICATIONS_REDIS_URL": check_redis_url,
+    "NOTIFICATIONS_AMQP_URL": _amqp_url,
+    "NOTIFICATIONS_AMQP_LEDGER_URL": check_redis_url,
+    "NOTIFICATIONS_AMQP_STREAM_MAX_BYTES": _integer(1),
+    "NOTIFICATIONS_KEY_PREFIX": _text,
+    "NOTIFICATIONS_CELERY_QUEUE": _optional_text,
+    "NOTIFICATIONS_MAX_EVENT_SIZE": _integer(0, optional=True),
+    "NOTIFICATIONS_HISTORY_SIZE": _integer(1),
+    "NOTIFICATIONS_HISTORY_TTL": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_MAX_RETRIES": _integer(0),
+    "NOTIFICATIONS_RETRY_BACKOFF": _number(0.0),
+    "NOTIFICATIONS_RETRY_BACKOFF_MAX": _number(0.0),
+    "NOTIFICATIONS_RETRY_JITTER": _boolean,
+    "NOTIFICATIONS_PUBLISH_RETRY_POLICY": _retry_policy,
+    "NOTIFICATIONS_IDEMPOTENCY_TTL": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_LEDGER_SIZE": _integer(1),
+    "NOTIFICATIONS_IDEMPOTENCY_WINDOW": _number(0.0),
+    "NOTIFICATIONS_SEND_CLAIM_TIMEOUT": _number(0.0, positive=True),
+    "NOTIFICATIONS_CLAIM_TIMEOUT": _number(0.0, positive=True),
+    "NOTIFICATIONS_RECONNECT_BACKOFF": _number(0.0),
+    "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": _number(0.0),
+    "NOTIFICATIONS_DEAD_LETTER_LIMIT": _integer(1),
+    "NOTIFICATIONS_SSE_BLUEPRINT": _boolean,
+    "NOTIFICATIONS_SSE_PUBLIC": _boolean,
+    "NOTIFICATIONS_SSE_URL_PREFIX": _url_prefix(),
+    "NOTIFICATIONS_SSE_HEARTBEAT": _number(0.0, positive=True),
+    "NOTIFICATIONS_SSE_EVENT_NAMES": _boolean,
+    "NOTIFICATIONS_SSE_RETRY": _integer(0),
+    "NOTIFICATIONS_SSE_QUEUE_SIZE": _integer(1),
+    "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": _integer(1, optional=True),
+    "NOTIFICATIONS_SSE_DIRECT_WRITE": _boolean,
+    "NOTIFICATIONS_METRICS": _boolean,
+    "NOTIFICATIONS_METRICS_URL": _url_prefix(optional=True),
+    "NOTIFICATIONS_METRICS_MAX_HUBS": _integer(0),
+    "NOTIFICATIONS_METRICS_WORKER_PORT": _integer(0, optional=True, maximum=65535),
+    "NOTIFICATIONS_METRICS_SYNC_INTERVAL": _number(0.0, positive=True),
+    "NOTIFICATIONS_HEALTH_BLUEPRINT": _boolean,
+    "NOTIFICATIONS_HEALTH_URL_PREFIX": _url_prefix(),
+    "NOTIFICATIONS_INBOX_URL": _inbox_url,
+    "NOTIFICATIONS_INBOX_TABLE": _text,
+    "NOTIFICATIONS_INBOX_RETENTION": _retention,
+    "NOTIFICATIONS_INBOX_CONNECT_TIMEOUT": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_INBOX_POOL_TIMEOUT": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_LEDGER": _anything,  # build_ledger checks it and lists the choices
+    "NOTIFICATIONS_LEDGER_URL": _inbox_url,  # a Redis or SQLAlchemy URL, or an Engine
+}
+
+
+def _uses_redis(backend: object) -> bool:
+    if isinstance(backend, str):
+        return "redis" in backend.lower()
+    cls = backend if isinstance(backend, type) else type(backend)
+    return any(base.__name__ == "RedisPubSub" for base in cls.__mro__)
+
+
+def validate(app: Flask) -> None:
+    """Check every ``NOTIFICATIONS_*`` value of ``app.config`` (after
+    :func:`apply_defaults`) and store it normalised: a number given as a
+    string becomes that number. Warn about an unknown ``NOTIFICATIONS_*``
+    key, naming the known key it probably means.
+
+    :raises ConfigurationError: a value has the wrong type, is out of range
+        or is a malformed URL; the message names the key, the value and
+        what is expected.
+    """
+    config = app.config
+    for key, check in CHECKS.items():
+        config[key] = _checked(key, config[key], check)
+    if config["NOTIFICATIONS_REDIS_URL"] is None and config.get("REDIS_URL") is not None:
+        if _uses_redis(config["NOTIFICATIONS_BACKEND"]):
+            _checked("REDIS_URL", config["REDIS_URL"], check_redis_url)
+    for key in config:
+        if isinstance(key, str) and key.startswith("NOTIFICATIONS_") and key not in CHECKS:
+            close = difflib.get_close_matches(key, CHECKS, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}?" if close else "see docs/config.rst for the keys that exist."
+            warnings.warn(
+                f"Flask-Notifications has no setting {key}, so it is ignored; {hint}",
+                ConfigurationWarning,
+                stacklevel=3,
+            )
+
+
+def _checked(key: str, value: Any, check: Check) -> Any:
+    try:
+        return check(value)
+    except ValueError as exc:
+        shown = value
+        if isinstance(value, str) and "@" in value and "://" in value:
+            parts = urlsplit(value)
+            shown = value.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2])
+        raise ConfigurationError(f"{key} is {shown!r}, which does not work: expected {exc}.") from None

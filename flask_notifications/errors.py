@@ -183,3 +183,10 @@ class NotificationNotFoundError(InboxError, LookupError):
 class InboxUnavailableError(InboxError):
     """The inbox database cannot be reached, or its table does not exist.
     A consumer that raises it is retried; nothing is lost."""
+
+
+class ConfigurationWarning(UserWarning):
+    """A configuration key looks wrong but the application can still run,
+    such as an unknown ``NOTIFICATIONS_*`` key, probably misspelt. Filter it
+    with ``warnings.filterwarnings("ignore", category=ConfigurationWarning)``
+    to silence it."""

@@ -121,7 +121,8 @@ class Event(dict[str, Any]):
         datetime is taken as local time and stored timezone-aware; a number
         is seconds since the epoch (``time.time()``, as 0.1 took it).
     :param sender: who sent it.
-    :param recipients: who it is for.
+    :param recipients: who it is for: string ids; an integer id (such as
+        Flask-Login's ``current_user.id``) is stored as its decimal string.
     :param tags: labels to filter on.
     :param expiration_datetime: after this moment the event is not delivered.
     :param extra: extra JSON-serialisable fields, kept and serialised.
@@ -137,7 +138,7 @@ class Event(dict[str, Any]):
         body: str,
         timestamp: datetime | float | None = None,
         sender: str = "",
-        recipients: Iterable[str] = (),
+        recipients: Iterable[str | int] = (),
         tags: Iterable[str] = (),
         expiration_datetime: datetime | None = None,
         **extra: Any,
@@ -190,10 +191,16 @@ class Event(dict[str, Any]):
                     field,
                 )
             items = list(value)
+            if field == "recipients":
+                # An integer user id (Flask-Login's current_user.id) is a
+                # recipient as its decimal string, as filters and the inbox take it.
+                items = [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in items]
             for item in items:
                 if not isinstance(item, str):
                     raise InvalidEventError(
-                        f"Field {field!r} must hold strings only, got {type(item).__name__}.",
+                        f"Field {field!r} must hold "
+                        f"{'string or integer ids' if field == 'recipients' else 'strings'} only, "
+                        f"got {type(item).__name__}.",
                         field,
                     )
                 _check_text(field, item)

@@ -13,8 +13,8 @@ from flask import Flask, Response, current_app, has_app_context
 from flask_celeryext import FlaskCeleryExt
 
 from . import sending
-from .backends.base import Backend, build_backend
-from .config import apply_defaults
+from .backends.base import Backend, Message, build_backend
+from .config import apply_defaults, validate
 from .errors import HubError
 from .event import Event
 from .event_filter import EventFilter
@@ -23,7 +23,8 @@ from .ledger.base import Ledger, build_ledger
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
-from .worker.celery_app import celery_from_config, warn_unsafe_serializers
+from .streaming.server import check_at_startup
+from .worker.celery_app import celery_from_config, hint_celery_command, use_own_queue, warn_unsafe_serializers
 from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
@@ -70,11 +71,14 @@ class Notifications:
             the documentation passes; ``None`` lets the backend connect from
             the config (``NOTIFICATIONS_REDIS_URL`` or ``REDIS_URL``).
         :raises RuntimeError: the extension is already set up on ``app``.
-        :raises ConfigurationError: the configured backend does not exist.
+        :raises ConfigurationError: the configured backend does not exist, or
+            a ``NOTIFICATIONS_*`` value has the wrong type, is out of range or
+            is a malformed URL (the message names the key and the value).
         """
         if "notifications" in app.extensions:
             raise RuntimeError("Flask-Notifications is already initialised on this application.")
         apply_defaults(app)
+        validate(app)
         if celery is None:
             celeryext = app.extensions.get("flask-celeryext")
             if celeryext is None:
@@ -83,6 +87,8 @@ class Notifications:
         # Flask-CeleryExt's default factory hands out Celery's current_app proxy.
         celery = getattr(celery, "_get_current_object", lambda: celery)()
         warn_unsafe_serializers(celery)
+        use_own_queue(celery, app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"])
+        hint_celery_command(app)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
         ledger = build_ledger(app, backend, broker)
         self._states[app] = Runtime(self, app, celery, backend, ledger)
@@ -94,12 +100,18 @@ class Notifications:
         if app.config["NOTIFICATIONS_SSE_BLUEPRINT"]:
             from .streaming.views import blueprint
 
+            check_at_startup()
+
             app.register_blueprint(blueprint, url_prefix=app.config["NOTIFICATIONS_SSE_URL_PREFIX"])
         if app.config["NOTIFICATIONS_HEALTH_BLUEPRINT"]:
             from .ops.health import blueprint as health
 
             app.register_blueprint(health, url_prefix=app.config["NOTIFICATIONS_HEALTH_URL_PREFIX"])
         if app.config["NOTIFICATIONS_METRICS"]:
+            from .ops.metrics_dir import prepare_multiprocess_dir
+
+            # Before prometheus_client is imported, which reads it once.
+            prepare_multiprocess_dir()
             from .ops.metrics import instrument
 
             instrument(self._states[app])
@@ -291,6 +303,30 @@ class Notifications:
         A call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
         return sending.send_many(self, events)
+
+    def publish(self, hub: EventHub | str, event: Event | Mapping[str, Any] | str | bytes) -> Message | None:
+        """Push ``event`` straight to the stream of ``hub``, through the
+        backend, in this process: no Celery, no worker, no consumer. It is
+        the flask-sse use case, ``sse.publish(data)``::
+
+            notifications.publish(hub, Event(None, "chat", "Hi", "...", recipients=[user.id]))
+
+        The browsers reading the hub's stream receive it at once, and it
+        enters the hub's replay history, as if the hub's
+        :class:`~flask_notifications.consumers.push_consumer.PushConsumer`
+        had published it; the hub's filter and its other consumers are not
+        consulted. Use :meth:`send` for delivery with retries and dead
+        letters.
+
+        :param hub: an :class:`EventHub`, its id or its label.
+        :param event: an :class:`Event`, its dict, or its JSON.
+        :return: the backend's message (its ``id`` is the stream's event id),
+            or ``None`` if the event had expired, which publishes nothing.
+        :raises HubError: there is no such hub.
+        :raises InvalidEventError: the event is malformed or too large.
+        :raises BackendError: the backend cannot be reached.
+        """
+        return sending.push(self, hub, event)
 
     # -- streams --------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,8 +20,17 @@ from flask import Flask
 from kombu.exceptions import OperationalError
 
 from . import signals
-from .errors import BackendError, BrokerUnavailableError, InvalidEventError, NotificationsError, SendInProgressError
+from .backends.base import Message
+from .errors import (
+    BackendError,
+    BrokerUnavailableError,
+    HubError,
+    InvalidEventError,
+    NotificationsError,
+    SendInProgressError,
+)
 from .event import Event
+from .event_hub import EventHub
 from .ledger.base import Claim, Ledger
 from .worker.claims import claim_or_wait, held
 from .worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK, dispatch_expires, new_delivery_id, sent_key
@@ -254,6 +264,40 @@ def publish(app: Flask, task: Any, what: str, **options: Any) -> str:
     except (OperationalError, OSError) as exc:
         raise BrokerUnavailableError(f"Could not reach the Celery broker, so {what}: {exc}") from exc
     return str(result.id)
+
+
+def push(ext: Notifications, hub: EventHub | str, event: Event | Mapping[str, Any] | str | bytes) -> Message | None:
+    """Publish ``event`` straight to ``hub``'s stream through the backend,
+    without Celery; see :meth:`Notifications.publish`."""
+    state = ext.runtime()
+    target = hub if isinstance(hub, EventHub) else _find_hub(ext, hub)
+    event = coerce_event(event)
+    event_json = event.to_json()
+    limit = state.app.config["NOTIFICATIONS_MAX_EVENT_SIZE"]
+    size = len(event_json.encode("utf-8"))
+    if limit and size > limit:
+        raise InvalidEventError(f"The event is {size} bytes, more than NOTIFICATIONS_MAX_EVENT_SIZE ({limit}).")
+    if event.is_expired():
+        logger.info("Not publishing expired event %s.", event["event_id"])
+        return None
+    started = time.perf_counter()
+    message = state.backend.publish(target.hub_id, event_json)
+    seconds = time.perf_counter() - started
+    signals.event_published.send(state.app, hub_id=target.hub_id, message=message, seconds=seconds)
+    return message
+
+
+def _find_hub(ext: Notifications, name: str) -> EventHub:
+    """The hub whose id or label is ``name``."""
+    from .event_hub import hub_id_for
+
+    hubs = ext.hubs
+    if name in hubs:
+        return hubs[name]
+    try:
+        return ext.get_hub(hub_id_for(name))
+    except (HubError, ValueError):
+        return ext.get_hub(name)
 
 
 def coerce_event(event: object) -> Event:

@@ -63,7 +63,7 @@ def test_naive_datetime_is_local_time() -> None:
     [
         ("sender", 5),
         ("recipients", "tom"),
-        ("recipients", ["tom", 3]),
+        ("recipients", ["tom", 3.5]),  # an integer is a recipient id (issue 23)
         ("tags", None),
         ("timestamp", "yesterday"),
         ("expiration_datetime", 12),

@@ -3,7 +3,7 @@
     from flask_notifications.consumers import EventConsumer, LogConsumer, PushConsumer
 
 :class:`FlaskMailConsumer` needs the ``mail`` extra, so it is imported on
-first use: ``pip install "Flask-Notifications[mail]"``.
+first use: ``pip install ".[mail]"`` from a clone of the repository.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The consumer that emails events through Flask-Mail.
 
-It needs the ``mail`` extra: ``pip install "Flask-Notifications[mail]"``.
+It needs the ``mail`` extra: ``pip install ".[mail]"`` from a clone of the repository.
 The SMTP server is Flask-Mail's (``MAIL_SERVER``, ``MAIL_PORT``,
 ``MAIL_USERNAME``, ``MAIL_PASSWORD``, ``MAIL_USE_TLS``, ``MAIL_USE_SSL``,
 ``MAIL_DEFAULT_SENDER``), and Flask-Mail's ``MAIL_SUPPRESS_SEND`` (on when
@@ -37,7 +37,9 @@ from .mail_consumer import MailConsumer, MailContent, RecipientMap, SmtpSettings
 try:
     import flask_mail
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError("FlaskMailConsumer needs Flask-Mail: pip install 'Flask-Notifications[mail]'.") from exc
+    raise ImportError(
+        "FlaskMailConsumer needs Flask-Mail: pip install '.[mail]' from a clone of Flask-Notifications."
+    ) from exc
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ def _inbox() -> Iterator[Inbox]:
         inbox: Inbox = ext.inbox
     except ImportError as exc:
         raise click.ClickException(
-            f"The inbox needs SQLAlchemy 2: pip install 'Flask-Notifications[inbox]' ({exc})."
+            f"The inbox needs SQLAlchemy 2: pip install '.[inbox]' from a clone of Flask-Notifications ({exc})."
         ) from None
     try:
         yield inbox
@@ -70,8 +70,13 @@ def init_db_command() -> None:
     type=click.FloatRange(min=0),
     help="Delete notifications stored more than this many days ago (default: NOTIFICATIONS_INBOX_RETENTION).",
 )
-def purge_command(days: float | None) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask before deleting every notification (--days 0).")
+def purge_command(days: float | None, yes: bool) -> None:
     """Delete old notifications, read or not."""
+    if days is None and current_app.config.get("NOTIFICATIONS_INBOX_RETENTION") is None:
+        raise click.ClickException("Give the age to purge with --days N, or set NOTIFICATIONS_INBOX_RETENTION.")
+    if days == 0 and not yes:
+        click.confirm("--days 0 deletes every notification of every user, read or not. Go on?", abort=True)
     with _inbox() as inbox:
         deleted = inbox.purge(timedelta(days=days) if days is not None else None)
     click.echo(f"Deleted {deleted} notification{'s' if deleted != 1 else ''}.")
@@ -127,3 +132,8 @@ def migration_command(directory: str) -> None:
     path = Path(scripts.versions) / f"{revision}_create_{table}.py"
     path.write_text(text, encoding="utf-8")
     click.echo(f"Wrote {path}; apply it with 'flask db upgrade'.")
+    click.echo(
+        "So that 'flask db migrate' does not propose to drop the inbox table, give env.py the include_object hook:\n"
+        "    from flask_notifications.inbox import include_object\n"
+        "    context.configure(..., include_object=include_object)"
+    )

@@ -52,6 +52,7 @@ from ..state import runtime as runtime_of
 from ..streaming.green import spawn
 from ..worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK
 from ..worker.outcome import Outcome
+from .metrics_dir import refuse_prefork_per_process
 
 try:
     from prometheus_client import (
@@ -70,7 +71,7 @@ try:
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ConfigurationError(
-        "NOTIFICATIONS_METRICS needs prometheus_client: pip install 'Flask-Notifications[metrics]'."
+        "NOTIFICATIONS_METRICS needs prometheus_client: pip install '.[metrics]' from a clone of Flask-Notifications."
     ) from exc
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ def instrument(runtime: Runtime) -> None:
         celery_signals.task_prerun.connect(_started, weak=False, dispatch_uid="flask_notifications.started")
         celery_signals.task_postrun.connect(_finished, weak=False, dispatch_uid="flask_notifications.finished")
         celery_signals.worker_ready.connect(_serve_worker, weak=False, dispatch_uid="flask_notifications.serve")
+        celery_signals.worker_init.connect(_check_pool, weak=False, dispatch_uid="flask_notifications.pool")
         if not multiprocess_mode():
             REGISTRY.register(ScrapeCollector())
 
@@ -411,6 +413,12 @@ def _serve_worker(sender: Any = None, **kwargs: Any) -> None:
             start_http_server(int(port), registry=_worker_registry())
             logger.info("Serving the worker's metrics on port %s.", port)
             return
+
+
+def _check_pool(sender: Any = None, **kwargs: Any) -> None:
+    celery = getattr(sender, "app", None)
+    if any(runtime.celery is celery for runtime in list(_runtimes)):
+        refuse_prefork_per_process(sender)
 
 
 def _worker_registry() -> CollectorRegistry:

@@ -221,7 +221,7 @@ class SocketWriter:
 
     The server offers one in the WSGI environ, under
     :data:`ENVIRON_KEY`, when it can hand the connection over: today
-    :class:`~flask_notifications.ops.gunicorn.GeventWorker` does. The
+    :class:`~flask_notifications.ops.gunicorn_worker.GeventWorker` does. The
     server must have written every byte the response iterator yielded before
     it asks for the next, and must frame what it yields the way
     :attr:`chunked` says.

@@ -3,7 +3,7 @@ straight to the client's socket, one non-blocking write per stream and
 batch, while the server's greenlet for the request waits.
 
 The server hands the socket over through the WSGI environ (see
-:class:`~flask_notifications.ops.gunicorn.GeventWorker`), so the
+:class:`~flask_notifications.ops.gunicorn_worker.GeventWorker`), so the
 request stays the server's: it counts toward the server's connection
 limit, and the server writes the response's head, its first frames and its
 end, and closes the connection.

@@ -17,6 +17,7 @@ from werkzeug.exceptions import (
     BadRequest,
     Forbidden,
     HTTPException,
+    InternalServerError,
     NotFound,
     TooManyRequests,
 )
@@ -30,6 +31,7 @@ from .client import client_script, client_url
 from .green import ENVIRON_KEY, SocketWriter, under_gevent
 from .held import HeldBody, Opened
 from .multiplex import multiplexed_response
+from .server import ADVICE, log_once, refusal
 from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
@@ -141,6 +143,19 @@ def _warn_if_gevent_unpatched() -> None:
         )
 
 
+def _refuse_if_it_would_freeze() -> None:
+    """``500`` with a JSON body naming the worker class to use, on a server
+    that one open stream would freeze (see :mod:`.server`)."""
+    reason = refusal(request.environ)
+    if reason is None:
+        return
+    log_once(reason)
+    message = f"This server cannot hold an event stream open: {reason}. {ADVICE}"
+    body = jsonify(error="Internal Server Error", status=500, message=message)
+    body.status_code = 500
+    raise InternalServerError(message, response=body)
+
+
 def _find_hub(runtime: Runtime, name: str) -> tuple[EventHub, bool]:
     """The hub named ``name`` (its id or its label), and whether it exists.
     An unknown name gets a hub of that label that is not registered, for the
@@ -239,6 +254,7 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     except StreamFormatError as exc:
         raise BadRequest(str(exc)) from None
     _warn_if_gevent_unpatched()
+    _refuse_if_it_would_freeze()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     heartbeat = float(config["NOTIFICATIONS_SSE_HEARTBEAT"])
     sock = _client_socket(request.environ)

@@ -1,5 +1,6 @@
 """The Celery app of an application: built from its ``CELERY_*`` config
-when the application brings none, JSON only."""
+when the application brings none, JSON only; and the queue of its own that
+this extension's tasks go to, which that app's workers consume."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from celery import Celery
 from celery.app.defaults import NAMESPACES, flatten
 from flask import Flask
 from flask_celeryext.app import AppContextTask
+from kombu.entity import Queue
+
+from .messages import DELIVERY_HEADER, DISPATCH_MANY_TASK, DISPATCH_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +72,91 @@ def warn_unsafe_serializers(celery: Celery) -> None:
         others,
         risk,
     )
+
+
+class QueueRouter:
+    """A Celery router (an entry of ``task_routes``) that sends this
+    extension's tasks to ``queue``: the dispatch tasks, and the consumer
+    tasks (their messages carry :data:`DELIVERY_HEADER`). A worker started
+    from another Celery app listens on ``celery`` and never sees them, so it
+    cannot drop them as unregistered. A ``queue`` given to
+    ``register_consumer`` still wins.
+
+    :param queue: the queue's name.
+    """
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def __call__(
+        self, name: str, args: Any, kwargs: Any, options: Mapping[str, Any], task: Any = None, **extra: Any
+    ) -> dict[str, str] | None:
+        headers = options.get("headers") or {}
+        if name in (DISPATCH_TASK, DISPATCH_MANY_TASK) or DELIVERY_HEADER in headers:
+            return {"queue": self.queue}
+        return None
+
+    def __repr__(self) -> str:
+        return f"QueueRouter({self.queue!r})"
+
+
+def use_own_queue(celery: Celery, queue: str) -> None:
+    """Route this extension's tasks to ``queue`` and declare it in
+    ``celery``'s ``task_queues``, next to the default queue, so that a worker
+    of ``celery`` started without ``-Q`` consumes both (``celery -A
+    app:celery worker``). A worker given ``-Q`` must list it.
+    """
+    conf = celery.conf
+    routes = conf.task_routes
+    if isinstance(routes, (list, tuple)):
+        routers = [route for route in routes if not isinstance(route, QueueRouter)]
+    else:
+        routers = [] if routes is None else [routes]
+    # After the application's own routes, so that one it gives for these tasks wins.
+    conf.update(task_routes=(*routers, QueueRouter(queue)))
+    queues = conf.task_queues
+    if isinstance(queues, Mapping):
+        if queue not in queues:
+            conf.task_queues = {**queues, queue: {"routing_key": queue}}
+    elif queues:
+        if queue not in {item.name for item in queues}:
+            conf.task_queues = [*queues, Queue(queue, routing_key=queue)]  # type: ignore[no-untyped-call]
+    elif queue != conf.task_default_queue:
+        conf.task_queues = [
+            Queue(  # type: ignore[no-untyped-call]
+                conf.task_default_queue,
+                exchange=celery.amqp.default_exchange,
+                routing_key=conf.task_default_routing_key,
+            ),
+            Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
+        ]
+    if queue not in celery.amqp.queues:
+        # The queues were read before init_app: read them again.
+        celery.amqp.queues = conf.task_queues
+
+
+class _CeleryCommandHint:
+    """What ``celery -A module worker`` finds as ``user_options`` when it
+    takes the module's Flask application for its Celery app (Celery looks for
+    ``app`` before ``celery``): an error that says what to type instead of
+    ``AttributeError: 'Flask' object has no attribute 'user_options'``."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def get(self, *args: Any) -> Any:
+        import click
+
+        raise click.UsageError(
+            f"'celery -A {self.module}' found the Flask application {self.module}.app, not its Celery app. "
+            f"Run 'celery -A {self.module}:celery worker', where the module defines "
+            "celery = notifications.get_celery(app)."
+        )
+
+
+def hint_celery_command(app: Flask) -> None:
+    """Make ``celery -A module worker``, which takes ``module.app`` (the
+    Flask application) for the Celery app, fail with the command to type."""
+    if not hasattr(app, "user_options"):
+        module = app.import_name if app.import_name != "__main__" else "app"
+        setattr(app, "user_options", _CeleryCommandHint(module))  # noqa: B010 (Flask declares no such attribute)

@@ -196,6 +196,7 @@ class Gunicorn:
     :param workers: gunicorn workers.
     :param hooks: import the hooks of :mod:`flask_notifications.ops.gunicorn`.
     :param env: more environment variables (``PROMETHEUS_MULTIPROC_DIR``).
+    :param worker_class: gunicorn's ``-k``.
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class Gunicorn:
         hooks: bool = True,
         graceful_timeout: int = 30,
         env: dict[str, str] | None = None,
+        worker_class: str = "gevent",
     ) -> None:
         self.config = config
         self.port = free_port()
@@ -218,7 +220,7 @@ class Gunicorn:
                 if hooks
                 else ""
             )
-            + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = 'gevent'\n"
+            + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = '{worker_class}'\n"
             + f"graceful_timeout = {graceful_timeout}\nloglevel = 'info'\n"
         )
         environment = {

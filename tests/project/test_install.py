@@ -39,7 +39,10 @@ SOURCES = ("pyproject.toml", "setup.py", "README.rst", "LICENSE", "flask_notific
 INSTALL = 'pip install ".[redis,server,inbox]"'
 #: The documented commands (examples/README.rst), as printed.
 WORKER = "celery -A examples.app:celery worker -P gevent -c 50 --loglevel INFO"
-SERVER = "gunicorn -k gevent -w 2 --worker-connections 1000 -b 127.0.0.1:5000 examples.app:app"
+SERVER = (
+    "gunicorn -k flask_notifications.gunicorn.GeventWorker -w 2 --worker-connections 1000 "
+    "-b 127.0.0.1:5000 examples.app:app"
+)
 
 
 def _copy_sources(dest: Path) -> Path:
