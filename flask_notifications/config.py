@@ -145,6 +145,34 @@ DEFAULTS: dict[str, Any] = {
     # Age (seconds or a timedelta) past which `flask notifications inbox
     # purge` deletes notifications; None keeps them until purged with --days.
     "NOTIFICATIONS_INBOX_RETENTION": None,
+    # Web Push (WebPushConsumer, the "webpush" extra): the VAPID private key
+    # (base64url of its 32 bytes, or PEM) and the mailto: or https: URL push
+    # services may reach the operator at; `flask notifications webpush
+    # generate-keys` makes both lines.
+    "NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY": None,
+    "NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT": None,
+    # The push subscriptions' table, on the inbox's database.
+    "NOTIFICATIONS_WEBPUSH_TABLE": "notifications_push_subscriptions",
+    # Origins (fnmatch patterns of scheme://host[:port]) a subscription's
+    # endpoint may have: the browsers' push services. None allows any https
+    # origin; the worker posts to these URLs, so keep the list tight.
+    "NOTIFICATIONS_WEBPUSH_ENDPOINTS": (
+        "https://fcm.googleapis.com",
+        "https://updates.push.services.mozilla.com",
+        "https://*.push.apple.com",
+        "https://*.notify.windows.com",
+    ),
+    # Devices kept per user; subscribing one more deletes the oldest.
+    "NOTIFICATIONS_WEBPUSH_MAX_SUBSCRIPTIONS": 10,
+    # Seconds a push service keeps a message for an offline device, and its
+    # urgency (very-low, low, normal, high), unless the consumer or the
+    # event (push_ttl, push_urgency) says otherwise.
+    "NOTIFICATIONS_WEBPUSH_TTL": 24 * 3600,
+    "NOTIFICATIONS_WEBPUSH_URGENCY": "normal",
+    # Seconds to wait for a push service's answer.
+    "NOTIFICATIONS_WEBPUSH_TIMEOUT": 10.0,
+    # AppriseConsumer's targets per hub: {hub label or id: [Apprise URLs]}.
+    "NOTIFICATIONS_APPRISE_TARGETS": {},
 }
 
 

@@ -95,12 +95,12 @@ def _engine_for(app: Flask) -> tuple[sa.Engine, bool]:
     return engine, True
 
 
-#: Times :func:`_create_tables` looks again after another process's
+#: Times :func:`create_tables` looks again after another process's
 #: ``CREATE`` beat its own.
 _CREATE_ATTEMPTS = 5
 
 
-def _create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
+def create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:
     """Create ``tables`` (and their indexes) that do not exist, safely when
     several processes do it at once, as the workers of ``gunicorn -w 4``
     booting together do.
@@ -240,7 +240,7 @@ class Inbox:
         does)."""
         store = self._store()
         with _database_errors(store.table.name):
-            _create_tables(store.engine, (store.table, store.versions))
+            create_tables(store.engine, (store.table, store.versions))
 
     def drop_all(self) -> None:
         """Drop the inbox tables, and every notification in them."""
