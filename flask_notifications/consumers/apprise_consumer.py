@@ -13,6 +13,7 @@ import hashlib
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +22,13 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 from flask import current_app
+
+with warnings.catch_warnings():
+    # Apprise's mail plugin imports imghdr (for PGPy), deprecated before
+    # Python 3.13 removed it; importing it here keeps the warning out of the
+    # first notification, where an application's warning filters would see it.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import apprise.utils.pgp  # noqa: F401
 
 from ..errors import AppriseTargetError, AppriseUnavailableError, ConsumerError
 from ..event import Event, as_event
@@ -96,10 +104,12 @@ class _Scrubber(logging.Filter):
 
 
 def _install() -> None:
+    # urllib3 logs each request's path at DEBUG; webhook tokens live there.
     with _installed:
-        apprise_logger = logging.getLogger(apprise.LOGGER_NAME)
-        if not any(isinstance(f, _Scrubber) for f in apprise_logger.filters):
-            apprise_logger.addFilter(_Scrubber())
+        for name in (apprise.LOGGER_NAME, "urllib3.connectionpool"):
+            target = logging.getLogger(name)
+            if not any(isinstance(f, _Scrubber) for f in target.filters):
+                target.addFilter(_Scrubber())
 
 
 @contextmanager
