@@ -96,8 +96,8 @@ def test_json_and_form_targets_per_hub_and_per_recipient(
 def test_mailto_reaches_the_smtp_server(
     app: Flask,
     notifications: Notifications,
-    smtp_server: SmtpServer,
-    celery_worker: WorkerFactory,  # noqa: F811
+    smtp_server: SmtpServer,  # noqa: F811
+    celery_worker: WorkerFactory,
 ) -> None:
     url = f"mailto://{smtp_server.host}:{smtp_server.port}?from=noreply@example.org&to=ops@example.org&secure=no"
     hub = notifications.create_hub("mail")
