@@ -33,6 +33,7 @@ from .event import Event
 from .event_hub import HUB_ID_PREFIX, EventHub
 from .inbox.cli import inbox_cli
 from .state import current_notifications
+from .webpush.cli import webpush_cli
 
 if TYPE_CHECKING:
     from .ext import Notifications
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 #: The command group; :meth:`Notifications.init_app` adds it to ``app.cli``.
 notifications_cli = AppGroup("notifications", help="Send, inspect and tail Flask-Notifications events.")
 notifications_cli.add_command(inbox_cli)
+notifications_cli.add_command(webpush_cli)
 
 
 def _extension() -> Notifications:

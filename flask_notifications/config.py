@@ -180,6 +180,34 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT": 2,
     # Seconds a call waits for a free pooled connection; None for no bound.
     "NOTIFICATIONS_INBOX_POOL_TIMEOUT": 1,
+    # Web Push (WebPushConsumer, the "webpush" extra): the VAPID private key
+    # (base64url of its 32 bytes, or PEM) and the mailto: or https: URL push
+    # services may reach the operator at; `flask notifications webpush
+    # generate-keys` makes both lines.
+    "NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY": None,
+    "NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT": None,
+    # The push subscriptions' table, on the inbox's database.
+    "NOTIFICATIONS_WEBPUSH_TABLE": "notifications_push_subscriptions",
+    # Origins (fnmatch patterns of scheme://host[:port]) a subscription's
+    # endpoint may have: the browsers' push services. None allows any https
+    # origin; the worker posts to these URLs, so keep the list tight.
+    "NOTIFICATIONS_WEBPUSH_ENDPOINTS": (
+        "https://fcm.googleapis.com",
+        "https://updates.push.services.mozilla.com",
+        "https://*.push.apple.com",
+        "https://*.notify.windows.com",
+    ),
+    # Devices kept per user; subscribing one more deletes the oldest.
+    "NOTIFICATIONS_WEBPUSH_MAX_SUBSCRIPTIONS": 10,
+    # Seconds a push service keeps a message for an offline device, and its
+    # urgency (very-low, low, normal, high), unless the consumer or the
+    # event (push_ttl, push_urgency) says otherwise.
+    "NOTIFICATIONS_WEBPUSH_TTL": 24 * 3600,
+    "NOTIFICATIONS_WEBPUSH_URGENCY": "normal",
+    # Seconds to wait for a push service's answer.
+    "NOTIFICATIONS_WEBPUSH_TIMEOUT": 10.0,
+    # AppriseConsumer's targets per hub: {hub label or id: [Apprise URLs]}.
+    "NOTIFICATIONS_APPRISE_TARGETS": {},
 }
 
 
@@ -393,6 +421,18 @@ def _inbox_url(value: Any) -> Any:
     return value
 
 
+def _urgency(value: Any) -> Any:
+    if value not in ("very-low", "low", "normal", "high"):
+        raise ValueError("one of very-low, low, normal, high")
+    return value
+
+
+def _mapping(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError("a dict")
+    return value
+
+
 #: The check of every key in :data:`DEFAULTS`.
 CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_BACKEND": _anything,  # build_backend checks it and lists the choices
@@ -442,6 +482,15 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_INBOX_POOL_TIMEOUT": _number(0.0, positive=True, optional=True),
     "NOTIFICATIONS_LEDGER": _anything,  # build_ledger checks it and lists the choices
     "NOTIFICATIONS_LEDGER_URL": _inbox_url,  # a Redis or SQLAlchemy URL, or an Engine
+    "NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY": _optional_text,
+    "NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT": _optional_text,
+    "NOTIFICATIONS_WEBPUSH_TABLE": _text,
+    "NOTIFICATIONS_WEBPUSH_ENDPOINTS": _anything,  # the subscriptions store checks each pattern
+    "NOTIFICATIONS_WEBPUSH_MAX_SUBSCRIPTIONS": _integer(1),
+    "NOTIFICATIONS_WEBPUSH_TTL": _integer(0),
+    "NOTIFICATIONS_WEBPUSH_URGENCY": _urgency,
+    "NOTIFICATIONS_WEBPUSH_TIMEOUT": _number(0.0, positive=True),
+    "NOTIFICATIONS_APPRISE_TARGETS": _mapping,
 }
 
 

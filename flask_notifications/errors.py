@@ -190,3 +190,64 @@ class ConfigurationWarning(UserWarning):
     such as an unknown ``NOTIFICATIONS_*`` key, probably misspelt. Filter it
     with ``warnings.filterwarnings("ignore", category=ConfigurationWarning)``
     to silence it."""
+
+
+class RetryLaterError(ConsumerError):
+    """A consumer failed for now, and the other side said when to try again
+    (an HTTP ``Retry-After``). The delivery is retried as any failure is,
+    but not sooner than ``retry_after`` seconds (capped at
+    ``NOTIFICATIONS_RETRY_BACKOFF_MAX``).
+
+    :param message: what failed.
+    :param retry_after: seconds to wait at least, or ``None`` for the usual backoff.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WebPushError(ConsumerError):
+    """A :class:`~flask_notifications.consumers.webpush_consumer.WebPushConsumer`
+    could not push an event, or a push subscription is invalid."""
+
+
+class InvalidPushSubscriptionError(WebPushError, ValueError):
+    """A push subscription (what the browser's ``PushManager.subscribe()``
+    returned) is malformed, or its endpoint is not an allowed push service
+    (``NOTIFICATIONS_WEBPUSH_ENDPOINTS``)."""
+
+
+class PushPayloadTooLargeError(WebPushError, PermanentConsumerError):
+    """The push message is larger than a push service must accept (4 KB
+    encrypted) even after its title and body were trimmed: the url or the
+    extra data alone are too large. Dead-lettered at once."""
+
+
+class PushRejectedError(WebPushError, PermanentConsumerError):
+    """A push service refused a message for good (``400``, ``401``, ``403``,
+    ``413``...): the VAPID keys do not match the subscription, or the message
+    is malformed. Dead-lettered at once; the devices that got the push are
+    not pushed to again when the letter is retried."""
+
+
+class PushServiceUnavailableError(WebPushError, RetryLaterError):
+    """A push service answered ``429`` or ``5xx``, or could not be reached.
+    Retried, not before its ``Retry-After``; the devices that got the push
+    are not pushed to again."""
+
+
+class AppriseError(ConsumerError):
+    """An :class:`~flask_notifications.consumers.apprise_consumer.AppriseConsumer`
+    could not notify a target. Messages name targets by their redacted URL."""
+
+
+class AppriseTargetError(AppriseError, PermanentConsumerError):
+    """A target refused the notification for good (an HTTP ``4xx`` other
+    than ``408`` and ``429``, or a ``5xx`` SMTP reply), or its URL is not one
+    Apprise understands. Dead-lettered at once."""
+
+
+class AppriseUnavailableError(AppriseError, RetryLaterError):
+    """A target could not be reached, timed out, or answered ``429`` or
+    ``5xx``. Retried; the targets that were notified are not notified again."""

@@ -65,7 +65,9 @@ def _flag(name: str) -> bool:
     raise BadRequest(f"The query parameter {name!r} is a boolean (1 or 0), not {value[:20]!r}.")
 
 
-def _same_origin() -> bool:
+def same_origin() -> bool:
+    """Whether the request comes from the application's own pages (its
+    ``Sec-Fetch-Site`` and ``Origin`` headers, when sent, say so)."""
     site = request.headers.get("Sec-Fetch-Site")
     if site is not None and site not in ("same-origin", "none"):
         return False
@@ -83,7 +85,7 @@ def _protect() -> None:
     answers; the ``Origin`` and ``Sec-Fetch-Site`` headers are checked too."""
     if request.method != "POST":
         return
-    if not _same_origin():
+    if not same_origin():
         raise Forbidden("Cross-site requests to the inbox are refused.")
     if not request.is_json:
         raise UnsupportedMediaType("Send the request body as JSON (Content-Type: application/json).")

@@ -37,7 +37,7 @@ from kombu.exceptions import OperationalError
 
 from .. import signals
 from ..backoff import backoff
-from ..errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError
+from ..errors import BackendError, InvalidEventError, NotificationsError, PermanentConsumerError, RetryLaterError
 from ..event import Event
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
@@ -291,6 +291,9 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
                 config["NOTIFICATIONS_RETRY_BACKOFF_MAX"],
                 config["NOTIFICATIONS_RETRY_JITTER"],
             )
+            if isinstance(exc, RetryLaterError) and exc.retry_after is not None:
+                # The other side said when (Retry-After); a hostile value is capped.
+                delay = max(delay, min(exc.retry_after, float(config["NOTIFICATIONS_RETRY_BACKOFF_MAX"])))
             raise run.again(task, countdown=delay, exc=exc, failures=run.failures + 1) from exc
         logger.error(
             "Consumer %s failed on delivery %s %s: %r",

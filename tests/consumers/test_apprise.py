@@ -1,0 +1,171 @@
+"""AppriseConsumer against local endpoints: json:// and form:// to an HTTP
+server of the test, mailto:// to aiosmtpd, through a real worker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from flask import Flask
+
+from flask_notifications import Event, Notifications
+from flask_notifications.consumers.apprise_consumer import AppriseConsumer, redact, scrub, secrets_of
+from tests.consumers.test_mail import SmtpServer, smtp_server  # noqa: F401 - the fixture
+from tests.helpers import WorkerFactory, free_port, wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
+SECRET = "T0KEN-s3cr3t-9f8e7d"
+
+
+@dataclass
+class Hooks:
+    """An HTTP server that records each POST, answering each path's
+    scripted statuses first, then 200."""
+
+    server: ThreadingHTTPServer
+    received: list[tuple[str, str, bytes]] = field(default_factory=list)
+    script: dict[str, list[int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def bodies(self, path: str) -> list[bytes]:
+        with self.lock:
+            return [body for got, _, body in self.received if got == path]
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with hooks.lock:
+                statuses = hooks.script.get(self.path) or []
+                status = statuses.pop(0) if statuses else 200
+                if status == 200:
+                    hooks.received.append((self.path, self.headers.get("Content-Type", ""), body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    hooks = Hooks(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield hooks
+    server.shutdown()
+    server.server_close()
+
+
+def test_json_and_form_targets_per_hub_and_per_recipient(
+    app: Flask, notifications: Notifications, hooks: Hooks, celery_worker: WorkerFactory
+) -> None:
+    app.config["NOTIFICATIONS_APPRISE_TARGETS"] = {"ops": [f"json://{hooks.base}/ops/{SECRET}"]}
+    users = {"alice": [f"form://{hooks.base}/alice"], "bob": []}
+    hub = notifications.create_hub("ops")
+    hub.register_consumer(AppriseConsumer(lookup=lambda user: users.get(user, [])))
+    with celery_worker():
+        notifications.send(Event(None, "deploy", "Deployed", "v2 is live", recipients=["alice", "bob"]))
+        wait_for(lambda: len(hooks.received) == 2)
+    (ops,) = hooks.bodies(f"/ops/{SECRET}")
+    assert json.loads(ops) | {"attachments": []} == {
+        "version": "1.0",
+        "title": "Deployed",
+        "message": "v2 is live",
+        "type": "info",
+        "attachments": [],
+    }
+    (alice,) = hooks.bodies("/alice")
+    assert parse_qs(alice.decode())["message"] == ["v2 is live"]
+    assert parse_qs(alice.decode())["title"] == ["Deployed"]
+
+
+def test_mailto_reaches_the_smtp_server(
+    app: Flask,
+    notifications: Notifications,
+    smtp_server: SmtpServer,  # noqa: F811
+    celery_worker: WorkerFactory,
+) -> None:
+    url = f"mailto://{smtp_server.host}:{smtp_server.port}?from=noreply@example.org&to=ops@example.org&secure=no"
+    hub = notifications.create_hub("mail")
+    hub.register_consumer(AppriseConsumer([url]))
+    with celery_worker():
+        notifications.send(Event(None, "alert", "Disk full", "on db-1"))
+        (mail,) = wait_for(lambda: smtp_server.received)
+    assert mail.rcpt_tos == ["ops@example.org"]
+    assert mail.message["Subject"] == "Disk full"
+    assert "on db-1" in mail.message.get_body(("plain", "html")).get_content()  # type: ignore[union-attr]
+
+
+def test_a_target_that_is_down_ends_as_a_dead_letter_without_its_secret_and_retry_delivers_it(
+    app: Flask,
+    notifications: Notifications,
+    hooks: Hooks,
+    celery_worker: WorkerFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app.config["NOTIFICATIONS_MAX_RETRIES"] = 2
+    port = free_port()
+    down = f"json://user:{SECRET}@127.0.0.1:{port}/hook/{SECRET}"
+    up = f"json://{hooks.base}/up"
+    hub = notifications.create_hub("ops")
+    hub.register_consumer(AppriseConsumer([up, down]))
+    caplog.set_level(logging.DEBUG)
+    with celery_worker():
+        notifications.send(Event(None, "deploy", "Deployed", "v2"))
+        (letter,) = wait_for(notifications.dead_letters)
+    assert letter["attempts"] == 3
+    assert "AppriseUnavailableError" in letter["error"] and f"json://127.0.0.1:{port}/…" in letter["error"]
+    assert SECRET not in json.dumps(letter)
+    assert SECRET not in caplog.text
+    # The target that answered was notified once, not once per attempt.
+    assert len(hooks.bodies("/up")) == 1
+
+    # The target comes up (on the same port), and `retry` delivers the letter.
+    # The fixture's handler records into ``hooks``.
+    revived = Hooks(ThreadingHTTPServer(("127.0.0.1", port), hooks.server.RequestHandlerClass))
+    threading.Thread(target=revived.server.serve_forever, daemon=True).start()
+    try:
+        with celery_worker():
+            result = app.test_cli_runner().invoke(args=["notifications", "retry", "--all"])
+            assert result.exit_code == 0, result.output
+            wait_for(lambda: len(hooks.bodies(f"/hook/{SECRET}")) == 1)
+            wait_for(lambda: notifications.dead_letters() == [])
+        assert SECRET not in caplog.text
+    finally:
+        revived.server.shutdown()
+        revived.server.server_close()
+    assert len(hooks.bodies("/up")) == 1
+
+
+def test_a_target_that_refuses_for_good_is_dead_lettered_at_once(
+    app: Flask, notifications: Notifications, hooks: Hooks, celery_worker: WorkerFactory
+) -> None:
+    hooks.script["/gone"] = [400]
+    hub = notifications.create_hub("ops")
+    hub.register_consumer(AppriseConsumer([f"json://{hooks.base}/gone", "nosuchscheme://x"]))
+    with celery_worker():
+        notifications.send(Event(None, "deploy", "Deployed", "v2"))
+        (letter,) = wait_for(notifications.dead_letters)
+    assert letter["attempts"] == 1
+    assert "AppriseTargetError" in letter["error"] and "2 of 2 targets refused" in letter["error"]
+
+
+def test_redaction_keeps_the_host_and_drops_every_secret() -> None:
+    url = f"slack://bot:{SECRET}@T1JJ3T3L2/A1BRTD4JD/{SECRET}/#general?token={SECRET}"
+    assert SECRET not in redact(url) and redact(url).startswith("slack://")
+    text = f"POST https://hooks.slack.com/services/T1JJ3T3L2/{SECRET} failed"
+    assert SECRET not in scrub(text, secrets_of(url))
