@@ -98,4 +98,4 @@ def test_a_worker_killed_mid_send_pushes_once_per_device(
     assert attempts.count("second") == 2
     assert [len(push_service.received(name)) for name in ("first", "second")] == [1, 1]
     assert push_service.refusals == []
-    assert worker_app.notifications.get_backend(worker_app.app).dead_letters() == []
+    assert worker_app.notifications.get_ledger(worker_app.app).dead_letters() == []
