@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,81 @@ def raise_nofile() -> None:
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+@contextlib.contextmanager
+def raised_limits(hosts: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """Raise the soft open-files limit to the hard one, and the listen
+    backlogs (``net.core.somaxconn``, ``tcp_max_syn_backlog``) while the
+    bench runs; say what they were. The hard open-files limit of this
+    machine's sandbox cannot be raised, even as root."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    limits: dict[str, Any] = {"nofile_found": list(NOFILE_FOUND), "nofile": [hard, hard]}
+    saved = {}
+    for name, value in (("net.core.somaxconn", 65535), ("net.ipv4.tcp_max_syn_backlog", 65535)):
+        path = Path("/proc/sys") / name.replace(".", "/")
+        saved[path] = before = path.read_text().strip()
+        with contextlib.suppress(OSError):
+            if int(before) < value:
+                path.write_text(str(value))
+        limits[name] = [before, path.read_text().strip()]
+    limits["ip_local_port_range"] = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    limits["listen_addresses"] = list(hosts)
+    try:
+        yield limits
+    finally:
+        for path, before in saved.items():
+            with contextlib.suppress(OSError):
+                path.write_text(before)
+
+
+@contextlib.contextmanager
+def private_redis(tmp: Path) -> Iterator[str]:
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = Proc(cmd, dict(os.environ), tmp / "redis.log", cwd=tmp)
+    try:
+        wait_port(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.stop(signal.SIGTERM)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def rss_total(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += int(psutil.Process(pid).memory_info().rss)
+    return total
+
+
+def cpu_total(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += cpu_seconds(psutil.Process(pid))
+    return total
+
+
+def commandstats(client: redis.Redis[bytes]) -> dict[str, tuple[int, int]]:
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in stats.items()}
+
+
+def redis_delta(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int) -> dict[str, Any]:
+    """Redis calls and µs per event, in all and per command (INFO commandstats)."""
+    per: dict[str, dict[str, float]] = {}
+    for name, (calls, usec) in after.items():
+        c0, u0 = before.get(name, (0, 0))
+        if calls > c0:
+            per[name] = {"calls": (calls - c0) / events, "usec": (usec - u0) / events}
+    return {
+        "calls_per_event": sum(v["calls"] for v in per.values()),
+        "usec_per_event": sum(v["usec"] for v in per.values()),
+        "commands": per,
+    }

@@ -433,7 +433,7 @@ class _Figures(dict[str, str]):
         return "–"
 
 
-def render(results: dict[str, Any], flavour: str, images: str) -> str:
+def render(results: dict[str, Any], flavour: str, images: str, out_dir: Path = ROOT / "bench" / "results") -> str:
     table: Callable[[list[str], list[list[str]]], str] = md_table if flavour == "md" else rst_table
     ctx = context(results)
     plan = results.get("plan", {})
@@ -477,6 +477,8 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
         else:
             out.append(f".. image:: {images}{name}\n   :alt: {alt}\n   :width: 100%")
         out.append("")
+    if flavour == "md" and (SCALE := out_dir / "per-user" / "report.md").exists():
+        out.append(SCALE.read_text().replace("# Scale", "## Scale", 1).replace("\n## Method", "\n### Method"))
     if FINDINGS.exists():
         heading("Findings", "-")
         out.append(FINDINGS.read_text().strip().format_map(_Figures(results)))
@@ -588,7 +590,7 @@ INBOX_INCLUDE = "\n.. include:: ../bench/results/inbox.rst\n"
 
 def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     plots(results, out)
-    (out / "report.md").write_text(render(results, "md", "") + "\n")
+    (out / "report.md").write_text(render(results, "md", "", out) + "\n")
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(out.resolve(), docs.parent.resolve())

@@ -363,10 +363,11 @@ class Clients:
         for proc in self.procs:
             proc.expect("DONE", timeout)
         parts = [np.load(f) for f in self.files]
-        merged = {key: np.concatenate([p[key] for p in parts]) for key in ("seq", "sent", "recv", "received")}
-        merged["dups"] = np.array(sum(int(p["dups"]) for p in parts))
-        merged["failed"] = np.array(sum(int(p["failed"]) for p in parts))
-        return merged
+        # Arrays are joined, counts (dups, failed, ...) added up.
+        return {
+            key: np.concatenate([p[key] for p in parts]) if parts[0][key].ndim else np.array(sum(p[key] for p in parts))
+            for key in parts[0].files
+        }
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -708,9 +709,17 @@ def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import per_user
+
+    if per_user.wanted(sys.argv[1:] if argv is None else argv):
+        return per_user.main(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
-    parser.add_argument("--only", help="comma-separated servers: ours,flasksse,raw")
+    parser.add_argument(
+        "--only",
+        help="comma-separated servers (ours,flasksse,raw), or the scale scenarios of bench.per_user "
+        "(per-user,many-streams,nchan,many-hubs: see python -m bench --only per-user --help)",
+    )
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="client counts, e.g. 100,1000")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,idle,celery,send")
     parser.add_argument(
