@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import redis
 
 import bench.run as run_clients
@@ -279,6 +280,10 @@ def run_users(
         row["ready"], row["failed"] = clients.ready(timeout=120 + n / 50)
         time.sleep(2.0)
         row["kb_per_conn"] = (rss_total(server.pids) - row["rss0"]) / max(row["ready"], 1) / 1024
+        row["worker_fds"] = [psutil.Process(pid).num_fds() for pid in server.pids]
+        if row["failed"]:
+            # Why the server refused them (a 503 says so in a warning).
+            row["server_log"] = server.proc.tail()[-800:]
         recipients = users_of(20, users, events)
         cpu0, stats0 = cpu_total(server.pids), commandstats(ctx.client)
         start = time.perf_counter()
@@ -403,8 +408,10 @@ def per_user(ctx: Ctx, kind: str, workers: int, sizes: list[int]) -> list[dict[s
 def many_streams(ctx: Ctx, kind: str) -> list[dict[str, Any]]:
     """Per-user streams, then as many broadcast streams, on one server of several workers."""
     rows = []
-    workers = ctx.plan.many_workers if kind == "ours" else os.cpu_count() or 2
     for n in ctx.plan.many_sizes:
+        # One nginx worker per core, unless that puts more than 15,000 streams in one process:
+        # the hard open-files limit is 20,000 per process here.
+        workers = ctx.plan.many_workers if kind == "ours" else max(os.cpu_count() or 2, math.ceil(n / 15_000))
         tag = f"many-{kind}-w{workers}-{n}"
         ctx.log(f"many streams: {kind}, {workers} workers, {n:,} streams")
 
