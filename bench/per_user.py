@@ -194,7 +194,7 @@ def start_nchan(ctx: Ctx, workers: int) -> Server:
 
     def publish(user: int | None, data: str) -> None:
         if not conn:
-            conn.append(http.client.HTTPConnection("127.0.0.1", port, timeout=10))
+            conn.append(http.client.HTTPConnection("127.0.0.1", port, timeout=120))
         conn[0].request("POST", f"/pub/{'all' if user is None else user}", body=data.encode())
         response = conn[0].getresponse()
         response.read()

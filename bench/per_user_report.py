@@ -86,6 +86,7 @@ def many_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         "CPU per event (ms)",
         "Broadcast deliveries/s",
         "Broadcast p99 (ms), lost",
+        "Descriptors per worker",
         "Load avg",
     ]
     body = []
@@ -105,6 +106,7 @@ def many_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
                 fmt(r["cpu_ms_per_event"], 2),
                 broadcast,
                 f"{_lat(bc).split(' / ')[1]}, {fmt(bc.get('lost'))}" if bc and "error" not in bc else "–",
+                ", ".join(fmt(x) for x in r.get("worker_fds", [])),
                 _load(r),
             ]
         )
@@ -113,7 +115,7 @@ def many_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
 
 def hubs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     head = [
-        "Hubs",
+        "Hubs × streams each",
         "Streams",
         "Events at /s",
         "Reader CPU per event (ms)",
@@ -133,7 +135,7 @@ def hubs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         top = ", ".join(f"{name} {v['calls']:.1f} / {v['usec']:.0f}" for name, v in commands)
         body.append(
             [
-                fmt(r["hubs"]),
+                f"{r['hubs']:,} × {r.get('per_hub', '?')}",
                 _streams(r),
                 f"{r['events']} at {fmt(r['rate'], 0)}",
                 fmt(r["cpu_ms_per_event"], 2),
@@ -236,11 +238,32 @@ def section(results: dict[str, Any]) -> str:
         out.append("")
         out.append(md_table(head, body))
         out.append("")
+    refused = [
+        r
+        for key in ("per_user", "nchan", "many_streams", "many_streams_nchan", "many_hubs")
+        for r in results.get(key, [])
+        if r.get("failed")
+    ]
+    if refused:
+        out.append("### Refused streams")
+        out.append("")
+    for r in refused:
+        said = [line for line in r.get("server_log", "").splitlines() if "Refused" in line or "Error" in line]
+        where = f"{r['hubs']:,} hubs" if "hubs" in r else f"{r['streams']:,} streams, {r['workers']} worker(s)"
+        out.append(
+            f"- {NAMES[r['server']]}, {where}: {r['failed']:,} of {r['streams']:,} streams refused"
+            + (f"; the server's last words: ``{said[-1].strip()[:300]}``" if said else "")
+        )
     return "\n".join(out)
 
 
+#: What the recorded run found, written by hand after it.
+FINDINGS = Path(__file__).resolve().parent / "per_user_findings.md"
+
+
 def write(results: dict[str, Any], out: Path = OUT) -> None:
-    (out / "report.md").write_text("# Scale benchmarks (issue 20)\n\n" + section(results) + "\n" + NOTES)
+    findings = "\n## Findings\n\n" + FINDINGS.read_text() if FINDINGS.exists() else ""
+    (out / "report.md").write_text("# Scale benchmarks (issue 20)\n\n" + section(results) + findings + "\n" + NOTES)
 
 
 #: How the figures are made.
