@@ -132,7 +132,7 @@ http {{
     location ~ ^/sub/(\\w+)$ {{ nchan_subscriber eventsource; nchan_channel_id $1; }}
     location ~ ^/pub/(\\w+)$ {{
       nchan_publisher; nchan_channel_id $1;
-      nchan_message_buffer_length 10; nchan_message_timeout 120s;
+      nchan_message_buffer_length 1000; nchan_message_timeout 120s;
     }}
   }}
 }}
