@@ -234,7 +234,7 @@ def section(results: dict[str, Any]) -> str:
             head, body = table(results[key])  # type: ignore[misc]
         else:
             continue
-        out.append(f"### {title}")
+        out.append(f"## {title}")
         out.append("")
         out.append(md_table(head, body))
         out.append("")
@@ -245,7 +245,7 @@ def section(results: dict[str, Any]) -> str:
         if r.get("failed")
     ]
     if refused:
-        out.append("### Refused streams")
+        out.append("## Refused streams")
         out.append("")
     for r in refused:
         said = [line for line in r.get("server_log", "").splitlines() if "Refused" in line or "Error" in line]
@@ -262,7 +262,8 @@ FINDINGS = Path(__file__).resolve().parent / "per_user_findings.md"
 
 
 def write(results: dict[str, Any], out: Path = OUT) -> None:
-    findings = "\n## Findings\n\n" + FINDINGS.read_text() if FINDINGS.exists() else ""
+    mine = out.resolve() == OUT.resolve() and FINDINGS.exists()  # the findings are the recorded run's
+    findings = "\n## Findings\n\n" + FINDINGS.read_text() if mine else ""
     (out / "report.md").write_text("# Scale benchmarks (issue 20)\n\n" + section(results) + findings + "\n" + NOTES)
 
 

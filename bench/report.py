@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -478,7 +479,7 @@ def render(results: dict[str, Any], flavour: str, images: str, out_dir: Path = R
             out.append(f".. image:: {images}{name}\n   :alt: {alt}\n   :width: 100%")
         out.append("")
     if flavour == "md" and (SCALE := out_dir / "per-user" / "report.md").exists():
-        out.append(SCALE.read_text().replace("# Scale", "## Scale", 1).replace("\n## Method", "\n### Method"))
+        out.append(re.sub(r"^(#+) ", r"#\1 ", SCALE.read_text(), flags=re.MULTILINE))  # one level down
     if FINDINGS.exists():
         heading("Findings", "-")
         out.append(FINDINGS.read_text().strip().format_map(_Figures(results)))
