@@ -20,6 +20,21 @@ Protocol with the driver (``bench.run``), over stdin/stdout, one line each:
 ``--flood`` reads until the server closes every connection, without
 ``EXPECT``: the client's own ceiling against ``bench.flood_server``.
 
+``--first K`` makes the connections users (per-user streams): connection
+``i`` of this process is user ``(K + i) // --group`` (one connection per
+user by default; the many-hubs run makes each "user" a hub of ``--group``
+streams), and ``{user}`` in ``--path`` and in each ``--header`` becomes its
+number. Each payload then carries its recipient,
+``"bench": "<seq>:<send time ns>:u<user>"``; an arrival for another user is
+counted (``wrong``), not recorded. Event ``seq`` goes to user
+``users_of(seed, users, total)[seq]``, which the driver and the client
+compute alike, so ``EXPECT`` stays one number: the client waits for the
+events of the users it connected.
+
+``--host`` may list several addresses (comma-separated), used in turn: past
+about 28,000 connections to one address and port, the ephemeral ports run
+out.
+
 ``--ws`` speaks Engine.IO 4 over WebSocket instead (Flask-SocketIO): it
 upgrades, joins the default namespace (``40``), answers the server's pings,
 and finds the same markers in the ``42["bench", {...}]`` messages.
@@ -39,6 +54,7 @@ from array import array
 import numpy as np
 
 MARK = re.compile(rb'"bench": ?"(\d+):(\d+)"')
+USER_MARK = re.compile(rb'"bench": ?"(\d+):(\d+):u(\d+)"')
 #: A WebSocket text frame holding Engine.IO's ping, ``2``.
 WS_PING = b"\x81\x012"
 
@@ -47,6 +63,11 @@ def ws_frame(text: bytes) -> bytes:
     """A masked client text frame (short payloads only)."""
     mask = os.urandom(4)
     return bytes([0x81, 0x80 | len(text)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(text))
+
+
+def users_of(seed: int, users: int, total: int) -> np.ndarray:
+    """The recipient (user number) of each event ``0 .. total-1`` of a per-user run."""
+    return np.random.default_rng(seed).integers(0, users, total)
 
 
 def main() -> None:
@@ -61,7 +82,15 @@ def main() -> None:
     parser.add_argument("--flood", action="store_true")
     parser.add_argument("--lazy-headers", action="store_true", help="count a connection once its request is sent")
     parser.add_argument("--ws", action="store_true", help="Engine.IO over WebSocket (Flask-SocketIO)")
+    parser.add_argument("--first", type=int, help="per-user streams: the number of this process's first connection")
+    parser.add_argument("--group", type=int, default=1, help="per-user streams: connections per user")
+    parser.add_argument("--users", type=int, default=0, help="per-user streams: users in all client processes")
+    parser.add_argument("--seed", type=int, default=0, help="per-user streams: the seed of the recipients")
+    parser.add_argument("--header", action="append", default=[], help="an extra request header; may hold {user}")
     args = parser.parse_args()
+    per_user = args.first is not None
+    user_of = [((args.first or 0) + i) // args.group for i in range(args.conns)]
+    hosts = args.host.split(",")
 
     if args.ws:
         request = (
@@ -71,9 +100,10 @@ def main() -> None:
         ok_status: tuple[bytes, ...] = (b"HTTP/1.1 101",)
         end = b"}]"
     else:
+        extra = "".join(f"{header}\r\n" for header in args.header)
         request = (
-            f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\n"
-            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+            f"GET {args.path} HTTP/1.1\r\nHost: {hosts[0]}:{args.port}\r\n"
+            f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}\r\n"
         ).encode()
         ok_status = (b"HTTP/1.1 200", b"HTTP/1.0 200")
         end = b"\n\n"
@@ -82,6 +112,7 @@ def main() -> None:
     seqs, sent, recv = array("i"), array("q"), array("q")
     n = args.conns
     marks = [bytearray(args.max_seq) for _ in range(n)]
+    wrong = got = wanted = 0
     counts = [0] * n
     buffers = [b""] * n
     headed = [False] * n
@@ -93,9 +124,12 @@ def main() -> None:
 
     for index in range(n):
         try:
-            sock = socket.create_connection((args.host, args.port), timeout=30)
+            sock = socket.create_connection((hosts[index % len(hosts)], args.port), timeout=30)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-            sock.sendall(request)
+            if per_user:
+                sock.sendall(request.replace(b"{user}", str(user_of[index]).encode()))
+            else:
+                sock.sendall(request)
         except OSError as exc:
             failed.add(index)
             if len(failed) <= 3:
@@ -157,7 +191,13 @@ def main() -> None:
         for fd, _ in poller.poll(0.2):
             if fd == stdin:
                 line = os.read(stdin, 4096).decode()
-                if line.startswith("EXPECT"):
+                if line.startswith("EXPECT") and per_user:
+                    expect = int(line.split()[1])
+                    per = np.bincount(users_of(args.seed, args.users, expect), minlength=args.users)
+                    wanted = int(sum(per[user_of[index_of[f]]] for f in socks))
+                    complete = len(socks) if got >= wanted else 0
+                    last = time.monotonic()
+                elif line.startswith("EXPECT"):
                     expect = int(line.split()[1])
                     complete = sum(1 for f in socks if counts[index_of[f]] >= expect)
                     last = time.monotonic()
@@ -194,7 +234,10 @@ def main() -> None:
             chunk, buffers[index] = buf[:cut], buf[cut + 2 :]
             mark = marks[index]
             count = counts[index]
-            for match in MARK.finditer(chunk):
+            for match in (USER_MARK if per_user else MARK).finditer(chunk):
+                if per_user and int(match[3]) != user_of[index]:
+                    wrong += 1
+                    continue
                 seq = int(match[1])
                 if mark[seq]:
                     dups += 1
@@ -204,7 +247,11 @@ def main() -> None:
                 seqs.append(seq)
                 sent.append(int(match[2]))
                 recv.append(now)
-            if expect is not None and counts[index] < expect <= count:
+            if per_user:
+                got += count - counts[index]
+                if expect is not None and got >= wanted:
+                    complete = len(socks)
+            elif expect is not None and counts[index] < expect <= count:
                 complete += 1
             counts[index] = count
             last = time.monotonic()
@@ -212,7 +259,7 @@ def main() -> None:
     for fd in list(socks):
         close(fd)
     limit = expect or args.max_seq
-    received = [bytes(marks[i][:limit]).count(1) for i in range(n) if i not in failed]
+    received = [counts[i] if per_user else bytes(marks[i][:limit]).count(1) for i in range(n) if i not in failed]
     np.savez(
         args.out,
         seq=np.frombuffer(seqs, dtype=np.int32),
@@ -220,7 +267,9 @@ def main() -> None:
         recv=np.frombuffer(recv, dtype=np.int64),
         received=np.array(received, dtype=np.int64),
         failed=len(failed),
+        failed_users=np.array(sorted(user_of[i] for i in failed), dtype=np.int64),
         dups=dups,
+        wrong=wrong,
     )
     print("DONE", flush=True)
 

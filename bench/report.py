@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -433,7 +434,7 @@ class _Figures(dict[str, str]):
         return "–"
 
 
-def render(results: dict[str, Any], flavour: str, images: str) -> str:
+def render(results: dict[str, Any], flavour: str, images: str, out_dir: Path = ROOT / "bench" / "results") -> str:
     table: Callable[[list[str], list[list[str]]], str] = md_table if flavour == "md" else rst_table
     ctx = context(results)
     plan = results.get("plan", {})
@@ -477,6 +478,8 @@ def render(results: dict[str, Any], flavour: str, images: str) -> str:
         else:
             out.append(f".. image:: {images}{name}\n   :alt: {alt}\n   :width: 100%")
         out.append("")
+    if flavour == "md" and (SCALE := out_dir / "per-user" / "report.md").exists():
+        out.append(re.sub(r"^(#+) ", r"#\1 ", SCALE.read_text(), flags=re.MULTILINE))  # one level down
     if FINDINGS.exists():
         heading("Findings", "-")
         out.append(FINDINGS.read_text().strip().format_map(_Figures(results)))
@@ -588,7 +591,7 @@ INBOX_INCLUDE = "\n.. include:: ../bench/results/inbox.rst\n"
 
 def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     plots(results, out)
-    (out / "report.md").write_text(render(results, "md", "") + "\n")
+    (out / "report.md").write_text(render(results, "md", "", out) + "\n")
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(out.resolve(), docs.parent.resolve())

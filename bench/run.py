@@ -12,17 +12,12 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import queue
-import resource
 import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,9 +30,24 @@ import numpy as np
 import psutil
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (
+    PY,
+    ROOT,
+    Proc,
+    cpu_seconds,
+    free_port,
+    gunicorn,
+    latency_sample,
+    load,
+    machine,
+    pct,
+    raise_nofile,
+    rss,
+    serving_pid,
+    wait_port,
+)
+
 RESULTS = ROOT / "bench" / "results"
-PY = sys.executable
 
 
 # -- plan -----------------------------------------------------------------------
@@ -110,117 +120,6 @@ def make_plan(args: argparse.Namespace) -> Plan:
     plan.variants = dict(args.variant)
     plan.idle_servers = [s for s in plan.idle_servers if s in servers] + [s for s in servers if "+" in s]
     return plan
-
-
-# -- processes ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Proc:
-    """A child process, with its stdout lines in a queue when ``lines``."""
-
-    def __init__(
-        self, cmd: list[str], env: dict[str, str], log: Path, lines: bool = False, cwd: Path | str = ROOT
-    ) -> None:
-        self.cmd = cmd
-        self.log = log
-        self._logf = open(log, "wb")  # noqa: SIM115
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.popen = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.PIPE if lines else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if lines else self._logf,
-            stderr=self._logf,
-            start_new_session=True,
-        )
-        if lines:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            self.lines.put(raw.decode(errors="replace").strip())
-        self.lines.put("")
-
-    def expect(self, word: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{self.cmd[2:4]} did not say {word} in {timeout:.0f}s; log: {self.tail()}")
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                continue
-            if line.startswith(word):
-                return line
-            if line == "" and self.popen.poll() is not None:
-                raise RuntimeError(f"{self.cmd[2:4]} exited ({self.popen.returncode}); log: {self.tail()}")
-
-    def write(self, text: str) -> None:
-        assert self.popen.stdin is not None
-        self.popen.stdin.write(text.encode() + b"\n")
-        self.popen.stdin.flush()
-
-    def tail(self) -> str:
-        if not self._logf.closed:
-            self._logf.flush()
-        return self.log.read_text(errors="replace")[-1500:]
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        self._logf.close()
-
-
-def wait_port(port: int, proc: Proc, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.popen.returncode}): {proc.tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"server did not listen on {port}: {proc.tail()}")
-
-
-def serving_pid(proc: Proc) -> int:
-    """The process that holds the connections: gunicorn's one worker, or the process itself."""
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        children = psutil.Process(proc.popen.pid).children()
-        if "gunicorn" not in " ".join(proc.cmd):
-            return proc.popen.pid
-        if children:
-            return children[0].pid
-        time.sleep(0.1)
-    raise RuntimeError("gunicorn started no worker")
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    try:
-        times = proc.cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
-
-
-def rss(pid: int) -> int:
-    return int(psutil.Process(pid).memory_info().rss)
 
 
 # -- the context of one run ----------------------------------------------------------
@@ -298,29 +197,6 @@ def source_root(kind: str, bench: Bench) -> Path | str:
     ``sys.path``, so a variant's root, else the repository."""
     label = kind.partition("+")[2]
     return bench.plan.variants[label] if label else ROOT
-
-
-def gunicorn(target: str, port: int, worker: str = "gevent") -> list[str]:
-    return [
-        PY,
-        "-m",
-        "gunicorn",
-        "-k",
-        worker,
-        "-w",
-        "1",
-        "--worker-connections",
-        "20000",
-        "--backlog",
-        "4096",
-        "--graceful-timeout",
-        "2",
-        "--log-level",
-        "warning",
-        "-b",
-        f"127.0.0.1:{port}",
-        target,
-    ]
 
 
 def server_command(kind: str, bench: Bench, port: int) -> tuple[list[str], str]:
@@ -489,10 +365,11 @@ class Clients:
         for proc in self.procs:
             proc.expect("DONE", timeout)
         parts = [np.load(f) for f in self.files]
-        merged = {key: np.concatenate([p[key] for p in parts]) for key in ("seq", "sent", "recv", "received")}
-        merged["dups"] = np.array(sum(int(p["dups"]) for p in parts))
-        merged["failed"] = np.array(sum(int(p["failed"]) for p in parts))
-        return merged
+        # Arrays are joined, counts (dups, failed, ...) added up.
+        return {
+            key: np.concatenate([p[key] for p in parts]) if parts[0][key].ndim else np.array(sum(p[key] for p in parts))
+            for key in parts[0].files
+        }
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -500,13 +377,6 @@ class Clients:
 
 
 # -- measurements ---------------------------------------------------------------------
-
-
-def pct(values: np.ndarray) -> dict[str, float | None]:
-    if len(values) == 0:
-        return {"p50": None, "p95": None, "p99": None, "max": None}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": float(values.max())}
 
 
 def paced(publish: Callable[[str], None], bench: Bench, seqs: range, rate: float | None) -> float:
@@ -519,14 +389,6 @@ def paced(publish: Callable[[str], None], bench: Bench, seqs: range, rate: float
                 time.sleep(delay)
         publish(bench.payload(seq))
     return time.perf_counter() - start
-
-
-def latency_sample(lat: np.ndarray, limit: int = 2000) -> list[float]:
-    """A sorted, evenly thinned copy of ``lat`` for the CDF plot."""
-    ordered = np.sort(lat)
-    if len(ordered) > limit:
-        ordered = ordered[np.linspace(0, len(ordered) - 1, limit).astype(int)]
-    return [round(float(v), 3) for v in ordered]
 
 
 def start_serving(bench: Bench, kind: str, server: Proc, port: int, path: str, row: dict[str, Any]) -> int:
@@ -826,84 +688,6 @@ def send_throughput(bench: Bench, hubs: int, batch: int = 0) -> dict[str, Any]:
     return {"hubs": hubs, "batch": batch, "sent": sent, "seconds": elapsed, "per_s": rate, "queued": int(queued)}
 
 
-# -- machine ----------------------------------------------------------------------------------
-
-
-def sh(cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def machine(bench: Bench) -> dict[str, Any]:
-    import flask
-    import gevent
-    import gunicorn
-
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    info = bench.client.info("server")
-    return {
-        "nproc": sh("nproc"),
-        "cpu": cpu,
-        "free": sh("free -h"),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "versions": {
-            "flask": flask.__version__,
-            "gevent": gevent.__version__,
-            "gunicorn": gunicorn.__version__,
-            "redis-py": redis.__version__,
-            "redis-server": info.get("redis_version", "?"),
-            "flask-sse": _version("flask-sse"),
-            "flask-socketio": _version("flask-socketio"),
-            "python-socketio": _version("python-socketio"),
-            "gevent-websocket": _version("gevent-websocket"),
-            "celery": _version("celery"),
-        },
-        "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        "nofile_found": list(NOFILE_FOUND),
-        "commit": sh(f"git -C {ROOT} rev-parse --short HEAD")
-        + (" (with uncommitted changes)" if sh(f"git -C {ROOT} status --porcelain --untracked-files=no") else ""),
-    }
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def load() -> dict[str, Any]:
-    one, five, fifteen = os.getloadavg()
-    others = []
-    me = os.getpid()
-    for proc in psutil.process_iter(["pid", "name", "cpu_percent", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != me:
-                proc.cpu_percent(None)
-    time.sleep(1.0)
-    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            used = proc.cpu_percent(None)
-            if used >= 10 and proc.pid != me:
-                others.append(f"{proc.info['name']} ({used:.0f}%)")
-    return {
-        "uptime": sh("uptime"),
-        "loadavg": [one, five, fifteen],
-        "busy_processes": others[:10],
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 @contextlib.contextmanager
 def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
@@ -926,29 +710,18 @@ def isolated_env(redis_url: str, prefix: str) -> Iterator[dict[str, str]]:
                 os.environ[key] = value
 
 
-#: The open-files limit the bench found, before raising it for itself and its
-#: children (``bench/run.sh`` raises it first, and says what it found).
-NOFILE_FOUND = (
-    tuple(resource.RLIM_INFINITY if x == "unlimited" else int(x) for x in os.environ["BENCH_NOFILE_FOUND"].split(":"))
-    if os.environ.get("BENCH_NOFILE_FOUND")
-    else resource.getrlimit(resource.RLIMIT_NOFILE)
-)
-
-
-def raise_nofile() -> None:
-    """Raise the soft open-files limit to the hard one (at least 65,536
-    when the hard limit is unlimited): a 10,000-connection run needs a
-    descriptor per connection in the server and in the clients."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
 def main(argv: list[str] | None = None) -> int:
+    from bench import per_user
+
+    if per_user.wanted(sys.argv[1:] if argv is None else argv):
+        return per_user.main(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of under two minutes")
-    parser.add_argument("--only", help="comma-separated servers: ours,flasksse,raw")
+    parser.add_argument(
+        "--only",
+        help="comma-separated servers (ours,flasksse,raw), or the scale scenarios of bench.per_user "
+        "(per-user,many-streams,nchan,many-hubs: see python -m bench --only per-user --help)",
+    )
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], help="client counts, e.g. 100,1000")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: client,fanout,idle,celery,send")
     parser.add_argument(
@@ -992,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             build_template(bench)
             results["date"] = datetime.now(UTC).isoformat(timespec="seconds")
-            results["machine"] = machine(bench)
+            results["machine"] = machine(bench.client)
             results["load_before"] = load()
             log(f"load before: {results['load_before']['uptime']}")
             if "client" not in skip:
