@@ -28,8 +28,8 @@ from contextlib import contextmanager
 
 from flask import current_app
 
-from ..ledger.base import Claim, Ledger
 from ..errors import BackendError, RetryLaterError
+from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from .claims import claim_or_wait, idempotency_ttl
 from .delivery import current_delivery
