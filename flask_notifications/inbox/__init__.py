@@ -4,9 +4,10 @@ their read state and a live unread count. Needs the ``inbox`` extra
 
 from __future__ import annotations
 
+from .badges import BADGE_EVENT_TYPE, badge_event
 from .migrations import include_object
 from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table, define_versions_table
-from .store import BADGE_EVENT_TYPE, Inbox, badge_event
+from .store import Inbox
 from .views import inbox_blueprint
 
 __all__ = [

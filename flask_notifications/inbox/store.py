@@ -6,8 +6,7 @@ import builtins
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -21,12 +20,12 @@ from ..database import UNBOUNDED, Timeouts, create_tables, engine_for
 from ..errors import (
     BackendError,
     ConfigurationError,
-    InboxDataError,
-    InboxUnavailableError,
     InvalidInboxRequestError,
     NotificationNotFoundError,
 )
 from ..event import Event
+from .badges import badge_event, badges_of, count_unread
+from .checks import CHUNK, checked_limit, chunks, database_errors, parse_ids
 from .consumer import InboxConsumer
 from .model import (
     DEFAULT_TABLE,
@@ -46,16 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The ``event_type`` of the events that carry a user's new unread count to
-#: their streams (the live badge).
-BADGE_EVENT_TYPE = "inbox.badge"
-#: Most ids one call takes.
-MAX_IDS = 1000
-#: Largest page.
-MAX_LIMIT = 100
-#: Recipients per statement when counting or storing for many at once.
-_CHUNK = 500
-_MAX_ID = 2**63 - 1
 
 #: What :meth:`Inbox.user_loader` registers: it returns the current user's
 #: recipient id, or ``None`` when nobody is logged in.
@@ -90,66 +79,6 @@ def _cursor_keys(app: Flask) -> builtins.list[str | bytes]:
             "the same in every process that serves the inbox."
         )
     return [*(app.config.get("SECRET_KEY_FALLBACKS") or ()), key]
-
-
-def _ids(ids: Iterable[int | str]) -> list[int]:
-    if isinstance(ids, (str, bytes, int)) or not isinstance(ids, Iterable):
-        raise InvalidInboxRequestError(f"Give the notification ids as a list, not {type(ids).__name__}.")
-    found: set[int] = set()
-    for value in ids:
-        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_ID:
-            raise InvalidInboxRequestError(f"A notification id is a positive integer, not {_shown(value)}.")
-        found.add(value)
-        if len(found) > MAX_IDS:
-            raise InvalidInboxRequestError(f"Give at most {MAX_IDS} ids per call.")
-    return sorted(found)
-
-
-def _shown(value: object) -> str:
-    # The repr of a list nested a thousand deep (a JSON body can hold one)
-    # overflows the stack; a container is named, not shown.
-    if isinstance(value, (list, tuple, dict, set)):
-        return f"a {type(value).__name__}"
-    return f"{value!r:.40}"
-
-
-def _limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInboxRequestError(f"The limit is an integer from 1 to {MAX_LIMIT}, not {limit!r:.40}.")
-    return limit
-
-
-def _chunks(items: list[str], size: int = _CHUNK) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-@contextmanager
-def _database_errors(table: str) -> Iterator[None]:
-    """Turn a database that is down, an exhausted connection pool or a
-    missing table into an :class:`InboxUnavailableError` that says what to
-    do, and data the database refuses into an :class:`InboxDataError`."""
-    try:
-        yield
-    except sa.exc.IntegrityError:
-        raise
-    except sa.exc.TimeoutError as exc:
-        raise InboxUnavailableError(
-            f"No inbox database connection came free in time ({exc}); the pool is exhausted "
-            "(NOTIFICATIONS_INBOX_POOL_TIMEOUT)."
-        ) from exc
-    except sa.exc.DisconnectionError as exc:
-        raise InboxUnavailableError(f"The inbox database connection was lost: {exc}") from exc
-    except sa.exc.DataError as exc:
-        raise InboxDataError(f"The inbox database refused the data: {str(exc.orig).strip()}") from exc
-    except sa.exc.DBAPIError as exc:
-        text = str(exc.orig)
-        hint = ""
-        if "no such table" in text or ("does not exist" in text and table in text):
-            hint = f" Create the table {table!r} with 'flask notifications inbox init-db' or the shipped migration."
-        raise InboxUnavailableError(f"The inbox database failed: {text.strip()}.{hint}") from exc
 
 
 class Inbox:
@@ -213,13 +142,13 @@ class Inbox:
         if they do not exist (what ``flask notifications inbox init-db``
         does)."""
         store = self._store()
-        with _database_errors(store.table.name):
+        with database_errors(store.table.name):
             create_tables(store.engine, (store.table, store.versions))
 
     def drop_all(self) -> None:
         """Drop the inbox tables, and every notification in them."""
         store = self._store()
-        with _database_errors(store.table.name):
+        with database_errors(store.table.name):
             store.versions.drop(store.engine, checkfirst=True)
             store.table.drop(store.engine, checkfirst=True)
 
@@ -300,10 +229,10 @@ class Inbox:
             for user in users
         ]
         channels = self.badge_channels()
-        with _database_errors(table.name), store.engine.begin() as conn:
+        with database_errors(table.name), store.engine.begin() as conn:
             stored = self._insert(conn, table, rows)
         if channels:
-            self._publish(channels, _badges(store, users), strict=True)
+            self._publish(channels, _badges_of(store, users), strict=True)
         return stored
 
     def _insert(self, conn: sa.Connection, table: sa.Table, rows: builtins.list[dict[str, Any]]) -> builtins.list[str]:
@@ -314,13 +243,13 @@ class Inbox:
                 table.c.recipient
             )
             stored: list[str] = []
-            for start in range(0, len(rows), _CHUNK):
-                stored.extend(conn.execute(stmt, rows[start : start + _CHUNK]).scalars())
+            for start in range(0, len(rows), CHUNK):
+                stored.extend(conn.execute(stmt, rows[start : start + CHUNK]).scalars())
             return stored
         # Elsewhere: skip the recipients this delivery already reached.
         delivery_id = rows[0]["delivery_id"]
         existing: set[str] = set()
-        for chunk in _chunks([row["recipient"] for row in rows]):
+        for chunk in chunks([row["recipient"] for row in rows]):
             existing.update(
                 conn.execute(
                     sa.select(table.c.recipient).where(table.c.delivery_id == delivery_id, table.c.recipient.in_(chunk))
@@ -358,7 +287,7 @@ class Inbox:
             application has no ``SECRET_KEY`` to sign it with.
         """
         recipient = recipient_id(user)
-        limit = _limit(limit)
+        limit = checked_limit(limit)
         store = self._store()
         t = store.table
         query = sa.select(t).where(t.c.recipient == recipient)
@@ -368,7 +297,7 @@ class Inbox:
         if before is not None:
             query = query.where(t.c.id < decode_cursor(before, _cursor_keys(self._app())))
         query = query.order_by(t.c.id.desc()).limit(limit + 1)
-        with _database_errors(t.name), store.engine.connect() as conn:
+        with database_errors(t.name), store.engine.connect() as conn:
             items = [InboxItem.from_row(row) for row in conn.execute(query)]
         next_cursor = encode_cursor(items[limit - 1].id, _cursor_keys(self._app())) if len(items) > limit else None
         return InboxPage(items[:limit], next_cursor)
@@ -379,10 +308,10 @@ class Inbox:
         :raises NotificationNotFoundError: ``user`` has no such notification.
         """
         recipient = recipient_id(user)
-        (wanted,) = _ids([item_id])
+        (wanted,) = parse_ids([item_id])
         store = self._store()
         t = store.table
-        with _database_errors(t.name), store.engine.connect() as conn:
+        with database_errors(t.name), store.engine.connect() as conn:
             row = conn.execute(sa.select(t).where(t.c.id == wanted, t.c.recipient == recipient)).first()
         if row is None:
             raise NotificationNotFoundError([wanted])
@@ -397,8 +326,8 @@ class Inbox:
         """:meth:`unread_count` of several users, in one query per 500."""
         wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
         store = self._store()
-        with _database_errors(store.table.name), store.engine.connect() as conn:
-            return _count_unread(conn, store.table, wanted)
+        with database_errors(store.table.name), store.engine.connect() as conn:
+            return count_unread(conn, store.table, wanted)
 
     def unseen_count(self, user: str | int) -> int:
         """How many of ``user``'s unarchived notifications were never seen."""
@@ -408,7 +337,7 @@ class Inbox:
         query = sa.select(sa.func.count()).where(
             t.c.recipient == recipient, t.c.seen_at.is_(None), t.c.archived_at.is_(None)
         )
-        with _database_errors(t.name), store.engine.connect() as conn:
+        with database_errors(t.name), store.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     # -- changing -------------------------------------------------------------
@@ -417,20 +346,20 @@ class Inbox:
         """Set ``values`` on ``user``'s notifications ``ids`` (all of them
         when ``None``) that match ``extra``; refuse ids not theirs."""
         recipient = recipient_id(user)
-        wanted = None if ids is None else _ids(ids)
+        wanted = None if ids is None else parse_ids(ids)
         if wanted == []:
             return 0
         store = self._store()
         t = store.table
         channels = self.badge_channels()
-        with _database_errors(t.name), store.engine.begin() as conn:
+        with database_errors(t.name), store.engine.begin() as conn:
             where = [t.c.recipient == recipient]
             if wanted is not None:
                 self._check_owned(conn, t, recipient, wanted)
                 where.append(t.c.id.in_(wanted))
             changed = conn.execute(sa.update(t).where(*where, *extra).values(values)).rowcount
         if changed and channels:
-            self._publish(channels, _badges(store, [recipient]))
+            self._publish(channels, _badges_of(store, [recipient]))
         return int(changed)
 
     @staticmethod
@@ -491,17 +420,17 @@ class Inbox:
             notifications; nothing was deleted.
         """
         recipient = recipient_id(user)
-        wanted = _ids(ids)
+        wanted = parse_ids(ids)
         if not wanted:
             return 0
         store = self._store()
         t = store.table
         channels = self.badge_channels()
-        with _database_errors(t.name), store.engine.begin() as conn:
+        with database_errors(t.name), store.engine.begin() as conn:
             self._check_owned(conn, t, recipient, wanted)
             deleted = conn.execute(sa.delete(t).where(t.c.recipient == recipient, t.c.id.in_(wanted))).rowcount
         if channels:
-            self._publish(channels, _badges(store, [recipient]))
+            self._publish(channels, _badges_of(store, [recipient]))
         return int(deleted)
 
     def purge(self, older_than: timedelta | float | None = None) -> int:
@@ -526,7 +455,7 @@ class Inbox:
             raise InvalidInboxRequestError(f"The age to purge must not be negative, not {age}.")
         store = self._store()
         t = store.table
-        with _database_errors(t.name), store.engine.begin() as conn:
+        with database_errors(t.name), store.engine.begin() as conn:
             # Not bound by NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT: a purge runs
             # from cron, and may delete millions of rows at once.
             conn.execution_options(**{UNBOUNDED: True})
@@ -558,7 +487,7 @@ class Inbox:
         channels = self.badge_channels()
         if channels:
             wanted = builtins.list(dict.fromkeys(recipient_id(user) for user in users))
-            self._publish(channels, _badges(self._store(), wanted), strict=strict)
+            self._publish(channels, _badges_of(self._store(), wanted), strict=strict)
 
     def _publish(
         self, channels: builtins.list[str], badges: dict[str, tuple[int, int]], *, strict: bool = False
@@ -576,73 +505,8 @@ class Inbox:
             logger.warning("Could not publish the unread counts of %d users.", len(badges), exc_info=True)
 
 
-def _count_unread(conn: sa.Connection, t: sa.Table, users: builtins.list[str]) -> dict[str, int]:
-    """The unread counts of ``users``, in one query per 500 of them."""
-    counts = dict.fromkeys(users, 0)
-    unread = [t.c.read_at.is_(None), t.c.archived_at.is_(None)]
-    for chunk in _chunks(users):
-        who = t.c.recipient == chunk[0] if len(chunk) == 1 else t.c.recipient.in_(chunk)
-        query = sa.select(t.c.recipient, sa.func.count()).where(who, *unread).group_by(t.c.recipient)
-        for recipient, count in conn.execute(query):
-            counts[recipient] = int(count)
-    return counts
-
-
-def _badges(store: _Store, users: builtins.list[str]) -> dict[str, tuple[int, int]]:
-    """The unread count of each of ``users``, with the new version of their
-    badge: ``{user: (count, version)}``.
-
-    It runs after the change has committed, in a read of its own, so that
-    it counts every change committed before it (a count taken inside the
-    change's transaction misses a concurrent change under READ COMMITTED).
-    Each user's version is bumped, and committed (autocommit), before the
-    count is taken: so the badge of the highest version, the one a page
-    keeps, counted after every other badge's change had committed.
-    """
-    if not users:
-        return {}
-    v = store.versions
-    with (
-        _database_errors(store.table.name),
-        store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
-    ):
-        versions: dict[str, int] = {}
-        for chunk in _chunks(users):
-            versions.update(_bump_versions(conn, v, chunk))
-        counts = _count_unread(conn, store.table, users)
-    return {user: (counts[user], versions[user]) for user in users}
-
-
-def _bump_versions(conn: sa.Connection, v: sa.Table, users: builtins.list[str]) -> dict[str, int]:
-    name = conn.dialect.name
-    if name in ("postgresql", "sqlite"):
-        insert = pg_insert(v) if name == "postgresql" else sqlite_insert(v)
-        stmt = insert.on_conflict_do_update(
-            index_elements=[v.c.recipient], set_={"version": v.c.version + 1}
-        ).returning(v.c.recipient, v.c.version)
-        result = conn.execute(stmt, [{"recipient": user, "version": 1} for user in users])
-        return {recipient: int(version) for recipient, version in result}
-    # Elsewhere: bump the existing rows, create the others.
-    conn.execute(sa.update(v).where(v.c.recipient.in_(users)).values(version=v.c.version + 1))
-    existing = set(conn.execute(sa.select(v.c.recipient).where(v.c.recipient.in_(users))).scalars())
-    fresh = [{"recipient": user, "version": 1} for user in users if user not in existing]
-    if fresh:
-        conn.execute(sa.insert(v), fresh)
-    query = sa.select(v.c.recipient, v.c.version).where(v.c.recipient.in_(users))
-    return {recipient: int(version) for recipient, version in conn.execute(query)}
-
-
-def badge_event(user: str, unread_count: int, version: int | None = None) -> Event:
-    """The event that tells ``user``'s streams their unread count.
-
-    :param version: the badge's version: a page shows the badge of the
-        highest version it has received, and drops any older one that
-        arrives later. ``None`` leaves it out.
-    """
-    extra: dict[str, Any] = {"unread_count": unread_count}
-    if version is not None:
-        extra["version"] = version
-    return Event(None, BADGE_EVENT_TYPE, "", "", sender="", recipients=[user], **extra)
+def _badges_of(store: _Store, users: builtins.list[str]) -> dict[str, tuple[int, int]]:
+    return badges_of(store.engine, store.table, store.versions, users)
 
 
 def _flask_login_user() -> str | None:
