@@ -147,12 +147,13 @@ def test_each_module_imports_first_in_a_fresh_interpreter() -> None:
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_library_module_holds_two_concerns(name: str) -> None:
     lines = len(MODULES[name].read_text().splitlines())
-    assert lines <= LIMIT.get(name, 600), f"{name} has {lines} lines"
+    assert lines <= LIMIT.get(name, 550), f"{name} has {lines} lines"
 
 
 #: Modules still over the limit, each with its reason; the number is a ceiling.
 LIMIT: dict[str, int] = {
     # Over the limit, to split next: the outage and loss announcements leave fanout.py.
     "flask_notifications.streaming.fanout": 610,
-    "flask_notifications.ops.metrics": 615,
+    # The table of every key, its default and its check: one concern, long.
+    "flask_notifications.config": 600,
 }
