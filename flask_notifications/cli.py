@@ -17,6 +17,8 @@ message and a non-zero exit status, not a traceback.
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -287,25 +289,52 @@ def listen_command(hub: str, last_event_id: str | None, count: int | None, as_js
                         return
         click.echo(f"Listening to {channel}; press Ctrl-C to stop.", err=True)
         failing = False
-        while True:
-            try:
-                messages = subscription.get(timeout=1.0)
-            except BackendError as exc:
-                if not failing:
-                    click.echo(f"{exc}; retrying until it answers.", err=True)
-                failing = True
-                time.sleep(1.0)
-                continue
-            if failing:
-                click.echo("The backend answers again.", err=True)
-                failing = False
-            for message in messages:
-                if message.channel == channel and show(message):
-                    return
+        with _stopped_by_ctrl_c() as stopped:
+            while not stopped.is_set():
+                try:
+                    messages = subscription.get(timeout=1.0)
+                except BackendError as exc:
+                    if not failing:
+                        click.echo(f"{exc}; retrying until it answers.", err=True)
+                    failing = True
+                    time.sleep(1.0)
+                    continue
+                if failing:
+                    click.echo("The backend answers again.", err=True)
+                    failing = False
+                for message in messages:
+                    if message.channel == channel and show(message):
+                        return
+            click.echo("", err=True)
     except KeyboardInterrupt:
         click.echo("", err=True)
     finally:
         subscription.close()
+
+
+@contextmanager
+def _stopped_by_ctrl_c() -> Iterator[threading.Event]:
+    """An event that the first Ctrl-C sets, instead of raising
+    KeyboardInterrupt wherever the main thread happens to be: an interrupt
+    inside redis-py's connection pool could leave one of its locks held, and
+    closing the subscription would then wait on it forever. A second Ctrl-C
+    interrupts as usual."""
+    stopped = threading.Event()
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            stopped.set()
+            signal.signal(signal.SIGINT, previous)
+
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: Ctrl-C raises as usual
+        yield stopped
+        return
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- dead letters --------------------------------------------------------------
