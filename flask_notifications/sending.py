@@ -68,34 +68,9 @@ class Dispatch:
 def send(
     ext: Notifications, event: Event | Mapping[str, Any] | str | bytes, *, idempotency_key: str | None = None
 ) -> Dispatch:
-    """Validate ``event`` and deliver it to the consumers of every hub whose
-    filter it passes, asynchronously, through Celery.
-
-    The whole delivery is one broker message, so a send either enqueues
-    everything or raises. Every call is a delivery of its own, with its own
-    :attr:`Dispatch.delivery_id`: two events that share an ``event_id`` are
-    both delivered. An expired event is not delivered.
-
-    :param event: an :class:`Event`, its dict, or its JSON.
-    :param idempotency_key: a key of the caller's; once a send with it has
-        been enqueued, a second send with the same key within
-        ``NOTIFICATIONS_IDEMPOTENCY_WINDOW`` seconds enqueues nothing and
-        returns a :class:`Dispatch` with ``duplicate=True``. While another
-        send with the key is still enqueueing, this one waits for it (up
-        to ``NOTIFICATIONS_SEND_CLAIM_TIMEOUT`` seconds): it is then a
-        duplicate, or, if that send failed, sent. Keys are shared by the
-        processes that share a ledger (Redis or SQL) only.
-    :raises InvalidEventError: the event is malformed or too large;
-        nothing was enqueued.
-    :raises BrokerUnavailableError: the broker cannot be reached; nothing
-        was enqueued.
-    :raises BackendError: ``idempotency_key`` was given and the ledger
-        cannot be reached; nothing was enqueued.
-    :raises SendInProgressError: another send with ``idempotency_key``
-        is still in progress after that wait; nothing was enqueued.
-
-    Each call that raises sends :data:`~flask_notifications.signals.send_failed`.
-    """
+    """What :meth:`Notifications.send() <flask_notifications.ext.Notifications.send>`
+    does, which documents the contract: validate, match every hub, enqueue one
+    dispatch message, or raise (sending :data:`~flask_notifications.signals.send_failed`)."""
     state = ext.runtime()
     app = state.app
     try:
@@ -167,27 +142,9 @@ def _send(
 
 
 def send_many(ext: Notifications, events: Iterable[Event | Mapping[str, Any] | str | bytes]) -> list[Dispatch]:
-    """Validate ``events`` and deliver each one as :meth:`send` would, in
-    a single broker message: one process hands events to Celery more
-    than ten times faster this way (see docs/performance.rst).
-
-    It is all or nothing, as :meth:`send` is for one event: if any event
-    is invalid, or the broker cannot be reached, nothing is enqueued.
-    The worker fans the batch out into one task per (event, hub,
-    consumer), each retried on its own. Every event is a delivery of its
-    own, with its own :attr:`Dispatch.delivery_id`; expired events are
-    left out.
-
-    :param events: :class:`Event` objects, their dicts, or their JSON.
-    :return: one :class:`Dispatch` per event, in order; those enqueued
-        share the batch's ``task_id``.
-    :raises InvalidEventError: an event is malformed or too large (the
-        message says which); nothing was enqueued.
-    :raises BrokerUnavailableError: the broker cannot be reached; nothing
-        was enqueued.
-
-    A call that raises sends :data:`~flask_notifications.signals.send_failed`.
-    """
+    """What :meth:`Notifications.send_many() <flask_notifications.ext.Notifications.send_many>`
+    does, which documents the contract: every event as :func:`send` would, in
+    one dispatch message, all or nothing."""
     state = ext.runtime()
     app = state.app
     try:
