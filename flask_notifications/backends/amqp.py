@@ -286,6 +286,8 @@ class AmqpPubSub(Backend):
         ``history_size`` at most, and the oldest ``limit`` of those), read
         from its stream up to a fence appended now; see the module's
         documentation."""
+        if after_id is not None and parse_id(after_id) == (0, 0):
+            after_id = None  # the id before every other: all that is kept, no gap
         after = None if after_id is None else _offset_of(after_id)
         conn = self.connection(f"{self._name}.history", publisher=False)
         try:

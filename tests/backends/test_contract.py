@@ -358,6 +358,11 @@ def test_history_after_id_is_exactly_the_later_messages(backend: Backend) -> Non
     newest = backend.history("a", sent[-1].id)
     assert newest.messages == [] and newest.gap is False
     assert backend.history("c", None).messages == []
+    # "0-0", the id before every other (the README's curl resumes from it),
+    # replays everything kept, with no gap (the AMQP backend reported a
+    # "trimmed" gap: issue 23).
+    start = backend.history("a", "0-0")
+    assert start.messages == sent and start.gap is False
 
 
 def test_history_gap_when_trimmed(make_backend: BackendFactory) -> None:

@@ -37,6 +37,11 @@ from tests.helpers.example import ROOT
 SOURCES = ("pyproject.toml", "setup.py", "README.rst", "LICENSE", "flask_notifications")
 #: The install command of examples/README.rst for the Redis deployment.
 INSTALL = 'pip install ".[redis,server,inbox]"'
+#: The inbox's install command (docs/inbox.rst) and its table command.
+INBOX_INSTALL = "pip install '.[inbox]' 'psycopg[binary]'"
+INIT_DB = "flask notifications inbox init-db"
+#: The metrics' install command (docs/operations.rst).
+METRICS_INSTALL = 'pip install ".[metrics]"'
 #: The documented commands (examples/README.rst), as printed.
 WORKER = "celery -A examples.app:celery worker -P gevent -c 50 --loglevel INFO"
 SERVER = (
@@ -86,6 +91,9 @@ def test_the_docs_print_the_commands_this_test_runs() -> None:
     readme = (ROOT / "examples" / "README.rst").read_text()
     assert WORKER in readme and SERVER in readme
     assert INSTALL in readme
+    inbox = (ROOT / "docs" / "inbox.rst").read_text()
+    assert INBOX_INSTALL in inbox and INIT_DB in inbox
+    assert METRICS_INSTALL in (ROOT / "docs" / "operations.rst").read_text()
 
 
 @pytest.fixture
@@ -122,6 +130,7 @@ class _Processes:
                 proc.kill()
                 proc.wait()
             sys.stderr.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}\n")
+        self.procs = []
 
 
 @pytest.fixture
@@ -141,6 +150,7 @@ def _answers(url: str, processes: _Processes) -> bool:
 
 
 @pytest.mark.redis
+@pytest.mark.postgres
 @pytest.mark.subprocess
 @pytest.mark.timeout(900)  # pip builds and installs into a new venv: minutes on a loaded machine
 def test_the_documented_install_runs_the_documented_commands_bare(
@@ -208,6 +218,64 @@ def test_the_documented_install_runs_the_documented_commands_bare(
                 data = text.removeprefix("data:").strip()
                 break
     assert json.loads(data)["event_id"] == sent["event_id"]
+
+    # Then the documented inbox (PostgreSQL, init-db) and metrics setups, in
+    # the same venv: the extras, the table, and a scrape that counts the send.
+    processes.close()
+    postgres = os.environ.get("INBOX_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    table = "inbox_install_" + unique.replace("-", "_")
+    for command in (INBOX_INSTALL, METRICS_INSTALL):
+        _run([python, "-m", "pip", *_pip_args(command)], cwd=tmp_path / "clone", env=env)
+    env.update(
+        FLASK_NOTIFICATIONS_INBOX_URL=postgres,
+        FLASK_NOTIFICATIONS_INBOX_TABLE=table,
+        FLASK_NOTIFICATIONS_METRICS="true",
+    )
+    flask = str(bare_venv / "bin" / "flask")
+    try:
+        _run([flask, "--app", "examples.app", *INIT_DB.split()[1:]], cwd=run, env=env)
+        port = free_port()
+        processes.start(WORKER, run, env, tmp_path / "worker-2.log")
+        processes.start(SERVER.replace("127.0.0.1:5000", f"127.0.0.1:{port}"), run, env, tmp_path / "gunicorn-2.log")
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: _answers(url, processes), timeout=120)
+        request = urllib.request.Request(
+            url + "send/user",
+            data=b"sender=john&recipients=tom&title=Stored&body=hello",
+            headers={"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            assert json.load(answer)["hubs"] == ["UserHub"]
+
+        def unread() -> int:
+            processes.check_alive()
+            with urllib.request.urlopen(url + "inbox/count", timeout=10) as answer:
+                return int(json.load(answer)["unread_count"])
+
+        assert wait_for(lambda: unread() == 1, timeout=120)
+
+        def sent_total() -> float:
+            with urllib.request.urlopen(url + "metrics", timeout=10) as answer:
+                text = answer.read().decode()
+            found = re.search(r"^notifications_events_sent_total (\S+)$", text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        # The two gunicorn workers write to one multiprocess directory, so
+        # either of them serves the sum: the one send, whichever took it.
+        assert wait_for(lambda: sent_total() >= 1.0, timeout=60)
+    finally:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(postgres)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}_versions"'))
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+        engine.dispose()
+
+
+def _pip_args(command: str) -> list[str]:
+    """The arguments after ``pip`` of a documented ``pip install`` command."""
+    return command.replace('"', "").replace("'", "").split()[1:]
 
 
 @pytest.mark.subprocess
