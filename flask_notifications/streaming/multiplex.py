@@ -107,8 +107,10 @@ def parse_position(value: str | None) -> dict[str, str]:
     positions: dict[str, str] = {}
     for part in value.split(","):
         quoted, sep, message_id = part.partition(":")
-        label = unquote(quoted, errors="strict") if sep else ""
+        label = ""
         try:
+            # errors="strict": "%FF" is no UTF-8, so no label (400, not 500).
+            label = unquote(quoted, errors="strict") if sep else ""
             hub_id_for(label)
             checked = parse_last_event_id(message_id)
         except (HubError, StreamFormatError, UnicodeDecodeError):
@@ -194,6 +196,8 @@ class Multiplex:
         fanout = runtime.fanout
         try:
             for label, hub_id, event_filter, last_event_id in hubs:
+                if label in self._streams:
+                    raise ValueError(f"Hub {label!r} is named twice; each hub is streamed once.")
                 stream = fanout.open(hub_id, event_filter=event_filter, last_event_id=last_event_id, **options)
                 self._streams[label] = stream
                 # A resuming stream of a stopping process keeps the client's id.
@@ -369,7 +373,12 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
     unique = list(dict.fromkeys(names))
     if len(unique) > MAX_HUBS:
         raise BadRequest(f"A stream carries at most {MAX_HUBS} hubs, not {len(unique)}.")
-    found = [_find(runtime, name, request) for name in unique]
+    found: list[tuple[str, str, EventFilter | None]] = []
+    for name in unique:
+        hub = _find(runtime, name, request)
+        # One hub named twice (by label and by id) is streamed once.
+        if all(hub[1] != other[1] for other in found):
+            found.append(hub)
     header = request.headers.get("Last-Event-ID")
     try:
         positions = parse_position(header if header is not None else request.args.get("last_event_id"))

@@ -17,7 +17,7 @@ from flask_notifications import Event, Notifications
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import StreamFormatError
 from flask_notifications.streaming.multiplex import format_position, parse_position
-from tests.helpers import RedisServer, make_config
+from tests.helpers import RedisServer, make_config, wait_for
 from tests.helpers.sse_client import SSEEvent
 from tests.helpers.web_servers import Server
 
@@ -47,7 +47,17 @@ def test_the_id_holds_each_hubs_position() -> None:
     assert text == "news:1700000000000-0,priv%C3%A9.x-1:1700000000001-12"
     assert parse_position(text) == positions
     assert parse_position("") == parse_position(None) == {}
-    for bad in ("news", "news:1-0,news:2-0", "news:abc", ":1-0", "ne ws:1-0", "news:1-0,", "%ZZ:1-0", "a" * 10**5):
+    for bad in (
+        "news",
+        "news:1-0,news:2-0",
+        "news:abc",
+        ":1-0",
+        "ne ws:1-0",
+        "news:1-0,",
+        "%ZZ:1-0",
+        "%FF:1-0",
+        "a" * 10**5,
+    ):
         with pytest.raises(StreamFormatError, match="multiplexed"):
             parse_position(bad)
 
@@ -98,6 +108,25 @@ def test_refusals_are_per_hub(server: Server) -> None:
     assert server.status(BOTH, headers=alice, last_event_id="1700000000000-0") == 400
     assert server.status("/notifications/events?" + "&".join(f"hub=h{n}" for n in range(21))) == 400
     assert server.status("/notifications/events?hub=news&hub=event-hub-news") == 200
+
+
+def test_a_hub_named_twice_is_streamed_once_and_released_on_hang_up(gunicorn: Any) -> None:
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=5)
+    twice = "/notifications/events?hub=news&hub=event-hub-news"
+    with server.stream(twice) as stream:
+        stream.wait_open()
+        first = stream.next_event()
+        assert json.loads(first.data) == {"hubs": ["news"]}
+        assert server.stats()["connections"] == 1
+    wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    # More hang-ups than the per-client cap: none leaks a stream, none is refused.
+    for _ in range(8):
+        with server.stream(twice) as stream:
+            assert stream.status == 200
+            stream.wait_open()
+        wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    assert server.status(twice) == 200
+    assert server.status("/notifications/events?hub=news", last_event_id="%FF:1-0") == 400
 
 
 def _outage_server(tmp_path: Path, unique: str) -> tuple[RedisServer, Server]:
