@@ -6,6 +6,7 @@ that cannot be read gets 200 and ``backend-down``, never 503."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,29 @@ def test_a_hub_named_twice_is_streamed_once_and_released_on_hang_up(gunicorn: An
         wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
     assert server.status(twice) == 200
     assert server.status("/notifications/events?hub=news", last_event_id="%FF:1-0") == 400
+
+
+def test_a_stalled_reader_of_a_multiplexed_stream_is_evicted_not_grown(gunicorn: Any) -> None:
+    server = gunicorn(sndbuf=4096, NOTIFICATIONS_SSE_PUBLIC=True, NOTIFICATIONS_SSE_QUEUE_SIZE=20)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", server.port))
+    try:
+        reader.sendall(b"GET /notifications/events?hub=news HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reader.recv(12) == b"HTTP/1.1 200"
+        wait_for(lambda: server.stats()["connections"] == 1, timeout=30)
+        body = "y" * 20_000
+        published = 0
+        # The reader never reads again: the stream must end, not buffer.
+        while server.stats()["evicted"] == 0 and published < 1000:
+            for _ in range(10):
+                server.backend.publish(NEWS, Event(f"e{published}", "test", "t", body).to_json())
+                published += 1
+        assert server.stats()["evicted"] == 1, published
+        assert published < 1000
+        wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    finally:
+        reader.close()
 
 
 def _outage_server(tmp_path: Path, unique: str) -> tuple[RedisServer, Server]:
