@@ -212,20 +212,38 @@ class Channel {
     this.connection = null;
     this.saving = 0;
     if (options.shared !== false && typeof SharedWorker === "function") {
-      try {
-        const name = "flask-notifications " + url + " " + (options.scope || "");
-        const worker = new SharedWorker(import.meta.url, { type: "module", name });
-        worker.onerror = () => this.local();
-        this.port = worker.port;
-        this.port.onmessage = ({ data }) => this.deliver(data);
-        this.transport = "shared";
-        globalThis.addEventListener("pagehide", () => this.port?.postMessage({ op: "leave" }));
-        globalThis.addEventListener("pageshow", (event) => event.persisted && this.resubscribe());
-      } catch {
-        this.port = null;
+      this.transport = "shared";
+      if (options.scope != null) this.share(String(options.scope));
+      else {
+        // No scope given: the server's, so that two users of one browser
+        // never share a connection.
+        const at = new URL(url);
+        at.pathname = at.pathname.replace(/\/?$/, "/scope");
+        at.search = "";
+        fetch(at, { credentials: options.withCredentials ? "include" : "same-origin", cache: "no-store" })
+          .then((response) => (response.ok ? response.json() : Promise.reject()))
+          .then(({ scope }) => this.share("server " + scope))
+          .catch(() => this.local());
       }
+    } else this.local();
+  }
+
+  share(scope) {
+    if (this.connection) return;
+    try {
+      const name = "flask-notifications " + this.url + " " + scope;
+      const worker = new SharedWorker(import.meta.url, { type: "module", name });
+      worker.onerror = () => this.local();
+      this.port = worker.port;
+      this.port.onmessage = ({ data }) => this.deliver(data);
+      this.transport = "shared";
+      globalThis.addEventListener("pagehide", () => this.port?.postMessage({ op: "leave" }));
+      globalThis.addEventListener("pageshow", (event) => event.persisted && this.resubscribe());
+    } catch {
+      this.port = null;
     }
     if (!this.port) this.local();
+    else if (this.hubs.size) this.resubscribe();
   }
 
   load() {
