@@ -408,3 +408,30 @@ def test_two_users_of_one_browser_never_share_a_connection(browser: Any, gunicor
     assert pages["alice"].evaluate("seen") == ["for-alice"]
     assert pages["bob"].evaluate("seen") == ["for-bob"]
     context.close()
+
+
+def test_a_tab_gets_an_event_once_when_the_shared_worker_replays_it(browser: Any, gunicorn: Any) -> None:
+    """A subscribe whose positions lag behind what the worker already sent
+    the tab (events on their way): the worker replays them; the tab's
+    callbacks see each once."""
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
+    follow = """async () => {
+      const { connect } = await import("/notifications/static/notifications.js");
+      window.seen = [];
+      window.client = connect({ hubs: ["news"] });
+      client.on("news", "test", (event) => seen.push(event.event_id));
+    }"""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.base + "/stats")
+    page.evaluate(follow)
+    wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+    assert page.evaluate("client.transport") == "shared"
+    server.publish(NEWS, Event("e1", "test", "one", ""))
+    wait_for(lambda: page.evaluate("seen") == ["e1"], timeout=30)
+    # The tab's positions as they were before e1 reached it.
+    page.evaluate("client.channel.positions = new Map([['news', '0-1']]); client.channel.resubscribe()")
+    server.publish(NEWS, Event("e2", "test", "two", ""))
+    wait_for(lambda: "e2" in page.evaluate("seen"), timeout=30)
+    assert page.evaluate("seen") == ["e1", "e2"]
+    context.close()

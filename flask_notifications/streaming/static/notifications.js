@@ -211,6 +211,7 @@ class Channel {
     this.port = null;
     this.connection = null;
     this.saving = 0;
+    this.seen = new Set(); // hub and id of the events delivered to this tab
     if (options.shared !== false && typeof SharedWorker === "function") {
       this.transport = "shared";
       if (options.scope != null) this.share(String(options.scope));
@@ -299,7 +300,15 @@ class Channel {
         }, 200);
       }
     }
-    if (message.kind === "event") for (const client of this.clients) client._dispatch(message);
+    if (message.kind !== "event") return;
+    if (message.id != null) {
+      // The worker's replay for a subscribe may repeat what its port holds.
+      const key = message.hub + " " + message.id;
+      if (this.seen.has(key)) return;
+      this.seen.add(key);
+      if (this.seen.size > SEEN) this.seen.delete(this.seen.values().next().value);
+    }
+    for (const client of this.clients) client._dispatch(message);
   }
 }
 
