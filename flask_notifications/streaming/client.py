@@ -11,6 +11,8 @@ docs/client.rst.
 With ``NOTIFICATIONS_SSE_BLUEPRINT`` on, every template can call:
 
 - ``notifications_client_url(filename="notifications.js")``: the URL of a file;
+- ``notifications_client_scope()``: the scope of the current user (see
+  :func:`client_scope`);
 - ``notifications_client_script(hubs, ...)``: a ``<script type="module">``
   that connects to the hubs and sets ``window.notifications``;
 
@@ -22,11 +24,14 @@ and import the ``<notification-bell>`` macro::
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from flask import url_for
+from flask import current_app, request, url_for
 from markupsafe import Markup
 
 #: The files of the client, in ``streaming/static/``.
@@ -42,6 +47,36 @@ def client_url(filename: str = "notifications.js") -> str:
     if filename not in CLIENT_FILES:
         raise ValueError(f"{filename!r} is not a file of the browser client; choose one of {', '.join(CLIENT_FILES)}.")
     return url_for("notifications.static", filename=filename)
+
+
+#: The key of the scopes when the application has no ``SECRET_KEY``: then
+#: two processes give one user two scopes (never one scope to two users).
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def client_scope() -> str:
+    """The scope of the current request's user: tabs share a connection only
+    if their scopes are equal, so that two users of one browser never share
+    one.
+
+    It is an HMAC (by the application's ``SECRET_KEY``) of who the request
+    is: the Flask-Login user's id when Flask-Login is set up, else the
+    request's credentials (its ``Cookie`` and ``Authorization`` headers), so
+    a login, a logout or any new cookie gives a new scope.
+    """
+    identity = None
+    if "login_manager" in current_app.extensions or hasattr(current_app, "login_manager"):
+        from flask_login import current_user
+
+        if getattr(current_user, "is_authenticated", False):
+            identity = "user " + str(current_user.get_id())
+    if identity is None:
+        identity = "credentials " + json.dumps(
+            [request.headers.get("Cookie", ""), request.headers.get("Authorization", "")]
+        )
+    secret = current_app.secret_key
+    key = secret.encode() if isinstance(secret, str) else secret if isinstance(secret, bytes) else _PROCESS_KEY
+    return hmac.new(key, b"flask-notifications scope\0" + identity.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _script_json(value: Any) -> str:
@@ -65,8 +100,8 @@ def client_script(
     :param hubs: the labels (or ids) of the hubs to follow; more can be
         added later with ``client.subscribe(hub)``.
     :param scope: what tabs must have in common to share a connection,
-        besides the origin: the user's id, so that tabs of two users (after
-        a logout) never share one.
+        besides the origin; by default :func:`client_scope`, so that tabs of
+        two users (after a logout) never share one.
     :param name: the global the client is set to.
     :param nonce: the ``nonce`` attribute, for a Content-Security-Policy.
     :param shared: ``False`` opens one connection per tab.
@@ -76,8 +111,7 @@ def client_script(
         "hubs": list(hubs),
         "shared": shared,
     }
-    if scope is not None:
-        options["scope"] = str(scope)
+    options["scope"] = client_scope() if scope is None else str(scope)
     nonce_attr = Markup(' nonce="{}"').format(nonce) if nonce else Markup("")
     code = (
         f"import {{ connect }} from {_script_json(client_url())};\n"

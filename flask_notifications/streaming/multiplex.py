@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Generator, Iterable, Mapping
@@ -107,8 +108,10 @@ def parse_position(value: str | None) -> dict[str, str]:
     positions: dict[str, str] = {}
     for part in value.split(","):
         quoted, sep, message_id = part.partition(":")
-        label = unquote(quoted, errors="strict") if sep else ""
+        label = ""
         try:
+            # errors="strict": "%FF" is no UTF-8, so no label (400, not 500).
+            label = unquote(quoted, errors="strict") if sep else ""
             hub_id_for(label)
             checked = parse_last_event_id(message_id)
         except (HubError, StreamFormatError, UnicodeDecodeError):
@@ -161,13 +164,28 @@ def _parse_frames(chunk: bytes) -> Iterable[_Frame]:
 class Multiplex:
     """The frames of several hubs' streams, merged into one response.
 
+    Each hub's frames wait in one buffer of at most ``queue_size`` frames in
+    all. While a hub's stream replays, a full buffer holds it back (the
+    history keeps what it has not read yet); a live frame that finds it full
+    evicts the whole stream, as a single hub's stream is evicted: it ends,
+    the client's socket is shut down, and the client resumes from its
+    ``Last-Event-ID``.
+
     :param retry: the reconnection delay sent to the browser, in milliseconds.
     :param heartbeat: seconds of silence after which a heartbeat goes out.
+    :param queue_size: the most frames waiting to be written, in all.
+    :param sock: the client's socket, shut down when the stream is evicted.
     """
 
-    def __init__(self, *, retry: int, heartbeat: float) -> None:
+    def __init__(self, *, retry: int, heartbeat: float, queue_size: int = 512, sock: Any = None) -> None:
         self.retry = retry
         self.heartbeat = heartbeat
+        self.queue_size = max(1, queue_size)
+        #: Whether it fell more than ``queue_size`` frames behind.
+        self.evicted = False
+        self._socket = sock
+        self._pending = 0
+        self._runtime: Runtime | None = None
         #: The message id by hub label of the last frame of each hub.
         self.positions: dict[str, str] = {}
         self._streams: dict[str, Stream] = {}
@@ -191,10 +209,19 @@ class Multiplex:
         :raises TooManyStreamsError: the client holds too many streams.
         :raises BackendError: the backend cannot be read; nothing stays open.
         """
+        self._runtime = runtime
         fanout = runtime.fanout
         try:
             for label, hub_id, event_filter, last_event_id in hubs:
-                stream = fanout.open(hub_id, event_filter=event_filter, last_event_id=last_event_id, **options)
+                if label in self._streams:
+                    raise ValueError(f"Hub {label!r} is named twice; each hub is streamed once.")
+                stream = fanout.open(
+                    hub_id,
+                    event_filter=event_filter,
+                    last_event_id=last_event_id,
+                    queue_size=self.queue_size,
+                    **options,
+                )
                 self._streams[label] = stream
                 # A resuming stream of a stopping process keeps the client's id.
                 ended = stream.ended and last_event_id is not None
@@ -212,16 +239,52 @@ class Multiplex:
     def _pump(self, label: str, stream: Stream) -> None:
         try:
             for chunk in stream.frames(retry=self.retry, heartbeat=_CHILD_HEARTBEAT):
-                self._put(label, chunk)
+                if not self._put(label, chunk, stream):
+                    return
         except Exception:
             logger.exception("The stream of hub %r of a multiplexed stream failed.", label)
         finally:
-            self._put(label, None)
+            with self._wakeup:
+                self._items.append((label, None))
+                self._wakeup.notify_all()
 
-    def _put(self, label: str, chunk: bytes | None) -> None:
+    def _put(self, label: str, chunk: bytes, stream: Stream) -> bool:
+        """Queue a chunk of hub ``label``'s stream.
+
+        :return: ``False`` once the stream is closed or evicted.
+        """
+        count = chunk.count(b"\n\n")
         with self._wakeup:
-            self._items.append((label, chunk))
-            self._wakeup.notify()
+            while stream.replaying and self._pending and self._pending + count > self.queue_size and not self._closed:
+                # A replay waits for room: the history holds what it has not read.
+                self._wakeup.wait(1.0)
+            if self._closed:
+                return False
+            full = self._pending > 0 and self._pending + count > self.queue_size
+            if not full:
+                self._items.append((label, chunk))
+                self._pending += count
+                self._wakeup.notify_all()
+        if full:
+            self._evict()
+            return False
+        return True
+
+    def _evict(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self.evicted = True
+        logger.info("Evicted a multiplexed stream: more than %d frames behind.", self.queue_size)
+        if self._runtime is not None:
+            self._runtime.fanout.count("evicted")
+        if self._socket is not None:
+            # Ends a write that the client's full window blocks.
+            try:
+                self._socket.shutdown(2)
+            except OSError:
+                pass
+        self.close()
 
     def frames(self) -> Generator[bytes, None, None]:
         """The bytes of the response, until a hub's stream ends (the client
@@ -238,7 +301,11 @@ class Multiplex:
                     if not self._items and not self._closed:
                         self._wakeup.wait(max(0.0, self.heartbeat - (time.monotonic() - last_write)))
                     items, self._items = self._items, []
+                    self._pending = 0
+                    self._wakeup.notify_all()
                 if self._closed:
+                    if self.evicted:
+                        yield EVICTED
                     return
                 if not items:
                     if time.monotonic() - last_write >= self.heartbeat:
@@ -369,7 +436,12 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
     unique = list(dict.fromkeys(names))
     if len(unique) > MAX_HUBS:
         raise BadRequest(f"A stream carries at most {MAX_HUBS} hubs, not {len(unique)}.")
-    found = [_find(runtime, name, request) for name in unique]
+    found: list[tuple[str, str, EventFilter | None]] = []
+    for name in unique:
+        hub = _find(runtime, name, request)
+        # One hub named twice (by label and by id) is streamed once.
+        if all(hub[1] != other[1] for other in found):
+            found.append(hub)
     header = request.headers.get("Last-Event-ID")
     try:
         positions = parse_position(header if header is not None else request.args.get("last_event_id"))
@@ -385,12 +457,13 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
     options = {
         "client": request.remote_addr or "",
         "max_per_client": config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
-        "queue_size": config["NOTIFICATIONS_SSE_QUEUE_SIZE"],
     }
     fd = _client_fd(request.environ)
+    sock = _client_socket(request.environ)
+    queue_size = int(config["NOTIFICATIONS_SSE_QUEUE_SIZE"])
 
     def _open() -> Opened:
-        multiplex = Multiplex(retry=retry, heartbeat=heartbeat)
+        multiplex = Multiplex(retry=retry, heartbeat=heartbeat, queue_size=queue_size, sock=sock)
         multiplex.open(runtime, hubs, **options)
         if fd is not None:
             multiplex.watch_hangup(fd)
@@ -409,6 +482,14 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(close)
     return response
+
+
+def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
+    for key in ("werkzeug.socket", "gunicorn.socket"):
+        found = environ.get(key)
+        if isinstance(found, socket.socket):
+            return found
+    return None
 
 
 def _client_fd(environ: dict[str, Any]) -> int | None:

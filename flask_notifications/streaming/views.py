@@ -27,7 +27,7 @@ from ..errors import BackendError, HubError, StreamFormatError, TooManyStreamsEr
 from ..event_filter import EventFilter
 from ..event_hub import HUB_ID_PREFIX, EventHub
 from ..state import runtime as current_runtime
-from .client import client_script, client_url
+from .client import client_scope, client_script, client_url
 from .green import ENVIRON_KEY, SocketWriter, under_gevent
 from .held import HeldBody, Opened
 from .multiplex import multiplexed_response
@@ -48,6 +48,7 @@ blueprint = Blueprint(
 )
 blueprint.add_app_template_global(client_script, "notifications_client_script")
 blueprint.add_app_template_global(client_url, "notifications_client_url")
+blueprint.add_app_template_global(client_scope, "notifications_client_scope")
 
 _warned_unpatched = False
 #: The runtimes whose open streams were already warned about.
@@ -73,6 +74,16 @@ def multiplexed_events() -> Response:
     if not runtime.has_authorizer and not current_app.config["NOTIFICATIONS_SSE_PUBLIC"]:
         _warn_public(runtime)
     return multiplexed_response(runtime, request.args.getlist("hub"))
+
+
+@blueprint.route("/events/scope")
+def scope() -> Response:
+    """The scope of this request's user (:func:`~flask_notifications.streaming.client.client_scope`):
+    a client that was given none asks for it before it shares a connection."""
+    response = jsonify(scope=client_scope())
+    response.headers["Cache-Control"] = "no-store"
+    response.vary.add("Cookie")
+    return response
 
 
 @blueprint.errorhandler(HTTPException)

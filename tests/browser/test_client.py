@@ -379,3 +379,59 @@ def test_the_client_reconnects_where_the_browser_gives_up(browser: Any, tmp_path
         assert errors == []
     finally:
         rig.close()
+
+
+def test_two_users_of_one_browser_never_share_a_connection(browser: Any, gunicorn: Any) -> None:
+    """Without a scope, the server's keys the shared connection: bob's tab,
+    opened after he logged in in the same profile, gets his own events, not
+    alice's."""
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
+    follow = """async () => {
+      const { connect } = await import("/notifications/static/notifications.js");
+      window.seen = [];
+      window.client = connect({ hubs: ["private"] });
+      client.on("private", "test", (event) => seen.push(event.event_id));
+    }"""
+    context = browser.new_context()
+    pages = {}
+    for user in ("alice", "bob"):
+        page = pages[user] = context.new_page()
+        page.goto(server.base + "/stats")
+        assert page.evaluate(f"fetch('/login/{user}', {{ method: 'POST' }}).then((answer) => answer.ok)")
+        page.evaluate(follow)
+        wait_for(lambda page=page: page.evaluate("client.state") == "open", timeout=30)
+        assert page.evaluate("client.transport") == "shared"
+    for user in ("alice", "bob"):
+        server.publish("event-hub-private", Event(f"for-{user}", "test", "secret", "", recipients=[user]))
+    for page in pages.values():
+        wait_for(lambda page=page: page.evaluate("seen.length") >= 1, timeout=30)
+    assert pages["alice"].evaluate("seen") == ["for-alice"]
+    assert pages["bob"].evaluate("seen") == ["for-bob"]
+    context.close()
+
+
+def test_a_tab_gets_an_event_once_when_the_shared_worker_replays_it(browser: Any, gunicorn: Any) -> None:
+    """A subscribe whose positions lag behind what the worker already sent
+    the tab (events on their way): the worker replays them; the tab's
+    callbacks see each once."""
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
+    follow = """async () => {
+      const { connect } = await import("/notifications/static/notifications.js");
+      window.seen = [];
+      window.client = connect({ hubs: ["news"] });
+      client.on("news", "test", (event) => seen.push(event.event_id));
+    }"""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.base + "/stats")
+    page.evaluate(follow)
+    wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
+    assert page.evaluate("client.transport") == "shared"
+    server.publish(NEWS, Event("e1", "test", "one", ""))
+    wait_for(lambda: page.evaluate("seen") == ["e1"], timeout=30)
+    # The tab's positions as they were before e1 reached it.
+    page.evaluate("client.channel.positions = new Map([['news', '0-1']]); client.channel.resubscribe()")
+    server.publish(NEWS, Event("e2", "test", "two", ""))
+    wait_for(lambda: "e2" in page.evaluate("seen"), timeout=30)
+    assert page.evaluate("seen") == ["e1", "e2"]
+    context.close()

@@ -6,6 +6,7 @@ that cannot be read gets 200 and ``backend-down``, never 503."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from flask_notifications import Event, Notifications
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import StreamFormatError
 from flask_notifications.streaming.multiplex import format_position, parse_position
-from tests.helpers import RedisServer, make_config
+from tests.helpers import RedisServer, make_config, wait_for
 from tests.helpers.sse_client import SSEEvent
 from tests.helpers.web_servers import Server
 
@@ -47,7 +48,17 @@ def test_the_id_holds_each_hubs_position() -> None:
     assert text == "news:1700000000000-0,priv%C3%A9.x-1:1700000000001-12"
     assert parse_position(text) == positions
     assert parse_position("") == parse_position(None) == {}
-    for bad in ("news", "news:1-0,news:2-0", "news:abc", ":1-0", "ne ws:1-0", "news:1-0,", "%ZZ:1-0", "a" * 10**5):
+    for bad in (
+        "news",
+        "news:1-0,news:2-0",
+        "news:abc",
+        ":1-0",
+        "ne ws:1-0",
+        "news:1-0,",
+        "%ZZ:1-0",
+        "%FF:1-0",
+        "a" * 10**5,
+    ):
         with pytest.raises(StreamFormatError, match="multiplexed"):
             parse_position(bad)
 
@@ -98,6 +109,48 @@ def test_refusals_are_per_hub(server: Server) -> None:
     assert server.status(BOTH, headers=alice, last_event_id="1700000000000-0") == 400
     assert server.status("/notifications/events?" + "&".join(f"hub=h{n}" for n in range(21))) == 400
     assert server.status("/notifications/events?hub=news&hub=event-hub-news") == 200
+
+
+def test_a_hub_named_twice_is_streamed_once_and_released_on_hang_up(gunicorn: Any) -> None:
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=5)
+    twice = "/notifications/events?hub=news&hub=event-hub-news"
+    with server.stream(twice) as stream:
+        stream.wait_open()
+        first = stream.next_event()
+        assert json.loads(first.data) == {"hubs": ["news"]}
+        assert server.stats()["connections"] == 1
+    wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    # More hang-ups than the per-client cap: none leaks a stream, none is refused.
+    for _ in range(8):
+        with server.stream(twice) as stream:
+            assert stream.status == 200
+            stream.wait_open()
+        wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    assert server.status(twice) == 200
+    assert server.status("/notifications/events?hub=news", last_event_id="%FF:1-0") == 400
+
+
+def test_a_stalled_reader_of_a_multiplexed_stream_is_evicted_not_grown(gunicorn: Any) -> None:
+    server = gunicorn(sndbuf=4096, NOTIFICATIONS_SSE_PUBLIC=True, NOTIFICATIONS_SSE_QUEUE_SIZE=20)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", server.port))
+    try:
+        reader.sendall(b"GET /notifications/events?hub=news HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reader.recv(12) == b"HTTP/1.1 200"
+        wait_for(lambda: server.stats()["connections"] == 1, timeout=30)
+        body = "y" * 20_000
+        published = 0
+        # The reader never reads again: the stream must end, not buffer.
+        while server.stats()["evicted"] == 0 and published < 1000:
+            for _ in range(10):
+                server.backend.publish(NEWS, Event(f"e{published}", "test", "t", body).to_json())
+                published += 1
+        assert server.stats()["evicted"] == 1, published
+        assert published < 1000
+        wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    finally:
+        reader.close()
 
 
 def _outage_server(tmp_path: Path, unique: str) -> tuple[RedisServer, Server]:

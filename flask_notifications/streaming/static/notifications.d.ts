@@ -11,7 +11,8 @@ export interface ConnectOptions {
   url?: string;
   /** The hubs to follow, by label (or id, "event-hub-<label>"). */
   hubs?: string[];
-  /** What tabs must have in common to share a connection, besides the URL: the user's id. */
+  /** What tabs must have in common to share a connection, besides the URL. Default: the server's
+   * scope of the user (GET <url>/scope), so two users of one browser never share one. */
   scope?: string;
   /** false: one connection per tab, even where SharedWorker exists. Default true. */
   shared?: boolean;

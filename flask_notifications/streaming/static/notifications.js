@@ -211,21 +211,40 @@ class Channel {
     this.port = null;
     this.connection = null;
     this.saving = 0;
+    this.seen = new Set(); // hub and id of the events delivered to this tab
     if (options.shared !== false && typeof SharedWorker === "function") {
-      try {
-        const name = "flask-notifications " + url + " " + (options.scope || "");
-        const worker = new SharedWorker(import.meta.url, { type: "module", name });
-        worker.onerror = () => this.local();
-        this.port = worker.port;
-        this.port.onmessage = ({ data }) => this.deliver(data);
-        this.transport = "shared";
-        globalThis.addEventListener("pagehide", () => this.port?.postMessage({ op: "leave" }));
-        globalThis.addEventListener("pageshow", (event) => event.persisted && this.resubscribe());
-      } catch {
-        this.port = null;
+      this.transport = "shared";
+      if (options.scope != null) this.share(String(options.scope));
+      else {
+        // No scope given: the server's, so that two users of one browser
+        // never share a connection.
+        const at = new URL(url);
+        at.pathname = at.pathname.replace(/\/?$/, "/scope");
+        at.search = "";
+        fetch(at, { credentials: options.withCredentials ? "include" : "same-origin", cache: "no-store" })
+          .then((response) => (response.ok ? response.json() : Promise.reject()))
+          .then(({ scope }) => this.share("server " + scope))
+          .catch(() => this.local());
       }
+    } else this.local();
+  }
+
+  share(scope) {
+    if (this.connection) return;
+    try {
+      const name = "flask-notifications " + this.url + " " + scope;
+      const worker = new SharedWorker(import.meta.url, { type: "module", name });
+      worker.onerror = () => this.local();
+      this.port = worker.port;
+      this.port.onmessage = ({ data }) => this.deliver(data);
+      this.transport = "shared";
+      globalThis.addEventListener("pagehide", () => this.port?.postMessage({ op: "leave" }));
+      globalThis.addEventListener("pageshow", (event) => event.persisted && this.resubscribe());
+    } catch {
+      this.port = null;
     }
     if (!this.port) this.local();
+    else if (this.hubs.size) this.resubscribe();
   }
 
   load() {
@@ -281,7 +300,15 @@ class Channel {
         }, 200);
       }
     }
-    if (message.kind === "event") for (const client of this.clients) client._dispatch(message);
+    if (message.kind !== "event") return;
+    if (message.id != null) {
+      // The worker's replay for a subscribe may repeat what its port holds.
+      const key = message.hub + " " + message.id;
+      if (this.seen.has(key)) return;
+      this.seen.add(key);
+      if (this.seen.size > SEEN) this.seen.delete(this.seen.values().next().value);
+    }
+    for (const client of this.clients) client._dispatch(message);
   }
 }
 
