@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess
 
 APP_MODULE = "tests.worker.outbox_app"
 #: How many times the load test kills Redis; the issue asks for 20.
-KILLS = int(os.environ.get("OUTBOX_KILLS", "10"))
+KILLS = int(os.environ.get("OUTBOX_KILLS", "20"))
 #: send() calls per second during the load test.
 RATE = 200
 
@@ -71,11 +71,7 @@ def _settled(url: str, prefix: str) -> bool:
     """Nothing queued, unacknowledged or in the outbox."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        return not (
-            client.llen(prefix)
-            or client.hlen(f"{prefix}:unacked")
-            or client.hlen(f"{prefix}:{{outbox}}")
-        )
+        return not (client.llen(prefix) or client.hlen(f"{prefix}:unacked") or client.hlen(f"{prefix}:{{outbox}}"))
     except redis.exceptions.ConnectionError:
         return False
     finally:
@@ -136,13 +132,14 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
     module = next(apps)
     sent: list[str] = []
     refused = 0
+    sending = threading.Event()
     stop = threading.Event()
 
     def send_loop() -> None:
         nonlocal refused
         with module.app.app_context():
             seq = 0
-            while not stop.is_set():
+            while not sending.is_set():
                 started = time.monotonic()
                 try:
                     dispatch = module.notifications.send(Event(None, "outbox", f"event {seq}", "body", seq=seq))
@@ -153,8 +150,21 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
                 seq += 1
                 time.sleep(max(0.0, 1 / RATE - (time.monotonic() - started)))
 
+    def supervise() -> None:
+        # kombu's Redis transport may end the worker on a lost connection
+        # ("Unrecoverable error: AttributeError ... 'hostname'", while it
+        # restores its unacknowledged messages); restart it, as systemd or
+        # supervisord would. What it held is the broker's to hand out again.
+        while not stop.wait(0.2):
+            if worker.proc is not None and worker.proc.poll() is not None:
+                restarts.append(worker.proc.returncode)
+                worker.start()
+
+    restarts: list[int] = []
     sender = threading.Thread(target=send_loop)
     sender.start()
+    supervisor = threading.Thread(target=supervise)
+    supervisor.start()
     rng = random.Random(22)
     try:
         for _ in range(KILLS):
@@ -166,7 +176,7 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
         before = len(sent)
         wait_for(lambda: len(sent) >= before + 50, timeout=60)
     finally:
-        stop.set()
+        sending.set()
         sender.join()
     try:
         wait_for(lambda: set(sent) <= set(_effects(tmp_path)), timeout=120)
@@ -174,14 +184,23 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
     except AssertionError:
         pass  # reported below, with what is missing
     finally:
+        stop.set()
+        supervisor.join()
         worker.stop()
         next(apps, None)
     effects = _effects(tmp_path)
     lost = [delivery for delivery in sent if delivery not in effects]
     repeated = {delivery: count for delivery, count in effects.items() if count > 1}
-    report("Outbox: Redis SIGKILLs", kills=KILLS, sent=len(sent), refused=refused, lost=len(lost), repeated=len(repeated))
+    report(
+        "Outbox: Redis SIGKILLs",
+        kills=KILLS,
+        sent=len(sent),
+        refused=refused,
+        lost=len(lost),
+        repeated=len(repeated),
+        worker_restarts=len(restarts),
+        enqueued_again=worker.output().count("enqueueing it again"),
+    )
     assert refused, "no send() fell into an outage: the test proved nothing"
     assert not lost, (len(lost), len(sent), worker.output()[-3000:])
     assert not repeated, (repeated, worker.output()[-3000:])
-    # A refused send is not delivered, or once (its reply was lost).
-    assert set(effects) <= set(sent) | set(effects)
