@@ -187,6 +187,9 @@ class Backend(ABC):
 
     #: The short name accepted in ``NOTIFICATIONS_BACKEND``.
     alias: ClassVar[str] = ""
+    #: Whether :meth:`publish` takes ``dedupe_key``. A backend written
+    #: before it existed does not, and is called without it.
+    dedupes: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -201,10 +204,17 @@ class Backend(ABC):
     # -- pub/sub --------------------------------------------------------------
 
     @abstractmethod
-    def publish(self, channel: str, data: str) -> Message:
+    def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
         """Publish ``data`` to every subscriber of ``channel`` and record it in
         the history.
 
+        :param dedupe_key: a key of this publication (the delivery id and
+            consumer, from :class:`PushConsumer`): a second publish with
+            the same key to the same channel within the history window
+            publishes nothing and returns the first one's message. How far
+            a backend honours it is its own (:attr:`dedupes`; the Redis
+            backend across processes and failovers, the others within one
+            process).
         :raises BackendError: it could not be published.
         """
 
