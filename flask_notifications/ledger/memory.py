@@ -29,7 +29,8 @@ class MemoryLedger(Ledger):
     """Claims, dead letters and the outbox in the memory of one process.
 
     :param dead_letter_limit: dead letters kept.
-    :param ledger_size: records of completed consumer runs kept; beyond it
+    :param ledger_size: records of completed consumer runs kept, and
+        outbox entries kept (the oldest written go first); beyond it
         the least recently written are dropped, so the ledger's memory is
         bounded whatever the rate of deliveries (a redelivery whose record
         was dropped runs again). Claims still held by a running consumer
@@ -168,10 +169,14 @@ class MemoryLedger(Ledger):
 
     def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         with self._lock:
-            for entry_id, record in entries.items():
-                self._outbox[entry_id] = (record, due_ms)
             if remove is not None:
                 self._outbox.pop(remove, None)
+            for entry_id, record in entries.items():
+                self._outbox[entry_id] = (record, due_ms)
+            # No other process sweeps this outbox: without a worker in the
+            # process its entries would pile up, so the oldest written go.
+            while len(self._outbox) > self.ledger_size:
+                del self._outbox[next(iter(self._outbox))]
 
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
         with self._lock:
