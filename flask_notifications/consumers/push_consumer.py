@@ -9,7 +9,7 @@ import redis
 from flask import current_app, has_app_context
 
 from .. import signals
-from ..backends.base import Backend
+from ..backends.base import Backend, takes_dedupe_key
 from ..backends.redis import RedisPubSub
 from ..errors import ConsumerError
 from ..event import Event, as_event
@@ -69,7 +69,7 @@ class PushConsumer(EventConsumer):
         started = time.perf_counter()
         data = as_event(event).to_json()
         delivery = current_delivery()
-        if delivery is not None and backend.dedupes:
+        if delivery is not None and takes_dedupe_key(backend):
             # A redelivered task (a failover may lose its claim) publishes
             # nothing twice within the history window.
             key = f"{delivery.delivery_id}:{delivery.consumer}"

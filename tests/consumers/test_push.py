@@ -12,6 +12,7 @@ from flask import Flask
 
 from flask_notifications import Notifications
 from flask_notifications.backends.base import Message
+from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import BackendError, ConsumerError
 from flask_notifications.event import Event
@@ -78,6 +79,20 @@ def test_a_repeated_delivery_is_pushed_once_without_its_claim(app: Flask, notifi
     messages = notifications.backend.history(hub.hub_id, None).messages
     assert len(messages) == 3
     assert all(Event.from_json(m.data) == event for m in messages)
+
+
+def test_a_backend_whose_publish_takes_no_dedupe_key_is_called_without_it() -> None:
+    published: list[str] = []
+
+    class OldBackend(MemoryPubSub):  # as docs/migrating.rst ports a 0.1 backend
+        def publish(self, channel: str, data: str) -> Message:  # type: ignore[override]
+            published.append(data)
+            return super().publish(channel, data)
+
+    consumer = PushConsumer(OldBackend(), "hub")
+    with Flask(__name__).app_context(), delivering(Delivery("d1", "hub", consumer.name)):
+        consumer(make_event())
+    assert len(published) == 1
 
 
 @pytest.mark.redis
