@@ -82,7 +82,17 @@ def consumer_entry(delivery_id: str, hub_id: str, task_name: str) -> str:
     return f"c:{claim_key(delivery_id, hub_id, task_name)}"
 
 
+#: Ledger classes that keep no outbox, already warned about.
+_no_outbox: set[str] = set()
+
+
 def _warn(what: str, exc: BaseException) -> None:
+    if isinstance(exc, NotImplementedError):
+        # A ledger of an older design: say so once, not on every send.
+        if str(exc) not in _no_outbox:
+            _no_outbox.add(str(exc))
+            logger.warning("%s Deliveries go on without the outbox.", exc)
+        return
     logger.warning("Could not %s in the outbox (%s); the delivery goes on without it.", what, exc)
 
 
@@ -117,7 +127,9 @@ def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> None:
     for delivery_id in delivery_ids:
         try:
             ledger.outbox_remove(dispatch_entry(delivery_id))
-        except (BackendError, NotImplementedError) as exc:
+        except NotImplementedError:
+            return
+        except BackendError as exc:
             logger.warning("A send that raised stays in the outbox (%s) and will be delivered.", exc)
             return
 

@@ -444,6 +444,8 @@ def test_a_backend_that_still_keeps_claims_is_its_own_ledger(tmp_path: Path) -> 
     assert [found["id"] for found in backend.kept.dead_letters()] == [letter]
     with pytest.raises(NotImplementedError, match="BackendLedger does not implement mark_dead_letter"):
         ledger.mark_dead_letter(letter, "", "x")  # as 0.2's Backend did: a retry then goes without a mark
+    with pytest.raises(NotImplementedError, match="_OldStyleBackend keeps no outbox"):
+        ledger.outbox_add({"d:1": "{}"}, 0)  # send() then goes on without it, with one warning
 
 
 def test_build_ledger_with_an_instance(tmp_path: Path) -> None:
