@@ -103,6 +103,11 @@ DEFAULTS: dict[str, Any] = {
     # it every third of this, so only a dead worker's claim expires, and
     # another run of the same delivery may then take over.
     "NOTIFICATIONS_CLAIM_TIMEOUT": 300,
+    # Seconds after which a delivery that no worker took over is enqueued
+    # again (the outbox, flask_notifications.worker.outbox); None turns the
+    # outbox off. How often each worker looks for such deliveries.
+    "NOTIFICATIONS_OUTBOX_TIMEOUT": 60,
+    "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": 5,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
     # seconds. get() raises BackendError meanwhile and never spins.
@@ -455,6 +460,8 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_IDEMPOTENCY_WINDOW": _number(0.0),
     "NOTIFICATIONS_SEND_CLAIM_TIMEOUT": _number(0.0, positive=True),
     "NOTIFICATIONS_CLAIM_TIMEOUT": _number(0.0, positive=True),
+    "NOTIFICATIONS_OUTBOX_TIMEOUT": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": _number(0.0, positive=True),
     "NOTIFICATIONS_RECONNECT_BACKOFF": _number(0.0),
     "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": _number(0.0),
     "NOTIFICATIONS_DEAD_LETTER_LIMIT": _integer(1),

@@ -32,6 +32,7 @@ from .errors import (
 from .event import Event
 from .event_hub import EventHub
 from .ledger.base import Claim, Ledger
+from .worker import outbox
 from .worker.claims import claim_or_wait, held
 from .worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK, dispatch_expires, new_delivery_id, sent_key
 
@@ -120,8 +121,10 @@ def _send(
             matched = [hub for hub in ext.hubs.values() if hub.matches(event)]
             targets = [[hub.hub_id, name] for hub in matched for name in hub.consumer_names]
             if targets:
-                task_id = publish(
+                task_id = _publish_recorded(
                     app,
+                    state,
+                    [(delivery_id, event_json, targets)],
                     state.celery.tasks[DISPATCH_TASK],
                     f"event {event['event_id']} was not sent",
                     args=(event_json, targets),
@@ -204,7 +207,25 @@ def _publish_batch(app: Flask, state: Runtime, expiries: list[datetime | None], 
     # The batch lives as long as its longest-lived dispatch.
     expires = None if None in expiries else max(e for e in expiries if e is not None)
     task = state.celery.tasks[DISPATCH_MANY_TASK]
-    return publish(app, task, f"none of the {len(items)} events were sent", args=(items,), expires=expires)
+    what = f"none of the {len(items)} events were sent"
+    sends = [(delivery_id, event_json, targets) for event_json, targets, delivery_id in items]
+    return _publish_recorded(app, state, sends, task, what, args=(items,), expires=expires)
+
+
+def _publish_recorded(
+    app: Flask, state: Runtime, sends: list[tuple[str, str, list[list[str]]]], task: Any, what: str, **options: Any
+) -> str:
+    """:func:`publish`, after recording ``sends`` (``(delivery id, event
+    JSON, targets)`` each) in the outbox, so that a dispatch message the
+    broker loses once it took it is enqueued again (see
+    :mod:`flask_notifications.worker.outbox`)."""
+    recorded = outbox.record_sends(app, state.ledger, sends)
+    try:
+        return publish(app, task, what, **options)
+    except BaseException:
+        if recorded:
+            outbox.forget_sends(state.ledger, [delivery_id for delivery_id, _, _ in sends])
+        raise
 
 
 def publish(app: Flask, task: Any, what: str, **options: Any) -> str:

@@ -46,6 +46,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 #: The URL used when neither NOTIFICATIONS_AMQP_URL nor an AMQP Celery broker
 #: is configured.
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672//"
+#: Dedupe keys a publisher remembers (see :meth:`AmqpPubSub.publish`).
+DEDUPE_KEYS = 100_000
 
 _AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
@@ -89,6 +92,7 @@ class AmqpPubSub(Backend):
     """
 
     alias = "amqp"
+    dedupes = True
     #: Longest single wait on the socket. ``add`` and ``close`` cut it short
     #: with a message to the subscription's own queue; this bounds their wait
     #: for the connection if that message cannot be sent.
@@ -124,6 +128,7 @@ class AmqpPubSub(Backend):
         if history_ttl is not None:
             self.stream_arguments["x-max-age"] = f"{max(1, int(history_ttl))}s"
         self._lock = threading.Lock()
+        self._published: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._conn: Any = None
         self._chan: Any = None
         self._declared: set[str] = set()
@@ -230,11 +235,25 @@ class AmqpPubSub(Backend):
 
     # -- pub/sub -----------------------------------------------------------------
 
-    def publish(self, channel: str, data: str) -> Message:
+    def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
         """Append ``data`` to the stream of ``channel``, confirmed by the
         broker. The returned message's ``id`` is empty: RabbitMQ assigns the
-        offset, and readers get it with the message."""
+        offset, and readers get it with the message.
+
+        A stream queue cannot refuse a repeat, so ``dedupe_key`` is honoured
+        within this process only (the last ``DEDUPE_KEYS`` keys): a repeat
+        published by another process, or after a restart, is appended
+        again."""
+        if dedupe_key is not None:
+            with self._lock:
+                if (channel, dedupe_key) in self._published:
+                    return Message(channel, "", data)
         self.append(channel, self.queue_name(channel), data.encode("utf-8"), {})
+        if dedupe_key is not None:
+            with self._lock:
+                self._published[(channel, dedupe_key)] = None
+                while len(self._published) > DEDUPE_KEYS:
+                    self._published.popitem(last=False)
         return Message(channel, "", data)
 
     def subscribe(self) -> Subscription:

@@ -12,6 +12,8 @@ compared with the history.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -38,6 +40,7 @@ __all__ = [
     "build_backend",
     "parse_id",
     "resolve_backend",
+    "takes_dedupe_key",
 ]
 
 #: Aliases accepted wherever a backend is named.
@@ -187,6 +190,11 @@ class Backend(ABC):
 
     #: The short name accepted in ``NOTIFICATIONS_BACKEND``.
     alias: ClassVar[str] = ""
+    #: Whether :meth:`publish` takes ``dedupe_key``. A backend written
+    #: before it existed does not, and is called without it; so is a
+    #: subclass whose ``publish`` override does not take it
+    #: (:func:`takes_dedupe_key`).
+    dedupes: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -201,10 +209,17 @@ class Backend(ABC):
     # -- pub/sub --------------------------------------------------------------
 
     @abstractmethod
-    def publish(self, channel: str, data: str) -> Message:
+    def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
         """Publish ``data`` to every subscriber of ``channel`` and record it in
         the history.
 
+        :param dedupe_key: a key of this publication (the delivery id and
+            consumer, from :class:`PushConsumer`): a second publish with
+            the same key to the same channel within the history window
+            publishes nothing and returns the first one's message. How far
+            a backend honours it is its own (:attr:`dedupes`; the Redis
+            backend across processes and failovers, the others within one
+            process).
         :raises BackendError: it could not be published.
         """
 
@@ -254,6 +269,22 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections. Idempotent."""
         return None
+
+
+@functools.cache
+def _publish_takes_dedupe_key(cls: type[Backend]) -> bool:
+    try:
+        parameters = inspect.signature(cls.publish).parameters
+    except (TypeError, ValueError):
+        return False
+    return "dedupe_key" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def takes_dedupe_key(backend: Backend) -> bool:
+    """Whether ``backend.publish`` honours ``dedupe_key``: its class says it
+    does (:attr:`Backend.dedupes`) and its ``publish``, which a subclass
+    written before may override, takes it."""
+    return type(backend).dedupes and _publish_takes_dedupe_key(type(backend))
 
 
 def resolve_backend(spec: object) -> type[Backend] | Backend:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +71,7 @@ class MemoryPubSub(Backend):
     """
 
     alias = "memory"
+    dedupes = True
 
     def __init__(
         self,
@@ -81,6 +82,8 @@ class MemoryPubSub(Backend):
         self.history_size = history_size
         self.history_ttl = history_ttl
         self._lock = threading.RLock()
+        # (channel, dedupe key) -> (when, message), oldest first.
+        self._published: OrderedDict[tuple[str, str], tuple[float, Message]] = OrderedDict()
         self._history: dict[str, deque[tuple[float, Message]]] = {}
         # Whether a channel ever dropped a message, and the newest one dropped.
         self._dropped: dict[str, tuple[int, int]] = {}
@@ -104,15 +107,37 @@ class MemoryPubSub(Backend):
             _, dropped = entries.popleft()
             self._dropped[channel] = dropped.sort_key
 
-    def publish(self, channel: str, data: str) -> Message:
+    def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
+        """See :meth:`Backend.publish`; ``dedupe_key`` is remembered for
+        ``history_ttl`` seconds (or as long as the message is in the
+        history, without one), in this process."""
         with self._lock:
+            if dedupe_key is not None:
+                found = self._published.get((channel, dedupe_key))
+                if found is not None and (self.history_ttl is None or found[0] > time.monotonic() - self.history_ttl):
+                    return found[1]
             message = Message(channel, self._ids.next(channel), data)
+            if dedupe_key is not None:
+                self._remember(channel, dedupe_key, message)
             entries = self._history.setdefault(channel, deque())
             entries.append((time.monotonic(), message))
             self._trim(channel, entries)
             for subscription in list(self._subscriptions):
                 subscription._deliver(message)
             return message
+
+    def _remember(self, channel: str, dedupe_key: str, message: Message) -> None:
+        # Called with the lock held: keeps at most history_size keys per
+        # channel on average, and none older than history_ttl.
+        now = time.monotonic()
+        self._published[(channel, dedupe_key)] = (now, message)
+        bound = max(1, self.history_size) * max(1, len(self._history))
+        while self._published:
+            oldest = next(iter(self._published.values()))[0]
+            expired = self.history_ttl is not None and oldest <= now - self.history_ttl
+            if not expired and len(self._published) <= bound:
+                break
+            self._published.popitem(last=False)
 
     def subscribe(self) -> Subscription:
         return _MemorySubscription(self)

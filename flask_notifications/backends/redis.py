@@ -44,6 +44,14 @@ reports a gap too. On a cluster, each hub's stream lives on the node of its
 key's slot; a subscription holds one sharded pub/sub connection per node
 (``SSUBSCRIBE`` to the hubs' keys, which ``publish`` rings with
 ``SPUBLISH``) and reads the streams through the cluster client.
+
+A publish with a ``dedupe_key`` (:class:`PushConsumer` passes its delivery
+id and name) is one Lua script: ``<prefix>:pushed:<hub>:<key>`` is read, and
+only if it is absent is the entry added and the key set to its id, for the
+history's TTL. The key replicates with the entry, so a task that a failover
+hands out again finds it on the new master, and the stream gets the event
+once. On a cluster the two keys live on different slots, so the check and
+the write are two steps there (a crash between them may repeat an event).
 """
 
 from __future__ import annotations
@@ -61,6 +69,25 @@ from .base import Backend, History, Message, Subscription, parse_id
 from .redis_client import client_from_url, decode, field, is_cluster
 from .redis_cluster import ClusterSubscription
 from .redis_subscription import RedisSubscription, info_field, trimmed_after
+
+# KEYS: the stream, the dedupe key. ARGV: the data, MAXLEN, the dedupe key's
+# TTL in seconds, and the MINID and stream TTL ('' when the history has no TTL).
+_PUBLISH_ONCE = """
+local found = redis.call('GET', KEYS[2])
+if found then
+    return {0, found}
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[1])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
+if ARGV[4] ~= '' then
+    redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+return {1, id}
+"""
+
+#: How long a dedupe key lasts when the history has no TTL, in seconds.
+DEDUPE_TTL = 24 * 3600
 
 
 class RedisPubSub(Backend):
@@ -83,6 +110,7 @@ class RedisPubSub(Backend):
     """
 
     alias = "redis"
+    dedupes = True
     #: Longest single XREAD BLOCK. A channel added meanwhile interrupts it with
     #: ``CLIENT UNBLOCK``; this bounds the wait where that command is refused.
     max_block = 2.0
@@ -112,6 +140,7 @@ class RedisPubSub(Backend):
         self.key_prefix = key_prefix
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self._publish_once: Any = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> RedisPubSub:
@@ -152,8 +181,36 @@ class RedisPubSub(Backend):
         added = info_field(info, "entries-added")
         return decode(info_field(info, "last-generated-id")), None if added is None else int(added)
 
-    def publish(self, channel: str, data: str) -> Message:
-        return self.publish_many(channel, [data])[0]
+    def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
+        if dedupe_key is None:
+            return self.publish_many(channel, [data])[0]
+        if self.cluster:
+            return self._publish_once_on_cluster(channel, data, dedupe_key)
+        if self._publish_once is None:
+            self._publish_once = self.client.register_script(_PUBLISH_ONCE)
+        ttl = int(self.history_ttl) + 1 if self.history_ttl is not None else DEDUPE_TTL
+        minid = ""
+        if self.history_ttl is not None:
+            minid = f"{max(int((time.time() - self.history_ttl) * 1000), 0)}-0"
+        keys = [self.stream_key(channel), self.pushed_key(channel, dedupe_key)]
+        _, entry_id = self._call(
+            "publish", self._publish_once, keys=keys, args=[data, self.history_size, ttl, minid, ttl]
+        )
+        return Message(channel, decode(entry_id), data)
+
+    def pushed_key(self, channel: str, dedupe_key: str) -> str:
+        """The key that records the publication ``dedupe_key`` to ``channel``."""
+        return f"{self.key_prefix}:pushed:{channel}:{dedupe_key}"
+
+    def _publish_once_on_cluster(self, channel: str, data: str, dedupe_key: str) -> Message:
+        key = self.pushed_key(channel, dedupe_key)
+        ttl = int(self.history_ttl) + 1 if self.history_ttl is not None else DEDUPE_TTL
+        if not self._call("publish", self.client.set, key, "", nx=True, ex=ttl):
+            found = self._call("publish", self.client.get, key)
+            return Message(channel, decode(found or b""), data)
+        message = self.publish_many(channel, [data])[0]
+        self._call("publish", self.client.set, key, message.id, ex=ttl)
+        return message
 
     def publish_many(self, channel: str, items: Sequence[str]) -> list[Message]:
         """Publish ``items`` in one pipeline: one round trip for them all."""

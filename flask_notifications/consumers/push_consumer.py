@@ -9,11 +9,12 @@ import redis
 from flask import current_app, has_app_context
 
 from .. import signals
-from ..backends.base import Backend
+from ..backends.base import Backend, takes_dedupe_key
 from ..backends.redis import RedisPubSub
 from ..errors import ConsumerError
 from ..event import Event, as_event
 from ..state import current_notifications
+from ..worker.delivery import current_delivery
 from .consumer import EventConsumer
 
 
@@ -57,13 +58,24 @@ class PushConsumer(EventConsumer):
 
     def consume(self, event: Event | str) -> None:
         """Publish ``event``, an :class:`Event` or its JSON, to the hub's
-        channel and its replay history.
+        channel and its replay history. Within a delivery
+        (:func:`~flask_notifications.worker.delivery.current_delivery`), the
+        publish carries the delivery id and this consumer's name as its
+        ``dedupe_key``, so a repeat of the delivery is not published again.
 
         :raises BackendError: the backend cannot be reached; the task is retried.
         """
         backend = self.backend
         started = time.perf_counter()
-        message = backend.publish(self.hub_id, as_event(event).to_json())
+        data = as_event(event).to_json()
+        delivery = current_delivery()
+        if delivery is not None and takes_dedupe_key(backend):
+            # A redelivered task (a failover may lose its claim) publishes
+            # nothing twice within the history window.
+            key = f"{delivery.delivery_id}:{delivery.consumer}"
+            message = backend.publish(self.hub_id, data, dedupe_key=key)
+        else:
+            message = backend.publish(self.hub_id, data)
         seconds = time.perf_counter() - started
         if has_app_context():
             app = current_app._get_current_object()  # type: ignore[attr-defined]

@@ -158,6 +158,49 @@ class Ledger(ABC):
         reading them all override it."""
         return len(self.dead_letters())
 
+    # -- outbox -------------------------------------------------------------
+
+    # The outbox keeps each delivery that was handed to the broker until the
+    # worker has taken it over (see flask_notifications.worker.outbox). An
+    # entry is an id, a JSON record and the time (in milliseconds since the
+    # epoch, by the writer's clock) when it is due for another enqueue.
+
+    @abstractmethod
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        """Record each ``id -> record`` of ``entries`` as due at ``due_ms``
+        (replacing an entry of the same id), and remove the entry ``remove``,
+        in one atomic step.
+
+        :raises BackendError: the ledger cannot be reached; nothing changed.
+        """
+
+    @abstractmethod
+    def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
+        """The entries due by ``now_ms`` (at most ``limit``, the oldest due
+        first), each made due again at ``until_ms`` as it is taken, so that
+        of several sweepers only one takes it.
+
+        :return: ``(id, record)`` pairs.
+        """
+
+    @abstractmethod
+    def outbox_postpone(self, entry_id: str, due_ms: int) -> bool:
+        """Make the entry due at ``due_ms``.
+
+        :return: ``False`` if there is no such entry; nothing changes.
+        """
+
+    @abstractmethod
+    def outbox_remove(self, entry_id: str) -> bool:
+        """Remove an entry.
+
+        :return: ``False`` if there was none.
+        """
+
+    @abstractmethod
+    def outbox_size(self) -> int:
+        """How many entries the outbox holds."""
+
     # -- lifecycle ------------------------------------------------------------
 
     def ping(self) -> bool:
@@ -248,6 +291,30 @@ class BackendLedger(Ledger):
     def dead_letter_count(self) -> int:
         counter = getattr(self.backend, "dead_letter_count", None)
         return int(counter()) if callable(counter) else super().dead_letter_count()
+
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        self._outbox("outbox_add")(entries, due_ms, remove=remove)
+
+    def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
+        return list(self._outbox("outbox_take")(now_ms, until_ms, limit))
+
+    def outbox_postpone(self, entry_id: str, due_ms: int) -> bool:
+        return bool(self._outbox("outbox_postpone")(entry_id, due_ms))
+
+    def outbox_remove(self, entry_id: str) -> bool:
+        return bool(self._outbox("outbox_remove")(entry_id))
+
+    def outbox_size(self) -> int:
+        return int(self._outbox("outbox_size")())
+
+    def _outbox(self, name: str) -> Any:
+        method = getattr(self.backend, name, None)
+        if not callable(method):
+            raise NotImplementedError(
+                f"{type(self.backend).__name__} keeps no outbox; set NOTIFICATIONS_OUTBOX_TIMEOUT to None, or "
+                "NOTIFICATIONS_LEDGER to 'redis', 'sql' or 'memory'."
+            )
+        return method
 
     def ping(self) -> bool:
         return bool(self.backend.ping())

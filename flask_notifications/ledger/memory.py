@@ -26,10 +26,11 @@ _DONE = "done"
 
 
 class MemoryLedger(Ledger):
-    """Claims and dead letters in the memory of one process.
+    """Claims, dead letters and the outbox in the memory of one process.
 
     :param dead_letter_limit: dead letters kept.
-    :param ledger_size: records of completed consumer runs kept; beyond it
+    :param ledger_size: records of completed consumer runs kept, and
+        outbox entries kept (the oldest written go first); beyond it
         the least recently written are dropped, so the ledger's memory is
         bounded whatever the rate of deliveries (a redelivery whose record
         was dropped runs again). Claims still held by a running consumer
@@ -54,6 +55,8 @@ class MemoryLedger(Ledger):
         self._dead: dict[str, dict[str, Any]] = {}
         self._dead_ids = itertools.count(1)
         self.dead_letter_limit = dead_letter_limit
+        # entry id -> (record, when it is due in ms)
+        self._outbox: dict[str, tuple[str, int]] = {}
 
     @classmethod
     def from_config(cls, app: Flask, *, backend: Backend | None = None, broker: Any = None) -> MemoryLedger:
@@ -161,3 +164,42 @@ class MemoryLedger(Ledger):
     def dead_letter_count(self) -> int:
         with self._lock:
             return len(self._dead)
+
+    # -- outbox ---------------------------------------------------------------
+
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        with self._lock:
+            if remove is not None:
+                self._outbox.pop(remove, None)
+            for entry_id, record in entries.items():
+                self._outbox[entry_id] = (record, due_ms)
+            # No other process sweeps this outbox: without a worker in the
+            # process its entries would pile up, so the oldest written go.
+            while len(self._outbox) > self.ledger_size:
+                del self._outbox[next(iter(self._outbox))]
+
+    def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
+        with self._lock:
+            due = sorted((item[1], entry_id) for entry_id, item in self._outbox.items() if item[1] <= now_ms)
+            taken = []
+            for _, entry_id in due[:limit]:
+                record = self._outbox[entry_id][0]
+                self._outbox[entry_id] = (record, until_ms)
+                taken.append((entry_id, record))
+            return taken
+
+    def outbox_postpone(self, entry_id: str, due_ms: int) -> bool:
+        with self._lock:
+            found = self._outbox.get(entry_id)
+            if found is None:
+                return False
+            self._outbox[entry_id] = (found[0], due_ms)
+            return True
+
+    def outbox_remove(self, entry_id: str) -> bool:
+        with self._lock:
+            return self._outbox.pop(entry_id, None) is not None
+
+    def outbox_size(self) -> int:
+        with self._lock:
+            return len(self._outbox)

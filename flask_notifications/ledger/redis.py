@@ -10,6 +10,10 @@ The dead letters are the stream ``<prefix>:{dead-letters}`` (trimmed to
 ``<prefix>:{dead-letters}:retry``. They share a hash tag, so the scripts
 touching both run on one Redis Cluster slot. These are the keys the Redis
 backend wrote before the ledger was split off, so existing data stays valid.
+
+The outbox is the hash ``<prefix>:{outbox}`` (entry id -> record) and the
+sorted set ``<prefix>:{outbox}:due`` (entry id -> when it is due, in
+milliseconds), changed together by Lua scripts, on one slot.
 """
 
 from __future__ import annotations
@@ -77,6 +81,45 @@ _REMOVE_LETTER = """
 local found = redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return found
+"""
+
+# The outbox: a hash of records and a sorted set of when each is due.
+_OUTBOX_ADD = """
+if ARGV[2] ~= '' then
+    redis.call('HDEL', KEYS[1], ARGV[2])
+    redis.call('ZREM', KEYS[2], ARGV[2])
+end
+for i = 3, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+end
+return 1
+"""
+_OUTBOX_TAKE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local taken = {}
+for _, id in ipairs(ids) do
+    local record = redis.call('HGET', KEYS[1], id)
+    if record then
+        redis.call('ZADD', KEYS[2], ARGV[2], id)
+        taken[#taken + 1] = id
+        taken[#taken + 1] = record
+    else
+        redis.call('ZREM', KEYS[2], id)
+    end
+end
+return taken
+"""
+_OUTBOX_POSTPONE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+    return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+_OUTBOX_REMOVE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
 
@@ -245,6 +288,31 @@ class RedisLedger(Ledger):
             return None
         found = self._run_script("dead letter", _MARK, [self._dead_key, self._marks_key], letter_id, expected, state)
         return None if found is None else decode(found)
+
+    # -- outbox ---------------------------------------------------------------
+
+    @property
+    def _outbox_keys(self) -> list[str]:
+        return [f"{self.key_prefix}:{{outbox}}", f"{self.key_prefix}:{{outbox}}:due"]
+
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        args: list[Any] = [int(due_ms), remove or ""]
+        for entry_id, record in entries.items():
+            args += [entry_id, record]
+        self._run_script("outbox", _OUTBOX_ADD, self._outbox_keys, *args)
+
+    def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
+        flat = self._run_script("outbox", _OUTBOX_TAKE, self._outbox_keys, int(now_ms), int(until_ms), int(limit))
+        return [(decode(flat[i]), decode(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def outbox_postpone(self, entry_id: str, due_ms: int) -> bool:
+        return bool(self._run_script("outbox", _OUTBOX_POSTPONE, self._outbox_keys, entry_id, int(due_ms)))
+
+    def outbox_remove(self, entry_id: str) -> bool:
+        return bool(self._run_script("outbox", _OUTBOX_REMOVE, self._outbox_keys, entry_id))
+
+    def outbox_size(self) -> int:
+        return int(self._call("outbox", self.client.hlen, self._outbox_keys[0]))
 
     # -- lifecycle ------------------------------------------------------------
 

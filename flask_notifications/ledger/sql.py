@@ -13,6 +13,10 @@ Expired rows are deleted now and then.
 ``<prefix>_dead_letters`` holds the dead letters as JSON, with their retry
 state, trimmed to ``NOTIFICATIONS_DEAD_LETTER_LIMIT``.
 
+``<prefix>_outbox`` holds the outbox: one row per entry, its record and when
+it is due (milliseconds, by the writer's clock). An entry is taken by an
+``UPDATE`` conditional on the due time read, so one sweeper takes it.
+
 PostgreSQL and SQLite are supported. The tables are created on first use
 (safely when several processes start at once); ``create_all()`` does it at
 once.
@@ -71,6 +75,18 @@ def define_tables(metadata: sa.MetaData, prefix: str = "notifications") -> tuple
     return claims, letters
 
 
+def define_outbox_table(metadata: sa.MetaData, prefix: str = "notifications") -> sa.Table:
+    """The outbox table, named after ``prefix``."""
+    prefix = re.sub(r"\W", "_", prefix)
+    return sa.Table(
+        f"{prefix}_outbox",
+        metadata,
+        sa.Column("id", sa.String(1024), primary_key=True),
+        sa.Column("record", sa.Text, nullable=False),
+        sa.Column("due_ms", sa.BigInteger, nullable=False, index=True),
+    )
+
+
 class SqlLedger(Ledger):
     """Claims and dead letters in a SQL database (PostgreSQL or SQLite).
 
@@ -99,7 +115,9 @@ class SqlLedger(Ledger):
         self.engine = engine
         self.dead_letter_limit = dead_letter_limit
         self.owns_engine = owns_engine
-        self.claims, self.letters = define_tables(sa.MetaData(), key_prefix)
+        metadata = sa.MetaData()
+        self.claims, self.letters = define_tables(metadata, key_prefix)
+        self.outbox = define_outbox_table(metadata, key_prefix)
         self._now = sa.literal_column(_NOW[dialect], sa.BigInteger)
         self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
         self._created = False
@@ -130,7 +148,7 @@ class SqlLedger(Ledger):
         :raises BackendError: the database cannot be reached.
         """
         with self._errors():
-            create_tables(self.engine, (self.claims, self.letters))
+            create_tables(self.engine, (self.claims, self.letters, self.outbox))
         self._created = True
 
     @contextmanager
@@ -275,6 +293,60 @@ class SqlLedger(Ledger):
     def dead_letter_count(self) -> int:
         with self._begin() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.letters)).scalar_one())
+
+    # -- outbox ---------------------------------------------------------------
+
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        table = self.outbox
+        with self._begin() as conn:
+            if remove is not None:
+                conn.execute(sa.delete(table).where(table.c.id == remove))
+            if entries:
+                insert = self._insert(table).values(
+                    [{"id": key, "record": record, "due_ms": int(due_ms)} for key, record in entries.items()]
+                )
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.c.id],
+                        set_={"record": insert.excluded.record, "due_ms": insert.excluded.due_ms},
+                    )
+                )
+
+    def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
+        table = self.outbox
+        with self._begin() as conn:
+            rows = conn.execute(
+                sa.select(table.c.id, table.c.record, table.c.due_ms)
+                .where(table.c.due_ms <= int(now_ms))
+                .order_by(table.c.due_ms)
+                .limit(limit)
+            ).all()
+        taken = []
+        for row in rows:
+            # Taken only if no other sweeper took it since it was read.
+            with self._begin() as conn:
+                changed = conn.execute(
+                    sa.update(table)
+                    .where(table.c.id == row.id, table.c.due_ms == row.due_ms)
+                    .values(due_ms=int(until_ms))
+                ).rowcount
+            if changed == 1:
+                taken.append((str(row.id), str(row.record)))
+        return taken
+
+    def outbox_postpone(self, entry_id: str, due_ms: int) -> bool:
+        table = self.outbox
+        with self._begin() as conn:
+            return conn.execute(sa.update(table).where(table.c.id == entry_id).values(due_ms=int(due_ms))).rowcount == 1
+
+    def outbox_remove(self, entry_id: str) -> bool:
+        table = self.outbox
+        with self._begin() as conn:
+            return conn.execute(sa.delete(table).where(table.c.id == entry_id)).rowcount == 1
+
+    def outbox_size(self) -> int:
+        with self._begin() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(self.outbox)).scalar_one())
 
     # -- lifecycle ------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from ..errors import BackendError, InvalidEventError, NotificationsError, Perman
 from ..event import Event
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
-from . import dead_letters
+from . import dead_letters, outbox
 from .claims import held, idempotency_ttl
 from .delivery import Delivery, delivering
 from .messages import (
@@ -97,6 +97,7 @@ def bind(celery: Celery, app: Flask) -> None:
     if DISPATCH_MANY_TASK not in celery.tasks:
         celery.task(name=DISPATCH_MANY_TASK, **TASK_OPTIONS)(_dispatch_many)
     celery_signals.task_unknown.connect(_on_unknown_task, weak=False, dispatch_uid="flask_notifications.unknown")
+    outbox.install(celery, app)
 
 
 #: Task options that choose where a message goes. Celery deprecates them as
@@ -132,12 +133,15 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
     with app_context(app):
         ext = runtime(app).extension
         event = Event.from_json(event_json)
+        delivery_id = delivery_id or event["event_id"]
         if event.is_expired():
             # Only the consumers that outlive the event's expiry still get it.
             targets = [target for target in targets if not honours_expiry(ext, *target)]
-            if not targets:
-                return 0
-        delivery_id = delivery_id or event["event_id"]
+        # The outbox now waits for each consumer's run instead of the dispatch.
+        covered = [(hub_id, task_name) for hub_id, task_name in targets if _idempotent(ext, hub_id, task_name)]
+        outbox.fanning_out(app, runtime(app).ledger, delivery_id, event_json, covered)
+        if not targets:
+            return 0
         try:
             for hub_id, task_name in targets:
                 expires = expires_at(event) if honours_expiry(ext, hub_id, task_name) else None
@@ -148,6 +152,12 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
             logger.warning("Could not enqueue the consumers of delivery %s, retrying: %r", delivery_id, exc)
             raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0), exc=exc) from exc
         return len(targets)
+
+
+def _idempotent(ext: Notifications, hub_id: str, task_name: str) -> bool:
+    hub = ext.hubs.get(hub_id)
+    consumer = hub.get_consumer(task_name) if hub is not None else None
+    return consumer is not None and consumer.idempotent
 
 
 def _dispatch_many(task: Task, items: list[list[Any]]) -> int:
@@ -219,7 +229,10 @@ def _consume(
     with app_context(app):
         ext = runtime(app).extension
         run = _Run(hub_id, event_json, delivery_id, failures, record or ("" if completed else None), letter)
-        return _run_consumer(task, ext, app, run)
+        outcome = _run_consumer(task, ext, app, run)
+        if delivery_id is not None:
+            outbox.finished(app, runtime(app).ledger, delivery_id, hub_id, task.name)
+        return outcome
 
 
 def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outcome:
@@ -266,6 +279,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
         # Another run holds the claim (and keeps it alive), or a dead
         # worker's claim has not expired yet: come back later without
         # spending a retry.
+        outbox.postpone(app, ledger, delivery_id, run.hub_id, task_name, min(30.0, timeout))
         raise run.again(task, countdown=min(30.0, timeout))
     delivery = Delivery(delivery_id, run.hub_id, task_name, run.failures + 1)
     try:
@@ -294,6 +308,7 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
             if isinstance(exc, RetryLaterError) and exc.retry_after is not None:
                 # The other side said when (Retry-After); a hostile value is capped.
                 delay = max(delay, min(exc.retry_after, float(config["NOTIFICATIONS_RETRY_BACKOFF_MAX"])))
+            outbox.postpone(app, ledger, delivery_id, run.hub_id, task_name, delay)
             raise run.again(task, countdown=delay, exc=exc, failures=run.failures + 1) from exc
         logger.error(
             "Consumer %s failed on delivery %s %s: %r",

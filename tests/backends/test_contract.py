@@ -152,6 +152,23 @@ def test_publish_reaches_subscriber_in_order(backend: Backend, subscription: Sub
     assert all(m.channel == "a" for m in got)
 
 
+def test_a_repeat_of_one_dedupe_key_is_published_once(backend: Backend, subscription: Subscription) -> None:
+    assert backend.dedupes
+    subscription.add("d")
+    first = backend.publish("d", "m1", dedupe_key="delivery-1:push")
+    again = backend.publish("d", "m1", dedupe_key="delivery-1:push")
+    backend.publish("d", "m2", dedupe_key="delivery-2:push")
+    backend.publish("d", "m3")
+    backend.publish("d", "m3")  # without a key, a repeat is published
+    backend.publish("e", "m1", dedupe_key="delivery-1:push")  # another channel
+    backend.publish("d", "end")
+    got = collect(subscription, 5)
+    assert [m.data for m in got] == ["m1", "m2", "m3", "m3", "end"]
+    assert again.data == "m1" and again.id == first.id
+    assert [m.data for m in backend.history("d", None).messages] == ["m1", "m2", "m3", "m3", "end"]
+    assert [m.data for m in backend.history("e", None).messages] == ["m1"]
+
+
 def test_publish_many_is_publish_in_order(backend: Backend, subscription: Subscription) -> None:
     subscription.add("a")
     first = backend.publish("a", "m0")

@@ -24,7 +24,7 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications
-from flask_notifications.backends.base import parse_id
+from flask_notifications.backends.base import Message, parse_id
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import BackendError
 from tests.helpers import SentinelGroup, WorkerFactory, make_config, report, wait_for
@@ -212,3 +212,29 @@ def test_celery_reaches_the_broker_and_the_backend_through_the_sentinels(
         assert list(master.scan_iter(f"{unique}:claim:*"))
     finally:
         master.close()
+
+
+def test_a_publish_repeated_after_a_failover_is_not_published_again(group: SentinelGroup, unique: str) -> None:
+    # A task that the old master handed out comes back from the new one, and
+    # its claim may be gone; its dedupe key replicated with the entry.
+    backend = RedisPubSub(url=group.url, key_prefix=unique, reconnect_backoff_max=0.5)
+    try:
+        first = backend.publish(HUB, "event 1", dedupe_key="delivery-1:push")
+        old_master = redis.Redis.from_url(group.master.url)
+        assert old_master.wait(1, 5000) == 1  # the replica has the entry and its key
+        old_master.close()
+        group.master.kill()
+        group.wait_for_failover()
+
+        def published_again() -> Message | None:
+            try:
+                return backend.publish(HUB, "event 1", dedupe_key="delivery-1:push")
+            except BackendError:
+                return None  # the client still looks for the new master
+
+        again = wait_for(published_again, timeout=60)
+        backend.publish(HUB, "event 2", dedupe_key="delivery-2:push")
+        assert again.id == first.id
+        assert [m.data for m in backend.history(HUB, None).messages] == ["event 1", "event 2"]
+    finally:
+        backend.close()

@@ -12,9 +12,11 @@ from flask import Flask
 
 from flask_notifications import Notifications
 from flask_notifications.backends.base import Message
+from flask_notifications.backends.memory import MemoryPubSub
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.errors import BackendError, ConsumerError
 from flask_notifications.event import Event
+from flask_notifications.worker.delivery import Delivery, delivering
 from tests.helpers import WorkerFactory, deliver_twice, free_port, send_until_dead_letter, wait_for
 
 
@@ -58,6 +60,39 @@ def test_task_run_twice_pushes_once(notifications: Notifications, celery_worker:
     assert deliver_twice(notifications, celery_worker, hub, event) == ["consumed", "duplicate"]
     (message,) = notifications.backend.history(hub.hub_id, None).messages
     assert Event.from_json(message.data) == event
+
+
+@pytest.mark.redis
+def test_a_repeated_delivery_is_pushed_once_without_its_claim(app: Flask, notifications: Notifications) -> None:
+    # As after a failover that lost the claim: the consumer runs twice for
+    # one delivery, and the stream gets the event once.
+    hub = notifications.create_hub("PushDedupe")
+    consumer = PushConsumer(None, hub.hub_id)
+    event = make_event()
+    with app.app_context():
+        for _ in range(2):
+            with delivering(Delivery("d1", hub.hub_id, consumer.name)):
+                consumer(event)
+        with delivering(Delivery("d2", hub.hub_id, consumer.name)):
+            consumer(event)
+        consumer(event)  # outside a delivery, nothing to dedupe on
+    messages = notifications.backend.history(hub.hub_id, None).messages
+    assert len(messages) == 3
+    assert all(Event.from_json(m.data) == event for m in messages)
+
+
+def test_a_backend_whose_publish_takes_no_dedupe_key_is_called_without_it() -> None:
+    published: list[str] = []
+
+    class OldBackend(MemoryPubSub):  # as docs/migrating.rst ports a 0.1 backend
+        def publish(self, channel: str, data: str) -> Message:  # type: ignore[override]
+            published.append(data)
+            return super().publish(channel, data)
+
+    consumer = PushConsumer(OldBackend(), "hub")
+    with Flask(__name__).app_context(), delivering(Delivery("d1", "hub", consumer.name)):
+        consumer(make_event())
+    assert len(published) == 1
 
 
 @pytest.mark.redis

@@ -46,6 +46,7 @@ def postgres_engine() -> sa.Engine:
 
 
 def drop_sql(ledger: SqlLedger) -> None:
+    ledger.outbox.drop(ledger.engine, checkfirst=True)
     ledger.letters.drop(ledger.engine, checkfirst=True)
     ledger.claims.drop(ledger.engine, checkfirst=True)
 
@@ -198,6 +199,72 @@ def test_a_dead_letter_mark_is_set_atomically_once(ledger: Ledger) -> None:
     assert ledger.remove_dead_letter(letter) is not None
     assert ledger.mark_dead_letter(letter, "", "retrying:t3") is None
     assert ledger.mark_dead_letter("not-an-id", "", "retrying:t3") is None
+
+
+# -- the outbox ------------------------------------------------------------------------
+
+
+def test_outbox_entries_are_taken_when_due_and_once(ledger: Ledger, unique: str) -> None:
+    ledger.outbox_add({f"{unique}-a": '{"n": 1}', f"{unique}-b": '{"n": 2}'}, 1_000)
+    ledger.outbox_add({f"{unique}-c": '{"n": 3}'}, 5_000)
+    assert ledger.outbox_size() == 3
+    assert ledger.outbox_take(999, 10_000) == []
+    taken = ledger.outbox_take(1_000, 10_000)
+    assert sorted(taken) == [(f"{unique}-a", '{"n": 1}'), (f"{unique}-b", '{"n": 2}')]
+    # Taken entries are due again only at the time they were given.
+    assert ledger.outbox_take(6_000, 10_000) == [(f"{unique}-c", '{"n": 3}')]
+    assert ledger.outbox_take(9_999, 20_000) == []
+    assert len(ledger.outbox_take(10_000, 20_000, limit=2)) == 2
+    assert len(ledger.outbox_take(10_000, 20_000, limit=2)) == 1
+    assert ledger.outbox_size() == 3
+
+
+def test_outbox_add_replaces_an_entry_atomically(ledger: Ledger, unique: str) -> None:
+    dispatch = f"{unique}-dispatch"
+    ledger.outbox_add({dispatch: "d"}, 1_000)
+    ledger.outbox_add({f"{unique}-c1": "c1", f"{unique}-c2": "c2"}, 2_000, remove=dispatch)
+    assert ledger.outbox_size() == 2
+    assert sorted(ledger.outbox_take(3_000, 9_000)) == [(f"{unique}-c1", "c1"), (f"{unique}-c2", "c2")]
+    ledger.outbox_add({f"{unique}-c1": "again"}, 100)  # an id written again is replaced
+    assert ledger.outbox_take(100, 9_000) == [(f"{unique}-c1", "again")]
+    ledger.outbox_add({}, 0, remove=f"{unique}-c2")
+    assert ledger.outbox_size() == 1
+
+
+def test_outbox_postpone_and_remove(ledger: Ledger, unique: str) -> None:
+    entry = f"{unique}-e"
+    assert ledger.outbox_postpone(entry, 5) is False
+    assert ledger.outbox_remove(entry) is False
+    ledger.outbox_add({entry: "r"}, 1_000)
+    assert ledger.outbox_postpone(entry, 50_000) is True
+    assert ledger.outbox_take(49_999, 60_000) == []
+    assert ledger.outbox_take(50_000, 60_000) == [(entry, "r")]
+    assert ledger.outbox_remove(entry) is True
+    assert ledger.outbox_remove(entry) is False
+    assert ledger.outbox_size() == 0
+    assert ledger.outbox_take(10**12, 10**12 + 1) == []
+
+
+def test_one_of_many_concurrent_sweepers_takes_each_entry(ledger: Ledger, unique: str) -> None:
+    entries = {f"{unique}-{n}": str(n) for n in range(40)}
+    ledger.outbox_add(entries, 1_000)
+    taken: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def sweep() -> None:
+        start.wait()
+        for _ in range(5):
+            found = ledger.outbox_take(2_000, 99_000, limit=10)
+            with lock:
+                taken.extend(found)
+
+    threads = [threading.Thread(target=sweep) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(taken) == sorted(entries.items())
 
 
 def test_sql_dead_letters_are_bounded(tmp_path: Path) -> None:
@@ -377,6 +444,8 @@ def test_a_backend_that_still_keeps_claims_is_its_own_ledger(tmp_path: Path) -> 
     assert [found["id"] for found in backend.kept.dead_letters()] == [letter]
     with pytest.raises(NotImplementedError, match="BackendLedger does not implement mark_dead_letter"):
         ledger.mark_dead_letter(letter, "", "x")  # as 0.2's Backend did: a retry then goes without a mark
+    with pytest.raises(NotImplementedError, match="_OldStyleBackend keeps no outbox"):
+        ledger.outbox_add({"d:1": "{}"}, 0)  # send() then goes on without it, with one warning
 
 
 def test_build_ledger_with_an_instance(tmp_path: Path) -> None:

@@ -1,0 +1,278 @@
+"""The outbox: every delivery handed to the broker is also recorded in the
+ledger until a worker has taken it over, and a sweeper in every worker
+enqueues again whatever was not taken over in time.
+
+A broker may lose a message it acknowledged: kombu's Redis transport pops a
+message (``BRPOP``) and only then records it as unacknowledged, so a Redis
+killed between the two loses it. The outbox closes that gap, for the
+dispatch message and for each consumer's message:
+
+1. :meth:`Notifications.send` records the delivery (its event, targets and
+   time) under ``d:<delivery id>``, then enqueues the dispatch message.
+2. The dispatch task, before it enqueues the consumer tasks, replaces that
+   entry with one per idempotent consumer (``c:<delivery>:<hub>:<task>``),
+   in one atomic step.
+3. A consumer task that ends (consumed, duplicate, vetoed, expired or
+   dead-lettered) removes its entry; one that retries makes it due after
+   its retry.
+4. The sweeper (:class:`OutboxSweeper`, a step of every ``celery worker``
+   of the application) takes the entries due, every
+   ``NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL`` seconds, and enqueues each again:
+   a dispatch as it was sent, a consumer unless its claim says it ran.
+
+An entry is due ``NOTIFICATIONS_OUTBOX_TIMEOUT`` seconds after it was
+written, and again that long after each time it is taken. A re-enqueued
+message that was not lost after all runs twice; the claims
+(:mod:`flask_notifications.worker.claims`) make its second run a
+duplicate, so no effect happens twice. Consumers that keep no claims
+(``idempotent = False``) get no entry: only their dispatch is covered.
+
+Every outbox write is best effort: when the ledger cannot be reached, the
+delivery goes on without its entry (and a warning), as it did before the
+outbox existed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, bootsteps
+from kombu.exceptions import OperationalError
+
+from ..errors import BackendError
+from ..ledger.base import Claim, Ledger
+from ..state import runtime
+from .messages import DISPATCH_TASK, claim_key, enqueue, enqueue_delivery
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger(__name__)
+
+#: Entries one sweep takes at most; a sweep that took this many sweeps again at once.
+SWEEP_BATCH = 500
+
+#: The application each Celery app's sweeper works for (see :func:`install`).
+_apps: weakref.WeakKeyDictionary[Celery, weakref.ref[Flask]] = weakref.WeakKeyDictionary()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _timeout(app: Flask) -> float | None:
+    timeout = app.config.get("NOTIFICATIONS_OUTBOX_TIMEOUT")
+    return float(timeout) if timeout else None
+
+
+def dispatch_entry(delivery_id: str) -> str:
+    """The outbox id of a delivery whose dispatch has not run yet."""
+    return f"d:{delivery_id}"
+
+
+def consumer_entry(delivery_id: str, hub_id: str, task_name: str) -> str:
+    """The outbox id of one consumer's run of a delivery."""
+    return f"c:{claim_key(delivery_id, hub_id, task_name)}"
+
+
+#: Ledger classes that keep no outbox, already warned about.
+_no_outbox: set[str] = set()
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    if isinstance(exc, NotImplementedError):
+        # A ledger of an older design: say so once, not on every send.
+        if str(exc) not in _no_outbox:
+            _no_outbox.add(str(exc))
+            logger.warning("%s Deliveries go on without the outbox.", exc)
+        return
+    logger.warning("Could not %s in the outbox (%s); the delivery goes on without it.", what, exc)
+
+
+def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, list[list[str]]]]) -> bool:
+    """Record each ``(delivery id, event JSON, targets)`` about to be
+    enqueued, in one ledger write.
+
+    :return: whether they were recorded (``False`` when the outbox is off
+        or the ledger failed).
+    """
+    timeout = _timeout(app)
+    if timeout is None:
+        return False
+    now = _now_ms()
+    entries = {
+        dispatch_entry(delivery_id): json.dumps({"e": event_json, "t": targets, "at": now})
+        for delivery_id, event_json, targets in sends
+    }
+    if not entries:
+        return False
+    try:
+        ledger.outbox_add(entries, now + int(timeout * 1000))
+    except (BackendError, NotImplementedError) as exc:
+        _warn("record a send", exc)
+        return False
+    return True
+
+
+def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> None:
+    """Remove the entries of sends that raised, which the caller may send
+    again; one left behind (the ledger failed too) is delivered later."""
+    for delivery_id in delivery_ids:
+        try:
+            ledger.outbox_remove(dispatch_entry(delivery_id))
+        except NotImplementedError:
+            return
+        except BackendError as exc:
+            logger.warning("A send that raised stays in the outbox (%s) and will be delivered.", exc)
+            return
+
+
+def fanning_out(
+    app: Flask, ledger: Ledger, delivery_id: str, event_json: str, consumers: Sequence[tuple[str, str]]
+) -> None:
+    """Replace the delivery's entry with one per ``(hub id, task name)`` of
+    ``consumers``, before the dispatch enqueues them."""
+    timeout = _timeout(app)
+    if timeout is None:
+        return
+    entries = {
+        consumer_entry(delivery_id, hub_id, task_name): json.dumps(
+            {"e": event_json, "h": hub_id, "c": task_name, "d": delivery_id}
+        )
+        for hub_id, task_name in consumers
+    }
+    try:
+        ledger.outbox_add(entries, _now_ms() + int(timeout * 1000), remove=dispatch_entry(delivery_id))
+    except (BackendError, NotImplementedError) as exc:
+        _warn("record a fan-out", exc)
+
+
+def finished(app: Flask, ledger: Ledger, delivery_id: str, hub_id: str, task_name: str) -> None:
+    """Remove the entry of a consumer's run that ended."""
+    if _timeout(app) is None:
+        return
+    try:
+        ledger.outbox_remove(consumer_entry(delivery_id, hub_id, task_name))
+    except (BackendError, NotImplementedError) as exc:
+        # The sweeper enqueues it again later, and its claim skips it.
+        _warn("remove a finished run", exc)
+
+
+def postpone(app: Flask, ledger: Ledger, delivery_id: str, hub_id: str, task_name: str, countdown: float) -> None:
+    """Make a consumer's entry due after its retry, which runs in
+    ``countdown`` seconds, so that the sweeper does not double it."""
+    timeout = _timeout(app)
+    if timeout is None:
+        return
+    due = _now_ms() + int((countdown + timeout) * 1000)
+    try:
+        ledger.outbox_postpone(consumer_entry(delivery_id, hub_id, task_name), due)
+    except (BackendError, NotImplementedError) as exc:
+        _warn("postpone a retry", exc)
+
+
+def sweep(celery: Celery, app: Flask, ledger: Ledger) -> int:
+    """Enqueue again every entry that is due; return how many were.
+
+    :raises BackendError: the ledger cannot be reached.
+    :raises OperationalError: the broker cannot be reached; the entries
+        taken are due again one timeout later.
+    """
+    timeout = _timeout(app)
+    if timeout is None:
+        return 0
+    now = _now_ms()
+    enqueued = 0
+    for entry_id, raw in ledger.outbox_take(now, now + int(timeout * 1000), SWEEP_BATCH):
+        try:
+            record: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            logger.error("Dropping the unreadable outbox entry %s.", entry_id)
+            ledger.outbox_remove(entry_id)
+            continue
+        if entry_id.startswith("d:"):
+            delivery_id = entry_id[2:]
+            logger.warning("The dispatch of delivery %s did not start in time; enqueueing it again.", delivery_id)
+            enqueue(celery, DISPATCH_TASK, (record["e"], record["t"]), kwargs={"delivery_id": delivery_id})
+            enqueued += 1
+        elif _enqueue_consumer(celery, ledger, entry_id, record):
+            enqueued += 1
+    return enqueued
+
+
+def _enqueue_consumer(celery: Celery, ledger: Ledger, entry_id: str, record: dict[str, Any]) -> bool:
+    delivery_id, hub_id, task_name = record["d"], record["h"], record["c"]
+    key = claim_key(delivery_id, hub_id, task_name)
+    token = uuid.uuid4().hex
+    claimed = ledger.claim(key, token, 5.0)
+    if claimed is Claim.DONE:
+        # It ran, but its entry was not removed.
+        ledger.outbox_remove(entry_id)
+        return False
+    if claimed is Claim.BUSY:
+        return False  # it runs now; the entry is due again later
+    ledger.release(key, token)
+    logger.warning("Consumer %s of delivery %s did not run in time; enqueueing it again.", task_name, delivery_id)
+    enqueue_delivery(celery, task_name, hub_id, record["e"], delivery_id)
+    return True
+
+
+def install(celery: Celery, app: Flask) -> None:
+    """Make every ``celery worker`` of ``celery`` run the sweeper for ``app``."""
+    _apps[celery] = weakref.ref(app)
+    celery.steps["worker"].add(OutboxSweeper)
+
+
+class OutboxSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The worker step that runs :func:`sweep` in a thread of the worker's
+    main process, every ``NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL`` seconds,
+    from the worker's start to its shutdown. Every worker of the
+    application runs one; the ledger hands each due entry to one of them."""
+
+    label = "Outbox sweeper"
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, parent: Any) -> None:
+        ref = _apps.get(parent.app)
+        app = ref() if ref is not None else None
+        if app is None or _timeout(app) is None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(parent.app, app), name="outbox-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def terminate(self, parent: Any) -> None:
+        self.stop(parent)
+
+    def _run(self, celery: Celery, app: Flask) -> None:
+        interval = float(app.config["NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL"])
+        wait = interval
+        while not self._stop.wait(wait):
+            wait = interval
+            try:
+                with app.app_context():
+                    swept = sweep(celery, app, runtime(app).ledger)
+                if swept >= SWEEP_BATCH:
+                    wait = 0.0
+            except (BackendError, OperationalError, OSError) as exc:
+                logger.warning("The outbox sweep failed (%s); trying again in %s s.", exc, interval)
+            except Exception:
+                logger.exception("The outbox sweep failed; trying again in %s s.", interval)

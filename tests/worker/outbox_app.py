@@ -1,0 +1,89 @@
+"""The application of the outbox tests' worker processes
+(tests/worker/test_outbox.py), configured from the environment::
+
+    celery -A tests.worker.outbox_app:celery worker
+
+Its one consumer appends the delivery id of each run to ``<OUTBOX_DIR>/effects``,
+so the test counts effects by delivery. With ``OUTBOX_GAP=1``, the worker's
+kombu ``QoS.append`` (which records a popped message as unacknowledged) waits,
+on the first message after ``<OUTBOX_DIR>/gap-armed`` appears, until the test
+writes ``<OUTBOX_DIR>/gap-go``: the window in which a Redis crash loses the
+message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from flask_notifications import Event, Notifications
+from flask_notifications.worker.delivery import current_delivery
+
+redis_url = os.environ.get("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379/0")
+prefix = os.environ.get("OUTBOX_PREFIX", "outbox")
+scratch = Path(os.environ.get("OUTBOX_DIR", "."))
+
+app = Flask(__name__)
+app.config.update(
+    CELERY_BROKER_URL=redis_url,
+    CELERY_TASK_DEFAULT_QUEUE=prefix,
+    CELERY_BROKER_TRANSPORT_OPTIONS={
+        "visibility_timeout": 5,
+        "unacked_key": f"{prefix}:unacked",
+        "unacked_index_key": f"{prefix}:unacked_index",
+        "unacked_mutex_key": f"{prefix}:unacked_mutex",
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 1,
+        "socket_timeout": 5,
+    },
+    CELERY_BROKER_CONNECTION_MAX_RETRIES=None,
+    CELERY_WORKER_PREFETCH_MULTIPLIER=1,
+    NOTIFICATIONS_BACKEND="redis",
+    NOTIFICATIONS_REDIS_URL=redis_url,
+    NOTIFICATIONS_KEY_PREFIX=prefix,
+    NOTIFICATIONS_CLAIM_TIMEOUT=5,
+    NOTIFICATIONS_RETRY_BACKOFF=0.2,
+    NOTIFICATIONS_RETRY_BACKOFF_MAX=1.0,
+    NOTIFICATIONS_MAX_RETRIES=1000,
+    NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    NOTIFICATIONS_OUTBOX_TIMEOUT=float(os.environ.get("OUTBOX_TIMEOUT", "10")),
+    NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL=0.5,
+)
+notifications = Notifications(app)
+celery = notifications.get_celery(app)
+
+hub = notifications.create_hub("Outbox")
+
+
+@hub.register_consumer(celery_task_name="outbox.effect", pass_event=True)
+def effect(event: Event) -> None:
+    delivery = current_delivery()
+    assert delivery is not None
+    with open(scratch / "effects", "a") as out:
+        out.write(f"{delivery.delivery_id}\n")
+
+
+def _gap() -> None:
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.append
+
+    def append(self: Any, message: Any, delivery_tag: Any) -> Any:
+        armed = scratch / "gap-armed"
+        if armed.exists():
+            armed.unlink()
+            (scratch / "in-gap").write_text(str(delivery_tag))
+            while not (scratch / "gap-go").exists():
+                time.sleep(0.01)
+        return original(self, message, delivery_tag)
+
+    kombu_redis.QoS.append = append  # type: ignore[method-assign]
+
+
+if os.environ.get("OUTBOX_GAP") == "1":
+    _gap()
