@@ -287,9 +287,10 @@ def listen_command(hub: str, last_event_id: str | None, count: int | None, as_js
                 for message in history.messages:
                     if show(message):
                         return
-        click.echo(f"Listening to {channel}; press Ctrl-C to stop.", err=True)
         failing = False
         with _stopped_by_ctrl_c() as stopped:
+            # Said once Ctrl-C is ours: a Ctrl-C right after it sets the flag.
+            click.echo(f"Listening to {channel}; press Ctrl-C to stop.", err=True)
             while not stopped.is_set():
                 try:
                     messages = subscription.get(timeout=1.0)
