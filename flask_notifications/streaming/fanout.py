@@ -58,7 +58,7 @@ from ..errors import BackendError, StreamFormatError, TooManyStreamsError
 from ..event import Event
 from ..event_filter import EventFilter
 from .green import Runner, SocketWriter, cooperate, is_current, spawn, under_gevent
-from .live import LiveStream
+from .live import Heartbeats, LiveStream
 from .registry import Handout, HubStreams
 from .stream import LEFT, WRITTEN, Item, QueuedStream, Stream, parse_event
 from .wire import Key, backend_frame, event_frame, format_id, gap_frame
@@ -145,6 +145,7 @@ class Fanout:
         #: Since when the backend cannot be read, or ``None``.
         self._down_since: float | None = None
         self._ending = False
+        self._heartbeat_rounds = Heartbeats()
         _fanouts.add(self)
 
     # -- streams ------------------------------------------------------------------
@@ -236,6 +237,8 @@ class Fanout:
             raise
         with self._lock:
             self._stats["opened"] += 1
+            if isinstance(stream, LiveStream):
+                self._heartbeat_rounds.add(stream, time.monotonic())
         return stream
 
     def newest(self, hub_id: str) -> Key:
@@ -488,11 +491,10 @@ class Fanout:
                     self._stats["direct_fallbacks"] += done[LEFT]
 
     def _heartbeats(self, now: float) -> None:
-        """Heartbeats for the live streams (see :meth:`LiveStream.tick
+        """Heartbeats for the live streams due (see :meth:`LiveStream.tick
         <flask_notifications.streaming.live.LiveStream.tick>`)."""
         try:
-            for stream in self._streams():
-                stream.tick(now)
+            self._heartbeat_rounds.sweep(now)
         except Exception:
             logger.exception("Writing heartbeats failed.")
 
@@ -501,6 +503,7 @@ class Fanout:
         self._subscription = None
         self._listener = None
         self._hubs.clear()
+        self._heartbeat_rounds.clear()
         self._down_since = None
 
     def end_streams(self) -> int:
@@ -531,6 +534,7 @@ class Fanout:
             listener, self._listener = self._listener, None
             streams = [s for hub in self._hubs.values() for s in hub.streams]
             self._hubs.clear()
+            self._heartbeat_rounds.clear()
             self._down_since = None
         for stream in streams:
             stream.close()

@@ -11,6 +11,7 @@ end, and closes the connection.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from .wire import HEARTBEAT, Key
 if TYPE_CHECKING:
     from ..event_filter import EventFilter
     from .fanout import Fanout
+
+logger = logging.getLogger(__name__)
 
 
 class LiveStream(Stream):
@@ -178,3 +181,35 @@ class LiveStream(Stream):
         if not self.ended:
             self._raw = b""
             self.writer.close()
+
+
+class Heartbeats:
+    """The live streams, filed by the second in which each may next need a
+    heartbeat, so that a round of heartbeats looks at the streams due, not
+    at every stream: once per heartbeat interval each, not once a second.
+    Only under gevent, where the rounds and the streams share one thread."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, list[LiveStream]] = {}
+
+    def add(self, stream: LiveStream, now: float) -> None:
+        self._due.setdefault(int(now) + 1, []).append(stream)
+
+    def sweep(self, now: float) -> None:
+        """Write the heartbeats due by ``now`` (see :meth:`LiveStream.tick`)."""
+        second = int(now)
+        for key in [key for key in self._due if key <= second]:
+            for stream in self._due.pop(key):
+                if stream.closed:
+                    continue
+                try:
+                    stream.tick(now)
+                except Exception:
+                    logger.exception("Writing a heartbeat to %r failed.", stream)
+                # A write since only puts the next heartbeat later; a stream
+                # not live yet, or busy, is looked at again in a second.
+                due = int(stream.last_write + stream.heartbeat) if stream.live else 0
+                self._due.setdefault(max(second + 1, due), []).append(stream)
+
+    def clear(self) -> None:
+        self._due.clear()
