@@ -97,6 +97,9 @@ class Plan:
     #: process, and the hard open-files limit here is 20,000.
     hubs: list[tuple[int, int]] = field(default_factory=lambda: [(100, 5), (1000, 5), (3000, 5), (10000, 1)])
     hubs_rate: float = 20.0
+    #: gunicorn's ``-k`` for our server: ``gevent``, or the package's worker class, whose
+    #: streams the fan-out writes itself (``flask_notifications.gunicorn.GeventWorker``).
+    worker: str = "gevent"
     hubs_seconds: float = 15.0
     idle: float = 20.0
 
@@ -165,7 +168,7 @@ class Server:
 def start_ours(ctx: Ctx, workers: int, hubs: int = 0) -> Server:
     port = free_port()
     env = dict(ctx.env, BENCH_HUBS=str(hubs))
-    cmd = gunicorn("bench.per_user_app:app", port, workers=workers, hosts=HOSTS)
+    cmd = gunicorn("bench.per_user_app:app", port, worker=ctx.plan.worker, workers=workers, hosts=HOSTS)
     cmd[cmd.index("20000")] = "60000"  # --worker-connections: the many-hubs run holds 50,000 in one
     proc = Proc(cmd, env, ctx.tmp / f"ours-w{workers}-h{hubs}-{port}.log")
     from bench import ours_app
@@ -530,13 +533,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hubs", help="the many-hubs runs, hubs x streams per hub (100x5,1000x5,3000x5,10000x1)")
     parser.add_argument("--rate", type=float, help="events per second in all, per-user runs (1)")
     parser.add_argument("--seconds", type=float, help="seconds of publishing, per-user runs (30)")
+    parser.add_argument("--worker", help="gunicorn -k of ours: gevent, or flask_notifications.gunicorn.GeventWorker")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     plan = Plan(scenarios=args.only)
     if args.quick:
         plan.sizes, plan.seconds, plan.hubs_seconds, plan.idle = [200, 500], 5, 3, 5
         plan.many_sizes, plan.many_workers, plan.hubs = [2000], 2, [(20, 5), (100, 5)]
-    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds"):
+    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds", "worker"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
     if args.hubs:

@@ -587,6 +587,8 @@ takes about ten minutes, and ``--quick`` makes a smoke run. The run writes
 
 #: The inbox benchmark (``python -m bench.inbox``) writes its own section.
 INBOX_INCLUDE = "\n.. include:: ../bench/results/inbox.rst\n"
+#: The per-user scenarios (issue 20), kept by hand beside their runs.
+PER_USER_INCLUDE = "\n.. include:: ../bench/results/per-user.rst\n"
 
 
 def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
@@ -595,7 +597,9 @@ def write(results: dict[str, Any], out: Path, docs: Path | None) -> None:
     if docs is not None:
         docs.parent.mkdir(parents=True, exist_ok=True)
         rel = os.path.relpath(out.resolve(), docs.parent.resolve())
-        docs.write_text(RST_HEAD + render(results, "rst", f"{Path(rel).as_posix()}/") + "\n" + INBOX_INCLUDE)
+        docs.write_text(
+            RST_HEAD + render(results, "rst", f"{Path(rel).as_posix()}/") + "\n" + INBOX_INCLUDE + PER_USER_INCLUDE
+        )
 
 
 if __name__ == "__main__":

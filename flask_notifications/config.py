@@ -144,6 +144,9 @@ DEFAULTS: dict[str, Any] = {
     # it off behind a middleware that rewrites response bodies (compression),
     # or with gunicorn --protocol uwsgi, whose bodies are not chunked.
     "NOTIFICATIONS_SSE_DIRECT_WRITE": True,
+    # Seconds a process keeps its backend subscription (and its listener)
+    # once its last stream closed, so that a page reload does not resubscribe.
+    "NOTIFICATIONS_SSE_IDLE_LINGER": 30.0,
     # Export Prometheus metrics (needs the "metrics" extra, prometheus_client):
     # the stream, send and consumer counters of docs/operations.rst. Set
     # PROMETHEUS_MULTIPROC_DIR before the processes start to aggregate
@@ -474,6 +477,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_SSE_QUEUE_SIZE": _integer(1),
     "NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT": _integer(1, optional=True),
     "NOTIFICATIONS_SSE_DIRECT_WRITE": _boolean,
+    "NOTIFICATIONS_SSE_IDLE_LINGER": _number(0.0),
     "NOTIFICATIONS_METRICS": _boolean,
     "NOTIFICATIONS_METRICS_URL": _url_prefix(optional=True),
     "NOTIFICATIONS_METRICS_MAX_HUBS": _integer(0),

@@ -121,6 +121,7 @@ class Runtime:
                         on_outage=self._outage,
                         on_recovery=self._recovery,
                         named_events=self.app.config["NOTIFICATIONS_SSE_EVENT_NAMES"],
+                        idle_linger=float(self.app.config["NOTIFICATIONS_SSE_IDLE_LINGER"]),
                     )
                 fanout = self._fanout
         return fanout

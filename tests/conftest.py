@@ -332,20 +332,27 @@ def gunicorn(
 def gunicorn_deployment(
     request: pytest.FixtureRequest, redis_url: str, redis_keys: str, tmp_path: Path
 ) -> Iterator[Callable[..., Gunicorn]]:
-    """``gunicorn_deployment(workers=2, graceful_timeout=30, env=None, **config)``:
-    the SSE app under gunicorn as deployed, with several workers and the hooks
-    of the package in its configuration file; the test may signal its master.
-    All are stopped after the test."""
+    """``gunicorn_deployment(workers=2, graceful_timeout=30, env=None,
+    worker_class="gevent", **config)``: the SSE app under gunicorn as deployed,
+    with several workers and the hooks of the package in its configuration
+    file; the test may signal its master. All are stopped after the test."""
     _require(request, "gunicorn_deployment", "redis", "subprocess")
     servers: list[Gunicorn] = []
 
     def start(
-        *, workers: int = 2, graceful_timeout: int = 30, env: dict[str, str] | None = None, **config: Any
+        *,
+        workers: int = 2,
+        graceful_timeout: int = 30,
+        env: dict[str, str] | None = None,
+        worker_class: str = "gevent",
+        **config: Any,
     ) -> Gunicorn:
         directory = tmp_path / f"gunicorn-{len(servers)}"
         directory.mkdir()
         settings = make_config(redis_url, redis_keys, **config)
-        server = Gunicorn(settings, directory, workers=workers, graceful_timeout=graceful_timeout, env=env)
+        server = Gunicorn(
+            settings, directory, workers=workers, graceful_timeout=graceful_timeout, env=env, worker_class=worker_class
+        )
         servers.append(server)
         return server
 

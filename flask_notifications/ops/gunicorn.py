@@ -75,5 +75,3 @@ def child_exit(server: Any, worker: Any) -> None:
         from .metrics import mark_process_dead
 
         mark_process_dead(worker.pid)
-
-

@@ -10,10 +10,13 @@ and the browser resumes with ``Last-Event-ID``. A hub joins the subscription
 when its first stream arrives; the listener stops, and its connection is
 released, once no stream has been open for a while.
 
-Each stream applies its own filter (the authorizer's and the view's) in the
-greenlet or thread that writes it, not in the listener: a filter that waits
-(on a database, say) delays only its own stream, which is evicted if it
-falls a queue behind.
+A stream that follows one user (an authorizer's ``WithRecipient(user)``) gets
+only the events of that user: an event costs what its recipients cost
+(:mod:`~flask_notifications.streaming.registry`). The listener judges the
+predefined filters itself; any other filter is judged in the greenlet or
+thread that writes its stream, not in the listener: a filter that waits (on
+a database, say) delays only its own stream, which is evicted if it falls a
+queue behind (:mod:`~flask_notifications.streaming.routing`).
 
 A resuming stream is registered before the history is read, and live events
 at or below the last replayed id are dropped, so replay and live delivery
@@ -55,8 +58,9 @@ from ..errors import BackendError, StreamFormatError, TooManyStreamsError
 from ..event import Event
 from ..event_filter import EventFilter
 from .green import Runner, SocketWriter, cooperate, is_current, spawn, under_gevent
-from .live import LiveStream
-from .stream import LEFT, NOT_PUSHED, WRITTEN, Item, QueuedStream, Stream, parse_event
+from .live import Heartbeats, LiveStream
+from .registry import Handout, HubStreams
+from .stream import LEFT, WRITTEN, Item, QueuedStream, Stream, parse_event
 from .wire import Key, backend_frame, event_frame, format_id, gap_frame
 
 logger = logging.getLogger(__name__)
@@ -66,17 +70,6 @@ logger = logging.getLogger(__name__)
 _BATCH = 32
 #: Seconds between the rounds of heartbeats to live streams.
 _SWEEP = 1.0
-
-
-class _Hub:
-    """What the fan-out knows of one hub: its streams and the newest id it
-    has handed out (or found in the history when the hub joined)."""
-
-    def __init__(self) -> None:
-        self.streams: set[Stream] = set()
-        self.cursor: Key = (0, 0)
-        self.ready = threading.Event()
-        self.error: BaseException | None = None
 
 
 #: Every fan-out of this process, for :func:`end_all_streams`.
@@ -100,7 +93,7 @@ class Fanout:
     :param backend: the application's backend.
     :param poll_interval: longest wait of one :meth:`Subscription.get`.
     :param idle_linger: seconds the listener keeps the subscription once the
-        last stream closed.
+        last stream closed (``NOTIFICATIONS_SSE_IDLE_LINGER``).
     :param history_concurrency: history reads (by resuming streams) that may
         run at once, so a reconnect storm does not open a backend connection
         per client.
@@ -142,7 +135,7 @@ class Fanout:
         self.on_outage = on_outage
         self.on_recovery = on_recovery
         self._lock = threading.Lock()
-        self._hubs: dict[str, _Hub] = {}
+        self._hubs: dict[str, HubStreams] = {}
         self._clients: Counter[str] = Counter()
         self._open = 0
         self._subscription: Subscription | None = None
@@ -152,6 +145,7 @@ class Fanout:
         #: Since when the backend cannot be read, or ``None``.
         self._down_since: float | None = None
         self._ending = False
+        self._heartbeat_rounds = Heartbeats()
         _fanouts.add(self)
 
     # -- streams ------------------------------------------------------------------
@@ -220,8 +214,8 @@ class Fanout:
             hub = self._hubs.get(hub_id)
             leader = hub is None
             if hub is None:
-                hub = self._hubs[hub_id] = _Hub()
-            hub.streams.add(stream)
+                hub = self._hubs[hub_id] = HubStreams()
+            hub.add(stream)
         try:
             if leader:
                 self._join(hub_id, hub)
@@ -243,6 +237,8 @@ class Fanout:
             raise
         with self._lock:
             self._stats["opened"] += 1
+            if isinstance(stream, LiveStream):
+                self._heartbeat_rounds.add(stream, time.monotonic())
         return stream
 
     def newest(self, hub_id: str) -> Key:
@@ -253,7 +249,7 @@ class Fanout:
         newest = self.backend.last_id(hub_id)
         return (0, 0) if newest is None else parse_id(newest)
 
-    def _join(self, hub_id: str, hub: _Hub) -> None:
+    def _join(self, hub_id: str, hub: HubStreams) -> None:
         try:
             self._subscribe().add(hub_id)
             newest = self.newest(hub_id)
@@ -283,7 +279,7 @@ class Fanout:
         with self._lock:
             hub = self._hubs.get(stream.hub_id)
             if hub is not None:
-                hub.streams.discard(stream)
+                hub.discard(stream)
             self._clients[stream.client] -= 1
             if self._clients[stream.client] <= 0:
                 del self._clients[stream.client]
@@ -295,7 +291,7 @@ class Fanout:
             self._stats["evicted"] += 1
             hub = self._hubs.get(stream.hub_id)
             if hub is not None:
-                hub.streams.discard(stream)
+                hub.discard(stream)
 
     def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -459,8 +455,8 @@ class Fanout:
 
     def _dispatch_batch(self, messages: list[Message]) -> None:
         """Encode each event once, then hand each stream of its hub the
-        whole batch: one write to a live stream's socket, else one queue
-        entry per event."""
+        whole batch, or its recipients' part of it: one write to a live
+        stream's socket, else one queue entry per event."""
         parsed: list[tuple[str, Key, bytes, Event | None]] = []
         for message in messages:
             event = parse_event(message)
@@ -471,7 +467,7 @@ class Fanout:
                 logger.error("Message %r of hub %r cannot be streamed: %s", message.id, message.channel, exc)
                 continue
             parsed.append((message.channel, key, frame, event))
-        batches: dict[str, tuple[list[Item], list[Stream]]] = {}
+        batches: dict[str, tuple[list[Item], list[Stream], dict[Stream, list[Item]]]] = {}
         with self._lock:
             for hub_id, key, frame, event in parsed:
                 hub = self._hubs.get(hub_id)
@@ -479,39 +475,26 @@ class Fanout:
                     continue
                 hub.cursor = key
                 self._stats["events"] += 1
-                self._stats["queued"] += len(hub.streams)
                 if hub_id not in batches:
-                    batches[hub_id] = ([], list(hub.streams))
-                batches[hub_id][0].append((key, frame, event))
-        for items, targets in batches.values():
-            self._hand_out(items, targets)
-
-    def _hand_out(self, items: list[Item], targets: list[Stream]) -> None:
-        data = b"".join(frame for _, frame, _ in items)
-        chunk = b"%x\r\n%b\r\n" % (len(data), data)
-        first, last = items[0][0], items[-1][0]
-        now = time.monotonic()
-        done = Counter[int]()
-        for stream in targets:
-            pushed = stream.push(first, last, data, chunk, now)
-            done[pushed] += 1
-            if pushed != NOT_PUSHED:
-                continue
-            for key, frame, event in items:
-                if not stream.offer(key, frame, event):
-                    self._evicted(stream)
-                    break
-        if done[WRITTEN] or done[LEFT]:
-            with self._lock:
-                self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
-                self._stats["direct_fallbacks"] += done[LEFT]
+                    batches[hub_id] = ([], list(hub.plain), {})
+                items, plain, indexed = batches[hub_id]
+                items.append((key, frame, event))
+                self._stats["queued"] += len(plain) + hub.index(items[-1], indexed)
+        for items, plain, indexed in batches.values():
+            handout = Handout(items).run(plain, indexed)
+            for stream in handout.evicted:
+                self._evicted(stream)
+            done = handout.done
+            if done[WRITTEN] or done[LEFT]:
+                with self._lock:
+                    self._stats["direct_writes"] += done[WRITTEN] + done[LEFT]
+                    self._stats["direct_fallbacks"] += done[LEFT]
 
     def _heartbeats(self, now: float) -> None:
-        """Heartbeats for the live streams (see :meth:`LiveStream.tick
+        """Heartbeats for the live streams due (see :meth:`LiveStream.tick
         <flask_notifications.streaming.live.LiveStream.tick>`)."""
         try:
-            for stream in self._streams():
-                stream.tick(now)
+            self._heartbeat_rounds.sweep(now)
         except Exception:
             logger.exception("Writing heartbeats failed.")
 
@@ -520,6 +503,7 @@ class Fanout:
         self._subscription = None
         self._listener = None
         self._hubs.clear()
+        self._heartbeat_rounds.clear()
         self._down_since = None
 
     def end_streams(self) -> int:
@@ -550,6 +534,7 @@ class Fanout:
             listener, self._listener = self._listener, None
             streams = [s for hub in self._hubs.values() for s in hub.streams]
             self._hubs.clear()
+            self._heartbeat_rounds.clear()
             self._down_since = None
         for stream in streams:
             stream.close()

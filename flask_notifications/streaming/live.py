@@ -11,6 +11,7 @@ end, and closes the connection.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from ..event_filter import EventFilter
     from .fanout import Fanout
 
+logger = logging.getLogger(__name__)
+
 
 class LiveStream(Stream):
     """A stream whose live events the fan-out writes to the client's
@@ -33,7 +36,8 @@ class LiveStream(Stream):
     non-blocking write (:meth:`push`) and the heartbeats (:meth:`tick`).
     The request's greenlet wakes only for what the fan-out cannot write at
     once, and writes it in order: the rest of a batch a full socket buffer
-    did not take, the events its filter must judge, and announcements.
+    did not take, the events of a filter the fan-out does not judge itself
+    (see :mod:`~flask_notifications.streaming.routing`), and announcements.
     Once the stream is closed, the greenlet returns the last frame to the
     server, which ends the response.
     """
@@ -72,12 +76,13 @@ class LiveStream(Stream):
 
         :param first: the key of the batch's first event.
         :param last: the key of its last event.
-        :param data: the frames of its events.
+        :param data: the frames of its events, those the stream's filter
+            passes (the fan-out judged them; see :meth:`~flask_notifications.streaming.stream.Stream.judge`).
         :param chunk: ``data`` as one HTTP/1.1 chunk.
         :param now: ``time.monotonic()``.
         :return: :data:`~flask_notifications.streaming.stream.NOT_PUSHED`
             when the stream cannot take the batch this way (it is not live
-            yet, has a filter, has something left to write, or the batch
+            yet, has something left to write, or the batch
             starts at or below its floor): offer the events one by one.
             Else :data:`~flask_notifications.streaming.stream.WRITTEN`, or
             :data:`~flask_notifications.streaming.stream.LEFT` when the
@@ -85,15 +90,7 @@ class LiveStream(Stream):
         """
         # Only under gevent, where nothing else runs between these checks
         # and the write.
-        if (
-            not self._live
-            or self._busy
-            or self._raw
-            or self._queue
-            or self.closed
-            or self.event_filter is not None
-            or first <= self.floor
-        ):
+        if not self._live or self._busy or self._raw or self._queue or self.closed or first <= self.floor:
             return NOT_PUSHED
         self.floor = last
         return self._write_now(chunk if self.writer.chunked else data, now)
@@ -147,7 +144,9 @@ class LiveStream(Stream):
                 if not self.closed and not self._raw and not self._queue:
                     self._busy = False
                     self._ready.wait(None)
-                if self.closed:
+                # An ended stream first writes what is left of a frame the
+                # fan-out began, so that its reconnect frame follows whole.
+                if self.closed and not (self.ended and self._raw):
                     break
                 self._busy = True
                 raw, self._raw = self._raw, b""
@@ -162,6 +161,7 @@ class LiveStream(Stream):
                 break
             self.last_write = time.monotonic()
         self._busy = False
+        writer.close()
         return
         yield  # a generator, for the server
 
@@ -172,7 +172,44 @@ class LiveStream(Stream):
 
     def close(self) -> None:
         """End the stream (see :meth:`Stream.close`); a greenlet blocked
-        writing to it gets an :class:`OSError`."""
-        self._raw = b""
+        writing to it gets an :class:`OSError`, unless the stream was
+        :meth:`ended <Stream.end>`: then the greenlet finishes the write it
+        is in, and the server writes the ``reconnect`` frame after it (a
+        client that reads nothing holds it until the server's graceful
+        timeout, as a queued stream's does)."""
         super().close()
-        self.writer.close()
+        if not self.ended:
+            self._raw = b""
+            self.writer.close()
+
+
+class Heartbeats:
+    """The live streams, filed by the second in which each may next need a
+    heartbeat, so that a round of heartbeats looks at the streams due, not
+    at every stream: once per heartbeat interval each, not once a second.
+    Only under gevent, where the rounds and the streams share one thread."""
+
+    def __init__(self) -> None:
+        self._due: dict[int, list[LiveStream]] = {}
+
+    def add(self, stream: LiveStream, now: float) -> None:
+        self._due.setdefault(int(now) + 1, []).append(stream)
+
+    def sweep(self, now: float) -> None:
+        """Write the heartbeats due by ``now`` (see :meth:`LiveStream.tick`)."""
+        second = int(now)
+        for key in [key for key in self._due if key <= second]:
+            for stream in self._due.pop(key):
+                if stream.closed:
+                    continue
+                try:
+                    stream.tick(now)
+                except Exception:
+                    logger.exception("Writing a heartbeat to %r failed.", stream)
+                # A write since only puts the next heartbeat later; a stream
+                # not live yet, or busy, is looked at again in a second.
+                due = int(stream.last_write + stream.heartbeat) if stream.live else 0
+                self._due.setdefault(max(second + 1, due), []).append(stream)
+
+    def clear(self) -> None:
+        self._due.clear()

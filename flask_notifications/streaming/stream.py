@@ -21,6 +21,7 @@ from ..errors import BackendError, InvalidEventError
 from ..event import Event
 from ..event_filter import EventFilter
 from .green import HangupWatcher, make_wakeup
+from .routing import Route, route
 from .wire import EVICTED, HEARTBEAT, Key, encode_event, event_frame, format_id, gap_frame, reconnect_frame
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class Stream(abc.ABC):
         "fanout",
         "hub_id",
         "event_filter",
+        "route",
         "client",
         "_queue",
         "_queue_size",
@@ -102,6 +104,8 @@ class Stream(abc.ABC):
         self.fanout = fanout
         self.hub_id = hub_id
         self.event_filter = event_filter
+        #: How the fan-out hands it events (see :mod:`~flask_notifications.streaming.routing`).
+        self.route: Route = route(event_filter)
         self.client = client
         self._queue: list[Item] = []
         self._queue_size = max(1, queue_size)
@@ -151,6 +155,21 @@ class Stream(abc.ABC):
             return False
         try:
             return self.event_filter(event)
+        except Exception:
+            logger.exception("The stream filter %r failed; the event is withheld from this stream.", self.event_filter)
+            return False
+
+    def judge(self, event: Event | None) -> bool:
+        """Whether ``event``, handed out by the fan-out after its
+        :attr:`route`, passes what of the filter the route leaves to judge:
+        :meth:`accepts` for an event the route already picked."""
+        rest = self.route.rest
+        if rest is None:
+            return True
+        if event is None:
+            return False
+        try:
+            return rest(event)
         except Exception:
             logger.exception("The stream filter %r failed; the event is withheld from this stream.", self.event_filter)
             return False
