@@ -234,6 +234,8 @@ def test_listen_stops_cleanly_on_ctrl_c(redis_url: str, unique: str, tmp_path: P
         "FLASK_NOTIFICATIONS_KEY_PREFIX": unique,
         "FLASK_CELERY_TASK_DEFAULT_QUEUE": unique,
         "PYTHONPATH": str(ROOT),
+        # On a hang, SIGABRT makes it print every thread's stack (below).
+        "PYTHONFAULTHANDLER": "1",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "examples.app", "notifications", "listen", "SystemHub"],
@@ -249,7 +251,12 @@ def test_listen_stops_cleanly_on_ctrl_c(redis_url: str, unique: str, tmp_path: P
         while "Listening to" not in line:
             line = wait_for(proc.stderr.readline, timeout=60)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, stacks = proc.communicate(timeout=30)
+            pytest.fail(f"listen did not stop within 30 s of Ctrl-C; its threads:\n{stacks[-6000:]}")
     finally:
         if proc.poll() is None:
             proc.kill()
