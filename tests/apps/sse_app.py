@@ -51,8 +51,9 @@ def setup(app: Flask, notifications: Notifications) -> None:
 
     ``SSE_TEST_NO_AUTHORIZER`` leaves the streams without an authorizer;
     ``SSE_TEST_LOGIN_REQUIRED`` makes the authorizer refuse every stream of a
-    client that is not logged in."""
-    for label in ("news", "private", "closed"):
+    client that is not logged in; ``SSE_TEST_EXTRA_HUBS`` lists more public
+    hubs."""
+    for label in ("news", "private", "closed", *app.config.get("SSE_TEST_EXTRA_HUBS", ())):
         hub = notifications.create_hub(label)
         if not hub.consumers:
             hub.register_consumer(PushConsumer(None, hub.hub_id))

@@ -435,3 +435,79 @@ def test_a_tab_gets_an_event_once_when_the_shared_worker_replays_it(browser: Any
     wait_for(lambda: "e2" in page.evaluate("seen"), timeout=30)
     assert page.evaluate("seen") == ["e1", "e2"]
     context.close()
+
+
+FOLLOW = """async ([hubs, shared]) => {
+  const { connect } = await import("/notifications/static/notifications.js");
+  window.seen = [];
+  window.announced = [];
+  window.client = connect({ hubs, shared });
+  client.on("*", "*", (data, info) => {
+    if (info.type === "test") seen.push(data.event_id);
+    else if (info.type === "gap") announced.push(data);
+  });
+}"""
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_tab_that_comes_back_gets_what_the_shared_worker_no_longer_holds(
+    browser: Any, gunicorn: Any, shared: bool
+) -> None:
+    """A tab leaves the site while another keeps the shared connection open,
+    and more events than the worker keeps (200) are published: when it comes
+    back in the same tab (its resume point kept), every event arrives, once."""
+    server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
+    context = browser.new_context()
+    tabs = [context.new_page() for _ in range(2)]
+    for tab in tabs:
+        tab.goto(server.base + "/stats")
+        tab.evaluate(FOLLOW, [["news"], shared])
+        wait_for(lambda tab=tab: tab.evaluate("client.state") == "open", timeout=30)
+        assert tab.evaluate("client.transport") == ("shared" if shared else "tab")
+    server.publish(NEWS, Event("e0", "test", "zero", ""))
+    for tab in tabs:
+        wait_for(lambda tab=tab: tab.evaluate("seen") == ["e0"], timeout=30)
+    tabs[1].wait_for_function("sessionStorage.length > 0")  # the resume point is saved
+    tabs[1].goto(server.base + "/greenlets")  # another page of the site
+    for number in range(1, 301):
+        server.publish(NEWS, Event(f"e{number}", "test", str(number), ""))
+    wait_for(lambda: tabs[0].evaluate("seen.length") == 301, timeout=60)
+    tabs[1].goto(server.base + "/stats")
+    tabs[1].evaluate(FOLLOW, [["news"], shared])
+    server.publish(NEWS, Event("e301", "test", "last", ""))
+    wait_for(lambda: "e301" in tabs[1].evaluate("seen"), timeout=60)
+    wait_for(lambda: tabs[1].evaluate("seen.length") >= 301, timeout=60)
+    assert tabs[1].evaluate("seen") == [f"e{number}" for number in range(1, 302)]
+    assert tabs[1].evaluate("announced") == []
+    context.close()
+
+
+def test_tabs_that_follow_more_hubs_than_one_stream_carries_get_every_event(
+    browser: Any, gunicorn: Any, redis_url: str
+) -> None:
+    """Two tabs follow 22 hubs in all, more than a stream carries: the shared
+    worker opens one server connection per MAX_HUBS hubs, and every hub's
+    events arrive (one stream of 22 got 400, retried forever, and every tab
+    went silent)."""
+    from flask_notifications.streaming.multiplex import MAX_HUBS
+
+    labels = [f"h{number:02d}" for number in range(22)]
+    # Each hub of a stream counts as one stream of the client's address.
+    server = gunicorn(
+        NOTIFICATIONS_SSE_PUBLIC=True, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=100, SSE_TEST_EXTRA_HUBS=labels
+    )
+    context = browser.new_context()
+    tabs = [context.new_page() for _ in range(2)]
+    for tab, hubs in zip(tabs, (labels[:11], labels[11:]), strict=True):
+        tab.goto(server.base + "/stats")
+        tab.evaluate(FOLLOW, [hubs, True])
+        wait_for(lambda tab=tab: tab.evaluate("client.state") == "open", timeout=30)
+        assert tab.evaluate("client.transport") == "shared"
+    assert tabs[0].evaluate("import('/notifications/static/notifications.js').then((m) => m.MAX_HUBS)") == MAX_HUBS
+    for label in labels:
+        server.publish(f"event-hub-{label}", Event(f"to-{label}", "test", label, ""))
+        tab = tabs[0] if label in labels[:11] else tabs[1]
+        wait_for(lambda tab=tab, label=label: f"to-{label}" in tab.evaluate("seen"), timeout=30)
+    assert tabs[0].evaluate("seen") == [f"to-{label}" for label in labels[:11]]
+    assert tabs[1].evaluate("seen") == [f"to-{label}" for label in labels[11:]]
+    context.close()

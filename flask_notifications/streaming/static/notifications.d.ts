@@ -41,7 +41,7 @@ export interface Gap {
   hub: string;
   last_event_id: string;
   oldest_id: string | null;
-  reason: "trimmed" | "ahead" | "overrun" | "reset" | "failover" | "outage";
+  reason: "trimmed" | "ahead" | "overrun" | "reset" | "failover" | "outage" | "catch-up";
 }
 
 /** The data of an "inbox.badge" event (older versions are dropped before callbacks). */
@@ -83,6 +83,9 @@ export interface NotificationsClient {
 /** Connect to the multiplexed stream. Calls with the same url and scope share one connection per page,
  * and one per browser where SharedWorker exists. */
 export function connect(options?: ConnectOptions): NotificationsClient;
+
+/** Most hubs one server connection carries (the server's MAX_HUBS); the client opens one per MAX_HUBS hubs. */
+export const MAX_HUBS: number;
 
 /** Compare two message ids ("1700000000000-0"): negative, 0 or positive. */
 export function compareIds(a: string, b: string): number;

@@ -6,6 +6,10 @@ const PREFIX = "event-hub-";
 const TYPES = ["message", "hubs", "gap", "backend-down", "backend-up", "reconnect"];
 const SEEN = 2000; // event ids remembered, to drop duplicates
 const RECENT = 200; // events a shared connection keeps for a tab that reloads
+/** Most hubs one server connection carries (the server's MAX_HUBS): a client
+ * that follows more opens one connection per MAX_HUBS hubs. */
+export const MAX_HUBS = 20;
+const STATES = ["closed", "open", "paused", "connecting", "reconnecting"]; // worst last
 
 const label = (hub) => (String(hub).startsWith(PREFIX) ? String(hub).slice(PREFIX.length) : String(hub));
 
@@ -146,16 +150,69 @@ class Connection {
   }
 }
 
+/** The connections of one stream URL: one per MAX_HUBS hubs, since the
+ * server refuses a stream of more (400). */
+class Pool {
+  constructor(url, sink, withCredentials) {
+    this.url = url;
+    this.sink = sink;
+    this.withCredentials = withCredentials;
+    this.connections = [];
+    this.state = "connecting";
+  }
+
+  /** The connection that carries `hub`, if one does. */
+  carrier(hub) {
+    return this.connections.find((connection) => connection.hubs.includes(hub));
+  }
+
+  setHubs(hubs, positions) {
+    const added = new Map();
+    for (const hub of new Set(hubs)) {
+      if (this.carrier(hub)) continue;
+      let connection = this.connections.find((item) => item.hubs.length + (added.get(item)?.length || 0) < MAX_HUBS);
+      if (!connection) {
+        connection = new Connection(this.url, (message) => this.receive(connection, message), this.withCredentials);
+        this.connections.push(connection);
+      }
+      added.set(connection, [...(added.get(connection) || []), hub]);
+    }
+    for (const [connection, more] of added) connection.setHubs([...connection.hubs, ...more], positions);
+  }
+
+  receive(connection, message) {
+    if (message.kind !== "state") return this.sink(message);
+    const states = this.connections.map((item) => (item === connection ? message.state : item.state));
+    const state = states.reduce((worst, item) => (STATES.indexOf(item) > STATES.indexOf(worst) ? item : worst));
+    if (state === this.state) return;
+    this.state = state;
+    this.sink({ kind: "state", state });
+  }
+
+  close() {
+    for (const connection of this.connections) connection.close();
+    this.connections = [];
+    this.state = "closed";
+    this.sink({ kind: "state", state: "closed" });
+  }
+}
+
 // -- the SharedWorker ---------------------------------------------------------
 
 if (typeof SharedWorkerGlobalScope !== "undefined" && globalThis instanceof SharedWorkerGlobalScope) {
   const ports = new Map(); // port -> the hubs its tab follows
   const recent = [];
+  // By hub: the id after which `recent` holds every event of the hub.
+  const floors = new Map();
   let connection = null;
   const broadcast = (message) => {
     if (message.kind === "event" && message.hub !== null) {
       recent.push(message);
-      if (recent.length > RECENT) recent.shift();
+      if (message.id == null) floors.delete(message.hub); // a gap: unknown
+      if (recent.length > RECENT) {
+        const { hub, id } = recent.shift();
+        if (id != null && floors.has(hub)) floors.set(hub, id);
+      }
     }
     for (const [port, hubs] of ports) {
       if (message.hub == null || hubs.has(message.hub)) port.postMessage(message);
@@ -165,25 +222,43 @@ if (typeof SharedWorkerGlobalScope !== "undefined" && globalThis instanceof Shar
     const port = connect.ports[0];
     port.onmessage = ({ data }) => {
       if (data.op === "subscribe") {
-        connection ??= new Connection(data.url, broadcast, data.withCredentials);
+        connection ??= new Pool(data.url, broadcast, data.withCredentials);
         const hubs = new Set(data.hubs);
         ports.set(port, hubs);
         port.postMessage({ kind: "state", state: connection.state, transport: "shared" });
-        // What this tab missed while it reloaded, if this connection has it.
+        // What this tab missed while it was away: what this connection
+        // holds, and from the server what it no longer holds (the tab reads
+        // it on a stream of its own until it reaches what the worker sends).
         const since = new Map(data.positions || []);
+        for (const hub of hubs) {
+          const carrier = connection.carrier(hub);
+          const from = since.get(hub);
+          const until = carrier?.positions.get(hub);
+          if (!carrier || !from || (until && compareIds(from, until) >= 0)) continue;
+          const floor = floors.get(hub);
+          if (floor && compareIds(from, floor) >= 0) continue;
+          if (recent.some((message) => message.hub === hub && message.id && compareIds(from, message.id) >= 0)) continue;
+          port.postMessage({ kind: "catch-up", hub, from, until });
+        }
         for (const message of recent) {
           const after = since.get(message.hub);
           if (hubs.has(message.hub) && after && message.id && compareIds(message.id, after) > 0) {
             port.postMessage(message);
           }
         }
+        const fresh = [...hubs].filter((hub) => !connection.carrier(hub));
         connection.setHubs([...new Set([...ports.values()].flatMap((set) => [...set]))], since);
+        for (const hub of fresh) {
+          const start = connection.carrier(hub)?.positions.get(hub);
+          if (start) floors.set(hub, start);
+        }
       } else if (data.op === "leave") {
         ports.delete(port);
         if (ports.size === 0 && connection) {
           connection.close();
           connection = null;
           recent.length = 0;
+          floors.clear();
         }
       }
     };
@@ -212,6 +287,7 @@ class Channel {
     this.connection = null;
     this.saving = 0;
     this.seen = new Set(); // hub and id of the events delivered to this tab
+    this.catchUps = new Map(); // hub -> what this tab reads from the server itself
     if (options.shared !== false && typeof SharedWorker === "function") {
       this.transport = "shared";
       if (options.scope != null) this.share(String(options.scope));
@@ -260,7 +336,7 @@ class Channel {
     this.port?.close();
     this.port = null;
     this.transport = "tab";
-    this.connection = new Connection(this.url, (message) => this.deliver(message), this.options.withCredentials);
+    this.connection = new Pool(this.url, (message) => this.deliver(message), this.options.withCredentials);
     if (this.hubs.size) this.connection.setHubs([...this.hubs], this.positions);
   }
 
@@ -281,14 +357,63 @@ class Channel {
     });
   }
 
-  deliver(message) {
+  /** Read hub `hub` from the server after `from`, on a stream of this tab's
+   * own, until it reaches what the shared worker sends (which waits till
+   * then): the worker no longer holds what this tab missed while away. */
+  catchUp({ hub, from, until }) {
+    if (this.catchUps.has(hub)) return;
+    const task = { held: [], last: from, failures: 0 };
+    const finish = () => {
+      if (this.catchUps.get(hub) !== task) return;
+      this.catchUps.delete(hub);
+      task.stream.close();
+      for (const message of task.held) this.deliver(message, hub);
+    };
+    // Done once it has what the worker sends first, or had when asked.
+    task.check = () => {
+      const next = task.held.find((message) => message.id != null)?.id ?? until;
+      if (next && compareIds(task.last, next) >= 0) finish();
+    };
+    task.stream = new Connection(
+      this.url,
+      (message) => {
+        if (message.kind === "state" && message.state === "reconnecting" && ++task.failures > 3) {
+          // The server does not answer: say what may be missing, never lose it silently.
+          const data = { hub, reason: "catch-up", last_event_id: from, oldest_id: null };
+          this.deliver({ kind: "event", hub, type: "gap", id: null, data, lastEventId: "" }, hub);
+          finish();
+        }
+        if (message.kind !== "event" || message.hub !== hub) return;
+        this.deliver(message, hub);
+        if (message.id != null) task.last = message.id;
+        task.check();
+      },
+      this.options.withCredentials,
+    );
+    this.catchUps.set(hub, task);
+    task.stream.setHubs([hub], [[hub, from]]);
+    task.check();
+  }
+
+  /** Pass on a message of the worker (or of this tab's connection, or of a
+   * catch-up of hub `only`: then only its position counts). */
+  deliver(message, only) {
     if (message.kind === "state") {
       this.state = message.state;
       for (const client of this.clients) client._state(message.state, this.transport);
       return;
     }
+    if (message.kind === "catch-up") return this.catchUp(message);
+    if (only === undefined && message.hub != null && this.catchUps.has(message.hub)) {
+      const task = this.catchUps.get(message.hub);
+      task.held.push(message);
+      return task.check();
+    }
     if (message.lastEventId) {
-      for (const [hub, id] of parseEventId(message.lastEventId)) this.positions.set(hub, id);
+      for (const [hub, id] of parseEventId(message.lastEventId)) {
+        // A hub that catches up moves on with its catch-up alone.
+        if (only === undefined ? !this.catchUps.has(hub) : hub === only) this.positions.set(hub, id);
+      }
       if (this.storage && !this.saving) {
         this.saving = setTimeout(() => {
           this.saving = 0;
