@@ -329,10 +329,13 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
                 "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
             )
     _retried(safely, ledger, run, record=token)
+    outcome = Outcome.CONSUMED if consumed else Outcome.VETOED
+    # One line per run that ended well, as a failure has one: the worker's
+    # log then says what each delivery came to, not only what went wrong.
+    logger.info("Consumer %s %s delivery %s of hub %r.", task_name, outcome.value, delivery_id, run.hub_id)
     if consumed:
         signals.consumer_succeeded.send(app, event=event, hub_id=run.hub_id, consumer=consumer)
-        return Outcome.CONSUMED
-    return Outcome.VETOED
+    return outcome
 
 
 def _retried(safely: Callable[..., Any], ledger: Ledger, run: _Run, record: str | None = None) -> None:
