@@ -26,7 +26,7 @@ def generate_keys(subject: str) -> None:
     try:
         from .vapid import VapidKeys
     except ImportError as exc:
-        raise click.ClickException(f"Web Push needs: pip install 'Flask-Notifications[webpush]' ({exc}).") from None
+        raise click.ClickException(f"Web Push needs: pip install '.[webpush]' from a clone of Flask-Notifications ({exc}).") from None
     keys = VapidKeys.generate(subject)
     click.echo(f'NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY = "{keys.private_text}"')
     click.echo(f'NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT = "{subject}"')
@@ -40,7 +40,7 @@ def init_db() -> None:
         from .subscriptions import push_subscriptions
     except ImportError as exc:
         raise click.ClickException(
-            f"Web Push needs: pip install 'Flask-Notifications[webpush,inbox]' ({exc})."
+            f"Web Push needs: pip install '.[webpush,inbox]' from a clone of Flask-Notifications ({exc})."
         ) from None
     try:
         push_subscriptions.create_all()

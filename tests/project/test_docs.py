@@ -79,3 +79,14 @@ def test_the_docs_extra_installs_what_every_api_page_imports() -> None:
     included = set(re.findall(r"Flask-Notifications\[([\w,]+)\]", docs)[0].split(",")) if "[" in docs else set()
     needed = {"mail", "metrics", "inbox", "webpush", "apprise"}
     assert needed <= included, f"the docs extra lacks {sorted(needed - included)}"
+
+
+def test_no_install_hint_names_a_package_index_that_does_not_have_it() -> None:
+    """Flask-Notifications is installed from a clone (``pip install '.[inbox]'``):
+    ``pip install 'Flask-Notifications[inbox]'`` fails with "No matching
+    distribution" (issue 23), in the docs and in the errors' hints alike."""
+    root = DOCS.parent
+    places = [*DOCS.glob("*.rst"), root / "README.rst", *root.joinpath("examples").rglob("*.rst")]
+    places += list(root.joinpath("flask_notifications").rglob("*.py"))
+    found = [str(path) for path in places if re.search(r"install\W+.?Flask-Notifications\[", path.read_text())]
+    assert found == []
