@@ -26,7 +26,9 @@ def generate_keys(subject: str) -> None:
     try:
         from .vapid import VapidKeys
     except ImportError as exc:
-        raise click.ClickException(f"Web Push needs: pip install '.[webpush]' from a clone of Flask-Notifications ({exc}).") from None
+        raise click.ClickException(
+            f"Web Push needs: pip install '.[webpush]' from a clone of Flask-Notifications ({exc})."
+        ) from None
     keys = VapidKeys.generate(subject)
     click.echo(f'NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY = "{keys.private_text}"')
     click.echo(f'NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT = "{subject}"')
