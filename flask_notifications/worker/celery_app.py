@@ -5,11 +5,13 @@ this extension's tasks go to, which that app's workers consume."""
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
 from celery.app.defaults import NAMESPACES, flatten
+from celery.signals import worker_ready
 from flask import Flask
 from flask_celeryext.app import AppContextTask
 from kombu.entity import Queue
@@ -133,6 +135,34 @@ def use_own_queue(celery: Celery, queue: str) -> None:
     if queue not in celery.amqp.queues:
         # The queues were read before init_app: read them again.
         celery.amqp.queues = conf.task_queues
+    _own_queues[celery] = queue
+    worker_ready.connect(_check_worker_queues, weak=False, dispatch_uid="flask_notifications.worker_queues")
+
+
+#: The queue of this extension's tasks, per Celery app.
+_own_queues: weakref.WeakKeyDictionary[Celery, str] = weakref.WeakKeyDictionary()
+
+
+def _check_worker_queues(sender: Any = None, **kwargs: Any) -> None:
+    """At a worker's start: a worker of the application that does not consume
+    the extension's queue (started with ``-Q`` that leaves it out) would never
+    run a dispatch or a consumer, and the events would wait there unseen; say
+    so, with the option that fixes it."""
+    celery = getattr(sender, "app", None)
+    queue = _own_queues.get(celery) if celery is not None else None
+    consumer = getattr(sender, "task_consumer", None)
+    if queue is None or consumer is None:
+        return
+    consumed = [item.name for item in getattr(consumer, "queues", ())]
+    if queue not in consumed:
+        logger.error(
+            "This worker consumes %s but not %r, the queue of Flask-Notifications' dispatch and consumer tasks: "
+            "events sent meanwhile wait there until a worker consumes it. Start the worker with -Q %s "
+            "(or without -Q), or set NOTIFICATIONS_CELERY_QUEUE to a queue it consumes.",
+            ", ".join(repr(name) for name in consumed) or "no queue",
+            queue,
+            ",".join([*consumed, queue]),
+        )
 
 
 class _CeleryCommandHint:

@@ -24,10 +24,10 @@ pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
 
 @contextmanager
-def worker(app: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def worker(app: str, env: dict[str, str], log: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "--loglevel", "INFO"],
+            [sys.executable, "-m", "celery", "-A", app, "worker", "--pool", "solo", "--loglevel", "INFO", *options],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -71,8 +71,33 @@ def test_foreign_worker_never_takes_a_dispatch(
                 )
         foreign_log = (tmp_path / "foreign.log").read_text()
         assert "unregistered" not in foreign_log.lower(), foreign_log
+        # The app's worker, started without -Q, consumes the queue: no complaint.
+        assert "Start the worker with -Q" not in (tmp_path / "own.log").read_text()
     finally:
         keys = list(redis_client.scan_iter(f"{unique}*"))
         if keys:
             redis_client.delete(*keys)
         own_app.notifications.get_backend(app).close()
+
+
+def test_a_worker_that_leaves_the_queue_out_says_so(
+    redis_url: str, unique: str, redis_client: redis.Redis[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-Q <default queue>``, as many deployments start workers: the
+    extension's tasks would wait in their own queue unseen; the worker's log
+    says which queue to add (a hostile review of issue 23 found it silent)."""
+    default_queue = f"{unique}-default"
+    monkeypatch.setenv("FOREIGN_REDIS_URL", redis_url)
+    monkeypatch.setenv("FOREIGN_PREFIX", unique)
+    monkeypatch.setenv("FOREIGN_QUEUE", default_queue)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = tmp_path / "own.log"
+    try:
+        with worker("tests.worker.own_app:celery", env, log, "-Q", default_queue):
+            wait_for(lambda: "Start the worker with -Q" in log.read_text(), timeout=60)
+        text = log.read_text()
+        assert f"-Q {default_queue},{unique}" in text, text
+    finally:
+        keys = list(redis_client.scan_iter(f"{unique}*"))
+        if keys:
+            redis_client.delete(*keys)
