@@ -238,7 +238,7 @@ class Event(dict[str, Any]):
     def __setitem__(self, field: str, value: Any) -> None:
         dict.__setitem__(self, field, _normalised(field, value))
 
-    def update(self, *args: Any, **fields: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **fields: Any) -> None:
         """Set several fields, each checked and normalised as by item assignment."""
         for field, value in dict(*args, **fields).items():
             self[field] = value
