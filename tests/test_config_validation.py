@@ -282,3 +282,74 @@ def test_strings_that_mean_nothing_for_the_key_are_refused(key: str, value: str,
     app = make_app(NOTIFICATIONS_BACKEND="memory", **{key: value})
     with pytest.raises(ConfigurationError, match=rf"{key} is {value!r}.*{expected}"):
         Notifications(app)
+
+
+# -- one Celery app, one application ---------------------------------------------------
+
+
+def _on(celery: Any, prefix: str, ext: Notifications | None = None, **config: Any) -> tuple[Flask, Notifications]:
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_KEY_PREFIX=prefix, **config)
+    ext = ext or Notifications()
+    ext.init_app(app, celery=celery)
+    return app, ext
+
+
+def _queue_of_dispatch(celery: Any, app: Flask) -> str:
+    from flask_notifications.worker.messages import DISPATCH_TASK
+
+    with app.app_context():
+        return str(celery.amqp.router.route({}, DISPATCH_TASK, (), {})["queue"].name)
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [
+        ({"prefix": "beta"}, "another Notifications object (other hubs), NOTIFICATIONS_KEY_PREFIX 'alpha'"),
+        ({"prefix": "alpha"}, "another Notifications object (other hubs)"),
+        ({"prefix": "beta", "same_ext": True}, "the same Notifications object, NOTIFICATIONS_KEY_PREFIX 'alpha'"),
+        ({"prefix": "alpha", "same_ext": True, "NOTIFICATIONS_CELERY_QUEUE": "other"}, "queue 'alpha'"),
+    ],
+)
+def test_two_applications_of_other_prefixes_or_hubs_on_one_celery_app_are_refused(
+    second: dict[str, Any], expected: str
+) -> None:
+    """Issue 23 (hostile review): one Celery app has one router and binds one
+    application; the second init_app took both, so the first application's
+    dispatches went to the second's queue and its worker ran them with the
+    second's hubs and keys."""
+    from celery import Celery
+
+    shared = Celery("shared", broker="memory://", set_as_current=False)
+    first, ext = _on(shared, "alpha")
+    prefix = second.pop("prefix")
+    same = ext if second.pop("same_ext", False) else None
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_KEY_PREFIX=prefix, **second)
+    with pytest.raises(ConfigurationError, match="already runs Flask-Notifications") as info:
+        (same or Notifications()).init_app(app, celery=shared)
+    message = str(info.value)
+    assert expected in message and "'config_validation'" in message and "its own Celery app" in message, message
+    assert "notifications" not in app.extensions
+    assert _queue_of_dispatch(shared, first) == "alpha"
+
+
+def test_one_notifications_object_on_several_applications_shares_a_celery_app() -> None:
+    from celery import Celery
+
+    shared = Celery("shared", broker="memory://", set_as_current=False)
+    first, ext = _on(shared, "alpha")
+    second, _ = _on(shared, "alpha", ext)
+    assert ext.get_celery(first) is ext.get_celery(second) is shared
+
+
+def test_an_application_gone_leaves_its_celery_app_to_another() -> None:
+    """A test suite that makes an application per test on one Celery app: the
+    previous one, no longer referenced, is no owner."""
+    import gc
+
+    from celery import Celery
+
+    shared = Celery("shared", broker="memory://", set_as_current=False)
+    _on(shared, "alpha")
+    gc.collect()
+    second, _ = _on(shared, "beta")
+    assert _queue_of_dispatch(shared, second) == "beta"

@@ -98,13 +98,15 @@ def apply_defaults(app: Flask) -> None:
     """Set every default on ``app.config`` that the application left unset.
 
     A blank string (``""``, as an empty environment variable gives it) for a
-    key whose default is not a string counts as unset, so it gets the default.
+    key whose default is not a string counts as unset, so it gets the default;
+    not for the keys that name a class or alias (``NOTIFICATIONS_BACKEND``,
+    ``NOTIFICATIONS_LEDGER``), which refuse it with the list of choices.
     """
     for key, value in DEFAULTS.items():
         if isinstance(value, dict):
             value = dict(value)
         given = app.config.get(key)
-        if isinstance(given, str) and not given.strip() and not isinstance(value, str):
+        if isinstance(given, str) and not given.strip() and not isinstance(value, str) and CHECKS[key] is not anything:
             app.config[key] = value
         app.config.setdefault(key, value)
     if app.config["NOTIFICATIONS_BACKEND"] is None:
