@@ -353,3 +353,10 @@ def test_an_application_gone_leaves_its_celery_app_to_another() -> None:
     gc.collect()
     second, _ = _on(shared, "beta")
     assert _queue_of_dispatch(shared, second) == "beta"
+
+
+def test_a_private_key_of_the_wrong_type_is_not_shown() -> None:
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY=b"very-secret-key")
+    with pytest.raises(ConfigurationError, match="VAPID_PRIVATE_KEY is a value not shown") as info:
+        Notifications(app)
+    assert "very-secret" not in str(info.value)

@@ -175,7 +175,8 @@ def _checked(key: str, value: Any, check: Check) -> Any:
     try:
         return check(value)
     except ValueError as exc:
-        raise ConfigurationError(f"{key} is {_shown(value)}, which does not work: expected {exc}.") from None
+        shown = "a value not shown (a secret)" if "PRIVATE_KEY" in key else _shown(value)
+        raise ConfigurationError(f"{key} is {shown}, which does not work: expected {exc}.") from None
 
 
 def _shown(value: Any) -> str:
