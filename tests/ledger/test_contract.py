@@ -46,6 +46,8 @@ def postgres_engine() -> sa.Engine:
 
 
 def drop_sql(ledger: SqlLedger) -> None:
+    ledger.digest_items.drop(ledger.engine, checkfirst=True)
+    ledger.timers.drop(ledger.engine, checkfirst=True)
     ledger.outbox.drop(ledger.engine, checkfirst=True)
     ledger.letters.drop(ledger.engine, checkfirst=True)
     ledger.claims.drop(ledger.engine, checkfirst=True)
