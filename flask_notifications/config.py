@@ -108,6 +108,13 @@ DEFAULTS: dict[str, Any] = {
     # outbox off. How often each worker looks for such deliveries.
     "NOTIFICATIONS_OUTBOX_TIMEOUT": 60,
     "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": 5,
+    # Seconds between two ticks of the timers (Delayed, Digest) in each
+    # celery worker: a timer fires within this plus a second of its time.
+    # None: the workers do not tick (Celery beat does; see docs/timers.rst).
+    "NOTIFICATIONS_TIMER_TICK": 1.0,
+    # Seconds a timer claimed by a tick stays claimed; if its fire has not
+    # finished by then (its worker died), another tick fires it again.
+    "NOTIFICATIONS_TIMER_LEASE": 60,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
     # seconds. get() raises BackendError meanwhile and never spins.
@@ -465,6 +472,8 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_CLAIM_TIMEOUT": _number(0.0, positive=True),
     "NOTIFICATIONS_OUTBOX_TIMEOUT": _number(0.0, positive=True, optional=True),
     "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": _number(0.0, positive=True),
+    "NOTIFICATIONS_TIMER_TICK": _number(0.0, positive=True, optional=True),
+    "NOTIFICATIONS_TIMER_LEASE": _number(0.0, positive=True),
     "NOTIFICATIONS_RECONNECT_BACKOFF": _number(0.0),
     "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": _number(0.0),
     "NOTIFICATIONS_DEAD_LETTER_LIMIT": _integer(1),
