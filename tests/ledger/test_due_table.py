@@ -9,7 +9,6 @@ import pytest
 
 from flask_notifications.ledger.base import DigestAdd, DueTimer, Ledger
 from flask_notifications.ledger.memory import MemoryLedger
-from tests.ledger.test_contract import ledger  # noqa: F401 (the parametrised fixture)
 
 
 def test_a_timer_is_claimed_when_due_and_once_per_lease(ledger: Ledger, unique: str) -> None:
