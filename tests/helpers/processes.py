@@ -80,6 +80,37 @@ class WorkerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+class BeatProcess(WorkerProcess):
+    """``celery beat`` in a subprocess for ``app_module``'s Celery app, with
+    its schedule file in ``schedule``; a test may SIGKILL it."""
+
+    def __init__(self, app_module: str, env: dict[str, str], log: Path, schedule: Path) -> None:
+        super().__init__(app_module, env, log)
+        self.schedule = schedule
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    f"{self.app_module}:celery",
+                    "beat",
+                    "--schedule",
+                    str(self.schedule),
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
 def report(test: str, **figures: object) -> None:
     """Append a test's figures (events sent, lost, examples tried, RSS) as a
     JSON line to the file named by ``RELIABILITY_REPORT``, if it is set;

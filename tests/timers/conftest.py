@@ -55,3 +55,8 @@ def ticked_until(notifications: Notifications, condition: Any, timeout: float = 
         return condition()
 
     return wait_for(check, timeout=timeout)
+
+
+from tests.consumers.test_mail import SmtpServer, smtp_server  # noqa: E402, F401 (the real SMTP server fixture)
+
+__all__ = ["Collect", "SmtpServer", "ticked_until"]
