@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task, bootsteps
+from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from ..errors import BackendError, NotificationsError
@@ -39,12 +41,47 @@ def _app_of(celery: Celery) -> Flask | None:
     return ref() if ref is not None else None
 
 
+def tick_queue(app: Flask) -> str:
+    """The queue of the ticks Celery beat sends: one of their own, beside the
+    extension's queue, so that a backlog of deliveries never holds a tick
+    back (a worker takes from each of its queues in turn)."""
+    own = app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"]
+    return f"{own}.timers"
+
+
+def _declare(celery: Celery, queue: str) -> None:
+    """Add ``queue`` to ``celery``'s ``task_queues``, so that a worker
+    started without ``-Q`` consumes it (the extension's own queue is
+    declared there already)."""
+    conf = celery.conf
+    queues = conf.task_queues
+    if isinstance(queues, Mapping):
+        if queue not in queues:
+            conf.task_queues = {**queues, queue: {"routing_key": queue}}
+    elif queues:
+        if queue not in {item.name for item in queues}:
+            conf.task_queues = [*queues, Queue(queue, routing_key=queue)]  # type: ignore[no-untyped-call]
+    else:
+        conf.task_queues = [
+            Queue(  # type: ignore[no-untyped-call]
+                conf.task_default_queue,
+                exchange=celery.amqp.default_exchange,
+                routing_key=conf.task_default_routing_key,
+            ),
+            Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
+        ]
+    if queue not in celery.amqp.queues:
+        celery.amqp.queues = conf.task_queues
+
+
 def install(celery: Celery, app: Flask) -> None:
-    """Register :data:`TICK_TASK` on ``celery`` and make every ``celery
-    worker`` of it tick for ``app``."""
+    """Register :data:`TICK_TASK` on ``celery``, declare its queue
+    (:func:`tick_queue`) and make every ``celery worker`` of it tick for
+    ``app``."""
     _apps[celery] = weakref.ref(app)
     if TICK_TASK not in celery.tasks:
         celery.task(name=TICK_TASK, bind=True, ignore_result=True, serializer="json", shared=False)(_tick_task)
+    _declare(celery, tick_queue(app))
     celery.steps["worker"].add(TimerTicker)
 
 
@@ -68,12 +105,13 @@ def beat_schedule(celery: Celery, every: float = 1.0, *, queue: str | None = Non
     ``every`` seconds; each message expires after ``every`` seconds, so the
     ticks sent while no worker ran do not pile up. Return the entry.
 
-    :param queue: the queue of the tick messages; ``None`` uses the
-        extension's own queue when the application is known.
+    :param queue: the queue of the tick messages; ``None`` uses
+        :func:`tick_queue` when the application is known. A worker started
+        with ``-Q`` must list it.
     """
     app = _app_of(celery)
     if queue is None and app is not None:
-        queue = app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"]
+        queue = tick_queue(app)
     options: dict[str, Any] = {"expires": float(every)}
     if queue:
         options["queue"] = queue
