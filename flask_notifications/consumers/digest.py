@@ -153,3 +153,10 @@ class Digest(TimedConsumer):
         next_due = now_ms() + int(self.window * 1000)
         keep_open = bool(items) and self.send_first_at_once
         ledger.digest_finish(timer.id, timer.version, next_due, uuid.uuid4().hex, keep_open=keep_open)
+
+    def drop(self, ledger: Ledger, timer: DueTimer) -> None:
+        """Give up the window sealed under ``timer``'s version; events that
+        arrived since stay for the next window."""
+        ledger.digest_finish(
+            timer.id, timer.version, now_ms() + int(self.window * 1000), uuid.uuid4().hex, keep_open=False
+        )

@@ -22,11 +22,14 @@ class WorkerProcess:
     """A Celery worker in a subprocess that imports ``app_module``, as a
     user's worker imports their application; a test may SIGKILL it."""
 
-    def __init__(self, app_module: str, env: dict[str, str], log: Path, pool: str = "solo") -> None:
+    def __init__(
+        self, app_module: str, env: dict[str, str], log: Path, pool: str = "solo", concurrency: int = 1
+    ) -> None:
         self.app_module = app_module
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.log = log
         self.pool = pool
+        self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -42,7 +45,7 @@ class WorkerProcess:
                     "--pool",
                     self.pool,
                     "--concurrency",
-                    "1",
+                    str(self.concurrency),
                     "--loglevel",
                     "INFO",
                     "--without-gossip",

@@ -133,6 +133,9 @@ def test_a_permanent_failure_drops_the_window(
     ticked_until(notifications, lambda: notifications.timers.pending() == 0)
     assert inner.events == []
     assert "failed permanently and is dropped" in caplog.text
+    _send(notifications, "next", "alice")  # a new window, which is sent
+    ticked_until(notifications, lambda: inner.events)
+    assert [item["title"] for item in inner.events[0]["events"]] == ["next"]
 
 
 @pytest.mark.parametrize(
