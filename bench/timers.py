@@ -76,7 +76,7 @@ def _app(ledger: str, prefix: str, workdir: str) -> tuple[Flask, Notifications, 
         NOTIFICATIONS_LEDGER_URL=url,
         NOTIFICATIONS_KEY_PREFIX=prefix,
         NOTIFICATIONS_TIMER_TICK=1.0,
-        NOTIFICATIONS_TIMER_LEASE=60,
+        NOTIFICATIONS_TIMER_CLAIM_LEASE=60,
         NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT=None,
     )
     notifications = Notifications(app)

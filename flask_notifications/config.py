@@ -114,7 +114,7 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_TIMER_TICK": 1.0,
     # Seconds a timer claimed by a tick stays claimed; if its fire has not
     # finished by then (its worker died), another tick fires it again.
-    "NOTIFICATIONS_TIMER_LEASE": 60,
+    "NOTIFICATIONS_TIMER_CLAIM_LEASE": 60,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
     # seconds. get() raises BackendError meanwhile and never spins.
@@ -473,7 +473,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_OUTBOX_TIMEOUT": _number(0.0, positive=True, optional=True),
     "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": _number(0.0, positive=True),
     "NOTIFICATIONS_TIMER_TICK": _number(0.0, positive=True, optional=True),
-    "NOTIFICATIONS_TIMER_LEASE": _number(0.0, positive=True),
+    "NOTIFICATIONS_TIMER_CLAIM_LEASE": _number(0.0, positive=True),
     "NOTIFICATIONS_RECONNECT_BACKOFF": _number(0.0),
     "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": _number(0.0),
     "NOTIFICATIONS_DEAD_LETTER_LIMIT": _integer(1),

@@ -56,7 +56,7 @@ class Digest(TimedConsumer):
     later; events arriving meanwhile, even while it flushes, join it or the
     next one. Each event is listed once. A flush happens once, even when its
     worker is killed in the middle (another tick fires it again after
-    ``NOTIFICATIONS_TIMER_LEASE``, and the claim of the first run makes the
+    ``NOTIFICATIONS_TIMER_CLAIM_LEASE``, and the claim of the first run makes the
     second skip an effect that happened).
 
     :param consumer: the consumer that receives each digest.

@@ -1,7 +1,7 @@
 """Firing one due timer: find the consumer that set it, run its effect at
 most once, and decide what happens to the timer when that fails.
 
-A timer is claimed for a lease (``NOTIFICATIONS_TIMER_LEASE``): if the fire
+A timer is claimed for a lease (``NOTIFICATIONS_TIMER_CLAIM_LEASE``): if the fire
 does not finish it in time (its worker was killed), a later tick claims it
 again. The effect of a fire is guarded by a ledger claim keyed on the
 timer's id and version (:func:`once`), which is recorded as done once the

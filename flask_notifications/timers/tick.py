@@ -4,7 +4,7 @@ Every ``celery worker`` of the application ticks every
 ``NOTIFICATIONS_TIMER_TICK`` seconds (:class:`~flask_notifications.timers.worker.TimerTicker`),
 and Celery beat may tick too (:func:`~flask_notifications.timers.worker.beat_schedule`).
 Tickers share the due-table: a timer is claimed by one of them, for
-``NOTIFICATIONS_TIMER_LEASE`` seconds.
+``NOTIFICATIONS_TIMER_CLAIM_LEASE`` seconds.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def tick(app: Flask, limit: int = TICK_BATCH) -> int:
     with app.app_context():
         ledger = runtime(app).ledger
         now = now_ms()
-        lease = int(float(app.config["NOTIFICATIONS_TIMER_LEASE"]) * 1000)
+        lease = int(float(app.config["NOTIFICATIONS_TIMER_CLAIM_LEASE"]) * 1000)
         claimed = ledger.timer_claim(now, now + lease, limit)
         for timer in claimed:
             fire(app, ledger, timer)

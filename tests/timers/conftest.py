@@ -39,7 +39,7 @@ def eager() -> Iterator[tuple[Flask, Notifications]]:
         NOTIFICATIONS_TIMER_TICK=None,
         NOTIFICATIONS_RETRY_BACKOFF=0.01,
         NOTIFICATIONS_RETRY_BACKOFF_MAX=0.05,
-        NOTIFICATIONS_TIMER_LEASE=0.3,
+        NOTIFICATIONS_TIMER_CLAIM_LEASE=0.3,
     )
     notifications = Notifications(app)
     with app.app_context():

@@ -77,7 +77,7 @@ def test_the_tick_task_and_the_beat_entry(eager: tuple[Flask, Notifications]) ->
     ticked_until(notifications, lambda: celery.tasks[TICK_TASK].apply().get() >= 0 and inner.events)
 
 
-@pytest.mark.parametrize("key", ["NOTIFICATIONS_TIMER_TICK", "NOTIFICATIONS_TIMER_LEASE"])
+@pytest.mark.parametrize("key", ["NOTIFICATIONS_TIMER_TICK", "NOTIFICATIONS_TIMER_CLAIM_LEASE"])
 def test_the_config_keys_are_checked(key: str) -> None:
     assert key in DEFAULTS
     app = Flask("timers")

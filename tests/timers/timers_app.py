@@ -52,7 +52,7 @@ app.config.update(
     # One ledger write fewer per delivery: the reliability of the timers is what is tested here.
     NOTIFICATIONS_OUTBOX_TIMEOUT=None,
     NOTIFICATIONS_CLAIM_TIMEOUT=3,
-    NOTIFICATIONS_TIMER_LEASE=3,
+    NOTIFICATIONS_TIMER_CLAIM_LEASE=3,
     NOTIFICATIONS_TIMER_TICK=float(tick) if tick else None,
     NOTIFICATIONS_RETRY_BACKOFF=0.2,
     NOTIFICATIONS_RETRY_BACKOFF_MAX=1.0,
