@@ -115,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a timer claimed by a tick stays claimed; if its fire has not
     # finished by then (its worker died), another tick fires it again.
     "NOTIFICATIONS_TIMER_CLAIM_LEASE": 60,
+    # Timers one tick fires at once (threads), since a fire mostly waits on
+    # the ledger and on the wrapped consumer's server.
+    "NOTIFICATIONS_TIMER_CONCURRENCY": 8,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
     # seconds. get() raises BackendError meanwhile and never spins.
@@ -474,6 +477,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": _number(0.0, positive=True),
     "NOTIFICATIONS_TIMER_TICK": _number(0.0, positive=True, optional=True),
     "NOTIFICATIONS_TIMER_CLAIM_LEASE": _number(0.0, positive=True),
+    "NOTIFICATIONS_TIMER_CONCURRENCY": _integer(1),
     "NOTIFICATIONS_RECONNECT_BACKOFF": _number(0.0),
     "NOTIFICATIONS_RECONNECT_BACKOFF_MAX": _number(0.0),
     "NOTIFICATIONS_DEAD_LETTER_LIMIT": _integer(1),
