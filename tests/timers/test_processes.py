@@ -109,7 +109,7 @@ def _message_ids(smtp_server: SmtpServer) -> list[str]:
 
 
 @pytest.mark.reliability
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_digests_survive_a_killed_worker_and_a_killed_beat(
     timers_env: dict[str, str],
     smtp_server: SmtpServer,
