@@ -25,11 +25,13 @@ from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
 from .streaming.server import check_at_startup
+from .timers.worker import install as install_timers
 from .worker.celery_app import celery_from_config, hint_celery_command, use_own_queue, warn_unsafe_serializers
 from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
     from .inbox import Inbox
+    from .timers.api import Timers
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class Notifications:
         self._states[app] = Runtime(self, app, celery, backend, ledger)
         app.extensions["notifications"] = self
         bind(celery, app)
+        install_timers(celery, app)
         for hub in self._hubs.values():
             for task_name in hub.consumer_names:
                 register_consumer_task(celery, task_name, **hub.task_options(task_name))
@@ -198,6 +201,15 @@ class Notifications:
         from .inbox import Inbox
 
         return Inbox(self)
+
+    @cached_property
+    def timers(self) -> Timers:
+        """The durable timers of :class:`~flask_notifications.consumers.Delayed`
+        and :class:`~flask_notifications.consumers.Digest`: cancel, count,
+        tick; see :doc:`timers`."""
+        from .timers.api import Timers
+
+        return Timers(self)
 
     def create_backend(self) -> Backend:
         """0.1's name for :attr:`backend`. 0.1 built a new backend on each

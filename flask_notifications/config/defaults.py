@@ -94,6 +94,16 @@ DEFAULTS: dict[str, Any] = {
     # outbox off. How often each worker looks for such deliveries.
     "NOTIFICATIONS_OUTBOX_TIMEOUT": 60,
     "NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL": 5,
+    # Seconds between two ticks of the timers (Delayed, Digest) in each
+    # celery worker: a timer fires within this plus a second of its time.
+    # None: the workers do not tick (Celery beat does; see docs/timers.rst).
+    "NOTIFICATIONS_TIMER_TICK": 1.0,
+    # Seconds a timer claimed by a tick stays claimed; if its fire has not
+    # finished by then (its worker died), another tick fires it again.
+    "NOTIFICATIONS_TIMER_CLAIM_LEASE": 60,
+    # Timers one tick fires at once (threads), since a fire mostly waits on
+    # the ledger and on the wrapped consumer's server.
+    "NOTIFICATIONS_TIMER_CONCURRENCY": 8,
     # Backoff of a subscription that lost its server (Redis or AMQP): the
     # first wait, doubled after each failed attempt up to the maximum, in
     # seconds. get() raises BackendError meanwhile and never spins.
