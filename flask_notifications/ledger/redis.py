@@ -19,7 +19,7 @@ milliseconds), changed together by Lua scripts, on one slot.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
 
 _DONE = b"done"
+
+
+def _nothing() -> None:
+    return None
+
 
 # A claim's value is its owner's token, or "done"; each script checks the
 # owner and acts in one step.
@@ -156,6 +161,7 @@ class RedisLedger(Ledger):
         )
         self.key_prefix = key_prefix
         self.dead_letter_limit = dead_letter_limit
+        self.cluster = isinstance(self.client, RedisCluster)
         self._scripts: dict[str, Any] = {}
 
     @classmethod
@@ -300,6 +306,49 @@ class RedisLedger(Ledger):
         for entry_id, record in entries.items():
             args += [entry_id, record]
         self._run_script("outbox", _OUTBOX_ADD, self._outbox_keys, *args)
+
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+        """Write the ``EVALSHA`` of :meth:`outbox_add` on a connection of the
+        client's pool, and read its reply only in the call returned: the
+        caller's next round trip (``send()``'s enqueue) overlaps this one.
+        On a cluster, and when the server does not know the script yet, the
+        write is a plain :meth:`outbox_add`."""
+        script = self._scripts.get(_OUTBOX_ADD)
+        if self.cluster or script is None:
+            self.outbox_add(entries, due_ms)
+            return _nothing
+        args: list[Any] = [int(due_ms), ""]
+        for entry_id, record in entries.items():
+            args += [entry_id, record]
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command name
+            conn = pool.get_connection("EVALSHA")
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"Redis outbox failed: {exc}") from exc
+        try:
+            conn.send_command("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
+        except redis.exceptions.RedisError as exc:
+            conn.disconnect()
+            pool.release(conn)
+            raise BackendError(f"Redis outbox failed: {exc}") from exc
+
+        def finish() -> None:
+            try:
+                conn.read_response()
+            except redis.exceptions.NoScriptError:
+                # A server that restarted: the plain call loads the script.
+                pool.release(conn)
+                self.outbox_add(entries, due_ms)
+                return
+            except redis.exceptions.RedisError as exc:
+                conn.disconnect()
+                pool.release(conn)
+                raise BackendError(f"Redis outbox failed: {exc}") from exc
+            pool.release(conn)
+
+        return finish
 
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
         flat = self._run_script("outbox", _OUTBOX_TAKE, self._outbox_keys, int(now_ms), int(until_ms), int(limit))
