@@ -167,6 +167,7 @@ def test_a_failover_resumes_every_stream_and_announces_what_replication_lost(gro
     # told so too: the history cannot vouch for what followed it.
     before_failover = publisher.acked[window_start - 1]
     assert backend.history(HUB, before_failover).gap
+    assert backend.history(HUB, before_failover).reason == "failover"
     assert not backend.history(HUB, publisher.acked[published_after[-1]]).gap
     backend.close()
     report(
