@@ -322,30 +322,35 @@ class RedisLedger(Ledger):
             args += [entry_id, record]
         pool = self.client.connection_pool
         try:
-            conn = pool.get_connection()
-        except TypeError:  # redis-py before 5.3 wants a command name
-            conn = pool.get_connection("EVALSHA")
-        except redis.exceptions.RedisError as exc:
-            raise BackendError(f"Redis outbox failed: {exc}") from exc
+            try:
+                conn = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 wants a command name
+                conn = pool.get_connection("EVALSHA")
+        except redis.exceptions.RedisError:
+            # A pooled connection to a server that restarted: the plain
+            # call reconnects and retries as the client is set to.
+            self.outbox_add(entries, due_ms)
+            return _nothing
         try:
             conn.send_command("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
-        except redis.exceptions.RedisError as exc:
+        except redis.exceptions.RedisError:
             conn.disconnect()
             pool.release(conn)
-            raise BackendError(f"Redis outbox failed: {exc}") from exc
+            self.outbox_add(entries, due_ms)
+            return _nothing
 
         def finish() -> None:
             try:
                 conn.read_response()
-            except redis.exceptions.NoScriptError:
-                # A server that restarted: the plain call loads the script.
+            except redis.exceptions.RedisError as exc:
+                if not isinstance(exc, redis.exceptions.NoScriptError):
+                    conn.disconnect()
                 pool.release(conn)
+                # The script is new to the server (it restarted), or the
+                # reply was lost: the plain call writes the same entries
+                # again, which changes nothing if they were written.
                 self.outbox_add(entries, due_ms)
                 return
-            except redis.exceptions.RedisError as exc:
-                conn.disconnect()
-                pool.release(conn)
-                raise BackendError(f"Redis outbox failed: {exc}") from exc
             pool.release(conn)
 
         return finish

@@ -21,10 +21,13 @@ dispatch message and for each consumer's message:
    a dispatch as it was sent, a consumer unless its claim says it ran.
 
 An entry is due ``NOTIFICATIONS_OUTBOX_TIMEOUT`` seconds after it was
-written. Each time the sweeper takes it, it is due again once as long as
-its age has passed (at least one timeout, at most
-:data:`MAX_WAIT_TIMEOUTS` of them), so an entry that waits behind a long
-backlog is enqueued again a few times, not once per timeout.
+written. While messages wait in the workers' queues (:func:`waiting`), the
+sweeper leaves an entry younger than :data:`MAX_WAIT_TIMEOUTS` timeouts
+where it is: its message is more likely in that backlog than lost, and a
+copy would only lengthen the backlog. Each time the sweeper enqueues an
+entry again, it is due again once as long as its age has passed (at least
+one timeout, at most :data:`MAX_WAIT_TIMEOUTS` of them), so an entry
+behind a long backlog is enqueued again a few times, not once per timeout.
 
 A re-enqueued message that was not lost after all (it waited in a backlog
 longer than the timeout) runs twice. Its second run repeats no effect:
@@ -51,9 +54,10 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery import Celery, bootsteps
+from flask import Flask
 from kombu.exceptions import OperationalError
 
 from ..errors import BackendError
@@ -61,9 +65,6 @@ from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from .claims import idempotency_ttl
 from .messages import DISPATCH_TASK, claim_key, enqueue, enqueue_delivery
-
-if TYPE_CHECKING:
-    from flask import Flask
 
 logger = logging.getLogger(__name__)
 
@@ -171,17 +172,16 @@ def dispatch_key(delivery_id: str) -> str:
     return f"dispatch:{delivery_id}"
 
 
-def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str) -> tuple[Claim, str | None]:
-    """Claim the dispatch of ``delivery_id`` for one run, while the outbox
-    is on: the sweeper may have enqueued a second copy of its message.
+def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str, token: str) -> Claim:
+    """Claim the dispatch of ``delivery_id`` for the run ``token``, while
+    the outbox is on: the sweeper may have enqueued a second copy of its
+    message.
 
-    :return: the claim (:attr:`Claim.ACQUIRED` when the outbox is off or the
-        ledger failed: the dispatch runs, as it did without the outbox) and
-        the token that :func:`dispatched` records, if one was taken.
+    :return: the claim; ``Claim.ACQUIRED`` when the outbox is off or the
+        ledger failed (the dispatch runs, as it did without the outbox).
     """
     if _timeout(app) is None:
-        return Claim.ACQUIRED, None
-    token = uuid.uuid4().hex
+        return Claim.ACQUIRED
     try:
         claimed = ledger.claim(dispatch_key(delivery_id), token, float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"]))
         if claimed is Claim.DONE:
@@ -190,14 +190,15 @@ def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str) -> tuple[Claim,
             ledger.outbox_remove(dispatch_entry(delivery_id))
     except (BackendError, NotImplementedError) as exc:
         _warn("claim a dispatch", exc)
-        return Claim.ACQUIRED, None
-    return claimed, token
+        return Claim.ACQUIRED
+    return claimed
 
 
-def dispatched(app: Flask, celery: Celery, ledger: Ledger, delivery_id: str, token: str | None, ok: bool) -> None:
-    """Record the dispatch of ``delivery_id`` as done when ``ok`` (its
-    consumers are enqueued), or free its claim for the retry."""
-    if token is None:
+def dispatched(app: Flask, celery: Celery, ledger: Ledger, delivery_id: str, token: str, ok: bool) -> None:
+    """Record the dispatch of ``delivery_id`` by the run ``token`` as done
+    when ``ok`` (its consumers are enqueued), or free its claim for the
+    retry."""
+    if _timeout(app) is None:
         return
     key = dispatch_key(delivery_id)
     try:
@@ -267,12 +268,18 @@ def sweep(celery: Celery, app: Flask, ledger: Ledger) -> int:
         return 0
     now = _now_ms()
     enqueued = 0
-    for entry_id, raw in ledger.outbox_take(now, now + int(timeout * 1000), SWEEP_BATCH):
+    taken = ledger.outbox_take(now, now + int(timeout * 1000), SWEEP_BATCH)
+    backlog = bool(taken) and waiting(celery) > 0
+    for entry_id, raw in taken:
         try:
             record: dict[str, Any] = json.loads(raw)
         except ValueError:
             logger.error("Dropping the unreadable outbox entry %s.", entry_id)
             ledger.outbox_remove(entry_id)
+            continue
+        if backlog and now - int(record.get("at", 0)) < timeout * 1000 * MAX_WAIT_TIMEOUTS:
+            # Messages wait in the queue: this one is more likely among
+            # them than lost. It is due again in one timeout (outbox_take).
             continue
         if entry_id.startswith("d:"):
             delivery_id = entry_id[2:]
@@ -283,6 +290,24 @@ def sweep(celery: Celery, app: Flask, ledger: Ledger) -> int:
         enqueued += 1
         _wait_longer(ledger, entry_id, record, now, timeout)
     return enqueued
+
+
+def waiting(celery: Celery) -> int:
+    """How many messages wait in the queues that ``celery``'s workers take
+    from, as the broker counts them (without those handed to a worker);
+    0 when the broker cannot tell."""
+    total = 0
+    try:
+        with celery.connection_for_read() as conn:
+            channel = conn.default_channel
+            for name in celery.amqp.queues.consume_from:
+                try:
+                    total += int(channel.queue_declare(queue=name, passive=True)[1])
+                except Exception:  # no such queue yet (Redis keeps no empty list), or another refusal
+                    channel = conn.default_channel
+    except Exception:  # the broker cannot be reached: count nothing, and enqueue as before
+        return 0
+    return total
 
 
 def _wait_longer(ledger: Ledger, entry_id: str, record: dict[str, Any], now: int, timeout: float) -> None:

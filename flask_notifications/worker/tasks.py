@@ -139,7 +139,8 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
             targets = [target for target in targets if not honours_expiry(ext, *target)]
         ledger = runtime(app).ledger
         # The outbox may have enqueued this dispatch again while it waited.
-        claimed, token = outbox.claim_dispatch(app, ledger, delivery_id)
+        token = uuid.uuid4().hex
+        claimed = outbox.claim_dispatch(app, ledger, delivery_id, token)
         if claimed is Claim.DONE:
             logger.info("Delivery %s was dispatched already; skipping this copy.", delivery_id)
             return 0

@@ -212,11 +212,11 @@ def test_a_backlog_longer_than_the_timeout_doubles_no_effect(
 ) -> None:
     # One worker thread, 0.1 s per consumer run and two consumers per event:
     # 5 events a second at most, sent at 20 a second, so the queue holds
-    # seconds of work and every message waits longer than the 1 s timeout.
-    # The sweeper enqueues them again (it cannot tell a late message from a
-    # lost one); no effect may happen twice for it, not even that of a
-    # consumer that keeps no claims.
-    env = {**outbox_env, "OUTBOX_TIMEOUT": "1", "OUTBOX_SLOW": "0.1", "OUTBOX_PLAIN": "1"}
+    # seconds of work and messages wait longer than 16 timeouts of 0.25 s,
+    # past which the sweeper enqueues them again even behind a backlog (it
+    # cannot tell a late message from a lost one); no effect may happen
+    # twice for it, not even that of a consumer that keeps no claims.
+    env = {**outbox_env, "OUTBOX_TIMEOUT": "0.25", "OUTBOX_SLOW": "0.1", "OUTBOX_PLAIN": "1"}
     worker = _start_worker(env, tmp_path)
     apps = _import_app(env, monkeypatch)
     module = next(apps)
