@@ -13,7 +13,7 @@ is never touched.
 
 Celery publishes without confirms by default, so a ``send()`` returns once
 its message is written to the socket; a node killed then has not stored it.
-A node takes seconds to boot (7 to 16 s measured on a loaded two-core
+A node takes seconds to boot (7 to 19 s measured on a loaded two-core
 machine), so the test kills it ``RABBITMQ_KILLS`` times, 2 by default, not
 20: twenty restarts take minutes.
 """
