@@ -219,13 +219,16 @@ def _publish_recorded(
     JSON, targets)`` each) in the outbox, so that a dispatch message the
     broker loses once it took it is enqueued again (see
     :mod:`flask_notifications.worker.outbox`)."""
+    # The record's round trip to the ledger overlaps the enqueue's.
     recorded = outbox.record_sends(app, state.ledger, sends)
     try:
-        return publish(app, task, what, **options)
+        task_id = publish(app, task, what, **options)
     except BaseException:
-        if recorded:
+        if recorded():
             outbox.forget_sends(state.ledger, [delivery_id for delivery_id, _, _ in sends])
         raise
+    recorded()
+    return task_id
 
 
 def publish(app: Flask, task: Any, what: str, **options: Any) -> str:

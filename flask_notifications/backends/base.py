@@ -106,10 +106,14 @@ class History:
     :param messages: the messages after the id, oldest first.
     :param gap: ``True`` when messages after the id were trimmed from the
         history (or the backend keeps none), so the reader missed some.
+    :param reason: why, when ``gap``: ``"trimmed"``, or ``"failover"`` (the
+        id predates a failover, which may have lost the writes that followed
+        it), as :class:`Lost` names it.
     """
 
     messages: list[Message] = field(default_factory=list)
     gap: bool = False
+    reason: str = "trimmed"
 
 
 @dataclass(frozen=True)

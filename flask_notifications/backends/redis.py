@@ -288,7 +288,7 @@ class RedisPubSub(Backend):
         if lineage and after[0] < self._last_failover(*lineage):
             # The client's id predates a failover, which may have lost
             # writes of the old master that followed it.
-            return History(messages, gap=True)
+            return History(messages, gap=True, reason="failover")
         if isinstance(info, redis.exceptions.ResponseError):
             # No such stream (never written, expired, or lost in a restart):
             # whatever followed after_id is gone.

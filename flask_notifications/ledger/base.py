@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -52,6 +52,10 @@ IN_PROCESS_WARNING = (
     "ledger of each process: a task redelivered to another worker may repeat its effect, and each process lists "
     "only its own dead letters. Set NOTIFICATIONS_LEDGER_URL to a database or Redis URL to share them."
 )
+
+
+def _nothing() -> None:
+    return None
 
 
 class Claim(enum.Enum):
@@ -207,6 +211,15 @@ class Ledger(ABC):
 
         :raises BackendError: the ledger cannot be reached; nothing changed.
         """
+
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+        """Start :meth:`outbox_add` of ``entries`` and return the call that
+        waits for it (raising what :meth:`outbox_add` raises), so that the
+        caller can do something else meanwhile: ``send()`` enqueues its
+        message while the record is written. Ledgers that cannot overlap the
+        write make it here, and the call returned does nothing."""
+        self.outbox_add(entries, due_ms)
+        return _nothing
 
     @abstractmethod
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ The due-table of timers and digests is under the hash tag ``{timers}``; see
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
 
 _DONE = b"done"
+
+
+def _nothing() -> None:
+    return None
+
 
 # A claim's value is its owner's token, or "done"; each script checks the
 # owner and acts in one step.
@@ -160,6 +165,7 @@ class RedisLedger(RedisDueTable, Ledger):
         )
         self.key_prefix = key_prefix
         self.dead_letter_limit = dead_letter_limit
+        self.cluster = isinstance(self.client, RedisCluster)
         self._scripts: dict[str, Any] = {}
 
     @classmethod
@@ -304,6 +310,54 @@ class RedisLedger(RedisDueTable, Ledger):
         for entry_id, record in entries.items():
             args += [entry_id, record]
         self._run_script("outbox", _OUTBOX_ADD, self._outbox_keys, *args)
+
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+        """Write the ``EVALSHA`` of :meth:`outbox_add` on a connection of the
+        client's pool, and read its reply only in the call returned: the
+        caller's next round trip (``send()``'s enqueue) overlaps this one.
+        On a cluster, and when the server does not know the script yet, the
+        write is a plain :meth:`outbox_add`."""
+        script = self._scripts.get(_OUTBOX_ADD)
+        if self.cluster or script is None:
+            self.outbox_add(entries, due_ms)
+            return _nothing
+        args: list[Any] = [int(due_ms), ""]
+        for entry_id, record in entries.items():
+            args += [entry_id, record]
+        pool = self.client.connection_pool
+        try:
+            try:
+                conn = pool.get_connection()
+            except TypeError:  # redis-py before 5.3 wants a command name
+                conn = pool.get_connection("EVALSHA")
+        except redis.exceptions.RedisError:
+            # A pooled connection to a server that restarted: the plain
+            # call reconnects and retries as the client is set to.
+            self.outbox_add(entries, due_ms)
+            return _nothing
+        try:
+            conn.send_command("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
+        except redis.exceptions.RedisError:
+            conn.disconnect()
+            pool.release(conn)
+            self.outbox_add(entries, due_ms)
+            return _nothing
+
+        def finish() -> None:
+            try:
+                conn.read_response()
+            except redis.exceptions.RedisError as exc:
+                if not isinstance(exc, redis.exceptions.NoScriptError):
+                    conn.disconnect()
+                pool.release(conn)
+                # The script is new to the server (it restarted), or the
+                # reply was lost: the plain call writes the same entries
+                # again, which changes nothing if they were written.
+                self.outbox_add(entries, due_ms)
+                return
+            pool.release(conn)
+
+        return finish
 
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
         flat = self._run_script("outbox", _OUTBOX_TAKE, self._outbox_keys, int(now_ms), int(until_ms), int(limit))

@@ -228,7 +228,7 @@ class Fanout:
                     # is back, so that backend-up cannot come first.
                     stream.announce(backend_frame(False))
             if last_event_id is None:
-                stream.floor = cursor
+                stream.floor = stream.seen_from = cursor
                 stream.start_id = format_id(cursor)
             else:
                 stream.prepare_replay(last_event_id, max(cursor, self.newest(hub_id)))
@@ -414,7 +414,10 @@ class Fanout:
                 if reset:
                     hub.cursor = (0, 0)
                 streams = list(hub.streams)
+                recent = list(hub.recent)
                 self._stats["gaps"] += len(streams)
+            if lost.reason == "failover":
+                self._expect_repeats(recent, streams)
             logger.warning(
                 "Events of hub %r after %s were lost (%s); telling %d streams.",
                 lost.channel,
@@ -427,6 +430,14 @@ class Fanout:
             frame = gap_frame(lost.after_id, oldest_id=None, reason=lost.reason, with_id=not reset)
             for stream in streams:
                 stream.announce(frame, reset=reset)
+
+    def _expect_repeats(self, recent: list[tuple[Key, str]], streams: list[Stream]) -> None:
+        """After a failover, the hub's latest events may be published again,
+        under new ids, by tasks that the old master had handed out when it
+        took their writes (the publish, the claim, the acknowledgement) with
+        it: each stream skips those it wrote already."""
+        for stream in streams:
+            stream.expect_repeats(recent)
 
     def _announce_unverifiable(self) -> None:
         """After an outage of a backend whose subscription does not report
@@ -474,6 +485,8 @@ class Fanout:
                 if hub is None or key <= hub.cursor:
                     continue
                 hub.cursor = key
+                if event is not None:
+                    hub.recent.append((key, event["event_id"]))
                 self._stats["events"] += 1
                 if hub_id not in batches:
                     batches[hub_id] = ([], list(hub.plain), {})

@@ -90,7 +90,15 @@ class LiveStream(Stream):
         """
         # Only under gevent, where nothing else runs between these checks
         # and the write.
-        if not self._live or self._busy or self._raw or self._queue or self.closed or first <= self.floor:
+        if (
+            not self._live
+            or self._busy
+            or self._raw
+            or self._queue
+            or self.closed
+            or first <= self.floor
+            or self.repeats
+        ):
             return NOT_PUSHED
         self.floor = last
         return self._write_now(chunk if self.writer.chunked else data, now)

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from .stream import NOT_PUSHED, Item, Stream
 from .wire import Key
+
+#: How many of a hub's latest events a failover may bring again.
+RECENT = 256
 
 
 class HubStreams:
@@ -28,7 +31,7 @@ class HubStreams:
     follow one, and the newest id it has handed out (or found in the
     history when the hub joined)."""
 
-    __slots__ = ("streams", "plain", "users", "cursor", "ready", "error")
+    __slots__ = ("streams", "plain", "users", "cursor", "ready", "error", "recent")
 
     def __init__(self) -> None:
         #: Every stream receiving the hub's live events.
@@ -40,6 +43,9 @@ class HubStreams:
         self.cursor: Key = (0, 0)
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        #: The ids and event ids of the hub's latest events (see
+        #: :meth:`Stream.expect_repeats <flask_notifications.streaming.stream.Stream.expect_repeats>`).
+        self.recent: deque[tuple[Key, str]] = deque(maxlen=RECENT)
 
     def add(self, stream: Stream) -> None:
         self.streams.add(stream)

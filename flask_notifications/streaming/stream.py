@@ -76,6 +76,8 @@ class Stream(abc.ABC):
         "_ready",
         "_socket",
         "floor",
+        "seen_from",
+        "repeats",
         "start_id",
         "replay",
         "replay_more",
@@ -132,6 +134,12 @@ class Stream(abc.ABC):
         #: events of a stream that replaced the hub's (a reset the listener
         #: had not noticed yet), which then come again live after the reset.
         self.unsure: Key = (0, 0)
+        #: Live events above this id and at or below :attr:`floor` were
+        #: written to the client, or before the stream (``(0, 0)`` for a
+        #: client that resumed: it had what came before its id).
+        self.seen_from: Key = (0, 0)
+        #: Event ids written already that a failover may bring again.
+        self.repeats: set[str] = set()
         self.closed = False
         self.evicted = False
         #: Ended by :meth:`end` (the server is stopping): the client is told
@@ -297,9 +305,18 @@ class Stream(abc.ABC):
                 if key <= self.floor:
                     continue
                 self.floor = key
+                if self.repeats and event is not None and event["event_id"] in self.repeats:
+                    self.repeats.discard(event["event_id"])
+                    continue
                 if not self.accepts(event):
                     continue
             yield frame
+
+    def expect_repeats(self, recent: list[tuple[Key, str]]) -> None:
+        """Skip the events of ``recent`` (ids and event ids) that this
+        stream wrote, should they be published again: a failover took them
+        with the old master, and the tasks that published them run again."""
+        self.repeats.update(event_id for key, event_id in recent if self.seen_from < key <= self.floor)
 
     def prepare_replay(self, last_event_id: str, newest: Key) -> None:
         """Read the first page of the replay after ``last_event_id``, and
@@ -309,16 +326,18 @@ class Stream(abc.ABC):
         :raises BackendError: the backend cannot be read.
         """
         floor = parse_id(last_event_id)
+        history = self.fanout.read_history(self.hub_id, last_event_id)
         if floor > newest:
             # Not an id of this hub (a client's clock, a forged header, or a
-            # backend that restarted empty): start from the newest, and say so.
+            # backend that restarted empty), unless a failover took the
+            # writes it followed: start from the newest, and say so.
+            reason = history.reason if history.gap and history.reason == "failover" else "ahead"
             self.start_id = format_id(newest)
             self.floor = newest
             self.replaying = False
-            self.gap = gap_frame(last_event_id, oldest_id=None, reason="ahead", id=self.start_id)
+            self.gap = gap_frame(last_event_id, oldest_id=None, reason=reason, id=self.start_id)
             self.fanout.count("gaps")
             return
-        history = self.fanout.read_history(self.hub_id, last_event_id)
         self.replay = history.messages
         self.replay_more = len(history.messages) >= self.fanout.page_size
         self.start_id = last_event_id
@@ -326,7 +345,7 @@ class Stream(abc.ABC):
         if history.gap:
             self.fanout.count("gaps")
             oldest = history.messages[0].id if history.messages else None
-            self.gap = gap_frame(last_event_id, oldest_id=oldest, reason="trimmed", id=self.start_id)
+            self.gap = gap_frame(last_event_id, oldest_id=oldest, reason=history.reason, id=self.start_id)
 
     def _replayed(self, messages: list[Message], *, unsure: bool) -> Iterator[bytes]:
         replayed = 0
@@ -375,7 +394,7 @@ class Stream(abc.ABC):
             unsure = history.gap
             if history.gap:
                 oldest = history.messages[0].id if history.messages else None
-                yield gap_frame(after, oldest_id=oldest, reason="trimmed")
+                yield gap_frame(after, oldest_id=oldest, reason=history.reason)
             page, more = history.messages, len(history.messages) >= self.fanout.page_size
 
     def frames(self, *, retry: int, heartbeat: float) -> Generator[bytes, None, None]:

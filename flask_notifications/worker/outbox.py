@@ -21,11 +21,24 @@ dispatch message and for each consumer's message:
    a dispatch as it was sent, a consumer unless its claim says it ran.
 
 An entry is due ``NOTIFICATIONS_OUTBOX_TIMEOUT`` seconds after it was
-written, and again that long after each time it is taken. A re-enqueued
-message that was not lost after all runs twice; the claims
-(:mod:`flask_notifications.worker.claims`) make its second run a
-duplicate, so no effect happens twice. Consumers that keep no claims
-(``idempotent = False``) get no entry: only their dispatch is covered.
+written. While messages wait in the workers' queues (:func:`waiting`), the
+sweeper leaves an entry younger than :data:`MAX_WAIT_TIMEOUTS` timeouts
+where it is: its message is more likely in that backlog than lost, and a
+copy would only lengthen the backlog. Each time the sweeper enqueues an
+entry again, it is due again once as long as its age has passed (at least
+one timeout, at most :data:`MAX_WAIT_TIMEOUTS` of them), so an entry
+behind a long backlog is enqueued again a few times, not once per timeout.
+
+A re-enqueued message that was not lost after all (it waited in a backlog
+longer than the timeout) runs twice. Its second run repeats no effect:
+
+- a dispatch claims ``dispatch:<delivery id>`` in the ledger
+  (:func:`claim_dispatch`) and records it done once the consumers are
+  enqueued (:func:`dispatched`), so a second run of the same delivery's
+  dispatch enqueues nothing, and a consumer that keeps no claims
+  (``idempotent = False``, which gets no entry of its own) runs once;
+- a consumer's run finds its claim done
+  (:mod:`flask_notifications.worker.claims`).
 
 Every outbox write is best effort: when the ledger cannot be reached, the
 delivery goes on without its entry (and a warning), as it did before the
@@ -40,24 +53,25 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from celery import Celery, bootsteps
+from flask import Flask
 from kombu.exceptions import OperationalError
 
 from ..errors import BackendError
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
+from .claims import idempotency_ttl
 from .messages import DISPATCH_TASK, claim_key, enqueue, enqueue_delivery
-
-if TYPE_CHECKING:
-    from flask import Flask
 
 logger = logging.getLogger(__name__)
 
 #: Entries one sweep takes at most; a sweep that took this many sweeps again at once.
 SWEEP_BATCH = 500
+#: The longest wait between two enqueues of one entry, in timeouts.
+MAX_WAIT_TIMEOUTS = 16
 
 #: The application each Celery app's sweeper works for (see :func:`install`).
 _apps: weakref.WeakKeyDictionary[Celery, weakref.ref[Flask]] = weakref.WeakKeyDictionary()
@@ -96,29 +110,48 @@ def _warn(what: str, exc: BaseException) -> None:
     logger.warning("Could not %s in the outbox (%s); the delivery goes on without it.", what, exc)
 
 
-def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, list[list[str]]]]) -> bool:
-    """Record each ``(delivery id, event JSON, targets)`` about to be
-    enqueued, in one ledger write.
+def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, list[list[str]]]]) -> Callable[[], bool]:
+    """Start recording each ``(delivery id, event JSON, targets)`` about to
+    be enqueued, in one ledger write, and return the call that waits for
+    that write: the caller enqueues meanwhile (see
+    :meth:`~flask_notifications.ledger.base.Ledger.outbox_add_begin`).
 
-    :return: whether they were recorded (``False`` when the outbox is off
-        or the ledger failed).
+    The message may then reach a worker before its record is written; the
+    dispatch's claim makes the re-enqueue of such a record a duplicate
+    (:func:`claim_dispatch`), which removes the record.
+
+    :return: the call that waits, which returns whether they were recorded
+        (``False`` when the outbox is off or the ledger failed).
     """
     timeout = _timeout(app)
     if timeout is None:
-        return False
+        return _not_recorded
     now = _now_ms()
     entries = {
         dispatch_entry(delivery_id): json.dumps({"e": event_json, "t": targets, "at": now})
         for delivery_id, event_json, targets in sends
     }
     if not entries:
-        return False
+        return _not_recorded
     try:
-        ledger.outbox_add(entries, now + int(timeout * 1000))
+        written = ledger.outbox_add_begin(entries, now + int(timeout * 1000))
     except (BackendError, NotImplementedError) as exc:
         _warn("record a send", exc)
-        return False
-    return True
+        return _not_recorded
+
+    def wait() -> bool:
+        try:
+            written()
+        except BackendError as exc:
+            _warn("record a send", exc)
+            return False
+        return True
+
+    return wait
+
+
+def _not_recorded() -> bool:
+    return False
 
 
 def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> None:
@@ -134,6 +167,50 @@ def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> None:
             return
 
 
+def dispatch_key(delivery_id: str) -> str:
+    """The claim key of a delivery's dispatch."""
+    return f"dispatch:{delivery_id}"
+
+
+def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str, token: str) -> Claim:
+    """Claim the dispatch of ``delivery_id`` for the run ``token``, while
+    the outbox is on: the sweeper may have enqueued a second copy of its
+    message.
+
+    :return: the claim; ``Claim.ACQUIRED`` when the outbox is off or the
+        ledger failed (the dispatch runs, as it did without the outbox).
+    """
+    if _timeout(app) is None:
+        return Claim.ACQUIRED
+    try:
+        claimed = ledger.claim(dispatch_key(delivery_id), token, float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"]))
+        if claimed is Claim.DONE:
+            # A copy: its record, if the copy's enqueue was not its cause,
+            # was written after the first run took the message.
+            ledger.outbox_remove(dispatch_entry(delivery_id))
+    except (BackendError, NotImplementedError) as exc:
+        _warn("claim a dispatch", exc)
+        return Claim.ACQUIRED
+    return claimed
+
+
+def dispatched(app: Flask, celery: Celery, ledger: Ledger, delivery_id: str, token: str, ok: bool) -> None:
+    """Record the dispatch of ``delivery_id`` by the run ``token`` as done
+    when ``ok`` (its consumers are enqueued), or free its claim for the
+    retry."""
+    if _timeout(app) is None:
+        return
+    key = dispatch_key(delivery_id)
+    try:
+        if ok:
+            ledger.complete(key, token, idempotency_ttl(app, celery))
+        else:
+            ledger.release(key, token)
+    except BackendError as exc:
+        # The claim expires on its own; a copy run meanwhile waits for it.
+        _warn("record a dispatch", exc)
+
+
 def fanning_out(
     app: Flask, ledger: Ledger, delivery_id: str, event_json: str, consumers: Sequence[tuple[str, str]]
 ) -> None:
@@ -142,14 +219,15 @@ def fanning_out(
     timeout = _timeout(app)
     if timeout is None:
         return
+    now = _now_ms()
     entries = {
         consumer_entry(delivery_id, hub_id, task_name): json.dumps(
-            {"e": event_json, "h": hub_id, "c": task_name, "d": delivery_id}
+            {"e": event_json, "h": hub_id, "c": task_name, "d": delivery_id, "at": now}
         )
         for hub_id, task_name in consumers
     }
     try:
-        ledger.outbox_add(entries, _now_ms() + int(timeout * 1000), remove=dispatch_entry(delivery_id))
+        ledger.outbox_add(entries, now + int(timeout * 1000), remove=dispatch_entry(delivery_id))
     except (BackendError, NotImplementedError) as exc:
         _warn("record a fan-out", exc)
 
@@ -190,21 +268,56 @@ def sweep(celery: Celery, app: Flask, ledger: Ledger) -> int:
         return 0
     now = _now_ms()
     enqueued = 0
-    for entry_id, raw in ledger.outbox_take(now, now + int(timeout * 1000), SWEEP_BATCH):
+    taken = ledger.outbox_take(now, now + int(timeout * 1000), SWEEP_BATCH)
+    backlog = bool(taken) and waiting(celery) > 0
+    for entry_id, raw in taken:
         try:
             record: dict[str, Any] = json.loads(raw)
         except ValueError:
             logger.error("Dropping the unreadable outbox entry %s.", entry_id)
             ledger.outbox_remove(entry_id)
             continue
+        if backlog and now - int(record.get("at", 0)) < timeout * 1000 * MAX_WAIT_TIMEOUTS:
+            # Messages wait in the queue: this one is more likely among
+            # them than lost. It is due again in one timeout (outbox_take).
+            continue
         if entry_id.startswith("d:"):
             delivery_id = entry_id[2:]
             logger.warning("The dispatch of delivery %s did not start in time; enqueueing it again.", delivery_id)
             enqueue(celery, DISPATCH_TASK, (record["e"], record["t"]), kwargs={"delivery_id": delivery_id})
-            enqueued += 1
-        elif _enqueue_consumer(celery, ledger, entry_id, record):
-            enqueued += 1
+        elif not _enqueue_consumer(celery, ledger, entry_id, record):
+            continue
+        enqueued += 1
+        _wait_longer(ledger, entry_id, record, now, timeout)
     return enqueued
+
+
+def waiting(celery: Celery) -> int:
+    """How many messages wait in the queues that ``celery``'s workers take
+    from, as the broker counts them (without those handed to a worker);
+    0 when the broker cannot tell."""
+    total = 0
+    try:
+        with celery.connection_for_read() as conn:
+            channel = conn.default_channel
+            for name in celery.amqp.queues.consume_from:
+                try:
+                    total += int(channel.queue_declare(queue=name, passive=True)[1])
+                except Exception:  # no such queue yet (Redis keeps no empty list), or another refusal
+                    channel = conn.default_channel
+    except Exception:  # the broker cannot be reached: count nothing, and enqueue as before
+        return 0
+    return total
+
+
+def _wait_longer(ledger: Ledger, entry_id: str, record: dict[str, Any], now: int, timeout: float) -> None:
+    """Make an entry that was enqueued again due once its age has passed
+    again: a message that waits behind a long backlog is enqueued again
+    a few times, not once per timeout."""
+    age = now - int(record.get("at", now))
+    wait = min(max(age, int(timeout * 1000)), int(timeout * 1000) * MAX_WAIT_TIMEOUTS)
+    if wait > timeout * 1000:
+        ledger.outbox_postpone(entry_id, now + wait)
 
 
 def _enqueue_consumer(celery: Celery, ledger: Ledger, entry_id: str, record: dict[str, Any]) -> bool:

@@ -137,11 +137,18 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
         if event.is_expired():
             # Only the consumers that outlive the event's expiry still get it.
             targets = [target for target in targets if not honours_expiry(ext, *target)]
+        ledger = runtime(app).ledger
+        # The outbox may have enqueued this dispatch again while it waited.
+        token = uuid.uuid4().hex
+        claimed = outbox.claim_dispatch(app, ledger, delivery_id, token)
+        if claimed is Claim.DONE:
+            logger.info("Delivery %s was dispatched already; skipping this copy.", delivery_id)
+            return 0
+        if claimed is Claim.BUSY:
+            raise _retry(task, countdown=min(30.0, float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])))
         # The outbox now waits for each consumer's run instead of the dispatch.
         covered = [(hub_id, task_name) for hub_id, task_name in targets if _idempotent(ext, hub_id, task_name)]
-        outbox.fanning_out(app, runtime(app).ledger, delivery_id, event_json, covered)
-        if not targets:
-            return 0
+        outbox.fanning_out(app, ledger, delivery_id, event_json, covered)
         try:
             for hub_id, task_name in targets:
                 expires = expires_at(event) if honours_expiry(ext, hub_id, task_name) else None
@@ -149,8 +156,10 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
         except (OperationalError, OSError) as exc:
             # The broker is unreachable. Consumers already enqueued get the
             # delivery again on the retry, and their claims skip it.
+            outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=False)
             logger.warning("Could not enqueue the consumers of delivery %s, retrying: %r", delivery_id, exc)
             raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0), exc=exc) from exc
+        outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=True)
         return len(targets)
 
 

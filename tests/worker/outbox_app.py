@@ -8,7 +8,11 @@ so the test counts effects by delivery. With ``OUTBOX_GAP=1``, the worker's
 kombu ``QoS.append`` (which records a popped message as unacknowledged) waits,
 on the first message after ``<OUTBOX_DIR>/gap-armed`` appears, until the test
 writes ``<OUTBOX_DIR>/gap-go``: the window in which a Redis crash loses the
-message.
+message. With ``OUTBOX_AMQP_URL``, RabbitMQ is the broker and the
+backend, and the ledger is the database of ``OUTBOX_LEDGER_URL``.
+``OUTBOX_SLOW`` (seconds) makes every consumer run that long, so
+a backlog builds; a second consumer, :class:`Plain`, keeps no claims
+(``idempotent = False``) and appends to ``<OUTBOX_DIR>/plain-effects``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,13 @@ from typing import Any
 from flask import Flask
 
 from flask_notifications import Event, Notifications
+from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.worker.delivery import current_delivery
 
 redis_url = os.environ.get("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A RabbitMQ deployment instead (OUTBOX_AMQP_URL): the broker and the
+#: backend on RabbitMQ, the ledger in the database of OUTBOX_LEDGER_URL.
+amqp_url = os.environ.get("OUTBOX_AMQP_URL")
 prefix = os.environ.get("OUTBOX_PREFIX", "outbox")
 scratch = Path(os.environ.get("OUTBOX_DIR", "."))
 
@@ -51,21 +59,52 @@ app.config.update(
     NOTIFICATIONS_RETRY_BACKOFF_MAX=1.0,
     NOTIFICATIONS_MAX_RETRIES=1000,
     NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
-    NOTIFICATIONS_OUTBOX_TIMEOUT=float(os.environ.get("OUTBOX_TIMEOUT", "10")),
+    NOTIFICATIONS_OUTBOX_TIMEOUT=float(os.environ.get("OUTBOX_TIMEOUT", "10") or 0) or None,
     NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL=0.5,
 )
+if amqp_url:
+    app.config.update(
+        CELERY_BROKER_URL=amqp_url,
+        CELERY_BROKER_TRANSPORT_OPTIONS={},
+        CELERY_BROKER_CONNECTION_TIMEOUT=1,
+        NOTIFICATIONS_BACKEND="amqp",
+        NOTIFICATIONS_AMQP_URL=amqp_url,
+        NOTIFICATIONS_LEDGER_URL=os.environ["OUTBOX_LEDGER_URL"],
+    )
 notifications = Notifications(app)
 celery = notifications.get_celery(app)
 
 hub = notifications.create_hub("Outbox")
 
 
+slow = float(os.environ.get("OUTBOX_SLOW", "0"))
+
+
 @hub.register_consumer(celery_task_name="outbox.effect", pass_event=True)
 def effect(event: Event) -> None:
     delivery = current_delivery()
     assert delivery is not None
+    time.sleep(slow)
     with open(scratch / "effects", "a") as out:
         out.write(f"{delivery.delivery_id}\n")
+
+
+class Plain(EventConsumer):
+    """A consumer that keeps no claims: only the dispatch stands between it
+    and a second run."""
+
+    idempotent = False
+
+    def consume(self, event: Event) -> None:
+        delivery = current_delivery()
+        assert delivery is not None
+        time.sleep(slow)
+        with open(scratch / "plain-effects", "a") as out:
+            out.write(f"{delivery.delivery_id}\n")
+
+
+if os.environ.get("OUTBOX_PLAIN") == "1":
+    hub.register_consumer(Plain(name="outbox.plain"))
 
 
 def _gap() -> None:

@@ -62,8 +62,8 @@ def _import_app(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterato
     sys.modules.pop(APP_MODULE, None)
 
 
-def _effects(directory: Path) -> Counter[str]:
-    path = directory / "effects"
+def _effects(directory: Path, name: str = "effects") -> Counter[str]:
+    path = directory / name
     return Counter(path.read_text().split()) if path.exists() else Counter()
 
 
@@ -204,3 +204,45 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
     assert refused, "no send() fell into an outage: the test proved nothing"
     assert not lost, (len(lost), len(sent), worker.output()[-3000:])
     assert not repeated, (repeated, worker.output()[-3000:])
+
+
+@pytest.mark.timeout(180)
+def test_a_backlog_longer_than_the_timeout_doubles_no_effect(
+    redis_server: RedisServer, outbox_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One worker thread, 0.1 s per consumer run and two consumers per event:
+    # 5 events a second at most, sent at 20 a second, so the queue holds
+    # seconds of work and messages wait longer than 16 timeouts of 0.25 s,
+    # past which the sweeper enqueues them again even behind a backlog (it
+    # cannot tell a late message from a lost one); no effect may happen
+    # twice for it, not even that of a consumer that keeps no claims.
+    env = {**outbox_env, "OUTBOX_TIMEOUT": "0.25", "OUTBOX_SLOW": "0.1", "OUTBOX_PLAIN": "1"}
+    worker = _start_worker(env, tmp_path)
+    apps = _import_app(env, monkeypatch)
+    module = next(apps)
+    sent: list[str] = []
+    try:
+        with module.app.app_context():
+            for seq in range(60):
+                dispatch = module.notifications.send(Event(None, "outbox", f"event {seq}", "body", seq=seq))
+                sent.append(str(dispatch.delivery_id))
+                time.sleep(0.05)
+        wait_for(lambda: set(sent) <= set(_effects(tmp_path)), timeout=120)
+        wait_for(lambda: set(sent) <= set(_effects(tmp_path, "plain-effects")), timeout=120)
+        wait_for(lambda: _settled(redis_server.url, outbox_env["OUTBOX_PREFIX"]), timeout=120)
+    finally:
+        worker.stop()
+        next(apps, None)
+    output = worker.output()
+    effects, plain = _effects(tmp_path), _effects(tmp_path, "plain-effects")
+    report(
+        "Outbox: backlog longer than the timeout",
+        sent=len(sent),
+        dispatches_enqueued_again=output.count("did not start in time"),
+        consumers_enqueued_again=output.count("did not run in time"),
+        repeated=sum(1 for n in effects.values() if n > 1),
+        plain_repeated=sum(1 for n in plain.values() if n > 1),
+    )
+    assert "did not start in time; enqueueing it again" in output, "no dispatch outlived the timeout"
+    assert effects == Counter(dict.fromkeys(sent, 1)), output[-3000:]
+    assert plain == Counter(dict.fromkeys(sent, 1)), output[-3000:]
