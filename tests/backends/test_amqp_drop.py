@@ -22,7 +22,7 @@ from flask_notifications import Event
 from flask_notifications.backends.amqp import AmqpPubSub
 from flask_notifications.event_hub import hub_id_for
 from tests.helpers import make_config, probe, report, wait_for
-from tests.helpers.resuming_client import ResumingClient
+from tests.helpers.resuming_client import ResumingClient, stop_all
 from tests.helpers.tcp_proxy import TcpProxy
 from tests.helpers.web_servers import Server
 
@@ -58,8 +58,7 @@ def served(redis_url: str, unique: str, amqp_url: str, proxy: TcpProxy) -> Itera
     for browser in browsers:
         browser.start()
     yield server, browsers
-    for browser in browsers:
-        browser.stop()
+    stop_all(browsers)
     server.kill()
     conn = Connection(amqp_url, connect_timeout=2)
     try:
