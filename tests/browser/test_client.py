@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from flask_notifications.errors import BackendError
 from tests.helpers import RedisServer, make_config, wait_for
 from tests.helpers.redis_servers import MASTER_NAME, SentinelGroup
 from tests.helpers.web_servers import Gunicorn, Server
-from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.subprocess]
 
@@ -94,17 +92,6 @@ class Rig:
         if self.server.proc is not None:
             self.kill_server()
         self.redis.remove()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    sync_playwright = _require_browser()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _open_page(browser: Any, rig: Rig) -> tuple[Any, list[str]]:
