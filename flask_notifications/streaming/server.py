@@ -101,13 +101,9 @@ def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
 def client_fd(environ: Mapping[str, Any]) -> int | None:
     """The descriptor of the client's connection, to watch for a hang-up,
     or ``None`` if the server does not tell it."""
-    for key in _SOCKET_KEYS:
-        sock = environ.get(key)
-        if sock is not None:
-            try:
-                return int(sock.fileno())
-            except (OSError, ValueError):
-                return None
+    sock = client_socket(environ)
+    if sock is not None:
+        return sock.fileno()
     try:
         # gevent.pywsgi reads the request through a file made from the socket.
         return int(environ["wsgi.input"].rfile.fileno())

@@ -52,7 +52,10 @@ def test_replay_and_joining_read_the_history_in_bounded_pages(
     private_redis: Callable[..., RedisServer], gunicorn: ServeFactory, tmp_path: Path, unique: str
 ) -> None:
     private = private_redis()
-    monitor_client = redis.Redis.from_url(private.url)
+    # redis-py's default 5 s read timeout would end the monitor whenever the
+    # server sends no command for 5 s, as on a loaded machine: the bound is
+    # the one of a hung test instead.
+    monitor_client = redis.Redis.from_url(private.url, socket_timeout=120)
     commands: list[str] = []
     try:
         server = gunicorn(NOTIFICATIONS_REDIS_URL=private.url, CELERY_BROKER_URL=private.url)
