@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from kombu import Connection
@@ -34,16 +33,14 @@ BROWSERS = 5
 
 @pytest.fixture
 def proxy(amqp_url: str) -> Iterator[TcpProxy]:
-    parts = urlsplit(amqp_url)
-    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5672))
+    proxy = TcpProxy.in_front_of(amqp_url, 5672)
     yield proxy
     proxy.close()
 
 
 @pytest.fixture
 def served(redis_url: str, unique: str, amqp_url: str, proxy: TcpProxy) -> Iterator[tuple[Any, list[ResumingClient]]]:
-    parts = urlsplit(amqp_url)
-    through_proxy = parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}").geturl()
+    through_proxy = proxy.url_through(amqp_url)
     config = make_config(
         redis_url,
         unique,

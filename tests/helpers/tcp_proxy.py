@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from urllib.parse import urlsplit
 
 
 class TcpProxy:
@@ -37,6 +38,19 @@ class TcpProxy:
         self._cond = threading.Condition()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @classmethod
+    def in_front_of(cls, url: str, default_port: int, *, answering: bool = True) -> TcpProxy:
+        """A proxy to the server that ``url`` names (its port, or ``default_port``)."""
+        parts = urlsplit(url)
+        return cls((parts.hostname or "127.0.0.1", parts.port or default_port), answering=answering)
+
+    def url_through(self, url: str) -> str:
+        """``url`` with its host and port replaced by the proxy's, its
+        credentials kept."""
+        parts = urlsplit(url)
+        credentials, at, _ = parts.netloc.rpartition("@")
+        return parts._replace(netloc=f"{credentials}{at}127.0.0.1:{self.port}").geturl()
 
     def silence(self) -> None:
         """Stop every byte, on the connections open now and on the ones

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -80,8 +79,7 @@ def tables(postgres_url: str, unique: str) -> Iterator[sa.Table]:
 
 @pytest.fixture
 def proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    real = urlsplit(postgres_url)
-    proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
+    proxy = TcpProxy.in_front_of(postgres_url, 5432)
     yield proxy
     proxy.close()
 
@@ -92,8 +90,7 @@ def web(
 ) -> Iterator[Inbox]:
     """The inbox of an app serving the blueprint to "alice", on the real
     PostgreSQL through ``proxy``."""
-    real = urlsplit(postgres_url)
-    app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
+    app.config["NOTIFICATIONS_INBOX_URL"] = proxy.url_through(postgres_url)
     app.config["NOTIFICATIONS_INBOX_TABLE"] = tables.name
     app.config["SECRET_KEY"] = "inbox-tests"
     app.register_blueprint(inbox_blueprint, url_prefix=PREFIX)
