@@ -16,6 +16,7 @@ import enum
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigurationError
@@ -62,6 +63,39 @@ class Claim(enum.Enum):
     DONE = "done"
     #: Another owner holds an unexpired claim; try again later.
     BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    """One entry of the due-table (see :meth:`Ledger.timer_set`).
+
+    :param id: the timer's id.
+    :param record: what its owner stored with it (JSON text).
+    :param version: a token of the owner's, changed each time the timer is
+        set again; :meth:`Ledger.timer_finish` removes only the version it
+        names, so a fire never removes a timer set again meanwhile.
+    :param due_ms: when it is due, in milliseconds since the epoch.
+    :param attempts: how many times it was claimed since it was last set.
+    """
+
+    id: str
+    record: str
+    version: str
+    due_ms: int
+    attempts: int = 0
+
+
+class DigestAdd(enum.Enum):
+    """Outcome of :meth:`Ledger.digest_add`."""
+
+    #: The item joined the group's open window.
+    ADDED = "added"
+    #: The item joined a window opened now: the group's timer was set.
+    OPENED = "opened"
+    #: A window was opened now and the item was not kept: send it at once.
+    FIRST = "first"
+    #: The group holds that item already.
+    DUPLICATE = "duplicate"
 
 
 class Ledger(ABC):
@@ -200,6 +234,101 @@ class Ledger(ABC):
     @abstractmethod
     def outbox_size(self) -> int:
         """How many entries the outbox holds."""
+
+    # -- timers (the due-table) and digests ---------------------------------
+
+    # The due-table keeps timers until they fire (see flask_notifications.timers):
+    # an id, a JSON record, a version and when it is due (milliseconds since
+    # the epoch, by the writer's clock). A tick claims the timers due, each
+    # made due again one lease later as it is claimed, so that a claim whose
+    # owner died is claimed again once the lease lapses. A digest group keeps
+    # the items of its open window beside its timer; a fire seals them (under
+    # the timer's version) and finishes the window. The methods raise
+    # NotImplementedError in ledgers that keep no due-table.
+
+    def _no_timers(self) -> NotImplementedError:
+        return NotImplementedError(
+            f"{type(self).__name__} keeps no timers; set NOTIFICATIONS_LEDGER to 'redis', 'sql' or 'memory'."
+        )
+
+    def timer_set(self, timer_id: str, record: str, due_ms: int, version: str, *, replace: bool = True) -> bool:
+        """Keep the timer ``timer_id`` due at ``due_ms``, with ``record`` and
+        ``version``; its attempts start again at 0.
+
+        :param replace: ``False`` leaves a timer of that id as it is.
+        :return: whether it was written.
+        """
+        raise self._no_timers()
+
+    def timer_claim(self, now_ms: int, until_ms: int, limit: int = 100) -> list[DueTimer]:
+        """The timers due by ``now_ms`` (at most ``limit``, the earliest due
+        first), each made due again at ``until_ms`` and its attempts counted
+        up as it is claimed, in one atomic step: of several tickers only one
+        claims it."""
+        raise self._no_timers()
+
+    def timer_retry(self, timer_id: str, version: str, due_ms: int) -> bool:
+        """Make the timer due at ``due_ms`` if it still has ``version``.
+
+        :return: ``False`` if it has not; nothing changes.
+        """
+        raise self._no_timers()
+
+    def timer_finish(self, timer_id: str, version: str) -> bool:
+        """Remove the timer if it still has ``version``.
+
+        :return: ``False`` if it has not (it was set again, or removed).
+        """
+        raise self._no_timers()
+
+    def timer_cancel(self, timer_id: str) -> bool:
+        """Remove the timer, whatever its version; a digest's items go with it.
+
+        :return: ``False`` if there was none.
+        """
+        raise self._no_timers()
+
+    def timer_get(self, timer_id: str) -> DueTimer | None:
+        """The timer ``timer_id``, or ``None``."""
+        raise self._no_timers()
+
+    def timer_count(self) -> int:
+        """How many timers are kept."""
+        raise self._no_timers()
+
+    def digest_add(self, timer: DueTimer, item_id: str, item: str, *, first_at_once: bool = False) -> DigestAdd:
+        """Add ``item`` (JSON text) to the open window of the digest group
+        whose timer is ``timer`` (the group's id is the timer's), in one
+        atomic step with the timer: if the group has no timer (no open
+        window), ``timer`` is set, and with ``first_at_once`` the item is not
+        kept (the caller sends it at once). An item whose ``item_id`` the
+        group holds already is not added again.
+        """
+        raise self._no_timers()
+
+    def digest_seal(self, group: str, version: str) -> list[tuple[str, str]] | None:
+        """Seal the open window of ``group`` under its timer's ``version``
+        and return its items (``(item_id, item)``, in the order added).
+        Sealing happens once: called again with the same version it returns
+        the same items, and items added since wait for the next window.
+
+        :return: ``None`` if the group's timer no longer has ``version``.
+        """
+        raise self._no_timers()
+
+    def digest_finish(self, group: str, version: str, next_due_ms: int, next_version: str, *, keep_open: bool) -> bool:
+        """End the window sealed under ``version``: drop its items and, in
+        the same atomic step, set the group's timer due at ``next_due_ms``
+        with ``next_version`` if items were added since or ``keep_open``,
+        else remove it (the next item opens a window).
+
+        :return: ``False`` if the timer no longer has ``version``; nothing changes.
+        """
+        raise self._no_timers()
+
+    def digest_size(self, group: str) -> int:
+        """How many items the digest group ``group`` keeps, open and sealed."""
+        raise self._no_timers()
 
     # -- lifecycle ------------------------------------------------------------
 

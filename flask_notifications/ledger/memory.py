@@ -12,9 +12,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .base import SEND_KEY_PREFIX, Claim, Ledger
+from .base import SEND_KEY_PREFIX, Claim, DigestAdd, DueTimer, Ledger
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -57,6 +58,10 @@ class MemoryLedger(Ledger):
         self.dead_letter_limit = dead_letter_limit
         # entry id -> (record, when it is due in ms)
         self._outbox: dict[str, tuple[str, int]] = {}
+        # timer id -> the timer; digest group -> its open items and its sealed windows
+        self._timers: dict[str, DueTimer] = {}
+        self._open: dict[str, dict[str, str]] = {}
+        self._sealed: dict[str, dict[str, list[tuple[str, str]]]] = {}
 
     @classmethod
     def from_config(cls, app: Flask, *, backend: Backend | None = None, broker: Any = None) -> MemoryLedger:
@@ -203,3 +208,99 @@ class MemoryLedger(Ledger):
     def outbox_size(self) -> int:
         with self._lock:
             return len(self._outbox)
+
+    # -- timers and digests -------------------------------------------------
+
+    def timer_set(self, timer_id: str, record: str, due_ms: int, version: str, *, replace: bool = True) -> bool:
+        with self._lock:
+            if not replace and timer_id in self._timers:
+                return False
+            self._timers[timer_id] = DueTimer(timer_id, record, version, int(due_ms))
+            return True
+
+    def timer_claim(self, now_ms: int, until_ms: int, limit: int = 100) -> list[DueTimer]:
+        with self._lock:
+            due = sorted((t.due_ms, t.id) for t in self._timers.values() if t.due_ms <= now_ms)[:limit]
+            claimed = []
+            for _, timer_id in due:
+                timer = self._timers[timer_id]
+                claimed.append(replace(timer, attempts=timer.attempts + 1))
+                self._timers[timer_id] = replace(timer, due_ms=int(until_ms), attempts=timer.attempts + 1)
+            return claimed
+
+    def _has(self, timer_id: str, version: str) -> bool:
+        found = self._timers.get(timer_id)
+        return found is not None and found.version == version
+
+    def timer_retry(self, timer_id: str, version: str, due_ms: int) -> bool:
+        with self._lock:
+            if not self._has(timer_id, version):
+                return False
+            self._timers[timer_id] = replace(self._timers[timer_id], due_ms=int(due_ms))
+            return True
+
+    def timer_finish(self, timer_id: str, version: str) -> bool:
+        with self._lock:
+            if not self._has(timer_id, version):
+                return False
+            del self._timers[timer_id]
+            return True
+
+    def timer_cancel(self, timer_id: str) -> bool:
+        with self._lock:
+            self._open.pop(timer_id, None)
+            self._sealed.pop(timer_id, None)
+            return self._timers.pop(timer_id, None) is not None
+
+    def timer_get(self, timer_id: str) -> DueTimer | None:
+        with self._lock:
+            return self._timers.get(timer_id)
+
+    def timer_count(self) -> int:
+        with self._lock:
+            return len(self._timers)
+
+    def digest_add(self, timer: DueTimer, item_id: str, item: str, *, first_at_once: bool = False) -> DigestAdd:
+        group = timer.id
+        with self._lock:
+            opened = group not in self._timers
+            if opened:
+                self._timers[group] = replace(timer, attempts=0)
+                if first_at_once:
+                    return DigestAdd.FIRST
+            items = self._open.setdefault(group, {})
+            if item_id in items:
+                return DigestAdd.DUPLICATE
+            items[item_id] = item
+            return DigestAdd.OPENED if opened else DigestAdd.ADDED
+
+    def digest_seal(self, group: str, version: str) -> list[tuple[str, str]] | None:
+        with self._lock:
+            if not self._has(group, version):
+                return None
+            windows = self._sealed.setdefault(group, {})
+            if version not in windows:
+                windows[version] = list(self._open.pop(group, {}).items())
+            return list(windows[version])
+
+    def digest_finish(self, group: str, version: str, next_due_ms: int, next_version: str, *, keep_open: bool) -> bool:
+        with self._lock:
+            if not self._has(group, version):
+                return False
+            windows = self._sealed.get(group, {})
+            windows.pop(version, None)
+            if not windows:
+                self._sealed.pop(group, None)
+            if self._open.get(group) or keep_open:
+                self._timers[group] = replace(
+                    self._timers[group], version=next_version, due_ms=int(next_due_ms), attempts=0
+                )
+            else:
+                del self._timers[group]
+                self._open.pop(group, None)
+            return True
+
+    def digest_size(self, group: str) -> int:
+        with self._lock:
+            sealed = sum(len(window) for window in self._sealed.get(group, {}).values())
+            return len(self._open.get(group, {})) + sealed

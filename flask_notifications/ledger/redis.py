@@ -14,6 +14,9 @@ backend wrote before the ledger was split off, so existing data stays valid.
 The outbox is the hash ``<prefix>:{outbox}`` (entry id -> record) and the
 sorted set ``<prefix>:{outbox}:due`` (entry id -> when it is due, in
 milliseconds), changed together by Lua scripts, on one slot.
+
+The due-table of timers and digests is under the hash tag ``{timers}``; see
+:mod:`~flask_notifications.ledger.redis_timers`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..backends.base import parse_id
 from ..backends.redis_client import client_or_url, decode, field
 from ..errors import BackendError
 from .base import Claim, Ledger, is_redis_url
+from .redis_timers import RedisDueTable
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -127,7 +131,7 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-class RedisLedger(Ledger):
+class RedisLedger(RedisDueTable, Ledger):
     """Claims and dead letters on Redis (one server, Sentinel or Cluster).
 
     :param client: a ``redis.Redis`` (or ``RedisCluster``) client; built from

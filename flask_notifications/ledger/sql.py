@@ -17,6 +17,9 @@ state, trimmed to ``NOTIFICATIONS_DEAD_LETTER_LIMIT``.
 it is due (milliseconds, by the writer's clock). An entry is taken by an
 ``UPDATE`` conditional on the due time read, so one sweeper takes it.
 
+``<prefix>_timers`` and ``<prefix>_digest_items`` hold the due-table; see
+:mod:`~flask_notifications.ledger.sql_timers`.
+
 PostgreSQL and SQLite are supported. The tables are created on first use
 (safely when several processes start at once); ``create_all()`` does it at
 once.
@@ -38,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ..database import Timeouts, create_tables, engine_for
 from ..errors import BackendError, ConfigurationError
 from .base import Claim, Ledger, is_redis_url
+from .sql_timers import SqlDueTable, define_timer_tables
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -87,7 +91,7 @@ def define_outbox_table(metadata: sa.MetaData, prefix: str = "notifications") ->
     )
 
 
-class SqlLedger(Ledger):
+class SqlLedger(SqlDueTable, Ledger):
     """Claims and dead letters in a SQL database (PostgreSQL or SQLite).
 
     :param engine: the database.
@@ -118,6 +122,7 @@ class SqlLedger(Ledger):
         metadata = sa.MetaData()
         self.claims, self.letters = define_tables(metadata, key_prefix)
         self.outbox = define_outbox_table(metadata, key_prefix)
+        self.timers, self.digest_items = define_timer_tables(metadata, key_prefix)
         self._now = sa.literal_column(_NOW[dialect], sa.BigInteger)
         self._insert = pg_insert if dialect == "postgresql" else sqlite_insert
         self._created = False
@@ -148,7 +153,7 @@ class SqlLedger(Ledger):
         :raises BackendError: the database cannot be reached.
         """
         with self._errors():
-            create_tables(self.engine, (self.claims, self.letters, self.outbox))
+            create_tables(self.engine, (self.claims, self.letters, self.outbox, self.timers, self.digest_items))
         self._created = True
 
     @contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.helpers.config import AMQP_URL, POSTGRES_URL, REDIS_URL, WorkerFactory, make_config
 from tests.helpers.delivery import deliver_twice, running_worker, send_until_dead_letter
-from tests.helpers.processes import EXAMPLES, ROOT, WorkerProcess, report
+from tests.helpers.processes import EXAMPLES, ROOT, BeatProcess, WorkerProcess, report
 from tests.helpers.redis_servers import (
     LocalCluster,
     RedisServer,
@@ -23,6 +23,7 @@ __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
     "ROOT",
+    "BeatProcess",
     "LocalCluster",
     "RedisServer",
     "SentinelGroup",

@@ -22,11 +22,14 @@ class WorkerProcess:
     """A Celery worker in a subprocess that imports ``app_module``, as a
     user's worker imports their application; a test may SIGKILL it."""
 
-    def __init__(self, app_module: str, env: dict[str, str], log: Path, pool: str = "solo") -> None:
+    def __init__(
+        self, app_module: str, env: dict[str, str], log: Path, pool: str = "solo", concurrency: int = 1
+    ) -> None:
         self.app_module = app_module
         self.env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
         self.log = log
         self.pool = pool
+        self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -42,7 +45,7 @@ class WorkerProcess:
                     "--pool",
                     self.pool,
                     "--concurrency",
-                    "1",
+                    str(self.concurrency),
                     "--loglevel",
                     "INFO",
                     "--without-gossip",
@@ -78,6 +81,37 @@ class WorkerProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class BeatProcess(WorkerProcess):
+    """``celery beat`` in a subprocess for ``app_module``'s Celery app, with
+    its schedule file in ``schedule``; a test may SIGKILL it."""
+
+    def __init__(self, app_module: str, env: dict[str, str], log: Path, schedule: Path) -> None:
+        super().__init__(app_module, env, log)
+        self.schedule = schedule
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    f"{self.app_module}:celery",
+                    "beat",
+                    "--schedule",
+                    str(self.schedule),
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
 
 def report(test: str, **figures: object) -> None:

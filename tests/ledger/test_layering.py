@@ -17,11 +17,13 @@ def test_the_ledger_imports_nothing_above_it(name: str) -> None:
     assert sorted(m for m in imported if m.startswith(ABOVE)) == []
 
 
-def test_there_are_four_ledger_modules_and_the_package() -> None:
+def test_there_are_four_ledger_modules_their_due_tables_and_the_package() -> None:
     assert LEDGER == [
         "flask_notifications.ledger",
         "flask_notifications.ledger.base",
         "flask_notifications.ledger.memory",
         "flask_notifications.ledger.redis",
+        "flask_notifications.ledger.redis_timers",
         "flask_notifications.ledger.sql",
+        "flask_notifications.ledger.sql_timers",
     ]

@@ -1,0 +1,161 @@
+"""``Digest``: one event per (recipient, key) and window, with every event
+once and in order; the first at once when asked; a window kept open while it
+collects; a fire whose end was lost does not repeat its effect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+
+from flask_notifications import Event, Notifications
+from flask_notifications.consumers import Digest
+from flask_notifications.errors import BackendError, ConsumerError
+from flask_notifications.ledger.memory import MemoryLedger
+from tests.timers.conftest import Collect, ticked_until
+
+
+def _send(notifications: Notifications, title: str, *recipients: str, **fields: object) -> Event:
+    event = Event(None, "comment", title, "", recipients=list(recipients), **fields)
+    notifications.send(event)
+    return event
+
+
+def test_a_window_is_flushed_as_one_event_per_recipient(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.3))
+    sent = [_send(notifications, f"e{n}", "alice", "bob") for n in range(3)]
+    sent.append(_send(notifications, "only alice", "alice"))
+    assert inner.events == []  # collected, not sent
+    assert notifications.timers.pending() == 2  # a window per recipient
+    ticked_until(notifications, lambda: len(inner.events) == 2)
+    digests = {event["recipients"][0]: event for event in inner.events}
+    assert set(digests) == {"alice", "bob"}
+    alice = digests["alice"]
+    assert alice["event_type"] == "digest"
+    assert alice["title"] == "4 new notifications"
+    assert [item["event_id"] for item in alice["events"]] == [event["event_id"] for event in sent]
+    assert [item["title"] for item in digests["bob"]["events"]] == ["e0", "e1", "e2"]
+    assert notifications.timers.pending() == 0  # nothing waits: the windows closed
+    _send(notifications, "later", "alice")
+    ticked_until(notifications, lambda: len(inner.events) == 3)
+    assert [item["title"] for item in inner.events[-1]["events"]] == ["later"]
+
+
+def test_the_key_separates_digests_and_names_them(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    inner = Collect()
+    hub = notifications.create_hub("h")
+    hub.register_consumer(Digest(inner, window=timedelta(seconds=0.2), key="project", title="{count} in {key}"))
+    _send(notifications, "a1", "alice", project="a")
+    _send(notifications, "b1", "alice", project="b")
+    _send(notifications, "a2", "alice", project="a")
+    ticked_until(notifications, lambda: len(inner.events) == 2)
+    titles = sorted(event["title"] for event in inner.events)
+    assert titles == ["1 in b", "2 in a"]
+    assert {event["digest_key"] for event in inner.events} == {"a", "b"}
+
+
+def test_send_first_at_once_then_one_digest_per_window(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.3, send_first_at_once=True))
+    _send(notifications, "first", "alice")
+    assert [event["title"] for event in inner.events] == ["first"]  # at once
+    _send(notifications, "second", "alice")
+    _send(notifications, "third", "alice")
+    ticked_until(notifications, lambda: len(inner.events) == 2)
+    assert [item["title"] for item in inner.events[1]["events"]] == ["second", "third"]
+    # The window stays open after a flush that sent something: the next event is digested.
+    _send(notifications, "fourth", "alice")
+    ticked_until(notifications, lambda: len(inner.events) == 3)
+    assert inner.events[2]["event_type"] == "digest"
+    # A window that collected nothing closes; the next event goes at once again.
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    _send(notifications, "fifth", "alice")
+    assert inner.events[-1]["title"] == "fifth" and inner.events[-1]["event_type"] == "comment"
+
+
+def test_a_failing_flush_is_retried_and_sent_once(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    inner = Collect(failures=2)
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.1))
+    _send(notifications, "e", "alice")
+    ticked_until(notifications, lambda: len(inner.events) == 1)
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert len(inner.events) == 1
+
+
+class _LosesTheFirstFinish(MemoryLedger):
+    """A ledger whose first ``digest_finish`` fails, as if the worker died
+    after the flush's effect and before the end of its window."""
+
+    lost = False
+
+    def digest_finish(self, *args: object, **kwargs: object) -> bool:
+        if not self.lost:
+            self.lost = True
+            raise BackendError("the ledger went away")
+        return super().digest_finish(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_flush_fired_again_after_its_effect_does_not_repeat_it() -> None:
+    app = Flask("timers")
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory",
+        NOTIFICATIONS_LEDGER=_LosesTheFirstFinish(),
+        CELERY_BROKER_URL="memory://",
+        CELERY_TASK_ALWAYS_EAGER=True,
+        NOTIFICATIONS_RETRY_BACKOFF=0.01,
+        NOTIFICATIONS_RETRY_BACKOFF_MAX=0.05,
+    )
+    notifications = Notifications(app)
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.1))
+    with app.app_context():
+        _send(notifications, "e", "alice")
+        ticked_until(notifications, lambda: notifications.get_ledger().lost)  # type: ignore[attr-defined]
+        ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert len(inner.events) == 1
+
+
+def test_a_permanent_failure_drops_the_window(
+    eager: tuple[Flask, Notifications], caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_notifications.errors import PermanentConsumerError
+
+    app, notifications = eager
+    inner = Collect(failures=1, error=PermanentConsumerError)
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.1))
+    _send(notifications, "e", "alice")
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert inner.events == []
+    assert "failed permanently and is dropped" in caplog.text
+    _send(notifications, "next", "alice")  # a new window, which is sent
+    ticked_until(notifications, lambda: inner.events)
+    assert [item["title"] for item in inner.events[0]["events"]] == ["next"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"window": 0}, "window is a positive timedelta"),
+        ({"window": timedelta(0)}, "window is a positive timedelta"),
+        ({"window": 1, "key": 3}, "key is an event field's name or a function"),
+    ],
+)
+def test_bad_options_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConsumerError, match=message):
+        Digest(Collect(), **options)  # type: ignore[arg-type]
+
+
+def test_it_wraps_consumers_only() -> None:
+    with pytest.raises(ConsumerError, match="Digest wraps a Consumer, not function"):
+        Digest(lambda event: None, window=1)  # type: ignore[arg-type]
+
+
+def test_called_outside_a_consumer_task_it_says_what_to_do() -> None:
+    with pytest.raises(ConsumerError, match="register it on a hub"):
+        Digest(Collect(), window=1)(Event(None, "t", "T", ""))
