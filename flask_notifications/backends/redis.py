@@ -66,7 +66,7 @@ from redis.cluster import RedisCluster
 from ..errors import BackendError, ConfigurationError
 from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
-from .redis_client import client_from_url, decode, field, is_cluster
+from .redis_client import client_or_url, decode, field, is_cluster
 from .redis_cluster import ClusterSubscription
 from .redis_subscription import RedisSubscription, info_field, trimmed_after
 
@@ -132,9 +132,7 @@ class RedisPubSub(Backend):
             raise ConfigurationError(f"NOTIFICATIONS_HISTORY_TTL must be positive or None, not {history_ttl!r}.")
         self.reconnect_backoff = reconnect_backoff
         self.reconnect_backoff_max = reconnect_backoff_max
-        self.client: Any = (
-            client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        )
+        self.client: Any = client_or_url(client, url)
         #: Whether the client talks to a Redis Cluster.
         self.cluster = is_cluster(self.client)
         self.key_prefix = key_prefix

@@ -102,6 +102,13 @@ def client_from_url(url: str, **options: Any) -> redis.Redis[bytes] | RedisClust
     return client
 
 
+def client_or_url(client: redis.Redis[bytes] | RedisCluster[bytes] | None, url: str) -> Any:
+    """``client``, or else a client of ``url`` with the timeouts that every
+    Redis part of the package uses (5 s to connect, a health check after
+    30 s idle)."""
+    return client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
+
+
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)

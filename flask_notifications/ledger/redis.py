@@ -29,7 +29,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
-from ..backends.redis_client import client_from_url, decode, field
+from ..backends.redis_client import client_or_url, decode, field
 from ..errors import BackendError
 from .base import Claim, Ledger, is_redis_url
 from .redis_timers import RedisDueTable
@@ -160,9 +160,7 @@ class RedisLedger(RedisDueTable, Ledger):
         dead_letter_limit: int = 10000,
     ) -> None:
         self._owns_client = client is None
-        self.client: Any = (
-            client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
-        )
+        self.client: Any = client_or_url(client, url)
         self.key_prefix = key_prefix
         self.dead_letter_limit = dead_letter_limit
         self.cluster = isinstance(self.client, RedisCluster)

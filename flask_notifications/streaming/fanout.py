@@ -26,10 +26,8 @@ memory, not the whole history.
 
 Nothing is dropped silently. The stream gets a ``gap`` event when the history
 no longer reaches back to its ``Last-Event-ID`` or that id is newer than any
-of the hub's, when the listener fell behind the history (an overrun) or the
-backend's ids went backwards (a reset), both found by the subscription on
-every read. While the backend cannot be read, every stream gets one
-``backend-down`` event, then one ``backend-up`` once a read succeeds again.
+of the hub's; the listener's losses and outages are announced by
+:mod:`~flask_notifications.streaming.announcements`.
 
 The listener writes each batch to a live stream's socket itself, one write
 per stream and batch (:meth:`LiveStream.push
@@ -52,16 +50,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..backends.base import Backend, History, Lost, Message, Subscription, parse_id
+from ..backends.base import Backend, History, Message, Subscription, parse_id
 from ..backoff import backoff
 from ..errors import BackendError, StreamFormatError, TooManyStreamsError
 from ..event import Event
 from ..event_filter import EventFilter
+from .announcements import Announcements
 from .green import Runner, SocketWriter, cooperate, is_current, spawn, under_gevent
 from .live import Heartbeats, LiveStream
 from .registry import Handout, HubStreams
 from .stream import LEFT, WRITTEN, Item, QueuedStream, Stream, parse_event
-from .wire import Key, backend_frame, event_frame, format_id, gap_frame
+from .wire import Key, backend_frame, event_frame, format_id
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +70,10 @@ _BATCH = 32
 #: Seconds between the rounds of heartbeats to live streams.
 _SWEEP = 1.0
 
+
+#: The counters of :meth:`Fanout.stats` since start.
+_COUNTERS: tuple[str, ...] = ("opened", "refused", "events", "queued", "replayed", "evicted", "gaps")
+_COUNTERS += ("backend_failures", "outages", "direct_writes", "direct_fallbacks")
 
 #: Every fan-out of this process, for :func:`end_all_streams`.
 _fanouts: weakref.WeakSet[Fanout] = weakref.WeakSet()
@@ -132,8 +135,6 @@ class Fanout:
         self.poll_interval = poll_interval
         self.idle_linger = idle_linger
         self.pid = os.getpid()
-        self.on_outage = on_outage
-        self.on_recovery = on_recovery
         self._lock = threading.Lock()
         self._hubs: dict[str, HubStreams] = {}
         self._clients: Counter[str] = Counter()
@@ -142,8 +143,9 @@ class Fanout:
         self._listener: Runner | None = None
         self._history_slots = threading.BoundedSemaphore(max(1, history_concurrency))
         self._stats: Counter[str] = Counter()
-        #: Since when the backend cannot be read, or ``None``.
-        self._down_since: float | None = None
+        self._announcements = Announcements(
+            backend, self._lock, self._hubs, self._stats, on_outage=on_outage, on_recovery=on_recovery
+        )
         self._ending = False
         self._heartbeat_rounds = Heartbeats()
         _fanouts.add(self)
@@ -223,7 +225,7 @@ class Fanout:
                 raise BackendError(f"Could not subscribe to hub {hub_id!r}: {hub.error or 'timed out'}.")
             with self._lock:
                 cursor = hub.cursor
-                if self._down_since is not None:
+                if self._announcements.down_since is not None:
                     # Under the lock the listener takes to say the backend
                     # is back, so that backend-up cannot come first.
                     stream.announce(backend_frame(False))
@@ -343,18 +345,18 @@ class Fanout:
                     messages = subscription.get(self.poll_interval)
                 except Exception as exc:
                     self.count("backend_failures")
-                    if self._down_since is None:
-                        self._outage_began(exc)
+                    if self._announcements.down_since is None:
+                        self._announcements.outage_began(exc)
                     time.sleep(self.backoff_base + backoff(failures, self.backoff_base, self.backoff_max, True))
                     failures += 1
                     continue
-                if self._down_since is not None and subscription.connected:
-                    self._outage_ended(subscription, failures)
+                if self._announcements.down_since is not None and subscription.connected:
+                    self._announcements.outage_ended(subscription, failures)
                     failures = 0
                 try:
                     # A subscription that does not track every loss still
                     # reports those it finds (a reset stream, on AMQP).
-                    self._announce_losses(subscription.lost())
+                    self._announcements.losses(subscription.lost())
                     self._dispatch(messages)
                 except Exception:
                     # The listener serves every stream of the process: it
@@ -362,99 +364,6 @@ class Fanout:
                     logger.exception("Fanning out %d events failed.", len(messages))
         finally:
             subscription.close()
-
-    def _outage_began(self, exc: BaseException) -> None:
-        with self._lock:
-            self._down_since = time.monotonic()
-            self._stats["outages"] += 1
-        streams = self._streams()
-        logger.warning(
-            "The notifications backend cannot be read (%s); telling %d streams, and retrying with backoff.",
-            exc,
-            len(streams),
-            exc_info=not isinstance(exc, BackendError),
-        )
-        frame = backend_frame(False)
-        for stream in streams:
-            stream.announce(frame)
-        self._callback(self.on_outage, exc)
-
-    def _outage_ended(self, subscription: Subscription, failures: int) -> None:
-        with self._lock:
-            since, self._down_since = self._down_since, None
-        streams = self._streams()
-        logger.warning(
-            "The notifications backend answers again after %.1fs and %d failed reads; telling %d streams.",
-            time.monotonic() - (since or time.monotonic()),
-            failures,
-            len(streams),
-        )
-        if not subscription.tracks_losses:
-            self._announce_unverifiable()
-        frame = backend_frame(True)
-        for stream in streams:
-            stream.announce(frame)
-        self._callback(self.on_recovery, failures)
-
-    def _callback(self, func: Callable[..., None] | None, *args: Any) -> None:
-        if func is None:
-            return
-        try:
-            func(*args)
-        except Exception:
-            logger.exception("The stream outage handler %r failed.", func)
-
-    def _announce_losses(self, losses: list[Lost]) -> None:
-        for lost in losses:
-            reset = lost.reason == "reset"
-            with self._lock:
-                hub = self._hubs.get(lost.channel)
-                if hub is None:
-                    continue
-                if reset:
-                    hub.cursor = (0, 0)
-                streams = list(hub.streams)
-                recent = list(hub.recent)
-                self._stats["gaps"] += len(streams)
-            if lost.reason == "failover":
-                self._expect_repeats(recent, streams)
-            logger.warning(
-                "Events of hub %r after %s were lost (%s); telling %d streams.",
-                lost.channel,
-                lost.after_id,
-                lost.reason,
-                len(streams),
-            )
-            # A reset's gap carries no id: each stream follows it with the
-            # id its client resumes from (Stream.frames).
-            frame = gap_frame(lost.after_id, oldest_id=None, reason=lost.reason, with_id=not reset)
-            for stream in streams:
-                stream.announce(frame, reset=reset)
-
-    def _expect_repeats(self, recent: list[tuple[Key, str]], streams: list[Stream]) -> None:
-        """After a failover, the hub's latest events may be published again,
-        under new ids, by tasks that the old master had handed out when it
-        took their writes (the publish, the claim, the acknowledgement) with
-        it: each stream skips those it wrote already."""
-        for stream in streams:
-            stream.expect_repeats(recent)
-
-    def _announce_unverifiable(self) -> None:
-        """After an outage of a backend whose subscription does not report
-        its losses (RabbitMQ keeps no history), ask the history whether it
-        can still deliver what followed the newest id handed out for each
-        hub; where it cannot, every stream of the hub gets a ``gap`` event."""
-        with self._lock:
-            hubs = [(hub_id, hub.cursor) for hub_id, hub in self._hubs.items() if hub.streams]
-        losses = []
-        for hub_id, cursor in hubs:
-            try:
-                lost = self.backend.history(hub_id, format_id(cursor), limit=1).gap
-            except BackendError:
-                lost = True
-            if lost:
-                losses.append(Lost(hub_id, format_id(cursor), "outage"))
-        self._announce_losses(losses)
 
     def _dispatch(self, messages: list[Message]) -> None:
         for start in range(0, len(messages), _BATCH):
@@ -517,7 +426,7 @@ class Fanout:
         self._listener = None
         self._hubs.clear()
         self._heartbeat_rounds.clear()
-        self._down_since = None
+        self._announcements.down_since = None
 
     def end_streams(self) -> int:
         """End every stream with a frame that sends its client elsewhere
@@ -548,7 +457,7 @@ class Fanout:
             streams = [s for hub in self._hubs.values() for s in hub.streams]
             self._hubs.clear()
             self._heartbeat_rounds.clear()
-            self._down_since = None
+            self._announcements.down_since = None
         for stream in streams:
             stream.close()
         if subscription is not None:
@@ -577,23 +486,8 @@ class Fanout:
                 "subscribers": sum(len(hub.streams) for hub in self._hubs.values()),
                 "hubs": len(self._hubs),
                 "listening": int(self._subscription is not None),
-                "backend_down": int(self._down_since is not None),
-                **{
-                    key: self._stats[key]
-                    for key in (
-                        "opened",
-                        "refused",
-                        "events",
-                        "queued",
-                        "replayed",
-                        "evicted",
-                        "gaps",
-                        "backend_failures",
-                        "outages",
-                        "direct_writes",
-                        "direct_fallbacks",
-                    )
-                },
+                "backend_down": int(self._announcements.down_since is not None),
+                **{key: self._stats[key] for key in _COUNTERS},
             }
 
     def hub_streams(self) -> dict[str, int]:

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Generator, Iterable, Mapping
@@ -61,6 +60,7 @@ from ..event_filter import EventFilter
 from ..event_hub import HUB_ID_PREFIX, EventHub, hub_id_for
 from .green import HangupWatcher, make_wakeup, spawn
 from .held import HeldBody, Opened
+from .server import client_fd, client_socket
 from .wire import (
     BACKEND_DOWN_EVENT,
     BACKEND_UP_EVENT,
@@ -458,8 +458,8 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
         "client": request.remote_addr or "",
         "max_per_client": config["NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT"],
     }
-    fd = _client_fd(request.environ)
-    sock = _client_socket(request.environ)
+    fd = client_fd(request.environ)
+    sock = client_socket(request.environ)
     queue_size = int(config["NOTIFICATIONS_SSE_QUEUE_SIZE"])
 
     def _open() -> Opened:
@@ -482,25 +482,3 @@ def _multiplexed_response(runtime: Runtime, names: list[str], filters: Mapping[s
     response.headers["X-Accel-Buffering"] = "no"
     response.call_on_close(close)
     return response
-
-
-def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
-    for key in ("werkzeug.socket", "gunicorn.socket"):
-        found = environ.get(key)
-        if isinstance(found, socket.socket):
-            return found
-    return None
-
-
-def _client_fd(environ: dict[str, Any]) -> int | None:
-    for key in ("werkzeug.socket", "gunicorn.socket"):
-        sock = environ.get(key)
-        if sock is not None:
-            try:
-                return int(sock.fileno())
-            except (OSError, ValueError):
-                return None
-    try:
-        return int(environ["wsgi.input"].rfile.fileno())
-    except (AttributeError, KeyError, OSError, TypeError, ValueError):
-        return None

@@ -6,11 +6,16 @@ freezes the whole worker until gunicorn kills it (``WORKER TIMEOUT``), over
 and over; ``gthread`` and waitress freeze once their few threads each hold a
 stream. Such a server gets a clear refusal instead (:func:`refusal`), logged
 once per process, at start-up when it can be told (:func:`check_at_startup`).
+
+It also finds what the server offers of the client's connection
+(:func:`client_socket`, :func:`client_fd`), which lets a stream end at once
+when it is evicted and notice a client that hangs up.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -77,3 +82,30 @@ def check_at_startup() -> None:
         if module in sys.modules:
             log_once(f"gunicorn's {kind} worker holds one request per {'thread' if kind == 'gthread' else 'process'}")
             return
+
+
+#: Where werkzeug's development server and gunicorn expose the connection.
+_SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
+
+
+def client_socket(environ: Mapping[str, Any]) -> socket.socket | None:
+    """The client's socket, where the server exposes it (werkzeug's
+    development server and gunicorn do; gevent.pywsgi does not)."""
+    for key in _SOCKET_KEYS:
+        found = environ.get(key)
+        if isinstance(found, socket.socket):
+            return found
+    return None
+
+
+def client_fd(environ: Mapping[str, Any]) -> int | None:
+    """The descriptor of the client's connection, to watch for a hang-up,
+    or ``None`` if the server does not tell it."""
+    sock = client_socket(environ)
+    if sock is not None:
+        return sock.fileno()
+    try:
+        # gevent.pywsgi reads the request through a file made from the socket.
+        return int(environ["wsgi.input"].rfile.fileno())
+    except (AttributeError, KeyError, OSError, TypeError, ValueError):
+        return None

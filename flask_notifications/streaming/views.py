@@ -8,7 +8,6 @@ is a hub's id (``event-hub-<label>``) or its label, ``GET
 from __future__ import annotations
 
 import logging
-import socket
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,7 @@ from .client import client_scope, client_script, client_url
 from .green import ENVIRON_KEY, SocketWriter, under_gevent
 from .held import HeldBody, Opened
 from .multiplex import multiplexed_response
-from .server import ADVICE, log_once, refusal
+from .server import ADVICE, client_fd, client_socket, log_once, refusal
 from .wire import parse_last_event_id
 
 if TYPE_CHECKING:
@@ -111,31 +110,11 @@ def _warn_public(runtime: Runtime) -> None:
     )
 
 
-def _client_socket(environ: dict[str, Any]) -> socket.socket | None:
-    # werkzeug's development server and gunicorn expose the connection, which
-    # lets an evicted stream end at once; gevent.pywsgi does not.
-    for key in ("werkzeug.socket", "gunicorn.socket"):
-        found = environ.get(key)
-        if isinstance(found, socket.socket):
-            return found
-    return None
-
-
 def _socket_writer(environ: dict[str, Any]) -> SocketWriter | None:
     # Offered by a server that hands the connection over (the gunicorn
     # worker class of flask_notifications.gunicorn).
     writer = environ.get(ENVIRON_KEY)
     return writer if isinstance(writer, SocketWriter) else None
-
-
-def _client_fd(environ: dict[str, Any], sock: socket.socket | None) -> int | None:
-    if sock is not None:
-        return sock.fileno()
-    try:
-        # gevent.pywsgi reads the request through a file made from the socket.
-        return int(environ["wsgi.input"].rfile.fileno())
-    except (AttributeError, KeyError, OSError, TypeError, ValueError):
-        return None
 
 
 def _warn_if_gevent_unpatched() -> None:
@@ -268,8 +247,8 @@ def _stream_response(runtime: Runtime, hub_id: str, event_filter: EventFilter | 
     _refuse_if_it_would_freeze()
     retry_ms = int(config["NOTIFICATIONS_SSE_RETRY"])
     heartbeat = float(config["NOTIFICATIONS_SSE_HEARTBEAT"])
-    sock = _client_socket(request.environ)
-    fd = _client_fd(request.environ, sock)
+    sock = client_socket(request.environ)
+    fd = client_fd(request.environ)
     writer = _socket_writer(request.environ) if config["NOTIFICATIONS_SSE_DIRECT_WRITE"] else None
     options = {
         "event_filter": event_filter,

@@ -22,7 +22,7 @@ import redis
 from flask_notifications import Event
 from flask_notifications.errors import BrokerUnavailableError
 from tests.helpers import RedisServer, WorkerProcess, make_config, report, wait_for
-from tests.helpers.resuming_client import ResumingClient
+from tests.helpers.resuming_client import ResumingClient, stop_all
 from tests.helpers.web_servers import Server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess]
@@ -119,12 +119,11 @@ def test_events_sent_across_a_redis_restart_are_delivered_or_refused(
                 pass  # reported below, with what is missing
             history = delivered()
         if browsers:
-            wait_for(lambda: all(len(b.event_ids()) >= len(history) for b in browsers), timeout=120)
+            wait_for(lambda: all(b.received >= len(history) for b in browsers), timeout=120)
     finally:
         chaos.join()
         worker.stop()
-        for browser in browsers:
-            browser.stop()
+        stop_all(browsers)
         if server is not None:
             server.kill()
     arrived = set(history)

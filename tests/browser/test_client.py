@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from flask_notifications.errors import BackendError
 from tests.helpers import RedisServer, make_config, wait_for
 from tests.helpers.redis_servers import MASTER_NAME, SentinelGroup
 from tests.helpers.web_servers import Gunicorn, Server
-from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.subprocess]
 
@@ -96,17 +94,6 @@ class Rig:
         self.redis.remove()
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    sync_playwright = _require_browser()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _open_page(browser: Any, rig: Rig) -> tuple[Any, list[str]]:
     page = browser.new_page()
     errors: list[str] = []
@@ -121,6 +108,14 @@ def _both(page: Any, expression: str) -> bool:
     return bool(page.evaluate(f"[plain, shipped].every((r) => {expression})"))
 
 
+def _open_with_a_first_event(browser: Any, rig: Rig) -> tuple[Any, list[str]]:
+    """Open the page, publish event 1 and wait until both clients have it."""
+    page, errors = _open_page(browser, rig)
+    rig.publish(1)
+    wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+    return page, errors
+
+
 #: Seconds Redis stays down in the outage test.
 OUTAGE = 30.0
 
@@ -131,9 +126,7 @@ def test_both_stay_open_through_a_redis_outage_with_a_reconnect_in_it(
 ) -> None:
     rig = Rig(tmp_path, unique, [])
     try:
-        page, errors = _open_page(browser, rig)
-        rig.publish(1)
-        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        page, errors = _open_with_a_first_event(browser, rig)
 
         # The server crashes; an event is published meanwhile; then Redis
         # goes away too, and the server comes back while it is away: the
@@ -170,9 +163,7 @@ def test_both_announce_what_a_replay_overrunning_the_history_lost(browser: Any, 
     # Small stream nodes, so that MAXLEN ~ trims close to the history size.
     rig = Rig(tmp_path, unique, ["--stream-node-max-entries", "4"], NOTIFICATIONS_HISTORY_SIZE=5)
     try:
-        page, errors = _open_page(browser, rig)
-        rig.publish(1)
-        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        page, errors = _open_with_a_first_event(browser, rig)
         rig.kill_server()
         rig.publish(*range(2, 41))  # far more than the history holds
         kept = [message.id for message in rig.publisher.history(NEWS, None).messages]
@@ -351,9 +342,7 @@ def test_the_client_reconnects_where_the_browser_gives_up(browser: Any, tmp_path
     client keeps trying, with backoff, and resumes once the server is back."""
     rig = Rig(tmp_path, unique, [])
     try:
-        page, errors = _open_page(browser, rig)
-        rig.publish(1)
-        wait_for(lambda: _both(page, "r.events.includes('e1')"), timeout=30)
+        page, errors = _open_with_a_first_event(browser, rig)
         rig.kill_server()
 
         def bound() -> ThreadingHTTPServer | None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import missing, wait_for
-from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, Example, _answers, _require_browser, running_example
+from tests.project.test_browser import Example, _answers, running_example
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.subprocess]
 
@@ -42,17 +42,6 @@ def example(redis_url: str, redis_keys: str, tmp_path: Path) -> Iterator[Example
     ) as running:
         wait_for(lambda: _answers(running.url), timeout=60)
         yield running
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    sync_playwright = _require_browser()
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _streams_open(example: Example) -> dict[str, float]:

@@ -448,6 +448,12 @@ def tls_server(request: pytest.FixtureRequest, self_signed: tuple[Path, Path]) -
     controller.stop()
 
 
+@pytest.fixture
+def trusting(self_signed: tuple[Path, Path]) -> ssl.SSLContext:
+    """A TLS context that trusts the self-signed certificate."""
+    return ssl.create_default_context(cafile=str(self_signed[0]))
+
+
 def configure_tls(
     app: Flask, kind: str, host: str, port: int, mode: str
 ) -> type[FlaskMailConsumer] | type[FlaskEmailConsumer]:
@@ -465,12 +471,11 @@ def test_tls_certificate_is_verified(
     celery_worker: WorkerFactory,
     mail_kind: str,
     tls_server: tuple[SmtpServer, str],
-    self_signed: tuple[Path, Path],
+    trusting: ssl.SSLContext,
 ) -> None:
     server, mode = tls_server
     cls = configure_tls(app, mail_kind, server.host, server.port, mode)
     app.config["NOTIFICATIONS_MAX_RETRIES"] = 0
-    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
     notifications.create_hub("Untrusted").register_consumer(
         cls.from_app(app, SENDER, ["ops@example.org"], subject="untrusted")
     )
@@ -497,13 +502,12 @@ def test_tls_host_name_is_verified(
     notifications: Notifications,
     mail_kind: str,
     tls_server: tuple[SmtpServer, str],
-    self_signed: tuple[Path, Path],
+    trusting: ssl.SSLContext,
 ) -> None:
     # The certificate names 127.0.0.1, not localhost: trusted, but for
     # another host.
     server, mode = tls_server
     cls = configure_tls(app, mail_kind, "localhost", server.port, mode)
-    trusting = ssl.create_default_context(cafile=str(self_signed[0]))
     consumer = cls.from_app(app, SENDER, ["ops@example.org"], ssl_context=trusting)
     with pytest.raises(MailServerUnavailableError, match="Hostname mismatch|IP address mismatch|doesn't match"):
         consumer(make_event())

@@ -33,3 +33,37 @@ def make_config(redis_url: str, unique: str, **overrides: Any) -> dict[str, Any]
     }
     config.update(overrides)
     return config
+
+
+def fault_worker_config(
+    redis_url: str, prefix: str, *, visibility_timeout: float, claim_timeout: float, queue: str | None = None
+) -> dict[str, Any]:
+    """Config of an app whose Celery workers a test kills, on the Redis at
+    ``redis_url``, isolated by ``prefix``: the broker's bookkeeping keys are
+    the test's own, a dead worker's unacknowledged message goes back to the
+    queue after ``visibility_timeout`` seconds (swept for every second, not
+    every 100 s), and a delivery retries fast and without end."""
+    return {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_TASK_DEFAULT_QUEUE": queue or prefix,
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {
+            "visibility_timeout": visibility_timeout,
+            "unacked_key": f"{prefix}:unacked",
+            "unacked_index_key": f"{prefix}:unacked_index",
+            "unacked_mutex_key": f"{prefix}:unacked_mutex",
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 1,
+            "socket_timeout": 5,
+        },
+        "CELERY_BROKER_CONNECTION_MAX_RETRIES": None,
+        "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+        "NOTIFICATIONS_BACKEND": "redis",
+        "NOTIFICATIONS_REDIS_URL": redis_url,
+        "NOTIFICATIONS_KEY_PREFIX": prefix,
+        "NOTIFICATIONS_CLAIM_TIMEOUT": claim_timeout,
+        "NOTIFICATIONS_RETRY_BACKOFF": 0.2,
+        "NOTIFICATIONS_RETRY_BACKOFF_MAX": 1.0,
+        "NOTIFICATIONS_MAX_RETRIES": 1000,
+        "NOTIFICATIONS_PUBLISH_RETRY_POLICY": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    }

@@ -41,6 +41,9 @@ class ResumingClient(threading.Thread):
         self.last_event_id: str | None = None
         self.statuses: Counter[int] = Counter()
         self.connections = 0
+        #: Events received, announcements excluded: what a test waits on
+        #: (cheap to read while hundreds of clients run).
+        self.received = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -68,6 +71,8 @@ class ResumingClient(threading.Thread):
                     # when nothing arrived yet.
                     self.last_event_id = client.last_event_id or self.last_event_id
                 self.events.append(event)
+                if event.type not in ANNOUNCEMENTS:
+                    self.received += 1
         except StreamClosed:
             pass
 
@@ -87,9 +92,22 @@ class ResumingClient(threading.Thread):
         """How many events of ``event_type`` it received."""
         return sum(1 for e in self.events if e.type == event_type)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Ask it to stop, without waiting."""
         self._halt.set()
+
+    def stop(self) -> None:
+        self.halt()
         self.join(timeout=30)
+
+
+def stop_all(clients: list[ResumingClient]) -> None:
+    """Stop every client of ``clients``: all are asked first, then each is
+    waited for, so they wind down together rather than one after another."""
+    for client in clients:
+        client.halt()
+    for client in clients:
+        client.join(timeout=30)
 
 
 class SteadyPublisher(threading.Thread):

@@ -7,10 +7,14 @@ from the specification, not from the server's code.
 from __future__ import annotations
 
 import codecs
+import re
 import socket
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+#: A line ends with CRLF, LF or CR.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -39,25 +43,27 @@ class Parser:
 
     def feed(self, text: str) -> list[SSEEvent]:
         events: list[SSEEvent] = []
-        if not self._started and text:
+        if not text:
+            return events
+        if not self._started:
             self._started = True
             if text.startswith("\ufeff"):
                 text = text[1:]
-        start = 0
-        for index, char in enumerate(text):
-            if char == "\n" and self._skip_lf:
-                self._skip_lf = False
-                start = index + 1
-                continue
+        if self._skip_lf:
+            # The last piece ended with CR: an LF that opens this one ends
+            # the same line (CRLF split across two reads).
             self._skip_lf = False
-            if char in "\r\n":
-                self._line.append(text[start:index])
-                line = "".join(self._line)
-                self._line.clear()
-                self._process(line, events)
-                self._skip_lf = char == "\r"
-                start = index + 1
+            if text.startswith("\n"):
+                text = text[1:]
+        start = 0
+        for found in _LINE_END.finditer(text):
+            self._line.append(text[start : found.start()])
+            line = "".join(self._line)
+            self._line.clear()
+            self._process(line, events)
+            start = found.end()
         self._line.append(text[start:])
+        self._skip_lf = text.endswith("\r")
         return events
 
     def _process(self, line: str, events: list[SSEEvent]) -> None:

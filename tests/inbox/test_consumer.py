@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -162,15 +161,14 @@ def test_bad_arguments_are_refused() -> None:
 def test_database_down_is_retried_and_nothing_is_lost(
     app: Flask, notifications: Notifications, celery_worker: WorkerFactory, postgres_url: str, unique: str
 ) -> None:
-    real = urlsplit(postgres_url)
-    proxy = TcpProxy((real.hostname or "127.0.0.1", real.port or 5432))
+    proxy = TcpProxy.in_front_of(postgres_url, 5432)
     proxy.refusing.set()  # the database is down: connections are dropped at once
     metadata = sa.MetaData()
     table = define_table(metadata, table_name(unique))
     define_versions_table(metadata, table.name)
     engine = sa.create_engine(postgres_url)
     metadata.create_all(engine)
-    app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
+    app.config["NOTIFICATIONS_INBOX_URL"] = proxy.url_through(postgres_url)
     app.config["NOTIFICATIONS_INBOX_TABLE"] = table.name
     hub = notifications.create_hub("InboxDown")
     hub.register_consumer(InboxConsumer())

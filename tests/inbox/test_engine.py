@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -19,8 +18,8 @@ from flask_notifications.errors import ConfigurationError, InboxUnavailableError
 from flask_notifications.inbox import Inbox, define_table, define_versions_table, inbox_blueprint
 from flask_notifications.inbox.consumer import InboxConsumer
 from tests.helpers import WorkerFactory, wait_for
+from tests.helpers.tcp_proxy import TcpProxy
 from tests.inbox.conftest import table_name
-from tests.inbox.silent_server import SilentProxy
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -79,21 +78,19 @@ def tables(postgres_url: str, unique: str) -> Iterator[sa.Table]:
 
 
 @pytest.fixture
-def proxy(postgres_url: str) -> Iterator[SilentProxy]:
-    real = urlsplit(postgres_url)
-    proxy = SilentProxy((real.hostname or "127.0.0.1", real.port or 5432))
+def proxy(postgres_url: str) -> Iterator[TcpProxy]:
+    proxy = TcpProxy.in_front_of(postgres_url, 5432)
     yield proxy
     proxy.close()
 
 
 @pytest.fixture
 def web(
-    app: Flask, notifications: Notifications, postgres_url: str, tables: sa.Table, proxy: SilentProxy
+    app: Flask, notifications: Notifications, postgres_url: str, tables: sa.Table, proxy: TcpProxy
 ) -> Iterator[Inbox]:
     """The inbox of an app serving the blueprint to "alice", on the real
     PostgreSQL through ``proxy``."""
-    real = urlsplit(postgres_url)
-    app.config["NOTIFICATIONS_INBOX_URL"] = postgres_url.replace(real.netloc, f"{real.username}@127.0.0.1:{proxy.port}")
+    app.config["NOTIFICATIONS_INBOX_URL"] = proxy.url_through(postgres_url)
     app.config["NOTIFICATIONS_INBOX_TABLE"] = tables.name
     app.config["SECRET_KEY"] = "inbox-tests"
     app.register_blueprint(inbox_blueprint, url_prefix=PREFIX)
@@ -105,13 +102,13 @@ def web(
         notifications.inbox.close()
 
 
-def test_a_server_that_never_answers_is_503_on_every_route(app: Flask, web: Inbox, proxy: SilentProxy) -> None:
+def test_a_server_that_never_answers_is_503_on_every_route(app: Flask, web: Inbox, proxy: TcpProxy) -> None:
     proxy.silence()
     assert call(app, ROUTES) == all_unavailable(ROUTES)
     assert proxy.accepted >= len(ROUTES)
 
 
-def test_a_pooled_connection_that_goes_silent_is_503_on_every_route(app: Flask, web: Inbox, proxy: SilentProxy) -> None:
+def test_a_pooled_connection_that_goes_silent_is_503_on_every_route(app: Flask, web: Inbox, proxy: TcpProxy) -> None:
     web.add(Event(None, "comment", "Hi", "", recipients=["alice"]), ["alice"], delivery_id="d1")
     assert call(app, [ROUTES[1]]) == {"/count": (200, {"unread_count": 1, "unseen_count": 1})}
     assert proxy.accepted == 1  # the pool keeps that one connection
@@ -123,7 +120,7 @@ def test_a_pooled_connection_that_goes_silent_is_503_on_every_route(app: Flask, 
     assert call(app, ROUTES) == all_unavailable(ROUTES)
 
 
-def test_a_server_that_stops_answering_mid_transaction_is_503(app: Flask, web: Inbox, proxy: SilentProxy) -> None:
+def test_a_server_that_stops_answering_mid_transaction_is_503(app: Flask, web: Inbox, proxy: TcpProxy) -> None:
     web.add(Event(None, "comment", "Hi", "", recipients=["alice"]), ["alice"], delivery_id="d1")
     assert call(app, [ROUTES[1]])["/count"][0] == 200
 
@@ -160,7 +157,7 @@ def test_events_sent_while_the_database_is_silent_are_stored_once_it_answers(
     app: Flask,
     notifications: Notifications,
     web: Inbox,
-    proxy: SilentProxy,
+    proxy: TcpProxy,
     tables: sa.Table,
     postgres_url: str,
     celery_worker: WorkerFactory,

@@ -18,7 +18,7 @@ import pytest
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event_hub import hub_id_for
 from tests.helpers import report, wait_for
-from tests.helpers.resuming_client import ResumingClient, SteadyPublisher
+from tests.helpers.resuming_client import ResumingClient, SteadyPublisher, stop_all
 from tests.helpers.web_servers import Gunicorn
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess]
@@ -60,11 +60,10 @@ def test_a_graceful_restart_under_200_streams_loses_and_repeats_nothing(
         wait_for(lambda: not (old & server.worker_pids()), timeout=GRACEFUL_TIMEOUT * 2, interval=0.05)
         stopped_after = time.monotonic() - hup
         publisher.join()
-        wait_for(lambda: all(len(b.event_ids()) >= EVENTS for b in browsers), timeout=180)
+        wait_for(lambda: all(b.received >= EVENTS for b in browsers), timeout=180)
         assert server.get("/health/ready")[0] == 200
     finally:
-        for browser in browsers:
-            browser.stop()
+        stop_all(browsers)
         backend.close()
     log = server.output()
     # The old workers did not wait out graceful_timeout for their streams.

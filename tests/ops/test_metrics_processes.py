@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -72,7 +73,11 @@ def deployment(tmp_path: Path, gunicorn_deployment: Callable[..., Gunicorn]) -> 
         # The sending process: the application, without the multiprocess directory.
         yield Deployment(web, worker, worker_port, create_app(config))
     finally:
+        # Both wind down at once: each takes seconds of its own.
+        stopping = threading.Thread(target=web.stop)
+        stopping.start()
         worker.stop()
+        stopping.join()
 
 
 def _answers(url: str) -> bool:

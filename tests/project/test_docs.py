@@ -56,9 +56,7 @@ def test_every_public_name_is_in_the_api_reference() -> None:
     documented = " ".join(re.findall(r":members: (.*)", api))
     for name in public_names:
         obj = getattr(__import__("flask_notifications"), name)
-        module = (
-            getattr(obj, "__module__", None) if not name.startswith("current_") else "flask_notifications.state"
-        )
+        module = getattr(obj, "__module__", None) if not name.startswith("current_") else "flask_notifications.state"
         if isinstance(obj, types.ModuleType):  # documented on a page of its own
             assert f"automodule:: {obj.__name__}" in "".join(page.read_text() for page in DOCS.glob("*.rst")), name
             continue

@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from flask_notifications import Event
 from flask_notifications.event_hub import hub_id_for
 from tests.helpers import EXAMPLES, make_config, report, wait_for
+from tests.helpers.config import REDIS_URL
+from tests.helpers.redis_servers import delete_keys
 from tests.helpers.web_servers import Server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess]
@@ -57,13 +59,31 @@ def server_factory(redis_keys: str, redis_url: str, unique: str, redis_client: r
         server.kill()
 
 
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[Server]:
+    """One server, without a per-client cap, for the tests of this module that
+    need no configuration of their own: a server a test costs more than most
+    of these tests. Its key prefix is its own, deleted at the end."""
+    prefix = f"fn-test-{uuid.uuid4().hex[:12]}"
+    server = Server(
+        "gevent", make_config(REDIS_URL, prefix, SECRET_KEY=prefix, NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=None)
+    )
+    yield server
+    server.kill()
+    client: redis.Redis[bytes] = redis.Redis.from_url(REDIS_URL)
+    try:
+        delete_keys(client, prefix)
+    finally:
+        client.close()
+
+
 #: User names that differ from another only in case, spacing, Unicode form,
 #: or that look like separators or wildcards.
 USERS = ["alice", "Alice", "alice ", "al\u0131ce", "bob", "b\u00f6b", "bo\u0308b", "*", "", "alice,bob", "0"]
 
 
-def test_a_per_user_stream_never_carries_another_users_event(server_factory: Any) -> None:
-    server = server_factory(NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=None)
+def test_a_per_user_stream_never_carries_another_users_event(redis_url: str, shared_server: Server) -> None:
+    server = shared_server
     url = f"/notifications/{PRIVATE}/events"
     assert server.status(url) == 403
     assert server.status(f"/notifications/{CLOSED}/events", headers=server.login("alice")) == 403
@@ -148,8 +168,8 @@ header_values = (
 )
 
 
-def test_last_event_id_garbage_never_gets_a_5xx(server_factory: Any) -> None:
-    server = server_factory(NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=None)
+def test_last_event_id_garbage_never_gets_a_5xx(redis_url: str, shared_server: Server) -> None:
+    server = shared_server
     path = f"/notifications/{NEWS}/events".encode()
     statuses: dict[int, int] = {}
 
@@ -182,6 +202,5 @@ def test_last_event_id_garbage_never_gets_a_5xx(server_factory: Any) -> None:
         "18446744073709551615-18446744073709551615",
     ],
 )
-def test_a_last_event_id_past_64_bits_is_a_400(server_factory: Any, value: str) -> None:
-    server = server_factory()
-    assert server.status(f"/notifications/{NEWS}/events", last_event_id=value) == 400
+def test_a_last_event_id_past_64_bits_is_a_400(redis_url: str, shared_server: Server, value: str) -> None:
+    assert shared_server.status(f"/notifications/{NEWS}/events", last_event_id=value) == 400

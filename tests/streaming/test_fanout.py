@@ -27,18 +27,6 @@ def event_json(n: int, recipients: tuple[str, ...] = ()) -> str:
     return Event(f"e{n}", "test", f"title {n}", "body", recipients=recipients).to_json()
 
 
-@pytest.fixture
-def backend() -> MemoryPubSub:
-    return MemoryPubSub(history_size=10000)
-
-
-@pytest.fixture
-def fanout(backend: MemoryPubSub) -> Iterator[Fanout]:
-    fanout = Fanout(backend, poll_interval=0.05)
-    yield fanout
-    fanout.close()
-
-
 def drain(frames: Iterator[bytes], parser: Parser, until: int, sink: list[SSEEvent]) -> None:
     for chunk in frames:
         sink += parser.feed(chunk.decode("utf-8"))

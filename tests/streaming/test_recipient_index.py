@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -49,18 +49,6 @@ class Mine(WithRecipient):
 
 def event_json(n: int, *recipients: str | int, tags: tuple[str, ...] = (), title: str = "") -> str:
     return Event(f"e{n}", "note", title or f"title {n}", "body", recipients=recipients, tags=list(tags)).to_json()
-
-
-@pytest.fixture
-def backend() -> MemoryPubSub:
-    return MemoryPubSub(history_size=10000)
-
-
-@pytest.fixture
-def fanout(backend: MemoryPubSub) -> Iterator[Fanout]:
-    fanout = Fanout(backend, poll_interval=0.05)
-    yield fanout
-    fanout.close()
 
 
 class Reader:

@@ -15,7 +15,7 @@ import redis
 from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.event_hub import hub_id_for
 from tests.helpers import make_config, report, wait_for
-from tests.helpers.resuming_client import ResumingClient, SteadyPublisher
+from tests.helpers.resuming_client import ResumingClient, SteadyPublisher, stop_all
 from tests.helpers.web_servers import Server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess]
@@ -52,10 +52,9 @@ def test_browsers_resume_without_a_gap_after_the_server_is_killed(server: Any, r
         server.start()
         restarted.set()
         publisher.join()
-        wait_for(lambda: all(len(b.event_ids()) >= EVENTS for b in browsers), timeout=120)
+        wait_for(lambda: all(b.received >= EVENTS for b in browsers), timeout=120)
     finally:
-        for browser in browsers:
-            browser.stop()
+        stop_all(browsers)
         backend.close()
     for browser in browsers:
         assert browser.event_ids() == published

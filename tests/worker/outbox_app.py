@@ -27,6 +27,7 @@ from flask import Flask
 from flask_notifications import Event, Notifications
 from flask_notifications.consumers.consumer import EventConsumer
 from flask_notifications.worker.delivery import current_delivery
+from tests.helpers.config import fault_worker_config
 
 redis_url = os.environ.get("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: A RabbitMQ deployment instead (OUTBOX_AMQP_URL): the broker and the
@@ -37,28 +38,7 @@ scratch = Path(os.environ.get("OUTBOX_DIR", "."))
 
 app = Flask(__name__)
 app.config.update(
-    CELERY_BROKER_URL=redis_url,
-    CELERY_TASK_DEFAULT_QUEUE=prefix,
-    CELERY_BROKER_TRANSPORT_OPTIONS={
-        "visibility_timeout": 5,
-        "unacked_key": f"{prefix}:unacked",
-        "unacked_index_key": f"{prefix}:unacked_index",
-        "unacked_mutex_key": f"{prefix}:unacked_mutex",
-        "unacked_restore_interval": 1,
-        "unacked_restore_throttle": 1,
-        "socket_connect_timeout": 1,
-        "socket_timeout": 5,
-    },
-    CELERY_BROKER_CONNECTION_MAX_RETRIES=None,
-    CELERY_WORKER_PREFETCH_MULTIPLIER=1,
-    NOTIFICATIONS_BACKEND="redis",
-    NOTIFICATIONS_REDIS_URL=redis_url,
-    NOTIFICATIONS_KEY_PREFIX=prefix,
-    NOTIFICATIONS_CLAIM_TIMEOUT=5,
-    NOTIFICATIONS_RETRY_BACKOFF=0.2,
-    NOTIFICATIONS_RETRY_BACKOFF_MAX=1.0,
-    NOTIFICATIONS_MAX_RETRIES=1000,
-    NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    fault_worker_config(redis_url, prefix, visibility_timeout=5, claim_timeout=5),
     NOTIFICATIONS_OUTBOX_TIMEOUT=float(os.environ.get("OUTBOX_TIMEOUT", "10") or 0) or None,
     NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL=0.5,
 )

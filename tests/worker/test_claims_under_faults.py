@@ -35,6 +35,23 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.fixture
+def backend_apart(
+    redis_url: str, redis_keys: str, private_redis: Callable[..., RedisServer]
+) -> Callable[..., tuple[Flask, RedisServer]]:
+    """``backend_apart(name, **config)``: an app whose broker is the shared
+    Redis (under the test's keys) and whose backend is a private Redis that
+    the test may kill and start again (its data kept)."""
+
+    def make(name: str, **config: Any) -> tuple[Flask, RedisServer]:
+        redis_server = private_redis(persistent=True)
+        app = Flask(name)
+        app.config.update(make_config(redis_url, redis_keys, NOTIFICATIONS_REDIS_URL=redis_server.url, **config))
+        return app, redis_server
+
+    return make
+
+
 def make_event(title: str = "Title") -> Event:
     return Event(None, "effect", title, "Body", sender="system")
 
@@ -43,15 +60,9 @@ def make_event(title: str = "Title") -> Event:
 
 
 def test_unknown_task_while_backend_is_down_is_not_lost(
-    redis_url: str,
-    unique: str,
-    private_redis: Callable[..., RedisServer],
-    redis_client: redis.Redis[bytes],
-    redis_keys: str,
+    backend_apart: Callable[..., tuple[Flask, RedisServer]], redis_client: redis.Redis[bytes], unique: str
 ) -> None:
-    redis_server = private_redis(persistent=True)
-    app = Flask("unknown_down")
-    app.config.update(make_config(redis_url, unique, NOTIFICATIONS_REDIS_URL=redis_server.url))
+    app, redis_server = backend_apart("unknown_down")
     ext = Notifications(app)
     hub = ext.create_hub("Renamed")
     hub.register_consumer(celery_task_name="attack.known")(lambda event: None)
@@ -123,17 +134,9 @@ def _settled(client: redis.Redis[bytes], unique: str) -> bool:
 
 
 def test_a_letter_left_listed_after_its_retry_is_not_delivered_again(
-    redis_url: str,
-    unique: str,
-    private_redis: Callable[..., RedisServer],
-    redis_client: redis.Redis[bytes],
-    redis_keys: str,
+    backend_apart: Callable[..., tuple[Flask, RedisServer]], redis_client: redis.Redis[bytes], unique: str
 ) -> None:
-    redis_server = private_redis(persistent=True)
-    app = Flask("retry_twice")
-    app.config.update(
-        make_config(redis_url, unique, NOTIFICATIONS_REDIS_URL=redis_server.url, NOTIFICATIONS_IDEMPOTENCY_TTL=1)
-    )
+    app, redis_server = backend_apart("retry_twice", NOTIFICATIONS_IDEMPOTENCY_TTL=1)
     ext = Notifications(app)
     hub = ext.create_hub("Letters")
     effects: list[str] = []
