@@ -216,6 +216,13 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_WEBPUSH_TIMEOUT": 10.0,
     # AppriseConsumer's targets per hub: {hub label or id: [Apprise URLs]}.
     "NOTIFICATIONS_APPRISE_TARGETS": {},
+    # Whether consumer tasks honour the users' preferences (docs/preferences.rst),
+    # kept in this table beside the inbox (NOTIFICATIONS_INBOX_URL).
+    "NOTIFICATIONS_PREFERENCES": False,
+    "NOTIFICATIONS_PREFERENCES_TABLE": "notifications_preferences",
+    # Seconds a worker may act on a user's preferences as it read them: a
+    # change applies to deliveries that start this long after it, at most.
+    "NOTIFICATIONS_PREFERENCES_MAX_AGE": 5.0,
 }
 
 
@@ -501,6 +508,9 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_WEBPUSH_TTL": _integer(0),
     "NOTIFICATIONS_WEBPUSH_URGENCY": _urgency,
     "NOTIFICATIONS_WEBPUSH_TIMEOUT": _number(0.0, positive=True),
+    "NOTIFICATIONS_PREFERENCES": _boolean,
+    "NOTIFICATIONS_PREFERENCES_TABLE": _text,
+    "NOTIFICATIONS_PREFERENCES_MAX_AGE": _number(0.0),
     "NOTIFICATIONS_APPRISE_TARGETS": _mapping,
 }
 

@@ -29,6 +29,7 @@ from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
     from .inbox import Inbox
+    from .preferences import Preferences
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,14 @@ class Notifications:
         from .inbox import Inbox
 
         return Inbox(self)
+
+    @cached_property
+    def preferences(self) -> Preferences:
+        """What each user wants, per hub and channel; see :doc:`preferences`
+        (needs the ``inbox`` extra)."""
+        from .preferences import Preferences
+
+        return Preferences(self)
 
     def create_backend(self) -> Backend:
         """0.1's name for :attr:`backend`. 0.1 built a new backend on each

@@ -251,6 +251,9 @@ class MailConsumer(EventConsumer):
     :raises ConsumerError: a part is given twice, or no recipient is fixed.
     """
 
+    #: Subject to the users' preferences for the ``email`` channel.
+    channel: str | None = "email"
+
     #: The config key naming the default sender, for error messages.
     default_sender_key = ""
 
