@@ -42,9 +42,14 @@ _NO_RULE = HubRule()
 
 @dataclass
 class _Store:
-    engine: sa.Engine
+    notifications: Notifications
     table: sa.Table
     cache: PreferenceCache
+
+    @property
+    def engine(self) -> sa.Engine:
+        # The inbox's, looked up each time: closing the inbox replaces it.
+        return self.notifications.inbox.engine
 
 
 @contextmanager
@@ -149,13 +154,12 @@ class Preferences:
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         store = self._stores.get(app)
         if store is None:
-            engine = self.notifications.inbox.engine
             with self._lock:
                 store = self._stores.get(app)
                 if store is None:
                     name = app.config.get("NOTIFICATIONS_PREFERENCES_TABLE") or DEFAULT_TABLE
                     table = define_preferences_table(sa.MetaData(), name)
-                    store = self._stores[app] = _Store(engine, table, PreferenceCache())
+                    store = self._stores[app] = _Store(self.notifications, table, PreferenceCache())
         return store
 
     @property
