@@ -223,6 +223,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a worker may act on a user's preferences as it read them: a
     # change applies to deliveries that start this long after it, at most.
     "NOTIFICATIONS_PREFERENCES_MAX_AGE": 5.0,
+    # A worker copies the whole table while it holds at most this many
+    # choices; beyond, only those of the users it delivers to.
+    "NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS": 50_000,
 }
 
 
@@ -511,6 +514,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_PREFERENCES": _boolean,
     "NOTIFICATIONS_PREFERENCES_TABLE": _text,
     "NOTIFICATIONS_PREFERENCES_MAX_AGE": _number(0.0),
+    "NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS": _integer(0),
     "NOTIFICATIONS_APPRISE_TARGETS": _mapping,
 }
 

@@ -1,7 +1,13 @@
 """Each process's copy of the preferences it read, kept for a bounded time
 (``NOTIFICATIONS_PREFERENCES_MAX_AGE``), so that a delivery costs a
 dictionary look-up, not a query, while a change still applies within that
-bound."""
+bound.
+
+While the table holds few choices (``NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS``)
+the copy is the whole table, read in one query once per max age, so no
+delivery waits for the database but the one that reads it again; beyond, it
+is the choices of each user delivered to lately, read when a delivery needs
+them."""
 
 from __future__ import annotations
 
@@ -24,6 +30,18 @@ class PreferenceCache:
         self.max_users = max_users
         self._entries: OrderedDict[str, tuple[float, Choices]] = OrderedDict()
         self._lock = threading.Lock()
+        #: Every stored choice, by user, and when its read began; ``None``
+        #: until read, after a change here, or while the table is too large.
+        self.whole: tuple[float, Mapping[str, Choices]] | None = None
+        #: Until when the table counts as too large for :attr:`whole`.
+        self.large_until = float("-inf")
+
+    def fresh_whole(self, now: float, max_age: float) -> Mapping[str, Choices] | None:
+        """The whole table's choices if they were read less than ``max_age`` ago."""
+        whole = self.whole
+        if whole is not None and now - whole[0] < max_age:
+            return whole[1]
+        return None
 
     def get(self, users: Iterable[str], now: float, max_age: float) -> tuple[dict[str, Choices], list[str]]:
         """The choices of ``users`` read less than ``max_age`` seconds before
@@ -53,6 +71,7 @@ class PreferenceCache:
         """Drop ``user``'s entry (this process changed their choices)."""
         with self._lock:
             self._entries.pop(user, None)
+            self.whole = None
 
     def __len__(self) -> int:
         return len(self._entries)

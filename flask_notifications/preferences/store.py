@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: Recipients per query when reading many users' choices.
 CHUNK = 500
+#: Seconds a table found too large to copy whole counts as such.
+LARGE_RECHECK = 60.0
 _NO_RULE = HubRule()
+_NONE: Choices = {}
 
 
 @dataclass
@@ -213,17 +216,35 @@ class Preferences:
         rule = self._rules.get(label, _NO_RULE)
         if rule.is_required(channel) or not users:
             return users
-        store = self._store()
-        max_age = float(current_app.config.get("NOTIFICATIONS_PREFERENCES_MAX_AGE", 0) or 0)
-        now = time.monotonic()
-        found, missing = store.cache.get(users, now, max_age)
-        if missing:
-            read = self._read(list(dict.fromkeys(missing)))
-            store.cache.put(now, read)
-            found.update(read)
+        found = self._cached(users)
         default = rule.defaults.get(channel, True)
         key = (label, channel)
-        return [user for user in users if found.get(user, {}).get(key, default)]
+        return [user for user in users if found.get(user, _NONE).get(key, default)]
+
+    def _cached(self, users: list[str]) -> Mapping[str, Choices]:
+        """The choices of ``users`` from this process's copy, read again
+        where it is older than ``NOTIFICATIONS_PREFERENCES_MAX_AGE``."""
+        store = self._store()
+        cache = store.cache
+        config = current_app.config
+        max_age = float(config.get("NOTIFICATIONS_PREFERENCES_MAX_AGE") or 0)
+        now = time.monotonic()
+        if max_age > 0 and now >= cache.large_until:
+            whole = cache.fresh_whole(now, max_age)
+            if whole is None:
+                whole = self._read_all(int(config.get("NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS") or 0))
+                if whole is None:
+                    cache.large_until = now + LARGE_RECHECK
+                else:
+                    cache.whole = (now, whole)
+            if whole is not None:
+                return whole
+        found, missing = cache.get(users, now, max_age)
+        if missing:
+            read = self._read(list(dict.fromkeys(missing)))
+            cache.put(now, read)
+            found.update(read)
+        return found
 
     def narrow(self, event: Event, hub: EventHub | str, channel: str) -> Event | None:
         """``event`` as ``hub``'s consumer on ``channel`` gets it: with only
@@ -247,6 +268,22 @@ class Preferences:
         if rule.is_required(channel):
             return True
         return chosen.get((hub, channel), rule.default(channel))
+
+    def _read_all(self, limit: int) -> dict[str, Choices] | None:
+        """Every stored choice, or ``None`` if there are more than ``limit``."""
+        if limit <= 0:
+            return None
+        store = self._store()
+        t = store.table
+        found: dict[str, dict[tuple[str, str], bool]] = {}
+        query = sa.select(t.c.recipient, t.c.hub, t.c.channel, t.c.enabled).limit(limit + 1)
+        with _database_errors(t.name), store.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if len(rows) > limit:
+            return None
+        for row in rows:
+            found.setdefault(row.recipient, {})[(row.hub, row.channel)] = bool(row.enabled)
+        return dict(found)
 
     def _read(self, users: list[str]) -> dict[str, Choices]:
         """Every choice of ``users``; a user who chose nothing has ``{}``."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from flask_notifications import Event, Notifications
@@ -124,11 +125,33 @@ def test_narrow_keeps_the_recipients_who_want_the_channel(preferences: Preferenc
 
 
 @pytest.mark.usefixtures("hubs")
-def test_many_recipients_are_read_in_chunks(preferences: Preferences) -> None:
+@pytest.mark.parametrize(("snapshot_rows", "queries"), [(50_000, 1), (12, 3), (0, 3)])
+def test_many_recipients_cost_few_queries(
+    app: Flask, preferences: Preferences, snapshot_rows: int, queries: int
+) -> None:
+    """A small table is read whole in one query; a larger one (or with the
+    snapshot off) per user, 500 users a query; then from the copy."""
+    app.config["NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS"] = snapshot_rows
+    app.config["NOTIFICATIONS_PREFERENCES_MAX_AGE"] = 3600
     users = [f"user-{n}" for n in range(1203)]
     for user in users[::100]:
         preferences.set(user, "news", "email", True)
-    assert preferences.recipients_for(users, "news", "email") == users[::100]
+    statements: list[str] = []
+    engine = preferences.notifications.inbox.engine
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if preferences.table.name in statement:
+            statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert preferences.recipients_for(users, "news", "email") == users[::100]
+        # The table was too large to copy whole: no second try for a while.
+        assert len(statements) == queries + (snapshot_rows == 12)
+        assert preferences.recipients_for(users[:700], "news", "email") == users[:700:100]
+        assert len(statements) == queries + (snapshot_rows == 12)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
 
 
 @pytest.mark.usefixtures("hubs")
