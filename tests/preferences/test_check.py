@@ -5,6 +5,7 @@ recipients who want it, one that names none gets everyone, and with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from flask_notifications import Event, Notifications
 from flask_notifications.consumers.apprise_consumer import AppriseConsumer
 from flask_notifications.consumers.consumer import Consumer
 from flask_notifications.consumers.flaskemail_consumer import FlaskEmailConsumer
-from flask_notifications.consumers.log_consumer import LogConsumer
+from flask_notifications.consumers.log_consumer import LogConsumer, LoggingConsumer
 from flask_notifications.consumers.push_consumer import PushConsumer
 from flask_notifications.consumers.webpush_consumer import WebPushConsumer
 from flask_notifications.inbox.consumer import InboxConsumer
@@ -39,7 +40,9 @@ def local(tmp_path: Path) -> Iterator[tuple[Flask, Notifications]]:
         notifications.inbox.close()
 
 
-def test_each_consumer_gets_the_recipients_of_its_channel(local: tuple[Flask, Notifications]) -> None:
+def test_each_consumer_gets_the_recipients_of_its_channel(
+    local: tuple[Flask, Notifications], caplog: pytest.LogCaptureFixture
+) -> None:
     app, notifications = local
     hub = notifications.create_hub("news")
     sms, email, everyone = Recording("sms"), Recording("email"), Recording(None)
@@ -54,9 +57,12 @@ def test_each_consumer_gets_the_recipients_of_its_channel(local: tuple[Flask, No
     assert [e["recipients"] for e in email.got] == [["alice", "bob"]]
     assert [e["recipients"] for e in everyone.got] == [["alice", "bob", "carol"]]
 
-    # Nobody left: no effect for that consumer.
-    notifications.send(Event(None, "post", "Hi", "", recipients=["carol"]))
+    # Nobody left: no effect for that consumer, and a line in the log.
+    with caplog.at_level(logging.INFO, logger="flask_notifications.worker.tasks"):
+        notifications.send(Event(None, "post", "Hi", "", recipients=["carol"]))
     assert len(sms.got) == 1 and len(email.got) == 1 and len(everyone.got) == 2
+    opted = [r for r in caplog.records if "opted out" in r.getMessage()]
+    assert len(opted) == 2 and {r.levelno for r in opted} == {logging.INFO}
 
     # Off: nothing is filtered, as before preferences existed.
     app.config["NOTIFICATIONS_PREFERENCES"] = False
@@ -72,5 +78,6 @@ def test_the_predefined_consumers_name_their_channels() -> None:
         WebPushConsumer: "webpush",
         AppriseConsumer: "apprise",
         LogConsumer: None,
+        LoggingConsumer: None,
     }
     assert {cls: cls.channel for cls in channels} == channels

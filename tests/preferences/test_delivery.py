@@ -133,11 +133,14 @@ def test_a_database_outage_holds_the_delivery(
     hub = notifications.create_hub("news")
     hub.register_consumer(mail_consumer(app, smtp_server))
     (task,) = hub.consumer_names
+    # A consumer that names no channel does not wait for the preferences.
+    logs = hub.register_consumer(Recording(None))
     preferences.drop_all()
     with celery_worker():
         notifications.send(event("held", "alice"))
         wait_for(lambda: len([o for o in runs_of(outcomes, task) if isinstance(o, Retry)]) >= 2)
         assert smtp_server.received == [] and notifications.dead_letters() == []
+        wait_for(lambda: logs.got)
         preferences.create_all()
         (received,) = wait_for(lambda: smtp_server.received)
     assert received.message["Subject"] == "held" and notifications.dead_letters() == []
