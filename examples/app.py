@@ -18,6 +18,10 @@ unless ``FLASK_NOTIFICATIONS_INBOX_URL`` says otherwise), and the bell's
 count follows it live, through that user's own badge events of the Inbox
 hub, which the stream authorizer filters to them.
 
+Its settings panel shows the viewer's preferences (``/preferences/``): turn
+UserHub's ``inbox`` channel off as tom, and tom's bell no longer counts what
+is sent to him; SystemHub is required and cannot be turned off.
+
 Run it with ``./examples/run.sh``: with no configuration it uses the embedded
 default, the in-process backend with tasks run in the web process, so it
 needs no server. With ``REDIS_URL`` set it uses Redis, and a Celery worker
@@ -50,6 +54,7 @@ from flask_notifications.filters.with_recipient import WithRecipient
 from flask_notifications.filters.with_recipients import WithRecipients
 from flask_notifications.filters.with_sender import WithSender
 from flask_notifications.inbox import inbox_blueprint
+from flask_notifications.preferences import preferences_blueprint
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
@@ -63,6 +68,8 @@ app.config.update(
     EXAMPLE_MAIL_TO=os.environ.get("EXAMPLE_MAIL_TO", "admin@localhost"),
     # Signs the session cookie that says whom the page is viewed as.
     SECRET_KEY=os.environ.get("SECRET_KEY", "example-only-not-secret"),
+    # Consumers honour each user's settings (the panel; see below).
+    NOTIFICATIONS_PREFERENCES=True,
 )
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
@@ -111,6 +118,15 @@ user_hub.register_consumer(InboxConsumer(badge_channel=inbox_hub.hub_id, name="e
 with app.app_context():
     notifications.inbox.create_all()
 app.register_blueprint(inbox_blueprint, url_prefix="/inbox")
+
+
+# Preferences: in the settings panel each viewer turns UserHub's channels
+# (its inbox, its stream) on or off; SystemHub is required, so nobody can
+# turn it off. The choices are kept beside the inbox.
+notifications.preferences.define(system_hub, required=True)
+with app.app_context():
+    notifications.preferences.create_all()
+app.register_blueprint(preferences_blueprint, url_prefix="/preferences")
 
 
 @notifications.inbox.user_loader

@@ -34,6 +34,7 @@ from .errors import BackendError, NotificationsError
 from .event import Event
 from .event_hub import HUB_ID_PREFIX, EventHub
 from .inbox.cli import inbox_cli
+from .preferences.cli import preferences_cli
 from .state import current_notifications
 from .webpush.cli import webpush_cli
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 notifications_cli = AppGroup("notifications", help="Send, inspect and tail Flask-Notifications events.")
 notifications_cli.add_command(inbox_cli)
 notifications_cli.add_command(webpush_cli)
+notifications_cli.add_command(preferences_cli)
 
 
 def _extension() -> Notifications:

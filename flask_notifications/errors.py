@@ -251,3 +251,25 @@ class AppriseTargetError(AppriseError, PermanentConsumerError):
 class AppriseUnavailableError(AppriseError, RetryLaterError):
     """A target could not be reached, timed out, or answered ``429`` or
     ``5xx``. Retried; the targets that were notified are not notified again."""
+
+
+class PreferencesError(NotificationsError):
+    """The notification preferences cannot do what was asked."""
+
+
+class InvalidPreferenceError(PreferencesError, ValueError):
+    """A preference names a hub or a channel that does not exist, or its value
+    is not ``true`` or ``false``; nothing was changed."""
+
+
+class RequiredPreferenceError(InvalidPreferenceError):
+    """A preference would opt a user out of a channel of a hub marked
+    required (security alerts, say), which nobody can opt out of; nothing was
+    changed."""
+
+
+class PreferencesUnavailableError(PreferencesError, BackendError):
+    """The preferences database cannot be reached, or its table does not
+    exist. A consumer task that needs a preference then waits and runs again,
+    as when the ledger is unreachable: its delivery is neither dropped nor
+    dead-lettered."""

@@ -31,6 +31,7 @@ from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
     from .inbox import Inbox
+    from .preferences import Preferences
     from .timers.api import Timers
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,14 @@ class Notifications:
         from .timers.api import Timers
 
         return Timers(self)
+
+    @cached_property
+    def preferences(self) -> Preferences:
+        """What each user wants, per hub and channel; see :doc:`preferences`
+        (needs the ``inbox`` extra)."""
+        from .preferences import Preferences
+
+        return Preferences(self)
 
     def create_backend(self) -> Backend:
         """0.1's name for :attr:`backend`. 0.1 built a new backend on each

@@ -91,6 +91,10 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_WEBPUSH_URGENCY": urgency,
     "NOTIFICATIONS_WEBPUSH_TIMEOUT": number(0.0, positive=True),
     "NOTIFICATIONS_APPRISE_TARGETS": mapping,
+    "NOTIFICATIONS_PREFERENCES": boolean,
+    "NOTIFICATIONS_PREFERENCES_TABLE": text,
+    "NOTIFICATIONS_PREFERENCES_MAX_AGE": number(0.0),
+    "NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS": integer(0),
 }
 
 #: Prefixes of keys that are probably this extension's, misspelt.

@@ -212,4 +212,14 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_WEBPUSH_TIMEOUT": 10.0,
     # AppriseConsumer's targets per hub: {hub label or id: [Apprise URLs]}.
     "NOTIFICATIONS_APPRISE_TARGETS": {},
+    # Whether consumer tasks honour the users' preferences (docs/preferences.rst),
+    # kept in this table beside the inbox (NOTIFICATIONS_INBOX_URL).
+    "NOTIFICATIONS_PREFERENCES": False,
+    "NOTIFICATIONS_PREFERENCES_TABLE": "notifications_preferences",
+    # Seconds a worker may act on a user's preferences as it read them: a
+    # change applies to deliveries that start this long after it, at most.
+    "NOTIFICATIONS_PREFERENCES_MAX_AGE": 5.0,
+    # A worker copies the whole table while it holds at most this many
+    # choices; beyond, only those of the users it delivers to.
+    "NOTIFICATIONS_PREFERENCES_SNAPSHOT_ROWS": 50_000,
 }

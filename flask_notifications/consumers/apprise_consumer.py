@@ -156,6 +156,9 @@ class AppriseConsumer(EventConsumer):
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     """
 
+    #: Subject to the users' preferences for the ``apprise`` channel.
+    channel: str | None = "apprise"
+
     def __init__(
         self,
         targets: Iterable[str] = (),

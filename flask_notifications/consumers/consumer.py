@@ -64,6 +64,13 @@ class Consumer(ABC):
     #: (``True``) or the event's JSON string (``False``, 0.1's contract).
     pass_event: bool = False
 
+    #: The channel the consumer delivers on (``"email"``, ``"sms"``...), which
+    #: users opt in to or out of per hub (:doc:`preferences`). With
+    #: ``NOTIFICATIONS_PREFERENCES`` on, the task gives the consumer the event
+    #: with only the recipients who want this channel, and skips it when none
+    #: does. ``None``: not subject to preferences.
+    channel: str | None = None
+
     def __init__(self, name: str | None = None) -> None:
         self.name = name
 

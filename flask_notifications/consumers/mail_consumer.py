@@ -20,10 +20,6 @@ from email.errors import MessageError
 from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import Any
-from weakref import WeakKeyDictionary
-
-from flask import current_app, render_template
-from jinja2 import Environment, Template
 
 from ..errors import (
     ConfigurationError,
@@ -36,6 +32,7 @@ from ..errors import (
 )
 from ..event import Event, as_event
 from .consumer import EventConsumer
+from .mail_templates import DEFAULTS, MailTemplates, explicit
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +41,9 @@ logger = logging.getLogger(__name__)
 RecipientMap = Callable[[str], str | Iterable[str] | None]
 
 #: The subject when no template is given: the event's title.
-DEFAULT_SUBJECT = "{{ event.title }}"
+DEFAULT_SUBJECT = DEFAULTS["subject"]
 #: The plain-text body when no template is given: the event's body.
-DEFAULT_BODY = "{{ event.body }}"
+DEFAULT_BODY = DEFAULTS["body"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +233,19 @@ class MailConsumer(EventConsumer):
     has none) and the body the event's body; there is no HTML part unless one
     is given. HTML given as source is autoescaped.
 
+    ``templates`` names a folder of the application's templates, found
+    through Flask's loader, in which each part has a file: ``subject.txt``,
+    ``body.txt``, ``body.html``, and for digests ``digest_subject.txt``,
+    ``digest.txt``, ``digest.html``. ``{hub}`` in it is the label of the hub
+    whose consumer runs, so ``templates=HUB_TEMPLATES``
+    (``"notifications/{hub}"``) gives each hub its own. A part given as an
+    argument wins over its file; a file that does not exist leaves the
+    default. A digest (an event of type ``"digest"`` carrying the list
+    ``events``; see :doc:`preferences`) is rendered with the digest parts,
+    which see ``events`` too: ``digest_subject=``, ``digest_body=``,
+    ``digest_html=`` as source, or the folder's files; by default its title
+    (or "N notifications") and a list of every event once.
+
     :param sender: the ``From`` address, ``"Name <addr>"`` or ``(name, addr)``;
         ``None`` uses the transport's default sender setting.
     :param recipients: the addresses to send every event to; or a callable
@@ -247,9 +257,13 @@ class MailConsumer(EventConsumer):
         and host name against the system's trusted CAs
         (:func:`ssl.create_default_context`); to trust a private CA or a
         self-signed server, pass ``ssl.create_default_context(cafile=...)``.
+    :param templates: a folder of the application's templates, as above.
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     :raises ConsumerError: a part is given twice, or no recipient is fixed.
     """
+
+    #: Subject to the users' preferences for the ``email`` channel.
+    channel: str | None = "email"
 
     #: The config key naming the default sender, for error messages.
     default_sender_key = ""
@@ -265,6 +279,10 @@ class MailConsumer(EventConsumer):
         subject_template: str | None = None,
         body_template: str | None = None,
         html_template: str | None = None,
+        templates: str | None = None,
+        digest_subject: str | None = None,
+        digest_body: str | None = None,
+        digest_html: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         name: str | None = None,
     ) -> None:
@@ -286,13 +304,15 @@ class MailConsumer(EventConsumer):
                     f"{type(self).__name__} needs recipients: a list of addresses, or a callable that maps "
                     "the event's recipients to addresses."
                 )
-        self._parts = {
-            "subject": _part("subject", subject, subject_template, DEFAULT_SUBJECT),
-            "body": _part("body", body, body_template, DEFAULT_BODY),
-            "html": _part("html", html, html_template, None),
+        parts = {
+            "subject": explicit("subject", subject, subject_template),
+            "body": explicit("body", body, body_template),
+            "html": explicit("html", html, html_template),
+            "digest_subject": explicit("digest_subject", digest_subject, None),
+            "digest_body": explicit("digest_body", digest_body, None),
+            "digest_html": explicit("digest_html", digest_html, None),
         }
-        # Compiled template source, per application (Jinja environment).
-        self._templates: WeakKeyDictionary[Environment, dict[str, Template]] = WeakKeyDictionary()
+        self.templates = MailTemplates(parts, templates)
 
     # -- what is sent ---------------------------------------------------------
 
@@ -314,26 +334,9 @@ class MailConsumer(EventConsumer):
 
     def render(self, part: str, event: Event, addresses: list[str]) -> str | None:
         """Render ``part`` (``"subject"``, ``"body"`` or ``"html"``) of the
-        email for ``event``; ``None`` when the part is not wanted."""
-        spec = self._parts[part]
-        if spec is None:
-            return None
-        kind, text = spec
-        context = {"event": event, "recipients": addresses}
-        if kind == "name":
-            return render_template(text, **context)
-        return self._compiled(part, text).render(context)
-
-    def _compiled(self, part: str, source: str) -> Template:
-        env = current_app.jinja_env
-        templates = self._templates.get(env)
-        if templates is None:
-            templates = self._templates[env] = {}
-        template = templates.get(part)
-        if template is None:
-            # Flask autoescapes template source; only the HTML part wants that.
-            template = templates[part] = env.overlay(autoescape=part == "html").from_string(source)
-        return template
+        email for ``event``, or of the digest if ``event`` is one; ``None``
+        when the part is not wanted."""
+        return self.templates.render(part, event, addresses)
 
     def compose(self, event: Event) -> MailContent | None:
         """The email for ``event``, or ``None`` when it has no recipient.
@@ -396,16 +399,6 @@ class MailConsumer(EventConsumer):
         with smtp_errors(settings):
             self.deliver(content)
         logger.debug("%r: emailed event %s to %d recipient(s).", self, event["event_id"], len(content.recipients))
-
-
-def _part(part: str, source: str | None, template: str | None, default: str | None) -> tuple[str, str] | None:
-    if source is not None and template is not None:
-        raise ConsumerError(f"Give either {part}= or {part}_template=, not both.")
-    if template is not None:
-        return ("name", template)
-    if source is not None:
-        return ("source", source)
-    return ("source", default) if default is not None else None
 
 
 def _unique(addresses: Iterable[str]) -> list[str]:

@@ -34,6 +34,9 @@ class PushConsumer(EventConsumer):
     :raises ConsumerError: ``backend`` is none of these, or ``hub_id`` is empty.
     """
 
+    #: Subject to the users' preferences for the ``stream`` channel.
+    channel: str | None = "stream"
+
     def __init__(self, backend: Backend | redis.Redis[Any] | None, hub_id: str, name: str | None = None) -> None:
         super().__init__(name)
         if backend is not None and not isinstance(backend, (Backend, redis.Redis)):

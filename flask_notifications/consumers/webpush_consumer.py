@@ -103,6 +103,9 @@ class WebPushConsumer(EventConsumer):
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     """
 
+    #: Subject to the users' preferences for the ``webpush`` channel.
+    channel: str | None = "webpush"
+
     def __init__(
         self,
         *,

@@ -82,23 +82,17 @@ def purge_command(days: float | None, yes: bool) -> None:
     click.echo(f"Deleted {deleted} notification{'s' if deleted != 1 else ''}.")
 
 
-@inbox_cli.command("migration")
-@click.option(
-    "-d",
-    "--directory",
-    default="migrations",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="The Alembic (Flask-Migrate) migrations folder.",
-)
-def migration_command(directory: str) -> None:
-    """Add the inbox table's migration to the application's Alembic
-    migrations, after their current head; then run 'flask db upgrade'."""
+def write_migration(directory: str, template: str, table: str) -> Path:
+    """Copy the migration ``template`` into the Alembic migrations folder
+    ``directory``, after its current head, for the table named ``table``.
+
+    :return: the new migration's path.
+    :raises click.ClickException: ``directory`` is not a migrations folder,
+        it has several heads, or the template is not one of ours.
+    """
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
-
-    from .migrations import TEMPLATE
 
     ini = Path(directory) / "alembic.ini"
     config = Config(str(ini) if ini.is_file() else None)
@@ -114,9 +108,8 @@ def migration_command(directory: str) -> None:
         raise click.ClickException(
             f"The migrations have {len(heads)} heads ({', '.join(heads)}); merge them first ('flask db merge heads')."
         )
-    table = current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or "notifications_inbox"
     revision = uuid.uuid4().hex[:12]
-    text = Path(TEMPLATE).read_text(encoding="utf-8")
+    text = Path(template).read_text(encoding="utf-8")
     replacements = {
         r'^revision = ".*"$': f'revision = "{revision}"',
         r"^Revision ID: .*$": f"Revision ID: {revision}",
@@ -128,9 +121,28 @@ def migration_command(directory: str) -> None:
     for pattern, value in replacements.items():
         text, found = re.subn(pattern, value.replace("\\", "\\\\"), text, count=1, flags=re.MULTILINE)
         if found != 1:
-            raise click.ClickException(f"The inbox's migration template has no line matching {pattern!r}.")
+            raise click.ClickException(f"The migration template {template!r} has no line matching {pattern!r}.")
     path = Path(scripts.versions) / f"{revision}_create_{table}.py"
     path.write_text(text, encoding="utf-8")
+    return path
+
+
+@inbox_cli.command("migration")
+@click.option(
+    "-d",
+    "--directory",
+    default="migrations",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The Alembic (Flask-Migrate) migrations folder.",
+)
+def migration_command(directory: str) -> None:
+    """Add the inbox table's migration to the application's Alembic
+    migrations, after their current head; then run 'flask db upgrade'."""
+    from .migrations import TEMPLATE
+
+    table = current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or "notifications_inbox"
+    path = write_migration(directory, TEMPLATE, table)
     click.echo(f"Wrote {path}; apply it with 'flask db upgrade'.")
     click.echo(
         "So that 'flask db migrate' does not propose to drop the inbox table, give env.py the include_object hook:\n"

@@ -46,6 +46,9 @@ class InboxConsumer(EventConsumer):
     :param name: the Celery task name; see :meth:`EventHub.register_consumer`.
     """
 
+    #: Subject to the users' preferences for the ``inbox`` channel.
+    channel: str | None = "inbox"
+
     #: An event that expires while the database is down is still stored
     #: once it answers: a notification kept in an inbox outlives the event's
     #: expiry, which is about live delivery.

@@ -89,11 +89,12 @@ def _protect() -> None:
         raise Forbidden("Cross-site requests to the inbox are refused.")
     if not request.is_json:
         raise UnsupportedMediaType("Send the request body as JSON (Content-Type: application/json).")
-    g.notifications_inbox_body = _read_body()
+    g.notifications_inbox_body = read_body()
 
 
-def _read_body() -> Any:
-    """The POST's JSON body; an empty body is ``{}``.
+def read_body() -> Any:
+    """The POST's JSON body; an empty body is ``{}``. The preferences'
+    blueprint reads its bodies with it too.
 
     :raises RequestEntityTooLarge: it is larger than :data:`MAX_BODY_SIZE`.
     :raises BadRequest: it is not JSON, or nested too deep to parse.

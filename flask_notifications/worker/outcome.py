@@ -18,6 +18,8 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     #: The event expired before the consumer ran; skipped.
     EXPIRED = "expired"
+    #: Every recipient opted out of the consumer's channel; skipped.
+    OPTED_OUT = "opted-out"
     #: The consumer failed for the last time, or permanently: kept as a dead letter.
     DEAD_LETTERED = "dead-lettered"
     #: No consumer of that name on that hub in this worker: kept as a dead letter.

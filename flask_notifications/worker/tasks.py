@@ -275,6 +275,15 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
         return Outcome.CONSUMED
     if event.is_expired() and consumer.honours_expiry:
         return Outcome.EXPIRED
+    if consumer.channel is not None and event["recipients"] and config["NOTIFICATIONS_PREFERENCES"]:
+        # The users' preferences, before any effect: the consumer gets only the
+        # recipients who want its channel. A database outage retries the task
+        # as a ledger outage does, spending none of the consumer's retries.
+        narrowed = safely(ext.preferences.narrow, event, hub, consumer.channel)
+        if narrowed is None:
+            logger.info("Consumer %s skipped delivery %s of hub %r: opted out.", task_name, delivery_id, run.hub_id)
+            return Outcome.OPTED_OUT
+        event = narrowed
 
     timeout = float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])
     token = uuid.uuid4().hex
