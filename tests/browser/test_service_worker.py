@@ -1,0 +1,237 @@
+"""The shipped service worker (``notifications-sw.js``) in Debian's headless
+Chromium, on a test application served by gunicorn.
+
+What is real: Chromium registers the service worker the webpush blueprint
+serves, and ``pushManager.subscribe()`` runs with the application's VAPID
+public key and makes the subscription's keys; the page posts it to the
+blueprint, which stores it (the row is read back in SQL); the service worker
+shows a push as a notification. What is not: Chromium's push service. Its
+check-in and registration are answered by a local stand-in
+(tests/browser/fake_gcm.py), so the endpoint is not a real one, and the
+push reaches the service worker through the DevTools protocol
+(``ServiceWorker.deliverPushMessage``), unencrypted: the encryption is
+tested against the local push service of tests/consumers/test_webpush.py.
+The payload delivered is the JSON WebPushConsumer sends, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from flask_notifications import Event
+from flask_notifications.webpush.payload import default_payload, fit
+from flask_notifications.webpush.vapid import VapidKeys
+from tests.browser.fake_gcm import FakeGcm
+from tests.helpers import free_port, wait_for
+from tests.helpers.example import ROOT
+from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _answers, _require_browser
+
+pytestmark = [pytest.mark.browser, pytest.mark.subprocess]
+
+#: Registers the shipped service worker, subscribes with the app's key and
+#: stores the subscription through the blueprint, as docs/channels.rst shows.
+SUBSCRIBE = """async () => {
+  const prefix = "/push";
+  const registration = await navigator.serviceWorker.register(prefix + "/notifications-sw.js", { scope: "/" });
+  await navigator.serviceWorker.ready;
+  const { public_key } = await (await fetch(prefix + "/vapid-public-key")).json();
+  const subscription = await registration.pushManager.subscribe({
+    userVisibleOnly: true, applicationServerKey: public_key });
+  const stored = await fetch(prefix + "/subscribe", {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(subscription.toJSON()) });
+  return { subscription: subscription.toJSON(), status: stored.status, stored: await stored.json(),
+           scope: registration.scope, publicKey: public_key };
+}"""
+
+#: The notifications the service worker shows.
+SHOWN = """async () => {
+  const registration = await navigator.serviceWorker.ready;
+  const shown = await registration.getNotifications();
+  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+}"""
+
+
+class WebPushApp:
+    """tests/browser/webpush_app.py under gunicorn, on a SQLite file."""
+
+    def __init__(self, tmp_path: Path, keys: VapidKeys) -> None:
+        self.database = f"sqlite:///{tmp_path / 'push.sqlite3'}"
+        config = {
+            "NOTIFICATIONS_INBOX_URL": self.database,
+            "NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY": keys.private_text,
+            "NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT": keys.subject,
+            # Chromium's endpoints: Google's, and the one it builds when its
+            # GCM client is sent elsewhere (as here).
+            "NOTIFICATIONS_WEBPUSH_ENDPOINTS": ["https://fcm.googleapis.com", "https://jmt17.google.com"],
+        }
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "WEBPUSH_APP_CONFIG": json.dumps(config), "PYTHONPATH": str(ROOT)}
+        self.log = tmp_path / "server.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{self.port}"]
+                + ["--log-level", "warning", "tests.browser.webpush_app:create_app()"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def rows(self) -> list[dict[str, Any]]:
+        engine = sa.create_engine(self.database)
+        try:
+            with engine.connect() as conn:
+                query = "SELECT recipient, endpoint, p256dh, auth FROM notifications_push_subscriptions ORDER BY id"
+                return [dict(row._mapping) for row in conn.execute(sa.text(query))]
+        finally:
+            engine.dispose()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def webpush_app(tmp_path: Path, vapid_keys: VapidKeys) -> Iterator[WebPushApp]:
+    served = WebPushApp(tmp_path, vapid_keys)
+    try:
+        wait_for(lambda: served.proc.poll() is None and _answers(served.base + "/"), timeout=60)
+        yield served
+    finally:
+        served.close()
+        sys.stderr.write(served.log.read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture
+def vapid_keys() -> VapidKeys:
+    return VapidKeys.generate("mailto:ops@example.org")
+
+
+@pytest.fixture
+def chromium(webpush_app: WebPushApp) -> Iterator[tuple[Any, FakeGcm]]:
+    """A Chromium profile of its own (push is refused in incognito contexts,
+    which ``browser.new_context()`` makes), allowed to show notifications."""
+    sync_playwright = _require_browser()
+    with FakeGcm() as gcm, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + gcm.switches, headless=True
+        )
+        try:
+            context.grant_permissions(["notifications"], origin=webpush_app.base)
+            yield context, gcm
+        finally:
+            context.close()
+
+
+class DevToolsPush:
+    """Delivers pushes to the page's service worker registration of
+    ``scope`` through the DevTools protocol, and waits until the service
+    worker's push event completed (the background services log says so),
+    as Chromium's own push service would."""
+
+    def __init__(self, context: Any, page: Any, origin: str, scope: str) -> None:
+        self.page = page
+        self.origin = origin
+        self.cdp = context.new_cdp_session(page)
+        self.registrations: dict[str, str] = {}
+        self.completed: list[str] = []
+        self.cdp.on("ServiceWorker.workerRegistrationUpdated", self._registration)
+        self.cdp.on("BackgroundService.backgroundServiceEventReceived", self._logged)
+        self.cdp.send("BackgroundService.startObserving", {"service": "pushMessaging"})
+        self.cdp.send("BackgroundService.setRecording", {"shouldRecord": True, "service": "pushMessaging"})
+        self.cdp.send("ServiceWorker.enable")
+        self.registration = str(self._wait(lambda: self.registrations.get(scope)))
+
+    def _registration(self, params: dict[str, Any]) -> None:
+        for registration in params["registrations"]:
+            if not registration.get("isDeleted"):
+                self.registrations[registration["scopeURL"]] = registration["registrationId"]
+
+    def _logged(self, params: dict[str, Any]) -> None:
+        event = params["backgroundServiceEvent"]
+        if event["eventName"] == "Push event completed":
+            self.completed.append({item["key"]: item["value"] for item in event["eventMetadata"]}["Status"])
+
+    def _wait(self, predicate: Any) -> Any:
+        # Playwright's sync API hands events over only while it runs a call.
+        return wait_for(lambda: self.page.evaluate("1") and predicate(), timeout=30)
+
+    def deliver(self, data: bytes) -> str:
+        """Push ``data`` (UTF-8 text: the protocol takes a string); return how
+        the service worker's push event ended."""
+        before = len(self.completed)
+        self.cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {"origin": self.origin, "registrationId": self.registration, "data": data.decode("utf-8")},
+        )
+        self._wait(lambda: len(self.completed) > before)
+        return self.completed[before]
+
+
+def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_the_push(
+    webpush_app: WebPushApp, chromium: tuple[Any, FakeGcm], vapid_keys: VapidKeys
+) -> None:
+    context, gcm = chromium
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(webpush_app.base + "/login/alice")
+
+    # 1. A real subscription, with the app's key, stored through the blueprint.
+    result = page.evaluate(SUBSCRIBE)
+    assert result["status"] == 201, result
+    assert result["publicKey"] == vapid_keys.public_text
+    subscription = result["subscription"]
+    (token,) = gcm.tokens_for(vapid_keys.public_text)  # Chromium registered with the app's key
+    assert subscription["endpoint"].endswith(f"/fcm/send/{token}")
+    assert result["stored"]["endpoint"] == subscription["endpoint"]
+    assert webpush_app.rows() == [
+        {
+            "recipient": "alice",
+            "endpoint": subscription["endpoint"],
+            "p256dh": subscription["keys"]["p256dh"],
+            "auth": subscription["keys"]["auth"],
+        }
+    ]
+
+    # 2. A push: the exact bytes WebPushConsumer sends for this event. (The
+    # page lists the notifications once the push event completed: Chromium
+    # may leave out one that a concurrent getNotifications() raced with.)
+    event = Event(None, "comment", "Nouveau commentaire ✓", "« Bravo » — 👍", recipients=["alice"], url="/posts/7?x=1")
+    data = fit(default_payload(event))
+    push = DevToolsPush(context, page, webpush_app.base, result["scope"])
+    assert push.deliver(data) == "Success"
+    assert page.evaluate(SHOWN) == [
+        {
+            "title": "Nouveau commentaire ✓",
+            "body": "« Bravo » — 👍",
+            "tag": event["event_id"],
+            "data": {
+                "url": webpush_app.base + "/posts/7?x=1",
+                "event_id": event["event_id"],
+                "event_type": "comment",
+            },
+        }
+    ]
+
+    # 3. The same event again replaces it (its tag); a url on another site
+    # opens the site's root instead.
+    assert push.deliver(data) == "Success"
+    elsewhere = Event(None, "phish", "Elsewhere", "", recipients=["alice"], url="https://evil.example/login")
+    assert push.deliver(fit(default_payload(elsewhere))) == "Success"
+    by_title = {notification["title"]: notification for notification in page.evaluate(SHOWN)}
+    assert set(by_title) == {"Nouveau commentaire ✓", "Elsewhere"}
+    assert by_title["Elsewhere"]["data"]["url"] == webpush_app.base + "/"
+    assert errors == []
