@@ -19,10 +19,15 @@ protocol instead (``ServiceWorker.deliverPushMessage``).
 from __future__ import annotations
 
 import struct
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
 
 
 def _varint(number: int) -> bytes:
@@ -118,3 +123,21 @@ class FakeGcm:
                 return
 
         return Handler
+
+
+@contextmanager
+def push_chromium(origin: str) -> Iterator[tuple[Any, FakeGcm]]:
+    """Headless Chromium with a profile of its own (push is refused in the
+    incognito contexts that ``browser.new_context()`` makes), its GCM client
+    sent to a :class:`FakeGcm`, and ``origin`` allowed to show notifications:
+    ``(context, gcm)``."""
+    sync_playwright = _require_browser()
+    with FakeGcm() as gcm, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + gcm.switches, headless=True
+        )
+        try:
+            context.grant_permissions(["notifications"], origin=origin)
+            yield context, gcm
+        finally:
+            context.close()

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,10 @@ import sqlalchemy as sa
 from flask_notifications import Event
 from flask_notifications.webpush.payload import default_payload, fit
 from flask_notifications.webpush.vapid import VapidKeys
-from tests.browser.fake_gcm import FakeGcm
+from tests.browser.fake_gcm import FakeGcm, push_chromium
 from tests.helpers import free_port, wait_for
 from tests.helpers.example import ROOT
-from tests.project.test_browser import CHROMIUM, CHROMIUM_ARGS, _answers, _require_browser
+from tests.project.test_browser import _answers
 
 pytestmark = [pytest.mark.browser, pytest.mark.subprocess]
 
@@ -121,18 +120,8 @@ def vapid_keys() -> VapidKeys:
 
 @pytest.fixture
 def chromium(webpush_app: WebPushApp) -> Iterator[tuple[Any, FakeGcm]]:
-    """A Chromium profile of its own (push is refused in incognito contexts,
-    which ``browser.new_context()`` makes), allowed to show notifications."""
-    sync_playwright = _require_browser()
-    with FakeGcm() as gcm, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + gcm.switches, headless=True
-        )
-        try:
-            context.grant_permissions(["notifications"], origin=webpush_app.base)
-            yield context, gcm
-        finally:
-            context.close()
+    with push_chromium(webpush_app.base) as found:
+        yield found
 
 
 class DevToolsPush:
