@@ -18,6 +18,7 @@ protocol instead (``ServiceWorker.deliverPushMessage``).
 
 from __future__ import annotations
 
+import os
 import struct
 import tempfile
 import threading
@@ -126,15 +127,19 @@ class FakeGcm:
 
 
 @contextmanager
-def push_chromium(origin: str) -> Iterator[tuple[Any, FakeGcm]]:
+def push_chromium(origin: str, env: dict[str, str] | None = None) -> Iterator[tuple[Any, FakeGcm]]:
     """Headless Chromium with a profile of its own (push is refused in the
     incognito contexts that ``browser.new_context()`` makes), its GCM client
     sent to a :class:`FakeGcm`, and ``origin`` allowed to show notifications:
-    ``(context, gcm)``."""
+    ``(context, gcm)``. ``env`` is added to Chromium's environment."""
     sync_playwright = _require_browser()
     with FakeGcm() as gcm, tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS + gcm.switches, headless=True
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS + gcm.switches,
+            headless=True,
+            env={**os.environ, **(env or {})},
         )
         try:
             context.grant_permissions(["notifications"], origin=origin)

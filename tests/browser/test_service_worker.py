@@ -12,6 +12,12 @@ push reaches the service worker through the DevTools protocol
 (``ServiceWorker.deliverPushMessage``), unencrypted: the encryption is
 tested against the local push service of tests/consumers/test_webpush.py.
 The payload delivered is the JSON WebPushConsumer sends, byte for byte.
+
+The click is real too: Chromium shows the notification on a desktop
+notification server of the test (tests/browser/fake_desktop.py, on a private
+D-Bus session bus), and a click there (its ``ActionInvoked`` signal) is
+Chromium's own path for a user's click: the service worker's
+``notificationclick`` opens the event's url in a new window.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import sqlalchemy as sa
 from flask_notifications import Event
 from flask_notifications.webpush.payload import default_payload, fit
 from flask_notifications.webpush.vapid import VapidKeys
+from tests.browser.fake_desktop import DesktopNotifications
 from tests.browser.fake_gcm import FakeGcm, push_chromium
 from tests.helpers import free_port, wait_for
 from tests.helpers.example import ROOT
@@ -119,8 +126,14 @@ def vapid_keys() -> VapidKeys:
 
 
 @pytest.fixture
-def chromium(webpush_app: WebPushApp) -> Iterator[tuple[Any, FakeGcm]]:
-    with push_chromium(webpush_app.base) as found:
+def desktop() -> Iterator[DesktopNotifications]:
+    with DesktopNotifications() as notifications:
+        yield notifications
+
+
+@pytest.fixture
+def chromium(webpush_app: WebPushApp, desktop: DesktopNotifications) -> Iterator[tuple[Any, FakeGcm]]:
+    with push_chromium(webpush_app.base, desktop.env) as found:
         yield found
 
 
@@ -170,7 +183,7 @@ class DevToolsPush:
 
 
 def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_the_push(
-    webpush_app: WebPushApp, chromium: tuple[Any, FakeGcm], vapid_keys: VapidKeys
+    webpush_app: WebPushApp, chromium: tuple[Any, FakeGcm], vapid_keys: VapidKeys, desktop: DesktopNotifications
 ) -> None:
     context, gcm = chromium
     page = context.pages[0] if context.pages else context.new_page()
@@ -223,4 +236,26 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
     by_title = {notification["title"]: notification for notification in page.evaluate(SHOWN)}
     assert set(by_title) == {"Nouveau commentaire ✓", "Elsewhere"}
     assert by_title["Elsewhere"]["data"]["url"] == webpush_app.base + "/"
+
+    # 4. A click on the desktop's notification (Chromium's own click path)
+    # opens the event's url in a new window, and closes the notification.
+    shown = desktop.wait_shown("Nouveau commentaire ✓")
+    assert shown.body.endswith("« Bravo » — 👍") and "default" in shown.actions
+    opened = _click(context, desktop, shown)
+    assert opened.url == webpush_app.base + "/posts/7?x=1"
+    assert opened.locator("h1").text_content() == "Post 7"
+    wait_for(lambda: page.evaluate(SHOWN) and [n["title"] for n in page.evaluate(SHOWN)] == ["Elsewhere"])
+    # The one to another site opens the site's root (no window is on it now).
+    page.goto(webpush_app.base + "/posts/8")
+    opened = _click(context, desktop, desktop.wait_shown("Elsewhere"))
+    assert opened.url == webpush_app.base + "/"
     assert errors == []
+
+
+def _click(context: Any, desktop: DesktopNotifications, shown: Any) -> Any:
+    """Click ``shown`` on the desktop; the window its click opened."""
+    with context.expect_page(timeout=30_000) as opened:
+        desktop.click(shown)
+    page = opened.value
+    page.wait_for_load_state()
+    return page
