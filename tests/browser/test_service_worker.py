@@ -64,7 +64,7 @@ SUBSCRIBE = """async () => {
 SHOWN = """async () => {
   const registration = await navigator.serviceWorker.ready;
   const shown = await registration.getNotifications();
-  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, icon: n.icon, data: n.data }));
 }"""
 
 
@@ -220,6 +220,7 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
             "title": "Nouveau commentaire ✓",
             "body": "« Bravo » — 👍",
             "tag": event["event_id"],
+            "icon": "",
             "data": {
                 "url": webpush_app.base + "/posts/7?x=1",
                 "event_id": event["event_id"],
@@ -228,14 +229,17 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
         }
     ]
 
-    # 3. The same event again replaces it (its tag); a url on another site
-    # opens the site's root instead.
+    # 3. The same event again replaces it (its tag); an event's own tag and
+    # icon are used; a url on another site opens the site's root instead.
     assert push.deliver(data) == "Success"
-    elsewhere = Event(None, "phish", "Elsewhere", "", recipients=["alice"], url="https://evil.example/login")
+    elsewhere = Event(
+        None, "phish", "Elsewhere", "", recipients=["alice"], url="https://evil.example/login", tag="ops", icon="/i.png"
+    )
     assert push.deliver(fit(default_payload(elsewhere))) == "Success"
     by_title = {notification["title"]: notification for notification in page.evaluate(SHOWN)}
     assert set(by_title) == {"Nouveau commentaire ✓", "Elsewhere"}
     assert by_title["Elsewhere"]["data"]["url"] == webpush_app.base + "/"
+    assert (by_title["Elsewhere"]["tag"], by_title["Elsewhere"]["icon"]) == ("ops", webpush_app.base + "/i.png")
 
     # 4. A click on the desktop's notification (Chromium's own click path)
     # opens the event's url in a new window, and closes the notification.
@@ -244,11 +248,18 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
     opened = _click(context, desktop, shown)
     assert opened.url == webpush_app.base + "/posts/7?x=1"
     assert opened.locator("h1").text_content() == "Post 7"
-    wait_for(lambda: page.evaluate(SHOWN) and [n["title"] for n in page.evaluate(SHOWN)] == ["Elsewhere"])
+    wait_for(lambda: [n["title"] for n in page.evaluate(SHOWN)] == ["Elsewhere"])
+    # The event again, clicked again: the window on its url is focused, no
+    # second one opened (checked once the next click's window has opened).
+    assert push.deliver(data) == "Success"
+    desktop.click(desktop.wait_shown("Nouveau commentaire ✓"))
+    wait_for(lambda: [n["title"] for n in page.evaluate(SHOWN)] == ["Elsewhere"])
     # The one to another site opens the site's root (no window is on it now).
     page.goto(webpush_app.base + "/posts/8")
     opened = _click(context, desktop, desktop.wait_shown("Elsewhere"))
     assert opened.url == webpush_app.base + "/"
+    urls = sorted(window.url for window in context.pages)
+    assert urls == [webpush_app.base + path for path in ("/", "/posts/7?x=1", "/posts/8")]
     assert errors == []
 
 

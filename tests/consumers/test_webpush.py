@@ -61,6 +61,10 @@ def test_each_device_of_each_recipient_gets_the_exact_payload(
     assert bob[fit(default_payload(urgent))].headers["TTL"] == "60"
     assert bob[fit(default_payload(urgent))].headers["Urgency"] == "high"
     assert push_service.received("carol-laptop") == []
+    # One Topic per delivery: a delivery's pushes share it, two deliveries differ.
+    topics = {device: push_service.received(device)[0].headers["Topic"] for device in ("alice-laptop", "alice-phone")}
+    assert topics["alice-laptop"] == topics["alice-phone"] == bob[expected].headers["Topic"]
+    assert bob[fit(default_payload(urgent))].headers["Topic"] != topics["alice-laptop"]
 
 
 def test_a_gone_subscription_is_deleted_and_the_others_still_get_the_push(
@@ -202,6 +206,20 @@ def test_the_blueprint_subscribes_and_unsubscribes_the_current_user_only(
     assert _post(client, "/unsubscribe", {"endpoint": laptop["endpoint"]}, user="bob").json == {"unsubscribed": False}
     assert _post(client, "/unsubscribe", {"endpoint": laptop["endpoint"]}).json == {"unsubscribed": True}
     assert push_subscriptions.of_users(["alice"]) == []
+
+    # A browser that changes hands: the endpoint subscribed again by another
+    # user moves to them, with its new keys.
+    assert _post(client, "/subscribe", laptop).status_code == 201
+    again = push_service.device("laptop").subscription(push_service.base)
+    assert again["endpoint"] == laptop["endpoint"] and again["keys"] != laptop["keys"]
+    assert _post(client, "/subscribe", again, user="bob").status_code == 201
+    assert push_subscriptions.of_users(["alice"]) == []
+    (moved,) = push_subscriptions.of_users(["bob"])
+    assert (moved.endpoint, moved.p256dh, moved.auth) == (
+        again["endpoint"],
+        again["keys"]["p256dh"],
+        again["keys"]["auth"],
+    )
 
 
 def test_a_user_keeps_at_most_the_configured_number_of_devices(
