@@ -171,8 +171,6 @@ def setup_web_push() -> str | None:
 
 #: Why Web Push is off, or ``None``.
 WEB_PUSH_OFF = setup_web_push()
-if WEB_PUSH_OFF:
-    logging.getLogger("examples.app").info("Web Push: %s", WEB_PUSH_OFF)
 
 
 @app.context_processor
@@ -288,6 +286,7 @@ def main() -> None:
         raise SystemExit(1) from None
     mode = "Redis at " + REDIS_URL if REDIS_URL else "the in-process backend (no server needed)"
     log.info("Running on %s.", mode)
+    log.info("Web Push: %s", WEB_PUSH_OFF or "on.")
     print(f"\n  Flask-Notifications example: open http://127.0.0.1:{port}/\n", flush=True)
     try:
         server.serve_forever()
