@@ -104,6 +104,67 @@ def _check_text(field: str, value: str) -> None:
         raise InvalidEventError(f"Field {field!r} is not valid Unicode text.", field) from exc
 
 
+def _normalised(field: Any, value: Any) -> Any:
+    """``value`` checked and normalised as field ``field`` of an event.
+
+    :raises InvalidEventError: naming the field.
+    """
+    if field in _STRING_FIELDS:
+        if not isinstance(value, str):
+            raise InvalidEventError(f"Field {field!r} must be a string, got {type(value).__name__}.", field)
+        _check_text(field, value)
+        if field == "event_id" and not value:
+            raise InvalidEventError("Field 'event_id' must not be empty.", "event_id")
+        if field in _NAME_FIELDS and CONTROL_CHARACTERS.search(value):
+            raise InvalidEventError(
+                f"Field {field!r} must not contain control characters (it names the event in SSE streams and filters).",
+                field,
+            )
+        return value
+    if field in _LIST_FIELDS:
+        return _string_list(field, value)
+    if field in _DATE_FIELDS:
+        if value is None and field == "expiration_datetime":
+            return None
+        if field == "timestamp" and _is_epoch(value):
+            value = aware(value)
+        if not isinstance(value, datetime):
+            raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
+        try:
+            # Both conversions fail at the edges of the datetime range, and
+            # the aware value is converted to UTC when the event is sent.
+            value = aware(value)
+            value.astimezone(UTC)
+        except (ValueError, OverflowError) as exc:
+            raise InvalidEventError(f"Field {field!r} is out of the supported datetime range.", field) from exc
+        return value
+    if not isinstance(field, str):
+        raise InvalidEventError(f"Field names must be strings, got {type(field).__name__} {field!r:.64}.")
+    _check_text(field, field)
+    _check_json(field, value)
+    return value
+
+
+def _string_list(field: str, value: Any) -> list[str]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidEventError(f"Field {field!r} must be a list of strings, got {type(value).__name__}.", field)
+    items = list(value)
+    if field == "recipients":
+        # An integer user id (Flask-Login's current_user.id) is a
+        # recipient as its decimal string, as filters and the inbox take it.
+        items = [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in items]
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidEventError(
+                f"Field {field!r} must hold "
+                f"{'string or integer ids' if field == 'recipients' else 'strings'} only, "
+                f"got {type(item).__name__}.",
+                field,
+            )
+        _check_text(field, item)
+    return items
+
+
 class Event(dict[str, Any]):
     """A notification event.
 
@@ -160,73 +221,33 @@ class Event(dict[str, Any]):
     def validate(self) -> None:
         """Check every field and normalise it in place.
 
-        Lists become lists of strings and naive datetimes become aware. It is
-        called on construction and again by :meth:`Notifications.send`, so an
-        event changed after construction is checked too.
+        Lists become lists of strings (an integer recipient its decimal
+        string) and naive datetimes become aware. It is called on
+        construction and again by :meth:`Notifications.send`; a field set by
+        item assignment (``event["recipients"] = [5]``) or :meth:`update` is
+        checked and normalised the same way at once.
 
         :raises InvalidEventError: naming the first offending field.
         """
         for field in FIELDS:
             if field not in self:
                 raise InvalidEventError(f"Field {field!r} is missing.", field)
-        for field in _STRING_FIELDS:
-            value = self[field]
-            if not isinstance(value, str):
-                raise InvalidEventError(f"Field {field!r} must be a string, got {type(value).__name__}.", field)
-            _check_text(field, value)
-        if not self["event_id"]:
-            raise InvalidEventError("Field 'event_id' must not be empty.", "event_id")
-        for field in _NAME_FIELDS:
-            if CONTROL_CHARACTERS.search(self[field]):
-                raise InvalidEventError(
-                    f"Field {field!r} must not contain control characters (it names the event in "
-                    "SSE streams and filters).",
-                    field,
-                )
-        for field in _LIST_FIELDS:
-            value = self[field]
-            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-                raise InvalidEventError(
-                    f"Field {field!r} must be a list of strings, got {type(value).__name__}.",
-                    field,
-                )
-            items = list(value)
-            if field == "recipients":
-                # An integer user id (Flask-Login's current_user.id) is a
-                # recipient as its decimal string, as filters and the inbox take it.
-                items = [str(item) if isinstance(item, int) and not isinstance(item, bool) else item for item in items]
-            for item in items:
-                if not isinstance(item, str):
-                    raise InvalidEventError(
-                        f"Field {field!r} must hold "
-                        f"{'string or integer ids' if field == 'recipients' else 'strings'} only, "
-                        f"got {type(item).__name__}.",
-                        field,
-                    )
-                _check_text(field, item)
-            self[field] = items
-        for field in _DATE_FIELDS:
-            value = self[field]
-            if value is None and field == "expiration_datetime":
-                continue
-            if field == "timestamp" and _is_epoch(value):
-                value = aware(value)
-            if not isinstance(value, datetime):
-                raise InvalidEventError(f"Field {field!r} must be a datetime, got {type(value).__name__}.", field)
-            try:
-                # Both conversions fail at the edges of the datetime range, and
-                # the aware value is converted to UTC when the event is sent.
-                value = aware(value)
-                value.astimezone(UTC)
-            except (ValueError, OverflowError) as exc:
-                raise InvalidEventError(f"Field {field!r} is out of the supported datetime range.", field) from exc
+        for field, value in list(self.items()):
+            dict.__setitem__(self, field, _normalised(field, value))
+
+    def __setitem__(self, field: str, value: Any) -> None:
+        dict.__setitem__(self, field, _normalised(field, value))
+
+    def update(self, *args: Any, **fields: Any) -> None:
+        """Set several fields, each checked and normalised as by item assignment."""
+        for field, value in dict(*args, **fields).items():
             self[field] = value
-        for field, value in self.items():
-            if field not in FIELDS:
-                if not isinstance(field, str):
-                    raise InvalidEventError(f"Field names must be strings, got {type(field).__name__} {field!r:.64}.")
-                _check_text(field, field)
-                _check_json(field, value)
+
+    def setdefault(self, field: str, default: Any = None) -> Any:
+        """Set ``field`` to ``default``, checked and normalised, unless it is set."""
+        if field not in self:
+            self[field] = default
+        return self[field]
 
     @property
     def extra(self) -> dict[str, Any]:

@@ -117,9 +117,31 @@ def test_malformed_json(text: str | bytes) -> None:
 
 def test_dict_access_and_mutation_revalidated() -> None:
     event = make()
-    event["sender"] = 42
+    dict.__setitem__(event, "sender", 42)  # past the checks, as a subclass could
     with pytest.raises(InvalidEventError, match="'sender'"):
         event.validate()
+
+
+def test_item_assignment_normalises_as_the_constructor_does() -> None:
+    """Issue 23: an integer recipient set after construction is a string id
+    too, and a wrong value is refused at the assignment, naming the field."""
+    event = make()
+    event["recipients"] = [5, "tom"]
+    assert event["recipients"] == ["5", "tom"]
+    event.update(recipients=(7,), tags=("a",))
+    assert event["recipients"] == ["7"] and event["tags"] == ["a"]
+    event["timestamp"] = 0
+    assert event["timestamp"] == datetime(1970, 1, 1, tzinfo=UTC)
+    naive = datetime(2030, 1, 1)
+    event["expiration_datetime"] = naive
+    assert event["expiration_datetime"].tzinfo is not None
+    assert event == Event.from_json(event.to_json())
+    for field, value in [("sender", 42), ("recipients", [3.5]), ("recipients", "tom"), ("ratio", float("nan"))]:
+        with pytest.raises(InvalidEventError, match=repr(field)):
+            event[field] = value
+    with pytest.raises(InvalidEventError, match="'title'"):
+        event.update(title=None)
+    assert event["sender"] == "" and event["recipients"] == ["7"]
 
 
 def test_is_expired() -> None:

@@ -2,7 +2,10 @@
 default registry: what :mod:`flask_notifications.ops.metrics` counts into.
 Importing this module imports ``prometheus_client`` (the ``metrics`` extra),
 which reads ``PROMETHEUS_MULTIPROC_DIR`` then: :mod:`.metrics_dir` sets it
-up first."""
+up first, in a gunicorn or ``celery worker`` process, when this is the first
+import of ``prometheus_client`` (the documented
+``from flask_notifications.metrics import make_wsgi_app`` at the top of an
+application's module runs before ``init_app``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,9 @@ import os
 
 from ..errors import ConfigurationError
 from ..worker.outcome import Outcome
+from .metrics_dir import prepare_at_import
+
+prepare_at_import()
 
 try:
     from prometheus_client import (

@@ -8,6 +8,10 @@ shows one worker's share. So when ``NOTIFICATIONS_METRICS`` is on and the
 variable is unset, :func:`prepare_multiprocess_dir` exports a directory of
 its own, named after the process group, which the processes that a server
 forks (gunicorn's workers, a Celery pool) and those started with it share.
+``init_app`` calls it; so does the first import of the metrics module in a
+gunicorn or ``celery worker`` process (:func:`prepare_at_import`), because
+the documented ``from flask_notifications.metrics import make_wsgi_app``
+sits at the top of the application's module, before ``init_app`` runs.
 """
 
 from __future__ import annotations
@@ -46,6 +50,35 @@ def prepare_multiprocess_dir() -> str | None:
     os.environ[ENV] = path
     logger.info("Metrics of every process of this process group are kept in %s (%s).", path, ENV)
     return path
+
+
+def prepare_at_import() -> None:
+    """Set the directory up before this package imports ``prometheus_client``
+    in a process of a server that forks workers: gunicorn (its master with
+    ``--preload``, or a worker) or a ``celery worker`` command. Elsewhere (a
+    shell, ``flask run``, a test run) nothing is set here: one process counts
+    right on its own, and ``init_app`` decides as documented.
+
+    :raises ConfigurationError: as :func:`prepare_multiprocess_dir`.
+    """
+    if os.environ.get(ENV) or "prometheus_client" in sys.modules:
+        return
+    if "gunicorn.arbiter" in sys.modules or _celery_worker_command():
+        prepare_multiprocess_dir()
+
+
+def _celery_worker_command() -> bool:
+    """Whether this process runs ``celery ... worker`` and is loading its app."""
+    if "celery.bin.celery" not in sys.modules:
+        return False
+    import click
+
+    context = click.get_current_context(silent=True)
+    while context is not None:
+        if "worker" in (context.info_name, context.invoked_subcommand):
+            return True
+        context = context.parent
+    return False
 
 
 def _too_late(consequence: str) -> str:

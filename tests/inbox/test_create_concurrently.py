@@ -22,7 +22,10 @@ ROUNDS = 3
 
 _CREATOR = textwrap.dedent(
     """
-    import os, sys, time
+    import faulthandler, os, sys, time
+    # A process still running after 45 s prints where it is and exits, so a
+    # hang is reported with its stack instead of as a bare timeout.
+    faulthandler.dump_traceback_later(45, exit=True)
     from flask import Flask
     from flask_notifications import Notifications
 
@@ -58,11 +61,17 @@ def test_processes_create_the_schema_at_once(inbox_url: str, unique: str, tmp_pa
             )
             for _ in range(PROCESSES)
         ]
-        # Let them import and connect, then release them together; a process
-        # that is not ready yet only starts later, which is the easy case.
-        time.sleep(1.5)
-        go.touch()
-        errors = [p.communicate(timeout=60)[1] for p in procs]
+        try:
+            # Let them import and connect, then release them together; a process
+            # that is not ready yet only starts later, which is the easy case.
+            time.sleep(1.5)
+            go.touch()
+            errors = [p.communicate(timeout=60)[1] for p in procs]
+        finally:
+            for proc in procs:  # on a failure too: no process or pipe outlives the test
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
         codes = [p.returncode for p in procs]
         engine = sa.create_engine(inbox_url)
         try:

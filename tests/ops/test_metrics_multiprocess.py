@@ -99,6 +99,52 @@ def _answers(url: str) -> bool:
 def test_gunicorn_workers_scrapes_agree_without_a_directory(config: dict[str, object], tmp_path: Path) -> None:
     """``gunicorn -w 2`` as a newcomer starts it, in a session of its own:
     every scrape, whichever worker answers, counts the streams of both."""
+    _scrapes_of_two_workers_agree("tests.apps.sse_app:create_app()", config, tmp_path)
+
+
+def test_the_docs_wsgi_snippet_under_gunicorn_counts_every_worker(config: dict[str, object], tmp_path: Path) -> None:
+    """Issue 23 (hostile review): docs/operations.rst's ``from
+    flask_notifications.metrics import make_wsgi_app``, at the top of the
+    application's module, imported prometheus_client before ``init_app``
+    could set up the multiprocess directory, so no ``gunicorn -w 2`` worker
+    booted. The snippet runs verbatim (tests/ops/docs_metrics_app.py), its
+    endpoint the only one (``NOTIFICATIONS_METRICS_URL = None``)."""
+    from tests.ops.docs_metrics_app import IMPORTS
+
+    assert "from flask_notifications.metrics import make_wsgi_app" in IMPORTS
+    _scrapes_of_two_workers_agree(
+        "tests.ops.docs_metrics_app:create_app()", {**config, "NOTIFICATIONS_METRICS_URL": None}, tmp_path
+    )
+
+
+def test_the_docs_wsgi_snippet_in_a_prefork_worker_counts_its_pool(
+    config: dict[str, object], tmp_path: Path, unique: str, redis_client: redis.Redis[bytes]
+) -> None:
+    """The same snippet in the module a prefork Celery worker loads: the
+    worker starts, and its port shows every run of its pool."""
+    worker = WorkerProcess(
+        "tests.ops.docs_metrics_app", {"SSE_APP_CONFIG": json.dumps(config)}, tmp_path / "worker.log", pool="prefork"
+    )
+    worker.start()
+    url = f"http://127.0.0.1:{config['NOTIFICATIONS_METRICS_WORKER_PORT']}/metrics"
+    try:
+
+        def up() -> bool:
+            assert worker.proc is not None and worker.proc.poll() is None, worker.output()
+            return _answers(url)
+
+        wait_for(up, timeout=60)
+        app = create_app(config)
+        with app.app_context():
+            for seq in range(EVENTS):
+                app.extensions["notifications"].send(Event(f"{unique}-{seq}", "news", f"event {seq}", "body"))
+        wait_for(lambda: consumed(scrape(url)) == EVENTS * HUBS, timeout=60)
+        app.extensions["notifications"].get_backend(app).close()
+    finally:
+        worker.stop()
+
+
+def _scrapes_of_two_workers_agree(target: str, config: dict[str, object], tmp_path: Path) -> None:
     news = "event-hub-news"
     port = free_port()
     conf = tmp_path / "gunicorn.conf.py"
@@ -115,7 +161,7 @@ def test_gunicorn_workers_scrapes_agree_without_a_directory(config: dict[str, ob
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(conf), "tests.apps.sse_app:create_app()"],
+            [sys.executable, "-m", "gunicorn", "-c", str(conf), target],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -125,7 +171,12 @@ def test_gunicorn_workers_scrapes_agree_without_a_directory(config: dict[str, ob
     url = f"http://127.0.0.1:{port}/metrics"
     streams: list[SSEClient] = []
     try:
-        wait_for(lambda: proc.poll() is None and _accepts(port) and _answers(url), timeout=60)
+
+        def up() -> bool:
+            assert proc.poll() is None, f"gunicorn exited:\n{log.read_text(errors='replace')[-3000:]}"
+            return _accepts(port) and _answers(url)
+
+        wait_for(up, timeout=60)
 
         # Open streams until one worker answers that it holds only some of them.
         def spread() -> bool:
@@ -150,3 +201,26 @@ def test_gunicorn_workers_scrapes_agree_without_a_directory(config: dict[str, ob
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+def test_importing_the_metrics_elsewhere_leaves_one_process_counting_alone(tmp_path: Path) -> None:
+    """The directory is set up at import only in a gunicorn or ``celery
+    worker`` process: a shell, ``flask run`` or a test run that imports the
+    metrics module stays in single-process mode (and its children inherit no
+    directory)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os\nfrom flask_notifications.metrics import make_wsgi_app, multiprocess_mode\n"
+            "print(os.environ.get('PROMETHEUS_MULTIPROC_DIR'), multiprocess_mode())",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False"], done.stdout

@@ -52,7 +52,9 @@ def test_replay_and_joining_read_the_history_in_bounded_pages(
     private_redis: Callable[..., RedisServer], gunicorn: ServeFactory, tmp_path: Path, unique: str
 ) -> None:
     private = private_redis()
-    monitor_client = redis.Redis.from_url(private.url)
+    # No read timeout: MONITOR waits for commands as long as the test takes
+    # (redis-py 8 reads with a 5 s timeout by default).
+    monitor_client = redis.Redis.from_url(private.url, socket_timeout=None)
     commands: list[str] = []
     try:
         server = gunicorn(NOTIFICATIONS_REDIS_URL=private.url, CELERY_BROKER_URL=private.url)
@@ -71,6 +73,7 @@ def test_replay_and_joining_read_the_history_in_bounded_pages(
                 assert [e.last_event_id for e in received] == ids
             backend.client.echo("stop-monitor")
             recorder.join(timeout=30)
+            assert not recorder.is_alive(), "MONITOR never saw the stop command"
         backend.close()
     finally:
         monitor_client.close()

@@ -115,7 +115,7 @@ def test_invalid_event_enqueues_nothing(
             with pytest.raises(InvalidEventError):
                 notifications.send(bad)  # type: ignore[arg-type]
         event = make_event()
-        event["recipients"] = "tom"
+        dict.__setitem__(event, "recipients", "tom")  # past the check of item assignment (issue 23)
         with pytest.raises(InvalidEventError, match="'recipients'"):
             notifications.send(event)
         app.config["NOTIFICATIONS_MAX_EVENT_SIZE"] = 1024
