@@ -73,11 +73,17 @@ class DesktopNotifications:
         if self._bus.stdout is not None:
             self._bus.stdout.close()
 
-    def wait_shown(self, summary: str) -> Shown:
-        """The last notification titled ``summary``, once Chromium showed it."""
-        return wait_for(
-            lambda: next((item for item in reversed(self.shown) if item.summary == summary), None), timeout=30
-        )
+    def wait_shown(self, summary: str, count: int = 1) -> Shown:
+        """The last notification titled ``summary``, once Chromium asked to
+        show ``count`` of them (a push's promise may settle before Chromium's
+        call reaches the desktop)."""
+
+        def found() -> Shown | None:
+            with self._lock:
+                titled = [item for item in self.shown if item.summary == summary]
+            return titled[-1] if len(titled) >= count else None
+
+        return wait_for(found, timeout=30)
 
     def click(self, shown: Shown) -> None:
         """Click ``shown``, as a user clicks a notification on the desktop."""

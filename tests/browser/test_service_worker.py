@@ -243,7 +243,7 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
 
     # 4. A click on the desktop's notification (Chromium's own click path)
     # opens the event's url in a new window, and closes the notification.
-    shown = desktop.wait_shown("Nouveau commentaire ✓")
+    shown = desktop.wait_shown("Nouveau commentaire ✓", count=2)  # pushed twice so far
     assert shown.body.endswith("« Bravo » — 👍") and "default" in shown.actions
     opened = _click(context, desktop, shown)
     assert opened.url == webpush_app.base + "/posts/7?x=1"
@@ -252,7 +252,7 @@ def test_chromium_subscribes_through_the_blueprint_and_the_service_worker_shows_
     # The event again, clicked again: the window on its url is focused, no
     # second one opened (checked once the next click's window has opened).
     assert push.deliver(data) == "Success"
-    desktop.click(desktop.wait_shown("Nouveau commentaire ✓"))
+    desktop.click(desktop.wait_shown("Nouveau commentaire ✓", count=3))
     wait_for(lambda: [n["title"] for n in page.evaluate(SHOWN)] == ["Elsewhere"])
     # The one to another site opens the site's root (no window is on it now).
     page.goto(webpush_app.base + "/posts/8")
