@@ -144,6 +144,57 @@ def authorize(hub: EventHub, req: Any) -> bool | EventFilter:
     return True
 
 
+# -- "Notify me when the tab is closed": Web Push ----------------------------------
+# On when VAPID keys are configured (make a pair with
+# 'flask --app examples.app notifications webpush generate-keys', then set
+# FLASK_NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY and
+# FLASK_NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT); otherwise the page's button says
+# why it is off.
+
+#: Where the webpush blueprint (subscribe, the service worker) is mounted.
+WEB_PUSH_PREFIX = "/notifications/push"
+
+
+def setup_web_push() -> str | None:
+    """Push every user event to its recipients' subscribed browsers, even
+    with no tab of the page open: the webpush blueprint, its table beside the
+    inbox, and a WebPushConsumer on UserHub.
+
+    :return: ``None`` when Web Push is on, else why it is off.
+    """
+    if not app.config.get("NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY"):
+        return (
+            "Off: this server has no VAPID keys. Make a pair with "
+            "'flask --app examples.app notifications webpush generate-keys', then set "
+            "FLASK_NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY and FLASK_NOTIFICATIONS_WEBPUSH_VAPID_SUBJECT "
+            "to its values and restart."
+        )
+    try:
+        from flask_notifications.consumers.webpush_consumer import WebPushConsumer
+        from flask_notifications.webpush import VapidKeys, push_subscriptions, webpush_blueprint
+    except ImportError as exc:
+        return f"Off: Web Push needs pip install '.[webpush]' ({exc})."
+    try:
+        VapidKeys.from_config(app.config)
+    except NotificationsError as exc:
+        return f"Off: {exc}"
+    with app.app_context():
+        push_subscriptions.create_all()
+    app.register_blueprint(webpush_blueprint, url_prefix=WEB_PUSH_PREFIX)
+    user_hub.register_consumer(WebPushConsumer(name="examples.app.web_push"))
+    return None
+
+
+#: Why Web Push is off, or ``None``.
+WEB_PUSH_OFF = setup_web_push()
+
+
+@app.context_processor
+def web_push_context() -> dict[str, Any]:
+    """What templates/web_push.html shows."""
+    return {"web_push": {"off": WEB_PUSH_OFF, "prefix": WEB_PUSH_PREFIX}}
+
+
 # Mail only when an SMTP server is configured: a mail consumer without one
 # would fail on every event and fill the dead letters.
 if app.config.get("MAIL_SERVER"):
@@ -251,6 +302,7 @@ def main() -> None:
         raise SystemExit(1) from None
     mode = "Redis at " + REDIS_URL if REDIS_URL else "the in-process backend (no server needed)"
     log.info("Running on %s.", mode)
+    log.info("Web Push: %s", WEB_PUSH_OFF or "on.")
     print(f"\n  Flask-Notifications example: open http://127.0.0.1:{port}/\n", flush=True)
     try:
         server.serve_forever()

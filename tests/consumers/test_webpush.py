@@ -18,7 +18,7 @@ from flask_notifications.webpush import push_subscriptions
 from flask_notifications.webpush.payload import MAX_PAYLOAD, default_payload, encode, fit
 from flask_notifications.webpush.vapid import VapidKeys
 from tests.consumers.push_service import PushService
-from tests.helpers import WorkerFactory, wait_for
+from tests.helpers import WorkerFactory, free_port, wait_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
@@ -61,6 +61,10 @@ def test_each_device_of_each_recipient_gets_the_exact_payload(
     assert bob[fit(default_payload(urgent))].headers["TTL"] == "60"
     assert bob[fit(default_payload(urgent))].headers["Urgency"] == "high"
     assert push_service.received("carol-laptop") == []
+    # One Topic per delivery: a delivery's pushes share it, two deliveries differ.
+    topics = {device: push_service.received(device)[0].headers["Topic"] for device in ("alice-laptop", "alice-phone")}
+    assert topics["alice-laptop"] == topics["alice-phone"] == bob[expected].headers["Topic"]
+    assert bob[fit(default_payload(urgent))].headers["Topic"] != topics["alice-laptop"]
 
 
 def test_a_gone_subscription_is_deleted_and_the_others_still_get_the_push(
@@ -100,6 +104,42 @@ def test_429_and_5xx_are_retried_after_retry_after_and_each_device_gets_one_push
     # backoff alone is a few tenths).
     assert tries["busy"][1] - tries["busy"][0] >= 1.9
     assert notifications.dead_letters() == []
+
+
+def test_retry_after_is_capped_at_the_backoff_maximum(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService, celery_worker: WorkerFactory
+) -> None:
+    """A push service asking for an hour is retried after
+    NOTIFICATIONS_RETRY_BACKOFF_MAX (here one second): within this test's
+    wait, not an hour later."""
+    webpush_app.config["NOTIFICATIONS_RETRY_BACKOFF_MAX"] = 1.0
+    hub = notifications.create_hub("push")
+    hub.register_consumer(WebPushConsumer())
+    _subscribe(push_service, "alice", "busy")
+    push_service.answer("busy", (429, {"Retry-After": "3600"}))
+    with celery_worker():
+        notifications.send(Event(None, "t", "Hello", "", recipients=["alice"]))
+        wait_for(lambda: push_service.received("busy"), timeout=60)
+    assert [status for _, status, _ in push_service.attempts] == [429, 201]
+
+
+def test_a_push_service_that_does_not_answer_is_retried_later(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService
+) -> None:
+    from flask_notifications.errors import PushServiceUnavailableError, RetryLaterError
+
+    down = f"http://127.0.0.1:{free_port()}"
+    webpush_app.config["NOTIFICATIONS_WEBPUSH_ENDPOINTS"] = [push_service.base, down]
+    push_subscriptions.subscribe("alice", push_service.device("gone-away").subscription(down))
+    _subscribe(push_service, "alice", "laptop")
+    with pytest.raises(PushServiceUnavailableError, match=r"1 of 2 pushes failed for now.*no answer") as raised:
+        WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
+    assert isinstance(raised.value, RetryLaterError)
+    # An endpoint is a capability: a device is named by its row and push service.
+    assert "subscription 1 (" + down + "): no answer" in str(raised.value) and "/push/gone-away" not in str(
+        raised.value
+    )
+    assert len(push_service.received("laptop")) == 1  # the others got it
 
 
 def test_a_payload_over_4_kb_is_trimmed_and_what_cannot_be_trimmed_is_refused(
@@ -202,6 +242,20 @@ def test_the_blueprint_subscribes_and_unsubscribes_the_current_user_only(
     assert _post(client, "/unsubscribe", {"endpoint": laptop["endpoint"]}, user="bob").json == {"unsubscribed": False}
     assert _post(client, "/unsubscribe", {"endpoint": laptop["endpoint"]}).json == {"unsubscribed": True}
     assert push_subscriptions.of_users(["alice"]) == []
+
+    # A browser that changes hands: the endpoint subscribed again by another
+    # user moves to them, with its new keys.
+    assert _post(client, "/subscribe", laptop).status_code == 201
+    again = push_service.device("laptop").subscription(push_service.base)
+    assert again["endpoint"] == laptop["endpoint"] and again["keys"] != laptop["keys"]
+    assert _post(client, "/subscribe", again, user="bob").status_code == 201
+    assert push_subscriptions.of_users(["alice"]) == []
+    (moved,) = push_subscriptions.of_users(["bob"])
+    assert (moved.endpoint, moved.p256dh, moved.auth) == (
+        again["endpoint"],
+        again["keys"]["p256dh"],
+        again["keys"]["auth"],
+    )
 
 
 def test_a_user_keeps_at_most_the_configured_number_of_devices(

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -329,3 +330,79 @@ def test_system_events_are_mailed_when_a_mail_server_is_set(monkeypatch: pytest.
 
 def test_without_a_mail_server_no_mail_consumer_is_registered(example: ModuleType) -> None:
     assert [type(consumer).__name__ for consumer in example.system_hub.consumers] == ["PushConsumer"]
+
+
+# -- "Notify me when the tab is closed": Web Push -------------------------------------
+
+
+def _web_push_section(html: str) -> str:
+    start = html.index('<section id="web-push"')
+    return html[start : html.index("</section>", start)]
+
+
+def test_without_vapid_keys_the_push_button_is_off_and_says_how_to_turn_it_on(client: FlaskClient) -> None:
+    section = _web_push_section(client.get("/").get_data(as_text=True))
+    assert 'data-state="off"' in section
+    assert re.search(r'<button type="button" id="web-push-button"[^>]*\sdisabled>', section)
+    assert "flask --app examples.app notifications webpush generate-keys" in section
+    assert "FLASK_NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY" in section
+    assert client.get("/notifications/push/vapid-public-key").status_code == 404
+    script = client.get("/static/web_push.js")
+    assert script.status_code == 200
+    script.close()
+
+
+def test_with_the_generated_keys_a_subscription_is_stored_and_user_events_are_pushed(
+    example: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The README's steps: generate a pair with the CLI, set it in the
+    environment, and the button subscribes; a user event then reaches the
+    subscribed browser, here the local push service of the consumer tests,
+    which checks the VAPID signature and decrypts the message."""
+    from flask_notifications.webpush.payload import default_payload, fit
+    from tests.consumers.push_service import PushService
+
+    generated = example.app.test_cli_runner().invoke(args=["notifications", "webpush", "generate-keys"])
+    assert generated.exit_code == 0, generated.output
+    config = {}
+    for line in generated.output.splitlines():
+        if line.startswith("NOTIFICATIONS_"):
+            key, _, value = line.partition(" = ")
+            config[key] = json.loads(value)
+    example.notifications.get_backend(example.app).close()
+    public_key = generated.output.rsplit(": ", 1)[-1].strip()
+    with PushService(public_key) as service:
+        database = tmp_path / "inbox.sqlite3"
+        on = load_example(
+            monkeypatch,
+            EXAMPLE_LOG_FILE=str(tmp_path / "events.log"),
+            NOTIFICATIONS_INBOX_URL=f"sqlite:///{database}",
+            NOTIFICATIONS_WEBPUSH_ENDPOINTS=json.dumps([service.base]),
+            **config,
+        )
+        try:
+            assert on.WEB_PUSH_OFF is None
+            client = on.app.test_client()
+            section = _web_push_section(client.get("/as/tim", follow_redirects=True).get_data(as_text=True))
+            assert 'data-state="ready"' in section and 'data-prefix="/notifications/push"' in section
+            assert " disabled" not in section
+            assert client.get("/notifications/push/vapid-public-key").json == {"public_key": public_key}
+            device = service.device("tims-laptop").subscription(service.base)
+            stored = client.post("/notifications/push/subscribe", json=device)
+            assert stored.status_code == 201, stored.json
+            with sqlite3.connect(database) as db:
+                rows = db.execute("SELECT recipient, endpoint FROM notifications_push_subscriptions").fetchall()
+            assert rows == [("tim", device["endpoint"])]
+
+            sent = client.post(
+                "/send/user",
+                data={"sender": "ann", "recipients": "tom, tim", "title": "Lunch?", "body": "At noon"},
+                headers={"Accept": "application/json"},
+            )
+            assert sent.status_code == 202 and sent.json is not None
+            (push,) = wait_for(lambda: service.received("tims-laptop"))
+            event = Event(sent.json["event_id"], "user", "Lunch?", "At noon")
+            assert push.plaintext == fit(default_payload(event))
+            assert service.refusals == []
+        finally:
+            on.notifications.get_backend(on.app).close()
