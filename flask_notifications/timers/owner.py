@@ -68,6 +68,9 @@ class TimedConsumer(EventConsumer):
         self.consumer = consumer
         # The inner consumer's effect is guarded by a claim of the fire's own.
         self.honours_expiry = consumer.honours_expiry
+        # The users' preferences for the inner consumer's channel apply when
+        # the event reaches the wrapper: an opted-out recipient sets no timer.
+        self.channel = consumer.channel
 
     @abstractmethod
     def fire(self, app: Flask, ledger: Ledger, timer: DueTimer, fields: dict[str, Any]) -> None:

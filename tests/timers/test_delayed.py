@@ -88,3 +88,31 @@ def test_bad_options_are_refused() -> None:
 def test_cancel_needs_the_consumer_on_a_hub(eager: tuple[Flask, Notifications]) -> None:
     with pytest.raises(ConsumerError, match="is not registered on any hub"):
         Delayed(Collect(), after=1).cancel("d")
+
+
+@pytest.mark.parametrize("wrapper", ["delayed", "digest"])
+def test_a_wrapper_honours_the_preferences_of_its_inner_consumers_channel(
+    eager: tuple[Flask, Notifications], tmp_path: Path, wrapper: str
+) -> None:
+    """A recipient who turned the inner consumer's channel off sets no timer
+    and gets nothing, through ``Delayed`` as through ``Digest``."""
+    from flask_notifications.consumers import Digest
+
+    app, notifications = eager
+    app.config.update(
+        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.sqlite3'}", NOTIFICATIONS_PREFERENCES=True
+    )
+    notifications.preferences.create_all()
+    mail = Collect()
+    mail.channel = "email"
+    wrapped = Delayed(mail, after=0.1) if wrapper == "delayed" else Digest(mail, window=0.1)
+    assert wrapped.channel == "email"
+    hub = notifications.create_hub("h")
+    hub.register_consumer(wrapped)
+    notifications.preferences.set("bob", hub, "email", False)
+    notifications.send(Event(None, "t", "For bob", "", recipients=["bob"]))
+    assert notifications.timers.pending() == 0
+    notifications.send(Event(None, "t", "For both", "", recipients=["alice", "bob"]))
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0 and mail.events)
+    assert [event["recipients"] for event in mail.events] == [["alice"]]
+    notifications.inbox.close()
