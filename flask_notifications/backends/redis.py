@@ -25,18 +25,20 @@ which gevent makes cooperative and ``close()`` ends) before they try the
 server again, then resume from the last ids read, so the events published
 meanwhile are delivered once the server is back (if it kept them). Whatever
 it could not deliver (trimmed past the reader, or gone with a server that
-restarted empty) it reports through ``lost()``, on every read. A read goes
-through the client's pool, whose connections reconnect on their own, so no
-read trusts that it reached the server of the previous one: each also reads
-the entry at its position, and a stream that lacks it although neither
+restarted empty) it reports through ``lost()``. A read of a stream also
+reads the entry at its position, and a stream that lacks it although neither
 ``XDEL`` nor trimming can have removed it is another stream (a ``"reset"``),
-however many entries it holds.
+however many entries it holds. A subscription reads only the streams that
+have new entries (and a few others, in turn, so that a deleted stream is
+noticed within ``lineage_interval``), so its load on Redis follows the
+events, not the number of hubs it follows.
 
 ``NOTIFICATIONS_REDIS_URL`` may name a master managed by Redis Sentinel or a
 Redis Cluster (:mod:`~flask_notifications.backends.redis_client`). Replication
 is asynchronous, so a master that fails may take its last writes with it. A
 subscription therefore compares the server's replication id on every
-read (in the read's transaction): a server promoted from a replica of the one it read before
+read (in the read's transaction; another one makes it read every stream
+again): a server promoted from a replica of the one it read before
 (``master_replid2``) means a failover, and every channel it reads gets a
 ``"failover"`` loss. The backend records the failover (``<prefix>:failovers``,
 by the time it was first noticed), so a replay from an id older than it
@@ -68,7 +70,8 @@ from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
 from .redis_client import client_from_url, decode, field, is_cluster
 from .redis_cluster import ClusterSubscription
-from .redis_subscription import RedisSubscription, info_field, trimmed_after
+from .redis_lineage import info_field, trimmed_after
+from .redis_subscription import RedisSubscription
 
 # KEYS: the stream, the dedupe key. ARGV: the data, MAXLEN, the dedupe key's
 # TTL in seconds, and the MINID and stream TTL ('' when the history has no TTL).
@@ -114,6 +117,13 @@ class RedisPubSub(Backend):
     #: Longest single XREAD BLOCK. A channel added meanwhile interrupts it with
     #: ``CLIENT UNBLOCK``; this bounds the wait where that command is refused.
     max_block = 2.0
+    #: Seconds within which a subscription checks every stream it reads,
+    #: whether or not it got new entries: a stream deleted, or replaced by
+    #: one whose ids are all older than the subscription's position, is
+    #: noticed within this time (plus one ``max_block``). The checks are
+    #: spread over the reads, so they cost ``2 * channels / lineage_interval``
+    #: Redis commands a second, however many events there are.
+    lineage_interval = 10.0
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from ..backoff import backoff
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
+from .redis_lineage import changed_streams, explains_missing, info_field, lineage_script
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
@@ -35,11 +36,6 @@ def _entries(entries: Any) -> list[Any]:
     if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
         return [entry for group in pairs for entry in group]
     return pairs
-
-
-def info_field(info: Mapping[Any, Any], name: str) -> Any:
-    """One field of an ``XINFO STREAM`` reply, whichever way it is decoded."""
-    return info.get(name, info.get(name.encode()))
 
 
 def _connection_of(client: redis.Redis[bytes]) -> Any:
@@ -61,17 +57,28 @@ class RedisSubscription(Subscription):
     returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
     over with the new channel instead of waiting for its block to time out.
 
-    Every read is one transaction: ``XREAD`` of what follows each position,
-    ``XINFO STREAM`` and the entry at the position of each channel, and
+    A blocking ``XREAD COUNT 1`` of every position waits for the next
+    entries; its reply names the channels that have some. A read is then
+    one transaction for those channels only: ``XREAD`` of what follows each
+    position, ``XINFO STREAM`` and the entry at the position of each, and
     ``INFO replication``. The stream's ``entries-added`` counter then says
     whether the read got every entry added since the last one (an *overrun*
     when the history was trimmed past the reader), and its
     ``last-generated-id`` and the entry at the position whether this is still
     the stream the position came from (a *reset*: a server that restarted
-    empty, or a deleted stream). Either is reported by
-    :meth:`lost` before the messages that follow it, on every read, not
-    only after a failure. When nothing is there to read, a blocking
-    ``XREAD COUNT 1`` waits for the next entry.
+    empty, or a deleted stream). Either is reported by :meth:`lost` before
+    the messages that follow it. So a read costs what its channels cost,
+    however many channels the subscription follows.
+
+    A stream that changes without a new entry past the position (deleted,
+    or replaced by one whose ids are all older) shows in no ``XREAD``. So
+    the reads also check the other channels in turn, a share each time,
+    with one script on the server (:func:`~.redis_lineage.changed_streams`),
+    so that every channel is checked at least every
+    :attr:`~flask_notifications.backends.redis.RedisPubSub.lineage_interval`
+    seconds; a channel that changed is then read and checked as above. The
+    first read after a failure, or on a server with another replication id
+    (a restart, a failover), checks every channel.
     """
 
     tracks_losses = True
@@ -100,6 +107,16 @@ class RedisSubscription(Subscription):
         self._retry_at = 0.0
         # The replication id of the server the last read reached.
         self._replid: str | None = None
+        # The channels the last wait found entries on: the next read's.
+        self._pending: set[str] = set()
+        # Whether the next read checks every channel (after a failure).
+        self._check_all = False
+        # The lineage sweep: the channels left to check in this round, and
+        # the checks owed (a fraction carried from read to read).
+        self._sweep: list[str] = []
+        self._sweep_owed = 0.0
+        self._sweep_at = time.monotonic()
+        self._lineage: Any = None
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
@@ -131,6 +148,7 @@ class RedisSubscription(Subscription):
         with self._lock:
             self._positions.pop(channel, None)
             self._added.pop(channel, None)
+            self._pending.discard(channel)
 
     def _interrupt(self, generation: int | None) -> None:
         """Unblock an XREAD that reads positions older than ``generation``
@@ -211,6 +229,8 @@ class RedisSubscription(Subscription):
         if conn is not None:
             conn.disconnect()
         self._client_id = None
+        # The server may have restarted or failed over meanwhile.
+        self._check_all = True
         log.debug("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
         return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
@@ -261,17 +281,59 @@ class RedisSubscription(Subscription):
                     return []
                 continue
             self._wakeup.clear()
-            messages = self._read_now(positions)
+            checked = self._to_check(positions)
+            messages = self._read_now(positions, checked) if checked else []
             if messages or self._lost or time.monotonic() >= deadline:
                 return messages
             self._wait(positions, generation, deadline)
         return []
 
-    def _read_now(self, positions: dict[str, str]) -> list[Message]:
-        """Read what follows every position, with each stream's counters,
-        in one transaction; record losses and advance the positions."""
+    def _to_check(self, positions: dict[str, str]) -> list[str]:
+        """The channels the next read reads and checks: those the last wait
+        found entries on, and those of the lineage sweep's share that
+        changed (every channel after a failure)."""
+        if self._check_all:
+            return list(positions)
+        now = time.monotonic()
+        owed = self._sweep_owed + len(positions) * (now - self._sweep_at) / self._backend.lineage_interval
+        self._sweep_at = now
+        with self._lock:
+            checked = {channel for channel in self._pending if channel in positions}
+            self._pending.clear()
+            swept: list[str] = []
+            while owed >= 1:
+                if not self._sweep:
+                    self._sweep = list(positions)
+                channel = self._sweep.pop()
+                if channel in positions:
+                    swept.append(channel)
+                    owed -= 1
+            self._sweep_owed = min(owed, len(positions))
+            added = [self._added.get(channel) for channel in swept]
+        if swept:
+            if self._lineage is None:
+                self._lineage = lineage_script(self._backend.client)
+            keys = [self._backend.stream_key(channel) for channel in swept]
+            where = [positions[channel] for channel in swept]
+            found = self._call(changed_streams, self._lineage, self._call(self._connection), keys, where, added)
+            checked.update(swept[index] for index in found)
+        return list(checked)
+
+    def _read_now(self, positions: dict[str, str], checked: list[str]) -> list[Message]:
+        """Read what follows the positions of the ``checked`` channels, with
+        each stream's counters, in one transaction; record losses and
+        advance the positions. On a server with another replication id than
+        the last read's, read every channel instead."""
+        channels = checked
+        if self._replid is not None and len(channels) < len(positions):
+            replies = self._transaction(positions, channels)
+            if self._replid_of(replies[-1]) in (None, self._replid):
+                return self._apply(positions, channels, replies)
+            channels = list(positions)
+        return self._apply(positions, channels, self._transaction(positions, channels))
+
+    def _transaction(self, positions: dict[str, str], channels: list[str]) -> list[Any]:
         backend = self._backend
-        channels = list(positions)
         # The entry at each position, read in the same transaction, tells
         # whether the stream is still the one the position came from.
         held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
@@ -282,10 +344,22 @@ class RedisSubscription(Subscription):
         for channel in held:
             pipe.xrange(backend.stream_key(channel), min=positions[channel], max=positions[channel], count=1)
         pipe.info("replication")
-        replies = self._call(pipe.execute, raise_on_error=False)
+        replies: list[Any] = self._call(pipe.execute, raise_on_error=False)
         if self._failures:
             log.info("Redis subscription reconnected after %d failed attempts", self._failures)
             self._failures = 0
+        return replies
+
+    @staticmethod
+    def _replid_of(info: Any) -> str | None:
+        return str(info.get("master_replid", "")) if isinstance(info, Mapping) else None
+
+    def _apply(self, positions: dict[str, str], channels: list[str], replies: list[Any]) -> list[Message]:
+        """Record what one transaction (:meth:`_transaction` of ``channels``) read."""
+        backend = self._backend
+        held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
+        if len(channels) == len(positions):
+            self._check_all = False
         reply, infos = replies[0], replies[1 : 1 + len(channels)]
         present = {
             channel: not isinstance(found, Exception) and bool(found)
@@ -348,7 +422,7 @@ class RedisSubscription(Subscription):
         if (
             last_generated < after
             or (added is not None and previous is not None and added < previous)
-            or (present is False and not _explains_missing(info, after, previous))
+            or (present is False and not explains_missing(info, after, previous))
         ):
             # The ids went backwards, or the entry the position names is
             # gone although nothing removed it: another stream under the key.
@@ -393,14 +467,14 @@ class RedisSubscription(Subscription):
 
     def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
         """Block until an entry follows a position, the deadline passes, or
-        a channel is added."""
+        a channel is added; note the channels that have entries."""
         backend = self._backend
         block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
         client = self._call(self._connection)
         self._reading = generation
         try:
             # A block of 0 would block forever.
-            self._call(
+            reply = self._call(
                 client.xread,
                 {backend.stream_key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
                 count=1,
@@ -408,6 +482,11 @@ class RedisSubscription(Subscription):
             )
         finally:
             self._reading = None
+        if isinstance(reply, Mapping):  # RESP3
+            reply = list(reply.items())
+        prefix_len = len(backend.stream_key(""))
+        with self._lock:
+            self._pending.update(decode(key)[prefix_len:] for key, _ in reply or ())
 
     def close(self) -> None:
         self._closed = True
@@ -416,54 +495,3 @@ class RedisSubscription(Subscription):
         self._interrupt(None)
         with self._reader:
             self._release()
-
-
-def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
-    """The stream's first entry id according to ``XINFO STREAM``, if any."""
-    first = info_field(info, "recorded-first-entry-id")
-    if first is None or parse_id(decode(first)) == (0, 0):
-        entry = info_field(info, "first-entry")
-        first = entry[0] if entry else None
-    return None if first is None else parse_id(decode(first))
-
-
-def _explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: int | None) -> bool:
-    """Whether the stream ``info`` describes may have lost its entry
-    ``after`` itself: ``XDEL`` removed an entry at least as new, or trimming
-    took it, which removes the oldest entries first, so ``after`` is older
-    than the first entry and the stream removed at least as many entries as
-    it had added up to ``after`` (``added_at``, when known). A stream
-    that cannot explain it is another one under the same key, as after a
-    restart of a Redis without persistence, however many entries it holds."""
-    deleted = info_field(info, "max-deleted-entry-id")
-    if deleted is not None and parse_id(decode(deleted)) >= after:
-        return True
-    first = _first_id(info)
-    if first is not None and first <= after:
-        return False  # within the stream, and no XDEL reached it
-    added = info_field(info, "entries-added")
-    if added is None or added_at is None:
-        return True  # Redis < 7 keeps no count: trimming may explain it
-    removed = int(added) - int(info_field(info, "length") or 0)
-    return removed >= added_at
-
-
-def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
-    """Whether the stream described by ``XINFO STREAM`` lost an entry newer
-    than ``after``, or cannot tell because ``after`` is not one of its ids."""
-    deleted = info_field(info, "max-deleted-entry-id")
-    if deleted is not None and parse_id(decode(deleted)) > after:
-        return True  # XDEL removed a later entry
-    length = int(info_field(info, "length") or 0)
-    added = info_field(info, "entries-added")
-    lost_some = added is None or int(added) > length
-    if length == 0:
-        last = info_field(info, "last-generated-id")
-        return last is not None and parse_id(decode(last)) > after
-    first = _first_id(info)
-    if first is None or first <= after:
-        return False
-    # Everything before the first entry was trimmed, or after_id belongs to
-    # an earlier life of the stream (expired, or a restart without
-    # persistence): either way the reader may have missed events.
-    return after > (0, 0) or lost_some

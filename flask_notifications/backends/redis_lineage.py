@@ -1,0 +1,125 @@
+"""What a Redis stream's ``XINFO STREAM`` says about the losses of a reader:
+whether the entries after a position were trimmed or deleted, whether the
+stream is still the one a position came from, and a check of many streams
+at once, on the server, for the subscription's lineage sweep
+(:class:`~flask_notifications.backends.redis_subscription.RedisSubscription`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .base import parse_id
+from .redis_client import decode
+
+# KEYS: streams. ARGV: for each, the ms and sequence of the reader's
+# position and the stream's entries-added counter there ('' if unknown).
+# Returns the (1-based) indexes of the streams that are no longer the one
+# the position came from, as far as the counters tell: gone, ids behind
+# the position, or fewer entries ever added than at the position.
+_CHANGED = """
+local changed = {}
+for i, key in ipairs(KEYS) do
+    local ms, seq, added = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', key)
+    if not ok then
+        if ms > 0 or seq > 0 then
+            changed[#changed + 1] = i
+        end
+    else
+        for j = 1, #info, 2 do
+            local name, value = info[j], info[j + 1]
+            if name == 'last-generated-id' then
+                local dash = string.find(value, '-', 1, true)
+                local last_ms = tonumber(string.sub(value, 1, dash - 1))
+                local last_seq = tonumber(string.sub(value, dash + 1))
+                if last_ms < ms or (last_ms == ms and last_seq < seq) then
+                    changed[#changed + 1] = i
+                    break
+                end
+            elseif name == 'entries-added' and added ~= nil and value < added then
+                changed[#changed + 1] = i
+                break
+            end
+        end
+    end
+end
+return changed
+"""
+
+
+def info_field(info: Mapping[Any, Any], name: str) -> Any:
+    """One field of an ``XINFO STREAM`` reply, whichever way it is decoded."""
+    return info.get(name, info.get(name.encode()))
+
+
+def lineage_script(client: Any) -> Any:
+    """The check of many streams at once (:func:`changed_streams`), registered on ``client``."""
+    return client.register_script(_CHANGED)
+
+
+def changed_streams(
+    script: Any, client: Any, keys: Sequence[str], positions: Sequence[str], added: Sequence[int | None]
+) -> list[int]:
+    """Which of the streams ``keys`` are no longer the ones that the reader's
+    ``positions`` (with each stream's ``entries-added`` at it) came from:
+    one script (from :func:`lineage_script`) on ``client``, in one round trip.
+
+    :return: indexes into ``keys``.
+    """
+    args: list[Any] = []
+    for position, count in zip(positions, added, strict=True):
+        ms, seq = parse_id(position)
+        args += [ms, seq, "" if count is None else count]
+    return [int(index) - 1 for index in script(keys=list(keys), args=args, client=client)]
+
+
+def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
+    """The stream's first entry id according to ``XINFO STREAM``, if any."""
+    first = info_field(info, "recorded-first-entry-id")
+    if first is None or parse_id(decode(first)) == (0, 0):
+        entry = info_field(info, "first-entry")
+        first = entry[0] if entry else None
+    return None if first is None else parse_id(decode(first))
+
+
+def explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: int | None) -> bool:
+    """Whether the stream ``info`` describes may have lost its entry
+    ``after`` itself: ``XDEL`` removed an entry at least as new, or trimming
+    took it, which removes the oldest entries first, so ``after`` is older
+    than the first entry and the stream removed at least as many entries as
+    it had added up to ``after`` (``added_at``, when known). A stream
+    that cannot explain it is another one under the same key, as after a
+    restart of a Redis without persistence, however many entries it holds."""
+    deleted = info_field(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(decode(deleted)) >= after:
+        return True
+    first = _first_id(info)
+    if first is not None and first <= after:
+        return False  # within the stream, and no XDEL reached it
+    added = info_field(info, "entries-added")
+    if added is None or added_at is None:
+        return True  # Redis < 7 keeps no count: trimming may explain it
+    removed = int(added) - int(info_field(info, "length") or 0)
+    return removed >= added_at
+
+
+def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
+    """Whether the stream described by ``XINFO STREAM`` lost an entry newer
+    than ``after``, or cannot tell because ``after`` is not one of its ids."""
+    deleted = info_field(info, "max-deleted-entry-id")
+    if deleted is not None and parse_id(decode(deleted)) > after:
+        return True  # XDEL removed a later entry
+    length = int(info_field(info, "length") or 0)
+    added = info_field(info, "entries-added")
+    lost_some = added is None or int(added) > length
+    if length == 0:
+        last = info_field(info, "last-generated-id")
+        return last is not None and parse_id(decode(last)) > after
+    first = _first_id(info)
+    if first is None or first <= after:
+        return False
+    # Everything before the first entry was trimmed, or after_id belongs to
+    # an earlier life of the stream (expired, or a restart without
+    # persistence): either way the reader may have missed events.
+    return after > (0, 0) or lost_some
