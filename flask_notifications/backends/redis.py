@@ -28,10 +28,16 @@ it could not deliver (trimmed past the reader, or gone with a server that
 restarted empty) it reports through ``lost()``. A read of a stream also
 reads the entry at its position, and a stream that lacks it although neither
 ``XDEL`` nor trimming can have removed it is another stream (a ``"reset"``),
-however many entries it holds. A subscription reads only the streams that
-have new entries (and a few others, in turn, so that a deleted stream is
-noticed within ``lineage_interval``), so its load on Redis follows the
-events, not the number of hubs it follows.
+however many entries it holds.
+
+A subscription waits on one stream however many hubs it follows: each
+publication also appends its hub's name to ``<prefix>:rings`` (trimmed to
+about :data:`RINGS_KEPT` entries), after the event, and a subscription
+reads the rings and then only the hubs they name. It checks every hub
+it follows in turn too, a share at each read, so that a hub's stream that
+was deleted, or gained entries that no ring announced, is noticed within
+:attr:`RedisPubSub.lineage_interval`. So its load on Redis follows the
+events, not the number of hubs (:doc:`/performance`).
 
 ``NOTIFICATIONS_REDIS_URL`` may name a master managed by Redis Sentinel or a
 Redis Cluster (:mod:`~flask_notifications.backends.redis_client`). Replication
@@ -73,8 +79,9 @@ from .redis_cluster import ClusterSubscription
 from .redis_lineage import info_field, trimmed_after
 from .redis_subscription import RedisSubscription
 
-# KEYS: the stream, the dedupe key. ARGV: the data, MAXLEN, the dedupe key's
-# TTL in seconds, and the MINID and stream TTL ('' when the history has no TTL).
+# KEYS: the stream, the dedupe key, the rings. ARGV: the data, MAXLEN, the
+# dedupe key's TTL in seconds, the MINID and stream TTL ('' when the history
+# has no TTL), the rings' MAXLEN and the channel.
 _PUBLISH_ONCE = """
 local found = redis.call('GET', KEYS[2])
 if found then
@@ -86,11 +93,15 @@ if ARGV[4] ~= '' then
     redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
     redis.call('EXPIRE', KEYS[1], ARGV[5])
 end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'h', ARGV[7])
 return {1, id}
 """
 
 #: How long a dedupe key lasts when the history has no TTL, in seconds.
 DEDUPE_TTL = 24 * 3600
+#: The rings kept (approximately): a subscription that falls further behind
+#: them reads every hub it follows once.
+RINGS_KEPT = 10_000
 
 
 class RedisPubSub(Backend):
@@ -117,12 +128,13 @@ class RedisPubSub(Backend):
     #: Longest single XREAD BLOCK. A channel added meanwhile interrupts it with
     #: ``CLIENT UNBLOCK``; this bounds the wait where that command is refused.
     max_block = 2.0
-    #: Seconds within which a subscription checks every stream it reads,
-    #: whether or not it got new entries: a stream deleted, or replaced by
-    #: one whose ids are all older than the subscription's position, is
-    #: noticed within this time (plus one ``max_block``). The checks are
-    #: spread over the reads, so they cost ``2 * channels / lineage_interval``
-    #: Redis commands a second, however many events there are.
+    #: Seconds within which a subscription checks every stream it follows,
+    #: rung or not: a stream deleted, or replaced by one whose ids are all
+    #: older than the subscription's position, or with entries no ring
+    #: announced, is noticed within this time (plus one ``max_block``). The
+    #: checks are spread over the reads, one script per read, and cost
+    #: ``channels / lineage_interval`` ``XREVRANGE`` a second in Redis,
+    #: however many events there are.
     lineage_interval = 10.0
 
     def __init__(
@@ -169,6 +181,12 @@ class RedisPubSub(Backend):
         """The key of ``channel``'s stream."""
         return f"{self.key_prefix}:hub:{channel}"
 
+    @property
+    def rings_key(self) -> str:
+        """The key of the stream that names the channel of every publication
+        (not on a cluster), after its entries: what subscriptions wait on."""
+        return f"{self.key_prefix}:rings"
+
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
@@ -182,8 +200,12 @@ class RedisPubSub(Backend):
     def stream_end(self, channel: str) -> tuple[str, int | None]:
         """The last id a stream generated and its entries-added counter
         (``None`` before Redis 7), read together; ``("0-0", 0)`` for none."""
+        return self.key_end(self.stream_key(channel))
+
+    def key_end(self, key: str) -> tuple[str, int | None]:
+        """:meth:`stream_end` of the stream at ``key``."""
         try:
-            info = self.client.xinfo_stream(self.stream_key(channel))
+            info = self.client.xinfo_stream(key)
         except redis.exceptions.ResponseError:
             return "0-0", 0
         except redis.exceptions.RedisError as exc:
@@ -202,10 +224,9 @@ class RedisPubSub(Backend):
         minid = ""
         if self.history_ttl is not None:
             minid = f"{max(int((time.time() - self.history_ttl) * 1000), 0)}-0"
-        keys = [self.stream_key(channel), self.pushed_key(channel, dedupe_key)]
-        _, entry_id = self._call(
-            "publish", self._publish_once, keys=keys, args=[data, self.history_size, ttl, minid, ttl]
-        )
+        keys = [self.stream_key(channel), self.pushed_key(channel, dedupe_key), self.rings_key]
+        args = [data, self.history_size, ttl, minid, ttl, RINGS_KEPT, channel]
+        _, entry_id = self._call("publish", self._publish_once, keys=keys, args=args)
         return Message(channel, decode(entry_id), data)
 
     def pushed_key(self, channel: str, dedupe_key: str) -> str:
@@ -236,6 +257,8 @@ class RedisPubSub(Backend):
             # Rings the subscriptions' sharded pub/sub connection on the
             # key's node; the stream itself is the message.
             pipe.spublish(key, b"")
+        else:
+            pipe.xadd(self.rings_key, {"h": channel}, maxlen=RINGS_KEPT, approximate=True)
         replies = self._call("publish", pipe.execute)
         return [Message(channel, decode(reply), data) for reply, data in zip(replies, items, strict=False)]
 

@@ -91,6 +91,9 @@ class ClusterSubscription(RedisSubscription):
     def _interrupt(self, generation: int | None) -> None:
         self._ring.set()
 
+    def _start_rings(self) -> None:
+        pass  # the sharded pub/sub connections ring instead
+
     def _to_check(self, positions: dict[str, str]) -> list[str]:
         # The watchers do not note which key rang: read them all.
         return list(positions)

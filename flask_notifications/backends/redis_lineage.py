@@ -12,36 +12,19 @@ from typing import Any
 from .base import parse_id
 from .redis_client import decode
 
-# KEYS: streams. ARGV: for each, the ms and sequence of the reader's
-# position and the stream's entries-added counter there ('' if unknown).
-# Returns the (1-based) indexes of the streams that are no longer the one
-# the position came from, as far as the counters tell: gone, ids behind
-# the position, or fewer entries ever added than at the position.
+# KEYS: streams. ARGV: the reader's position in each. Returns the (1-based)
+# indexes of the streams whose last entry is not at the position: entries
+# that no ring announced, or a stream that is gone or is another one.
 _CHANGED = """
 local changed = {}
 for i, key in ipairs(KEYS) do
-    local ms, seq, added = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
-    local ok, info = pcall(redis.call, 'XINFO', 'STREAM', key)
-    if not ok then
-        if ms > 0 or seq > 0 then
+    local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+    if #last == 0 then
+        if ARGV[i] ~= '0-0' then
             changed[#changed + 1] = i
         end
-    else
-        for j = 1, #info, 2 do
-            local name, value = info[j], info[j + 1]
-            if name == 'last-generated-id' then
-                local dash = string.find(value, '-', 1, true)
-                local last_ms = tonumber(string.sub(value, 1, dash - 1))
-                local last_seq = tonumber(string.sub(value, dash + 1))
-                if last_ms < ms or (last_ms == ms and last_seq < seq) then
-                    changed[#changed + 1] = i
-                    break
-                end
-            elseif name == 'entries-added' and added ~= nil and value < added then
-                changed[#changed + 1] = i
-                break
-            end
-        end
+    elseif last[1][1] ~= ARGV[i] then
+        changed[#changed + 1] = i
     end
 end
 return changed
@@ -58,23 +41,18 @@ def lineage_script(client: Any) -> Any:
     return client.register_script(_CHANGED)
 
 
-def changed_streams(
-    script: Any, client: Any, keys: Sequence[str], positions: Sequence[str], added: Sequence[int | None]
-) -> list[int]:
-    """Which of the streams ``keys`` are no longer the ones that the reader's
-    ``positions`` (with each stream's ``entries-added`` at it) came from:
-    one script (from :func:`lineage_script`) on ``client``, in one round trip.
+def changed_streams(script: Any, client: Any, keys: Sequence[str], positions: Sequence[str]) -> list[int]:
+    """Which of the streams ``keys`` do not end at the reader's ``positions``
+    in them: one script (from :func:`lineage_script`) on ``client``, in one
+    round trip. Such a stream has entries no ring announced (a publisher
+    that does not ring), or is gone, or is another stream under the key.
 
     :return: indexes into ``keys``.
     """
-    args: list[Any] = []
-    for position, count in zip(positions, added, strict=True):
-        ms, seq = parse_id(position)
-        args += [ms, seq, "" if count is None else count]
-    return [int(index) - 1 for index in script(keys=list(keys), args=args, client=client)]
+    return [int(index) - 1 for index in script(keys=list(keys), args=list(positions), client=client)]
 
 
-def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
+def first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
     """The stream's first entry id according to ``XINFO STREAM``, if any."""
     first = info_field(info, "recorded-first-entry-id")
     if first is None or parse_id(decode(first)) == (0, 0):
@@ -94,7 +72,7 @@ def explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: 
     deleted = info_field(info, "max-deleted-entry-id")
     if deleted is not None and parse_id(decode(deleted)) >= after:
         return True
-    first = _first_id(info)
+    first = first_id(info)
     if first is not None and first <= after:
         return False  # within the stream, and no XDEL reached it
     added = info_field(info, "entries-added")
@@ -116,7 +94,7 @@ def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
     if length == 0:
         last = info_field(info, "last-generated-id")
         return last is not None and parse_id(decode(last)) > after
-    first = _first_id(info)
+    first = first_id(info)
     if first is None or first <= after:
         return False
     # Everything before the first entry was trimmed, or after_id belongs to

@@ -21,12 +21,15 @@ from ..backoff import backoff
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
-from .redis_lineage import changed_streams, explains_missing, info_field, lineage_script
+from .redis_lineage import changed_streams, explains_missing, first_id, info_field, lineage_script
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
 
 log = logging.getLogger(__name__)
+
+#: The most rings one wait takes.
+RINGS_READ = 1000
 
 
 def _entries(entries: Any) -> list[Any]:
@@ -57,28 +60,33 @@ class RedisSubscription(Subscription):
     returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
     over with the new channel instead of waiting for its block to time out.
 
-    A blocking ``XREAD COUNT 1`` of every position waits for the next
-    entries; its reply names the channels that have some. A read is then
-    one transaction for those channels only: ``XREAD`` of what follows each
-    position, ``XINFO STREAM`` and the entry at the position of each, and
-    ``INFO replication``. The stream's ``entries-added`` counter then says
-    whether the read got every entry added since the last one (an *overrun*
-    when the history was trimmed past the reader), and its
-    ``last-generated-id`` and the entry at the position whether this is still
-    the stream the position came from (a *reset*: a server that restarted
-    empty, or a deleted stream). Either is reported by :meth:`lost` before
-    the messages that follow it. So a read costs what its channels cost,
-    however many channels the subscription follows.
+    It waits on one stream, whatever the number of channels: every publish
+    also appends the channel's name to the backend's rings stream
+    (:attr:`~flask_notifications.backends.redis.RedisPubSub.rings_key`),
+    after the event, and a blocking ``XREAD`` of the rings tells which
+    channels have new entries. A read is then one transaction for those
+    channels only: ``XREAD`` of what follows each position, ``XINFO STREAM``
+    and the entry at the position of each, and ``INFO replication``. The
+    stream's ``entries-added`` counter then says whether the read got every
+    entry added since the last one (an *overrun* when the history was
+    trimmed past the reader), and its ``last-generated-id`` and the entry at
+    the position whether this is still the stream the position came from (a
+    *reset*: a server that restarted empty, or a deleted stream). Either is
+    reported by :meth:`lost` before the messages that follow it. So a read
+    costs what its channels cost, however many channels the subscription
+    follows.
 
-    A stream that changes without a new entry past the position (deleted,
-    or replaced by one whose ids are all older) shows in no ``XREAD``. So
-    the reads also check the other channels in turn, a share each time,
-    with one script on the server (:func:`~.redis_lineage.changed_streams`),
-    so that every channel is checked at least every
+    What rings cannot tell is found by checking every channel: at the first
+    read after a failure, on a server with another replication id (a
+    restart, a failover), and when rings were trimmed before this read them
+    or the rings stream was replaced. And the reads check the channels in
+    turn, a share each time, with one script on the server
+    (:func:`~flask_notifications.backends.redis_lineage.changed_streams`), so
+    that each is checked every
     :attr:`~flask_notifications.backends.redis.RedisPubSub.lineage_interval`
-    seconds; a channel that changed is then read and checked as above. The
-    first read after a failure, or on a server with another replication id
-    (a restart, a failover), checks every channel.
+    seconds: that finds a stream deleted, or replaced by one whose ids are
+    all older, and the entries of a publisher that does not ring (an older
+    version of this library, or a plain ``XADD``).
     """
 
     tracks_losses = True
@@ -117,6 +125,8 @@ class RedisSubscription(Subscription):
         self._sweep_owed = 0.0
         self._sweep_at = time.monotonic()
         self._lineage: Any = None
+        # The id of the last ring read (None until the first add).
+        self._rings: str | None = None
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
@@ -133,16 +143,29 @@ class RedisSubscription(Subscription):
         :raises BackendError: the server cannot be reached to find where the
             channel's stream ends.
         """
+        # The rings first: a publication after the channel's end then rings
+        # after the rings' position.
+        self._start_rings()
         last, added = self._backend.stream_end(channel)
         with self._lock:
             if channel in self._positions:
                 return
             self._positions[channel] = last
             self._added[channel] = added
+            # Its ring may have come before it was here to take it.
+            self._pending.add(channel)
             self._generation += 1
             generation = self._generation
         self._wakeup.set()
         self._interrupt(generation)
+
+    def _start_rings(self) -> None:
+        """Find where the rings end, before the first channel's stream end."""
+        if self._rings is None:
+            last, _ = self._backend.key_end(self._backend.rings_key)
+            with self._lock:
+                if self._rings is None:
+                    self._rings = last
 
     def remove(self, channel: str) -> None:
         with self._lock:
@@ -309,13 +332,12 @@ class RedisSubscription(Subscription):
                     swept.append(channel)
                     owed -= 1
             self._sweep_owed = min(owed, len(positions))
-            added = [self._added.get(channel) for channel in swept]
         if swept:
             if self._lineage is None:
                 self._lineage = lineage_script(self._backend.client)
             keys = [self._backend.stream_key(channel) for channel in swept]
             where = [positions[channel] for channel in swept]
-            found = self._call(changed_streams, self._lineage, self._call(self._connection), keys, where, added)
+            found = self._call(changed_streams, self._lineage, self._call(self._connection), keys, where)
             checked.update(swept[index] for index in found)
         return list(checked)
 
@@ -466,27 +488,49 @@ class RedisSubscription(Subscription):
         return Lost(channel, position, "failover")
 
     def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
-        """Block until an entry follows a position, the deadline passes, or
-        a channel is added; note the channels that have entries."""
+        """Block until a publication rings (on the backend's
+        :attr:`~flask_notifications.backends.redis.RedisPubSub.rings_key`
+        stream), the deadline passes, or a channel is added; note the
+        channels rung. Rings that were trimmed before this read them, or a
+        rings stream that is not the one read before, mean a read of every
+        channel."""
         backend = self._backend
         block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
         client = self._call(self._connection)
+        before = self._rings or "0-0"
+        pipe = client.pipeline(transaction=False)
+        # A block of 0 would block forever.
+        pipe.xread({backend.rings_key: before}, count=RINGS_READ, block=max(1, int(block * 1000)))
+        # After the XREAD: trimming only moves the first entry forward, so
+        # a first entry past the position here covers a trim before the read.
+        pipe.xinfo_stream(backend.rings_key)
         self._reading = generation
         try:
-            # A block of 0 would block forever.
-            reply = self._call(
-                client.xread,
-                {backend.stream_key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
-                count=1,
-                block=max(1, int(block * 1000)),
-            )
+            reply, info = self._call(pipe.execute, raise_on_error=False)
         finally:
             self._reading = None
+        if isinstance(reply, Exception):
+            raise BackendError(f"Redis subscription failed: {reply}")
         if isinstance(reply, Mapping):  # RESP3
             reply = list(reply.items())
-        prefix_len = len(backend.stream_key(""))
+        rings = [entry for _, entries in reply or () for entry in _entries(entries)]
+        last = decode(rings[-1][0]) if rings else before
+        missed = False
+        if isinstance(info, redis.exceptions.ResponseError):
+            # No rings stream: gone (a restart, a deletion), or never written.
+            missed, last = parse_id(before) > (0, 0), last if rings else "0-0"
+        elif isinstance(info, Mapping):
+            first, newest = first_id(info), parse_id(decode(info_field(info, "last-generated-id")))
+            if newest < parse_id(before):
+                missed, last = True, decode(info_field(info, "last-generated-id"))
+            elif first is not None and first > parse_id(before) and parse_id(before) > (0, 0):
+                missed = True
         with self._lock:
-            self._pending.update(decode(key)[prefix_len:] for key, _ in reply or ())
+            self._rings = last
+            self._pending.update(field(fields, "h") for _, fields in rings)
+        if missed:
+            log.info("Redis subscription missed rings (the rings stream was trimmed or replaced): reading every hub")
+            self._check_all = True
 
     def close(self) -> None:
         self._closed = True
