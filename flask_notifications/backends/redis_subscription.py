@@ -498,19 +498,22 @@ class RedisSubscription(Subscription):
         block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
         client = self._call(self._connection)
         before = self._rings or "0-0"
-        pipe = client.pipeline(transaction=False)
-        # A block of 0 would block forever.
-        pipe.xread({backend.rings_key: before}, count=RINGS_READ, block=max(1, int(block * 1000)))
-        # After the XREAD: trimming only moves the first entry forward, so
-        # a first entry past the position here covers a trim before the read.
-        pipe.xinfo_stream(backend.rings_key)
         self._reading = generation
         try:
-            reply, info = self._call(pipe.execute, raise_on_error=False)
+            # On the connection CLIENT UNBLOCK names. A block of 0 would block forever.
+            reply = self._call(
+                client.xread, {backend.rings_key: before}, count=RINGS_READ, block=max(1, int(block * 1000))
+            )
         finally:
             self._reading = None
-        if isinstance(reply, Exception):
-            raise BackendError(f"Redis subscription failed: {reply}")
+        # After the XREAD: trimming only moves the first entry forward, so
+        # a first entry past the position here covers a trim before the read.
+        try:
+            info: Any = client.xinfo_stream(backend.rings_key)
+        except redis_errors() as exc:
+            raise self._failed(exc) from exc
+        except redis.exceptions.ResponseError as exc:
+            info = exc
         if isinstance(reply, Mapping):  # RESP3
             reply = list(reply.items())
         rings = [entry for _, entries in reply or () for entry in _entries(entries)]
