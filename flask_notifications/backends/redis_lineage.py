@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .base import parse_id
-from .redis_client import decode
+from .redis_client import decode, field
 
 # KEYS: streams. ARGV: the reader's position in each. Returns the (1-based)
 # indexes of the streams whose last entry is not at the position: entries
@@ -29,6 +29,41 @@ for i, key in ipairs(KEYS) do
 end
 return changed
 """
+
+
+def entries_of(entries: Any) -> list[Any]:
+    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
+    replies (redis-py, ``protocol=3``) nest them one level deeper."""
+    pairs: list[Any] = list(entries or ())
+    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
+        return [entry for group in pairs for entry in group]
+    return pairs
+
+
+def read_rings(reply: Any, info: Any, before: str) -> tuple[list[str], str, bool]:
+    """What a wait on the rings stream read: the ``XREAD`` ``reply`` from
+    ``before``, then the stream's ``XINFO STREAM`` (or the error it raised).
+
+    :return: the channels rung, the position to wait from next, and whether
+        rings may have been missed (the stream was trimmed past ``before``,
+        or is gone, or is another stream whose ids are behind it).
+    """
+    if isinstance(reply, Mapping):  # RESP3
+        reply = list(reply.items())
+    rings = [entry for _, entries in reply or () for entry in entries_of(entries)]
+    last = decode(rings[-1][0]) if rings else before
+    after = parse_id(before)
+    missed = False
+    if isinstance(info, Exception):
+        # No rings stream: gone (a restart, a deletion), or never written.
+        missed, last = after > (0, 0), last if rings else "0-0"
+    elif isinstance(info, Mapping):
+        first, newest = first_id(info), decode(info_field(info, "last-generated-id"))
+        if parse_id(newest) < after:
+            missed, last = True, newest
+        elif first is not None and first > after > (0, 0):
+            missed = True
+    return [field(fields, "h") for _, fields in rings], last, missed
 
 
 def info_field(info: Mapping[Any, Any], name: str) -> Any:

@@ -21,7 +21,7 @@ from ..backoff import backoff
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
-from .redis_lineage import changed_streams, explains_missing, first_id, info_field, lineage_script
+from .redis_lineage import changed_streams, entries_of, explains_missing, info_field, lineage_script, read_rings
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
@@ -30,15 +30,6 @@ log = logging.getLogger(__name__)
 
 #: The most rings one wait takes.
 RINGS_READ = 1000
-
-
-def _entries(entries: Any) -> list[Any]:
-    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
-    replies (redis-py, ``protocol=3``) nest them one level deeper."""
-    pairs: list[Any] = list(entries or ())
-    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
-        return [entry for group in pairs for entry in group]
-    return pairs
 
 
 def _connection_of(client: redis.Redis[bytes]) -> Any:
@@ -52,13 +43,15 @@ def redis_errors() -> tuple[type[Exception], ...]:
 
 
 class RedisSubscription(Subscription):
-    """A blocking XREAD on a connection of its own, taken from the backend's
-    pool; the reads themselves go through the pool.
+    """A blocking XREAD on a connection of its own, and reads on another,
+    both from a pool of the subscription's own (from the backend's, behind
+    Sentinel).
 
     ``add`` may be called from any thread while another blocks in ``get``: it
     resolves the stream's current end at once, so nothing published after it
-    returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
-    over with the new channel instead of waiting for its block to time out.
+    returns is missed; the blocked ``XREAD`` of the rings wakes up for the
+    new channel's rings as for any other, and the next read checks the new
+    channel once, in case its first ring came before it.
 
     It waits on one stream, whatever the number of channels: every publish
     also appends the channel's name to the backend's rings stream
@@ -125,6 +118,7 @@ class RedisSubscription(Subscription):
         self._sweep_owed = 0.0
         self._sweep_at = time.monotonic()
         self._lineage: Any = None
+        self._own_pool: Any = None
         # The id of the last ring read (None until the first add).
         self._rings: str | None = None
         #: How many times ``get`` tried the server again after a failure.
@@ -157,7 +151,9 @@ class RedisSubscription(Subscription):
             self._generation += 1
             generation = self._generation
         self._wakeup.set()
-        self._interrupt(generation)
+        if self._rings is None:
+            # Without rings (a cluster), the wait must start over to include it.
+            self._interrupt(generation)
 
     def _start_rings(self) -> None:
         """Find where the rings end, before the first channel's stream end."""
@@ -191,9 +187,7 @@ class RedisSubscription(Subscription):
 
     def _connection(self) -> redis.Redis[bytes]:
         if self._client is None:
-            client: redis.Redis[bytes] = redis.Redis(
-                connection_pool=self._backend.client.connection_pool, single_connection_client=True
-            )
+            client: redis.Redis[bytes] = redis.Redis(connection_pool=self._pool(), single_connection_client=True)
             conn = _connection_of(client)
             # The subscription does its own backoff between attempts; the
             # pool's retry policy would block get() well past its timeout.
@@ -234,6 +228,20 @@ class RedisSubscription(Subscription):
         log.warning("Redis failed over (replication id %s, then %s): the last writes may be lost", previous, replid)
         return replid
 
+    def _pool(self) -> Any:
+        """The pool of the subscription's connections: its own, of the same
+        server, unless the backend's is not a plain one (Sentinel's is
+        shared), so that requests that take every connection of the
+        backend's pool do not fail the reads of every stream."""
+        shared = self._backend.client.connection_pool
+        if type(shared) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+            return shared
+        if self._own_pool is None:
+            self._own_pool = redis.ConnectionPool(
+                connection_class=shared.connection_class, max_connections=4, **shared.connection_kwargs
+            )
+        return self._own_pool
+
     def _release(self) -> None:
         client, self._client, self._client_id = self._client, None, None
         conn = None if client is None else _connection_of(client)
@@ -242,6 +250,8 @@ class RedisSubscription(Subscription):
             conn.disconnect()
         if client is not None:
             client.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()
 
     def _failed(self, exc: Exception) -> BackendError:
         self._failures += 1
@@ -401,7 +411,7 @@ class RedisSubscription(Subscription):
         read: dict[str, list[Message]] = {}
         for key, entries in reply or ():
             channel = decode(key)[prefix_len:]
-            read[channel] = [Message(channel, decode(eid), field(fields)) for eid, fields in _entries(entries)]
+            read[channel] = [Message(channel, decode(eid), field(fields)) for eid, fields in entries_of(entries)]
         messages: list[Message] = []
         with self._lock:
             for channel, info in zip(channels, infos, strict=True):
@@ -514,23 +524,10 @@ class RedisSubscription(Subscription):
             raise self._failed(exc) from exc
         except redis.exceptions.ResponseError as exc:
             info = exc
-        if isinstance(reply, Mapping):  # RESP3
-            reply = list(reply.items())
-        rings = [entry for _, entries in reply or () for entry in _entries(entries)]
-        last = decode(rings[-1][0]) if rings else before
-        missed = False
-        if isinstance(info, redis.exceptions.ResponseError):
-            # No rings stream: gone (a restart, a deletion), or never written.
-            missed, last = parse_id(before) > (0, 0), last if rings else "0-0"
-        elif isinstance(info, Mapping):
-            first, newest = first_id(info), parse_id(decode(info_field(info, "last-generated-id")))
-            if newest < parse_id(before):
-                missed, last = True, decode(info_field(info, "last-generated-id"))
-            elif first is not None and first > parse_id(before) and parse_id(before) > (0, 0):
-                missed = True
+        hubs, last, missed = read_rings(reply, info, before)
         with self._lock:
             self._rings = last
-            self._pending.update(field(fields, "h") for _, fields in rings)
+            self._pending.update(hubs)
         if missed:
             log.info("Redis subscription missed rings (the rings stream was trimmed or replaced): reading every hub")
             self._check_all = True

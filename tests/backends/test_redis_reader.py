@@ -6,6 +6,7 @@ it missed) by checking the hubs in turn, or all of them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -163,3 +164,31 @@ def test_missed_rings_mean_a_read_of_every_hub(backend: RedisPubSub, redis_clien
         assert sorted(collect(sub, 2), key=lambda m: m.sort_key) == [Message("a", silent, "silent"), rung]
     finally:
         sub.close()
+
+
+@pytest.mark.redis
+def test_requests_that_take_every_connection_of_the_pool_do_not_stop_the_reads(redis_url: str, redis_keys: str) -> None:
+    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url, max_connections=4)
+    backend = RedisPubSub(client, key_prefix=redis_keys)
+    backend.lineage_interval = 3600.0
+    publisher = RedisPubSub(url=redis_url, key_prefix=redis_keys)
+    sub = backend.subscribe()
+    held: list[Any] = []
+    try:
+        sub.add("a")
+        assert sub.get(0.2) == []
+        # Thousands of requests opening streams at once, say.
+        while True:
+            try:
+                held.append(client.connection_pool.get_connection())
+            except redis.exceptions.ConnectionError as exc:
+                assert "Too many connections" in str(exc)
+                break
+        sent = [publisher.publish("a", "read all the same")]
+        assert collect(sub, 1) == sent
+    finally:
+        for connection in held:
+            client.connection_pool.release(connection)
+        sub.close()
+        publisher.close()
+        client.close()
