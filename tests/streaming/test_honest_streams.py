@@ -52,7 +52,8 @@ def test_replay_and_joining_read_the_history_in_bounded_pages(
     private_redis: Callable[..., RedisServer], gunicorn: ServeFactory, tmp_path: Path, unique: str
 ) -> None:
     private = private_redis()
-    monitor_client = redis.Redis.from_url(private.url)
+    # No socket timeout (redis-py's default is 5 s): a quiet moment must not end the recording.
+    monitor_client = redis.Redis.from_url(private.url, socket_timeout=None)
     commands: list[str] = []
     try:
         server = gunicorn(NOTIFICATIONS_REDIS_URL=private.url, CELERY_BROKER_URL=private.url)
