@@ -99,6 +99,10 @@ return {1, id}
 
 #: How long a dedupe key lasts when the history has no TTL, in seconds.
 DEDUPE_TTL = 24 * 3600
+#: The connections of the pool a backend built from a ``redis://`` URL, and
+#: how long a command waits for one when all are in use, in seconds.
+POOL_SIZE = 100
+POOL_WAIT = 20.0
 #: The rings kept (approximately): a subscription that falls further behind
 #: them reads every hub it follows once.
 RINGS_KEPT = 10_000
@@ -154,6 +158,16 @@ class RedisPubSub(Backend):
             raise ConfigurationError(f"NOTIFICATIONS_HISTORY_TTL must be positive or None, not {history_ttl!r}.")
         self.reconnect_backoff = reconnect_backoff
         self.reconnect_backoff_max = reconnect_backoff_max
+        self._own_pool: Any = None
+        if client is None and url.partition("://")[0].lower() in ("redis", "rediss", "unix"):
+            # A pool that makes a request wait for a free connection, where
+            # redis-py's default fails it once 100 are in use: thousands of
+            # streams opening at once (each hub's first one subscribes).
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT, socket_connect_timeout=5, health_check_interval=30
+            )
+            client = redis.Redis(connection_pool=pool)
+            self._own_pool = pool
         self.client: Any = (
             client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
         )
@@ -347,3 +361,5 @@ class RedisPubSub(Backend):
 
     def close(self) -> None:
         self.client.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()

@@ -5,6 +5,7 @@ it missed) by checking the hubs in turn, or all of them."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 import redis
 
 from flask_notifications.backends.base import Lost, Message, Subscription
-from flask_notifications.backends.redis import RedisPubSub
+from flask_notifications.backends.redis import POOL_SIZE, RedisPubSub
 from tests.helpers import RedisServer, wait_for
+from tests.helpers.waiting import wait_until_waiting
 
 #: The publisher's own commands, left out of the subscription's count.
 PUBLISHER = ("xadd", "xtrim", "expire", "evalsha", "eval")
@@ -192,3 +194,31 @@ def test_requests_that_take_every_connection_of_the_pool_do_not_stop_the_reads(r
         sub.close()
         publisher.close()
         client.close()
+
+
+@pytest.mark.redis
+def test_a_command_waits_for_a_connection_while_all_are_in_use(redis_url: str, redis_keys: str) -> None:
+    backend = RedisPubSub(url=redis_url, key_prefix=redis_keys)
+    pool = backend.client.connection_pool
+    held = [pool.get_connection() for _ in range(POOL_SIZE)]
+    results: list[object] = []
+
+    def subscribe() -> None:
+        try:
+            results.append(backend.stream_end("a"))
+        except Exception as exc:  # noqa: BLE001
+            results.append(exc)
+
+    thread = threading.Thread(target=subscribe, daemon=True)
+    try:
+        thread.start()
+        # It waits for a connection (redis-py's default pool fails it at once)...
+        wait_until_waiting(thread, "get_connection")
+        pool.release(held.pop())
+        thread.join(timeout=30)
+        # ...and gets one as soon as one is free.
+        assert results == [("0-0", 0)]
+    finally:
+        for connection in held:
+            pool.release(connection)
+        backend.close()
