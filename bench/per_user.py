@@ -545,13 +545,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, help="events per second in all, per-user runs (1)")
     parser.add_argument("--seconds", type=float, help="seconds of publishing, per-user runs (30)")
     parser.add_argument("--worker", help="gunicorn -k of ours: gevent, or flask_notifications.gunicorn.GeventWorker")
+    parser.add_argument("--idle-cpu", type=float, help="seconds the idle CPU is measured before each phase (10)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     plan = Plan(scenarios=args.only)
     if args.quick:
         plan.sizes, plan.seconds, plan.hubs_seconds, plan.idle, plan.idle_cpu = [200, 500], 5, 3, 5, 3
         plan.many_sizes, plan.many_workers, plan.hubs = [2000], 2, [(20, 5), (100, 5)]
-    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds", "worker"):
+    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds", "worker", "idle_cpu"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
     if args.hubs:
