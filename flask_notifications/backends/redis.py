@@ -32,7 +32,7 @@ however many entries it holds.
 
 A subscription waits on one stream however many hubs it follows: each
 publication also appends its hub's name to ``<prefix>:rings`` (trimmed to
-about :data:`RINGS_KEPT` entries), after the event, and a subscription
+about ``RINGS_KEPT`` entries), after the event, and a subscription
 reads the rings and then only the hubs they name. It checks every hub
 it follows in turn too, a share at each read, so that a hub's stream that
 was deleted, or gained entries that no ring announced, is noticed within
