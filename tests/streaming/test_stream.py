@@ -296,6 +296,11 @@ def test_redis_connections_stay_constant_as_200_clients_connect(
         for _ in range(10):
             clients.append(server.stream(url))
             clients[-1].wait_open()
+        # An event read by the listener first: its connections are made at its first read.
+        publisher = RedisPubSub(url=redis_url, key_prefix=unique)  # a worker's PushConsumer, not the server
+        publisher.publish(NEWS, event(0).to_json())
+        for client in clients:
+            assert event_ids(client.take(1)) == ["e0"]
         with_ten = connections()
         for _ in range(190):
             clients.append(server.stream(url))
@@ -306,7 +311,6 @@ def test_redis_connections_stay_constant_as_200_clients_connect(
         # The listener's two (its blocking wait and its reads, from a pool of its own),
         # and one for the history read of the hub's first stream.
         assert 1 <= with_ten <= 3
-        publisher = RedisPubSub(url=redis_url, key_prefix=unique)  # a worker's PushConsumer, not the server
         publisher.publish(NEWS, event(1).to_json())
         publisher.close()
         for client in clients:
