@@ -102,6 +102,8 @@ class Plan:
     worker: str = "gevent"
     hubs_seconds: float = 15.0
     idle: float = 20.0
+    #: Seconds the CPU of the open streams is measured without events, before each measured phase.
+    idle_cpu: float = 10.0
 
 
 @dataclass
@@ -288,6 +290,10 @@ def run_users(
             # Why the server refused them (a 503 says so in a warning).
             row["server_log"] = server.proc.tail()[-800:]
         recipients = users_of(20, users, events)
+        # What the open streams cost without events (heartbeats, timers), a second.
+        idle0, idle_start = cpu_total(server.pids), time.perf_counter()
+        time.sleep(ctx.plan.idle_cpu)
+        row["idle_cpu_ms_per_s"] = (cpu_total(server.pids) - idle0) / (time.perf_counter() - idle_start) * 1e3
         cpu0, stats0 = cpu_total(server.pids), commandstats(ctx.client)
         start = time.perf_counter()
         for seq in range(events):
@@ -299,6 +305,7 @@ def run_users(
         row["publish_s"] = time.perf_counter() - start
         data = clients.finish(events, timeout=max(600, 3 * seconds))
         row["cpu_s"] = cpu_total(server.pids) - cpu0
+        row["measured_s"] = time.perf_counter() - start
         row["redis"] = redis_delta(stats0, commandstats(ctx.client), events)
     finally:
         clients.stop()
@@ -314,6 +321,9 @@ def run_users(
     row["dups"] = int(data["dups"])
     row["cpu_ms_per_event"] = row["cpu_s"] / events * 1e3
     row["cpu_us_per_stream"] = row["cpu_s"] / events / max(row["ready"], 1) * 1e6
+    # Less what the same seconds cost without events: the cost of the events themselves.
+    idle_s = row["idle_cpu_ms_per_s"] / 1e3 * row["measured_s"]
+    row["net_cpu_ms_per_event"] = (row["cpu_s"] - idle_s) / events * 1e3
     row["drain_s"] = float((data["recv"].max() - data["sent"].min()) / 1e9 - row["publish_s"]) if len(lat) else None
     row["cdf"] = latency_sample(lat, 300)
     row["load_end"] = loadavg()
@@ -321,7 +331,8 @@ def run_users(
         f"  {tag}: {row['ready']:,}/{n:,} streams, {row['cpu_ms_per_event']:.1f} ms CPU/event "
         f"({row['cpu_us_per_stream']:.1f} us/stream), p50/p99 {row['latency']['p50'] or 0:.1f}/"
         f"{row['latency']['p99'] or 0:.1f} ms, lost {row['lost']}, wrong {row['wrong_user']}, "
-        f"{row['kb_per_conn']:.1f} KB/conn, load {row['load_start']}"
+        f"{row['kb_per_conn']:.1f} KB/conn, idle {row['idle_cpu_ms_per_s']:.1f} ms CPU/s, "
+        f"net {row['net_cpu_ms_per_event']:.1f} ms/event, load {row['load_start']}"
     )
     return row
 
@@ -534,13 +545,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, help="events per second in all, per-user runs (1)")
     parser.add_argument("--seconds", type=float, help="seconds of publishing, per-user runs (30)")
     parser.add_argument("--worker", help="gunicorn -k of ours: gevent, or flask_notifications.gunicorn.GeventWorker")
+    parser.add_argument("--idle-cpu", type=float, help="seconds the idle CPU is measured before each phase (10)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     plan = Plan(scenarios=args.only)
     if args.quick:
-        plan.sizes, plan.seconds, plan.hubs_seconds, plan.idle = [200, 500], 5, 3, 5
+        plan.sizes, plan.seconds, plan.hubs_seconds, plan.idle, plan.idle_cpu = [200, 500], 5, 3, 5, 3
         plan.many_sizes, plan.many_workers, plan.hubs = [2000], 2, [(20, 5), (100, 5)]
-    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds", "worker"):
+    for name in ("sizes", "many_sizes", "many_workers", "rate", "seconds", "worker", "idle_cpu"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
     if args.hubs:

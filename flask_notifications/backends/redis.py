@@ -25,18 +25,26 @@ which gevent makes cooperative and ``close()`` ends) before they try the
 server again, then resume from the last ids read, so the events published
 meanwhile are delivered once the server is back (if it kept them). Whatever
 it could not deliver (trimmed past the reader, or gone with a server that
-restarted empty) it reports through ``lost()``, on every read. A read goes
-through the client's pool, whose connections reconnect on their own, so no
-read trusts that it reached the server of the previous one: each also reads
-the entry at its position, and a stream that lacks it although neither
+restarted empty) it reports through ``lost()``. A read of a stream also
+reads the entry at its position, and a stream that lacks it although neither
 ``XDEL`` nor trimming can have removed it is another stream (a ``"reset"``),
 however many entries it holds.
+
+A subscription waits on one stream however many hubs it follows: each
+publication also appends its hub's name to ``<prefix>:rings`` (trimmed to
+about ``RINGS_KEPT`` entries), after the event, and a subscription
+reads the rings and then only the hubs they name. It checks every hub
+it follows in turn too, a share at each read, so that a hub's stream that
+was deleted, or gained entries that no ring announced, is noticed within
+:attr:`RedisPubSub.lineage_interval`. So its load on Redis follows the
+events, not the number of hubs (:doc:`/performance`).
 
 ``NOTIFICATIONS_REDIS_URL`` may name a master managed by Redis Sentinel or a
 Redis Cluster (:mod:`~flask_notifications.backends.redis_client`). Replication
 is asynchronous, so a master that fails may take its last writes with it. A
 subscription therefore compares the server's replication id on every
-read (in the read's transaction): a server promoted from a replica of the one it read before
+read (in the read's transaction; another one makes it read every stream
+again): a server promoted from a replica of the one it read before
 (``master_replid2``) means a failover, and every channel it reads gets a
 ``"failover"`` loss. The backend records the failover (``<prefix>:failovers``,
 by the time it was first noticed), so a replay from an id older than it
@@ -68,10 +76,12 @@ from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
 from .redis_client import client_or_url, decode, field, is_cluster
 from .redis_cluster import ClusterSubscription
-from .redis_subscription import RedisSubscription, info_field, trimmed_after
+from .redis_lineage import info_field, trimmed_after
+from .redis_subscription import RedisSubscription
 
-# KEYS: the stream, the dedupe key. ARGV: the data, MAXLEN, the dedupe key's
-# TTL in seconds, and the MINID and stream TTL ('' when the history has no TTL).
+# KEYS: the stream, the dedupe key, the rings. ARGV: the data, MAXLEN, the
+# dedupe key's TTL in seconds, the MINID and stream TTL ('' when the history
+# has no TTL), the rings' MAXLEN and the channel.
 _PUBLISH_ONCE = """
 local found = redis.call('GET', KEYS[2])
 if found then
@@ -83,11 +93,19 @@ if ARGV[4] ~= '' then
     redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
     redis.call('EXPIRE', KEYS[1], ARGV[5])
 end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'h', ARGV[7])
 return {1, id}
 """
 
 #: How long a dedupe key lasts when the history has no TTL, in seconds.
 DEDUPE_TTL = 24 * 3600
+#: The connections of the pool a backend built from a ``redis://`` URL, and
+#: how long a command waits for one when all are in use, in seconds.
+POOL_SIZE = 100
+POOL_WAIT = 20.0
+#: The rings kept (approximately): a subscription that falls further behind
+#: them reads every hub it follows once.
+RINGS_KEPT = 10_000
 
 
 class RedisPubSub(Backend):
@@ -114,6 +132,14 @@ class RedisPubSub(Backend):
     #: Longest single XREAD BLOCK. A channel added meanwhile interrupts it with
     #: ``CLIENT UNBLOCK``; this bounds the wait where that command is refused.
     max_block = 2.0
+    #: Seconds within which a subscription checks every stream it follows,
+    #: rung or not: a stream deleted, or replaced by one whose ids are all
+    #: older than the subscription's position, or with entries no ring
+    #: announced, is noticed within this time (plus one ``max_block``). The
+    #: checks are spread over the reads, one script per read, and cost
+    #: ``channels / lineage_interval`` ``XREVRANGE`` a second in Redis,
+    #: however many events there are.
+    lineage_interval = 10.0
 
     def __init__(
         self,
@@ -132,6 +158,16 @@ class RedisPubSub(Backend):
             raise ConfigurationError(f"NOTIFICATIONS_HISTORY_TTL must be positive or None, not {history_ttl!r}.")
         self.reconnect_backoff = reconnect_backoff
         self.reconnect_backoff_max = reconnect_backoff_max
+        self._own_pool: Any = None
+        if client is None and url.partition("://")[0].lower() in ("redis", "rediss", "unix"):
+            # A pool that makes a request wait for a free connection, where
+            # redis-py's default fails it once 100 are in use: thousands of
+            # streams opening at once (each hub's first one subscribes).
+            pool = redis.BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, timeout=POOL_WAIT, socket_connect_timeout=5, health_check_interval=30
+            )
+            client = redis.Redis(connection_pool=pool)
+            self._own_pool = pool
         self.client: Any = client_or_url(client, url)
         #: Whether the client talks to a Redis Cluster.
         self.cluster = is_cluster(self.client)
@@ -157,6 +193,12 @@ class RedisPubSub(Backend):
         """The key of ``channel``'s stream."""
         return f"{self.key_prefix}:hub:{channel}"
 
+    @property
+    def rings_key(self) -> str:
+        """The key of the stream that names the channel of every publication
+        (not on a cluster), after its entries: what subscriptions wait on."""
+        return f"{self.key_prefix}:rings"
+
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
@@ -170,8 +212,12 @@ class RedisPubSub(Backend):
     def stream_end(self, channel: str) -> tuple[str, int | None]:
         """The last id a stream generated and its entries-added counter
         (``None`` before Redis 7), read together; ``("0-0", 0)`` for none."""
+        return self.key_end(self.stream_key(channel))
+
+    def key_end(self, key: str) -> tuple[str, int | None]:
+        """:meth:`stream_end` of the stream at ``key``."""
         try:
-            info = self.client.xinfo_stream(self.stream_key(channel))
+            info = self.client.xinfo_stream(key)
         except redis.exceptions.ResponseError:
             return "0-0", 0
         except redis.exceptions.RedisError as exc:
@@ -190,10 +236,9 @@ class RedisPubSub(Backend):
         minid = ""
         if self.history_ttl is not None:
             minid = f"{max(int((time.time() - self.history_ttl) * 1000), 0)}-0"
-        keys = [self.stream_key(channel), self.pushed_key(channel, dedupe_key)]
-        _, entry_id = self._call(
-            "publish", self._publish_once, keys=keys, args=[data, self.history_size, ttl, minid, ttl]
-        )
+        keys = [self.stream_key(channel), self.pushed_key(channel, dedupe_key), self.rings_key]
+        args = [data, self.history_size, ttl, minid, ttl, RINGS_KEPT, channel]
+        _, entry_id = self._call("publish", self._publish_once, keys=keys, args=args)
         return Message(channel, decode(entry_id), data)
 
     def pushed_key(self, channel: str, dedupe_key: str) -> str:
@@ -224,6 +269,8 @@ class RedisPubSub(Backend):
             # Rings the subscriptions' sharded pub/sub connection on the
             # key's node; the stream itself is the message.
             pipe.spublish(key, b"")
+        else:
+            pipe.xadd(self.rings_key, {"h": channel}, maxlen=RINGS_KEPT, approximate=True)
         replies = self._call("publish", pipe.execute)
         return [Message(channel, decode(reply), data) for reply, data in zip(replies, items, strict=False)]
 
@@ -312,3 +359,5 @@ class RedisPubSub(Backend):
 
     def close(self) -> None:
         self.client.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()

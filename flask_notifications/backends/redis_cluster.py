@@ -13,7 +13,8 @@ import redis
 from ..errors import BackendError
 from .base import Message, parse_id
 from .redis_client import decode, field
-from .redis_subscription import RedisSubscription, info_field, redis_errors
+from .redis_lineage import info_field
+from .redis_subscription import RedisSubscription, redis_errors
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
@@ -90,9 +91,16 @@ class ClusterSubscription(RedisSubscription):
     def _interrupt(self, generation: int | None) -> None:
         self._ring.set()
 
-    def _read_now(self, positions: dict[str, str]) -> list[Message]:
+    def _start_rings(self) -> None:
+        pass  # the sharded pub/sub connections ring instead
+
+    def _to_check(self, positions: dict[str, str]) -> list[str]:
+        # The watchers do not note which key rang: read them all.
+        return list(positions)
+
+    def _read_now(self, positions: dict[str, str], checked: list[str]) -> list[Message]:
         backend = self._backend
-        channels = list(positions)
+        channels = checked
         pipe = backend.client.pipeline(transaction=False)
         for channel in channels:
             # The entry at the position first: a trim between the two

@@ -21,25 +21,15 @@ from ..backoff import backoff
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
+from .redis_lineage import changed_streams, entries_of, explains_missing, info_field, lineage_script, read_rings
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
 
 log = logging.getLogger(__name__)
 
-
-def _entries(entries: Any) -> list[Any]:
-    """The ``(id, fields)`` pairs of one stream in an XREAD reply; RESP3
-    replies (redis-py, ``protocol=3``) nest them one level deeper."""
-    pairs: list[Any] = list(entries or ())
-    if pairs and isinstance(pairs[0], list) and pairs[0] and isinstance(pairs[0][0], list | tuple):
-        return [entry for group in pairs for entry in group]
-    return pairs
-
-
-def info_field(info: Mapping[Any, Any], name: str) -> Any:
-    """One field of an ``XINFO STREAM`` reply, whichever way it is decoded."""
-    return info.get(name, info.get(name.encode()))
+#: The most rings one wait takes.
+RINGS_READ = 1000
 
 
 def _connection_of(client: redis.Redis[bytes]) -> Any:
@@ -53,25 +43,43 @@ def redis_errors() -> tuple[type[Exception], ...]:
 
 
 class RedisSubscription(Subscription):
-    """A blocking XREAD on a connection of its own, taken from the backend's
-    pool; the reads themselves go through the pool.
+    """A blocking XREAD on a connection of its own, and reads on another,
+    both from a pool of the subscription's own (from the backend's, behind
+    Sentinel).
 
     ``add`` may be called from any thread while another blocks in ``get``: it
     resolves the stream's current end at once, so nothing published after it
-    returns is missed, and ``CLIENT UNBLOCK`` makes a blocked ``XREAD`` start
-    over with the new channel instead of waiting for its block to time out.
+    returns is missed; the blocked ``XREAD`` of the rings wakes up for the
+    new channel's rings as for any other, and the next read checks the new
+    channel once, in case its first ring came before it.
 
-    Every read is one transaction: ``XREAD`` of what follows each position,
-    ``XINFO STREAM`` and the entry at the position of each channel, and
-    ``INFO replication``. The stream's ``entries-added`` counter then says
-    whether the read got every entry added since the last one (an *overrun*
-    when the history was trimmed past the reader), and its
-    ``last-generated-id`` and the entry at the position whether this is still
-    the stream the position came from (a *reset*: a server that restarted
-    empty, or a deleted stream). Either is reported by
-    :meth:`lost` before the messages that follow it, on every read, not
-    only after a failure. When nothing is there to read, a blocking
-    ``XREAD COUNT 1`` waits for the next entry.
+    It waits on one stream, whatever the number of channels: every publish
+    also appends the channel's name to the backend's rings stream
+    (:attr:`~flask_notifications.backends.redis.RedisPubSub.rings_key`),
+    after the event, and a blocking ``XREAD`` of the rings tells which
+    channels have new entries. A read is then one transaction for those
+    channels only: ``XREAD`` of what follows each position, ``XINFO STREAM``
+    and the entry at the position of each, and ``INFO replication``. The
+    stream's ``entries-added`` counter then says whether the read got every
+    entry added since the last one (an *overrun* when the history was
+    trimmed past the reader), and its ``last-generated-id`` and the entry at
+    the position whether this is still the stream the position came from (a
+    *reset*: a server that restarted empty, or a deleted stream). Either is
+    reported by :meth:`lost` before the messages that follow it. So a read
+    costs what its channels cost, however many channels the subscription
+    follows.
+
+    What rings cannot tell is found by checking every channel: at the first
+    read after a failure, on a server with another replication id (a
+    restart, a failover), and when rings were trimmed before this read them
+    or the rings stream was replaced. And the reads check the channels in
+    turn, a share each time, with one script on the server
+    (:func:`~flask_notifications.backends.redis_lineage.changed_streams`), so
+    that each is checked every
+    :attr:`~flask_notifications.backends.redis.RedisPubSub.lineage_interval`
+    seconds: that finds a stream deleted, or replaced by one whose ids are
+    all older, and the entries of a publisher that does not ring (an older
+    version of this library, or a plain ``XADD``).
     """
 
     tracks_losses = True
@@ -100,6 +108,19 @@ class RedisSubscription(Subscription):
         self._retry_at = 0.0
         # The replication id of the server the last read reached.
         self._replid: str | None = None
+        # The channels the last wait found entries on: the next read's.
+        self._pending: set[str] = set()
+        # Whether the next read checks every channel (after a failure).
+        self._check_all = False
+        # The lineage sweep: the channels left to check in this round, and
+        # the checks owed (a fraction carried from read to read).
+        self._sweep: list[str] = []
+        self._sweep_owed = 0.0
+        self._sweep_at = time.monotonic()
+        self._lineage: Any = None
+        self._own_pool: Any = None
+        # The id of the last ring read (None until the first add).
+        self._rings: str | None = None
         #: How many times ``get`` tried the server again after a failure.
         self.reconnect_attempts = 0
 
@@ -116,21 +137,37 @@ class RedisSubscription(Subscription):
         :raises BackendError: the server cannot be reached to find where the
             channel's stream ends.
         """
+        # The rings first: a publication after the channel's end then rings
+        # after the rings' position.
+        self._start_rings()
         last, added = self._backend.stream_end(channel)
         with self._lock:
             if channel in self._positions:
                 return
             self._positions[channel] = last
             self._added[channel] = added
+            # Its ring may have come before it was here to take it.
+            self._pending.add(channel)
             self._generation += 1
             generation = self._generation
         self._wakeup.set()
-        self._interrupt(generation)
+        if self._rings is None:
+            # Without rings (a cluster), the wait must start over to include it.
+            self._interrupt(generation)
+
+    def _start_rings(self) -> None:
+        """Find where the rings end, before the first channel's stream end."""
+        if self._rings is None:
+            last, _ = self._backend.key_end(self._backend.rings_key)
+            with self._lock:
+                if self._rings is None:
+                    self._rings = last
 
     def remove(self, channel: str) -> None:
         with self._lock:
             self._positions.pop(channel, None)
             self._added.pop(channel, None)
+            self._pending.discard(channel)
 
     def _interrupt(self, generation: int | None) -> None:
         """Unblock an XREAD that reads positions older than ``generation``
@@ -150,9 +187,7 @@ class RedisSubscription(Subscription):
 
     def _connection(self) -> redis.Redis[bytes]:
         if self._client is None:
-            client: redis.Redis[bytes] = redis.Redis(
-                connection_pool=self._backend.client.connection_pool, single_connection_client=True
-            )
+            client: redis.Redis[bytes] = redis.Redis(connection_pool=self._pool(), single_connection_client=True)
             conn = _connection_of(client)
             # The subscription does its own backoff between attempts; the
             # pool's retry policy would block get() well past its timeout.
@@ -193,6 +228,20 @@ class RedisSubscription(Subscription):
         log.warning("Redis failed over (replication id %s, then %s): the last writes may be lost", previous, replid)
         return replid
 
+    def _pool(self) -> Any:
+        """The pool of the subscription's connections: its own, of the same
+        server, unless the backend's is not a plain one (Sentinel's is
+        shared), so that requests that take every connection of the
+        backend's pool do not fail the reads of every stream."""
+        shared = self._backend.client.connection_pool
+        if type(shared) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
+            return shared
+        if self._own_pool is None:
+            self._own_pool = redis.ConnectionPool(
+                connection_class=shared.connection_class, max_connections=4, **shared.connection_kwargs
+            )
+        return self._own_pool
+
     def _release(self) -> None:
         client, self._client, self._client_id = self._client, None, None
         conn = None if client is None else _connection_of(client)
@@ -201,6 +250,8 @@ class RedisSubscription(Subscription):
             conn.disconnect()
         if client is not None:
             client.close()
+        if self._own_pool is not None:
+            self._own_pool.disconnect()
 
     def _failed(self, exc: Exception) -> BackendError:
         self._failures += 1
@@ -211,6 +262,8 @@ class RedisSubscription(Subscription):
         if conn is not None:
             conn.disconnect()
         self._client_id = None
+        # The server may have restarted or failed over meanwhile.
+        self._check_all = True
         log.debug("Redis subscription lost its connection (%s); attempt %d", exc, self._failures)
         return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
@@ -261,17 +314,58 @@ class RedisSubscription(Subscription):
                     return []
                 continue
             self._wakeup.clear()
-            messages = self._read_now(positions)
+            checked = self._to_check(positions)
+            messages = self._read_now(positions, checked) if checked else []
             if messages or self._lost or time.monotonic() >= deadline:
                 return messages
             self._wait(positions, generation, deadline)
         return []
 
-    def _read_now(self, positions: dict[str, str]) -> list[Message]:
-        """Read what follows every position, with each stream's counters,
-        in one transaction; record losses and advance the positions."""
+    def _to_check(self, positions: dict[str, str]) -> list[str]:
+        """The channels the next read reads and checks: those the last wait
+        found entries on, and those of the lineage sweep's share that
+        changed (every channel after a failure)."""
+        if self._check_all:
+            return list(positions)
+        now = time.monotonic()
+        owed = self._sweep_owed + len(positions) * (now - self._sweep_at) / self._backend.lineage_interval
+        self._sweep_at = now
+        with self._lock:
+            checked = {channel for channel in self._pending if channel in positions}
+            self._pending.clear()
+            swept: list[str] = []
+            while owed >= 1:
+                if not self._sweep:
+                    self._sweep = list(positions)
+                channel = self._sweep.pop()
+                if channel in positions:
+                    swept.append(channel)
+                    owed -= 1
+            self._sweep_owed = min(owed, len(positions))
+        if swept:
+            if self._lineage is None:
+                self._lineage = lineage_script(self._backend.client)
+            keys = [self._backend.stream_key(channel) for channel in swept]
+            where = [positions[channel] for channel in swept]
+            found = self._call(changed_streams, self._lineage, self._call(self._connection), keys, where)
+            checked.update(swept[index] for index in found)
+        return list(checked)
+
+    def _read_now(self, positions: dict[str, str], checked: list[str]) -> list[Message]:
+        """Read what follows the positions of the ``checked`` channels, with
+        each stream's counters, in one transaction; record losses and
+        advance the positions. On a server with another replication id than
+        the last read's, read every channel instead."""
+        channels = checked
+        if self._replid is not None and len(channels) < len(positions):
+            replies = self._transaction(positions, channels)
+            if self._replid_of(replies[-1]) in (None, self._replid):
+                return self._apply(positions, channels, replies)
+            channels = list(positions)
+        return self._apply(positions, channels, self._transaction(positions, channels))
+
+    def _transaction(self, positions: dict[str, str], channels: list[str]) -> list[Any]:
         backend = self._backend
-        channels = list(positions)
         # The entry at each position, read in the same transaction, tells
         # whether the stream is still the one the position came from.
         held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
@@ -282,10 +376,22 @@ class RedisSubscription(Subscription):
         for channel in held:
             pipe.xrange(backend.stream_key(channel), min=positions[channel], max=positions[channel], count=1)
         pipe.info("replication")
-        replies = self._call(pipe.execute, raise_on_error=False)
+        replies: list[Any] = self._call(pipe.execute, raise_on_error=False)
         if self._failures:
             log.info("Redis subscription reconnected after %d failed attempts", self._failures)
             self._failures = 0
+        return replies
+
+    @staticmethod
+    def _replid_of(info: Any) -> str | None:
+        return str(info.get("master_replid", "")) if isinstance(info, Mapping) else None
+
+    def _apply(self, positions: dict[str, str], channels: list[str], replies: list[Any]) -> list[Message]:
+        """Record what one transaction (:meth:`_transaction` of ``channels``) read."""
+        backend = self._backend
+        held = [ch for ch in channels if parse_id(positions[ch]) > (0, 0)]
+        if len(channels) == len(positions):
+            self._check_all = False
         reply, infos = replies[0], replies[1 : 1 + len(channels)]
         present = {
             channel: not isinstance(found, Exception) and bool(found)
@@ -305,7 +411,7 @@ class RedisSubscription(Subscription):
         read: dict[str, list[Message]] = {}
         for key, entries in reply or ():
             channel = decode(key)[prefix_len:]
-            read[channel] = [Message(channel, decode(eid), field(fields)) for eid, fields in _entries(entries)]
+            read[channel] = [Message(channel, decode(eid), field(fields)) for eid, fields in entries_of(entries)]
         messages: list[Message] = []
         with self._lock:
             for channel, info in zip(channels, infos, strict=True):
@@ -348,7 +454,7 @@ class RedisSubscription(Subscription):
         if (
             last_generated < after
             or (added is not None and previous is not None and added < previous)
-            or (present is False and not _explains_missing(info, after, previous))
+            or (present is False and not explains_missing(info, after, previous))
         ):
             # The ids went backwards, or the entry the position names is
             # gone although nothing removed it: another stream under the key.
@@ -392,22 +498,39 @@ class RedisSubscription(Subscription):
         return Lost(channel, position, "failover")
 
     def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
-        """Block until an entry follows a position, the deadline passes, or
-        a channel is added."""
+        """Block until a publication rings (on the backend's
+        :attr:`~flask_notifications.backends.redis.RedisPubSub.rings_key`
+        stream), the deadline passes, or a channel is added; note the
+        channels rung. Rings that were trimmed before this read them, or a
+        rings stream that is not the one read before, mean a read of every
+        channel."""
         backend = self._backend
         block = min(max(deadline - time.monotonic(), 0.001), backend.max_block)
         client = self._call(self._connection)
+        before = self._rings or "0-0"
         self._reading = generation
         try:
-            # A block of 0 would block forever.
-            self._call(
-                client.xread,
-                {backend.stream_key(ch): pos for ch, pos in positions.items()},  # type: ignore[misc,unused-ignore]
-                count=1,
-                block=max(1, int(block * 1000)),
+            # On the connection CLIENT UNBLOCK names. A block of 0 would block forever.
+            reply = self._call(
+                client.xread, {backend.rings_key: before}, count=RINGS_READ, block=max(1, int(block * 1000))
             )
         finally:
             self._reading = None
+        # After the XREAD: trimming only moves the first entry forward, so
+        # a first entry past the position here covers a trim before the read.
+        try:
+            info: Any = client.xinfo_stream(backend.rings_key)
+        except redis_errors() as exc:
+            raise self._failed(exc) from exc
+        except redis.exceptions.ResponseError as exc:
+            info = exc
+        hubs, last, missed = read_rings(reply, info, before)
+        with self._lock:
+            self._rings = last
+            self._pending.update(hubs)
+        if missed:
+            log.info("Redis subscription missed rings (the rings stream was trimmed or replaced): reading every hub")
+            self._check_all = True
 
     def close(self) -> None:
         self._closed = True
@@ -416,54 +539,3 @@ class RedisSubscription(Subscription):
         self._interrupt(None)
         with self._reader:
             self._release()
-
-
-def _first_id(info: Mapping[Any, Any]) -> tuple[int, int] | None:
-    """The stream's first entry id according to ``XINFO STREAM``, if any."""
-    first = info_field(info, "recorded-first-entry-id")
-    if first is None or parse_id(decode(first)) == (0, 0):
-        entry = info_field(info, "first-entry")
-        first = entry[0] if entry else None
-    return None if first is None else parse_id(decode(first))
-
-
-def _explains_missing(info: Mapping[Any, Any], after: tuple[int, int], added_at: int | None) -> bool:
-    """Whether the stream ``info`` describes may have lost its entry
-    ``after`` itself: ``XDEL`` removed an entry at least as new, or trimming
-    took it, which removes the oldest entries first, so ``after`` is older
-    than the first entry and the stream removed at least as many entries as
-    it had added up to ``after`` (``added_at``, when known). A stream
-    that cannot explain it is another one under the same key, as after a
-    restart of a Redis without persistence, however many entries it holds."""
-    deleted = info_field(info, "max-deleted-entry-id")
-    if deleted is not None and parse_id(decode(deleted)) >= after:
-        return True
-    first = _first_id(info)
-    if first is not None and first <= after:
-        return False  # within the stream, and no XDEL reached it
-    added = info_field(info, "entries-added")
-    if added is None or added_at is None:
-        return True  # Redis < 7 keeps no count: trimming may explain it
-    removed = int(added) - int(info_field(info, "length") or 0)
-    return removed >= added_at
-
-
-def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
-    """Whether the stream described by ``XINFO STREAM`` lost an entry newer
-    than ``after``, or cannot tell because ``after`` is not one of its ids."""
-    deleted = info_field(info, "max-deleted-entry-id")
-    if deleted is not None and parse_id(decode(deleted)) > after:
-        return True  # XDEL removed a later entry
-    length = int(info_field(info, "length") or 0)
-    added = info_field(info, "entries-added")
-    lost_some = added is None or int(added) > length
-    if length == 0:
-        last = info_field(info, "last-generated-id")
-        return last is not None and parse_id(decode(last)) > after
-    first = _first_id(info)
-    if first is None or first <= after:
-        return False
-    # Everything before the first entry was trimmed, or after_id belongs to
-    # an earlier life of the stream (expired, or a restart without
-    # persistence): either way the reader may have missed events.
-    return after > (0, 0) or lost_some
