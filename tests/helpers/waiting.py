@@ -77,6 +77,18 @@ def free_port() -> int:
     return port
 
 
+def listening_socket(port: int) -> socket.socket:
+    """A socket listening on 127.0.0.1:``port``, to hand to a server process
+    (gunicorn's ``--bind fd://N``): bound by the test itself, the port cannot
+    be taken by another process between :func:`free_port` and the server's
+    start, which then answered in its place."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
+
+
 def missing(reason: str) -> NoReturn:
     """Skip a test that lacks a service or a tool, saying why; but fail it in
     CI (``CI=true``), where .ci/run installs and starts all of them, so that

@@ -22,6 +22,7 @@ from flask_notifications import Event
 from tests.apps.sse_app import create_app
 from tests.helpers import free_port, wait_for
 from tests.helpers.sse_client import SSEClient
+from tests.helpers.waiting import listening_socket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,21 +76,32 @@ class Server:
             if self.kind.startswith("gunicorn") and self.sndbuf:
                 config["SSE_TEST_SNDBUF"] = self.sndbuf
             env = {**os.environ, "SSE_APP_CONFIG": json.dumps(config), "PYTHONPATH": str(ROOT)}
+            listener = None
             if self.kind == "gevent":
                 command = [sys.executable, "-m", "tests.apps.serve_sse", str(self.port), str(self.sndbuf)]
             else:
                 worker = "gevent" if self.kind == "gunicorn-gevent" else "flask_notifications.gunicorn.GeventWorker"
+                listener = listening_socket(self.port)
                 command = [
                     *(sys.executable, "-m", "gunicorn", "-k", worker, "-w", "1"),
-                    *("-b", f"127.0.0.1:{self.port}", "--graceful-timeout", "1", "--log-level", "warning"),
+                    *("-b", f"fd://{listener.fileno()}", "--graceful-timeout", "1", "--log-level", "warning"),
                     "tests.apps.sse_app:create_app()",
                 ]
             stderr = None if self.log is None else open(self.log, "ab")  # noqa: SIM115 - the child holds it
             try:
-                self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+                self.proc = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    pass_fds=() if listener is None else (listener.fileno(),),
+                )
             finally:
                 if stderr is not None:
                     stderr.close()
+                if listener is not None:
+                    listener.close()  # gunicorn holds its copy
         wait_for(lambda: self._alive() and _accepts(self.port), timeout=60)
 
     def _alive(self) -> bool:
@@ -212,6 +224,7 @@ class Gunicorn:
     ) -> None:
         self.config = config
         self.port = free_port()
+        listener = listening_socket(self.port)
         self.log = directory / "gunicorn.log"
         conf = directory / "gunicorn.conf.py"
         conf.write_text(
@@ -220,7 +233,7 @@ class Gunicorn:
                 if hooks
                 else ""
             )
-            + f"bind = '127.0.0.1:{self.port}'\nworkers = {workers}\nworker_class = '{worker_class}'\n"
+            + f"bind = 'fd://{listener.fileno()}'\nworkers = {workers}\nworker_class = '{worker_class}'\n"
             + f"graceful_timeout = {graceful_timeout}\nloglevel = 'info'\n"
         )
         environment = {
@@ -229,13 +242,14 @@ class Gunicorn:
             "SSE_APP_CONFIG": json.dumps(config),
             "PYTHONPATH": str(ROOT),
         }
-        with open(self.log, "ab") as out:
+        with open(self.log, "ab") as out, listener:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", str(conf), "tests.apps.sse_app:create_app()"],
                 cwd=ROOT,
                 env=environment,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),),
             )
         self.workers = workers
         wait_for(lambda: self._alive() and _accepts(self.port) and len(self.worker_pids()) == workers, timeout=60)

@@ -77,11 +77,15 @@ def test_an_expired_owner_cannot_touch_the_next_owners_claim(ledger: Ledger, uni
 
 def test_a_claim_extended_by_its_owner_does_not_expire(ledger: Ledger, unique: str) -> None:
     key = f"{unique}-extended"
-    assert ledger.claim(key, "owner", 1.5) is Claim.ACQUIRED
-    for _ in range(40):  # well past the timeout, renewed every 0.1 s
-        assert ledger.extend(key, "owner", 1.5) is True
+    # The lease is long next to a call (a loaded machine stalled SQLite for
+    # over 1.5 s between two of them), and the loop runs past it.
+    lease = 3.0
+    assert ledger.claim(key, "owner", lease) is Claim.ACQUIRED
+    started = time.monotonic()
+    while time.monotonic() - started < lease + 1:  # renewed every 0.2 s
+        assert ledger.extend(key, "owner", lease) is True
         assert ledger.claim(key, "other", 30) is Claim.BUSY
-        time.sleep(0.1)
+        time.sleep(0.2)
     # A completion whose claim expired, with nobody holding it since, is recorded.
     gone = f"{unique}-gone"
     assert ledger.claim(gone, "owner", 0.1) is Claim.ACQUIRED
