@@ -55,17 +55,45 @@ _captured: ContextVar[list[str] | None] = ContextVar("flask_notifications_appris
 _installed = threading.Lock()
 
 
+def _written_host(url: str) -> str:
+    """The host and port of ``url`` as written (after any ``user@``)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def _masked_host(url: str) -> str | None:
+    """The host of ``url`` as Apprise's privacy URL shows it, when Apprise
+    masks it: some services take a token where a host would be
+    (``prowl://APIKEY``, ``pover://USER@TOKEN``, ``tgram://BOT:TOKEN/CHAT``);
+    ``None`` when the host is a host."""
+    _install()
+    with _scrubbed_only(url):
+        try:
+            plugin = apprise.Apprise.instantiate(url)
+            private = plugin.url(privacy=True) if plugin else None  # type: ignore[no-untyped-call]
+        except Exception:  # noqa: BLE001 - a URL Apprise cannot read shows no host at all
+            return "…"
+    if not isinstance(private, str):
+        return None
+    shown = urlsplit(private).netloc.rpartition("@")[2]
+    return shown if shown.lower() != _written_host(url).lower() else None
+
+
 def redact(url: str) -> str:
     """``url`` without its secrets: scheme, host and port, and ``/…`` for a
-    path; no user, password, path or query."""
+    path; no user, password, path or query. A token Apprise's URL takes in
+    place of a host is shown masked, as Apprise's privacy URL shows it."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<unreadable URL>"
+    host = _masked_host(url)
+    if host is None:
+        try:
+            host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        except ValueError:
+            return "<unreadable URL>"
     path = "/…" if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{path}"
+    return f"{parts.scheme}://{host}{path}"
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
@@ -76,6 +104,10 @@ def secrets_of(url: str) -> tuple[str, ...]:
         parts = urlsplit(url)
         found = [parts.username or "", parts.password or "", *parts.path.split("/")]
         found += [value for _, value in parse_qsl(parts.query)]
+        if _masked_host(url) is not None:
+            # A token where the host would be: all of it, and each piece.
+            written = _written_host(url)
+            found += [written, *written.split(":")]
     except ValueError:
         return (url,)
     every = {url, *found, *(unquote(item) for item in found)}
@@ -110,6 +142,21 @@ def _install() -> None:
             target = logging.getLogger(name)
             if not any(isinstance(f, _Scrubber) for f in target.filters):
                 target.addFilter(_Scrubber())
+
+
+@contextmanager
+def _scrubbed_only(url: str) -> Iterator[None]:
+    """Scrub ``url``'s secrets from what Apprise logs meanwhile, keeping
+    nothing (the caller reports its own errors)."""
+    if _secrets.get():
+        yield
+        return
+    every = {url, _written_host(url), *_written_host(url).split(":")}
+    token = _secrets.set(tuple(sorted((s for s in every if len(s) >= 4), key=len, reverse=True)))
+    try:
+        yield
+    finally:
+        _secrets.reset(token)
 
 
 @contextmanager

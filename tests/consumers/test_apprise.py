@@ -169,3 +169,27 @@ def test_redaction_keeps_the_host_and_drops_every_secret() -> None:
     assert SECRET not in redact(url) and redact(url).startswith("slack://")
     text = f"POST https://hooks.slack.com/services/T1JJ3T3L2/{SECRET} failed"
     assert SECRET not in scrub(text, secrets_of(url))
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        # Services whose Apprise URL holds the token where a host would be.
+        ("join://e90205c4a7e4a9a7d5f0b8e92d0c7ab3/group.android", "e90205c4a7e4a9a7d5f0b8e92d0c7ab3"),
+        ("prowl://4b7c5e8a9d1f2e3c6b5a4d7e8f9a0b1c2d3e4f56", "4b7c5e8a9d1f2e3c6b5a4d7e8f9a0b1c2d3e4f56"),
+        ("pbul://o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b", "o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b"),
+        ("pover://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi", "azGDORePK8gMaC0QOYAMyEEuzJnyUi"),
+        ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/12315544/", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+    ],
+)
+def test_a_token_in_the_host_of_an_apprise_url_is_redacted_and_scrubbed(url: str, secret: str) -> None:
+    shown = redact(url)
+    assert secret.lower() not in shown.lower() and shown.startswith(url.split("://")[0] + "://")
+    # What urllib3 logs at DEBUG: the token in the request's path or query.
+    text = f'"POST /bot{secret}/sendMessage?apikey={secret} HTTP/1.1" 200'
+    assert secret not in scrub(text, secrets_of(url))
+
+
+def test_a_plain_host_is_still_shown() -> None:
+    assert redact("json://user:pass@localhost:8080/hook/abc") == "json://localhost:8080/…"
+    assert redact("mailto://user:pass@mail.example.org?to=a@example.org") == "mailto://mail.example.org/…"
