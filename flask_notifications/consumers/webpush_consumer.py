@@ -163,6 +163,7 @@ class WebPushConsumer(EventConsumer):
         later: list[PushServiceUnavailableError] = []
         refused: list[PushRejectedError] = []
         with requests.Session() as session:
+            session.max_redirects = 0
             for device in devices:
                 try:
                     with parts.part(str(device.id)) as todo:
@@ -205,6 +206,11 @@ class WebPushConsumer(EventConsumer):
             response = pusher.send(data, headers, ttl=options.ttl, content_encoding="aes128gcm", timeout=timeout)
         except WebPushException as exc:
             raise PushRejectedError(f"{_device(device)} cannot be pushed to: {exc.message}") from None
+        except requests.TooManyRedirects as exc:
+            # Not followed (the session allows none): a push goes to its
+            # allowed push service only, never where a redirect points.
+            status = exc.response.status_code if exc.response is not None else "a redirect"
+            raise PushRejectedError(f"{_device(device)} answered {status}: push services do not redirect") from None
         except requests.RequestException as exc:
             # Sent or not, nobody knows: the push is tried again (see "Duplicates").
             raise PushServiceUnavailableError(f"{_device(device)}: no answer ({type(exc).__name__})") from None
