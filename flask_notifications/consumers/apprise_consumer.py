@@ -136,9 +136,17 @@ class _Scrubber(logging.Filter):
 
 
 def _install() -> None:
-    # urllib3 logs each request's path at DEBUG; webhook tokens live there.
+    # urllib3 logs each request's path at DEBUG, and a whole URL when a
+    # response's headers are malformed (WARNING): webhook tokens live there.
+    # A filter acts on its own logger's records only, so each one is named.
     with _installed:
-        for name in (apprise.LOGGER_NAME, "urllib3.connectionpool"):
+        for name in (
+            apprise.LOGGER_NAME,
+            "urllib3.connectionpool",
+            "urllib3.connection",
+            "urllib3.poolmanager",
+            "urllib3.util.retry",
+        ):
             target = logging.getLogger(name)
             if not any(isinstance(f, _Scrubber) for f in target.filters):
                 target.addFilter(_Scrubber())

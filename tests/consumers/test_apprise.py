@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -193,3 +194,26 @@ def test_a_token_in_the_host_of_an_apprise_url_is_redacted_and_scrubbed(url: str
 def test_a_plain_host_is_still_shown() -> None:
     assert redact("json://user:pass@localhost:8080/hook/abc") == "json://localhost:8080/…"
     assert redact("mailto://user:pass@mail.example.org?to=a@example.org") == "mailto://mail.example.org/…"
+
+
+def test_what_urllib3_logs_of_a_target_with_malformed_headers_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        # A header line without a colon: urllib3 warns "Failed to parse
+        # headers (url=...)" with the whole URL, on its own logger.
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nnot a header\r\nX-A: b\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"json://127.0.0.1:{listener.getsockname()[1]}/hooks/{SECRET}"
+    with caplog.at_level(logging.DEBUG):
+        try:
+            AppriseConsumer().notify(url, "Deployed", "v2")
+        except Exception:  # noqa: BLE001, S110 - what it raises is not the point; what it logs is
+            pass
+    listener.close()
+    assert any("127.0.0.1" in record.getMessage() for record in caplog.records)
+    assert [record.getMessage() for record in caplog.records if SECRET in record.getMessage()] == []
