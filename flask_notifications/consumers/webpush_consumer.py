@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..event import Event, as_event
 from ..webpush.payload import PushOptions, default_payload, fit, push_options
-from ..webpush.subscriptions import PushSubscription, push_subscriptions
+from ..webpush.subscriptions import PushSubscription, endpoint_allowed, push_subscriptions
 from ..webpush.vapid import VapidKeys
 from ..worker.delivery import current_delivery
 from ..worker.parts import DeliveryParts
@@ -151,6 +151,11 @@ class WebPushConsumer(EventConsumer):
         except ConfigurationError as exc:
             raise PermanentConsumerError(str(exc)) from None
         devices = push_subscriptions.of_users(self.recipients_of(event))
+        patterns = config.get("NOTIFICATIONS_WEBPUSH_ENDPOINTS")
+        for device in [device for device in devices if not endpoint_allowed(device.endpoint, patterns)]:
+            # Stored while a wider list allowed it: never posted to now.
+            logger.warning("Skipped %s: its push service is not allowed now.", _device(device))
+            devices.remove(device)
         if not devices:
             return
         data = fit(self.payload(event))

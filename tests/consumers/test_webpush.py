@@ -346,3 +346,16 @@ def test_a_redirect_from_a_push_service_is_refused_and_not_followed(
         with pytest.raises(PushRejectedError, match="answered 307"):
             WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
         assert internal.attempts == []
+
+
+def test_a_stored_endpoint_no_longer_allowed_is_not_pushed_to(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Subscribed while the list allowed it (or stored by another
+    # application's config); the list was tightened since. The worker posts
+    # only to the push services allowed now.
+    _subscribe(push_service, "alice", "laptop")
+    webpush_app.config["NOTIFICATIONS_WEBPUSH_ENDPOINTS"] = ["https://fcm.googleapis.com"]
+    WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
+    assert push_service.attempts == []
+    assert "push service is not allowed" in caplog.text and "/push/laptop" not in caplog.text
