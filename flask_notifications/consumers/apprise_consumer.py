@@ -64,7 +64,7 @@ def _masked_host(url: str) -> str | None:
     """The host of ``url`` as Apprise's privacy URL shows it, when Apprise
     masks it: some services take a token where a host would be
     (``prowl://APIKEY``, ``pover://USER@TOKEN``, ``tgram://BOT:TOKEN/CHAT``);
-    ``None`` when the host is a host."""
+    ``…`` for a URL Apprise cannot read; ``None`` when the host is a host."""
     _install()
     with _scrubbed_only(url):
         try:
@@ -73,7 +73,9 @@ def _masked_host(url: str) -> str | None:
         except Exception:  # noqa: BLE001 - a URL Apprise cannot read shows no host at all
             return "…"
     if not isinstance(private, str):
-        return None
+        # A URL Apprise cannot read (a misspelt scheme, say): what stands
+        # where its host would be may be a token.
+        return "…"
     shown = urlsplit(private).netloc.rpartition("@")[2]
     return shown if shown.lower() != _written_host(url).lower() else None
 

@@ -181,6 +181,8 @@ def test_redaction_keeps_the_host_and_drops_every_secret() -> None:
         ("pbul://o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b", "o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b"),
         ("pover://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi", "azGDORePK8gMaC0QOYAMyEEuzJnyUi"),
         ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/12315544/", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+        # A misspelt scheme: Apprise cannot say where the token is.
+        ("pvoer://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi", "azGDORePK8gMaC0QOYAMyEEuzJnyUi"),
     ],
 )
 def test_a_token_in_the_host_of_an_apprise_url_is_redacted_and_scrubbed(url: str, secret: str) -> None:
