@@ -342,10 +342,13 @@ def test_a_redirect_from_a_push_service_is_refused_and_not_followed(
     with PushService(vapid_keys.public_text) as internal:
         internal.device("laptop")
         push_service.answer("laptop", (307, {"Location": f"{internal.base}/push/laptop"}))
-        _subscribe(push_service, "alice", "laptop")
-        with pytest.raises(PushRejectedError, match="answered 307"):
+        # 201 with the message's Location (RFC 8030) is no redirect: pushed.
+        push_service.answer("phone", (201, {"Location": f"{push_service.base}/message/1"}))
+        _subscribe(push_service, "alice", "laptop", "phone")
+        with pytest.raises(PushRejectedError, match="1 of 2 pushes were refused.*answered 307"):
             WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
         assert internal.attempts == []
+        assert len(push_service.received("phone")) == 1
 
 
 def test_a_stored_endpoint_no_longer_allowed_is_not_pushed_to(
