@@ -360,3 +360,30 @@ def test_a_private_key_of_the_wrong_type_is_not_shown() -> None:
     with pytest.raises(ConfigurationError, match="VAPID_PRIVATE_KEY is a value not shown") as info:
         Notifications(app)
     assert "very-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        # Natural mistakes: the URLs without the {hub: [...]} around them.
+        ["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"],
+        "json://hooks.example.org/TIiajkdnlazkcOXrIdevi7FQ",
+        ("tgram://123456789:TIiajkdnlazkcOXrIdevi7FQ/12315544",),
+    ],
+)
+def test_apprise_targets_of_the_wrong_type_are_not_shown(targets: Any) -> None:
+    # Apprise URLs hold tokens: an error saying the setting is wrong must not
+    # print them into the logs.
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_APPRISE_TARGETS=targets)
+    with pytest.raises(ConfigurationError, match="APPRISE_TARGETS is a value not shown") as info:
+        Notifications(app)
+    assert "TIiajkdnlazkcOXrIdevi7FQ" not in str(info.value)
+
+
+def test_apprise_targets_are_lists_of_urls_per_hub() -> None:
+    # A string where a list belongs would be notified one character at a time.
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_APPRISE_TARGETS={"ops": "json://localhost/hook"})
+    with pytest.raises(ConfigurationError, match="a dict of lists of URLs"):
+        Notifications(app)
+    app = make_app(NOTIFICATIONS_BACKEND="memory", NOTIFICATIONS_APPRISE_TARGETS={"ops": ["json://localhost/hook"]})
+    Notifications(app)

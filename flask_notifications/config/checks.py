@@ -16,13 +16,13 @@ from .kinds import (
     anything,
     boolean,
     integer,
-    mapping,
     number,
     optional_text,
     retention,
     retry_policy,
     text,
     urgency,
+    url_lists,
     url_prefix,
 )
 from .urls import amqp_url, check_redis_url, ledger_url, sql_url, vapid_subject
@@ -90,7 +90,7 @@ CHECKS: dict[str, Check] = {
     "NOTIFICATIONS_WEBPUSH_TTL": integer(0),
     "NOTIFICATIONS_WEBPUSH_URGENCY": urgency,
     "NOTIFICATIONS_WEBPUSH_TIMEOUT": number(0.0, positive=True),
-    "NOTIFICATIONS_APPRISE_TARGETS": mapping,
+    "NOTIFICATIONS_APPRISE_TARGETS": url_lists,
     "NOTIFICATIONS_PREFERENCES": boolean,
     "NOTIFICATIONS_PREFERENCES_TABLE": text,
     "NOTIFICATIONS_PREFERENCES_MAX_AGE": number(0.0),
@@ -182,7 +182,9 @@ def _checked(key: str, value: Any, check: Check) -> Any:
     try:
         return check(value)
     except ValueError as exc:
-        shown = "a value not shown (a secret)" if "PRIVATE_KEY" in key else _shown(value)
+        # A private key, and Apprise URLs (they hold tokens), are never shown.
+        secret = "PRIVATE_KEY" in key or key == "NOTIFICATIONS_APPRISE_TARGETS"
+        shown = "a value not shown (a secret)" if secret else _shown(value)
         raise ConfigurationError(f"{key} is {shown}, which does not work: expected {exc}.") from None
 
 

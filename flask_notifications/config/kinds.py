@@ -177,3 +177,12 @@ def mapping(value: Any) -> Any:
     if not isinstance(value, dict):
         raise ValueError("a dict")
     return value
+
+
+def url_lists(value: Any) -> Any:
+    """A dict whose values are lists of URLs (strings)."""
+    if not isinstance(value, dict) or not all(
+        isinstance(urls, (list, tuple)) and all(isinstance(url, str) for url in urls) for urls in value.values()
+    ):
+        raise ValueError('a dict of lists of URLs: {"hub label": ["scheme://..."]}')
+    return value

@@ -55,17 +55,47 @@ _captured: ContextVar[list[str] | None] = ContextVar("flask_notifications_appris
 _installed = threading.Lock()
 
 
+def _written_host(url: str) -> str:
+    """The host and port of ``url`` as written (after any ``user@``)."""
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
+def _masked_host(url: str) -> str | None:
+    """The host of ``url`` as Apprise's privacy URL shows it, when Apprise
+    masks it: some services take a token where a host would be
+    (``prowl://APIKEY``, ``pover://USER@TOKEN``, ``tgram://BOT:TOKEN/CHAT``);
+    ``…`` for a URL Apprise cannot read; ``None`` when the host is a host."""
+    _install()
+    with _scrubbed_only(url):
+        try:
+            plugin = apprise.Apprise.instantiate(url)
+            private = plugin.url(privacy=True) if plugin else None  # type: ignore[no-untyped-call]
+        except Exception:  # noqa: BLE001 - a URL Apprise cannot read shows no host at all
+            return "…"
+    if not isinstance(private, str):
+        # A URL Apprise cannot read (a misspelt scheme, say): what stands
+        # where its host would be may be a token.
+        return "…"
+    shown = urlsplit(private).netloc.rpartition("@")[2]
+    return shown if shown.lower() != _written_host(url).lower() else None
+
+
 def redact(url: str) -> str:
     """``url`` without its secrets: scheme, host and port, and ``/…`` for a
-    path; no user, password, path or query."""
+    path; no user, password, path or query. A token Apprise's URL takes in
+    place of a host is shown masked, as Apprise's privacy URL shows it."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
     except ValueError:
         return "<unreadable URL>"
+    host = _masked_host(url)
+    if host is None:
+        try:
+            host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        except ValueError:
+            return "<unreadable URL>"
     path = "/…" if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{path}"
+    return f"{parts.scheme}://{host}{path}"
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
@@ -76,6 +106,10 @@ def secrets_of(url: str) -> tuple[str, ...]:
         parts = urlsplit(url)
         found = [parts.username or "", parts.password or "", *parts.path.split("/")]
         found += [value for _, value in parse_qsl(parts.query)]
+        if _masked_host(url) is not None:
+            # A token where the host would be: all of it, and each piece.
+            written = _written_host(url)
+            found += [written, *written.split(":")]
     except ValueError:
         return (url,)
     every = {url, *found, *(unquote(item) for item in found)}
@@ -104,12 +138,35 @@ class _Scrubber(logging.Filter):
 
 
 def _install() -> None:
-    # urllib3 logs each request's path at DEBUG; webhook tokens live there.
+    # urllib3 logs each request's path at DEBUG, and a whole URL when a
+    # response's headers are malformed (WARNING): webhook tokens live there.
+    # A filter acts on its own logger's records only, so each one is named.
     with _installed:
-        for name in (apprise.LOGGER_NAME, "urllib3.connectionpool"):
+        for name in (
+            apprise.LOGGER_NAME,
+            "urllib3.connectionpool",
+            "urllib3.connection",
+            "urllib3.poolmanager",
+            "urllib3.util.retry",
+        ):
             target = logging.getLogger(name)
             if not any(isinstance(f, _Scrubber) for f in target.filters):
                 target.addFilter(_Scrubber())
+
+
+@contextmanager
+def _scrubbed_only(url: str) -> Iterator[None]:
+    """Scrub ``url``'s secrets from what Apprise logs meanwhile, keeping
+    nothing (the caller reports its own errors)."""
+    if _secrets.get():
+        yield
+        return
+    every = {url, _written_host(url), *_written_host(url).split(":")}
+    token = _secrets.set(tuple(sorted((s for s in every if len(s) >= 4), key=len, reverse=True)))
+    try:
+        yield
+    finally:
+        _secrets.reset(token)
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..event import Event, as_event
 from ..webpush.payload import PushOptions, default_payload, fit, push_options
-from ..webpush.subscriptions import PushSubscription, push_subscriptions
+from ..webpush.subscriptions import PushSubscription, endpoint_allowed, push_subscriptions
 from ..webpush.vapid import VapidKeys
 from ..worker.delivery import current_delivery
 from ..worker.parts import DeliveryParts
@@ -151,6 +151,11 @@ class WebPushConsumer(EventConsumer):
         except ConfigurationError as exc:
             raise PermanentConsumerError(str(exc)) from None
         devices = push_subscriptions.of_users(self.recipients_of(event))
+        patterns = config.get("NOTIFICATIONS_WEBPUSH_ENDPOINTS")
+        for device in [device for device in devices if not endpoint_allowed(device.endpoint, patterns)]:
+            # Stored while a wider list allowed it: never posted to now.
+            logger.warning("Skipped %s: its push service is not allowed now.", _device(device))
+            devices.remove(device)
         if not devices:
             return
         data = fit(self.payload(event))
@@ -163,6 +168,7 @@ class WebPushConsumer(EventConsumer):
         later: list[PushServiceUnavailableError] = []
         refused: list[PushRejectedError] = []
         with requests.Session() as session:
+            session.max_redirects = 0
             for device in devices:
                 try:
                     with parts.part(str(device.id)) as todo:
@@ -205,6 +211,11 @@ class WebPushConsumer(EventConsumer):
             response = pusher.send(data, headers, ttl=options.ttl, content_encoding="aes128gcm", timeout=timeout)
         except WebPushException as exc:
             raise PushRejectedError(f"{_device(device)} cannot be pushed to: {exc.message}") from None
+        except requests.TooManyRedirects as exc:
+            # Not followed (the session allows none): a push goes to its
+            # allowed push service only, never where a redirect points.
+            status = exc.response.status_code if exc.response is not None else "a redirect"
+            raise PushRejectedError(f"{_device(device)} answered {status}: push services do not redirect") from None
         except requests.RequestException as exc:
             # Sent or not, nobody knows: the push is tried again (see "Duplicates").
             raise PushServiceUnavailableError(f"{_device(device)}: no answer ({type(exc).__name__})") from None

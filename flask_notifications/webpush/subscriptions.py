@@ -107,6 +107,10 @@ def parse_subscription(data: Any, patterns: Iterable[str] | None) -> tuple[str, 
     if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
         raise InvalidPushSubscriptionError(f"The endpoint is a URL of at most {MAX_ENDPOINT} characters.")
     parts = urlsplit(endpoint)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise InvalidPushSubscriptionError("The endpoint's port is not a number.") from None
     if parts.scheme not in ("https", "http") or not parts.hostname or parts.username or parts.password:
         raise InvalidPushSubscriptionError("The endpoint is an https URL of a push service, without credentials.")
     if not endpoint_allowed(endpoint, patterns):

@@ -10,6 +10,7 @@ a new pair invalidates every stored subscription.
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid, VapidException
 
 from ..errors import ConfigurationError
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 #: Seconds a signed VAPID token is valid; RFC 8292 allows at most 24 hours.
 TOKEN_LIFETIME = 12 * 3600
@@ -36,9 +39,11 @@ def b64url_decode(text: str) -> bytes:
 
     :raises ValueError: ``text`` is not base64url.
     """
-    if not isinstance(text, str) or not text.isascii():
+    # Strict: a lenient decoder skips the characters it does not know, so
+    # text with any junk in it would pass for the key it hides.
+    if not isinstance(text, str) or not _BASE64URL.fullmatch(text):
         raise ValueError("not base64url text")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,3 +170,52 @@ def test_redaction_keeps_the_host_and_drops_every_secret() -> None:
     assert SECRET not in redact(url) and redact(url).startswith("slack://")
     text = f"POST https://hooks.slack.com/services/T1JJ3T3L2/{SECRET} failed"
     assert SECRET not in scrub(text, secrets_of(url))
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        # Services whose Apprise URL holds the token where a host would be.
+        ("join://e90205c4a7e4a9a7d5f0b8e92d0c7ab3/group.android", "e90205c4a7e4a9a7d5f0b8e92d0c7ab3"),
+        ("prowl://4b7c5e8a9d1f2e3c6b5a4d7e8f9a0b1c2d3e4f56", "4b7c5e8a9d1f2e3c6b5a4d7e8f9a0b1c2d3e4f56"),
+        ("pbul://o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b", "o.gn5kj6nfhv736I7jC3cj3QLRiyhgl98b"),
+        ("pover://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi", "azGDORePK8gMaC0QOYAMyEEuzJnyUi"),
+        ("tgram://123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/12315544/", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"),
+        # A misspelt scheme: Apprise cannot say where the token is.
+        ("pvoer://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi", "azGDORePK8gMaC0QOYAMyEEuzJnyUi"),
+    ],
+)
+def test_a_token_in_the_host_of_an_apprise_url_is_redacted_and_scrubbed(url: str, secret: str) -> None:
+    shown = redact(url)
+    assert secret.lower() not in shown.lower() and shown.startswith(url.split("://")[0] + "://")
+    # What urllib3 logs at DEBUG: the token in the request's path or query.
+    text = f'"POST /bot{secret}/sendMessage?apikey={secret} HTTP/1.1" 200'
+    assert secret not in scrub(text, secrets_of(url))
+
+
+def test_a_plain_host_is_still_shown() -> None:
+    assert redact("json://user:pass@localhost:8080/hook/abc") == "json://localhost:8080/…"
+    assert redact("mailto://user:pass@mail.example.org?to=a@example.org") == "mailto://mail.example.org/…"
+
+
+def test_what_urllib3_logs_of_a_target_with_malformed_headers_is_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        # A header line without a colon: urllib3 warns "Failed to parse
+        # headers (url=...)" with the whole URL, on its own logger.
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nnot a header\r\nX-A: b\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    url = f"json://127.0.0.1:{listener.getsockname()[1]}/hooks/{SECRET}"
+    with caplog.at_level(logging.DEBUG):
+        try:
+            AppriseConsumer().notify(url, "Deployed", "v2")
+        except Exception:  # noqa: BLE001, S110 - what it raises is not the point; what it logs is
+            pass
+    listener.close()
+    assert any("127.0.0.1" in record.getMessage() for record in caplog.records)
+    assert [record.getMessage() for record in caplog.records if SECRET in record.getMessage()] == []

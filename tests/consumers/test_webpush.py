@@ -291,3 +291,74 @@ def test_missing_vapid_keys_say_which_key_to_set(webpush_app: Flask, notificatio
     webpush_app.config["NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY"] = None
     with pytest.raises(PermanentConsumerError, match="NOTIFICATIONS_WEBPUSH_VAPID_PRIVATE_KEY"):
         WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        # Characters outside base64url, which a lenient decoder skips: the
+        # row would hold whatever an attacker adds (and overflow its column).
+        lambda p256dh, auth: {"p256dh": p256dh + "!" * 300, "auth": auth},
+        lambda p256dh, auth: {"p256dh": p256dh, "auth": auth[:4] + " $\n!" * 50 + auth[4:]},
+    ],
+)
+def test_keys_that_are_not_base64url_are_refused(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService, keys: Any
+) -> None:
+    from flask_notifications.webpush import webpush_blueprint
+
+    webpush_app.register_blueprint(webpush_blueprint, url_prefix="/push")
+    laptop = push_service.device("laptop").subscription(push_service.base)
+    hostile = {**laptop, "keys": keys(laptop["keys"]["p256dh"], laptop["keys"]["auth"])}
+    refused = _post(webpush_app.test_client(), "/subscribe", hostile)
+    assert refused.status_code == 400 and "base64url" in refused.json["error"]
+    assert push_subscriptions.of_users(["alice"]) == []
+
+
+def test_an_endpoint_whose_port_is_not_a_number_is_refused(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService
+) -> None:
+    from flask_notifications.webpush import webpush_blueprint
+
+    # It matches the default pattern https://*.push.apple.com, but no push
+    # can ever reach it: each event to its user would be retried, then
+    # dead-lettered.
+    webpush_app.config["NOTIFICATIONS_WEBPUSH_ENDPOINTS"] = ["https://*.push.apple.com"]
+    webpush_app.register_blueprint(webpush_blueprint, url_prefix="/push")
+    laptop = push_service.device("laptop").subscription(push_service.base)
+    hostile = {**laptop, "endpoint": "https://web:1.push.apple.com/push/laptop"}
+    refused = _post(webpush_app.test_client(), "/subscribe", hostile)
+    assert refused.status_code == 400
+    assert push_subscriptions.of_users(["alice"]) == []
+
+
+def test_a_redirect_from_a_push_service_is_refused_and_not_followed(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService, vapid_keys: VapidKeys
+) -> None:
+    from flask_notifications.errors import PushRejectedError
+
+    # The worker posts only to the allowed push services: a redirect must
+    # not take the push (its body and headers) anywhere else.
+    with PushService(vapid_keys.public_text) as internal:
+        internal.device("laptop")
+        push_service.answer("laptop", (307, {"Location": f"{internal.base}/push/laptop"}))
+        # 201 with the message's Location (RFC 8030) is no redirect: pushed.
+        push_service.answer("phone", (201, {"Location": f"{push_service.base}/message/1"}))
+        _subscribe(push_service, "alice", "laptop", "phone")
+        with pytest.raises(PushRejectedError, match="1 of 2 pushes were refused.*answered 307"):
+            WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
+        assert internal.attempts == []
+        assert len(push_service.received("phone")) == 1
+
+
+def test_a_stored_endpoint_no_longer_allowed_is_not_pushed_to(
+    webpush_app: Flask, notifications: Notifications, push_service: PushService, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Subscribed while the list allowed it (or stored by another
+    # application's config); the list was tightened since. The worker posts
+    # only to the push services allowed now.
+    _subscribe(push_service, "alice", "laptop")
+    webpush_app.config["NOTIFICATIONS_WEBPUSH_ENDPOINTS"] = ["https://fcm.googleapis.com"]
+    WebPushConsumer()(Event(None, "t", "Hello", "", recipients=["alice"]))
+    assert push_service.attempts == []
+    assert "push service is not allowed" in caplog.text and "/push/laptop" not in caplog.text
