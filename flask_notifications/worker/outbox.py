@@ -11,7 +11,8 @@ dispatch message and for each consumer's message:
    time) under ``d:<delivery id>``, then enqueues the dispatch message.
 2. The dispatch task, before it enqueues the consumer tasks, replaces that
    entry with one per idempotent consumer (``c:<delivery>:<hub>:<task>``),
-   in one atomic step.
+   in one atomic step. When the ledger fails to, the dispatch is tried
+   again, and is never recorded done with the delivery's entry in place.
 3. A consumer task that ends (consumed, duplicate, vetoed, expired or
    dead-lettered) removes its entry; one that retries makes it due after
    its retry.
@@ -172,16 +173,18 @@ def dispatch_key(delivery_id: str) -> str:
     return f"dispatch:{delivery_id}"
 
 
-def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str, token: str) -> Claim:
+def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str, token: str) -> Claim | None:
     """Claim the dispatch of ``delivery_id`` for the run ``token``, while
     the outbox is on: the sweeper may have enqueued a second copy of its
-    message.
+    message. The claim is a lease of ``NOTIFICATIONS_CLAIM_TIMEOUT``
+    seconds until :func:`dispatched` records it done, so a copy of a run
+    that died (its message lost with it) takes it over once it expired.
 
-    :return: the claim; ``Claim.ACQUIRED`` when the outbox is off or the
-        ledger failed (the dispatch runs, as it did without the outbox).
+    :return: the claim; ``None`` when the outbox is off or the ledger
+        failed (the dispatch runs, as it did without the outbox).
     """
     if _timeout(app) is None:
-        return Claim.ACQUIRED
+        return None
     try:
         claimed = ledger.claim(dispatch_key(delivery_id), token, float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"]))
         if claimed is Claim.DONE:
@@ -190,14 +193,17 @@ def claim_dispatch(app: Flask, ledger: Ledger, delivery_id: str, token: str) -> 
             ledger.outbox_remove(dispatch_entry(delivery_id))
     except (BackendError, NotImplementedError) as exc:
         _warn("claim a dispatch", exc)
-        return Claim.ACQUIRED
+        return None
     return claimed
 
 
 def dispatched(app: Flask, celery: Celery, ledger: Ledger, delivery_id: str, token: str, ok: bool) -> None:
     """Record the dispatch of ``delivery_id`` by the run ``token`` as done
-    when ``ok`` (its consumers are enqueued), or free its claim for the
-    retry."""
+    when ``ok`` (its consumers are enqueued, each under its own entry), or
+    free its claim for the retry, or for the copy that the sweeper enqueues
+    for the delivery's entry when :func:`fanning_out` could not replace it:
+    a claim recorded done then would make that copy remove the entry, and
+    a consumer's message that the broker lost would be lost for good."""
     if _timeout(app) is None:
         return
     key = dispatch_key(delivery_id)
@@ -213,12 +219,15 @@ def dispatched(app: Flask, celery: Celery, ledger: Ledger, delivery_id: str, tok
 
 def fanning_out(
     app: Flask, ledger: Ledger, delivery_id: str, event_json: str, consumers: Sequence[tuple[str, str]]
-) -> None:
+) -> bool:
     """Replace the delivery's entry with one per ``(hub id, task name)`` of
-    ``consumers``, before the dispatch enqueues them."""
+    ``consumers``, before the dispatch enqueues them.
+
+    :return: whether they were written (``True`` when the outbox is off).
+    """
     timeout = _timeout(app)
     if timeout is None:
-        return
+        return True
     now = _now_ms()
     entries = {
         consumer_entry(delivery_id, hub_id, task_name): json.dumps(
@@ -228,8 +237,13 @@ def fanning_out(
     }
     try:
         ledger.outbox_add(entries, now + int(timeout * 1000), remove=dispatch_entry(delivery_id))
-    except (BackendError, NotImplementedError) as exc:
+    except NotImplementedError as exc:
         _warn("record a fan-out", exc)
+        return True
+    except BackendError as exc:
+        logger.warning("Could not record the fan-out of delivery %s in the outbox (%s).", delivery_id, exc)
+        return False
+    return True
 
 
 def finished(app: Flask, ledger: Ledger, delivery_id: str, hub_id: str, task_name: str) -> None:

@@ -148,7 +148,12 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
             raise _retry(task, countdown=min(30.0, float(app.config["NOTIFICATIONS_CLAIM_TIMEOUT"])))
         # The outbox now waits for each consumer's run instead of the dispatch.
         covered = [(hub_id, task_name) for hub_id, task_name in targets if _idempotent(ext, hub_id, task_name)]
-        outbox.fanning_out(app, ledger, delivery_id, event_json, covered)
+        recorded = outbox.fanning_out(app, ledger, delivery_id, event_json, covered)
+        if not recorded and claimed is Claim.ACQUIRED:
+            # The ledger failed since the claim: the consumers' messages would
+            # have no entry if the broker lost them. Try again once it answers.
+            outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=False)
+            raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0))
         try:
             for hub_id, task_name in targets:
                 expires = expires_at(event) if honours_expiry(ext, hub_id, task_name) else None
@@ -159,7 +164,8 @@ def _dispatch(task: Task, event_json: str, targets: list[list[str]], delivery_id
             outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=False)
             logger.warning("Could not enqueue the consumers of delivery %s, retrying: %r", delivery_id, exc)
             raise _retry(task, countdown=backoff(task.request.retries, 1.0, 30.0), exc=exc) from exc
-        outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=True)
+        # Done only if the consumers have their entries (see outbox.dispatched).
+        outbox.dispatched(app, task.app, ledger, delivery_id, token, ok=recorded)
         return len(targets)
 
 
