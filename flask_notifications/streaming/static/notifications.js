@@ -286,6 +286,7 @@ class Channel {
     this.port = null;
     this.connection = null;
     this.saving = 0;
+    if (this.storage) globalThis.addEventListener("pagehide", () => this.saving && this.save());
     this.seen = new Set(); // hub and id of the events delivered to this tab
     this.catchUps = new Map(); // hub -> what this tab reads from the server itself
     if (options.shared !== false && typeof SharedWorker === "function") {
@@ -395,6 +396,20 @@ class Channel {
     task.check();
   }
 
+  /** Write the resume point to storage now (it is written at most every
+   * 200 ms while events come, and at once when the page is left, so that a
+   * page left right after an event does not show it again when it comes
+   * back). */
+  save() {
+    clearTimeout(this.saving);
+    this.saving = 0;
+    try {
+      this.storage.setItem(this.storageKey, JSON.stringify([...this.positions]));
+    } catch {
+      // Full or refused storage: the resume point lives for this page only.
+    }
+  }
+
   /** Pass on a message of the worker (or of this tab's connection, or of a
    * catch-up of hub `only`: then only its position counts). */
   deliver(message, only) {
@@ -414,16 +429,7 @@ class Channel {
         // A hub that catches up moves on with its catch-up alone.
         if (only === undefined ? !this.catchUps.has(hub) : hub === only) this.positions.set(hub, id);
       }
-      if (this.storage && !this.saving) {
-        this.saving = setTimeout(() => {
-          this.saving = 0;
-          try {
-            this.storage.setItem(this.storageKey, JSON.stringify([...this.positions]));
-          } catch {
-            // Full or refused storage: the resume point lives for this page only.
-          }
-        }, 200);
-      }
+      if (this.storage && !this.saving) this.saving = setTimeout(() => this.save(), 200);
     }
     if (message.kind !== "event") return;
     if (message.id != null) {
