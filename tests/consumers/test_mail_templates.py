@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import jinja2
 import flask
+import jinja2
 import pytest
 from flask import Flask
 
