@@ -148,8 +148,11 @@ class Digest(TimedConsumer):
         if items is None:
             return  # finished by another run
         if items:
-            digest = self.digest_event(timer, fields, [json.loads(item) for _, item in items])
-            once(app, ledger, timer, lambda: self.consumer(digest))
+            digest = self.wanted_now(
+                app, str(fields["h"]), self.digest_event(timer, fields, [json.loads(item) for _, item in items])
+            )
+            if digest is not None:  # None: the recipient opted out during the window
+                once(app, ledger, timer, lambda: self.consumer(digest))
         next_due = now_ms() + int(self.window * 1000)
         keep_open = bool(items) and self.send_first_at_once
         ledger.digest_finish(timer.id, timer.version, next_due, uuid.uuid4().hex, keep_open=keep_open)
