@@ -34,8 +34,10 @@ DigestKey = str | Callable[[Event], Any] | None
 
 def digest_group(hub_id: str, task_name: str, recipient: str, key: str) -> str:
     """The id of one digest group: a (recipient, key) of one consumer; it is
-    also the id of the group's timer."""
-    return f"digest:{hub_id}:{task_name}:{recipient}:{key}"
+    also the id of the group's timer. Its parts are JSON-encoded, so that no
+    two (recipient, key) share one (``"a:b"`` and ``""`` against ``"a"`` and
+    ``"b:"``)."""
+    return "digest:" + json.dumps([hub_id, task_name, recipient, key], ensure_ascii=False, separators=(",", ":"))
 
 
 class Digest(TimedConsumer):

@@ -185,3 +185,18 @@ def test_a_recipient_who_opts_out_during_the_window_gets_no_digest(
     _send(notifications, "Three", "bob")
     ticked_until(notifications, lambda: len(inner.events) == 2)
     assert [item["title"] for item in inner.events[1]["events"]] == ["Three"]
+
+
+def test_windows_of_recipients_and_keys_that_share_a_joined_id_stay_apart(
+    eager: tuple[Flask, Notifications],
+) -> None:
+    # ("t1:alice", "p") and ("t1", "alice:p") once joined with ":" named one
+    # window, so one recipient received the other's events.
+    app, notifications = eager
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.1, key="project"))
+    _send(notifications, "For t1:alice", "t1:alice", project="p")
+    _send(notifications, "For t1", "t1", project="alice:p")
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    got = sorted((event["recipients"][0], [item["title"] for item in event["events"]]) for event in inner.events)
+    assert got == [("t1", ["For t1"]), ("t1:alice", ["For t1:alice"])]
