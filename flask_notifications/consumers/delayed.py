@@ -93,6 +93,9 @@ class Delayed(TimedConsumer):
         with delivering(delivery):
             wanted = self._still_wanted(event)
             if wanted is not None:
+                # A recipient who opted out during the delay is not sent to.
+                wanted = self.wanted_now(app, str(fields["h"]), wanted)
+            if wanted is not None:
                 once(app, ledger, timer, lambda: self.consumer(wanted))
         ledger.timer_finish(timer.id, timer.version)
 

@@ -34,8 +34,10 @@ DigestKey = str | Callable[[Event], Any] | None
 
 def digest_group(hub_id: str, task_name: str, recipient: str, key: str) -> str:
     """The id of one digest group: a (recipient, key) of one consumer; it is
-    also the id of the group's timer."""
-    return f"digest:{hub_id}:{task_name}:{recipient}:{key}"
+    also the id of the group's timer. Its parts are JSON-encoded, so that no
+    two (recipient, key) share one (``"a:b"`` and ``""`` against ``"a"`` and
+    ``"b:"``)."""
+    return "digest:" + json.dumps([hub_id, task_name, recipient, key], ensure_ascii=False, separators=(",", ":"))
 
 
 class Digest(TimedConsumer):
@@ -148,8 +150,11 @@ class Digest(TimedConsumer):
         if items is None:
             return  # finished by another run
         if items:
-            digest = self.digest_event(timer, fields, [json.loads(item) for _, item in items])
-            once(app, ledger, timer, lambda: self.consumer(digest))
+            digest = self.wanted_now(
+                app, str(fields["h"]), self.digest_event(timer, fields, [json.loads(item) for _, item in items])
+            )
+            if digest is not None:  # None: the recipient opted out during the window
+                once(app, ledger, timer, lambda: self.consumer(digest))
         next_due = now_ms() + int(self.window * 1000)
         keep_open = bool(items) and self.send_first_at_once
         ledger.digest_finish(timer.id, timer.version, next_due, uuid.uuid4().hex, keep_open=keep_open)

@@ -116,6 +116,8 @@ class MailTemplates:
         self.folder = folder.strip("/") if folder is not None else None
         # Compiled template source, per application (Jinja environment).
         self._compiled: WeakKeyDictionary[Environment, dict[tuple[str, str], Template]] = WeakKeyDictionary()
+        # An autoescaping overlay of each application's environment, with a cache of its own.
+        self._escaping: WeakKeyDictionary[Environment, Environment] = WeakKeyDictionary()
 
     def render(self, part: str, event: Event, addresses: list[str]) -> str | None:
         """Render ``part`` (``"subject"``, ``"body"`` or ``"html"``) of the
@@ -128,6 +130,8 @@ class MailTemplates:
         env = current_app.jinja_env
         spec = self.parts.get(part)
         if spec is not None and spec[0] == "name":
+            if part in _HTML:
+                return self._html_by_name(env, spec[1], context)
             return render_template(spec[1], **context)
         if spec is not None:
             return self._from_source(env, part, spec[1]).render(context)
@@ -155,6 +159,16 @@ class MailTemplates:
                 raise  # the file exists, and includes one that does not
             return None
         return name
+
+    def _html_by_name(self, env: Environment, name: str, context: dict[str, Any]) -> str:
+        """Render the HTML template ``name`` autoescaped, whatever its
+        extension (Flask's loader escapes only names ending in ``.html``...)."""
+        escaping = self._escaping.get(env)
+        if escaping is None:
+            # Its own cache: the shared one would hand Flask the escaping compilation.
+            escaping = self._escaping[env] = env.overlay(autoescape=True, cache_size=50)
+        current_app.update_template_context(context)
+        return escaping.get_template(name).render(context)
 
     def _from_source(self, env: Environment, part: str, source: str) -> Template:
         compiled = self._compiled.get(env)

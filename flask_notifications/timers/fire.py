@@ -70,10 +70,14 @@ def once(app: Flask, ledger: Ledger, timer: DueTimer, effect: Callable[[], Any])
 
 
 def owner_of(app: Flask, fields: dict[str, Any]) -> TimedConsumer | None:
-    """The consumer whose timer has the record ``fields``, in this process's hubs."""
+    """The consumer whose timer has the record ``fields``, in this process's
+    hubs; ``None`` also when the consumer of that name is of another kind (a
+    deploy put a ``Digest`` where a ``Delayed`` was), which would misread it."""
     hub = runtime(app).extension.hubs.get(str(fields.get("h")))
     consumer = hub.get_consumer(str(fields.get("c"))) if hub is not None else None
-    return consumer if isinstance(consumer, TimedConsumer) else None
+    if isinstance(consumer, TimedConsumer) and consumer.kind == fields.get("kind"):
+        return consumer
+    return None
 
 
 def fire(app: Flask, ledger: Ledger, timer: DueTimer) -> bool:

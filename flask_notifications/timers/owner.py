@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..consumers.consumer import Consumer, EventConsumer
 from ..errors import ConsumerError
+from ..state import runtime
 from ..worker.delivery import current_delivery
 
 if TYPE_CHECKING:
     from flask import Flask
 
+    from ..event import Event
     from ..ledger.base import DueTimer, Ledger
 
 
@@ -81,6 +83,24 @@ class TimedConsumer(EventConsumer):
         :param fields: the timer's decoded record.
         :raises Exception: the fire failed; the timer is tried again later.
         """
+
+    def wanted_now(self, app: Flask, hub_id: str, event: Event) -> Event | None:
+        """``event`` with only the recipients who want the inner consumer's
+        channel as the fire starts (the users' preferences, when
+        ``NOTIFICATIONS_PREFERENCES`` is on, as a consumer task applies
+        them); ``None`` when none does.
+
+        :raises PreferencesUnavailableError: the database failed (the fire
+            is tried again).
+        """
+        if self.channel is None or not event["recipients"] or not app.config["NOTIFICATIONS_PREFERENCES"]:
+            return event
+        extension = runtime(app).extension
+        hub = extension.hubs.get(hub_id)
+        if hub is None:
+            return event
+        narrowed: Event | None = extension.preferences.narrow(event, hub, self.channel)
+        return narrowed
 
     def cancel_delivery(self, ledger: Ledger, hub_id: str, task_name: str, delivery_id: str) -> int:
         """Cancel the timers this consumer (registered as ``task_name`` on

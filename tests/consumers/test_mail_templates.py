@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import flask
 import jinja2
 import pytest
 from flask import Flask
@@ -142,3 +143,19 @@ def test_each_hub_has_its_own_templates_through_a_real_worker(
     assert text(by_subject["Your digest"]) == "- A & B\n  Body\n- C\n  Body"
     digest_html = by_subject["2 orders"].get_body(("html",))
     assert digest_html is not None and text(digest_html) == "<ul><li>A &amp; B</li><li>C</li></ul>"
+
+
+def test_html_given_by_a_template_name_is_autoescaped_whatever_its_extension(plain_app: Flask) -> None:
+    # "HTML is autoescaped, whatever its origin": Flask only autoescapes
+    # templates it loads by name when the name ends in .html (or .xml...).
+    loader = plain_app.jinja_env.loader
+    assert isinstance(loader, jinja2.DictLoader)
+    loader.mapping["mail/order.html.j2"] = "<p>{{ event.title }}</p>"
+    content = consumer(plain_app, html_template="mail/order.html.j2").compose(event(title="<script>x()</script>"))
+    assert content is not None and content.html == "<p>&lt;script&gt;x()&lt;/script&gt;</p>"
+    # Flask's own rendering of the same name is left as Flask does it.
+    assert flask.render_template("mail/order.html.j2", event=event(title="<i>")) == "<p><i></p>"
+    # A plain-text part given by name stays as it is.
+    loader.mapping["mail/subject.txt"] = "{{ event.title }}"
+    content = consumer(plain_app, subject_template="mail/subject.txt").compose(event(title="a & b"))
+    assert content is not None and content.subject == "a & b"

@@ -99,9 +99,7 @@ def test_a_wrapper_honours_the_preferences_of_its_inner_consumers_channel(
     from flask_notifications.consumers import Digest
 
     app, notifications = eager
-    app.config.update(
-        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.sqlite3'}", NOTIFICATIONS_PREFERENCES=True
-    )
+    app.config.update(NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.sqlite3'}", NOTIFICATIONS_PREFERENCES=True)
     notifications.preferences.create_all()
     mail = Collect()
     mail.channel = "email"
@@ -116,3 +114,25 @@ def test_a_wrapper_honours_the_preferences_of_its_inner_consumers_channel(
     ticked_until(notifications, lambda: notifications.timers.pending() == 0 and mail.events)
     assert [event["recipients"] for event in mail.events] == [["alice"]]
     notifications.inbox.close()
+
+
+def test_a_recipient_who_opts_out_during_the_delay_is_not_sent_to(
+    eager: tuple[Flask, Notifications], tmp_path: Path
+) -> None:
+    # The preferences apply to "every delivery that starts" after a change:
+    # a delayed send starts when its timer fires.
+    app, notifications = eager
+    app.config.update(
+        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.db'}",
+        NOTIFICATIONS_PREFERENCES=True,
+        NOTIFICATIONS_PREFERENCES_MAX_AGE=0,
+    )
+    notifications.preferences.create_all()
+    inner = Collect()
+    inner.channel = "email"
+    notifications.create_hub("h").register_consumer(Delayed(inner, after=0.2))
+    notifications.send(Event(None, "t", "Both", "", recipients=["alice", "bob"]))
+    notifications.send(Event(None, "t", "Bob", "", recipients=["bob"]))
+    notifications.preferences.set("bob", "h", "email", False)
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert [(event["title"], event["recipients"]) for event in inner.events] == [("Both", ["alice"])]

@@ -5,6 +5,7 @@ collects; a fire whose end was lost does not repeat its effect."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -159,3 +160,43 @@ def test_it_wraps_consumers_only() -> None:
 def test_called_outside_a_consumer_task_it_says_what_to_do() -> None:
     with pytest.raises(ConsumerError, match="register it on a hub"):
         Digest(Collect(), window=1)(Event(None, "t", "T", ""))
+
+
+def test_a_recipient_who_opts_out_during_the_window_gets_no_digest(
+    eager: tuple[Flask, Notifications], tmp_path: Path
+) -> None:
+    app, notifications = eager
+    app.config.update(
+        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.db'}",
+        NOTIFICATIONS_PREFERENCES=True,
+        NOTIFICATIONS_PREFERENCES_MAX_AGE=0,
+    )
+    notifications.preferences.create_all()
+    inner = Collect()
+    inner.channel = "email"
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.2))
+    _send(notifications, "One", "alice", "bob")
+    _send(notifications, "Two", "bob")
+    notifications.preferences.set("bob", "h", "email", False)
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert [(event["recipients"], len(event["events"])) for event in inner.events] == [(["alice"], 1)]
+    # The window of the opted-out recipient ended all the same: a later event opens a new one.
+    notifications.preferences.set("bob", "h", "email", True)
+    _send(notifications, "Three", "bob")
+    ticked_until(notifications, lambda: len(inner.events) == 2)
+    assert [item["title"] for item in inner.events[1]["events"]] == ["Three"]
+
+
+def test_windows_of_recipients_and_keys_that_share_a_joined_id_stay_apart(
+    eager: tuple[Flask, Notifications],
+) -> None:
+    # ("t1:alice", "p") and ("t1", "alice:p") once joined with ":" named one
+    # window, so one recipient received the other's events.
+    app, notifications = eager
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Digest(inner, window=0.1, key="project"))
+    _send(notifications, "For t1:alice", "t1:alice", project="p")
+    _send(notifications, "For t1", "t1", project="alice:p")
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    got = sorted((event["recipients"][0], [item["title"] for item in event["events"]]) for event in inner.events)
+    assert got == [("t1", ["For t1"]), ("t1:alice", ["For t1:alice"])]

@@ -11,7 +11,7 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.config import DEFAULTS
-from flask_notifications.consumers import Delayed
+from flask_notifications.consumers import Delayed, Digest
 from flask_notifications.errors import ConfigurationError
 from flask_notifications.ledger.base import Claim, DueTimer
 from flask_notifications.timers import BEAT_ENTRY, TICK_TASK, TimerTicker
@@ -51,6 +51,25 @@ def test_a_timer_of_an_unknown_consumer_waits(
     assert "No consumer app.removed with timers on hub 'event-hub-gone'" in caplog.text
     kept = ledger.timer_get("t1")
     assert kept is not None and kept.version == "v1" and kept.due_ms > 0
+
+
+def test_a_timer_whose_consumer_became_another_kind_waits(
+    eager: tuple[Flask, Notifications], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A deploy put a Digest where a Delayed was, under the same task name: the
+    # Digest took the Delayed's timer for an empty window and removed it.
+    app, notifications = eager
+    inner = Collect()
+    hub = notifications.create_hub("h")
+    hub.register_consumer(Digest(inner, window=60, name="app.later"))
+    ledger = notifications.get_ledger()
+    event = Event(None, "t", "Later", "", recipients=["alice"])
+    ledger.timer_set("t1", record("delayed", hub.hub_id, "app.later", d="d1", e=event.to_json()), 0, "v1")
+    with caplog.at_level(logging.ERROR, "flask_notifications.timers.fire"):
+        assert notifications.timers.tick() == 1
+    assert "No consumer app.later with timers on hub" in caplog.text
+    kept = ledger.timer_get("t1")
+    assert kept is not None and kept.version == "v1" and inner.events == []
 
 
 def test_an_unreadable_timer_is_dropped(eager: tuple[Flask, Notifications]) -> None:
