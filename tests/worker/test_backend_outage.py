@@ -21,13 +21,21 @@ from flask_notifications import Event, Notifications, signals
 from flask_notifications.errors import BackendError
 from flask_notifications.ledger.base import Claim
 from flask_notifications.ledger.memory import MemoryLedger
+from flask_notifications.worker.outbox import dispatch_key
 from tests.helpers import WorkerFactory, make_config, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis]
 
+DISPATCH = dispatch_key("")
+
 
 class FlakyBackend(MemoryLedger):
-    """Raises BackendError on the next ``failures[name]`` calls of ``name``."""
+    """Raises BackendError on the next ``failures[name]`` calls of ``name``.
+
+    The claims of the consumer runs fail and count; those of the dispatches
+    (the outbox's, ``dispatch:<id>``) neither, so that an outage injected
+    here hits the consumer run the test watches (the dispatch's own are
+    tested in tests/worker/test_outbox_dispatch_claim.py)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,11 +51,13 @@ class FlakyBackend(MemoryLedger):
                 raise BackendError(f"{name}: the backend is down (injected)")
 
     def claim(self, key: str, token: str, timeout: float) -> Claim:
-        self._maybe_fail("claim")
+        if not key.startswith(DISPATCH):
+            self._maybe_fail("claim")
         return super().claim(key, token, timeout)
 
     def complete(self, key: str, token: str, ttl: float) -> bool:
-        self._maybe_fail("complete")
+        if not key.startswith(DISPATCH):
+            self._maybe_fail("complete")
         return super().complete(key, token, ttl)
 
     def add_dead_letter(self, record: Any) -> str:
