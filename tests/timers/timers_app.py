@@ -88,7 +88,7 @@ class HangOnce(EventConsumer):
         self.consumer(event)
 
 
-mail = FlaskEmailConsumer.from_app(app, "noreply@example.org", address, body=BODY)
+mail = FlaskEmailConsumer.from_app(app, "noreply@example.org", address, body=BODY, digest_body=BODY)
 digests = notifications.create_hub("digests").filter_by(WithEventType("comment"))
 digests.register_consumer(Digest(HangOnce(mail), window=float(os.environ.get("TIMERS_WINDOW", "5"))))
 reminders = notifications.create_hub("reminders").filter_by(WithEventType("reminder"))
