@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -84,7 +85,19 @@ def listening_socket(port: int) -> socket.socket:
     start, which then answered in its place."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    # A server killed to be started again on its port may take a moment to
+    # let go of it (gunicorn's worker outlives its killed master until it
+    # sees it gone); gunicorn's own bind waits the same way.
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sock.bind(("127.0.0.1", port))
+            break
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                sock.close()
+                raise
+            time.sleep(0.2)
     sock.listen(2048)
     return sock
 
