@@ -63,7 +63,13 @@ class Example:
     can be stopped and started again on the same port."""
 
     def __init__(self, env: dict[str, str], port: int, logs: Path) -> None:
-        self.env = env
+        # Its own metrics directory, as docs/operations.rst has a deployment
+        # set one: the automatic one is per process group, and every server
+        # a test process starts shares the test process's group, so the
+        # metrics of other tests' servers were summed into this one's.
+        metrics = logs / "prometheus"
+        metrics.mkdir(exist_ok=True)
+        self.env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self.port = port
         self.logs = logs
         self.server: subprocess.Popen[bytes] | None = None
