@@ -86,6 +86,18 @@ class RedisServer:
         finally:
             client.close()
 
+    def start_as_replica_of(self, master: RedisServer, *, empty: bool = False) -> None:
+        """Start again as a replica of ``master``; ``empty`` deletes the RDB
+        file a replica's last full synchronisation left, so it comes back
+        with no data."""
+        if "--replicaof" in self.args:
+            at = self.args.index("--replicaof")
+            del self.args[at : at + 3]
+        self.args += ["--replicaof", "127.0.0.1", str(master.port)]
+        if empty:
+            (self.dir / "dump.rdb").unlink(missing_ok=True)
+        self.start()
+
     def pause(self) -> None:
         """SIGSTOP the server: its connections stay up and no reply comes
         (a stalled node, a partition without RST)."""
@@ -150,8 +162,11 @@ class SentinelGroup:
         self.down_after_ms = down_after_ms
         (self.dir / "master").mkdir()
         (self.dir / "replica").mkdir()
-        self.master = RedisServer(self.dir / "master", args=["--replica-announce-ip", "127.0.0.1"])
-        self.replica = RedisServer(self.dir / "replica", args=["--replica-announce-ip", "127.0.0.1"])
+        # A full resynchronisation starts at once, not after diskless sync's
+        # default 5 s delay, in which a replica holds no data.
+        args = ["--replica-announce-ip", "127.0.0.1", "--repl-diskless-sync-delay", "0"]
+        self.master = RedisServer(self.dir / "master", args=args)
+        self.replica = RedisServer(self.dir / "replica", args=list(args))
         self.replica.args += ["--replicaof", "127.0.0.1", str(self.master.port)]
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.sentinels: list[subprocess.Popen[bytes]] = []
@@ -204,6 +219,21 @@ class SentinelGroup:
         finally:
             client.close()
 
+    def master_addresses(self) -> list[tuple[str, int] | None]:
+        """The master each sentinel announces now (``None`` for one that
+        does not answer)."""
+        found: list[tuple[str, int] | None] = []
+        for port in self.sentinel_ports:
+            client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
+            try:
+                address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+            except redis.exceptions.RedisError:
+                address = None
+            finally:
+                client.close()
+            found.append(_address(address) if address else None)
+        return found
+
     def master_address(self) -> tuple[str, int] | None:
         """The master the sentinels announce now."""
         for port in self.sentinel_ports:
@@ -215,8 +245,7 @@ class SentinelGroup:
             finally:
                 client.close()
             if found:
-                host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
-                return host, int(found[1])
+                return _address(found)
         return None
 
     def wait_for_failover(self) -> None:
@@ -224,6 +253,20 @@ class SentinelGroup:
         accepts writes."""
         wait_for(lambda: self.master_address() == ("127.0.0.1", self.replica.port), timeout=60, interval=0.1)
         wait_for(lambda: _role(self.replica.url) == "master", timeout=60, interval=0.1)
+
+    def describe(self) -> str:
+        """What a failing test prints: each server's replication state and
+        the end of its log, and the end of each sentinel's log."""
+        parts = []
+        for name, server in (("first master", self.master), ("first replica", self.replica)):
+            running = server.proc is not None and server.proc.poll() is None
+            state = "running" if running else "not running"
+            parts.append(f"-- {name} :{server.port} ({state}) {_replication(server.url)}")
+            parts.append(_tail(server.dir / "redis.log"))
+        for index in range(len(self.sentinels)):
+            parts.append(f"-- sentinel {index} :{self.sentinel_ports[index]}")
+            parts.append(_tail(self.dir / f"sentinel-{index}.log"))
+        return "\n".join(parts)
 
     def stop(self) -> None:
         for proc in self.sentinels:
@@ -233,6 +276,31 @@ class SentinelGroup:
         self.master.stop()
         self.replica.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _address(found: tuple[bytes | str, int | str]) -> tuple[str, int]:
+    host = found[0].decode() if isinstance(found[0], bytes) else str(found[0])
+    return host, int(found[1])
+
+
+def _replication(url: str) -> dict[str, object]:
+    """A server's role and link, for :meth:`SentinelGroup.describe`."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1)
+    try:
+        info = client.info("replication")
+    except redis.exceptions.RedisError as exc:
+        return {"error": str(exc)}
+    finally:
+        client.close()
+    keys = ("role", "master_port", "master_link_status", "master_sync_in_progress", "connected_slaves", "master_replid")
+    return {key: info[key] for key in keys if key in info}
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return str(exc)
 
 
 def _link_up(url: str) -> bool:
