@@ -196,12 +196,12 @@ fi
 # run one at a time, after the rest, so the parallel part does not load them.
 log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
 status=0
-python -m pytest -n "$workers" -m "not reliability" "$@" || status=$?
+python -m pytest -n "$workers" -m "not reliability" --durations=15 "$@" || status=$?
 log "pytest: the reliability tests (faults and load), one at a time"
 reliability=0
 # Each injects a fault into real servers; none is rerun: a test that fails
 # once has a race, in the test or in the library (docs/contributing.rst).
-python -m pytest -m reliability "$@" || reliability=$?
+python -m pytest -m reliability --durations=0 --durations-min=5 "$@" || reliability=$?
 # 5 means that a part selected no test: only both selecting none is an error.
 if [ "$status" = 5 ] && [ "$reliability" = 5 ]; then exit 5; fi
 [ "$status" = 5 ] && status=0

@@ -6,15 +6,11 @@ table it creates is the one :func:`define_subscriptions_table` defines, and
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from flask import Flask
 
 from flask_notifications import Notifications
@@ -22,25 +18,26 @@ from flask_notifications.webpush import push_subscriptions
 from flask_notifications.webpush.migrations import DEFAULT_TABLE, include_object
 from flask_notifications.webpush.subscriptions import define_subscriptions_table
 from tests.consumers.push_service import Device
+from tests.helpers.migrations import MigratedApp, own_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database of the test's own: a SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'app.sqlite3'}"
-        return
-    url: str = request.getfixturevalue("postgres_url")
-    schema = f"pushmig_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        engine.dispose()
+    url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    with own_database(url, "pushmig") as own:
+        yield own
+
+
+# The hook as docs/channels.rst shows it, with the inbox's.
+HOOKS = (
+    "from flask_notifications.inbox import include_object as inbox_object\n"
+    "from flask_notifications.webpush.migrations import include_object as push_object\n"
+    "def include_object(*args):\n"
+    "    return inbox_object(*args) and push_object(*args)\n"
+)
 
 
 # Flask-Migrate's own env.py template tries Flask-SQLAlchemy 2's get_engine() first.
@@ -48,9 +45,6 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def test_flask_migrate_upgrade_creates_the_push_subscriptions_table(
     database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_migrate import Migrate
-    from flask_sqlalchemy import SQLAlchemy
-
     app = Flask("migrated", instance_path=str(tmp_path))
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database,
@@ -59,68 +53,29 @@ def test_flask_migrate_upgrade_creates_the_push_subscriptions_table(
         CELERY_TASK_ALWAYS_EAGER=True,
         NOTIFICATIONS_WEBPUSH_ENDPOINTS=["https://push.example"],
     )
-    db = SQLAlchemy(app)
-
-    class Note(db.Model):  # type: ignore[name-defined,misc]
-        id = sa.Column(sa.Integer, primary_key=True)
-
-    directory = tmp_path / "migrations"
-    Migrate(app, db, directory=str(directory))
+    migrated = MigratedApp(app, tmp_path, monkeypatch)
     Notifications(app)
-    runner = app.test_cli_runner()
-    monkeypatch.chdir(tmp_path)
-
-    def flask_db(*args: str) -> Any:
-        result = runner.invoke(args=["db", *args])
-        assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-        return result
-
-    flask_db("init", "--directory", str(directory))
-    result = runner.invoke(args=["notifications", "webpush", "migration", "-d", str(directory)])
-    assert result.exit_code == 0 and "flask db upgrade" in result.output, result.output
-    (copied,) = (directory / "versions").glob(f"*_create_{DEFAULT_TABLE}.py")
-    revision = copied.name.split("_", 1)[0]
-    env = directory / "env.py"
-    hook = "context.configure(\n        include_object=include_object,\n"
-    # fileConfig() would disable every logger of the test process, which
-    # later tests read with caplog.
-    # The hook as docs/channels.rst shows it, with the inbox's.
-    hooks = (
-        "from flask_notifications.inbox import include_object as inbox_object\n"
-        "from flask_notifications.webpush.migrations import include_object as push_object\n"
-        "def include_object(*args):\n"
-        "    return inbox_object(*args) and push_object(*args)\n"
-    )
-    env.write_text(
-        hooks
-        + env.read_text().replace("context.configure(\n", hook).replace("fileConfig(config.config_file_name)", "pass")
-    )
-    flask_db("upgrade")
+    migrated.init()
+    revision = migrated.add("webpush", DEFAULT_TABLE)
+    migrated.hook(HOOKS)
+    migrated.flask("db", "upgrade")
     try:
+        assert migrated.heads() == (revision,)
+        # The migrated table is exactly the one the store defines.
+        expected = sa.MetaData()
+        define_subscriptions_table(expected)
+        assert migrated.differences(expected) == []
+        # The app's own migration sees its model, and leaves the table alone.
+        migrated.own_migration(DEFAULT_TABLE, revision)
         with app.app_context():
-            with db.engine.connect() as conn:
-                context = MigrationContext.configure(conn)
-                assert context.get_current_heads() == (revision,)
-                # The migrated table is exactly the one the store defines.
-                expected = sa.MetaData()
-                define_subscriptions_table(expected)
-                assert compare_metadata(context, expected) == []
-            # The app's own migration sees its model, and leaves the table alone.
-            flask_db("migrate", "-m", "notes")
-            (script,) = (directory / "versions").glob("*notes.py")
-            text = script.read_text()
-            assert "create_table('note'" in text and DEFAULT_TABLE not in text
-            assert f"down_revision = '{revision}'" in text
-            flask_db("upgrade")
             # And the store works on it, through Flask-SQLAlchemy's engine.
             device = Device("laptop").subscription("https://push.example")
             push_subscriptions.subscribe("alice", device)
             assert [s.endpoint for s in push_subscriptions.of_users(["alice"])] == [device["endpoint"]]
-            flask_db("downgrade", "base")
-            assert not sa.inspect(db.engine).has_table(DEFAULT_TABLE)
+        migrated.flask("db", "downgrade", "base")
+        assert not migrated.has_table(DEFAULT_TABLE)
     finally:
-        with app.app_context():
-            db.engine.dispose()
+        migrated.dispose()
 
 
 def test_include_object_leaves_only_the_push_subscriptions_table_out() -> None:

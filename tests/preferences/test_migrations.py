@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from flask import Flask
 
 from flask_notifications import Notifications
+from flask_notifications.inbox import DEFAULT_TABLE as INBOX_TABLE
 from flask_notifications.inbox import define_table, define_versions_table
 from flask_notifications.inbox import include_object as inbox_object
 from flask_notifications.preferences import DEFAULT_TABLE, define_preferences_table, include_object
 from tests.helpers import make_config
+from tests.helpers.migrations import MigratedApp
 from tests.inbox.test_migration import database  # noqa: F401 - the fixture
 from tests.preferences.conftest import Recording
 
@@ -39,57 +39,34 @@ def test_flask_migrate_upgrade_creates_the_preferences_table(
     unique: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flask_migrate import Migrate
-    from flask_sqlalchemy import SQLAlchemy
-
     app = Flask("migrated", instance_path=str(tmp_path))
     app.config.update(make_config(redis_url, unique, SQLALCHEMY_DATABASE_URI=database))
-    db = SQLAlchemy(app)
-    directory = tmp_path / "migrations"
-    Migrate(app, db, directory=str(directory))
+    migrated = MigratedApp(app, tmp_path, monkeypatch)
     ext = Notifications(app)
     ext.create_hub("news").register_consumer(Recording("email"))
-    runner = app.test_cli_runner()
-    monkeypatch.chdir(tmp_path)
-
-    def flask(*args: str) -> Any:
-        result = runner.invoke(args=list(args))
-        assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-        return result
-
-    flask("db", "init", "--directory", str(directory))
-    flask("notifications", "inbox", "migration", "-d", str(directory))
-    result = flask("notifications", "preferences", "migration", "-d", str(directory))
+    migrated.init()
+    inbox = migrated.add("inbox", INBOX_TABLE)
+    result = migrated.flask("notifications", "preferences", "migration", "-d", str(migrated.directory))
     assert "include_object" in result.output
-    (copied,) = (directory / "versions").glob("*_create_notifications_preferences.py")
-    (inbox,) = (directory / "versions").glob("*_create_notifications_inbox.py")
-    env = directory / "env.py"
-    env.write_text(
-        "from tests.preferences.test_migrations import both\n"
-        + env.read_text()
-        .replace("context.configure(\n", "context.configure(\n        include_object=both,\n")
-        .replace("fileConfig(config.config_file_name)", "pass")
-    )
-    flask("db", "upgrade")
+    (copied,) = (migrated.directory / "versions").glob(f"*_create_{DEFAULT_TABLE}.py")
+    migrated.hook("from tests.preferences.test_migrations import both\n", "both")
+    migrated.flask("db", "upgrade")
     try:
+        # The preferences' migration comes after the inbox's.
+        assert migrated.heads() == (copied.name.split("_", 1)[0],)
+        expected = sa.MetaData()
+        define_table(expected)
+        define_versions_table(expected)
+        define_preferences_table(expected)
+        assert migrated.differences(expected) == []
         with app.app_context():
-            with db.engine.connect() as conn:
-                context = MigrationContext.configure(conn)
-                # The preferences' migration comes after the inbox's.
-                assert context.get_current_heads() == (copied.name.split("_", 1)[0],)
-                expected = sa.MetaData()
-                define_table(expected)
-                define_versions_table(expected)
-                define_preferences_table(expected)
-                assert compare_metadata(context, expected) == []
             # The preferences work on it, through Flask-SQLAlchemy's engine.
             ext.preferences.set("alice", "news", "email", False)
             assert ext.preferences.get("alice") == {"news": {"email": False}}
-            flask("db", "downgrade", inbox.name.split("_", 1)[0])
-            assert not sa.inspect(db.engine).has_table(DEFAULT_TABLE)
+        migrated.flask("db", "downgrade", inbox)
+        assert not migrated.has_table(DEFAULT_TABLE)
     finally:
-        with app.app_context():
-            db.engine.dispose()
+        migrated.dispose()
         ext.get_backend(app).close()
 
 
