@@ -33,25 +33,18 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self._spawn(
+            "worker",
+            *("--pool", self.pool, "--concurrency", str(self.concurrency), "--loglevel", "INFO"),
+            *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+        )
+
+    def _spawn(self, command: str, *args: str) -> None:
+        """``celery -A APP:celery COMMAND ARGS...`` in a session of its own,
+        its output appended to the log."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    f"{self.app_module}:celery",
-                    "worker",
-                    "--pool",
-                    self.pool,
-                    "--concurrency",
-                    str(self.concurrency),
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                ],
+                [sys.executable, "-m", "celery", "-A", f"{self.app_module}:celery", command, *args],
                 cwd=ROOT,
                 env=self.env,
                 stdout=out,
@@ -92,26 +85,7 @@ class BeatProcess(WorkerProcess):
         self.schedule = schedule
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    f"{self.app_module}:celery",
-                    "beat",
-                    "--schedule",
-                    str(self.schedule),
-                    "--loglevel",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._spawn("beat", "--schedule", str(self.schedule), "--loglevel", "INFO")
 
 
 def report(test: str, **figures: object) -> None:
