@@ -373,24 +373,32 @@ def test_the_client_reconnects_where_the_browser_gives_up(browser: Any, tmp_path
         rig.close()
 
 
+#: Follows ``hubs`` (``shared``: through the shared worker): ``seen`` the
+#: ids of the events of type "test", ``announced`` the gaps.
+FOLLOW = """async ([hubs, shared]) => {
+  const { connect } = await import("/notifications/static/notifications.js");
+  window.seen = [];
+  window.announced = [];
+  window.client = connect({ hubs, shared });
+  client.on("*", "*", (data, info) => {
+    if (info.type === "test") seen.push(data.event_id);
+    else if (info.type === "gap") announced.push(data);
+  });
+}"""
+
+
 def test_two_users_of_one_browser_never_share_a_connection(browser: Any, gunicorn: Any) -> None:
     """Without a scope, the server's keys the shared connection: bob's tab,
     opened after he logged in in the same profile, gets his own events, not
     alice's."""
     server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
-    follow = """async () => {
-      const { connect } = await import("/notifications/static/notifications.js");
-      window.seen = [];
-      window.client = connect({ hubs: ["private"] });
-      client.on("private", "test", (event) => seen.push(event.event_id));
-    }"""
     context = browser.new_context()
     pages = {}
     for user in ("alice", "bob"):
         page = pages[user] = context.new_page()
         page.goto(server.base + "/stats")
         assert page.evaluate(f"fetch('/login/{user}', {{ method: 'POST' }}).then((answer) => answer.ok)")
-        page.evaluate(follow)
+        page.evaluate(FOLLOW, [["private"], True])
         wait_for(lambda page=page: page.evaluate("client.state") == "open", timeout=30)
         assert page.evaluate("client.transport") == "shared"
     for user in ("alice", "bob"):
@@ -407,16 +415,10 @@ def test_a_tab_gets_an_event_once_when_the_shared_worker_replays_it(browser: Any
     the tab (events on their way): the worker replays them; the tab's
     callbacks see each once."""
     server = gunicorn(NOTIFICATIONS_SSE_PUBLIC=True)
-    follow = """async () => {
-      const { connect } = await import("/notifications/static/notifications.js");
-      window.seen = [];
-      window.client = connect({ hubs: ["news"] });
-      client.on("news", "test", (event) => seen.push(event.event_id));
-    }"""
     context = browser.new_context()
     page = context.new_page()
     page.goto(server.base + "/stats")
-    page.evaluate(follow)
+    page.evaluate(FOLLOW, [["news"], True])
     wait_for(lambda: page.evaluate("client.state") == "open", timeout=30)
     assert page.evaluate("client.transport") == "shared"
     server.publish(NEWS, Event("e1", "test", "one", ""))
@@ -427,18 +429,6 @@ def test_a_tab_gets_an_event_once_when_the_shared_worker_replays_it(browser: Any
     wait_for(lambda: "e2" in page.evaluate("seen"), timeout=30)
     assert page.evaluate("seen") == ["e1", "e2"]
     context.close()
-
-
-FOLLOW = """async ([hubs, shared]) => {
-  const { connect } = await import("/notifications/static/notifications.js");
-  window.seen = [];
-  window.announced = [];
-  window.client = connect({ hubs, shared });
-  client.on("*", "*", (data, info) => {
-    if (info.type === "test") seen.push(data.event_id);
-    else if (info.type === "gap") announced.push(data);
-  });
-}"""
 
 
 @pytest.mark.parametrize("shared", [True, False])
