@@ -6,6 +6,8 @@ catch everything this extension raises with one ``except`` clause.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class NotificationsError(Exception):
     """Root of every error raised by Flask-Notifications."""
@@ -55,6 +57,35 @@ class BrokerUnavailableError(NotificationsError):
 
 class BackendError(NotificationsError):
     """The pub/sub backend failed: it is unreachable or answered an error."""
+
+
+class OutboxUnavailableError(BrokerUnavailableError, BackendError):
+    """:meth:`Notifications.send` or :meth:`Notifications.send_many` could
+    not record its events in the outbox (the ledger cannot be reached), so
+    nothing would deliver them if the broker lost their message. The call
+    raises rather than return a promise it cannot keep.
+
+    It is a :class:`BrokerUnavailableError`, as the send did not go
+    through (with the ledger on the broker's Redis, the default, a Redis
+    outage shows as this error), and a :class:`BackendError`, as the ledger
+    failed: code that catches either catches it. Unlike other broker
+    errors, it may come after the message went out: see ``may_be_delivered``.
+
+    :param message: what failed.
+    :param may_be_delivered: ``False`` when nothing was enqueued: send again
+        once the ledger answers. ``True`` when the message had already been
+        handed to the broker as the record failed: the events are delivered
+        unless the broker loses that message, and sending them again may
+        deliver them twice.
+    :param delivery_ids: the delivery ids the events would have had, the
+        ones a consumer's :func:`~flask_notifications.worker.delivery.current_delivery`
+        shows if they are delivered.
+    """
+
+    def __init__(self, message: str, *, may_be_delivered: bool, delivery_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.may_be_delivered = may_be_delivered
+        self.delivery_ids = tuple(delivery_ids)
 
 
 class SendInProgressError(NotificationsError):

@@ -4,6 +4,11 @@ An event is validated, matched against every hub, and handed to Celery as
 one dispatch message (one per batch for ``send_many``), so a send either
 enqueues everything or raises. The worker fans the message out into one
 task per (hub, consumer) (:mod:`flask_notifications.worker.tasks`).
+
+With the outbox on, the message is recorded in the ledger too, and a send
+whose record fails raises :class:`~flask_notifications.errors.OutboxUnavailableError`
+rather than return: its ``may_be_delivered`` says whether the message had
+already been handed to the broker.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .errors import (
     HubError,
     InvalidEventError,
     NotificationsError,
+    OutboxUnavailableError,
     SendInProgressError,
 )
 from .event import Event
@@ -218,16 +224,42 @@ def _publish_recorded(
     """:func:`publish`, after recording ``sends`` (``(delivery id, event
     JSON, targets)`` each) in the outbox, so that a dispatch message the
     broker loses once it took it is enqueued again (see
-    :mod:`flask_notifications.worker.outbox`)."""
-    # The record's round trip to the ledger overlaps the enqueue's.
-    recorded = outbox.record_sends(app, state.ledger, sends)
+    :mod:`flask_notifications.worker.outbox`).
+
+    :raises OutboxUnavailableError: the record failed, before the enqueue
+        (nothing was enqueued) or after it (the message may be delivered).
+    """
+    delivery_ids = [delivery_id for delivery_id, _, _ in sends]
+    try:
+        # The record's round trip to the ledger overlaps the enqueue's.
+        recorded = outbox.record_sends(app, state.ledger, sends)
+    except BackendError as exc:
+        raise OutboxUnavailableError(
+            f"Could not record the send in the outbox, so {what}; send again once the ledger answers: {exc}",
+            may_be_delivered=False,
+            delivery_ids=delivery_ids,
+        ) from exc
     try:
         task_id = publish(app, task, what, **options)
     except BaseException:
-        if recorded():
-            outbox.forget_sends(state.ledger, [delivery_id for delivery_id, _, _ in sends])
+        try:
+            written = recorded()
+        except BackendError as exc:
+            written = False
+            logger.warning("The record of a send that raised may stay in the outbox (%s) and be delivered.", exc)
+        if written:
+            outbox.forget_sends(state.ledger, delivery_ids)
         raise
-    recorded()
+    try:
+        recorded()
+    except BackendError as exc:
+        raise OutboxUnavailableError(
+            f"The dispatch message was handed to the broker, but its record in the outbox failed ({exc}), so "
+            f"{'it is' if len(delivery_ids) == 1 else 'they are'} delivered unless the broker loses the message, "
+            "which nothing would mend; sending again may deliver twice.",
+            may_be_delivered=True,
+            delivery_ids=delivery_ids,
+        ) from exc
     return task_id
 
 

@@ -41,9 +41,13 @@ longer than the timeout) runs twice. Its second run repeats no effect:
 - a consumer's run finds its claim done
   (:mod:`flask_notifications.worker.claims`).
 
-Every outbox write is best effort: when the ledger cannot be reached, the
-delivery goes on without its entry (and a warning), as it did before the
-outbox existed.
+The record of a send is not best effort: a ``send()`` whose record fails
+raises :class:`~flask_notifications.errors.OutboxUnavailableError`, before
+its enqueue when the write could not start (nothing was enqueued), after it
+when the write failed on the way (the message may be delivered). Every
+other outbox write is best effort: when the ledger cannot be reached, the
+delivery goes on without its entry (and a warning), and the entry it would
+have replaced or removed stays for the sweeper.
 """
 
 from __future__ import annotations
@@ -122,7 +126,10 @@ def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, lis
     (:func:`claim_dispatch`), which removes the record.
 
     :return: the call that waits, which returns whether they were recorded
-        (``False`` when the outbox is off or the ledger failed).
+        (``False`` when the outbox is off or the ledger keeps none), and
+        raises :class:`~flask_notifications.errors.BackendError` when the
+        write failed (it may have been made).
+    :raises BackendError: the write could not start; nothing was recorded.
     """
     timeout = _timeout(app)
     if timeout is None:
@@ -136,16 +143,12 @@ def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, lis
         return _not_recorded
     try:
         written = ledger.outbox_add_begin(entries, now + int(timeout * 1000))
-    except (BackendError, NotImplementedError) as exc:
+    except NotImplementedError as exc:
         _warn("record a send", exc)
         return _not_recorded
 
     def wait() -> bool:
-        try:
-            written()
-        except BackendError as exc:
-            _warn("record a send", exc)
-            return False
+        written()
         return True
 
     return wait
