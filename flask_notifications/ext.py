@@ -297,6 +297,9 @@ class Notifications:
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+        :raises OutboxUnavailableError: the send could not be recorded in
+            the outbox; its ``may_be_delivered`` says whether the message
+            had already been handed to the broker (docs/reliability.rst).
         :raises BackendError: ``idempotency_key`` was given and the ledger
             cannot be reached; nothing was enqueued.
         :raises SendInProgressError: another send with ``idempotency_key``
@@ -325,6 +328,8 @@ class Notifications:
             message says which); nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
             was enqueued.
+        :raises OutboxUnavailableError: the batch could not be recorded in
+            the outbox, as for :meth:`send`.
 
         A call that raises sends :data:`~flask_notifications.signals.send_failed`.
         """
