@@ -116,6 +116,16 @@ def use_own_queue(celery: Celery, queue: str) -> None:
         routers = [] if routes is None else [routes]
     # After the application's own routes, so that one it gives for these tasks wins.
     conf.update(task_routes=(*routers, QueueRouter(queue)))
+    declare_queue(celery, queue)
+    _own_queues[celery] = queue
+    worker_ready.connect(_check_worker_queues, weak=False, dispatch_uid="flask_notifications.worker_queues")
+
+
+def declare_queue(celery: Celery, queue: str) -> None:
+    """Add ``queue`` to ``celery``'s ``task_queues``, next to the default
+    queue, so that a worker of ``celery`` started without ``-Q`` consumes
+    both."""
+    conf = celery.conf
     queues = conf.task_queues
     if isinstance(queues, Mapping):
         if queue not in queues:
@@ -133,10 +143,8 @@ def use_own_queue(celery: Celery, queue: str) -> None:
             Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
         ]
     if queue not in celery.amqp.queues:
-        # The queues were read before init_app: read them again.
+        # The queues may have been read before init_app: read them again.
         celery.amqp.queues = conf.task_queues
-    _own_queues[celery] = queue
-    worker_ready.connect(_check_worker_queues, weak=False, dispatch_uid="flask_notifications.worker_queues")
 
 
 #: The queue of this extension's tasks, per Celery app.
