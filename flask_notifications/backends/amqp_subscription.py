@@ -307,13 +307,6 @@ class AmqpSubscription(Subscription):
         return list(self._lost)
 
     def get(self, timeout: float) -> list[Message]:
-        """Wait up to ``timeout`` seconds for messages.
-
-        After a failure it first waits out the backoff (at most ``timeout``
-        per call) and returns ``[]`` if that is not over yet.
-
-        :raises BackendError: the broker cannot be reached.
-        """
         deadline = time.monotonic() + timeout
         self._lost = []
         if self._failures and not self._closed:

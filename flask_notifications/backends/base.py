@@ -175,6 +175,9 @@ class Subscription(ABC):
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds and return the messages that arrived.
 
+        After a failure it first waits out the backoff (at most ``timeout``
+        per call) and returns ``[]`` if that is not over yet.
+
         :raises BackendError: the server is unreachable; the caller may call
             again, and the subscription resumes where it stopped if it can.
         """

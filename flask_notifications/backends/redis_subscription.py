@@ -268,13 +268,6 @@ class RedisSubscription(Subscription):
         return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
     def get(self, timeout: float) -> list[Message]:
-        """Wait up to ``timeout`` seconds for messages.
-
-        After a failure it first waits out the backoff (at most ``timeout``
-        per call) and returns ``[]`` if that is not over yet.
-
-        :raises BackendError: the server cannot be reached.
-        """
         deadline = time.monotonic() + timeout
         self._lost = []
         with self._reader:
