@@ -20,7 +20,8 @@ from .errors import ConfigurationError, HubError
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
-from .ledger.base import Ledger, build_ledger
+from .ledger.base import Ledger
+from .ledger.choice import build_ledger
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier

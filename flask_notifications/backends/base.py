@@ -261,7 +261,7 @@ class Backend(ABC):
         """The ledger that goes with this transport when none is configured
         (``NOTIFICATIONS_LEDGER`` and ``NOTIFICATIONS_LEDGER_URL`` unset):
         the Redis backend's server, the memory backend's process. ``None``
-        lets :func:`~flask_notifications.ledger.base.build_ledger` choose.
+        lets :func:`~flask_notifications.ledger.choice.build_ledger` choose.
 
         :param config: the application's config, defaults applied.
         """

@@ -30,7 +30,8 @@ from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
 from ..backends.redis_client import client_or_url, decode, field, guarded
-from .base import Claim, Ledger, is_redis_url
+from .base import Claim, Ledger
+from .choice import is_redis_url
 from .redis_timers import RedisDueTable
 
 if TYPE_CHECKING:
