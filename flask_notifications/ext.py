@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import weakref
 from collections.abc import Iterable, Mapping
@@ -11,22 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from flask import Flask, Response, current_app, has_app_context
-from flask_celeryext import FlaskCeleryExt
 
 from . import sending
 from .backends.base import Backend, Message, build_backend
 from .config import apply_defaults, validate
-from .errors import ConfigurationError, HubError
+from .errors import HubError
 from .event import Event
 from .event_filter import EventFilter
 from .event_hub import EventHub, hub_id_for
-from .ledger.base import Ledger, build_ledger
+from .ledger.base import Ledger
+from .ledger.choice import build_ledger
 from .sending import Dispatch
 from .state import Runtime, StreamAuthorizer, current_notifications
 from .streaming.notifier import SseNotifier
 from .streaming.server import check_at_startup
 from .timers.worker import install as install_timers
-from .worker.celery_app import celery_from_config, hint_celery_command, use_own_queue, warn_unsafe_serializers
+from .worker.celery_app import celery_for
 from .worker.tasks import bind, register_consumer_task
 
 if TYPE_CHECKING:
@@ -85,18 +84,7 @@ class Notifications:
             raise RuntimeError("Flask-Notifications is already initialised on this application.")
         apply_defaults(app)
         validate(app)
-        if celery is None:
-            celeryext = app.extensions.get("flask-celeryext")
-            if celeryext is None:
-                celeryext = FlaskCeleryExt(app, create_celery_app=celery_from_config)
-            celery = celeryext.celery
-        # Flask-CeleryExt's default factory hands out Celery's current_app proxy.
-        celery = getattr(celery, "_get_current_object", lambda: celery)()
-        warn_unsafe_serializers(celery)
-        queue = app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"]
-        _claim_celery(celery, self, app, queue)
-        use_own_queue(celery, queue)
-        hint_celery_command(app)
+        celery = celery_for(app, self, celery)
         backend = build_backend(app.config["NOTIFICATIONS_BACKEND"], app.config, broker)
         ledger = build_ledger(app, backend, broker)
         self._states[app] = Runtime(self, app, celery, backend, ledger)
@@ -477,48 +465,3 @@ def _add_cli(app: Flask) -> None:
 
     if notifications_cli.name not in app.cli.commands:
         app.cli.add_command(notifications_cli)
-
-
-#: The application each Celery app runs this extension's tasks for, with the
-#: extension (its hubs), key prefix and queue: one Celery app has one router
-#: and binds one application.
-_celery_owners: weakref.WeakKeyDictionary[Celery, tuple[weakref.ref[Flask], weakref.ref[Notifications], str, str]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _claim_celery(celery: Celery, ext: Notifications, app: Flask, queue: str) -> None:
-    """Take ``celery`` for ``app``, unless another live application set up
-    on it has another extension object (so other hubs), key prefix or queue.
-    An application nothing refers to any more does not count.
-
-    :raises ConfigurationError: it has; the dispatches of ``app`` would go
-        to the other's queue, and its worker would run them with the other
-        application's hubs, backend and keys.
-    """
-    prefix = app.config["NOTIFICATIONS_KEY_PREFIX"]
-    owner = _celery_owners.get(celery)
-
-    def conflict() -> Flask | None:
-        if owner is None:
-            return None
-        other = owner[0]()
-        if other is None or other is app or (owner[1]() is ext and owner[2:] == (prefix, queue)):
-            return None
-        return other
-
-    if conflict() is not None:
-        gc.collect()
-    other = conflict()
-    if owner is not None and other is not None:
-        hubs = "the same Notifications object" if owner[1]() is ext else "another Notifications object (other hubs)"
-        raise ConfigurationError(
-            f"The Celery app {celery.main!r} already runs Flask-Notifications for the application "
-            f"{other.import_name!r}, with {hubs}, NOTIFICATIONS_KEY_PREFIX {owner[2]!r} and queue {owner[3]!r}. "
-            "One Celery app routes to one queue and its worker runs every dispatch with one application, so the "
-            f"events of {app.import_name!r} (NOTIFICATIONS_KEY_PREFIX {prefix!r}, queue {queue!r}) would go to the "
-            "other's queue and be delivered with its hubs, backend and keys. Give each application its own Celery "
-            "app (init_app without celery= builds one from the application's CELERY_* config), or set them up with "
-            "one Notifications object and the same NOTIFICATIONS_KEY_PREFIX and NOTIFICATIONS_CELERY_QUEUE."
-        )
-    _celery_owners[celery] = (weakref.ref(app), weakref.ref(ext), prefix, queue)

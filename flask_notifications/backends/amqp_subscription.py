@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import amqp.exceptions
 import kombu.exceptions
 
-from ..backoff import backoff
+from ..backoff import backoff, wait_until
 from ..errors import BackendError
 from .base import Lost, Message, Subscription
 
@@ -307,22 +307,11 @@ class AmqpSubscription(Subscription):
         return list(self._lost)
 
     def get(self, timeout: float) -> list[Message]:
-        """Wait up to ``timeout`` seconds for messages.
-
-        After a failure it first waits out the backoff (at most ``timeout``
-        per call) and returns ``[]`` if that is not over yet.
-
-        :raises BackendError: the broker cannot be reached.
-        """
         deadline = time.monotonic() + timeout
         self._lost = []
         if self._failures and not self._closed:
-            delay = self._retry_at - time.monotonic()
-            if delay > 0:
-                # Like time.sleep (gevent patches both), but close() ends it.
-                self._stop.wait(min(delay, timeout))
-                if time.monotonic() < self._retry_at:
-                    return []
+            if not wait_until(self._retry_at, timeout, self._stop):  # close() sets _stop
+                return []
             with self._turns.hold(urgent=False):
                 if self._conn is None and not self._closed:
                     self.reconnect_attempts += 1

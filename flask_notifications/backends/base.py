@@ -175,6 +175,9 @@ class Subscription(ABC):
     def get(self, timeout: float) -> list[Message]:
         """Wait up to ``timeout`` seconds and return the messages that arrived.
 
+        After a failure it first waits out the backoff (at most ``timeout``
+        per call) and returns ``[]`` if that is not over yet.
+
         :raises BackendError: the server is unreachable; the caller may call
             again, and the subscription resumes where it stopped if it can.
         """
@@ -258,7 +261,7 @@ class Backend(ABC):
         """The ledger that goes with this transport when none is configured
         (``NOTIFICATIONS_LEDGER`` and ``NOTIFICATIONS_LEDGER_URL`` unset):
         the Redis backend's server, the memory backend's process. ``None``
-        lets :func:`~flask_notifications.ledger.base.build_ledger` choose.
+        lets :func:`~flask_notifications.ledger.choice.build_ledger` choose.
 
         :param config: the application's config, defaults applied.
         """

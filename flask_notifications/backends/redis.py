@@ -74,7 +74,7 @@ from redis.cluster import RedisCluster
 from ..errors import BackendError, ConfigurationError
 from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
-from .redis_client import client_or_url, decode, field, is_cluster
+from .redis_client import client_or_url, decode, field, guarded, is_cluster
 from .redis_cluster import ClusterSubscription
 from .redis_lineage import info_field, trimmed_after
 from .redis_subscription import RedisSubscription
@@ -200,10 +200,7 @@ class RedisPubSub(Backend):
         return f"{self.key_prefix}:rings"
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except redis.exceptions.RedisError as exc:
-            raise BackendError(f"Redis {what} failed: {exc}") from exc
+        return guarded(what, func, *args, **kwargs)
 
     def last_id(self, channel: str) -> str | None:
         entries = self._call("read", self.client.xrevrange, self.stream_key(channel), count=1)

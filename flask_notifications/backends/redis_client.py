@@ -27,7 +27,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
-from ..errors import ConfigurationError
+from ..errors import BackendError, ConfigurationError
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
@@ -107,6 +107,15 @@ def client_or_url(client: redis.Redis[bytes] | RedisCluster[bytes] | None, url: 
     Redis part of the package uses (5 s to connect, a health check after
     30 s idle)."""
     return client if client is not None else client_from_url(url, socket_connect_timeout=5, health_check_interval=30)
+
+
+def guarded(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; a Redis error becomes a :class:`~flask_notifications.errors.BackendError`
+    that names ``what`` failed (``"publish"``, ``"claim"``)."""
+    try:
+        return func(*args, **kwargs)
+    except redis.exceptions.RedisError as exc:
+        raise BackendError(f"Redis {what} failed: {exc}") from exc
 
 
 def is_cluster(client: object) -> bool:

@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..backoff import backoff
+from ..backoff import backoff, wait_until
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
@@ -268,25 +268,14 @@ class RedisSubscription(Subscription):
         return BackendError(f"Redis subscription failed: {exc}. Call get() again: it reconnects after a backoff.")
 
     def get(self, timeout: float) -> list[Message]:
-        """Wait up to ``timeout`` seconds for messages.
-
-        After a failure it first waits out the backoff (at most ``timeout``
-        per call) and returns ``[]`` if that is not over yet.
-
-        :raises BackendError: the server cannot be reached.
-        """
         deadline = time.monotonic() + timeout
         self._lost = []
         with self._reader:
             if self._closed:
                 return []
             if self._failures:
-                delay = self._retry_at - time.monotonic()
-                if delay > 0:
-                    # Like time.sleep (gevent patches both), but close() ends it.
-                    self._stop.wait(min(delay, timeout))
-                    if time.monotonic() < self._retry_at:
-                        return []
+                if not wait_until(self._retry_at, timeout, self._stop):  # close() sets _stop
+                    return []
                 self.reconnect_attempts += 1
             try:
                 return self._read(deadline)

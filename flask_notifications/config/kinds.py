@@ -36,7 +36,32 @@ def is_none(value: Any) -> bool:
 
 def integer(minimum: int = 0, *, optional: bool = False, maximum: int | None = None) -> Check:
     """An integer within the bounds: an int, a whole float, or a string of either."""
+
+    def accept(value: float) -> int | None:
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            value = int(value)
+        return value if value >= minimum and (maximum is None or value <= maximum) else None
+
     expected = f"an integer of at least {minimum}" + (f" and at most {maximum}" if maximum is not None else "")
+    return _numeric(expected, accept, optional=optional)
+
+
+def number(minimum: float = 0.0, *, positive: bool = False, optional: bool = False) -> Check:
+    """A finite number of seconds within the bounds, or a string of one."""
+
+    def accept(value: float) -> float | None:
+        fits = math.isfinite(value) and value >= minimum and not (positive and value == minimum)
+        return value if fits else None
+
+    expected = "a number of seconds " + ("greater than" if positive else "of at least") + f" {minimum:g}"
+    return _numeric(expected, accept, optional=optional)
+
+
+def _numeric(expected: str, accept: Callable[[float], float | None], *, optional: bool) -> Check:
+    """The check of a number, or a string of one, that ``accept`` returns
+    (normalised) or refuses with ``None``; with ``optional``, of ``None`` too."""
     if optional:
         expected += ", or None"
 
@@ -45,13 +70,12 @@ def integer(minimum: int = 0, *, optional: bool = False, maximum: int | None = N
             return None
         if isinstance(value, str):
             value = _parse_number(value, expected)
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(expected)
-        if value < minimum or (maximum is not None and value > maximum):
+        accepted = accept(value)
+        if accepted is None:
             raise ValueError(expected)
-        return value
+        return accepted
 
     return check
 
@@ -65,26 +89,6 @@ def _parse_number(text: str, expected: str) -> int | float:
         return float(text)
     except ValueError:
         raise ValueError(expected) from None
-
-
-def number(minimum: float = 0.0, *, positive: bool = False, optional: bool = False) -> Check:
-    """A finite number of seconds within the bounds, or a string of one."""
-    expected = "a number of seconds " + ("greater than" if positive else "of at least") + f" {minimum:g}"
-    if optional:
-        expected += ", or None"
-
-    def check(value: Any) -> Any:
-        if optional and is_none(value):
-            return None
-        if isinstance(value, str):
-            value = _parse_number(value, expected)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(expected)
-        if value < minimum or (positive and value == minimum):
-            raise ValueError(expected)
-        return value
-
-    return check
 
 
 def boolean(value: Any) -> bool:

@@ -4,6 +4,7 @@ Redis, SQL or in one process's memory."""
 
 from __future__ import annotations
 
-from .base import Claim, DigestAdd, DueTimer, Ledger, build_ledger, resolve_ledger
+from .base import Claim, DigestAdd, DueTimer, Ledger
+from .choice import build_ledger, resolve_ledger
 
 __all__ = ["Claim", "DigestAdd", "DueTimer", "Ledger", "build_ledger", "resolve_ledger"]

@@ -29,9 +29,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
-from ..backends.redis_client import client_or_url, decode, field
-from ..errors import BackendError
-from .base import Claim, Ledger, is_redis_url
+from ..backends.redis_client import client_or_url, decode, field, guarded
+from .base import Claim, Ledger
+from .choice import is_redis_url
 from .redis_timers import RedisDueTable
 
 if TYPE_CHECKING:
@@ -188,10 +188,7 @@ class RedisLedger(RedisDueTable, Ledger):
         return cls(url=fallback, **options)
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except redis.exceptions.RedisError as exc:
-            raise BackendError(f"Redis {what} failed: {exc}") from exc
+        return guarded(what, func, *args, **kwargs)
 
     def _run_script(self, what: str, script: str, keys: list[str], *args: Any) -> Any:
         registered = self._scripts.get(script)

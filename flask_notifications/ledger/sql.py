@@ -40,7 +40,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..database import Timeouts, create_tables, engine_for
 from ..errors import BackendError, ConfigurationError
-from .base import Claim, Ledger, is_redis_url
+from .base import Claim, Ledger
+from .choice import is_redis_url
 from .sql_timers import SqlDueTable, define_timer_tables
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from celery import current_task
@@ -48,10 +48,11 @@ from flask import Flask, Response, request_started
 
 from .. import signals
 from ..errors import ConfigurationError, NotificationsError
-from ..state import runtime as runtime_of
 from ..streaming.green import spawn
 from ..worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK
 from ..worker.outcome import Outcome
+from . import instrumented
+from .instrumented import enabled, hub_label, labels_of
 from .metric_families import (
     BACKEND_DOWN,
     BACKEND_OUTAGES,
@@ -75,6 +76,7 @@ from .metric_families import (
     multiprocess_mode,
 )
 from .metrics_dir import refuse_prefork_per_process
+from .scrape import ScrapeCollector
 
 try:
     from prometheus_client import (
@@ -86,16 +88,12 @@ try:
         start_http_server,
     )
     from prometheus_client import make_wsgi_app as _prometheus_wsgi_app
-    from prometheus_client.core import GaugeMetricFamily, Metric
-    from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ConfigurationError(
         "NOTIFICATIONS_METRICS needs prometheus_client: pip install '.[metrics]' from a clone of Flask-Notifications."
     ) from exc
 
 if TYPE_CHECKING:
-    from ..event_hub import EventHub
-    from ..ext import Notifications
     from ..state import Runtime
     from ..streaming.fanout import Fanout
 
@@ -118,8 +116,6 @@ __all__ = [
 
 # -- the instrumented applications ------------------------------------------------------
 
-#: The runtimes of the applications with NOTIFICATIONS_METRICS on, in this process.
-_runtimes: weakref.WeakSet[Runtime] = weakref.WeakSet()
 _install_lock = threading.Lock()
 _installed = False
 
@@ -130,7 +126,7 @@ def instrument(runtime: Runtime) -> None:
     endpoint at ``NOTIFICATIONS_METRICS_URL`` unless that is ``None``."""
     global _installed
     app = runtime.app
-    _runtimes.add(runtime)
+    instrumented.add(runtime)
     path = app.config["NOTIFICATIONS_METRICS_URL"]
     if path:
         app.add_url_rule(path, "notifications_metrics", _metrics_view)
@@ -150,89 +146,46 @@ def instrument(runtime: Runtime) -> None:
             REGISTRY.register(ScrapeCollector())
 
 
-def _runtime_of(app: Any) -> Runtime | None:
-    for runtime in list(_runtimes):
-        if runtime.app is app:
-            return runtime
-    return None
-
-
-class _Labels:
-    """The bounded label values of one extension's hubs and consumers."""
-
-    def __init__(self, hubs: list[EventHub], limit: int) -> None:
-        self.key = _labels_key(hubs)
-        self.hubs = {hub.hub_id for hub in hubs[:limit]}
-        self.consumers = {name for hub in hubs[:limit] for name in hub.consumer_names}
-        self.all_consumers = {name for hub in hubs for name in hub.consumer_names}
-
-
-_labels: weakref.WeakKeyDictionary[Notifications, _Labels] = weakref.WeakKeyDictionary()
-
-
-def _labels_key(hubs: list[EventHub]) -> tuple[int, ...]:
-    return tuple(len(hub.consumer_names) for hub in hubs)
-
-
-def _labels_of(app: Flask) -> _Labels:
-    ext = runtime_of(app).extension
-    hubs = list(ext.hubs.values())
-    found = _labels.get(ext)
-    if found is None or found.key != _labels_key(hubs):
-        found = _labels[ext] = _Labels(hubs, int(app.config["NOTIFICATIONS_METRICS_MAX_HUBS"]))
-    return found
-
-
-def hub_label(app: Flask, hub_id: str) -> str:
-    """The ``hub`` label value of ``hub_id``: itself for the first
-    ``NOTIFICATIONS_METRICS_MAX_HUBS`` hubs created, else ``"other"``."""
-    return hub_id if hub_id in _labels_of(app).hubs else OTHER
-
-
-def _enabled(app: Any) -> bool:
-    return isinstance(app, Flask) and bool(app.config.get("NOTIFICATIONS_METRICS"))
-
-
 # -- receivers of this package's signals ------------------------------------------------
 
 
 def _on_sent(app: Any, hub_ids: tuple[str, ...] = (), **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         EVENTS_SENT.inc()
         for hub_id in hub_ids:
             HUB_EVENTS.labels(hub_label(app, hub_id)).inc()
 
 
 def _on_send_failed(app: Any, exception: BaseException | None = None, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         name = type(exception).__name__ if isinstance(exception, NotificationsError) else OTHER
         SEND_FAILURES.labels(name).inc()
 
 
 def _on_published(app: Any, seconds: float = 0.0, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         PUBLISH_SECONDS.observe(seconds)
 
 
 def _on_dead_lettered(app: Any, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         DEAD_LETTERED.inc()
 
 
 def _on_refused(app: Any, status: int | None = None, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         code = str(status)
         STREAMS_REFUSED.labels(code if code in REFUSALS else OTHER).inc()
 
 
 def _on_backend_down(app: Any, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         BACKEND_OUTAGES.inc()
         BACKEND_DOWN.set(1)
 
 
 def _on_backend_up(app: Any, **kwargs: Any) -> None:
-    if _enabled(app):
+    if enabled(app):
         BACKEND_RECONNECTS.inc()
         BACKEND_DOWN.set(0)
 
@@ -254,7 +207,7 @@ _RECEIVERS: tuple[tuple[Any, Callable[..., None]], ...] = (
 def _flask_app_of(task: Any) -> Flask | None:
     """The instrumented application whose Celery app runs ``task``."""
     celery = getattr(task, "app", None)
-    for runtime in list(_runtimes):
+    for runtime in instrumented.runtimes():
         if runtime.celery is celery:
             return runtime.app
     return None
@@ -288,7 +241,7 @@ def _consumer_run(task: Any, args: Any) -> tuple[Flask, str, str] | None:
     app = _flask_app_of(task)
     if app is None or not isinstance(args, list | tuple) or not args or not isinstance(args[0], str):
         return None
-    labels = _labels_of(app)
+    labels = labels_of(app)
     name = str(task.name)
     if name not in labels.all_consumers:
         return None
@@ -327,7 +280,7 @@ def _serve_worker(sender: Any = None, **kwargs: Any) -> None:
     """Serve the metrics of a Celery worker of an instrumented application
     on ``NOTIFICATIONS_METRICS_WORKER_PORT``."""
     celery = getattr(sender, "app", None)
-    for runtime in list(_runtimes):
+    for runtime in instrumented.runtimes():
         port = runtime.app.config["NOTIFICATIONS_METRICS_WORKER_PORT"]
         if runtime.celery is celery and port:
             start_http_server(int(port), registry=_worker_registry())
@@ -337,7 +290,7 @@ def _serve_worker(sender: Any = None, **kwargs: Any) -> None:
 
 def _check_pool(sender: Any = None, **kwargs: Any) -> None:
     celery = getattr(sender, "app", None)
-    if any(runtime.celery is celery for runtime in list(_runtimes)):
+    if any(runtime.celery is celery for runtime in instrumented.runtimes()):
         refuse_prefork_per_process(sender)
 
 
@@ -367,7 +320,7 @@ def sync() -> None:
     with _sync_lock:
         open_by_hub: dict[str, int] = {}
         listeners = down = 0
-        for runtime in list(_runtimes):
+        for runtime in instrumented.runtimes():
             fanout = runtime.fanout
             stats = fanout.stats()
             before = _copied.get(fanout, {})
@@ -398,7 +351,7 @@ def _on_request(app: Any, **kwargs: Any) -> None:
     """In multiprocess mode, start copying this process's stream counters
     periodically, from its first request on."""
     global _syncing_pid
-    if _syncing_pid == os.getpid() or not multiprocess_mode() or not _enabled(app):
+    if _syncing_pid == os.getpid() or not multiprocess_mode() or not enabled(app):
         return
     with _install_lock:
         if _syncing_pid == os.getpid():
@@ -416,74 +369,6 @@ def _sync_forever(interval: float) -> None:
             sync()
         except Exception:
             logger.exception("Copying the stream counters to the metrics failed.")
-
-
-# -- what is read at scrape time -----------------------------------------------------------
-
-
-class ScrapeCollector(Collector):
-    """The values read when the metrics are scraped: the dead letters
-    waiting in each instrumented application's ledger, and the messages
-    in its Celery queues where the broker tells it. A value that cannot be
-    read (the ledger or broker is down) is left out of that scrape."""
-
-    def describe(self) -> Iterable[Metric]:
-        # Without describe(), registering the collector runs collect(), which
-        # would reach every ledger and broker when the application starts.
-        yield GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
-        yield GaugeMetricFamily(
-            "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
-        )
-
-    def collect(self) -> Iterable[Metric]:
-        letters = GaugeMetricFamily("notifications_dead_letters", "Dead letters waiting.")
-        queues = GaugeMetricFamily(
-            "notifications_celery_queue_messages", "Messages waiting in a Celery queue.", labels=["queue"]
-        )
-        seen_ledgers: set[int] = set()
-        seen_queues: set[str] = set()
-        waiting: int | None = None
-        for runtime in list(_runtimes):
-            if id(runtime.ledger) not in seen_ledgers:
-                seen_ledgers.add(id(runtime.ledger))
-                try:
-                    waiting = (waiting or 0) + runtime.ledger.dead_letter_count()
-                except NotificationsError as exc:
-                    logger.warning("Could not count the dead letters: %s", exc)
-            for queue, count in _queue_depths(runtime.celery):
-                if queue not in seen_queues:
-                    seen_queues.add(queue)
-                    queues.add_metric([queue], count)
-        if waiting is not None:
-            letters.add_metric([], waiting)
-        yield letters
-        yield queues
-
-
-def _queue_depths(celery: Any) -> Iterator[tuple[str, int]]:
-    if celery.conf.task_always_eager:
-        return
-    names = sorted(celery.amqp.queues.keys())
-    try:
-        with celery.connection_for_read(connect_timeout=2) as conn:
-            for name in names:
-                channel = conn.channel()
-                try:
-                    _, count, _ = channel.queue_declare(queue=name, passive=True)
-                except Exception as exc:
-                    # A queue the broker does not have: a Redis list is
-                    # deleted when it empties, so it holds nothing.
-                    if str(getattr(exc, "reply_code", "")) != "404":
-                        raise
-                    count = 0
-                finally:
-                    try:
-                        channel.close()
-                    except Exception:  # the broker closed it already
-                        pass
-                yield name, int(count)
-    except Exception as exc:
-        logger.warning("Could not read the depth of the Celery queues: %r", exc)
 
 
 def registry() -> CollectorRegistry:

@@ -10,9 +10,9 @@ notifications`` works without SQLAlchemy installed.
 from __future__ import annotations
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
+from ..database.migrations import add_migration_command
 from ..errors import NotificationsError
 from ..state import current_notifications
 
@@ -38,26 +38,13 @@ def init_db_command() -> None:
     click.echo(f"The preferences table {table!r} is ready in {url}.")
 
 
-@preferences_cli.command("migration")
-@click.option(
-    "-d",
-    "--directory",
-    default="migrations",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="The Alembic (Flask-Migrate) migrations folder.",
+migration_command = add_migration_command(
+    preferences_cli,
+    "flask_notifications.preferences",
+    table_key="NOTIFICATIONS_PREFERENCES_TABLE",
+    what="the preferences table",
+    hook_module="flask_notifications.preferences",
+    extras="inbox",
+    help="Add the preferences table's migration to the application's Alembic migrations, after their current "
+    "head; then run 'flask db upgrade'.",
 )
-def migration_command(directory: str) -> None:
-    """Add the preferences table's migration to the application's Alembic
-    migrations, after their current head; then run 'flask db upgrade'."""
-    from ..inbox.cli import write_migration
-    from .migrations import TEMPLATE
-
-    table = current_app.config.get("NOTIFICATIONS_PREFERENCES_TABLE") or "notifications_preferences"
-    path = write_migration(directory, TEMPLATE, table)
-    click.echo(f"Wrote {path}; apply it with 'flask db upgrade'.")
-    click.echo(
-        "So that 'flask db migrate' does not propose to drop the preferences table, give env.py the hook:\n"
-        "    from flask_notifications.preferences import include_object\n"
-        "    context.configure(..., include_object=include_object)"
-    )

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, Unauthorized, UnsupportedMediaType
+from flask import Blueprint, Response, g, jsonify
+from werkzeug.exceptions import BadRequest
 
 from ..errors import InvalidPreferenceError, PreferencesUnavailableError, RequiredPreferenceError
-from ..inbox.views import read_body, same_origin
+from ..inbox.json_api import current_user, json_api, json_error
 from ..state import current_notifications
 
 if TYPE_CHECKING:
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
 
 #: Register it on the application to serve the preferences' JSON API.
 preferences_blueprint = Blueprint("notifications_preferences", __name__)
+json_api(
+    preferences_blueprint,
+    cross_site="Cross-site requests to the notification settings are refused.",
+    invalid=InvalidPreferenceError,
+    unavailable=(PreferencesUnavailableError, "The notification settings are unavailable; try again shortly."),
+    body="notifications_preferences_body",
+)
 
 
 def _preferences() -> Preferences:
@@ -36,23 +43,7 @@ def _preferences() -> Preferences:
 
 
 def _user() -> str:
-    user = current_notifications.inbox.current_user_id()
-    if user is None:
-        raise Unauthorized("Log in to see your notification settings.")
-    assert isinstance(user, str)
-    return user
-
-
-@preferences_blueprint.before_request
-def _protect() -> None:
-    """Refuse cross-site POSTs and bodies that are not JSON, as the inbox does."""
-    if request.method != "POST":
-        return
-    if not same_origin():
-        raise Forbidden("Cross-site requests to the notification settings are refused.")
-    if not request.is_json:
-        raise UnsupportedMediaType("Send the request body as JSON (Content-Type: application/json).")
-    g.notifications_preferences_body = read_body()
+    return current_user("Log in to see your notification settings.")
 
 
 def _settings(user: str, values: dict[str, dict[str, bool]] | None = None) -> Response:
@@ -99,26 +90,6 @@ def reset_preferences() -> Response:
     return _settings(user)
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify(error=message), status
-
-
 @preferences_blueprint.errorhandler(RequiredPreferenceError)
 def _required(exc: RequiredPreferenceError) -> tuple[Response, int]:
-    return _error(409, str(exc))
-
-
-@preferences_blueprint.errorhandler(InvalidPreferenceError)
-def _bad_request(exc: InvalidPreferenceError) -> tuple[Response, int]:
-    return _error(400, str(exc))
-
-
-@preferences_blueprint.errorhandler(PreferencesUnavailableError)
-def _unavailable(exc: PreferencesUnavailableError) -> tuple[Response, int]:
-    current_app.logger.warning("%s", exc)
-    return _error(503, "The notification settings are unavailable; try again shortly.")
-
-
-@preferences_blueprint.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> tuple[Response, int]:
-    return _error(exc.code or 500, exc.description or exc.name)
+    return json_error(409, str(exc))

@@ -10,16 +10,14 @@ seconds (``None`` turns it off, for deployments where beat ticks).
 from __future__ import annotations
 
 import logging
-import threading
 import weakref
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery, Task, bootsteps
-from kombu.entity import Queue
-from kombu.exceptions import OperationalError
+from celery import Celery, Task
 
-from ..errors import BackendError, NotificationsError
+from ..errors import NotificationsError
+from ..worker.celery_app import declare_queue
+from ..worker.steps import PeriodicStep
 from .tick import TICK_BATCH, tick
 
 if TYPE_CHECKING:
@@ -49,31 +47,6 @@ def tick_queue(app: Flask) -> str:
     return f"{own}.timers"
 
 
-def _declare(celery: Celery, queue: str) -> None:
-    """Add ``queue`` to ``celery``'s ``task_queues``, so that a worker
-    started without ``-Q`` consumes it (the extension's own queue is
-    declared there already)."""
-    conf = celery.conf
-    queues = conf.task_queues
-    if isinstance(queues, Mapping):
-        if queue not in queues:
-            conf.task_queues = {**queues, queue: {"routing_key": queue}}
-    elif queues:
-        if queue not in {item.name for item in queues}:
-            conf.task_queues = [*queues, Queue(queue, routing_key=queue)]  # type: ignore[no-untyped-call]
-    else:
-        conf.task_queues = [
-            Queue(  # type: ignore[no-untyped-call]
-                conf.task_default_queue,
-                exchange=celery.amqp.default_exchange,
-                routing_key=conf.task_default_routing_key,
-            ),
-            Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
-        ]
-    if queue not in celery.amqp.queues:
-        celery.amqp.queues = conf.task_queues
-
-
 def install(celery: Celery, app: Flask) -> None:
     """Register :data:`TICK_TASK` on ``celery``, declare its queue
     (:func:`tick_queue`) and make every ``celery worker`` of it tick for
@@ -81,7 +54,7 @@ def install(celery: Celery, app: Flask) -> None:
     _apps[celery] = weakref.ref(app)
     if TICK_TASK not in celery.tasks:
         celery.task(name=TICK_TASK, bind=True, ignore_result=True, serializer="json", shared=False)(_tick_task)
-    _declare(celery, tick_queue(app))
+    declare_queue(celery, tick_queue(app))
     celery.steps["worker"].add(TimerTicker)
 
 
@@ -120,50 +93,28 @@ def beat_schedule(celery: Celery, every: float = 1.0, *, queue: str | None = Non
     return entry
 
 
-class TimerTicker(bootsteps.StartStopStep):  # type: ignore[misc]
+class TimerTicker(PeriodicStep):
     """The worker step that runs :func:`~flask_notifications.timers.tick.tick`
     in a thread of the worker's main process, every
     ``NOTIFICATIONS_TIMER_TICK`` seconds, from the worker's start to its
     shutdown."""
 
     label = "Timer ticker"
-    requires = ("celery.worker.components:Pool",)
+    thread_name = "timer-ticker"
+    failure = "A timer tick"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def app_of(self, celery: Celery) -> Flask | None:
+        return _app_of(celery)
 
-    def start(self, parent: Any) -> None:
-        app = _app_of(parent.app)
-        if app is None or app.config.get("NOTIFICATIONS_TIMER_TICK") is None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(app,), name="timer-ticker", daemon=True)
-        self._thread.start()
+    def interval(self, app: Flask) -> float | None:
+        tick_every = app.config.get("NOTIFICATIONS_TIMER_TICK")
+        return None if tick_every is None else float(tick_every)
 
-    def stop(self, parent: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def terminate(self, parent: Any) -> None:
-        self.stop(parent)
-
-    def _run(self, app: Flask) -> None:
-        interval = float(app.config["NOTIFICATIONS_TIMER_TICK"])
-        wait = interval
-        while not self._stop.wait(wait):
-            wait = interval
-            try:
-                if tick(app) >= TICK_BATCH:
-                    wait = 0.0
-            except NotImplementedError as exc:
-                # A ledger of an older design: it keeps no timers, so none can be due.
-                logger.info("%s The worker does not tick timers.", exc)
-                return
-            except (BackendError, OperationalError, OSError) as exc:
-                logger.warning("A timer tick failed (%s); trying again in %s s.", exc, interval)
-            except Exception:
-                logger.exception("A timer tick failed; trying again in %s s.", interval)
+    def once(self, celery: Celery, app: Flask) -> bool:
+        try:
+            return tick(app) >= TICK_BATCH
+        except NotImplementedError as exc:
+            # A ledger of an older design: it keeps no timers, so none can be due.
+            logger.info("%s The worker does not tick timers.", exc)
+            self.halt()
+            return False

@@ -18,38 +18,28 @@ from __future__ import annotations
 from importlib.resources import files
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, Unauthorized, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest
 
 from ..errors import ConfigurationError, InboxUnavailableError, InvalidPushSubscriptionError
-from ..inbox.views import same_origin
-from ..state import current_notifications
+from ..inbox.json_api import current_user, json_api, json_error
 from .subscriptions import push_subscriptions
 from .vapid import VapidKeys
 
 #: Register it on the application to let browsers subscribe.
 webpush_blueprint = Blueprint("notifications_webpush", __name__)
+json_api(
+    webpush_blueprint,
+    cross_site="Cross-site requests to the push subscriptions are refused.",
+    invalid=InvalidPushSubscriptionError,
+    unavailable=(InboxUnavailableError, "Push subscriptions are unavailable; try again shortly."),
+)
 
 #: The service worker's file, shipped with the browser client.
 SERVICE_WORKER = "notifications-sw.js"
 
 
 def _user() -> str:
-    user = current_notifications.inbox.current_user_id()
-    if user is None:
-        raise Unauthorized("Log in to manage your push subscriptions.")
-    return user
-
-
-@webpush_blueprint.before_request
-def _protect() -> None:
-    """Refuse cross-site POSTs, and POSTs whose body is not JSON, as the
-    inbox blueprint does."""
-    if request.method != "POST":
-        return
-    if not same_origin():
-        raise Forbidden("Cross-site requests to the push subscriptions are refused.")
-    if not request.is_json:
-        raise UnsupportedMediaType("Send the request body as JSON (Content-Type: application/json).")
+    return current_user("Log in to manage your push subscriptions.")
 
 
 @webpush_blueprint.get("/vapid-public-key")
@@ -59,7 +49,7 @@ def vapid_public_key() -> Response:
         keys = VapidKeys.from_config(current_app.config)
     except ConfigurationError as exc:
         current_app.logger.error("%s", exc)
-        return _error(503, "Web Push is not configured on this server.")[0]
+        return json_error(503, "Web Push is not configured on this server.")[0]
     return jsonify(public_key=keys.public_text)
 
 
@@ -99,23 +89,3 @@ def unsubscribe() -> Response:
     if not isinstance(body, dict) or not isinstance(body.get("endpoint"), str):
         raise BadRequest('The body is {"endpoint": "<the subscription\'s endpoint>"}.')
     return jsonify(unsubscribed=push_subscriptions.unsubscribe(user, body["endpoint"]))
-
-
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify(error=message), status
-
-
-@webpush_blueprint.errorhandler(InvalidPushSubscriptionError)
-def _bad_subscription(exc: InvalidPushSubscriptionError) -> tuple[Response, int]:
-    return _error(400, str(exc))
-
-
-@webpush_blueprint.errorhandler(InboxUnavailableError)
-def _unavailable(exc: InboxUnavailableError) -> tuple[Response, int]:
-    current_app.logger.warning("%s", exc)
-    return _error(503, "Push subscriptions are unavailable; try again shortly.")
-
-
-@webpush_blueprint.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> tuple[Response, int]:
-    return _error(exc.code or 500, exc.description or exc.name)

@@ -4,6 +4,7 @@ this extension's tasks go to, which that app's workers consume."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import weakref
 from collections.abc import Mapping
@@ -13,9 +14,11 @@ from celery import Celery
 from celery.app.defaults import NAMESPACES, flatten
 from celery.signals import worker_ready
 from flask import Flask
+from flask_celeryext import FlaskCeleryExt
 from flask_celeryext.app import AppContextTask
 from kombu.entity import Queue
 
+from ..errors import ConfigurationError
 from .messages import DELIVERY_HEADER, DISPATCH_MANY_TASK, DISPATCH_TASK
 
 logger = logging.getLogger(__name__)
@@ -116,6 +119,16 @@ def use_own_queue(celery: Celery, queue: str) -> None:
         routers = [] if routes is None else [routes]
     # After the application's own routes, so that one it gives for these tasks wins.
     conf.update(task_routes=(*routers, QueueRouter(queue)))
+    declare_queue(celery, queue)
+    _own_queues[celery] = queue
+    worker_ready.connect(_check_worker_queues, weak=False, dispatch_uid="flask_notifications.worker_queues")
+
+
+def declare_queue(celery: Celery, queue: str) -> None:
+    """Add ``queue`` to ``celery``'s ``task_queues``, next to the default
+    queue, so that a worker of ``celery`` started without ``-Q`` consumes
+    both."""
+    conf = celery.conf
     queues = conf.task_queues
     if isinstance(queues, Mapping):
         if queue not in queues:
@@ -133,10 +146,8 @@ def use_own_queue(celery: Celery, queue: str) -> None:
             Queue(queue, routing_key=queue),  # type: ignore[no-untyped-call]
         ]
     if queue not in celery.amqp.queues:
-        # The queues were read before init_app: read them again.
+        # The queues may have been read before init_app: read them again.
         celery.amqp.queues = conf.task_queues
-    _own_queues[celery] = queue
-    worker_ready.connect(_check_worker_queues, weak=False, dispatch_uid="flask_notifications.worker_queues")
 
 
 #: The queue of this extension's tasks, per Celery app.
@@ -190,3 +201,73 @@ def hint_celery_command(app: Flask) -> None:
     if not hasattr(app, "user_options"):
         module = app.import_name if app.import_name != "__main__" else "app"
         setattr(app, "user_options", _CeleryCommandHint(module))  # noqa: B010 (Flask declares no such attribute)
+
+
+def celery_for(app: Flask, ext: object, celery: Celery | None = None) -> Celery:
+    """The Celery app that runs the extension ``ext``'s tasks for ``app``:
+    ``celery``, else the one of a Flask-CeleryExt already set up on ``app``,
+    else one built through Flask-CeleryExt from the ``CELERY_*`` config,
+    accepting JSON only. It is taken for ``app`` and routes the extension's
+    tasks to its own queue.
+
+    :raises ConfigurationError: ``celery`` serves another live application
+        with another ``Notifications`` object, key prefix or queue.
+    """
+    if celery is None:
+        celeryext = app.extensions.get("flask-celeryext")
+        if celeryext is None:
+            celeryext = FlaskCeleryExt(app, create_celery_app=celery_from_config)
+        celery = celeryext.celery
+    # Flask-CeleryExt's default factory hands out Celery's current_app proxy.
+    celery = getattr(celery, "_get_current_object", lambda: celery)()
+    warn_unsafe_serializers(celery)
+    queue = app.config["NOTIFICATIONS_CELERY_QUEUE"] or app.config["NOTIFICATIONS_KEY_PREFIX"]
+    _claim_celery(celery, ext, app, queue)
+    use_own_queue(celery, queue)
+    hint_celery_command(app)
+    return celery
+
+
+#: The application each Celery app runs this extension's tasks for, with the
+#: extension (its hubs), key prefix and queue: one Celery app has one router
+#: and binds one application.
+_celery_owners: weakref.WeakKeyDictionary[Celery, tuple[weakref.ref[Flask], weakref.ref[Any], str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _claim_celery(celery: Celery, ext: object, app: Flask, queue: str) -> None:
+    """Take ``celery`` for ``app``, unless another live application set up
+    on it has another extension object (so other hubs), key prefix or queue.
+    An application nothing refers to any more does not count.
+
+    :raises ConfigurationError: it has; the dispatches of ``app`` would go
+        to the other's queue, and its worker would run them with the other
+        application's hubs, backend and keys.
+    """
+    prefix = app.config["NOTIFICATIONS_KEY_PREFIX"]
+    owner = _celery_owners.get(celery)
+
+    def conflict() -> Flask | None:
+        if owner is None:
+            return None
+        other = owner[0]()
+        if other is None or other is app or (owner[1]() is ext and owner[2:] == (prefix, queue)):
+            return None
+        return other
+
+    if conflict() is not None:
+        gc.collect()
+    other = conflict()
+    if owner is not None and other is not None:
+        hubs = "the same Notifications object" if owner[1]() is ext else "another Notifications object (other hubs)"
+        raise ConfigurationError(
+            f"The Celery app {celery.main!r} already runs Flask-Notifications for the application "
+            f"{other.import_name!r}, with {hubs}, NOTIFICATIONS_KEY_PREFIX {owner[2]!r} and queue {owner[3]!r}. "
+            "One Celery app routes to one queue and its worker runs every dispatch with one application, so the "
+            f"events of {app.import_name!r} (NOTIFICATIONS_KEY_PREFIX {prefix!r}, queue {queue!r}) would go to the "
+            "other's queue and be delivered with its hubs, backend and keys. Give each application its own Celery "
+            "app (init_app without celery= builds one from the application's CELERY_* config), or set them up with "
+            "one Notifications object and the same NOTIFICATIONS_KEY_PREFIX and NOTIFICATIONS_CELERY_QUEUE."
+        )
+    _celery_owners[celery] = (weakref.ref(app), weakref.ref(ext), prefix, queue)

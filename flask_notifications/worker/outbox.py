@@ -54,22 +54,21 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery
 from flask import Flask
-from kombu.exceptions import OperationalError
 
 from ..errors import BackendError
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from .claims import idempotency_ttl
 from .messages import DISPATCH_TASK, claim_key, enqueue, enqueue_delivery
+from .steps import PeriodicStep
 
 logger = logging.getLogger(__name__)
 
@@ -360,49 +359,24 @@ def install(celery: Celery, app: Flask) -> None:
     celery.steps["worker"].add(OutboxSweeper)
 
 
-class OutboxSweeper(bootsteps.StartStopStep):  # type: ignore[misc]
+class OutboxSweeper(PeriodicStep):
     """The worker step that runs :func:`sweep` in a thread of the worker's
     main process, every ``NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL`` seconds,
     from the worker's start to its shutdown. Every worker of the
     application runs one; the ledger hands each due entry to one of them."""
 
     label = "Outbox sweeper"
-    requires = ("celery.worker.components:Pool",)
+    thread_name = "outbox-sweeper"
+    failure = "The outbox sweep"
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def app_of(self, celery: Celery) -> Flask | None:
+        ref = _apps.get(celery)
+        return ref() if ref is not None else None
 
-    def start(self, parent: Any) -> None:
-        ref = _apps.get(parent.app)
-        app = ref() if ref is not None else None
-        if app is None or _timeout(app) is None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(parent.app, app), name="outbox-sweeper", daemon=True)
-        self._thread.start()
+    def interval(self, app: Flask) -> float | None:
+        return None if _timeout(app) is None else float(app.config["NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL"])
 
-    def stop(self, parent: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def terminate(self, parent: Any) -> None:
-        self.stop(parent)
-
-    def _run(self, celery: Celery, app: Flask) -> None:
-        interval = float(app.config["NOTIFICATIONS_OUTBOX_SWEEP_INTERVAL"])
-        wait = interval
-        while not self._stop.wait(wait):
-            wait = interval
-            try:
-                with app.app_context():
-                    swept = sweep(celery, app, runtime(app).ledger)
-                if swept >= SWEEP_BATCH:
-                    wait = 0.0
-            except (BackendError, OperationalError, OSError) as exc:
-                logger.warning("The outbox sweep failed (%s); trying again in %s s.", exc, interval)
-            except Exception:
-                logger.exception("The outbox sweep failed; trying again in %s s.", interval)
+    def once(self, celery: Celery, app: Flask) -> bool:
+        with app.app_context():
+            swept = sweep(celery, app, runtime(app).ledger)
+        return swept >= SWEEP_BATCH

@@ -21,6 +21,7 @@ def test_there_are_four_ledger_modules_their_due_tables_and_the_package() -> Non
     assert LEDGER == [
         "flask_notifications.ledger",
         "flask_notifications.ledger.base",
+        "flask_notifications.ledger.choice",
         "flask_notifications.ledger.memory",
         "flask_notifications.ledger.redis",
         "flask_notifications.ledger.redis_timers",

@@ -13,8 +13,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from flask import current_app, has_app_context
-
+from ...database.migrations import configured_table, includes
 from ..model import DEFAULT_TABLE
 
 #: The migration script that ``flask notifications inbox migration`` copies.
@@ -32,15 +31,5 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
         from flask_notifications.inbox import include_object
         context.configure(..., include_object=include_object)
     """
-    inbox = _table_name()
-    tables = (inbox, f"{inbox}_versions")
-    if type_ == "table":
-        return name not in tables
-    table = getattr(obj, "table", None)
-    return getattr(table, "name", None) not in tables
-
-
-def _table_name() -> str:
-    if has_app_context():
-        return str(current_app.config.get("NOTIFICATIONS_INBOX_TABLE") or DEFAULT_TABLE)
-    return DEFAULT_TABLE
+    inbox = configured_table("NOTIFICATIONS_INBOX_TABLE", DEFAULT_TABLE)
+    return includes((inbox, f"{inbox}_versions"), obj, name, type_)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from flask import current_app, has_app_context
-
+from ...database.migrations import configured_table, includes
 from ..model import DEFAULT_TABLE
 
 #: The migration script that ``flask notifications preferences migration`` copies.
@@ -34,13 +33,4 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
         from flask_notifications.preferences import include_object
         context.configure(..., include_object=include_object)
     """
-    table = _table_name()
-    if type_ == "table":
-        return name != table
-    return getattr(getattr(obj, "table", None), "name", None) != table
-
-
-def _table_name() -> str:
-    if has_app_context():
-        return str(current_app.config.get("NOTIFICATIONS_PREFERENCES_TABLE") or DEFAULT_TABLE)
-    return DEFAULT_TABLE
+    return includes((configured_table("NOTIFICATIONS_PREFERENCES_TABLE", DEFAULT_TABLE),), obj, name, type_)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from flask import current_app, has_app_context
-
+from ...database.migrations import configured_table, includes
 from ..subscriptions import DEFAULT_TABLE
 
 __all__ = ["DEFAULT_TABLE", "TEMPLATE", "include_object"]
@@ -42,14 +41,4 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
 
         context.configure(..., include_object=include_object)
     """
-    table_name = _table_name()
-    if type_ == "table":
-        return name != table_name
-    table = getattr(obj, "table", None)
-    return getattr(table, "name", None) != table_name
-
-
-def _table_name() -> str:
-    if has_app_context():
-        return str(current_app.config.get("NOTIFICATIONS_WEBPUSH_TABLE") or DEFAULT_TABLE)
-    return DEFAULT_TABLE
+    return includes((configured_table("NOTIFICATIONS_WEBPUSH_TABLE", DEFAULT_TABLE),), obj, name, type_)
