@@ -1,14 +1,19 @@
 """The notification inbox: every user's notifications kept in SQL, with
 their read state and a live unread count. Needs the ``inbox`` extra
-(SQLAlchemy 2)."""
+(SQLAlchemy 2). Each name is imported on first use, so that the
+package, and the ``flask notifications`` commands, import without it."""
 
 from __future__ import annotations
 
-from .badges import BADGE_EVENT_TYPE, badge_event
-from .migrations import include_object
-from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table, define_versions_table
-from .store import Inbox
-from .views import inbox_blueprint
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .badges import BADGE_EVENT_TYPE, badge_event
+    from .migrations import include_object
+    from .model import DEFAULT_TABLE, InboxItem, InboxPage, define_table, define_versions_table
+    from .store import Inbox
+    from .views import inbox_blueprint
 
 __all__ = [
     "BADGE_EVENT_TYPE",
@@ -22,3 +27,22 @@ __all__ = [
     "inbox_blueprint",
     "include_object",
 ]
+
+_HOMES = {
+    "BADGE_EVENT_TYPE": "badges",
+    "badge_event": "badges",
+    "include_object": "migrations",
+    "DEFAULT_TABLE": "model",
+    "InboxItem": "model",
+    "InboxPage": "model",
+    "define_table": "model",
+    "define_versions_table": "model",
+    "Inbox": "store",
+    "inbox_blueprint": "views",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import sqlalchemy as sa
-
 from ..event import Event
 from ..state import current_notifications
 from ..worker.delivery import current_delivery
@@ -32,6 +30,10 @@ def read_in_inbox(event: Event, recipient: str | None) -> bool:
     :raises InboxUnavailableError: the inbox's database failed; the fire is
         tried again.
     """
+    # SQLAlchemy comes with the inbox extra: imported here, so that the
+    # package imports without it.
+    import sqlalchemy as sa
+
     from ..inbox.checks import database_errors
 
     inbox = current_notifications.inbox
