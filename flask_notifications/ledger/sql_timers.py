@@ -191,11 +191,19 @@ class SqlDueTable:
 
     def _seen(self, conn: sa.Connection, group: str, item_id: str) -> bool:
         """Whether ``group`` holds ``item_id`` in a window, open or sealed,
-        or flushed it less than :attr:`digest_seen_ttl` ago."""
+        or flushed it less than :attr:`digest_seen_ttl` ago. A mark that is
+        due to be forgotten is deleted here, so that the item's next flush
+        can mark it again."""
         items = self.digest_items
-        recent = sa.or_(items.c.sealed != _SEEN, items.c.item > _ms_text(_now_ms()))
-        query = sa.select(items.c.seq).where(items.c.grp == group, items.c.item_id == item_id, recent)
-        return conn.execute(query.limit(1)).first() is not None
+        query = sa.select(items.c.seq, items.c.sealed, items.c.item).where(
+            items.c.grp == group, items.c.item_id == item_id
+        )
+        now = _ms_text(_now_ms())
+        for seq, sealed, item in conn.execute(query).all():
+            if sealed != _SEEN or item > now:
+                return True
+            conn.execute(sa.delete(items).where(items.c.seq == seq))
+        return False
 
     def digest_add(self, timer: DueTimer, item_id: str, item: str, *, first_at_once: bool = False) -> DigestAdd:
         t, items = self.timers, self.digest_items
@@ -232,16 +240,20 @@ class SqlDueTable:
 
     def digest_seal(self, group: str, version: str) -> list[tuple[str, str]] | None:
         items = self.digest_items
+        columns = (items.c.seq, items.c.item_id, items.c.item)
         with self._begin() as conn:
             if self._lock_group(conn, group) != version:
                 return None
-            sealed = sa.select(items.c.item_id, items.c.item).where(items.c.grp == group, items.c.sealed == version)
-            if conn.execute(sealed.limit(1)).first() is None:
-                conn.execute(
-                    sa.update(items).where(items.c.grp == group, items.c.sealed == _OPEN).values(sealed=version)
-                )
-            rows = conn.execute(sealed.order_by(items.c.seq)).all()
-        return [(str(row[0]), str(row[1])) for row in rows]
+            # Sealed by an earlier run of this fire; else sealed now.
+            rows = conn.execute(sa.select(*columns).where(items.c.grp == group, items.c.sealed == version)).all()
+            if not rows:
+                rows = conn.execute(
+                    sa.update(items)
+                    .where(items.c.grp == group, items.c.sealed == _OPEN)
+                    .values(sealed=version)
+                    .returning(*columns)
+                ).all()
+        return [(str(row[1]), str(row[2])) for row in sorted(rows, key=lambda row: int(row[0]))]
 
     def digest_finish(self, group: str, version: str, next_due_ms: int, next_version: str, *, keep_open: bool) -> bool:
         t, items = self.timers, self.digest_items
@@ -253,9 +265,6 @@ class SqlDueTable:
             # forgotten: a delivery retried after this flush (a run that
             # added its item and died before it was recorded) finds its item
             # seen and does not list it in the next window too.
-            conn.execute(
-                sa.delete(items).where(items.c.grp == group, items.c.sealed == _SEEN, items.c.item <= _ms_text(now))
-            )
             forget_at = _ms_text(now + int(self.digest_seen_ttl * 1000))
             conn.execute(
                 sa.update(items)
