@@ -22,7 +22,7 @@ from flask_notifications.ledger.memory import MemoryLedger
 from flask_notifications.ledger.redis import RedisLedger
 from flask_notifications.ledger.sql import SqlLedger
 from flask_notifications.worker.delivery import Delivery, delivering
-from tests.helpers import delete_keys
+from tests.helpers import delete_keys, wait_for
 from tests.ledger.conftest import drop_sql, postgres_engine
 from tests.timers.conftest import Collect, ticked_until
 
@@ -285,3 +285,24 @@ def test_a_delivery_run_again_after_its_window_was_flushed_is_not_listed_again(d
         notifications.get_backend().close()
     listed = sorted((mail["recipients"][0], item["event_id"]) for mail in inner.events for item in mail["events"])
     assert listed == [("alice", event["event_id"]), ("bob", event["event_id"])]
+
+
+def test_a_flushed_item_is_refused_until_it_is_forgotten(durable_ledger: Ledger) -> None:
+    durable_ledger.digest_seen_ttl = 0.5  # type: ignore[attr-defined]
+    group = '["alice"]'
+
+    def timer(version: str) -> DueTimer:
+        return DueTimer(group, '{"kind": "digest"}', version, 0)
+
+    assert durable_ledger.digest_add(timer("v1"), "d1", "one") is DigestAdd.OPENED
+    assert durable_ledger.digest_seal(group, "v1") == [("d1", "one")]
+    assert durable_ledger.digest_add(timer("v1"), "d1", "one") is DigestAdd.DUPLICATE  # in the sealed window
+    assert durable_ledger.digest_finish(group, "v1", 0, "v2", keep_open=False)
+    assert durable_ledger.timer_get(group) is None
+    assert durable_ledger.digest_add(timer("v3"), "d1", "one") is DigestAdd.DUPLICATE  # flushed, remembered
+    assert durable_ledger.timer_get(group) is None  # and no window opened for it
+    assert durable_ledger.digest_size(group) == 0
+    wait_for(lambda: durable_ledger.digest_add(timer("v3"), "d1", "one again") is DigestAdd.OPENED, timeout=10)
+    assert durable_ledger.digest_seal(group, "v3") == [("d1", "one again")]
+    assert durable_ledger.digest_finish(group, "v3", 0, "v4", keep_open=False)  # marked again
+    assert durable_ledger.digest_add(timer("v5"), "d1", "one") is DigestAdd.DUPLICATE
