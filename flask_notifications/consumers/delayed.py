@@ -141,7 +141,7 @@ class Delayed(TimedConsumer):
     def cancel(self, delivery_id: str, *, app: Flask | None = None) -> bool:
         """Cancel this consumer's timer for the send ``delivery_id``
         (:attr:`Dispatch.delivery_id <flask_notifications.sending.Dispatch.delivery_id>`),
-        set or not yet set; see :meth:`Timers.cancel <flask_notifications.timers.Timers.cancel>`.
+        set or not yet set; see :meth:`Timers.cancel <flask_notifications.timers.api.Timers.cancel>`.
 
         :return: whether a timer was set and is cancelled now.
         :raises ConsumerError: this consumer is not registered on a hub.
