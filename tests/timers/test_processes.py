@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 APP_MODULE = "tests.timers.timers_app"
 USERS, PER_USER = 100, 10
 #: Users of the digest kill test on PostgreSQL, which CI runs with 200
-#: events (the 1,000 on SQLite). 1,000 pass there too (5 runs on 2026-12-06:
+#: events (the 1,000 on SQLite). 1,000 pass there too (6 runs on 2026-12-06:
 #: 41 s to 187 s at load 4 to 13), but not within the minute
 #: CI allows a test: each delivery is three PostgreSQL transactions (claim,
 #: add, record), each window flush four, and beat's ticks take a pool
