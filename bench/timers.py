@@ -67,7 +67,7 @@ class Count(EventConsumer):
                 self.late_ms.append(time.time() * 1000 - float(event["due_ms"]))
 
 
-def _app(ledger: str, prefix: str, workdir: str) -> tuple[Flask, Notifications, Count]:
+def _app(ledger: str, prefix: str, workdir: str, concurrency: int = 8) -> tuple[Flask, Notifications, Count]:
     app = Flask("bench_timers")
     url = {"redis": REDIS_URL, "postgresql": POSTGRES_URL, "sqlite": f"sqlite:///{workdir}/ledger.sqlite3"}[ledger]
     app.config.update(
@@ -77,6 +77,7 @@ def _app(ledger: str, prefix: str, workdir: str) -> tuple[Flask, Notifications, 
         NOTIFICATIONS_KEY_PREFIX=prefix,
         NOTIFICATIONS_TIMER_TICK=1.0,
         NOTIFICATIONS_TIMER_CLAIM_LEASE=60,
+        NOTIFICATIONS_TIMER_CONCURRENCY=concurrency,
         NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT=None,
     )
     notifications = Notifications(app)
@@ -181,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-user", type=int, default=10)
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--probes", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8, help="NOTIFICATIONS_TIMER_CONCURRENCY")
+    parser.add_argument("--flush-only", action="store_true", help="skip the precision run")
     args = parser.parse_args(argv)
     prefix = f"bench_timers_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as workdir:
-        app, notifications, inner = _app(args.ledger, prefix, workdir)
+        app, notifications, inner = _app(args.ledger, prefix, workdir, args.concurrency)
         hub_id = notifications.create_hub("bench").hub_id
         try:
             with app.app_context():
@@ -201,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             once = sorted(set(inner.listed.values())) == [1] and len(inner.listed) == len(ids)
             print(
                 f"digest flush: {inner.digests} digests listing {len(inner.listed)} events "
-                f"(each once: {once}) in {flushed:.1f} s from one process"
+                f"(each once: {once}) in {flushed:.1f} s from one process, {args.concurrency} fires at a time"
             )
+            if args.flush_only:
+                return 0
             with app.app_context():
                 started = time.perf_counter()
                 _put_timers(ledger, hub_id, args.pending, now_ms() + 3_600_000)

@@ -11,6 +11,7 @@ from ..event import Event, as_event
 from ..state import runtime
 from ..timers.fire import once
 from ..timers.owner import TimedConsumer, now_ms, record, where
+from ..worker.claims import idempotency_ttl
 from ..worker.delivery import Delivery, delivering
 from .consumer import Consumer
 
@@ -35,6 +36,13 @@ def seconds(value: timedelta | float, what: str) -> float:
 def delayed_timer_id(hub_id: str, task_name: str, delivery_id: str) -> str:
     """The id of the timer a :class:`Delayed` sets for one delivery."""
     return f"delayed:{hub_id}:{task_name}:{delivery_id}"
+
+
+#: The version of a cancellation: the entry a cancel leaves under a
+#: delivery's timer id, so that a timer set later for that delivery is not
+#: set (``timer_set(replace=False)`` keeps the entry there), until it is due
+#: and removed.
+CANCELLED = "cancelled"
 
 
 class Delayed(TimedConsumer):
@@ -80,7 +88,8 @@ class Delayed(TimedConsumer):
         self.unless = unless
 
     def consume(self, event: Event) -> None:
-        """Set the timer of this delivery; a redelivery keeps the first one."""
+        """Set the timer of this delivery; a redelivery keeps the first one,
+        and a cancellation recorded before it keeps it from being set."""
         hub_id, task_name, delivery_id = where(self)
         fields = record(self.kind, hub_id, task_name, d=delivery_id, e=as_event(event).to_json())
         due = now_ms() + int(self.after * 1000)
@@ -88,6 +97,9 @@ class Delayed(TimedConsumer):
         runtime().ledger.timer_set(timer_id, fields, due, uuid.uuid4().hex, replace=False)
 
     def fire(self, app: Flask, ledger: Ledger, timer: DueTimer, fields: dict[str, Any]) -> None:
+        if timer.version == CANCELLED:
+            ledger.timer_finish(timer.id, timer.version)  # the cancellation is kept no longer
+            return
         event = Event.from_json(fields["e"])
         delivery = Delivery(str(fields["d"]), str(fields["h"]), str(fields["c"]), timer.attempts)
         with delivering(delivery):
@@ -111,19 +123,33 @@ class Delayed(TimedConsumer):
             return None
         return event if kept == recipients else Event.from_dict({**event.to_dict(), "recipients": kept})
 
-    def cancel_delivery(self, ledger: Ledger, hub_id: str, task_name: str, delivery_id: str) -> int:
-        return int(ledger.timer_cancel(delayed_timer_id(hub_id, task_name, delivery_id)))
+    def cancel_delivery(self, ledger: Ledger, hub_id: str, task_name: str, delivery_id: str, *, keep: float) -> int:
+        """Replace the timer of ``delivery_id`` with a cancellation (an entry
+        of version :data:`CANCELLED`, which fires nothing), kept for
+        ``keep`` seconds or the delay, whichever is longer: a consumer task
+        that runs later (it waited in a queue) finds it and sets no timer.
+
+        :return: 1 if a timer was set and is cancelled now, else 0.
+        """
+        timer_id = delayed_timer_id(hub_id, task_name, delivery_id)
+        found = ledger.timer_get(timer_id)
+        kept_ms = int(max(keep, self.after) * 1000)
+        fields = record(self.kind, hub_id, task_name, d=delivery_id)
+        ledger.timer_set(timer_id, fields, now_ms() + kept_ms, CANCELLED, replace=True)
+        return int(found is not None and found.version != CANCELLED)
 
     def cancel(self, delivery_id: str, *, app: Flask | None = None) -> bool:
         """Cancel this consumer's timer for the send ``delivery_id``
-        (:attr:`Dispatch.delivery_id <flask_notifications.sending.Dispatch.delivery_id>`).
+        (:attr:`Dispatch.delivery_id <flask_notifications.sending.Dispatch.delivery_id>`),
+        set or not yet set; see :meth:`Timers.cancel <flask_notifications.timers.api.Timers.cancel>`.
 
-        :return: whether there was one.
+        :return: whether a timer was set and is cancelled now.
         :raises ConsumerError: this consumer is not registered on a hub.
         """
         state = runtime(app)
+        keep = idempotency_ttl(state.app, state.celery)
         for hub in state.extension.hubs.values():
             for task_name in hub.consumer_names:
                 if hub.get_consumer(task_name) is self:
-                    return bool(self.cancel_delivery(state.ledger, hub.hub_id, task_name, delivery_id))
+                    return bool(self.cancel_delivery(state.ledger, hub.hub_id, task_name, delivery_id, keep=keep))
         raise ConsumerError(f"{self!r} is not registered on any hub.")

@@ -11,13 +11,17 @@ and its digest together run on one Redis Cluster slot:
   open window;
 - ``<prefix>:{timers}:sealed:<group>:<version>`` and
   ``<prefix>:{timers}:sorder:<group>:<version>``: that window once sealed,
-  renamed from the open keys in one step.
+  renamed from the open keys in one step;
+- ``<prefix>:{timers}:seen:<group>``, a sorted set: the ids of the items the
+  group flushed -> when they are forgotten (``digest_seen_ttl`` later), so
+  that a retried delivery does not add an item of a flushed window again.
 
 Each step is one Lua script, so a claim, a seal or a finish is atomic.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..backends.redis_client import decode
@@ -74,6 +78,14 @@ end
 return found
 """
 _ADD = """
+local seen = redis.call('ZSCORE', KEYS[7], ARGV[5])
+if seen and tonumber(seen) > tonumber(ARGV[8]) then
+    return 'duplicate'
+end
+local version = redis.call('HGET', KEYS[3], ARGV[1])
+if version and redis.call('HEXISTS', ARGV[9] .. version, ARGV[5]) == 1 then
+    return 'duplicate'
+end
 local opened = false
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -116,6 +128,14 @@ _FINISH = """
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
     return 0
 end
+local ids = redis.call('LRANGE', KEYS[8], 0, -1)
+for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[9], ARGV[7], id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', ARGV[6])
+if #ids > 0 then
+    redis.call('PEXPIRE', KEYS[9], ARGV[8])
+end
 redis.call('DEL', KEYS[7], KEYS[8])
 if redis.call('EXISTS', KEYS[6]) == 1 or ARGV[5] == '1' then
     redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
@@ -131,11 +151,19 @@ return 1
 """
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 class RedisDueTable:
     """The due-table methods of :class:`~flask_notifications.ledger.redis.RedisLedger`."""
 
     key_prefix: str
     client: Any
+    #: Seconds a digest group remembers an item after flushing it, so a
+    #: retried delivery does not add it again (the longest a delivery is
+    #: retried or redelivered after its first run added it).
+    digest_seen_ttl: float = 6 * 3600.0
 
     if TYPE_CHECKING:
 
@@ -155,6 +183,14 @@ class RedisDueTable:
     def _sealed_keys(self, group: str, version: str) -> list[str]:
         base = f"{self.key_prefix}:{{timers}}"
         return [f"{base}:sealed:{group}:{version}", f"{base}:sorder:{group}:{version}"]
+
+    def _sealed_prefix(self, group: str) -> str:
+        """The sealed window's key of ``group`` without its version, which
+        the add script completes (the key is on the slot of ``{timers}``)."""
+        return f"{self.key_prefix}:{{timers}}:sealed:{group}:"
+
+    def _seen_key(self, group: str) -> str:
+        return f"{self.key_prefix}:{{timers}}:seen:{group}"
 
     def timer_set(self, timer_id: str, record: str, due_ms: int, version: str, *, replace: bool = True) -> bool:
         args = (timer_id, record, int(due_ms), version, "1" if replace else "0")
@@ -198,8 +234,18 @@ class RedisDueTable:
         return int(self._call("timer", self.client.zcard, self._timer_keys[0]))
 
     def digest_add(self, timer: DueTimer, item_id: str, item: str, *, first_at_once: bool = False) -> DigestAdd:
-        keys = self._timer_keys + self._group_keys(timer.id)
-        args = (timer.id, timer.record, timer.version, int(timer.due_ms), item_id, item, "1" if first_at_once else "0")
+        keys = [*self._timer_keys, *self._group_keys(timer.id), self._seen_key(timer.id)]
+        args = (
+            timer.id,
+            timer.record,
+            timer.version,
+            int(timer.due_ms),
+            item_id,
+            item,
+            "1" if first_at_once else "0",
+            _now_ms(),
+            self._sealed_prefix(timer.id),
+        )
         return DigestAdd(decode(self._run_script("digest", _ADD, keys, *args)))
 
     def digest_seal(self, group: str, version: str) -> list[tuple[str, str]] | None:
@@ -210,8 +256,9 @@ class RedisDueTable:
         return [(decode(flat[i]), decode(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def digest_finish(self, group: str, version: str, next_due_ms: int, next_version: str, *, keep_open: bool) -> bool:
-        keys = self._timer_keys + self._group_keys(group) + self._sealed_keys(group, version)
-        args = (group, version, int(next_due_ms), next_version, "1" if keep_open else "0")
+        keys = [*self._timer_keys, *self._group_keys(group), *self._sealed_keys(group, version), self._seen_key(group)]
+        now, ttl = _now_ms(), int(self.digest_seen_ttl * 1000)
+        args = (group, version, int(next_due_ms), next_version, "1" if keep_open else "0", now, now + ttl, ttl)
         return bool(self._run_script("digest", _FINISH, keys, *args))
 
     def digest_size(self, group: str) -> int:

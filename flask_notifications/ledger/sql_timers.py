@@ -4,7 +4,10 @@
 attempts and when it is due (milliseconds, by the writer's clock).
 ``<prefix>_digest_items`` holds the items of digest groups: one row per item,
 in the order added (``seq``), in the open window (``sealed = ''``) or sealed
-under the version of the fire that sealed it.
+under the version of the fire that sealed it; once that window is flushed,
+its rows stay as marks (``sealed = '~seen'``, no payload) for
+``digest_seen_ttl``, so that a retried delivery does not add an item of a
+flushed window again.
 
 Claiming is one statement on PostgreSQL, an ``UPDATE`` of the rows a
 ``SELECT ... FOR UPDATE SKIP LOCKED`` picked, so concurrent tickers claim
@@ -21,6 +24,7 @@ finishing a window never interleave.
 from __future__ import annotations
 
 import re
+import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,20 @@ import sqlalchemy as sa
 from .base import DigestAdd, DueTimer
 
 _OPEN = ""
+#: The ``sealed`` of an item's mark once its window was flushed; its ``item``
+#: then holds when the mark is forgotten (:func:`_ms_text`).
+_SEEN = "~seen"
+#: Digest finishes between two deletions of the marks due to be forgotten.
+FORGET_EVERY = 1000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _ms_text(ms: int) -> str:
+    """``ms`` as text that sorts as the number does."""
+    return f"{int(ms):015d}"
 
 
 def define_timer_tables(metadata: sa.MetaData, prefix: str = "notifications") -> tuple[sa.Table, sa.Table]:
@@ -63,6 +81,10 @@ class SqlDueTable:
     digest_items: sa.Table
     engine: sa.Engine
     _insert: Any
+    #: Seconds a digest group remembers an item after flushing it, so a
+    #: retried delivery does not add it again (the longest a delivery is
+    #: retried or redelivered after its first run added it).
+    digest_seen_ttl: float = 6 * 3600.0
 
     if TYPE_CHECKING:
 
@@ -167,12 +189,31 @@ class SqlDueTable:
         found = conn.execute(query).scalar()
         return None if found is None else str(found)
 
+    def _seen(self, conn: sa.Connection, group: str, item_id: str) -> bool:
+        """Whether ``group`` holds ``item_id`` in a window, open or sealed,
+        or flushed it less than :attr:`digest_seen_ttl` ago. A mark that is
+        due to be forgotten is deleted here, so that the item's next flush
+        can mark it again."""
+        items = self.digest_items
+        query = sa.select(items.c.seq, items.c.sealed, items.c.item).where(
+            items.c.grp == group, items.c.item_id == item_id
+        )
+        now = _ms_text(_now_ms())
+        for seq, sealed, item in conn.execute(query).all():
+            if sealed != _SEEN or item > now:
+                return True
+            conn.execute(sa.delete(items).where(items.c.seq == seq))
+        return False
+
     def digest_add(self, timer: DueTimer, item_id: str, item: str, *, first_at_once: bool = False) -> DigestAdd:
         t, items = self.timers, self.digest_items
         with self._begin() as conn:
+            locked = self._lock_group(conn, timer.id) is not None
+            if self._seen(conn, timer.id, item_id):
+                return DigestAdd.DUPLICATE
             opened = False
             for _ in range(3):
-                if self._lock_group(conn, timer.id) is not None:
+                if locked:
                     break
                 values = {"id": timer.id, "record": timer.record, "version": timer.version, "due_ms": timer.due_ms}
                 inserted = conn.execute(
@@ -184,6 +225,7 @@ class SqlDueTable:
                 if inserted is not None:
                     opened = True
                     break
+                locked = self._lock_group(conn, timer.id) is not None
             if opened and first_at_once:
                 return DigestAdd.FIRST
             added = conn.execute(
@@ -198,23 +240,37 @@ class SqlDueTable:
 
     def digest_seal(self, group: str, version: str) -> list[tuple[str, str]] | None:
         items = self.digest_items
+        columns = (items.c.seq, items.c.item_id, items.c.item)
         with self._begin() as conn:
             if self._lock_group(conn, group) != version:
                 return None
-            sealed = sa.select(items.c.item_id, items.c.item).where(items.c.grp == group, items.c.sealed == version)
-            if conn.execute(sealed.limit(1)).first() is None:
-                conn.execute(
-                    sa.update(items).where(items.c.grp == group, items.c.sealed == _OPEN).values(sealed=version)
-                )
-            rows = conn.execute(sealed.order_by(items.c.seq)).all()
-        return [(str(row[0]), str(row[1])) for row in rows]
+            # Sealed by an earlier run of this fire; else sealed now.
+            rows = conn.execute(sa.select(*columns).where(items.c.grp == group, items.c.sealed == version)).all()
+            if not rows:
+                rows = conn.execute(
+                    sa.update(items)
+                    .where(items.c.grp == group, items.c.sealed == _OPEN)
+                    .values(sealed=version)
+                    .returning(*columns)
+                ).all()
+        return [(str(row[1]), str(row[2])) for row in sorted(rows, key=lambda row: int(row[0]))]
 
     def digest_finish(self, group: str, version: str, next_due_ms: int, next_version: str, *, keep_open: bool) -> bool:
         t, items = self.timers, self.digest_items
+        now = _now_ms()
         with self._begin() as conn:
             if self._lock_group(conn, group) != version:
                 return False
-            conn.execute(sa.delete(items).where(items.c.grp == group, items.c.sealed == version))
+            # The window's items become marks (no payload) until they are
+            # forgotten: a delivery retried after this flush (a run that
+            # added its item and died before it was recorded) finds its item
+            # seen and does not list it in the next window too.
+            forget_at = _ms_text(now + int(self.digest_seen_ttl * 1000))
+            conn.execute(
+                sa.update(items)
+                .where(items.c.grp == group, items.c.sealed == version)
+                .values(sealed=_SEEN, item=forget_at)
+            )
             waiting = conn.execute(
                 sa.select(items.c.seq).where(items.c.grp == group, items.c.sealed == _OPEN).limit(1)
             ).first()
@@ -226,10 +282,22 @@ class SqlDueTable:
                 )
             else:
                 conn.execute(sa.delete(t).where(t.c.id == group))
+        self._forget_now_and_then(now)
         return True
+
+    def _forget_now_and_then(self, now: int) -> None:
+        """Delete the marks of every group that are due to be forgotten, once
+        in :data:`FORGET_EVERY` finishes (a group that gets no more items
+        keeps its marks otherwise)."""
+        self._digest_finishes = getattr(self, "_digest_finishes", 0) + 1
+        if self._digest_finishes % FORGET_EVERY:
+            return
+        items = self.digest_items
+        with self._begin() as conn:
+            conn.execute(sa.delete(items).where(items.c.sealed == _SEEN, items.c.item <= _ms_text(now)))
 
     def digest_size(self, group: str) -> int:
         items = self.digest_items
         with self._begin() as conn:
-            query = sa.select(sa.func.count()).select_from(items).where(items.c.grp == group)
+            query = sa.select(sa.func.count()).select_from(items).where(items.c.grp == group, items.c.sealed != _SEEN)
             return int(conn.execute(query).scalar_one())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,17 +57,51 @@ def once(app: Flask, ledger: Ledger, timer: DueTimer, effect: Callable[[], Any])
         return False
     if claimed is Claim.BUSY:
         raise FireBusy(f"Another run of timer {timer.id} holds its claim.")
-    try:
-        with held(ledger, key, token, timeout):
-            effect()
-    except BaseException:
+    with held(ledger, key, token, timeout):
         try:
-            ledger.release(key, token)
-        except BackendError as exc:
-            logger.warning("Could not release the claim %s (%s); it expires on its own.", key, exc)
-        raise
-    ledger.complete(key, token, idempotency_ttl(app, runtime(app).celery))
+            effect()
+        except BaseException:
+            try:
+                ledger.release(key, token)
+            except BackendError as exc:
+                logger.warning("Could not release the claim %s (%s); it expires on its own.", key, exc)
+            raise
+        # The claim stays held while its record is written: released, the
+        # next fire would repeat the effect.
+        _record(app, ledger, key, token)
     return True
+
+
+def _record(app: Flask, ledger: Ledger, key: str, token: str) -> None:
+    """Record the claim ``key`` done, trying again after a failure (a
+    database that is locked for a moment, a failover) for up to
+    ``NOTIFICATIONS_TIMER_CLAIM_LEASE`` seconds: the effect happened, and a
+    fire that found the claim free would repeat it.
+
+    :raises BackendError: the ledger failed that long; the next fire after
+        the claim expires repeats the effect.
+    """
+    config = app.config
+    ttl = idempotency_ttl(app, runtime(app).celery)
+    deadline = time.monotonic() + float(config["NOTIFICATIONS_TIMER_CLAIM_LEASE"])
+    attempt = 0
+    while True:
+        try:
+            ledger.complete(key, token, ttl)
+            return
+        except BackendError as exc:
+            if time.monotonic() >= deadline:
+                logger.error("Could not record the fire %s (%s); the next fire repeats its effect.", key, exc)
+                raise
+            delay = backoff(
+                attempt,
+                float(config["NOTIFICATIONS_RETRY_BACKOFF"]),
+                float(config["NOTIFICATIONS_RETRY_BACKOFF_MAX"]),
+                bool(config["NOTIFICATIONS_RETRY_JITTER"]),
+            )
+            logger.warning("Could not record the fire %s (%s); trying again in %.1f s.", key, exc, delay)
+            time.sleep(delay)
+            attempt += 1
 
 
 def owner_of(app: Flask, fields: dict[str, Any]) -> TimedConsumer | None:

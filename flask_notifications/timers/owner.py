@@ -102,9 +102,11 @@ class TimedConsumer(EventConsumer):
         narrowed: Event | None = extension.preferences.narrow(event, hub, self.channel)
         return narrowed
 
-    def cancel_delivery(self, ledger: Ledger, hub_id: str, task_name: str, delivery_id: str) -> int:
+    def cancel_delivery(self, ledger: Ledger, hub_id: str, task_name: str, delivery_id: str, *, keep: float) -> int:
         """Cancel the timers this consumer (registered as ``task_name`` on
-        ``hub_id``) set for the delivery ``delivery_id``; return how many."""
+        ``hub_id``) set for the delivery ``delivery_id``, and keep those it
+        has not set yet from being set for ``keep`` seconds; return how many
+        that were set it cancelled."""
         return 0
 
     def drop(self, ledger: Ledger, timer: DueTimer) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_notifications import Event, Notifications
+from flask_notifications import Event, EventConsumer, Notifications
 from flask_notifications.consumers import Delayed
 from flask_notifications.errors import ConsumerError
+from flask_notifications.filters import WithEventType
 from flask_notifications.inbox.consumer import InboxConsumer
 from flask_notifications.timers import read_in_inbox
+from flask_notifications.worker.delivery import current_delivery
 from tests.timers.conftest import Collect, ticked_until
 
 
@@ -56,6 +58,50 @@ def test_a_cancelled_delay_does_nothing(eager: tuple[Flask, Notifications]) -> N
     ticked_until(notifications, lambda: inner.events)
     assert [event["title"] for event in inner.events] == ["Kept"]
     assert kept.delivery_id is not None
+
+
+class CancelFirst(EventConsumer):
+    """Cancels the Delayed timers of the delivery it runs in, as an
+    application that resolved the cause before the Delayed's task ran."""
+
+    def __init__(self, notifications: Notifications) -> None:
+        super().__init__()
+        self.notifications = notifications
+        self.cancelled: list[int] = []
+
+    def consume(self, event: Event) -> None:
+        delivery = current_delivery()
+        assert delivery is not None
+        self.cancelled.append(self.notifications.timers.cancel(delivery.delivery_id))
+
+
+def test_a_cancel_before_the_timer_is_set_holds(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    inner = Collect()
+    hub = notifications.create_hub("h").filter_by(WithEventType("t"))
+    # Eager tasks run in registration order: the cancel runs before the
+    # Delayed's task sets its timer.
+    canceller = CancelFirst(notifications)
+    hub.register_consumer(canceller)
+    hub.register_consumer(Delayed(inner, after=0.2))
+    notifications.send(Event(None, "t", "Cancelled before set", ""))
+    assert canceller.cancelled == [0]  # nothing was set yet
+    other = notifications.create_hub("other").filter_by(WithEventType("k"))
+    other.register_consumer(Delayed(inner, after=0.2))
+    notifications.send(Event(None, "k", "Kept", ""))  # a witness, set after the cancelled one
+    ticked_until(notifications, lambda: inner.events)
+    assert [event["title"] for event in inner.events] == ["Kept"]
+
+
+def test_a_cancellation_expires(eager: tuple[Flask, Notifications]) -> None:
+    app, notifications = eager
+    app.config["NOTIFICATIONS_IDEMPOTENCY_TTL"] = 0.3
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Delayed(inner, after=0.1))
+    notifications.timers.cancel("a-delivery-not-sent-yet")
+    assert notifications.timers.pending() == 1
+    ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+    assert inner.events == []
 
 
 def test_unless_read_in_inbox(eager: tuple[Flask, Notifications], tmp_path: Path) -> None:

@@ -4,16 +4,26 @@ collects; a fire whose end was lost does not repeat its effect."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.consumers import Digest
+from flask_notifications.database import create_engine
 from flask_notifications.errors import BackendError, ConsumerError
+from flask_notifications.ledger.base import DigestAdd, DueTimer, Ledger
 from flask_notifications.ledger.memory import MemoryLedger
+from flask_notifications.ledger.redis import RedisLedger
+from flask_notifications.ledger.sql import SqlLedger
+from flask_notifications.worker.delivery import Delivery, delivering
+from tests.helpers import delete_keys, wait_for
+from tests.ledger.conftest import drop_sql, postgres_engine
 from tests.timers.conftest import Collect, ticked_until
 
 
@@ -200,3 +210,99 @@ def test_windows_of_recipients_and_keys_that_share_a_joined_id_stay_apart(
     ticked_until(notifications, lambda: notifications.timers.pending() == 0)
     got = sorted((event["recipients"][0], [item["title"] for item in event["events"]]) for event in inner.events)
     assert got == [("t1", ["For t1"]), ("t1:alice", ["For t1:alice"])]
+
+
+def _fails_for_bob_once(base: type[Ledger]) -> type[Ledger]:
+    class FailsForBobOnce(base):  # type: ignore[valid-type, misc]
+        """Its first add to a window of bob's fails, as a ledger that went
+        away half-way through a delivery to two recipients."""
+
+        failed = False
+
+        def digest_add(self, timer: DueTimer, *args: Any, **kwargs: Any) -> DigestAdd:
+            if '"bob"' in timer.id and not self.failed:
+                self.failed = True
+                raise BackendError("the ledger went away")
+            return super().digest_add(timer, *args, **kwargs)  # type: ignore[no-any-return]
+
+    return FailsForBobOnce
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def durable_ledger(request: pytest.FixtureRequest, unique: str, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger of each durable kind whose first add for bob fails."""
+    found: Ledger
+    if request.param == "redis":
+        client = request.getfixturevalue("redis_client")
+        found = _fails_for_bob_once(RedisLedger)(url=request.getfixturevalue("redis_url"), key_prefix=unique)
+        yield found
+        delete_keys(client, unique)
+    elif request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        found = _fails_for_bob_once(SqlLedger)(engine, key_prefix="t", owns_engine=True)
+        yield found
+    else:
+        found = _fails_for_bob_once(SqlLedger)(postgres_engine(), key_prefix=unique, owns_engine=True)
+        yield found
+        assert isinstance(found, SqlLedger)
+        drop_sql(found)
+    found.close()
+
+
+def test_a_delivery_run_again_after_its_window_was_flushed_is_not_listed_again(durable_ledger: Ledger) -> None:
+    """A run of a delivery that added its event to alice's window, then
+    failed for bob (or died before its run was recorded), runs again after
+    alice's window was flushed: alice's next window does not list it again."""
+    app = Flask("timers")
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory",
+        NOTIFICATIONS_LEDGER=durable_ledger,
+        CELERY_BROKER_URL="memory://",
+        CELERY_TASK_ALWAYS_EAGER=True,
+        NOTIFICATIONS_TIMER_TICK=None,
+    )
+    notifications = Notifications(app)
+    inner = Collect()
+    digest = Digest(inner, window=0.2)
+    hub = notifications.create_hub("h")
+    hub.register_consumer(digest)
+    event = Event(None, "comment", "Once", "", recipients=["alice", "bob"])
+    (task_name,) = hub.consumer_names
+    run = Delivery("delivery-1", hub.hub_id, task_name, 1)
+    with app.app_context():
+        with delivering(run), pytest.raises(BackendError):
+            digest(event)  # alice's window has it, bob's add failed
+        ticked_until(notifications, lambda: inner.events)  # alice's window is flushed
+        with delivering(replace(run, attempt=2)):
+            digest(event)  # the task's retry
+        ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+        notifications.get_backend().close()
+    listed = sorted((mail["recipients"][0], item["event_id"]) for mail in inner.events for item in mail["events"])
+    assert listed == [("alice", event["event_id"]), ("bob", event["event_id"])]
+
+
+def test_a_flushed_item_is_refused_until_it_is_forgotten(durable_ledger: Ledger) -> None:
+    durable_ledger.digest_seen_ttl = 0.5  # type: ignore[attr-defined]
+    group = '["alice"]'
+
+    def timer(version: str) -> DueTimer:
+        return DueTimer(group, '{"kind": "digest"}', version, 0)
+
+    assert durable_ledger.digest_add(timer("v1"), "d1", "one") is DigestAdd.OPENED
+    assert durable_ledger.digest_seal(group, "v1") == [("d1", "one")]
+    assert durable_ledger.digest_add(timer("v1"), "d1", "one") is DigestAdd.DUPLICATE  # in the sealed window
+    assert durable_ledger.digest_finish(group, "v1", 0, "v2", keep_open=False)
+    assert durable_ledger.timer_get(group) is None
+    assert durable_ledger.digest_add(timer("v3"), "d1", "one") is DigestAdd.DUPLICATE  # flushed, remembered
+    assert durable_ledger.timer_get(group) is None  # and no window opened for it
+    assert durable_ledger.digest_size(group) == 0
+    wait_for(lambda: durable_ledger.digest_add(timer("v3"), "d1", "one again") is DigestAdd.OPENED, timeout=10)
+    assert durable_ledger.digest_seal(group, "v3") == [("d1", "one again")]
+    assert durable_ledger.digest_finish(group, "v3", 0, "v4", keep_open=False)  # marked again
+    assert durable_ledger.digest_add(timer("v5"), "d1", "one") is DigestAdd.DUPLICATE

@@ -12,8 +12,9 @@ from flask import Flask
 from flask_notifications import Event, Notifications
 from flask_notifications.config import DEFAULTS
 from flask_notifications.consumers import Delayed, Digest
-from flask_notifications.errors import ConfigurationError
+from flask_notifications.errors import BackendError, ConfigurationError
 from flask_notifications.ledger.base import Claim, DueTimer
+from flask_notifications.ledger.memory import MemoryLedger
 from flask_notifications.timers import BEAT_ENTRY, TICK_TASK, TimerTicker
 from flask_notifications.timers.fire import fire_key
 from flask_notifications.timers.owner import record
@@ -107,3 +108,42 @@ def test_the_config_keys_are_checked(key: str) -> None:
 
 def test_a_due_timer_is_a_value() -> None:
     assert DueTimer("a", "{}", "v", 1) == DueTimer("a", "{}", "v", 1, 0)
+
+
+class _LocksTheFirstRecord(MemoryLedger):
+    """Its first record of a fire fails, as a SQLite database locked by
+    another writer for longer than its busy timeout."""
+
+    failed = False
+
+    def complete(self, key: str, token: str, ttl: float) -> bool:
+        if key.startswith("timer:") and not self.failed:
+            self.failed = True
+            raise BackendError("database is locked")
+        return super().complete(key, token, ttl)
+
+
+def test_a_fire_whose_record_fails_once_does_not_repeat_its_effect() -> None:
+    """The SQLite kill test mailed a window twice: the record of its fire
+    failed once, the fire was tried again, found the claim free once it
+    expired, and ran the effect again."""
+    app = Flask("timers")
+    app.config.update(
+        NOTIFICATIONS_BACKEND="memory",
+        NOTIFICATIONS_LEDGER=_LocksTheFirstRecord(),
+        CELERY_BROKER_URL="memory://",
+        CELERY_TASK_ALWAYS_EAGER=True,
+        NOTIFICATIONS_TIMER_TICK=None,
+        NOTIFICATIONS_CLAIM_TIMEOUT=0.2,
+        NOTIFICATIONS_TIMER_CLAIM_LEASE=2,
+        NOTIFICATIONS_RETRY_BACKOFF=0.01,
+        NOTIFICATIONS_RETRY_BACKOFF_MAX=0.05,
+    )
+    notifications = Notifications(app)
+    inner = Collect()
+    notifications.create_hub("h").register_consumer(Delayed(inner, after=0.05))
+    with app.app_context():
+        notifications.send(Event(None, "t", "Once", ""))
+        ticked_until(notifications, lambda: notifications.timers.pending() == 0)
+        assert notifications.get_ledger().failed  # type: ignore[attr-defined]
+    assert [event["title"] for event in inner.events] == ["Once"]

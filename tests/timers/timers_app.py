@@ -35,8 +35,17 @@ app.config.update(
     SECRET_KEY="timers-tests",
     CELERY_BROKER_URL=redis_url,
     CELERY_TASK_DEFAULT_QUEUE=prefix,
+    # A message a worker holds comes back to the queue after the visibility
+    # timeout, whether the worker died or is only slow: 2 s brought the
+    # killed worker's messages back at once, but under load a delivery held
+    # behind the beat's ticks (which may take both pool processes for
+    # seconds) came back too and ran again, up to 935 duplicate runs for
+    # 1,000 deliveries on PostgreSQL, each a ledger round of its own. 15 s
+    # covers the longest hold seen (load 15); one message per process is
+    # held (prefetch 1), so fewer come back after the kill.
+    CELERY_WORKER_PREFETCH_MULTIPLIER=1,
     CELERY_BROKER_TRANSPORT_OPTIONS={
-        "visibility_timeout": 2,
+        "visibility_timeout": 15,
         "unacked_key": f"{prefix}:unacked",
         "unacked_index_key": f"{prefix}:unacked_index",
         "unacked_mutex_key": f"{prefix}:unacked_mutex",
