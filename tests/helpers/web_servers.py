@@ -28,11 +28,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _accepts(port: int) -> bool:
+    """Whether a server listens on ``port`` (one that binds it itself)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
     except OSError:
         return False
     return True
+
+
+def _answers(port: int) -> bool:
+    """Whether the app answers HTTP on ``port``. A connection alone proves
+    nothing: the socket a test binds for gunicorn accepts connections before
+    the worker has booted, and the first request then waited out its boot."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except OSError:
+        return False
 
 
 class Server:
@@ -102,7 +115,7 @@ class Server:
                     stderr.close()
                 if listener is not None:
                     listener.close()  # gunicorn holds its copy
-        wait_for(lambda: self._alive() and _accepts(self.port), timeout=60)
+        wait_for(lambda: self._alive() and _answers(self.port), timeout=60)
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -252,7 +265,7 @@ class Gunicorn:
                 pass_fds=(listener.fileno(),),
             )
         self.workers = workers
-        wait_for(lambda: self._alive() and _accepts(self.port) and len(self.worker_pids()) == workers, timeout=60)
+        wait_for(lambda: self._alive() and _answers(self.port) and len(self.worker_pids()) == workers, timeout=60)
 
     @property
     def base(self) -> str:
