@@ -1,4 +1,4 @@
-"""The wake-up of a stream under gevent (:class:`~flask_notifications.streaming.stream.Parking`):
+"""The wake-up of a stream under gevent (:class:`~flask_notifications.streaming.green.Parking`):
 what :class:`~flask_notifications.streaming.green.GreenletCondition` promises
 a stream, with a waiter made for each wait and a loop timer for a timed wait
 (a queued stream's next heartbeat) instead of an event held for the
@@ -24,7 +24,7 @@ monkey.patch_all()
 
 import gevent
 
-from flask_notifications.streaming.stream import Parking
+from flask_notifications.streaming.green import Parking
 
 # A notify no wait has consumed yet: the next wait returns at once, without
 # yielding, and consumes it.
