@@ -99,6 +99,66 @@ class GreenletCondition:
         return woken
 
 
+class Parking:
+    """The wake-up of a stream under gevent (a :class:`Wakeup` for the one
+    greenlet that waits on it, the stream's request's): as with
+    :class:`GreenletCondition`, :meth:`notify` never yields, and a
+    :meth:`wait` returns at once after a notify it has not consumed.
+
+    The greenlet parks on a ``gevent.hub.Waiter`` made for the wait, and a
+    timed wait (a queued stream's next heartbeat) on a loop timer that
+    switches back to it, rather than on a ``gevent.event.Event`` held for
+    the stream's life and a ``gevent.Timeout`` raised into it: a parked
+    stream holds neither, its greenlet's saved C stack is about 0.8 KB
+    shorter, and a heartbeat's wake-up raises and catches no exception.
+    """
+
+    __slots__ = ("_waiter", "_set")
+
+    def __init__(self) -> None:
+        self._waiter: Any = None
+        self._set = False
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any, /) -> None:
+        return None
+
+    def notify(self) -> None:
+        self._set = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            # A Waiter is switched to from the hub only. One whose greenlet
+            # left its wait in the meantime keeps the value, nothing more.
+            waiter.hub.loop.run_callback(waiter.switch, None)
+
+    notify_all = notify
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until notified, or for ``timeout`` seconds.
+
+        :return: whether it was notified.
+        """
+        if not self._set:
+            from gevent.hub import Waiter
+
+            waiter = self._waiter = Waiter()
+            timer = None
+            if timeout is not None:
+                timer = waiter.hub.loop.timer(max(0.0, timeout))
+                timer.start(waiter.switch, None)
+            try:
+                waiter.get()
+            finally:
+                if timer is not None:
+                    timer.close()
+                if self._waiter is waiter:
+                    self._waiter = None
+        woken, self._set = self._set, False
+        return woken
+
+
 def make_wakeup() -> Wakeup:
     """A :class:`GreenletCondition` under gevent, else a ``threading.Condition``."""
     if under_gevent():

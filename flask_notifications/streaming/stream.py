@@ -20,7 +20,7 @@ from ..backends.base import parse_id
 from ..errors import BackendError, InvalidEventError
 from ..event import Event
 from ..event_filter import EventFilter
-from .green import HangupWatcher, make_wakeup
+from .green import HangupWatcher, Parking, Wakeup, make_wakeup, under_gevent
 from .routing import Route, route
 from .wire import EVICTED, HEARTBEAT, Key, encode_event, event_frame, format_id, gap_frame, reconnect_frame
 
@@ -111,7 +111,7 @@ class Stream(abc.ABC):
         self.client = client
         self._queue: list[Item] = []
         self._queue_size = max(1, queue_size)
-        self._ready = make_wakeup()
+        self._ready: Wakeup = Parking() if under_gevent() else make_wakeup()
         self._socket = sock
         #: The reconnection delay the stream was opened with, in milliseconds.
         self.retry = 0
@@ -138,8 +138,9 @@ class Stream(abc.ABC):
         #: written to the client, or before the stream (``(0, 0)`` for a
         #: client that resumed: it had what came before its id).
         self.seen_from: Key = (0, 0)
-        #: Event ids written already that a failover may bring again.
-        self.repeats: set[str] = set()
+        #: Event ids written already that a failover may bring again
+        #: (``None`` until a failover names some: most streams never hold one).
+        self.repeats: set[str] | None = None
         self.closed = False
         self.evicted = False
         #: Ended by :meth:`end` (the server is stopping): the client is told
@@ -316,7 +317,9 @@ class Stream(abc.ABC):
         """Skip the events of ``recent`` (ids and event ids) that this
         stream wrote, should they be published again: a failover took them
         with the old master, and the tasks that published them run again."""
-        self.repeats.update(event_id for key, event_id in recent if self.seen_from < key <= self.floor)
+        found = {event_id for key, event_id in recent if self.seen_from < key <= self.floor}
+        if found:
+            self.repeats = found if self.repeats is None else self.repeats | found
 
     def prepare_replay(self, last_event_id: str, newest: Key) -> None:
         """Read the first page of the replay after ``last_event_id``, and
