@@ -23,6 +23,13 @@ app.config.update(
     # The load of a million rows runs single statements longer than the
     # default bound of a blueprint call.
     NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT=None,
+    # An event naming 10,000 recipients is about 120 KB, past the default
+    # bound of 64 KiB.
+    NOTIFICATIONS_MAX_EVENT_SIZE=1024 * 1024,
+    # The 10,000 badges of that event are published in one pipeline; a
+    # stream keeps NOTIFICATIONS_HISTORY_SIZE entries (1,000 by default), so
+    # a reader would find most of them trimmed before it reads them.
+    NOTIFICATIONS_HISTORY_SIZE=20_000,
 )
 notifications = Notifications(app)
 hub = notifications.create_hub("bench-inbox")

@@ -69,7 +69,8 @@ def test_worker_stores_each_recipient_once_and_sends_badges(
     assert badges(received) == {"alice": 1, "bob": 1}
     for user in ("alice", "bob"):
         (item,) = inbox.list(user).items
-        assert item.event == event.to_dict()
+        # Each row names only its own user among the recipients.
+        assert item.event == {**event.to_dict(), "recipients": [user]}
         assert item.delivery_id == dispatch.delivery_id
 
 

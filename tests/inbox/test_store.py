@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ from flask_notifications.errors import (
     NotificationNotFoundError,
     PermanentConsumerError,
 )
-from flask_notifications.inbox import Inbox
+from flask_notifications.inbox import Inbox, badge_event, writes
+from flask_notifications.inbox.badges import badge_frames
+from flask_notifications.inbox.consumer import InboxConsumer
 from tests.helpers import free_port
 
 pytestmark = [pytest.mark.redis]
@@ -47,8 +51,11 @@ def test_add_then_list_newest_first(inbox: Inbox) -> None:
     assert [item.event["title"] for item in page.items] == ["second", "first"]
     assert page.next_cursor is None
     item = page.items[1]
-    assert item.event == first.to_dict() and item.event["priority"] == "high"
-    assert Event.from_dict(item.event) == first
+    assert item.event == {**first.to_dict(), "recipients": ["alice"]} and item.event["priority"] == "high"
+    assert Event.from_dict(item.event) == Event.from_dict({**first.to_dict(), "recipients": ["alice"]})
+    assert Event.from_dict(inbox.list("bob").items[0].event)["recipients"] == ["bob"]
+    # An event of one recipient comes back exactly as it was sent.
+    assert Event.from_dict(page.items[0].event) == second
     assert item.recipient == "alice" and item.delivery_id == "d1"
     assert item.created_at.tzinfo is not None and item.read_at is None and not item.is_read
     assert [item.event["title"] for item in inbox.list("bob").items] == ["first"]
@@ -342,3 +349,60 @@ def test_cursors_are_signed_with_the_secret_key(app: Flask, inbox: Inbox) -> Non
         inbox.list("alice", limit=1)
     with pytest.raises(ConfigurationError, match="SECRET_KEY"):
         inbox.list("alice", before=cursor)
+
+
+def test_a_delivery_to_many_users_is_stored_in_batches(
+    notifications: Notifications, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Statements of 300 rows, so that 1,000 users take several of them.
+    monkeypatch.setattr(writes, "PG_CHUNK", 300)
+    monkeypatch.setattr(writes, "CHUNK", 300)
+    hub = notifications.create_hub("Many")
+    hub.register_consumer(InboxConsumer())
+    subscription = notifications.backend.subscribe()
+    subscription.add(hub.hub_id)
+    users = [f"user-{n}" for n in range(1000)]
+    event = make_event("broadcast", tuple(users))
+    try:
+        assert inbox.add(event, [*users[:10], "outsider", *users[10:]], delivery_id="d1")[:12] == [
+            *users[:10],
+            "outsider",
+            users[10],
+        ]
+        badges: dict[str, tuple[int, int]] = {}
+        deadline = time.monotonic() + 30
+        while len(badges) < 1001 and time.monotonic() < deadline:
+            for message in subscription.get(0.5):
+                data = json.loads(message.data)
+                (user,) = data["recipients"]
+                badges[user] = (data["unread_count"], data["version"])
+    finally:
+        subscription.close()
+    assert badges == {user: (1, 1) for user in [*users, "outsider"]}
+    assert inbox.unread_counts([*users, "outsider"]) == dict.fromkeys([*users, "outsider"], 1)
+    # Each row names its own user only; one the event does not name, no one.
+    for user in ("user-0", "user-299", "user-300", "user-999"):
+        (item,) = inbox.list(user).items
+        assert item.event == {**event.to_dict(), "recipients": [user]}
+    (item,) = inbox.list("outsider").items
+    assert item.event == {**event.to_dict(), "recipients": []}
+    # Stored again (a redelivery), only the users it had not reached are.
+    assert inbox.add(event, ["user-5", "late", "user-700"], delivery_id="d1") == ["late"]
+
+
+def test_an_event_with_a_nul_character_names_each_row_s_user_only(inbox: Inbox) -> None:
+    event = make_event("a\x00b", ("alice", "bob"))
+    assert inbox.add(event, ["alice", "bob"], delivery_id="nul") == ["alice", "bob"]
+    for user in ("alice", "bob"):
+        (item,) = inbox.list(user).items
+        assert item.event == {**event.to_dict(), "recipients": [user]}
+
+
+def test_badge_frames_are_badge_events() -> None:
+    frames = [json.loads(frame) for frame in badge_frames({"alice": (3, 7), "bob": (0, 1)})]
+    for frame, (user, count, version) in zip(frames, [("alice", 3, 7), ("bob", 0, 1)], strict=True):
+        expected = badge_event(user, count, version).to_dict()
+        assert Event.from_dict(frame).to_dict() == frame
+        assert {**frame, "event_id": "", "timestamp": ""} == {**expected, "event_id": "", "timestamp": ""}
+    assert frames[0]["event_id"] != frames[1]["event_id"]
+    assert badge_frames({}) == []
