@@ -32,6 +32,7 @@ from flask_notifications.backends.redis import RedisPubSub
 from flask_notifications.errors import BackendError, BrokerUnavailableError
 from tests.apps.sse_app import create_app
 from tests.helpers import SentinelGroup, WorkerFactory, WorkerProcess, make_config, report, wait_for
+from tests.helpers.kills import Supervisor
 from tests.helpers.redis_servers import MASTER_NAME, RedisServer
 from tests.helpers.resuming_client import ResumingClient
 from tests.helpers.web_servers import Server
@@ -336,8 +337,6 @@ def test_failovers_with_a_worker_backlog_repeat_nothing_and_announce_every_loss(
     refused: list[int] = []
     backlogs: list[int] = []
     seq = 0
-    stop = threading.Event()
-    restarts: list[int] = []
 
     def send(count: int) -> None:
         nonlocal seq
@@ -352,16 +351,9 @@ def test_failovers_with_a_worker_backlog_repeat_nothing_and_announce_every_loss(
                     sent[seq] = event["event_id"]
                 seq += 1
 
-    def supervise() -> None:
-        # kombu may end a worker that loses its broker mid-restore; restart
-        # it, as systemd or supervisord would.
-        while not stop.wait(0.2):
-            if worker.proc is not None and worker.proc.poll() is not None:
-                restarts.append(worker.proc.returncode)
-                worker.start()
-
     master, replica = group.master, group.replica
-    supervisor = threading.Thread(target=supervise)
+    # kombu may end a worker that loses its broker mid-restore.
+    supervisor = Supervisor(worker)
     try:
         worker.start()
         wait_for(lambda: "ready." in worker.output(), timeout=60)
@@ -420,9 +412,7 @@ def test_failovers_with_a_worker_backlog_repeat_nothing_and_announce_every_loss(
         last = max(sent)
         wait_for(lambda: all(last in seqs(c) for c in clients), timeout=120)
     finally:
-        stop.set()
-        if supervisor.is_alive():
-            supervisor.join()
+        supervisor.stop()
         worker.stop()
         for client in clients:
             client.stop()
@@ -453,7 +443,7 @@ def test_failovers_with_a_worker_backlog_repeat_nothing_and_announce_every_loss(
         missing_per_stream=missing_total / len(clients),
         duplicates=len(duplicates),
         gap_reasons=dict(reasons),
-        worker_restarts=len(restarts),
+        worker_restarts=len(supervisor.restarts),
         reconnections=sum(c.connections - 1 for c in clients),
         enqueued_again=worker.output().count("enqueueing it again"),
     )

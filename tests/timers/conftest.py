@@ -4,6 +4,7 @@ tests of the timers; they tick by hand (``notifications.timers.tick()``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,6 +45,22 @@ def eager() -> Iterator[tuple[Flask, Notifications]]:
     notifications = Notifications(app)
     with app.app_context():
         yield app, notifications
+
+
+@pytest.fixture
+def by_email(eager: tuple[Flask, Notifications], tmp_path: Path) -> tuple[Notifications, Collect]:
+    """The eager app with preferences on (SQLite, no caching) and a
+    consumer of channel ``email`` to wrap."""
+    app, notifications = eager
+    app.config.update(
+        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.db'}",
+        NOTIFICATIONS_PREFERENCES=True,
+        NOTIFICATIONS_PREFERENCES_MAX_AGE=0,
+    )
+    notifications.preferences.create_all()
+    inner = Collect()
+    inner.channel = "email"
+    return notifications, inner
 
 
 def ticked_until(notifications: Notifications, condition: Any, timeout: float = 10.0) -> Any:

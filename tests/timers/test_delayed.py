@@ -162,20 +162,10 @@ def test_a_wrapper_honours_the_preferences_of_its_inner_consumers_channel(
     notifications.inbox.close()
 
 
-def test_a_recipient_who_opts_out_during_the_delay_is_not_sent_to(
-    eager: tuple[Flask, Notifications], tmp_path: Path
-) -> None:
+def test_a_recipient_who_opts_out_during_the_delay_is_not_sent_to(by_email: tuple[Notifications, Collect]) -> None:
     # The preferences apply to "every delivery that starts" after a change:
     # a delayed send starts when its timer fires.
-    app, notifications = eager
-    app.config.update(
-        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.db'}",
-        NOTIFICATIONS_PREFERENCES=True,
-        NOTIFICATIONS_PREFERENCES_MAX_AGE=0,
-    )
-    notifications.preferences.create_all()
-    inner = Collect()
-    inner.channel = "email"
+    notifications, inner = by_email
     notifications.create_hub("h").register_consumer(Delayed(inner, after=0.2))
     notifications.send(Event(None, "t", "Both", "", recipients=["alice", "bob"]))
     notifications.send(Event(None, "t", "Bob", "", recipients=["bob"]))

@@ -172,18 +172,8 @@ def test_called_outside_a_consumer_task_it_says_what_to_do() -> None:
         Digest(Collect(), window=1)(Event(None, "t", "T", ""))
 
 
-def test_a_recipient_who_opts_out_during_the_window_gets_no_digest(
-    eager: tuple[Flask, Notifications], tmp_path: Path
-) -> None:
-    app, notifications = eager
-    app.config.update(
-        NOTIFICATIONS_INBOX_URL=f"sqlite:///{tmp_path / 'prefs.db'}",
-        NOTIFICATIONS_PREFERENCES=True,
-        NOTIFICATIONS_PREFERENCES_MAX_AGE=0,
-    )
-    notifications.preferences.create_all()
-    inner = Collect()
-    inner.channel = "email"
+def test_a_recipient_who_opts_out_during_the_window_gets_no_digest(by_email: tuple[Notifications, Collect]) -> None:
+    notifications, inner = by_email
     notifications.create_hub("h").register_consumer(Digest(inner, window=0.2))
     _send(notifications, "One", "alice", "bob")
     _send(notifications, "Two", "bob")

@@ -14,8 +14,6 @@ import importlib
 import os
 import random
 import sys
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +23,8 @@ import pytest
 import redis
 
 from flask_notifications import Event
-from flask_notifications.errors import BackendError, BrokerUnavailableError
 from tests.helpers import RedisServer, WorkerProcess, report, wait_for
+from tests.helpers.kills import SteadySends, Supervisor, wait_while_progressing
 
 pytestmark = [pytest.mark.reliability, pytest.mark.redis, pytest.mark.subprocess]
 
@@ -98,20 +96,6 @@ def _broker_state(url: str, prefix: str) -> tuple[int, ...] | None:
         return None
     finally:
         client.close()
-
-
-def _wait_while_progressing(done: Callable[[], bool], progress: Callable[[], object], stall: float) -> bool:
-    """Wait until ``done()``, as long as ``progress()`` changes at least
-    every ``stall`` seconds; return whether it is done."""
-    last, since = progress(), time.monotonic()
-    while not done():
-        time.sleep(1)
-        now = progress()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > stall:
-            return False
-    return True
 
 
 def _outbox_state(url: str, prefix: str, lost: list[str]) -> dict[str, object]:
@@ -186,40 +170,10 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
     worker = _start_worker(outbox_env, tmp_path)
     apps = _import_app(outbox_env, monkeypatch)
     module = next(apps)
-    sent: list[str] = []
-    refused = 0
-    sending = threading.Event()
-    stop = threading.Event()
-
-    def send_loop() -> None:
-        nonlocal refused
-        with module.app.app_context():
-            seq = 0
-            while not sending.is_set():
-                started = time.monotonic()
-                try:
-                    dispatch = module.notifications.send(Event(None, "outbox", f"event {seq}", "body", seq=seq))
-                except (BrokerUnavailableError, BackendError):
-                    refused += 1
-                else:
-                    sent.append(str(dispatch.delivery_id))
-                seq += 1
-                time.sleep(max(0.0, 1 / RATE - (time.monotonic() - started)))
-
-    def supervise() -> None:
-        # kombu's Redis transport may end the worker on a lost connection
-        # ("Unrecoverable error: AttributeError ... 'hostname'", while it
-        # restores its unacknowledged messages); restart it, as systemd or
-        # supervisord would. What it held is the broker's to hand out again.
-        while not stop.wait(0.2):
-            if worker.proc is not None and worker.proc.poll() is not None:
-                restarts.append(worker.proc.returncode)
-                worker.start()
-
-    restarts: list[int] = []
-    sender = threading.Thread(target=send_loop)
+    sender = SteadySends(module.app, module.notifications, RATE)
+    sent = sender.sent
+    supervisor = Supervisor(worker)
     sender.start()
-    supervisor = threading.Thread(target=supervise)
     supervisor.start()
     rng = random.Random(22)
     try:
@@ -232,22 +186,20 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
         before = len(sent)
         wait_for(lambda: len(sent) >= before + 50, timeout=60)
     finally:
-        sending.set()
-        sender.join()
+        sender.stop()
     prefix = outbox_env["OUTBOX_PREFIX"]
     try:
         # However slow the machine, wait while the worker makes progress; stop
         # waiting (and fail below) once nothing moved for longer than the
         # sweeper may leave a lost message's entry alone.
-        _wait_while_progressing(
+        wait_while_progressing(
             lambda: set(sent) <= set(_effects(tmp_path)) and _settled(redis_server.url, prefix),
             lambda: (len(_effects(tmp_path)), _broker_state(redis_server.url, prefix)),
             stall=STALL,
         )
         state = _outbox_state(redis_server.url, prefix, [d for d in sent if d not in _effects(tmp_path)])
     finally:
-        stop.set()
-        supervisor.join()
+        supervisor.stop()
         worker.stop()
         next(apps, None)
     effects = _effects(tmp_path)
@@ -257,13 +209,13 @@ def test_every_send_that_returned_is_delivered_once_across_redis_kills(
         "Outbox: Redis SIGKILLs",
         kills=KILLS,
         sent=len(sent),
-        refused=refused,
+        refused=sender.refused,
         lost=len(lost),
         repeated=len(repeated),
-        worker_restarts=len(restarts),
+        worker_restarts=len(supervisor.restarts),
         enqueued_again=worker.output().count("enqueueing it again"),
     )
-    assert refused, "no send() fell into an outage: the test proved nothing"
+    assert sender.refused, "no send() fell into an outage: the test proved nothing"
     assert not lost, (len(lost), len(sent), state, worker.output()[-3000:])
     assert not repeated, (repeated, worker.output()[-3000:])
 

@@ -24,20 +24,18 @@ import importlib
 import os
 import random
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from kombu import Connection
 
-from flask_notifications import Event
-from flask_notifications.errors import BackendError, BrokerUnavailableError
 from flask_notifications.ledger.sql import SqlLedger
 from tests.helpers import WorkerProcess, report, wait_for
+from tests.helpers.kills import SteadySends, Supervisor, wait_while_progressing
 from tests.helpers.rabbit_servers import RabbitNode
 
 pytestmark = [pytest.mark.reliability, pytest.mark.amqp, pytest.mark.postgres, pytest.mark.subprocess]
@@ -93,20 +91,6 @@ def effects(directory: Path) -> Counter[str]:
     return Counter(path.read_text().split()) if path.exists() else Counter()
 
 
-def wait_while_progressing(done: Callable[[], bool], progress: Callable[[], object], stall: float) -> bool:
-    """Wait until ``done()``, as long as ``progress()`` changes at least
-    every ``stall`` seconds; return whether it is done."""
-    last, since = progress(), time.monotonic()
-    while not done():
-        time.sleep(1)
-        now = progress()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since > stall:
-            return False
-    return True
-
-
 def queued(url: str, queue: str) -> int | None:
     """Messages ready in ``queue``; ``None`` when the node does not answer."""
     try:
@@ -127,37 +111,10 @@ def test_every_send_that_returned_is_delivered_once_across_rabbitmq_kills(
     worker = WorkerProcess(APP_MODULE, rabbit_env, tmp_path / "worker.log", pool="threads")
     worker.start()
     wait_for(lambda: "ready." in worker.output(), timeout=60)
-    sent: list[str] = []
-    refused = 0
-    sending = threading.Event()
-    stop = threading.Event()
-    restarts: list[int] = []
     boots: list[float] = []
-
-    def send_loop() -> None:
-        nonlocal refused
-        with app_module.app.app_context():
-            seq = 0
-            while not sending.is_set():
-                started = time.monotonic()
-                try:
-                    dispatch = app_module.notifications.send(Event(None, "outbox", f"event {seq}", "body", seq=seq))
-                except (BrokerUnavailableError, BackendError):
-                    refused += 1
-                else:
-                    sent.append(str(dispatch.delivery_id))
-                seq += 1
-                time.sleep(max(0.0, 1 / RATE - (time.monotonic() - started)))
-
-    def supervise() -> None:
-        # Restart a worker that gave up, as systemd or supervisord would.
-        while not stop.wait(0.2):
-            if worker.proc is not None and worker.proc.poll() is not None:
-                restarts.append(worker.proc.returncode)
-                worker.start()
-
-    sender = threading.Thread(target=send_loop)
-    supervisor = threading.Thread(target=supervise)
+    sender = SteadySends(app_module.app, app_module.notifications, RATE)
+    sent = sender.sent
+    supervisor = Supervisor(worker)
     sender.start()
     supervisor.start()
     rng = random.Random(22)
@@ -172,8 +129,7 @@ def test_every_send_that_returned_is_delivered_once_across_rabbitmq_kills(
         before = len(sent)
         wait_for(lambda: len(sent) >= before + 50, timeout=60)
     finally:
-        sending.set()
-        sender.join()
+        sender.stop()
     ledger = app_module.notifications.get_ledger(app_module.app)
     queue = rabbit_env["OUTBOX_PREFIX"]
     drained = time.monotonic()
@@ -189,8 +145,7 @@ def test_every_send_that_returned_is_delivered_once_across_rabbitmq_kills(
         )
     finally:
         drained = time.monotonic() - drained
-        stop.set()
-        supervisor.join()
+        supervisor.stop()
         worker.stop()
     found = effects(tmp_path)
     lost = [delivery for delivery in sent if delivery not in found]
@@ -200,15 +155,15 @@ def test_every_send_that_returned_is_delivered_once_across_rabbitmq_kills(
         kills=KILLS,
         restart_seconds=boots,
         sent=len(sent),
-        refused=refused,
+        refused=sender.refused,
         delivered=len(set(sent) & set(found)),
         lost=len(lost),
         repeated=len(repeated),
-        worker_restarts=len(restarts),
+        worker_restarts=len(supervisor.restarts),
         enqueued_again=worker.output().count("enqueueing it again"),
         wall_seconds=round(time.monotonic() - began, 1),
         drain_seconds=round(drained, 1),
     )
-    assert refused, "no send() fell into an outage: the test proved nothing"
+    assert sender.refused, "no send() fell into an outage: the test proved nothing"
     assert not lost, (len(lost), len(sent), worker.output()[-3000:])
     assert not repeated, (repeated, worker.output()[-3000:])
