@@ -337,6 +337,12 @@ class RedisLedger(RedisDueTable, Ledger):
             pool.release(conn)
             self.outbox_add(entries, due_ms)
             return _nothing
+        except BaseException:
+            # A timeout or a kill of the caller's greenlet: the connection
+            # goes back to the pool, closed, rather than being lost to it.
+            conn.disconnect()
+            pool.release(conn)
+            raise
 
         def finish() -> None:
             try:
@@ -350,6 +356,10 @@ class RedisLedger(RedisDueTable, Ledger):
                 # again, which changes nothing if they were written.
                 self.outbox_add(entries, due_ms)
                 return
+            except BaseException:
+                conn.disconnect()
+                pool.release(conn)
+                raise
             pool.release(conn)
 
         return finish
