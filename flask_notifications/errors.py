@@ -59,6 +59,13 @@ class BackendError(NotificationsError):
     """The pub/sub backend failed: it is unreachable or answered an error."""
 
 
+class LedgerUnavailableError(BackendError):
+    """The ledger could not be reached, or refused a write before making
+    it: nothing was written. A ledger raises it where it can tell; a plain
+    :class:`BackendError` from a write means that the write may have been
+    made (its reply was lost)."""
+
+
 class OutboxUnavailableError(BrokerUnavailableError, BackendError):
     """:meth:`Notifications.send` or :meth:`Notifications.send_many` could
     not record its events in the outbox (the ledger cannot be reached), so
@@ -72,11 +79,13 @@ class OutboxUnavailableError(BrokerUnavailableError, BackendError):
     errors, it may come after the message went out: see ``may_be_delivered``.
 
     :param message: what failed.
-    :param may_be_delivered: ``False`` when nothing was enqueued: send again
-        once the ledger answers. ``True`` when the message had already been
-        handed to the broker as the record failed: the events are delivered
-        unless the broker loses that message, and sending them again may
-        deliver them twice.
+    :param may_be_delivered: ``False`` when nothing was enqueued and nothing
+        recorded: send again once the ledger answers. ``True`` when the
+        events may be delivered: their message was handed to the broker
+        while the record failed (they are delivered unless the broker loses
+        it), or the broker refused the message but the record may have been
+        written (the outbox's sweeper then delivers them). Sending them again
+        may deliver them twice.
     :param delivery_ids: the delivery ids the events would have had, the
         ones a consumer's :func:`~flask_notifications.worker.delivery.current_delivery`
         shows if they are delivered.

@@ -31,6 +31,7 @@ from .errors import (
     BrokerUnavailableError,
     HubError,
     InvalidEventError,
+    LedgerUnavailableError,
     NotificationsError,
     OutboxUnavailableError,
     SendInProgressError,
@@ -122,6 +123,7 @@ def _send(
                 idempotency_key or "",
             )
     task_id = None
+    window = float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"])
     with held(state.ledger, key or "", delivery_id, hold, needed=key is not None):
         try:
             matched = [hub for hub in ext.hubs.values() if hub.matches(event)]
@@ -137,12 +139,16 @@ def _send(
                     kwargs={"delivery_id": delivery_id},
                     expires=dispatch_expires(ext, event, targets),
                 )
-        except BaseException:
+        except BaseException as exc:
             if key is not None:
-                _release_key(state.ledger, key, delivery_id)
+                if isinstance(exc, OutboxUnavailableError) and exc.may_be_delivered:
+                    # It may be delivered: a retry with the key is a duplicate.
+                    _record_sent(state.ledger, key, delivery_id, window)
+                else:
+                    _release_key(state.ledger, key, delivery_id)
             raise
     if key is not None:
-        _record_sent(state.ledger, key, delivery_id, float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"]))
+        _record_sent(state.ledger, key, delivery_id, window)
     for hub in matched:
         signals.hub_matched.send(app, event=event, hub=hub)
     hub_ids = tuple(hub.hub_id for hub in matched)
@@ -226,14 +232,23 @@ def _publish_recorded(
     broker loses once it took it is enqueued again (see
     :mod:`flask_notifications.worker.outbox`).
 
+    A record that may have been written is a send that may be delivered
+    (the sweeper enqueues it), so its message goes out too: the dispatch's
+    claim makes the two one delivery.
+
     :raises OutboxUnavailableError: the record failed, before the enqueue
-        (nothing was enqueued) or after it (the message may be delivered).
+        (nothing was enqueued or recorded: ``may_be_delivered`` is
+        ``False``) or on its way (the message went out, or the broker
+        refused it while the record may stay: ``True``).
+    :raises BrokerUnavailableError: the broker refused the message, and no
+        record of it stays.
     """
     delivery_ids = [delivery_id for delivery_id, _, _ in sends]
+    they = "it is" if len(delivery_ids) == 1 else "they are"
     try:
         # The record's round trip to the ledger overlaps the enqueue's.
         recorded = outbox.record_sends(app, state.ledger, sends)
-    except BackendError as exc:
+    except LedgerUnavailableError as exc:
         raise OutboxUnavailableError(
             f"Could not record the send in the outbox, so {what}; send again once the ledger answers: {exc}",
             may_be_delivered=False,
@@ -241,26 +256,42 @@ def _publish_recorded(
         ) from exc
     try:
         task_id = publish(app, task, what, **options)
+    except BrokerUnavailableError as exc:
+        if _record_stays(state.ledger, recorded, delivery_ids):
+            raise OutboxUnavailableError(
+                f"{exc}; but its record in the outbox may have been written (the ledger failed too), and then "
+                f"{they} delivered by the outbox's sweeper once the broker answers: sending again may deliver "
+                "twice.",
+                may_be_delivered=True,
+                delivery_ids=delivery_ids,
+            ) from exc
+        raise
     except BaseException:
-        try:
-            written = recorded()
-        except BackendError as exc:
-            written = False
-            logger.warning("The record of a send that raised may stay in the outbox (%s) and be delivered.", exc)
-        if written:
-            outbox.forget_sends(state.ledger, delivery_ids)
+        _record_stays(state.ledger, recorded, delivery_ids)
         raise
     try:
         recorded()
     except BackendError as exc:
         raise OutboxUnavailableError(
             f"The dispatch message was handed to the broker, but its record in the outbox failed ({exc}), so "
-            f"{'it is' if len(delivery_ids) == 1 else 'they are'} delivered unless the broker loses the message, "
-            "which nothing would mend; sending again may deliver twice.",
+            f"{they} delivered unless the broker loses the message, which nothing would mend; sending again may "
+            "deliver twice.",
             may_be_delivered=True,
             delivery_ids=delivery_ids,
         ) from exc
     return task_id
+
+
+def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str]) -> bool:
+    """After a send's enqueue raised: wait for its record, and remove it,
+    so that the caller may send again. Whether a record may stay, which
+    the outbox's sweeper delivers."""
+    try:
+        written = recorded()
+    except BackendError as exc:
+        logger.warning("The record of a send that raised may stay in the outbox (%s) and be delivered.", exc)
+        return True
+    return bool(written) and not outbox.forget_sends(ledger, delivery_ids)
 
 
 def publish(app: Flask, task: Any, what: str, **options: Any) -> str:

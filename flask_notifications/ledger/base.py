@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import BackendError, LedgerUnavailableError
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -31,6 +33,15 @@ SEND_KEY_PREFIX = "send:"
 
 def _nothing() -> None:
     return None
+
+
+def _raising(exc: BaseException) -> Callable[[], None]:
+    """A call that raises ``exc``: the wait of a write that failed on its way."""
+
+    def wait() -> None:
+        raise exc
+
+    return wait
 
 
 class Claim(enum.Enum):
@@ -184,16 +195,31 @@ class Ledger(ABC):
         (replacing an entry of the same id), and remove the entry ``remove``,
         in one atomic step.
 
-        :raises BackendError: the ledger cannot be reached; nothing changed.
+        :raises LedgerUnavailableError: the ledger could not be reached, or
+            refused the write; nothing changed.
+        :raises BackendError: the write failed on the way; it may have been
+            made.
         """
 
     def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
         """Start :meth:`outbox_add` of ``entries`` and return the call that
-        waits for it (raising what :meth:`outbox_add` raises), so that the
-        caller can do something else meanwhile: ``send()`` enqueues its
-        message while the record is written. Ledgers that cannot overlap the
-        write make it here, and the call returned does nothing."""
-        self.outbox_add(entries, due_ms)
+        waits for it, so that the caller can do something else meanwhile:
+        ``send()`` enqueues its message while the record is written.
+
+        Only a write that certainly did not happen raises here; one that may
+        have happened raises from the call returned, which the caller makes
+        after its enqueue (a send whose record may exist is a send that may
+        be delivered, so its message goes out). Ledgers that cannot overlap
+        the write make it here.
+
+        :raises LedgerUnavailableError: nothing was written.
+        """
+        try:
+            self.outbox_add(entries, due_ms)
+        except LedgerUnavailableError:
+            raise
+        except BackendError as exc:
+            return _raising(exc)
         return _nothing
 
     @abstractmethod

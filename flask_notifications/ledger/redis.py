@@ -30,6 +30,7 @@ from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
 from ..backends.redis_client import client_or_url, decode, field, guarded
+from ..errors import LedgerUnavailableError
 from .base import Claim, Ledger
 from .choice import is_redis_url
 from .redis_timers import RedisDueTable
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     from ..backends.base import Backend
 
 _DONE = b"done"
-
-
-def _nothing() -> None:
-    return None
 
 
 # A claim's value is its owner's token, or "done"; each script checks the
@@ -310,39 +307,54 @@ class RedisLedger(RedisDueTable, Ledger):
         """Write the ``EVALSHA`` of :meth:`outbox_add` on a connection of the
         client's pool, and read its reply only in the call returned: the
         caller's next round trip (``send()``'s enqueue) overlaps this one.
-        On a cluster, and when the server does not know the script yet, the
-        write is a plain :meth:`outbox_add`."""
+
+        Taking a connection and writing the command are tried as the
+        client's retry policy says; when they fail, the server has not read
+        the whole command, so nothing was written
+        (:class:`~flask_notifications.errors.LedgerUnavailableError`). A reply
+        that does not come, or an error in its place, raises from the call
+        returned, once the plain :meth:`outbox_add` (which writes the same
+        entries again, changing nothing if they were written) failed too:
+        the write may have been made. On a cluster the write is the plain
+        call, made here, and its failure is raised by the call returned."""
+        if self.cluster:
+            return super().outbox_add_begin(entries, due_ms)
         script = self._scripts.get(_OUTBOX_ADD)
-        if self.cluster or script is None:
-            self.outbox_add(entries, due_ms)
-            return _nothing
+        if script is None:
+            # Its SHA is known without asking the server; a server that
+            # does not know the script answers NOSCRIPT, and finish()
+            # loads it.
+            script = self._scripts[_OUTBOX_ADD] = self.client.register_script(_OUTBOX_ADD)
         args: list[Any] = [int(due_ms), ""]
         for entry_id, record in entries.items():
             args += [entry_id, record]
         pool = self.client.connection_pool
-        try:
+        command = ("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
+
+        def connect_and_write() -> Any:
             try:
                 conn = pool.get_connection()
             except TypeError:  # redis-py before 5.3 wants a command name
                 conn = pool.get_connection("EVALSHA")
-        except redis.exceptions.RedisError:
-            # A pooled connection to a server that restarted: the plain
-            # call reconnects and retries as the client is set to.
-            self.outbox_add(entries, due_ms)
-            return _nothing
+            try:
+                conn.send_command(*command)
+            except BaseException:
+                # The command did not go out whole: the server drops what
+                # it read of it with the connection. A timeout or a kill of
+                # the caller's greenlet gives the connection back, closed.
+                conn.disconnect()
+                pool.release(conn)
+                raise
+            return conn
+
+        retry = self.client.get_retry()
         try:
-            conn.send_command("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
-        except redis.exceptions.RedisError:
-            conn.disconnect()
-            pool.release(conn)
-            self.outbox_add(entries, due_ms)
-            return _nothing
-        except BaseException:
-            # A timeout or a kill of the caller's greenlet: the connection
-            # goes back to the pool, closed, rather than being lost to it.
-            conn.disconnect()
-            pool.release(conn)
-            raise
+            if retry is None:
+                conn = connect_and_write()
+            else:
+                conn = retry.call_with_retry(connect_and_write, lambda error: None)
+        except redis.exceptions.RedisError as exc:
+            raise LedgerUnavailableError(f"Redis outbox could not be reached: {exc}") from exc
 
         def finish() -> None:
             try:

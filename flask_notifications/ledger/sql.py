@@ -39,7 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..database import Timeouts, create_tables, engine_for
-from ..errors import BackendError, ConfigurationError
+from ..errors import BackendError, ConfigurationError, LedgerUnavailableError
 from .base import Claim, Ledger
 from .choice import is_redis_url
 from .sql_timers import SqlDueTable, define_timer_tables
@@ -304,19 +304,27 @@ class SqlLedger(SqlDueTable, Ledger):
 
     def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         table = self.outbox
-        with self._begin() as conn:
-            if remove is not None:
-                conn.execute(sa.delete(table).where(table.c.id == remove))
-            if entries:
-                insert = self._insert(table).values(
-                    [{"id": key, "record": record, "due_ms": int(due_ms)} for key, record in entries.items()]
-                )
-                conn.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[table.c.id],
-                        set_={"record": insert.excluded.record, "due_ms": insert.excluded.due_ms},
+        committing = False
+        try:
+            with self._begin() as conn:
+                if remove is not None:
+                    conn.execute(sa.delete(table).where(table.c.id == remove))
+                if entries:
+                    insert = self._insert(table).values(
+                        [{"id": key, "record": record, "due_ms": int(due_ms)} for key, record in entries.items()]
                     )
-                )
+                    conn.execute(
+                        insert.on_conflict_do_update(
+                            index_elements=[table.c.id],
+                            set_={"record": insert.excluded.record, "due_ms": insert.excluded.due_ms},
+                        )
+                    )
+                committing = True
+        except BackendError as exc:
+            if committing:
+                raise  # the COMMIT failed on its way: it may have been made
+            # Nothing was committed: the transaction ends with its connection.
+            raise LedgerUnavailableError(str(exc)) from exc.__cause__
 
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
         table = self.outbox

@@ -63,7 +63,7 @@ from typing import Any
 from celery import Celery
 from flask import Flask
 
-from ..errors import BackendError
+from ..errors import BackendError, LedgerUnavailableError
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from .claims import idempotency_ttl
@@ -127,8 +127,9 @@ def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, lis
     :return: the call that waits, which returns whether they were recorded
         (``False`` when the outbox is off or the ledger keeps none), and
         raises :class:`~flask_notifications.errors.BackendError` when the
-        write failed (it may have been made).
-    :raises BackendError: the write could not start; nothing was recorded.
+        write failed on its way (it may have been made).
+    :raises LedgerUnavailableError: the write did not happen; nothing was
+        recorded.
     """
     timeout = _timeout(app)
     if timeout is None:
@@ -145,6 +146,17 @@ def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, lis
     except NotImplementedError as exc:
         _warn("record a send", exc)
         return _not_recorded
+    except LedgerUnavailableError:
+        raise
+    except BackendError as exc:
+        # A ledger that cannot tell raised from the write itself: it may
+        # have been made, as when its reply is lost.
+        failed = exc
+
+        def fail() -> bool:
+            raise failed
+
+        return fail
 
     def wait() -> bool:
         written()
@@ -157,17 +169,21 @@ def _not_recorded() -> bool:
     return False
 
 
-def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> None:
+def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> bool:
     """Remove the entries of sends that raised, which the caller may send
-    again; one left behind (the ledger failed too) is delivered later."""
+    again; one left behind (the ledger failed too) is delivered later.
+
+    :return: whether none is left behind.
+    """
     for delivery_id in delivery_ids:
         try:
             ledger.outbox_remove(dispatch_entry(delivery_id))
         except NotImplementedError:
-            return
+            return True
         except BackendError as exc:
             logger.warning("A send that raised stays in the outbox (%s) and will be delivered.", exc)
-            return
+            return False
+    return True
 
 
 def dispatch_key(delivery_id: str) -> str:

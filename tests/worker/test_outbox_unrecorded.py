@@ -12,6 +12,7 @@ holds what ``send()`` enqueued.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -30,21 +31,32 @@ def ledger_server(private_redis: Callable[..., RedisServer]) -> RedisServer:
     return private_redis()
 
 
-@pytest.fixture
-def ext(redis_url: str, redis_keys: str, ledger_server: RedisServer) -> Iterator[Notifications]:
+def unrecorded_ext(redis_url: str, redis_keys: str, ledger_server: RedisServer, **config: Any) -> Notifications:
+    """An app whose ledger is ``ledger_server``; ``config`` overrides."""
     app = Flask("unrecorded")
     # A short read timeout, so that a paused ledger fails the record in
     # seconds (redis-py retries it three times).
     app.config.update(
-        make_config(redis_url, redis_keys, NOTIFICATIONS_LEDGER_URL=f"{ledger_server.url}?socket_timeout=0.5")
+        make_config(redis_url, redis_keys, NOTIFICATIONS_LEDGER_URL=f"{ledger_server.url}?socket_timeout=0.5", **config)
     )
     ext = Notifications(app)
     ext.create_hub("Unrecorded").register_consumer(celery_task_name="tests.unrecorded", pass_event=True)(
         lambda event: None
     )
-    yield ext
+    return ext
+
+
+def closed(ext: Notifications) -> None:
+    app = ext.runtime().app
     ext.get_ledger(app).close()
     ext.get_backend(app).close()
+
+
+@pytest.fixture
+def ext(redis_url: str, redis_keys: str, ledger_server: RedisServer) -> Iterator[Notifications]:
+    ext = unrecorded_ext(redis_url, redis_keys, ledger_server)
+    yield ext
+    closed(ext)
 
 
 def queued(redis_client: redis.Redis[bytes], ext: Notifications) -> int:
@@ -112,3 +124,72 @@ def test_a_send_whose_record_fails_after_its_enqueue_says_it_may_be_delivered(
     assert len(failed.value.delivery_ids) == 1
     # The message went out while the record's reply was awaited.
     assert queued(redis_client, ext) == 2
+
+
+def test_a_first_send_whose_record_may_have_landed_goes_out_and_says_so(
+    ext: Notifications, redis_url: str, redis_keys: str, ledger_server: RedisServer, redis_client: redis.Redis[bytes]
+) -> None:
+    # Another process (a worker, say) wrote to the outbox already, so the
+    # server knows the record's script; this process has not, and its
+    # first record goes out on a connection it opened (the ping). The ledger
+    # then goes silent: the record's command is written, its reply never
+    # comes, and the command runs once the ledger answers again. Sending
+    # again would then deliver the event twice, so the send must not say
+    # that nothing was sent.
+    other = unrecorded_ext(redis_url, redis_keys, ledger_server)
+    try:
+        with other.runtime().app.app_context():
+            other.send(event("other"))
+    finally:
+        closed(other)
+    app = ext.runtime().app
+    assert ext.get_ledger(app).ping()
+    ledger_server.pause()
+    try:
+        with app.app_context(), pytest.raises(OutboxUnavailableError) as failed:
+            ext.send(event("first"))
+    finally:
+        ledger_server.resume()
+    assert failed.value.may_be_delivered is True
+    # Its message went out, beside the other process's.
+    assert queued(redis_client, ext) == 2
+    # And its record landed once the ledger answered: the sweeper would
+    # have delivered it even had the broker lost the message.
+    assert outbox_size(ledger_server, ext) == 2
+
+
+def test_a_refused_send_whose_record_may_stay_says_it_may_be_delivered(
+    redis_url: str, redis_keys: str, ledger_server: RedisServer, private_redis: Callable[..., RedisServer]
+) -> None:
+    broker = private_redis()
+    ext = unrecorded_ext(
+        redis_url,
+        redis_keys,
+        ledger_server,
+        CELERY_BROKER_URL=broker.url,
+        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    )
+    app = ext.runtime().app
+    try:
+        with app.app_context():
+            ext.send(event("before"))
+        assert outbox_size(ledger_server, ext) == 1
+        broker.stop()
+        # The ledger answers: the record of the refused send is removed, and
+        # the error is the broker's, with nothing sent.
+        with app.app_context(), pytest.raises(BrokerUnavailableError, match="was not sent") as refused:
+            ext.send(event("refused"))
+        assert not isinstance(refused.value, OutboxUnavailableError)
+        assert outbox_size(ledger_server, ext) == 1
+        # The ledger silent too: the record's command went out, and whether
+        # it ran is unknown, so the send may be delivered (by the sweeper).
+        ledger_server.pause()
+        try:
+            with app.app_context(), pytest.raises(OutboxUnavailableError, match="sweeper") as unknown:
+                ext.send(event("unknown"))
+        finally:
+            ledger_server.resume()
+        assert unknown.value.may_be_delivered is True
+        assert outbox_size(ledger_server, ext) == 2
+    finally:
+        closed(ext)
