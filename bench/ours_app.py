@@ -38,6 +38,9 @@ def make_app(hubs: int = 1, queue: str = QUEUE, **config: Any) -> tuple[Flask, N
         NOTIFICATIONS_SSE_MAX_CONNECTIONS_PER_CLIENT=1_000_000,
         CELERY_BROKER_URL=REDIS_URL,
         CELERY_TASK_DEFAULT_QUEUE=queue,
+        # The dispatch and consumer tasks' own queue: the one the bench's
+        # worker consumes (-Q), not the default (the key prefix).
+        NOTIFICATIONS_CELERY_QUEUE=queue,
         CELERY_WORKER_PREFETCH_MULTIPLIER=16,
     )
     app.config.update(config)
