@@ -38,7 +38,7 @@ from .errors import (
 )
 from .event import Event
 from .event_hub import EventHub
-from .ledger.base import Claim, Ledger
+from .ledger.base import Claim, Ledger, SentKey
 from .worker import outbox
 from .worker.claims import claim_or_wait, held
 from .worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK, dispatch_expires, new_delivery_id, sent_key
@@ -124,6 +124,7 @@ def _send(
             )
     task_id = None
     window = float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"])
+    progress = _Progress(None if key is None else SentKey(key, delivery_id, window))
     with held(state.ledger, key or "", delivery_id, hold, needed=key is not None):
         try:
             matched = [hub for hub in ext.hubs.values() if hub.matches(event)]
@@ -135,19 +136,21 @@ def _send(
                     [(delivery_id, event_json, targets)],
                     state.celery.tasks[DISPATCH_TASK],
                     f"event {event['event_id']} was not sent",
+                    progress,
                     args=(event_json, targets),
                     kwargs={"delivery_id": delivery_id},
                     expires=dispatch_expires(ext, event, targets),
                 )
         except BaseException as exc:
             if key is not None:
-                if isinstance(exc, OutboxUnavailableError) and exc.may_be_delivered:
+                if progress.published or (isinstance(exc, OutboxUnavailableError) and exc.may_be_delivered):
                     # It may be delivered: a retry with the key is a duplicate.
-                    _record_sent(state.ledger, key, delivery_id, window)
+                    if not progress.key_recorded:
+                        _record_sent(state.ledger, key, delivery_id, window)
                 else:
                     _release_key(state.ledger, key, delivery_id)
             raise
-    if key is not None:
+    if key is not None and not progress.key_recorded:
         _record_sent(state.ledger, key, delivery_id, window)
     for hub in matched:
         signals.hub_matched.send(app, event=event, hub=hub)
@@ -221,16 +224,36 @@ def _publish_batch(app: Flask, state: Runtime, expiries: list[datetime | None], 
     task = state.celery.tasks[DISPATCH_MANY_TASK]
     what = f"none of the {len(items)} events were sent"
     sends = [(delivery_id, event_json, targets) for event_json, targets, delivery_id in items]
-    return _publish_recorded(app, state, sends, task, what, args=(items,), expires=expires)
+    return _publish_recorded(app, state, sends, task, what, _Progress(None), args=(items,), expires=expires)
+
+
+@dataclass
+class _Progress:
+    """How far a send got, for its idempotency key: ``sent``, the key that
+    its outbox record records as sent too; ``published``, whether its
+    message was handed to the broker; ``key_recorded``, whether the record
+    (with the key) is known to be written."""
+
+    sent: SentKey | None
+    published: bool = False
+    key_recorded: bool = False
 
 
 def _publish_recorded(
-    app: Flask, state: Runtime, sends: list[tuple[str, str, list[list[str]]]], task: Any, what: str, **options: Any
+    app: Flask,
+    state: Runtime,
+    sends: list[tuple[str, str, list[list[str]]]],
+    task: Any,
+    what: str,
+    progress: _Progress,
+    **options: Any,
 ) -> str:
     """:func:`publish`, after recording ``sends`` (``(delivery id, event
     JSON, targets)`` each) in the outbox, so that a dispatch message the
     broker loses once it took it is enqueued again (see
-    :mod:`flask_notifications.worker.outbox`).
+    :mod:`flask_notifications.worker.outbox`). The record records
+    ``progress.sent``, the send's idempotency key, as sent in the same
+    write: the two land together or not at all.
 
     A record that may have been written is a send that may be delivered
     (the sweeper enqueues it), so its message goes out too: the dispatch's
@@ -247,7 +270,7 @@ def _publish_recorded(
     they = "it is" if len(delivery_ids) == 1 else "they are"
     try:
         # The record's round trip to the ledger overlaps the enqueue's.
-        recorded = outbox.record_sends(app, state.ledger, sends)
+        recorded = outbox.record_sends(app, state.ledger, sends, progress.sent)
     except LedgerUnavailableError as exc:
         raise OutboxUnavailableError(
             f"Could not record the send in the outbox, so {what}; send again once the ledger answers: {exc}",
@@ -257,7 +280,7 @@ def _publish_recorded(
     try:
         task_id = publish(app, task, what, **options)
     except BrokerUnavailableError as exc:
-        if _record_stays(state.ledger, recorded, delivery_ids):
+        if _record_stays(state.ledger, recorded, delivery_ids, progress.sent):
             raise OutboxUnavailableError(
                 f"{exc}; but its record in the outbox may have been written (the ledger failed too), and then "
                 f"{they} delivered by the outbox's sweeper once the broker answers: sending again may deliver "
@@ -267,10 +290,11 @@ def _publish_recorded(
             ) from exc
         raise
     except BaseException:
-        _record_stays(state.ledger, recorded, delivery_ids)
+        _record_stays(state.ledger, recorded, delivery_ids, progress.sent)
         raise
+    progress.published = True
     try:
-        recorded()
+        progress.key_recorded = recorded() and progress.sent is not None
     except BackendError as exc:
         raise OutboxUnavailableError(
             f"The dispatch message was handed to the broker, but its record in the outbox failed ({exc}), so "
@@ -282,16 +306,27 @@ def _publish_recorded(
     return task_id
 
 
-def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str]) -> bool:
-    """After a send's enqueue raised: wait for its record, and remove it,
+def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str], sent: SentKey | None) -> bool:
+    """After a send's enqueue raised: wait for its record, and remove it
+    (its key first, so that a key is never left sent without its record),
     so that the caller may send again. Whether a record may stay, which
     the outbox's sweeper delivers."""
     try:
         written = recorded()
+    except LedgerUnavailableError:
+        return False  # the ledger refused the write: nothing was recorded
     except BackendError as exc:
         logger.warning("The record of a send that raised may stay in the outbox (%s) and be delivered.", exc)
         return True
-    return bool(written) and not outbox.forget_sends(ledger, delivery_ids)
+    if not written:
+        return False
+    if sent is not None:
+        try:
+            ledger.uncomplete(sent.key)
+        except BackendError as exc:
+            logger.warning("A send that raised stays sent, and in the outbox (%s): it will be delivered.", exc)
+            return True
+    return not outbox.forget_sends(ledger, delivery_ids)
 
 
 def publish(app: Flask, task: Any, what: str, **options: Any) -> str:

@@ -30,8 +30,8 @@ from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
 from ..backends.redis_client import client_or_url, decode, field, guarded
-from ..errors import LedgerUnavailableError
-from .base import Claim, Ledger
+from ..errors import BackendError, LedgerUnavailableError
+from .base import Claim, Ledger, SentKey
 from .choice import is_redis_url
 from .redis_timers import RedisDueTable
 
@@ -51,14 +51,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_COMPLETE = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] and holder ~= 'done' then
+# complete(): record the claim KEYS[k] done for ARGV[t + 1] ms if the token
+# ARGV[t] holds it or nobody does; one body for the claim's own script and
+# for the outbox record that records a send's key.
+_COMPLETE_BODY = """
+local holder = redis.call('GET', KEYS[{k}])
+if holder and holder ~= ARGV[{t}] and holder ~= 'done' then
     return 0
 end
-redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
+redis.call('SET', KEYS[{k}], 'done', 'PX', ARGV[{t} + 1])
 return 1
 """
+_COMPLETE = _COMPLETE_BODY.format(k=1, t=1)
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -90,17 +94,28 @@ return found
 """
 
 # The outbox: a hash of records and a sorted set of when each is due.
-_OUTBOX_ADD = """
+# ARGV: due, the id to remove or '', the sending token and ttl (or '' ''),
+# then id, record pairs; KEYS[3], if given, is the send's idempotency key,
+# recorded sent with the record (a Lua function returns from itself only).
+_OUTBOX_ADD = (
+    """
 if ARGV[2] ~= '' then
     redis.call('HDEL', KEYS[1], ARGV[2])
     redis.call('ZREM', KEYS[2], ARGV[2])
 end
-for i = 3, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
 end
+if #KEYS == 3 then
+    local function complete()"""
+    + _COMPLETE_BODY.format(k=3, t=3)
+    + """    end
+    complete()
+end
 return 1
 """
+)
 _OUTBOX_TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local taken = {}
@@ -127,6 +142,14 @@ _OUTBOX_REMOVE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether Redis answered a script with an error: it refuses a script
+    that would write before running it (OOM, READONLY, MISCONF, NOPERM),
+    so nothing was written. NOSCRIPT is not a refusal: the script is loaded
+    and run again."""
+    return isinstance(exc, redis.exceptions.ResponseError) and not isinstance(exc, redis.exceptions.NoScriptError)
 
 
 def _ms(seconds: float) -> int:
@@ -297,13 +320,38 @@ class RedisLedger(RedisDueTable, Ledger):
     def _outbox_keys(self) -> list[str]:
         return [f"{self.key_prefix}:{{outbox}}", f"{self.key_prefix}:{{outbox}}:due"]
 
-    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
-        args: list[Any] = [int(due_ms), remove or ""]
+    def _outbox_add_call(
+        self, entries: Mapping[str, str], due_ms: int, remove: str | None, sent: SentKey | None
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the outbox record's script."""
+        keys = self._outbox_keys
+        args: list[Any] = [int(due_ms), remove or "", "", ""]
+        if sent is not None:
+            keys = [*keys, self._claim_key(sent.key)]
+            args[2:4] = [sent.token, _ms(sent.ttl)]
         for entry_id, record in entries.items():
             args += [entry_id, record]
-        self._run_script("outbox", _OUTBOX_ADD, self._outbox_keys, *args)
+        return keys, args
 
-    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+    def outbox_add(
+        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
+    ) -> None:
+        if self.cluster and sent is not None:
+            # The claim is in another slot than the outbox: two writes.
+            self.outbox_add(entries, due_ms, remove=remove)
+            self.complete(sent.key, sent.token, sent.ttl)
+            return
+        keys, args = self._outbox_add_call(entries, due_ms, remove, sent)
+        try:
+            self._run_script("outbox", _OUTBOX_ADD, keys, *args)
+        except BackendError as exc:
+            if _refused(exc.__cause__):
+                raise LedgerUnavailableError(str(exc)) from exc.__cause__
+            raise
+
+    def outbox_add_begin(
+        self, entries: Mapping[str, str], due_ms: int, *, sent: SentKey | None = None
+    ) -> Callable[[], None]:
         """Write the ``EVALSHA`` of :meth:`outbox_add` on a connection of the
         client's pool, and read its reply only in the call returned: the
         caller's next round trip (``send()``'s enqueue) overlaps this one.
@@ -318,18 +366,16 @@ class RedisLedger(RedisDueTable, Ledger):
         the write may have been made. On a cluster the write is the plain
         call, made here, and its failure is raised by the call returned."""
         if self.cluster:
-            return super().outbox_add_begin(entries, due_ms)
+            return super().outbox_add_begin(entries, due_ms, sent=sent)
         script = self._scripts.get(_OUTBOX_ADD)
         if script is None:
             # Its SHA is known without asking the server; a server that
             # does not know the script answers NOSCRIPT, and finish()
             # loads it.
             script = self._scripts[_OUTBOX_ADD] = self.client.register_script(_OUTBOX_ADD)
-        args: list[Any] = [int(due_ms), ""]
-        for entry_id, record in entries.items():
-            args += [entry_id, record]
+        keys, args = self._outbox_add_call(entries, due_ms, None, sent)
         pool = self.client.connection_pool
-        command = ("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
 
         def connect_and_write() -> Any:
             try:
@@ -360,13 +406,16 @@ class RedisLedger(RedisDueTable, Ledger):
             try:
                 conn.read_response()
             except redis.exceptions.RedisError as exc:
+                if _refused(exc):
+                    pool.release(conn)
+                    raise LedgerUnavailableError(f"Redis outbox refused the record: {exc}") from exc
                 if not isinstance(exc, redis.exceptions.NoScriptError):
                     conn.disconnect()
                 pool.release(conn)
                 # The script is new to the server (it restarted), or the
                 # reply was lost: the plain call writes the same entries
                 # again, which changes nothing if they were written.
-                self.outbox_add(entries, due_ms)
+                self.outbox_add(entries, due_ms, sent=sent)
                 return
             except BaseException:
                 conn.disconnect()

@@ -193,3 +193,36 @@ def test_a_refused_send_whose_record_may_stay_says_it_may_be_delivered(
         assert outbox_size(ledger_server, ext) == 2
     finally:
         closed(ext)
+
+
+def test_a_refused_send_whose_record_the_ledger_refused_says_nothing_was_sent(
+    redis_url: str, redis_keys: str, ledger_server: RedisServer, private_redis: Callable[..., RedisServer]
+) -> None:
+    # The broker down, and the ledger answering every write with an error
+    # (out of memory; READONLY or MISCONF answer alike): Redis refuses a
+    # script that writes before running it, so nothing was recorded and
+    # nothing enqueued, and the caller must send again.
+    broker = private_redis()
+    ext = unrecorded_ext(
+        redis_url,
+        redis_keys,
+        ledger_server,
+        CELERY_BROKER_URL=broker.url,
+        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    )
+    app = ext.runtime().app
+    client = redis.Redis.from_url(ledger_server.url)
+    try:
+        with app.app_context():
+            ext.send(event("before"))
+        broker.stop()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        with app.app_context(), pytest.raises(BrokerUnavailableError, match="was not sent") as refused:
+            ext.send(event("refused"))
+        assert not isinstance(refused.value, OutboxUnavailableError)
+        client.config_set("maxmemory", 0)
+        assert outbox_size(ledger_server, ext) == 1  # "before" only
+    finally:
+        client.close()
+        closed(ext)
