@@ -69,12 +69,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
 
 from ..errors import BackendError, ConfigurationError
 from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
-from .redis_client import client_or_url, decode, field, guarded, is_cluster
+from .redis_client import RedisClient, answers_ping, client_or_url, decode, field, guarded, is_client, is_cluster
 from .redis_cluster import ClusterSubscription
 from .redis_lineage import info_field, trimmed_after
 from .redis_subscription import RedisSubscription
@@ -143,7 +142,7 @@ class RedisPubSub(Backend):
 
     def __init__(
         self,
-        client: redis.Redis[bytes] | RedisCluster[bytes] | None = None,
+        client: RedisClient | None = None,
         *,
         url: str = "redis://localhost:6379/0",
         key_prefix: str = "notifications",
@@ -180,7 +179,7 @@ class RedisPubSub(Backend):
     def from_config(cls, config: Mapping[str, Any], broker: Any = None) -> RedisPubSub:
         url = config.get("NOTIFICATIONS_REDIS_URL") or config.get("REDIS_URL")
         return cls(
-            broker if isinstance(broker, redis.Redis | RedisCluster) else None,
+            broker if is_client(broker) else None,
             url=url or "redis://localhost:6379/0",
             key_prefix=config["NOTIFICATIONS_KEY_PREFIX"],
             history_size=config["NOTIFICATIONS_HISTORY_SIZE"],
@@ -349,10 +348,7 @@ class RedisPubSub(Backend):
         )
 
     def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.exceptions.RedisError:
-            return False
+        return answers_ping(self.client)
 
     def close(self) -> None:
         self.client.close()

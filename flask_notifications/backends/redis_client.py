@@ -20,7 +20,7 @@ down:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -31,6 +31,9 @@ from ..errors import BackendError, ConfigurationError
 
 SENTINEL_SCHEME = "redis+sentinel"
 CLUSTER_SCHEME = "redis+cluster"
+
+#: A client of one server (or a Sentinel master), or of a Redis Cluster.
+RedisClient: TypeAlias = "redis.Redis[bytes] | RedisCluster[bytes]"
 
 
 def _hosts(netloc: str, default_port: int, url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
@@ -59,7 +62,7 @@ def _redacted(url: str) -> str:
     return url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2])
 
 
-def client_from_url(url: str, **options: Any) -> redis.Redis[bytes] | RedisCluster[bytes]:
+def client_from_url(url: str, **options: Any) -> RedisClient:
     """Build the client ``url`` names.
 
     :param url: a ``redis://``, ``rediss://``, ``unix://``,
@@ -102,7 +105,7 @@ def client_from_url(url: str, **options: Any) -> redis.Redis[bytes] | RedisClust
     return client
 
 
-def client_or_url(client: redis.Redis[bytes] | RedisCluster[bytes] | None, url: str) -> Any:
+def client_or_url(client: RedisClient | None, url: str) -> Any:
     """``client``, or else a client of ``url`` with the timeouts that every
     Redis part of the package uses (5 s to connect, a health check after
     30 s idle)."""
@@ -121,6 +124,20 @@ def guarded(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)
+
+
+def is_client(candidate: object) -> bool:
+    """Whether ``candidate`` is a Redis client (of a cluster or not), such as
+    a ``broker`` passed to ``init_app``."""
+    return isinstance(candidate, redis.Redis | RedisCluster)
+
+
+def answers_ping(client: Any) -> bool:
+    """Whether the server of ``client`` answers ``PING``."""
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
 
 
 def decode(value: bytes | str) -> str:

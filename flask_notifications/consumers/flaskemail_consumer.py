@@ -101,8 +101,9 @@ class FlaskEmailConsumer(MailConsumer):
 
     The arguments are positioned as in 0.1, ``(mail, sender, recipients)``;
     0.1's ``mail`` was a Flask-Email mailbox bound to an application, which
-    does not exist on Python 3, so here it is the application itself. The
-    templates and recipients are those of :class:`MailConsumer`.
+    does not exist on Python 3, so here it is the application itself.
+    :meth:`~MailConsumer.from_app` passes it, after checking its ``EMAIL_*``
+    settings. The templates and recipients are those of :class:`MailConsumer`.
 
     :param mail: the application whose ``EMAIL_*`` settings are used;
         ``None`` uses the current application's, which suits application
@@ -133,27 +134,9 @@ class FlaskEmailConsumer(MailConsumer):
         self.mail = mail
 
     @classmethod
-    def from_app(
-        cls,
-        app: Flask,
-        sender: str | tuple[str, str] | None = None,
-        recipients: str | Iterable[str] | RecipientMap = (),
-        **options: Any,
-    ) -> FlaskEmailConsumer:
-        """Build a consumer that sends with ``app``'s ``EMAIL_*`` settings,
-        checking them now rather than in the worker.
-
-        :raises ConfigurationError: the settings contradict each other, or
-            there is neither ``sender`` nor ``DEFAULT_FROM_EMAIL``.
-        :raises ConsumerError: no recipient, or a template given twice.
-        """
-        settings = email_settings(app.config)
-        consumer = cls(app, sender, recipients, **options)
-        if consumer.sender is None and not settings["DEFAULT_FROM_EMAIL"]:
-            raise ConfigurationError(
-                "FlaskEmailConsumer has no sender: pass one to from_app(), or set DEFAULT_FROM_EMAIL."
-            )
-        return consumer
+    def _transport_of(cls, app: Flask) -> Flask:
+        email_settings(app.config)  # checked now rather than in the worker
+        return app
 
     def _config(self) -> Mapping[str, Any]:
         return self.mail.config if self.mail is not None else current_app.config

@@ -99,7 +99,11 @@ class FlaskMailConsumer(MailConsumer):
         )
         hub.register_consumer(mail_consumer)
 
-    The templates and recipients are those of :class:`MailConsumer`.
+    :meth:`~MailConsumer.from_app` sets Flask-Mail up on the application
+    unless it is already, and builds a consumer that sends with it, as
+    :attr:`mail` (so that, as in 0.1, ``consumer.mail.record_messages()``
+    records what it sends). The templates and recipients are those of
+    :class:`MailConsumer`.
 
     :param mail: the ``flask_mail.Mail`` to send with (or the state
         ``Mail.init_app`` returns); ``None`` uses the one set up on the current
@@ -131,31 +135,10 @@ class FlaskMailConsumer(MailConsumer):
         self.timeout = timeout
 
     @classmethod
-    def from_app(
-        cls,
-        app: Flask,
-        sender: str | tuple[str, str] | None = None,
-        recipients: str | Iterable[str] | RecipientMap = (),
-        **options: Any,
-    ) -> FlaskMailConsumer:
-        """Set Flask-Mail up on ``app`` unless it is already, and build a
-        consumer that sends with it, as :attr:`mail` (so that, as in 0.1,
-        ``consumer.mail.record_messages()`` records what it sends).
-        ``options`` are those of the constructor.
-
-        :raises ConfigurationError: there is neither ``sender`` nor
-            ``MAIL_DEFAULT_SENDER``.
-        :raises ConsumerError: no recipient, or a template given twice.
-        """
+    def _transport_of(cls, app: Flask) -> Any:
+        # As in 0.1, ``consumer.mail.record_messages()`` records what it sends.
         mail = app.extensions.get("mail")
-        if mail is None:
-            mail = flask_mail.Mail(app)
-        consumer = cls(mail, sender, recipients, **options)
-        if consumer.sender is None and not consumer._state().default_sender:
-            raise ConfigurationError(
-                "FlaskMailConsumer has no sender: pass one to from_app(), or set MAIL_DEFAULT_SENDER."
-            )
-        return consumer
+        return mail if mail is not None else flask_mail.Mail(app)
 
     def _state(self) -> Any:
         # ``mail`` is a flask_mail.Mail, bound to an app when built with one,

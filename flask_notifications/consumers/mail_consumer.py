@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.errors import MessageError
 from email.headerregistry import Address
 from email.utils import parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import (
     ConfigurationError,
@@ -33,6 +33,9 @@ from ..errors import (
 from ..event import Event, as_event
 from .consumer import EventConsumer
 from .mail_templates import DEFAULTS, MailTemplates, explicit
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 logger = logging.getLogger(__name__)
 
@@ -313,6 +316,42 @@ class MailConsumer(EventConsumer):
             "digest_html": explicit("digest_html", digest_html, None),
         }
         self.templates = MailTemplates(parts, templates)
+
+    @classmethod
+    def from_app(
+        cls,
+        app: Flask,
+        sender: str | tuple[str, str] | None = None,
+        recipients: str | Iterable[str] | RecipientMap = (),
+        **options: Any,
+    ) -> Self:
+        """Build a consumer that sends with ``app``'s settings, checking them
+        now rather than in the worker. ``options`` are those of the
+        constructor.
+
+        :raises ConfigurationError: the settings contradict each other, or
+            there is neither ``sender`` nor a default sender setting.
+        :raises ConsumerError: no recipient, or a template given twice.
+        """
+        # The subclasses' constructors take the transport first:
+        # ``(mail, sender, recipients, **options)``.
+        build: Callable[..., Self] = cls
+        consumer = build(cls._transport_of(app), sender, recipients, **options)
+        # The check compose() makes for every event, made once here.
+        if consumer.sender is None and not consumer.get_sender():
+            raise ConfigurationError(
+                f"{cls.__name__} has no sender: pass one to from_app(), or set {cls.default_sender_key}."
+            )
+        return consumer
+
+    @classmethod
+    def _transport_of(cls, app: Flask) -> Any:
+        """What :meth:`from_app` passes the constructor as its first
+        argument, the transport of ``app``; set up and checked here.
+
+        :raises ConfigurationError: the settings contradict each other.
+        """
+        raise NotImplementedError(f"{cls.__name__} must implement _transport_of() to be built with from_app().")
 
     # -- what is sent ---------------------------------------------------------
 

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .engine import UNBOUNDED, Timeouts, create_engine, engine_for
-    from .schema import CREATE_ATTEMPTS, create_tables
+    from .schema import CREATE_ATTEMPTS, create_tables, table_prefix
 
-__all__ = ["CREATE_ATTEMPTS", "UNBOUNDED", "Timeouts", "create_engine", "create_tables", "engine_for"]
+__all__ = ["CREATE_ATTEMPTS", "UNBOUNDED", "Timeouts", "create_engine", "create_tables", "engine_for", "table_prefix"]
 
 
 def __getattr__(name: str) -> Any:

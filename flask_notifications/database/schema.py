@@ -1,12 +1,21 @@
-"""Schema creation that is safe when several processes run it at once."""
+"""Schema creation that is safe when several processes run it at once, and
+the table names a key prefix gives."""
 
 from __future__ import annotations
+
+import re
 
 import sqlalchemy as sa
 
 #: Times :func:`create_tables` looks again after another process's
 #: ``CREATE`` beat its own.
 CREATE_ATTEMPTS = 5
+
+
+def table_prefix(key_prefix: str) -> str:
+    """The start of the names of the tables of ``key_prefix``: each
+    character that may not stand in an unquoted SQL name becomes ``_``."""
+    return re.sub(r"\W", "_", key_prefix)
 
 
 def create_tables(engine: sa.Engine, tables: tuple[sa.Table, ...]) -> None:

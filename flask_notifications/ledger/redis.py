@@ -26,10 +26,18 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import redis
-from redis.cluster import RedisCluster
 
 from ..backends.base import parse_id
-from ..backends.redis_client import client_or_url, decode, field, guarded
+from ..backends.redis_client import (
+    RedisClient,
+    answers_ping,
+    client_or_url,
+    decode,
+    field,
+    guarded,
+    is_client,
+    is_cluster,
+)
 from ..errors import BackendError, LedgerUnavailableError
 from .base import Claim, Ledger, SentKey
 from .choice import is_redis_url
@@ -173,7 +181,7 @@ class RedisLedger(RedisDueTable, Ledger):
 
     def __init__(
         self,
-        client: redis.Redis[bytes] | RedisCluster[bytes] | None = None,
+        client: RedisClient | None = None,
         *,
         url: str = "redis://localhost:6379/0",
         key_prefix: str = "notifications",
@@ -183,7 +191,7 @@ class RedisLedger(RedisDueTable, Ledger):
         self.client: Any = client_or_url(client, url)
         self.key_prefix = key_prefix
         self.dead_letter_limit = dead_letter_limit
-        self.cluster = isinstance(self.client, RedisCluster)
+        self.cluster = is_cluster(self.client)
         self._scripts: dict[str, Any] = {}
 
     @classmethod
@@ -202,7 +210,7 @@ class RedisLedger(RedisDueTable, Ledger):
             return cls(url=str(url), **options)
         client = getattr(backend, "client", None)
         for candidate in (client, broker):
-            if isinstance(candidate, redis.Redis | RedisCluster):
+            if is_client(candidate):
                 return cls(candidate, **options)
         fallback = config.get("NOTIFICATIONS_REDIS_URL") or config.get("REDIS_URL") or "redis://localhost:6379/0"
         return cls(url=fallback, **options)
@@ -441,10 +449,7 @@ class RedisLedger(RedisDueTable, Ledger):
     # -- lifecycle ------------------------------------------------------------
 
     def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except redis.exceptions.RedisError:
-            return False
+        return answers_ping(self.client)
 
     def close(self) -> None:
         # A client shared with the Redis backend is the backend's to close.

@@ -27,6 +27,14 @@ from typing import TYPE_CHECKING, Any
 from ..backends.redis_client import decode
 from .base import DigestAdd, DueTimer
 
+# The start of the steps that act only on the version of the timer they
+# were given (KEYS[3] holds the versions): a timer set again meanwhile is
+# left alone, and the step returns 0.
+_SAME_VERSION = """
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
+    return 0
+end
+"""
 _SET = """
 if ARGV[5] == '0' and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
     return 0
@@ -57,13 +65,12 @@ for i = 1, #found, 2 do
 end
 return claimed
 """
-_RETRY = """
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
-    return 0
-end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+_RETRY = (
+    _SAME_VERSION
+    + """redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """
+)
 _REMOVE = """
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
     return 0
@@ -124,11 +131,9 @@ for _, id in ipairs(ids) do
 end
 return items
 """
-_FINISH = """
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
-    return 0
-end
-local ids = redis.call('LRANGE', KEYS[8], 0, -1)
+_FINISH = (
+    _SAME_VERSION
+    + """local ids = redis.call('LRANGE', KEYS[8], 0, -1)
 for _, id in ipairs(ids) do
     redis.call('ZADD', KEYS[9], ARGV[7], id)
 end
@@ -149,6 +154,7 @@ else
 end
 return 1
 """
+)
 
 
 def _now_ms() -> int:

@@ -28,7 +28,6 @@ once.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..database import Timeouts, create_tables, engine_for
+from ..database import Timeouts, create_tables, engine_for, table_prefix
 from ..errors import BackendError, ConfigurationError, LedgerUnavailableError
 from .base import Claim, Ledger, SentKey
 from .choice import is_redis_url
@@ -62,7 +61,7 @@ _NOW = {
 
 def define_tables(metadata: sa.MetaData, prefix: str = "notifications") -> tuple[sa.Table, sa.Table]:
     """The claims and dead letters tables, named after ``prefix``."""
-    prefix = re.sub(r"\W", "_", prefix)
+    prefix = table_prefix(prefix)
     claims = sa.Table(
         f"{prefix}_claims",
         metadata,
@@ -82,7 +81,7 @@ def define_tables(metadata: sa.MetaData, prefix: str = "notifications") -> tuple
 
 def define_outbox_table(metadata: sa.MetaData, prefix: str = "notifications") -> sa.Table:
     """The outbox table, named after ``prefix``."""
-    prefix = re.sub(r"\W", "_", prefix)
+    prefix = table_prefix(prefix)
     return sa.Table(
         f"{prefix}_outbox",
         metadata,

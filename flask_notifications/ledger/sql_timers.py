@@ -23,13 +23,13 @@ finishing a window never interleave.
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from ..database import table_prefix
 from .base import DigestAdd, DueTimer
 
 _OPEN = ""
@@ -51,7 +51,7 @@ def _ms_text(ms: int) -> str:
 
 def define_timer_tables(metadata: sa.MetaData, prefix: str = "notifications") -> tuple[sa.Table, sa.Table]:
     """The timers and digest items tables, named after ``prefix``."""
-    prefix = re.sub(r"\W", "_", prefix)
+    prefix = table_prefix(prefix)
     timers = sa.Table(
         f"{prefix}_timers",
         metadata,
