@@ -75,8 +75,9 @@ from ..ledger.redis import RedisLedger
 from .base import Backend, History, Message, Subscription, parse_id
 from .redis_client import RedisClient, answers_ping, client_or_url, decode, field, guarded, is_client, is_cluster
 from .redis_cluster import ClusterSubscription
-from .redis_lineage import info_field, trimmed_after
+from .redis_lineage import trimmed_after
 from .redis_subscription import RedisSubscription
+from .stream_ends import end_of
 
 # KEYS: the stream, the dedupe key, the rings. ARGV: the data, MAXLEN, the
 # dedupe key's TTL in seconds, the MINID and stream TTL ('' when the history
@@ -218,8 +219,7 @@ class RedisPubSub(Backend):
             return "0-0", 0
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"Redis read failed: {exc}") from exc
-        added = info_field(info, "entries-added")
-        return decode(info_field(info, "last-generated-id")), None if added is None else int(added)
+        return end_of(info)
 
     def publish(self, channel: str, data: str, *, dedupe_key: str | None = None) -> Message:
         if dedupe_key is None:

@@ -22,6 +22,7 @@ from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
 from .redis_lineage import changed_streams, entries_of, explains_missing, info_field, lineage_script, read_rings
+from .stream_ends import StreamEnds
 
 if TYPE_CHECKING:
     from .redis import RedisPubSub
@@ -48,8 +49,10 @@ class RedisSubscription(Subscription):
     Sentinel).
 
     ``add`` may be called from any thread while another blocks in ``get``: it
-    resolves the stream's current end at once, so nothing published after it
-    returns is missed; the blocked ``XREAD`` of the rings wakes up for the
+    resolves the stream's current end at once (in one round trip shared with
+    the ``add`` calls of other threads meanwhile:
+    :class:`~flask_notifications.backends.stream_ends.StreamEnds`), so
+    nothing published after it returns is missed; the blocked ``XREAD`` of the rings wakes up for the
     new channel's rings as for any other, and the next read checks the new
     channel once, in case its first ring came before it.
 
@@ -86,6 +89,7 @@ class RedisSubscription(Subscription):
 
     def __init__(self, backend: RedisPubSub) -> None:
         self._backend = backend
+        self._ends = StreamEnds(backend.client)
         # Per channel: the last id delivered, and the stream's entries-added
         # counter at that id (None on a server without it, Redis < 7).
         self._positions: dict[str, str] = {}
@@ -140,7 +144,7 @@ class RedisSubscription(Subscription):
         # The rings first: a publication after the channel's end then rings
         # after the rings' position.
         self._start_rings()
-        last, added = self._backend.stream_end(channel)
+        last, added = self._ends.find(self._backend.stream_key(channel))
         with self._lock:
             if channel in self._positions:
                 return
@@ -158,7 +162,7 @@ class RedisSubscription(Subscription):
     def _start_rings(self) -> None:
         """Find where the rings end, before the first channel's stream end."""
         if self._rings is None:
-            last, _ = self._backend.key_end(self._backend.rings_key)
+            last, _ = self._ends.find(self._backend.rings_key)
             with self._lock:
                 if self._rings is None:
                     self._rings = last

@@ -5,6 +5,7 @@ live delivery, replay, gaps, claims and dead letters work across slots."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from redis.cluster import RedisCluster
 from flask_notifications import Event, Notifications
 from flask_notifications.backends.base import Claim, Message
 from flask_notifications.backends.redis import RedisPubSub
+from flask_notifications.backends.stream_ends import StreamEnds
 from tests.helpers import LocalCluster, WorkerFactory, make_config, wait_for
 from tests.helpers.sse_client import SSEClient
 from tests.helpers.web_servers import Server
@@ -216,3 +218,27 @@ def test_sse_streams_of_a_process_share_its_node_connection(cluster: LocalCluste
             client.close()
         server.kill()
         backend.close()
+
+
+def test_concurrent_stream_ends_on_a_cluster_answer_each_caller(backend: RedisPubSub) -> None:
+    """Lookups queued together go in one cluster pipeline, which sends each
+    node its keys' commands: each caller still gets its own stream's end."""
+    hubs = [f"h{n}" for n in range(300)]
+    for n, hub in enumerate(hubs[::2]):
+        backend.publish_many(hub, [f"e{e}" for e in range(1 + n % 3)])
+    ends = StreamEnds(backend.client)
+    results: dict[str, object] = {}
+    start = threading.Barrier(len(hubs))
+
+    def find(hub: str) -> None:
+        start.wait()
+        results[hub] = ends.find(backend.stream_key(hub))
+
+    threads = [threading.Thread(target=find, args=(hub,), daemon=True) for hub in hubs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == {hub: backend.stream_end(hub) for hub in hubs}
+    assert len(nodes_of(backend, hubs)) == 3
+    assert {added for _, added in results.values()} == {0, 1, 2, 3}  # type: ignore[misc]
