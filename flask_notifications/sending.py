@@ -38,7 +38,7 @@ from .errors import (
 )
 from .event import Event
 from .event_hub import EventHub
-from .ledger.base import Claim, Ledger, SentKey
+from .ledger.base import Claim, Ledger
 from .worker import outbox
 from .worker.claims import claim_or_wait, held
 from .worker.messages import DISPATCH_MANY_TASK, DISPATCH_TASK, dispatch_expires, new_delivery_id, sent_key
@@ -124,7 +124,7 @@ def _send(
             )
     task_id = None
     window = float(app.config["NOTIFICATIONS_IDEMPOTENCY_WINDOW"])
-    progress = _Progress(None if key is None else SentKey(key, delivery_id, window))
+    progress = _Progress()
     with held(state.ledger, key or "", delivery_id, hold, needed=key is not None):
         try:
             matched = [hub for hub in ext.hubs.values() if hub.matches(event)]
@@ -145,12 +145,11 @@ def _send(
             if key is not None:
                 if progress.published or (isinstance(exc, OutboxUnavailableError) and exc.may_be_delivered):
                     # It may be delivered: a retry with the key is a duplicate.
-                    if not progress.key_recorded:
-                        _record_sent(state.ledger, key, delivery_id, window)
+                    _record_sent(state.ledger, key, delivery_id, window)
                 else:
                     _release_key(state.ledger, key, delivery_id)
             raise
-    if key is not None and not progress.key_recorded:
+    if key is not None:
         _record_sent(state.ledger, key, delivery_id, window)
     for hub in matched:
         signals.hub_matched.send(app, event=event, hub=hub)
@@ -224,19 +223,16 @@ def _publish_batch(app: Flask, state: Runtime, expiries: list[datetime | None], 
     task = state.celery.tasks[DISPATCH_MANY_TASK]
     what = f"none of the {len(items)} events were sent"
     sends = [(delivery_id, event_json, targets) for event_json, targets, delivery_id in items]
-    return _publish_recorded(app, state, sends, task, what, _Progress(None), args=(items,), expires=expires)
+    return _publish_recorded(app, state, sends, task, what, _Progress(), args=(items,), expires=expires)
 
 
 @dataclass
 class _Progress:
-    """How far a send got, for its idempotency key: ``sent``, the key that
-    its outbox record records as sent too; ``published``, whether its
-    message was handed to the broker; ``key_recorded``, whether the record
-    (with the key) is known to be written."""
+    """How far a send got, for its idempotency key: ``published``, whether
+    its message was handed to the broker, after which an interrupted send
+    (a ``gevent.Timeout``) may still be delivered."""
 
-    sent: SentKey | None
     published: bool = False
-    key_recorded: bool = False
 
 
 def _publish_recorded(
@@ -251,9 +247,7 @@ def _publish_recorded(
     """:func:`publish`, after recording ``sends`` (``(delivery id, event
     JSON, targets)`` each) in the outbox, so that a dispatch message the
     broker loses once it took it is enqueued again (see
-    :mod:`flask_notifications.worker.outbox`). The record records
-    ``progress.sent``, the send's idempotency key, as sent in the same
-    write: the two land together or not at all.
+    :mod:`flask_notifications.worker.outbox`).
 
     A record that may have been written is a send that may be delivered
     (the sweeper enqueues it), so its message goes out too: the dispatch's
@@ -270,7 +264,7 @@ def _publish_recorded(
     they = "it is" if len(delivery_ids) == 1 else "they are"
     try:
         # The record's round trip to the ledger overlaps the enqueue's.
-        recorded = outbox.record_sends(app, state.ledger, sends, progress.sent)
+        recorded = outbox.record_sends(app, state.ledger, sends)
     except LedgerUnavailableError as exc:
         raise OutboxUnavailableError(
             f"Could not record the send in the outbox, so {what}; send again once the ledger answers: {exc}",
@@ -280,7 +274,7 @@ def _publish_recorded(
     try:
         task_id = publish(app, task, what, **options)
     except BrokerUnavailableError as exc:
-        if _record_stays(state.ledger, recorded, delivery_ids, progress.sent):
+        if _record_stays(state.ledger, recorded, delivery_ids):
             raise OutboxUnavailableError(
                 f"{exc}; but its record in the outbox may have been written (the ledger failed too), and then "
                 f"{they} delivered by the outbox's sweeper once the broker answers: sending again may deliver "
@@ -290,11 +284,11 @@ def _publish_recorded(
             ) from exc
         raise
     except BaseException:
-        _record_stays(state.ledger, recorded, delivery_ids, progress.sent)
+        _record_stays(state.ledger, recorded, delivery_ids)
         raise
     progress.published = True
     try:
-        progress.key_recorded = recorded() and progress.sent is not None
+        recorded()
     except BackendError as exc:
         raise OutboxUnavailableError(
             f"The dispatch message was handed to the broker, but its record in the outbox failed ({exc}), so "
@@ -306,9 +300,8 @@ def _publish_recorded(
     return task_id
 
 
-def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str], sent: SentKey | None) -> bool:
-    """After a send's enqueue raised: wait for its record, and remove it
-    (its key first, so that a key is never left sent without its record),
+def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str]) -> bool:
+    """After a send's enqueue raised: wait for its record, and remove it,
     so that the caller may send again. Whether a record may stay, which
     the outbox's sweeper delivers."""
     try:
@@ -318,15 +311,7 @@ def _record_stays(ledger: Ledger, recorded: Any, delivery_ids: list[str], sent: 
     except BackendError as exc:
         logger.warning("The record of a send that raised may stay in the outbox (%s) and be delivered.", exc)
         return True
-    if not written:
-        return False
-    if sent is not None:
-        try:
-            ledger.uncomplete(sent.key)
-        except BackendError as exc:
-            logger.warning("A send that raised stays sent, and in the outbox (%s): it will be delivered.", exc)
-            return True
-    return not outbox.forget_sends(ledger, delivery_ids)
+    return bool(written) and not outbox.forget_sends(ledger, delivery_ids)
 
 
 def publish(app: Flask, task: Any, what: str, **options: Any) -> str:

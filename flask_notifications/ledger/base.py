@@ -75,18 +75,6 @@ class DueTimer:
     attempts: int = 0
 
 
-@dataclass(frozen=True)
-class SentKey:
-    """An idempotency key that a send's outbox record records as sent too
-    (:meth:`Ledger.outbox_add`), so that the two land together or not at
-    all: the claim's key, the token of the send that holds it, and how long
-    it stays sent, in seconds."""
-
-    key: str
-    token: str
-    ttl: float
-
-
 class DigestAdd(enum.Enum):
     """Outcome of :meth:`Ledger.digest_add`."""
 
@@ -156,16 +144,6 @@ class Ledger(ABC):
         :return: ``False`` if ``token`` did not hold it; nothing changes.
         """
 
-    def uncomplete(self, key: str) -> bool:
-        """Undo :meth:`complete` of ``key``: the send whose record recorded
-        its idempotency key as sent, and whose message the broker refused,
-        frees the key for its retry. Ledgers whose done claims are held by
-        ``"done"`` (the built-in ones) need not override it.
-
-        :return: ``False`` if ``key`` was not recorded done; nothing changes.
-        """
-        return self.release(key, Claim.DONE.value)
-
     # -- dead letters ---------------------------------------------------------
 
     @abstractmethod
@@ -212,15 +190,10 @@ class Ledger(ABC):
     # epoch, by the writer's clock) when it is due for another enqueue.
 
     @abstractmethod
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         """Record each ``id -> record`` of ``entries`` as due at ``due_ms``
         (replacing an entry of the same id), and remove the entry ``remove``,
-        in one atomic step; with ``sent``, record its key as :meth:`complete`
-        does, in that step too where the ledger can (the built-in ledgers do,
-        but for the Redis ledger on a cluster, whose claim lives in another
-        slot: there it follows).
+        in one atomic step.
 
         :raises LedgerUnavailableError: the ledger could not be reached, or
             refused the write; nothing changed.
@@ -228,11 +201,9 @@ class Ledger(ABC):
             made.
         """
 
-    def outbox_add_begin(
-        self, entries: Mapping[str, str], due_ms: int, *, sent: SentKey | None = None
-    ) -> Callable[[], None]:
-        """Start :meth:`outbox_add` of ``entries`` (and ``sent``) and return
-        the call that waits for it, so that the caller can do something else meanwhile:
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+        """Start :meth:`outbox_add` of ``entries`` and return the call that
+        waits for it, so that the caller can do something else meanwhile:
         ``send()`` enqueues its message while the record is written.
 
         Only a write that certainly did not happen raises here; one that may
@@ -244,7 +215,7 @@ class Ledger(ABC):
         :raises LedgerUnavailableError: nothing was written.
         """
         try:
-            self.outbox_add(entries, due_ms, sent=sent)
+            self.outbox_add(entries, due_ms)
         except LedgerUnavailableError:
             raise
         except BackendError as exc:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.urls import REDIS_SCHEMES
 from ..errors import ConfigurationError
 from ..resolve import resolve
-from .base import Claim, Ledger, SentKey
+from .base import Claim, Ledger
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -118,13 +118,8 @@ class BackendLedger(Ledger):
         counter = getattr(self.backend, "dead_letter_count", None)
         return int(counter()) if callable(counter) else super().dead_letter_count()
 
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
-        # The backend's outbox and claims are two writes.
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         self._outbox("outbox_add")(entries, due_ms, remove=remove)
-        if sent is not None:
-            self.complete(sent.key, sent.token, sent.ttl)
 
     def outbox_take(self, now_ms: int, until_ms: int, limit: int = 100) -> list[tuple[str, str]]:
         return list(self._outbox("outbox_take")(now_ms, until_ms, limit))

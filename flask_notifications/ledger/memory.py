@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .base import SEND_KEY_PREFIX, Claim, DigestAdd, DueTimer, Ledger, SentKey
+from .base import SEND_KEY_PREFIX, Claim, DigestAdd, DueTimer, Ledger
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -114,16 +114,12 @@ class MemoryLedger(Ledger):
             return True
 
     def complete(self, key: str, token: str, ttl: float) -> bool:
-        with self._lock:
-            return self._complete(key, token, ttl)
-
-    def _complete(self, key: str, token: str, ttl: float) -> bool:
-        # Called with the lock held.
         now = time.monotonic()
-        if self._holder(key, now) not in (token, "", _DONE):
-            return False
-        self._set_claim(key, _DONE, now + ttl, now)
-        return True
+        with self._lock:
+            if self._holder(key, now) not in (token, "", _DONE):
+                return False
+            self._set_claim(key, _DONE, now + ttl, now)
+            return True
 
     def release(self, key: str, token: str) -> bool:
         with self._lock:
@@ -176,16 +172,12 @@ class MemoryLedger(Ledger):
 
     # -- outbox ---------------------------------------------------------------
 
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         with self._lock:
             if remove is not None:
                 self._outbox.pop(remove, None)
             for entry_id, record in entries.items():
                 self._outbox[entry_id] = (record, due_ms)
-            if sent is not None:
-                self._complete(sent.key, sent.token, sent.ttl)
             # No other process sweeps this outbox: without a worker in the
             # process its entries would pile up, so the oldest written go.
             while len(self._outbox) > self.ledger_size:

@@ -38,8 +38,8 @@ from ..backends.redis_client import (
     is_client,
     is_cluster,
 )
-from ..errors import BackendError, LedgerUnavailableError
-from .base import Claim, Ledger, SentKey
+from ..errors import LedgerUnavailableError
+from .base import Claim, Ledger
 from .choice import is_redis_url
 from .redis_timers import RedisDueTable
 
@@ -59,18 +59,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# complete(): record the claim KEYS[k] done for ARGV[t + 1] ms if the token
-# ARGV[t] holds it or nobody does; one body for the claim's own script and
-# for the outbox record that records a send's key.
-_COMPLETE_BODY = """
-local holder = redis.call('GET', KEYS[{k}])
-if holder and holder ~= ARGV[{t}] and holder ~= 'done' then
+_COMPLETE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and holder ~= 'done' then
     return 0
 end
-redis.call('SET', KEYS[{k}], 'done', 'PX', ARGV[{t} + 1])
+redis.call('SET', KEYS[1], 'done', 'PX', ARGV[2])
 return 1
 """
-_COMPLETE = _COMPLETE_BODY.format(k=1, t=1)
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
@@ -102,28 +98,17 @@ return found
 """
 
 # The outbox: a hash of records and a sorted set of when each is due.
-# ARGV: due, the id to remove or '', the sending token and ttl (or '' ''),
-# then id, record pairs; KEYS[3], if given, is the send's idempotency key,
-# recorded sent with the record (a Lua function returns from itself only).
-_OUTBOX_ADD = (
-    """
+_OUTBOX_ADD = """
 if ARGV[2] ~= '' then
     redis.call('HDEL', KEYS[1], ARGV[2])
     redis.call('ZREM', KEYS[2], ARGV[2])
 end
-for i = 5, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
 end
-if #KEYS == 3 then
-    local function complete()"""
-    + _COMPLETE_BODY.format(k=3, t=3)
-    + """    end
-    complete()
-end
 return 1
 """
-)
 _OUTBOX_TAKE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local taken = {}
@@ -328,38 +313,13 @@ class RedisLedger(RedisDueTable, Ledger):
     def _outbox_keys(self) -> list[str]:
         return [f"{self.key_prefix}:{{outbox}}", f"{self.key_prefix}:{{outbox}}:due"]
 
-    def _outbox_add_call(
-        self, entries: Mapping[str, str], due_ms: int, remove: str | None, sent: SentKey | None
-    ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of the outbox record's script."""
-        keys = self._outbox_keys
-        args: list[Any] = [int(due_ms), remove or "", "", ""]
-        if sent is not None:
-            keys = [*keys, self._claim_key(sent.key)]
-            args[2:4] = [sent.token, _ms(sent.ttl)]
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        args: list[Any] = [int(due_ms), remove or ""]
         for entry_id, record in entries.items():
             args += [entry_id, record]
-        return keys, args
+        self._run_script("outbox", _OUTBOX_ADD, self._outbox_keys, *args)
 
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
-        if self.cluster and sent is not None:
-            # The claim is in another slot than the outbox: two writes.
-            self.outbox_add(entries, due_ms, remove=remove)
-            self.complete(sent.key, sent.token, sent.ttl)
-            return
-        keys, args = self._outbox_add_call(entries, due_ms, remove, sent)
-        try:
-            self._run_script("outbox", _OUTBOX_ADD, keys, *args)
-        except BackendError as exc:
-            if _refused(exc.__cause__):
-                raise LedgerUnavailableError(str(exc)) from exc.__cause__
-            raise
-
-    def outbox_add_begin(
-        self, entries: Mapping[str, str], due_ms: int, *, sent: SentKey | None = None
-    ) -> Callable[[], None]:
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
         """Write the ``EVALSHA`` of :meth:`outbox_add` on a connection of the
         client's pool, and read its reply only in the call returned: the
         caller's next round trip (``send()``'s enqueue) overlaps this one.
@@ -374,16 +334,18 @@ class RedisLedger(RedisDueTable, Ledger):
         the write may have been made. On a cluster the write is the plain
         call, made here, and its failure is raised by the call returned."""
         if self.cluster:
-            return super().outbox_add_begin(entries, due_ms, sent=sent)
+            return super().outbox_add_begin(entries, due_ms)
         script = self._scripts.get(_OUTBOX_ADD)
         if script is None:
             # Its SHA is known without asking the server; a server that
             # does not know the script answers NOSCRIPT, and finish()
             # loads it.
             script = self._scripts[_OUTBOX_ADD] = self.client.register_script(_OUTBOX_ADD)
-        keys, args = self._outbox_add_call(entries, due_ms, None, sent)
+        args: list[Any] = [int(due_ms), ""]
+        for entry_id, record in entries.items():
+            args += [entry_id, record]
         pool = self.client.connection_pool
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        command = ("EVALSHA", script.sha, len(self._outbox_keys), *self._outbox_keys, *args)
 
         def connect_and_write() -> Any:
             try:
@@ -415,15 +377,21 @@ class RedisLedger(RedisDueTable, Ledger):
                 conn.read_response()
             except redis.exceptions.RedisError as exc:
                 if _refused(exc):
+                    # The answer to this one command, written once.
                     pool.release(conn)
                     raise LedgerUnavailableError(f"Redis outbox refused the record: {exc}") from exc
-                if not isinstance(exc, redis.exceptions.NoScriptError):
-                    conn.disconnect()
+                if isinstance(exc, redis.exceptions.NoScriptError):
+                    pool.release(conn)
+                    # The script is new to the server (it restarted): the
+                    # plain call loads it and writes the entries.
+                    self.outbox_add(entries, due_ms)
+                    return
+                conn.disconnect()
                 pool.release(conn)
-                # The script is new to the server (it restarted), or the
-                # reply was lost: the plain call writes the same entries
-                # again, which changes nothing if they were written.
-                self.outbox_add(entries, due_ms, sent=sent)
+                # The reply was lost: the plain call writes the same entries
+                # again, which changes nothing if they were written. Its
+                # failure, whatever it says, leaves the first write unknown.
+                self.outbox_add(entries, due_ms)
                 return
             except BaseException:
                 conn.disconnect()

@@ -39,7 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..database import Timeouts, create_tables, engine_for, table_prefix
 from ..errors import BackendError, ConfigurationError, LedgerUnavailableError
-from .base import Claim, Ledger, SentKey
+from .base import Claim, Ledger
 from .choice import is_redis_url
 from .sql_timers import SqlDueTable, define_timer_tables
 
@@ -181,22 +181,18 @@ class SqlLedger(SqlDueTable, Ledger):
 
     # -- claims ---------------------------------------------------------------
 
-    def _upsert_statement(self, key: str, holder: str, ms: int, takes_over: sa.ColumnElement[bool]) -> Any:
-        """The statement that inserts the claim, or overwrites the row where
-        ``takes_over`` holds, returning its key if it was written."""
+    def _upsert(self, key: str, holder: str, ms: int, takes_over: sa.ColumnElement[bool]) -> bool:
+        """Insert the claim, or overwrite the row where ``takes_over``
+        holds; whether it was written."""
         table = self.claims
         insert = self._insert(table).values(key=key, holder=holder, expires_ms=self._now + ms)
-        return insert.on_conflict_do_update(
+        statement = insert.on_conflict_do_update(
             index_elements=[table.c.key],
             set_={"holder": insert.excluded.holder, "expires_ms": insert.excluded.expires_ms},
             where=takes_over,
         ).returning(table.c.key)
-
-    def _upsert(self, key: str, holder: str, ms: int, takes_over: sa.ColumnElement[bool]) -> bool:
-        """Insert the claim, or overwrite the row where ``takes_over``
-        holds; whether it was written."""
         with self._begin() as conn:
-            written = conn.execute(self._upsert_statement(key, holder, ms, takes_over)).first() is not None
+            written = conn.execute(statement).first() is not None
         self._purge_now_and_then()
         return written
 
@@ -231,13 +227,10 @@ class SqlLedger(SqlDueTable, Ledger):
         with self._begin() as conn:
             return conn.execute(statement).rowcount == 1
 
-    def _completes(self, token: str) -> sa.ColumnElement[bool]:
-        """Where :meth:`complete` may overwrite the claim."""
-        table = self.claims
-        return sa.or_(table.c.holder == token, table.c.holder == _DONE, table.c.expires_ms <= self._now)
-
     def complete(self, key: str, token: str, ttl: float) -> bool:
-        return self._upsert(key, _DONE, max(1, int(ttl * 1000)), self._completes(token))
+        table = self.claims
+        free = sa.or_(table.c.holder == token, table.c.holder == _DONE, table.c.expires_ms <= self._now)
+        return self._upsert(key, _DONE, max(1, int(ttl * 1000)), free)
 
     def release(self, key: str, token: str) -> bool:
         with self._begin() as conn:
@@ -315,17 +308,11 @@ class SqlLedger(SqlDueTable, Ledger):
 
     # -- outbox ---------------------------------------------------------------
 
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
         table = self.outbox
         committing = False
         try:
             with self._begin() as conn:
-                if sent is not None:
-                    completes = self._completes(sent.token)
-                    ms = max(1, int(sent.ttl * 1000))
-                    conn.execute(self._upsert_statement(sent.key, _DONE, ms, completes))
                 if remove is not None:
                     conn.execute(sa.delete(table).where(table.c.id == remove))
                 if entries:

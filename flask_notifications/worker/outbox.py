@@ -64,7 +64,7 @@ from celery import Celery
 from flask import Flask
 
 from ..errors import BackendError, LedgerUnavailableError
-from ..ledger.base import Claim, Ledger, SentKey
+from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from .claims import idempotency_ttl
 from .messages import DISPATCH_TASK, claim_key, enqueue, enqueue_delivery
@@ -114,14 +114,11 @@ def _warn(what: str, exc: BaseException) -> None:
     logger.warning("Could not %s in the outbox (%s); the delivery goes on without it.", what, exc)
 
 
-def record_sends(
-    app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, list[list[str]]]], sent: SentKey | None = None
-) -> Callable[[], bool]:
+def record_sends(app: Flask, ledger: Ledger, sends: Iterable[tuple[str, str, list[list[str]]]]) -> Callable[[], bool]:
     """Start recording each ``(delivery id, event JSON, targets)`` about to
     be enqueued, in one ledger write, and return the call that waits for
     that write: the caller enqueues meanwhile (see
     :meth:`~flask_notifications.ledger.base.Ledger.outbox_add_begin`).
-    With ``sent``, the write records the send's idempotency key as sent too.
 
     The message may then reach a worker before its record is written; the
     dispatch's claim makes the re-enqueue of such a record a duplicate
@@ -145,9 +142,7 @@ def record_sends(
     if not entries:
         return _not_recorded
     try:
-        # ``sent`` only when there is one: a ledger written before it still
-        # records keyless sends.
-        written = ledger.outbox_add_begin(entries, now + int(timeout * 1000), **({"sent": sent} if sent else {}))
+        written = ledger.outbox_add_begin(entries, now + int(timeout * 1000))
     except NotImplementedError as exc:
         _warn("record a send", exc)
         return _not_recorded

@@ -20,17 +20,14 @@ from flask import Flask
 
 from flask_notifications import Event, Notifications
 from flask_notifications.errors import BackendError, OutboxUnavailableError
-from flask_notifications.ledger.base import SentKey
 from flask_notifications.ledger.memory import MemoryLedger
 
 
 class LosesTheRecordsReply(MemoryLedger):
     """Writes each send's record, then fails as if its reply was lost."""
 
-    def outbox_add(
-        self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None, sent: SentKey | None = None
-    ) -> None:
-        super().outbox_add(entries, due_ms, remove=remove, sent=sent)
+    def outbox_add(self, entries: Mapping[str, str], due_ms: int, *, remove: str | None = None) -> None:
+        super().outbox_add(entries, due_ms, remove=remove)
         if remove is None and any(entry_id.startswith("d:") for entry_id in entries):
             raise BackendError("the reply to the record was lost")
 
@@ -43,10 +40,8 @@ class InterruptedWhileRecording(MemoryLedger):
     """Writes each send's record, and interrupts the send that waits for
     its reply, after the send handed its message to the broker."""
 
-    def outbox_add_begin(
-        self, entries: Mapping[str, str], due_ms: int, *, sent: SentKey | None = None
-    ) -> Callable[[], None]:
-        self.outbox_add(entries, due_ms, sent=sent)
+    def outbox_add_begin(self, entries: Mapping[str, str], due_ms: int) -> Callable[[], None]:
+        self.outbox_add(entries, due_ms)
 
         def wait() -> None:
             raise Interrupted()

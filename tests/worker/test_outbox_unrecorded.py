@@ -11,6 +11,8 @@ holds what ``send()`` enqueued.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +21,13 @@ import redis
 from flask import Flask
 
 from flask_notifications import Event, Notifications
-from flask_notifications.errors import BackendError, BrokerUnavailableError, OutboxUnavailableError
+from flask_notifications.errors import (
+    BackendError,
+    BrokerUnavailableError,
+    LedgerUnavailableError,
+    OutboxUnavailableError,
+    SendInProgressError,
+)
 from flask_notifications.ledger.redis import RedisLedger
 from tests.helpers import RedisServer, make_config
 
@@ -225,4 +233,63 @@ def test_a_refused_send_whose_record_the_ledger_refused_says_nothing_was_sent(
         assert outbox_size(ledger_server, ext) == 1  # "before" only
     finally:
         client.close()
+        closed(ext)
+
+
+def test_a_refused_plain_write_may_have_landed(ext: Notifications, ledger_server: RedisServer) -> None:
+    # A refusal is certain only as the answer to the one command written:
+    # the plain write (a cluster's, or the retry after a lost reply) may be
+    # redis-py's second try of a command whose first try ran, so its
+    # refusal says nothing about that one.
+    ledger = ext.get_ledger(ext.runtime().app)
+    client = redis.Redis.from_url(ledger_server.url)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        with pytest.raises(BackendError) as plain:
+            ledger.outbox_add({"d:plain": "{}"}, 0)
+        assert not isinstance(plain.value, LedgerUnavailableError)
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+
+
+def test_a_retry_with_the_key_of_a_send_still_failing_is_not_a_duplicate(
+    redis_url: str, redis_keys: str, ledger_server: RedisServer, private_redis: Callable[..., RedisServer]
+) -> None:
+    # Send A's broker refuses it, and A retries the publish for about a
+    # second; meanwhile its caller's retry B comes with the same key. B must
+    # not be told "duplicate": A then fails, and nothing would deliver it.
+    broker = private_redis()
+    ext = unrecorded_ext(
+        redis_url,
+        redis_keys,
+        ledger_server,
+        CELERY_BROKER_URL=broker.url,
+        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.2},
+    )
+    app = ext.runtime().app
+    try:
+        with app.app_context():
+            ext.send(event("before"))
+        broker.stop()
+        first: list[BaseException] = []
+
+        def send_a() -> None:
+            with app.app_context():
+                try:
+                    ext.send(event("keyed"), idempotency_key="order-42")
+                except BaseException as exc:  # noqa: BLE001 - what A raised
+                    first.append(exc)
+
+        thread = threading.Thread(target=send_a)
+        thread.start()
+        time.sleep(0.5)
+        with app.app_context(), pytest.raises((BrokerUnavailableError, SendInProgressError)):
+            ext.send(event("keyed"), idempotency_key="order-42")
+        thread.join(30)
+        assert first and isinstance(first[0], BrokerUnavailableError)
+        assert not isinstance(first[0], OutboxUnavailableError)
+        assert outbox_size(ledger_server, ext) == 1  # "before" only
+    finally:
         closed(ext)
