@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -244,6 +244,16 @@ class Ledger(ABC):
 
         :return: ``False`` if there was none.
         """
+
+    def outbox_remove_many(self, entry_ids: Sequence[str]) -> int:
+        """Remove the entries ``entry_ids`` in one atomic step: all of them
+        or, when it raises, none (a send that raised forgets its batch's
+        records this way, so that none of them is half forgotten). This
+        default removes them one by one; the built-in ledgers override it.
+
+        :return: how many there were.
+        """
+        return sum(1 for entry_id in entry_ids if self.outbox_remove(entry_id))
 
     @abstractmethod
     def outbox_size(self) -> int:

@@ -11,7 +11,7 @@ import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +204,10 @@ class MemoryLedger(Ledger):
     def outbox_remove(self, entry_id: str) -> bool:
         with self._lock:
             return self._outbox.pop(entry_id, None) is not None
+
+    def outbox_remove_many(self, entry_ids: Sequence[str]) -> int:
+        with self._lock:
+            return sum(1 for entry_id in entry_ids if self._outbox.pop(entry_id, None) is not None)
 
     def outbox_size(self) -> int:
         with self._lock:

@@ -22,7 +22,7 @@ The due-table of timers and digests is under the hash tag ``{timers}``; see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -132,8 +132,12 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 _OUTBOX_REMOVE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-return redis.call('HDEL', KEYS[1], ARGV[1])
+local removed = 0
+for i = 1, #ARGV do
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return removed
 """
 
 
@@ -410,6 +414,11 @@ class RedisLedger(RedisDueTable, Ledger):
 
     def outbox_remove(self, entry_id: str) -> bool:
         return bool(self._run_script("outbox", _OUTBOX_REMOVE, self._outbox_keys, entry_id))
+
+    def outbox_remove_many(self, entry_ids: Sequence[str]) -> int:
+        if not entry_ids:
+            return 0
+        return int(self._run_script("outbox", _OUTBOX_REMOVE, self._outbox_keys, *entry_ids))
 
     def outbox_size(self) -> int:
         return int(self._call("outbox", self.client.hlen, self._outbox_keys[0]))

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -363,6 +363,17 @@ class SqlLedger(SqlDueTable, Ledger):
         table = self.outbox
         with self._begin() as conn:
             return conn.execute(sa.delete(table).where(table.c.id == entry_id)).rowcount == 1
+
+    def outbox_remove_many(self, entry_ids: Sequence[str]) -> int:
+        table = self.outbox
+        removed = 0
+        with self._begin() as conn:
+            # One transaction; statements of 500 ids (SQLite's bound
+            # parameters are limited).
+            for start in range(0, len(entry_ids), 500):
+                chunk = list(entry_ids[start : start + 500])
+                removed += conn.execute(sa.delete(table).where(table.c.id.in_(chunk))).rowcount
+        return removed
 
     def outbox_size(self) -> int:
         with self._begin() as conn:

@@ -173,16 +173,17 @@ def forget_sends(ledger: Ledger, delivery_ids: Iterable[str]) -> bool:
     """Remove the entries of sends that raised, which the caller may send
     again; one left behind (the ledger failed too) is delivered later.
 
-    :return: whether none is left behind.
+    :return: whether none is left behind. The removal is one atomic step
+        (:meth:`~flask_notifications.ledger.base.Ledger.outbox_remove_many`):
+        a batch is forgotten whole or not at all, never in part.
     """
-    for delivery_id in delivery_ids:
-        try:
-            ledger.outbox_remove(dispatch_entry(delivery_id))
-        except NotImplementedError:
-            return True
-        except BackendError as exc:
-            logger.warning("A send that raised stays in the outbox (%s) and will be delivered.", exc)
-            return False
+    try:
+        ledger.outbox_remove_many([dispatch_entry(delivery_id) for delivery_id in delivery_ids])
+    except NotImplementedError:
+        return True
+    except BackendError as exc:
+        logger.warning("A send that raised stays in the outbox (%s) and will be delivered.", exc)
+        return False
     return True
 
 

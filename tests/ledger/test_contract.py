@@ -191,6 +191,16 @@ def test_outbox_postpone_and_remove(ledger: Ledger, unique: str) -> None:
     assert ledger.outbox_take(10**12, 10**12 + 1) == []
 
 
+def test_outbox_remove_many_removes_a_batch_at_once(ledger: Ledger, unique: str) -> None:
+    # 1,200 ids: more than one SQL statement's worth (500), in one step.
+    entries = {f"{unique}-{n}": str(n) for n in range(1_200)}
+    ledger.outbox_add(entries, 1_000)
+    ledger.outbox_add({f"{unique}-kept": "k"}, 1_000)
+    assert ledger.outbox_remove_many([*entries, f"{unique}-absent"]) == 1_200
+    assert ledger.outbox_remove_many([]) == 0
+    assert ledger.outbox_take(10**12, 10**12 + 1) == [(f"{unique}-kept", "k")]
+
+
 def test_one_of_many_concurrent_sweepers_takes_each_entry(ledger: Ledger, unique: str) -> None:
     entries = {f"{unique}-{n}": str(n) for n in range(40)}
     ledger.outbox_add(entries, 1_000)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -291,5 +291,49 @@ def test_a_retry_with_the_key_of_a_send_still_failing_is_not_a_duplicate(
         assert first and isinstance(first[0], BrokerUnavailableError)
         assert not isinstance(first[0], OutboxUnavailableError)
         assert outbox_size(ledger_server, ext) == 1  # "before" only
+    finally:
+        closed(ext)
+
+
+def test_a_refused_batch_is_forgotten_whole_or_kept_whole(
+    redis_url: str, redis_keys: str, private_redis: Callable[..., RedisServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker refuses a batch, and the ledger dies as send_many() forgets
+    # the batch's records. Forgotten one by one, the first record would be
+    # gone while the error says the events may be delivered (found by a
+    # review): the batch is forgotten in one step, so every event it names
+    # keeps its record for the sweeper.
+    ledger_server = private_redis(persistent=True)
+    broker = private_redis()
+    ext = unrecorded_ext(
+        redis_url,
+        redis_keys,
+        ledger_server,
+        CELERY_BROKER_URL=broker.url,
+        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
+    )
+    app = ext.runtime().app
+    real_remove_many = RedisLedger.outbox_remove_many
+
+    def die_then_remove(self: RedisLedger, entry_ids: Sequence[str]) -> int:
+        ledger_server.stop()
+        return real_remove_many(self, entry_ids)
+
+    try:
+        with app.app_context():
+            ext.send(event("before"))
+        broker.stop()
+        monkeypatch.setattr(RedisLedger, "outbox_remove_many", die_then_remove)
+        with app.app_context(), pytest.raises(OutboxUnavailableError) as raised:
+            ext.send_many([event("a"), event("b"), event("c")])
+        monkeypatch.undo()
+        ledger_server.start()
+        client = redis.Redis.from_url(ledger_server.url)
+        try:
+            kept = {key.decode() for key in client.hkeys(f"{ext.get_ledger(app).key_prefix}:{{outbox}}")}  # type: ignore[attr-defined]
+        finally:
+            client.close()
+        assert raised.value.may_be_delivered is True
+        assert [d for d in raised.value.delivery_ids if f"d:{d}" not in kept] == []
     finally:
         closed(ext)
