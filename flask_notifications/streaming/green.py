@@ -307,12 +307,15 @@ class SocketWriter:
         frames what the response iterator yields.
     """
 
-    __slots__ = ("sock", "fd", "chunked", "_io", "_closed")
+    __slots__ = ("sock", "fd", "chunked", "claimed", "_io", "_closed")
 
     def __init__(self, sock: socket.socket, chunked: bool) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.chunked = chunked
+        #: A live stream writes through it: once the application returns,
+        #: nothing but the stream writes to the response.
+        self.claimed = False
         self._io: Any = None
         self._closed = False
 
