@@ -34,6 +34,11 @@ logger = logging.getLogger(__name__)
 _WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def _no_early_hints(headers: Iterable[tuple[str, str]]) -> None:
+    """``wsgi.early_hints`` of a request a live stream answers, once the
+    application has returned."""
+
+
 class _OfferConnection:
     """The application, with a :class:`~flask_notifications.streaming.green.SocketWriter`
     for the request's connection in each HTTP/1.x request's environ."""
@@ -45,7 +50,16 @@ class _OfferConnection:
         writer = SocketWriter.for_connection(environ.get("gunicorn.socket"), environ.get("SERVER_PROTOCOL"))
         if writer is not None:
             environ[ENVIRON_KEY] = writer
-        return self.app(environ, start_response)
+        body = self.app(environ, start_response)
+        if writer is not None and writer.claimed and "wsgi.early_hints" in environ:
+            # A live stream parks its request for the connection's life, and
+            # nothing sends early hints from here on: the application has
+            # returned, the stream's frames never do, and gunicorn ignores
+            # them once the head is out. A callback that does nothing
+            # replaces gunicorn's, whose closure each parked stream would
+            # otherwise hold.
+            environ["wsgi.early_hints"] = _no_early_hints
+        return body
 
 
 class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]

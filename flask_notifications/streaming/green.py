@@ -105,19 +105,23 @@ class Parking:
     :class:`GreenletCondition`, :meth:`notify` never yields, and a
     :meth:`wait` returns at once after a notify it has not consumed.
 
-    The greenlet parks on a ``gevent.hub.Waiter`` made for the wait, and a
-    timed wait (a queued stream's next heartbeat) on a loop timer that
-    switches back to it, rather than on a ``gevent.event.Event`` held for
-    the stream's life and a ``gevent.Timeout`` raised into it: a parked
-    stream holds neither, its greenlet's saved C stack is about 0.8 KB
-    shorter, and a heartbeat's wake-up raises and catches no exception.
+    The greenlet parks by switching to the hub itself, and a notify or a
+    timed wait's loop timer (a queued stream's next heartbeat) switches
+    back to it from the hub, rather than through a ``gevent.hub.Waiter`` or a
+    ``gevent.event.Event`` with a ``gevent.Timeout`` raised into it: a parked
+    stream holds none of them, its greenlet's saved C stack is shorter (no
+    ``Waiter.get`` between the stream's frame and the hub), and a
+    heartbeat's wake-up raises and catches no exception.
     """
 
-    __slots__ = ("_waiter", "_set")
+    __slots__ = ("_parked", "_set", "_waking")
 
     def __init__(self) -> None:
-        self._waiter: Any = None
+        #: The greenlet waiting in :meth:`wait`, while it waits.
+        self._parked: Any = None
         self._set = False
+        #: A wake-up is scheduled in the hub and has not run yet.
+        self._waking = False
 
     def __enter__(self) -> bool:
         return True
@@ -127,13 +131,22 @@ class Parking:
 
     def notify(self) -> None:
         self._set = True
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            # A Waiter is switched to from the hub only. One whose greenlet
-            # left its wait in the meantime keeps the value, nothing more.
-            waiter.hub.loop.run_callback(waiter.switch, None)
+        if self._parked is not None and not self._waking:
+            from gevent.hub import get_hub
+
+            self._waking = True
+            get_hub().loop.run_callback(self._wake)
 
     notify_all = notify
+
+    def _wake(self) -> None:
+        # Runs in the hub. A greenlet that left its wait in the meantime
+        # (woken by its timer, or killed) is not switched to: it may be
+        # blocked elsewhere by now.
+        self._waking = False
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            parked.switch()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until notified, or for ``timeout`` seconds.
@@ -141,20 +154,21 @@ class Parking:
         :return: whether it was notified.
         """
         if not self._set:
-            from gevent.hub import Waiter
+            from gevent import getcurrent
+            from gevent.hub import get_hub
 
-            waiter = self._waiter = Waiter()
+            hub = get_hub()
+            self._parked = getcurrent()
             timer = None
             if timeout is not None:
-                timer = waiter.hub.loop.timer(max(0.0, timeout))
-                timer.start(waiter.switch, None)
+                timer = hub.loop.timer(max(0.0, timeout))
+                timer.start(self._wake)
             try:
-                waiter.get()
+                hub.switch()
             finally:
                 if timer is not None:
                     timer.close()
-                if self._waiter is waiter:
-                    self._waiter = None
+                self._parked = None
         woken, self._set = self._set, False
         return woken
 
@@ -218,6 +232,8 @@ class HangupWatcher:
     stream (the benchmark's idle cost, issue 6). Only under gevent: without
     it, a thread per stream would cost more than the wait.
     """
+
+    __slots__ = ("fd", "_on_hangup", "_watcher")
 
     def __init__(self, fd: int, on_hangup: Callable[[], None]) -> None:
         self.fd = fd
@@ -291,12 +307,15 @@ class SocketWriter:
         frames what the response iterator yields.
     """
 
-    __slots__ = ("sock", "fd", "chunked", "_io", "_closed")
+    __slots__ = ("sock", "fd", "chunked", "claimed", "_io", "_closed")
 
     def __init__(self, sock: socket.socket, chunked: bool) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.chunked = chunked
+        #: A live stream writes through it: once the application returns,
+        #: nothing but the stream writes to the response.
+        self.claimed = False
         self._io: Any = None
         self._closed = False
 

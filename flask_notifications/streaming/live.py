@@ -60,6 +60,7 @@ class LiveStream(Stream):
         writer: SocketWriter,
     ) -> None:
         super().__init__(fanout, hub_id, event_filter, client, queue_size, sock)
+        writer.claimed = True
         self.writer = writer
         self._live = False
         #: The request's greenlet is writing: the fan-out queues behind it.

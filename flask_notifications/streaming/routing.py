@@ -58,10 +58,14 @@ class Route(NamedTuple):
     inline: bool
 
 
+#: The route of a stream without a filter, shared by all of them.
+_EVERY = Route(None, None, True)
+
+
 def route(event_filter: EventFilter | None) -> Route:
     """The :class:`Route` of a stream whose filter is ``event_filter``."""
     if event_filter is None:
-        return Route(None, None, True)
+        return _EVERY
     conjuncts = _conjuncts(event_filter)
     for index, part in enumerate(conjuncts):
         if type(part) is WithRecipient:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import parse_id
@@ -119,7 +119,7 @@ class Stream(abc.ABC):
         self.floor: Key = (0, 0)
         self.start_id = "0-0"
         #: The first page of the replay, and whether more may follow it.
-        self.replay: list[Message] = []
+        self.replay: Sequence[Message] = ()
         self.replay_more = False
         self.gap: bytes | None = None
         #: While replaying, a full queue is emptied rather than evicted: the
@@ -350,7 +350,7 @@ class Stream(abc.ABC):
             oldest = history.messages[0].id if history.messages else None
             self.gap = gap_frame(last_event_id, oldest_id=oldest, reason=history.reason, id=self.start_id)
 
-    def _replayed(self, messages: list[Message], *, unsure: bool) -> Iterator[bytes]:
+    def _replayed(self, messages: Sequence[Message], *, unsure: bool) -> Iterator[bytes]:
         replayed = 0
         try:
             for message in messages:
@@ -370,7 +370,7 @@ class Stream(abc.ABC):
             self.fanout.count("replayed", replayed)
 
     def _replay(self) -> Iterator[bytes]:
-        page, self.replay = self.replay, []
+        page, self.replay = self.replay, ()
         more = self.replay_more
         unsure = self.gap is not None
         after = self.start_id

@@ -111,3 +111,42 @@ def test_live_streams_count_toward_worker_connections(redis_url: str, unique: st
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+EARLY_HINTS = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import socket
+
+from flask_notifications.ops.gunicorn_worker import _OfferConnection
+from flask_notifications.streaming.green import ENVIRON_KEY
+
+
+def gunicorns_hints(headers):
+    raise AssertionError("gunicorn's callback was called")
+
+
+def serve(claim):
+    def app(environ, start_response):
+        environ[ENVIRON_KEY].claimed = claim
+        return [b""]
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    environ = {"gunicorn.socket": ours, "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.early_hints": gunicorns_hints}
+    _OfferConnection(app)(environ, lambda *args: None)
+    return environ["wsgi.early_hints"]
+
+
+print("other response keeps it", serve(False) is gunicorns_hints)
+hints = serve(True)
+print("live stream drops it", hints is not gunicorns_hints, hints([("Link", "</a.css>; rel=preload")]))
+"""
+
+
+def test_a_live_stream_holds_no_early_hints_callback() -> None:
+    done = subprocess.run([sys.executable, "-c", EARLY_HINTS], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["other response keeps it True", "live stream drops it True None"], done.stderr
