@@ -80,12 +80,12 @@ class OutboxUnavailableError(BrokerUnavailableError, BackendError):
 
     :param message: what failed.
     :param may_be_delivered: ``False`` when nothing was enqueued and nothing
-        recorded: send again once the ledger answers. ``True`` when the
-        events may be delivered: their message was handed to the broker
-        while the record failed (they are delivered unless the broker loses
-        it), or the broker refused the message but the record may have been
-        written (the outbox's sweeper then delivers them). Sending them again
-        may deliver them twice.
+        recorded: send again once the ledger answers. ``True`` when their
+        message was handed to the broker while the record failed: they are
+        delivered unless the broker loses it, and sending them again may
+        deliver them twice. (A broker that refused the message raises a
+        plain :class:`BrokerUnavailableError`, even when the record may
+        stay: sending again then never loses the events.)
     :param delivery_ids: the delivery ids the events would have had, the
         ones a consumer's :func:`~flask_notifications.worker.delivery.current_delivery`
         shows if they are delivered.

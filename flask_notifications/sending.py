@@ -255,10 +255,11 @@ def _publish_recorded(
 
     :raises OutboxUnavailableError: the record failed, before the enqueue
         (nothing was enqueued or recorded: ``may_be_delivered`` is
-        ``False``) or on its way (the message went out, or the broker
-        refused it while the record may stay: ``True``).
-    :raises BrokerUnavailableError: the broker refused the message, and no
-        record of it stays.
+        ``False``) or on its way while the message went out (``True``).
+    :raises BrokerUnavailableError: the broker refused the message; its
+        record is removed, or, when the ledger failed too, may stay (the
+        error says so), so that sending again never loses the events and
+        may deliver them twice.
     """
     delivery_ids = [delivery_id for delivery_id, _, _ in sends]
     they = "it is" if len(delivery_ids) == 1 else "they are"
@@ -275,12 +276,13 @@ def _publish_recorded(
         task_id = publish(app, task, what, **options)
     except BrokerUnavailableError as exc:
         if _record_stays(state.ledger, recorded, delivery_ids):
-            raise OutboxUnavailableError(
-                f"{exc}; but its record in the outbox may have been written (the ledger failed too), and then "
-                f"{they} delivered by the outbox's sweeper once the broker answers: sending again may deliver "
-                "twice.",
-                may_be_delivered=True,
-                delivery_ids=delivery_ids,
+            # Not "may be delivered": whether the record is there is not
+            # known, and if it is not, a caller told so would lose the
+            # events. Sent again, they may be delivered twice instead.
+            raise BrokerUnavailableError(
+                f"{exc}. Its record in the outbox may stay (the ledger failed too), and then the outbox's "
+                f"sweeper delivers {'it' if len(delivery_ids) == 1 else 'them'} too once the broker answers: "
+                "sending again may deliver twice."
             ) from exc
         raise
     except BaseException:
