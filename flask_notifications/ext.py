@@ -284,7 +284,9 @@ class Notifications:
         :raises InvalidEventError: the event is malformed or too large;
             nothing was enqueued.
         :raises BrokerUnavailableError: the broker cannot be reached; nothing
-            was enqueued.
+            was enqueued. Send again: when the ledger failed too, the error
+            says that the send's record may stay, and the event may then be
+            delivered twice, never lost.
         :raises OutboxUnavailableError: the send could not be recorded in
             the outbox; its ``may_be_delivered`` says whether the message
             had already been handed to the broker (docs/reliability.rst).
