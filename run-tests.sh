@@ -3,8 +3,9 @@
 # services.
 #
 #   ./run-tests.sh                 ruff, mypy --strict, sphinx -W, then the suite
-#                                  in parallel (pytest-xdist), and the reliability
-#                                  tests (faults, load) one at a time after it
+#                                  in parallel (pytest-xdist), and beside it the
+#                                  reliability tests (faults, load) one at a time
+#                                  (RELIABILITY_LANE=after: after it)
 #   ./run-tests.sh ARGS...         the same, with ARGS given to pytest
 #                                  (tests/test_cli.py -x, -k name, tests/streaming ...)
 #   ./run-tests.sh --fast [ARGS]   the fast lane: ruff, then the unit tests, which
@@ -193,15 +194,30 @@ if [ "$workers" = 0 ]; then
   exec python -m pytest "$@"
 fi
 # The reliability tests inject faults and load and wait on recovery: they
-# run one at a time, after the rest, so the parallel part does not load them.
-log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
+# run one at a time, in a lane of their own, beside the parallel part (each
+# starts servers of its own; none stops a shared one). Their output follows
+# the parallel part's. RELIABILITY_LANE=after runs them after it instead.
 status=0
-python -m pytest -n "$workers" -m "not reliability" --durations=15 "$@" || status=$?
-log "pytest: the reliability tests (faults and load), one at a time"
 reliability=0
 # Each injects a fault into real servers; none is rerun: a test that fails
 # once has a race, in the test or in the library (docs/contributing.rst).
-python -m pytest -m reliability --durations=0 --durations-min=5 "$@" || reliability=$?
+if [ "${RELIABILITY_LANE:-beside}" = after ]; then
+  log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
+  python -m pytest -n "$workers" -m "not reliability" --durations=15 "$@" || status=$?
+  log "pytest: the reliability tests (faults and load), one at a time"
+  python -m pytest -m reliability --durations=0 --durations-min=5 "$@" || reliability=$?
+else
+  lane_log="$(mktemp)"
+  log "pytest: the reliability tests (faults and load), one at a time, beside the rest (output below, when done)"
+  python -m pytest -m reliability --durations=0 --durations-min=5 "$@" >"$lane_log" 2>&1 &
+  lane_pid=$!
+  cleanup_cmds+=("kill $lane_pid 2>/dev/null; rm -f '$lane_log'")
+  log "pytest, in $workers processes (PYTEST_WORKERS=0 runs serially): all but the reliability tests"
+  python -m pytest -n "$workers" -m "not reliability" --durations=15 "$@" || status=$?
+  wait "$lane_pid" || reliability=$?
+  log "pytest: the reliability tests' output"
+  cat "$lane_log"
+fi
 # 5 means that a part selected no test: only both selecting none is an error.
 if [ "$status" = 5 ] && [ "$reliability" = 5 ]; then exit 5; fi
 [ "$status" = 5 ] && status=0
