@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -58,6 +59,35 @@ def closed(ext: Notifications) -> None:
     app = ext.runtime().app
     ext.get_ledger(app).close()
     ext.get_backend(app).close()
+
+
+@contextmanager
+def refusing_broker(
+    redis_url: str,
+    redis_keys: str,
+    ledger_server: RedisServer,
+    private_redis: Callable[..., RedisServer],
+    retries: int = 1,
+) -> Iterator[Notifications]:
+    """An app whose broker is a private Redis: one send goes through (the
+    ledger's script loaded, a connection in its pool), then the broker
+    stops, and each publish is refused after ``retries`` retries (0.2 s
+    apart, then longer)."""
+    broker = private_redis()
+    ext = unrecorded_ext(
+        redis_url,
+        redis_keys,
+        ledger_server,
+        CELERY_BROKER_URL=broker.url,
+        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": retries, "interval_start": 0, "interval_step": 0.2},
+    )
+    try:
+        with ext.runtime().app.app_context():
+            ext.send(event("before"))
+        broker.stop()
+        yield ext
+    finally:
+        closed(ext)
 
 
 @pytest.fixture
@@ -169,20 +199,9 @@ def test_a_first_send_whose_record_may_have_landed_goes_out_and_says_so(
 def test_a_refused_send_whose_record_may_stay_says_so_and_is_sent_again(
     redis_url: str, redis_keys: str, ledger_server: RedisServer, private_redis: Callable[..., RedisServer]
 ) -> None:
-    broker = private_redis()
-    ext = unrecorded_ext(
-        redis_url,
-        redis_keys,
-        ledger_server,
-        CELERY_BROKER_URL=broker.url,
-        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
-    )
-    app = ext.runtime().app
-    try:
-        with app.app_context():
-            ext.send(event("before"))
-        assert outbox_size(ledger_server, ext) == 1
-        broker.stop()
+    with refusing_broker(redis_url, redis_keys, ledger_server, private_redis) as ext:
+        app = ext.runtime().app
+        assert outbox_size(ledger_server, ext) == 1  # "before"
         # The ledger answers: the record of the refused send is removed, and
         # the error is the broker's, with nothing sent.
         with app.app_context(), pytest.raises(BrokerUnavailableError, match="was not sent") as refused:
@@ -203,8 +222,6 @@ def test_a_refused_send_whose_record_may_stay_says_so_and_is_sent_again(
         assert not isinstance(unknown.value, OutboxUnavailableError)
         # Here it landed: the sweeper delivers it once the broker answers.
         assert outbox_size(ledger_server, ext) == 2
-    finally:
-        closed(ext)
 
 
 def test_a_refused_send_whose_record_the_ledger_refused_says_nothing_was_sent(
@@ -214,30 +231,18 @@ def test_a_refused_send_whose_record_the_ledger_refused_says_nothing_was_sent(
     # (out of memory; READONLY or MISCONF answer alike): Redis refuses a
     # script that writes before running it, so nothing was recorded and
     # nothing enqueued, and the caller must send again.
-    broker = private_redis()
-    ext = unrecorded_ext(
-        redis_url,
-        redis_keys,
-        ledger_server,
-        CELERY_BROKER_URL=broker.url,
-        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
-    )
-    app = ext.runtime().app
     client = redis.Redis.from_url(ledger_server.url)
     try:
-        with app.app_context():
-            ext.send(event("before"))
-        broker.stop()
-        client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", 1)
-        with app.app_context(), pytest.raises(BrokerUnavailableError, match="was not sent") as refused:
-            ext.send(event("refused"))
-        assert not isinstance(refused.value, OutboxUnavailableError)
-        client.config_set("maxmemory", 0)
-        assert outbox_size(ledger_server, ext) == 1  # "before" only
+        with refusing_broker(redis_url, redis_keys, ledger_server, private_redis) as ext:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", 1)
+            with ext.runtime().app.app_context(), pytest.raises(BrokerUnavailableError, match="was not sent") as no:
+                ext.send(event("refused"))
+            assert not isinstance(no.value, OutboxUnavailableError)
+            client.config_set("maxmemory", 0)
+            assert outbox_size(ledger_server, ext) == 1  # "before" only
     finally:
         client.close()
-        closed(ext)
 
 
 def test_a_refused_plain_write_may_have_landed(ext: Notifications, ledger_server: RedisServer) -> None:
@@ -261,22 +266,11 @@ def test_a_refused_plain_write_may_have_landed(ext: Notifications, ledger_server
 def test_a_retry_with_the_key_of_a_send_still_failing_is_not_a_duplicate(
     redis_url: str, redis_keys: str, ledger_server: RedisServer, private_redis: Callable[..., RedisServer]
 ) -> None:
-    # Send A's broker refuses it, and A retries the publish for about a
-    # second; meanwhile its caller's retry B comes with the same key. B must
+    # Send A's broker refuses it, and A retries the publish for about two
+    # seconds; meanwhile its caller's retry B comes with the same key. B must
     # not be told "duplicate": A then fails, and nothing would deliver it.
-    broker = private_redis()
-    ext = unrecorded_ext(
-        redis_url,
-        redis_keys,
-        ledger_server,
-        CELERY_BROKER_URL=broker.url,
-        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 5, "interval_start": 0.2, "interval_step": 0.2},
-    )
-    app = ext.runtime().app
-    try:
-        with app.app_context():
-            ext.send(event("before"))
-        broker.stop()
+    with refusing_broker(redis_url, redis_keys, ledger_server, private_redis, retries=5) as ext:
+        app = ext.runtime().app
         first: list[BaseException] = []
 
         def send_a() -> None:
@@ -295,8 +289,6 @@ def test_a_retry_with_the_key_of_a_send_still_failing_is_not_a_duplicate(
         assert first and isinstance(first[0], BrokerUnavailableError)
         assert not isinstance(first[0], OutboxUnavailableError)
         assert outbox_size(ledger_server, ext) == 1  # "before" only
-    finally:
-        closed(ext)
 
 
 def test_a_refused_batch_is_forgotten_whole_or_kept_whole(
@@ -308,33 +300,18 @@ def test_a_refused_batch_is_forgotten_whole_or_kept_whole(
     # said "may be delivered", losing the first): the batch is forgotten in
     # one step, and the error is the broker's, which asks for the send again.
     ledger_server = private_redis(persistent=True)
-    broker = private_redis()
-    ext = unrecorded_ext(
-        redis_url,
-        redis_keys,
-        ledger_server,
-        CELERY_BROKER_URL=broker.url,
-        NOTIFICATIONS_PUBLISH_RETRY_POLICY={"max_retries": 1, "interval_start": 0, "interval_step": 0.1},
-    )
-    app = ext.runtime().app
     real_remove_many = RedisLedger.outbox_remove_many
 
     def die_then_remove(self: RedisLedger, entry_ids: Sequence[str]) -> int:
         ledger_server.stop()
         return real_remove_many(self, entry_ids)
 
-    try:
-        with app.app_context():
-            ext.send(event("before"))
-        broker.stop()
+    with refusing_broker(redis_url, redis_keys, ledger_server, private_redis) as ext:
         monkeypatch.setattr(RedisLedger, "outbox_remove_many", die_then_remove)
-        assert outbox_size(ledger_server, ext) == 1
-        with app.app_context(), pytest.raises(BrokerUnavailableError, match="may stay") as raised:
+        with ext.runtime().app.app_context(), pytest.raises(BrokerUnavailableError, match="may stay") as raised:
             ext.send_many([event("a"), event("b"), event("c")])
         monkeypatch.undo()
         assert not isinstance(raised.value, OutboxUnavailableError)
         ledger_server.start()
         # The whole batch kept (none half forgotten), for the sweeper.
         assert outbox_size(ledger_server, ext) == 4
-    finally:
-        closed(ext)
