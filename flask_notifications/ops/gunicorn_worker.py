@@ -3,10 +3,13 @@
 
 It is gunicorn's gevent worker, which also offers each HTTP/1.x request its
 connection as a :class:`~flask_notifications.streaming.green.SocketWriter`
-in the WSGI environ, so that a live stream's frames are written straight to
-the socket, one write per stream per batch, while the request stays
-gunicorn's (it counts toward ``--worker-connections``, and gunicorn ends the
-response). Kept apart from the hooks of :mod:`flask_notifications.ops.gunicorn`:
+in the WSGI environ. A live stream writes its first frames through
+gunicorn, then takes the connection over: gunicorn ends the request, and
+the connection's greenlet serves the stream in a shallow frame, so that a
+parked stream no longer holds gunicorn's request, parser, environ and
+response, nor their frames. The greenlet stays in gunicorn's pool, so the
+stream counts toward ``--worker-connections`` and a graceful stop waits for
+it. Kept apart from the hooks of :mod:`flask_notifications.ops.gunicorn`:
 gunicorn's gevent worker imports ``ssl``, which a ``gunicorn.conf.py`` must
 not import in the master.
 """
@@ -14,6 +17,8 @@ not import in the master.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
@@ -34,9 +39,54 @@ logger = logging.getLogger(__name__)
 _WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _no_early_hints(headers: Iterable[tuple[str, str]]) -> None:
-    """``wsgi.early_hints`` of a request a live stream answers, once the
-    application has returned."""
+class _Connection:
+    """The client's socket as gunicorn sees it under this worker: the
+    socket itself, until a live stream takes the connection over (its
+    :class:`~flask_notifications.streaming.green.SocketWriter`'s
+    ``stream`` is set). From then on what gunicorn writes (the end of the
+    response it still closes) goes nowhere, and a read finds the connection
+    at its end, so gunicorn's keep-alive loop ends; closing it is left to
+    the worker, once the stream is served."""
+
+    __slots__ = ("sock", "writer")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        #: The writer offered to the connection's current request, if any.
+        self.writer: SocketWriter | None = None
+
+    @property
+    def taken_over(self) -> bool:
+        return self.writer is not None and self.writer.stream is not None
+
+    def offer(self, protocol: object) -> SocketWriter | None:
+        """A writer for the request now served, if the stream may write
+        to the connection directly (see :meth:`SocketWriter.for_connection
+        <flask_notifications.streaming.green.SocketWriter.for_connection>`)."""
+        if self.taken_over:
+            return None
+        self.writer = SocketWriter.for_connection(self.sock, protocol)
+        return self.writer
+
+    def sendall(self, data: bytes, *args: Any) -> None:
+        if not self.taken_over:
+            self.sock.sendall(data, *args)
+
+    def send(self, data: bytes, *args: Any) -> int:
+        return len(data) if self.taken_over else self.sock.send(data, *args)
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        return b"" if self.taken_over else self.sock.recv(size, *args)
+
+    def recv_into(self, buffer: Any, *args: Any) -> int:
+        return 0 if self.taken_over else self.sock.recv_into(buffer, *args)
+
+    def close(self) -> None:
+        if not self.taken_over:
+            self.sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 class _OfferConnection:
@@ -47,19 +97,14 @@ class _OfferConnection:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        writer = SocketWriter.for_connection(environ.get("gunicorn.socket"), environ.get("SERVER_PROTOCOL"))
-        if writer is not None:
-            environ[ENVIRON_KEY] = writer
-        body = self.app(environ, start_response)
-        if writer is not None and writer.claimed and "wsgi.early_hints" in environ:
-            # A live stream parks its request for the connection's life, and
-            # nothing sends early hints from here on: the application has
-            # returned, the stream's frames never do, and gunicorn ignores
-            # them once the head is out. A callback that does nothing
-            # replaces gunicorn's, whose closure each parked stream would
-            # otherwise hold.
-            environ["wsgi.early_hints"] = _no_early_hints
-        return body
+        connection = environ.get("gunicorn.socket")
+        if isinstance(connection, _Connection):
+            # The application sees the socket itself, as under -k gevent.
+            environ["gunicorn.socket"] = connection.sock
+            writer = connection.offer(environ.get("SERVER_PROTOCOL"))
+            if writer is not None:
+                environ[ENVIRON_KEY] = writer
+        return self.app(environ, start_response)
 
 
 class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
@@ -73,20 +118,28 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     connection, under ``"flask_notifications.socket_writer"``. A stream
     served with one goes live once its first frames and its replay went out
     through gunicorn (see :class:`~flask_notifications.streaming.live.LiveStream`):
-    the process's listener then writes each batch of events to its socket
-    with one non-blocking write, while the request's greenlet waits. The
-    request stays gunicorn's: it counts toward ``--worker-connections``,
-    gunicorn writes the response's end and closes the connection, and no
-    exception ends it. On ``SIGTERM`` the worker ends its streams at once
-    with a ``reconnect`` event, as the :func:`post_worker_init` hook does.
+    it takes the connection over, gunicorn ends the request (its access log
+    line and ``post_request`` hook come then, with the bytes sent so far),
+    and the connection's greenlet, back in this worker's :meth:`handle`,
+    serves the stream until it ends: the process's listener writes each
+    batch of events to its socket with one non-blocking write, the
+    greenlet writes what the listener cannot, and at the end the stream's
+    last frame and the response's end. Then the worker closes the
+    connection. No exception goes through gunicorn's loop, and the
+    greenlet stays in gunicorn's pool: a live stream counts toward
+    ``--worker-connections``, and a graceful stop waits for it. On
+    ``SIGTERM`` the worker ends its streams at once with a ``reconnect``
+    event, as the :func:`post_worker_init` hook does.
 
     The worker relies on gunicorn's documented gevent worker
-    (:class:`gunicorn.workers.ggevent.GeventWorker`), on ``gunicorn.socket``
-    in the environ, and on gunicorn writing each item the response yields
-    before it asks for the next, framed as chunks for HTTP/1.1 when the
-    response has no ``Content-Length``: tested with the gunicorn versions of
-    :data:`TESTED_GUNICORN`. It serves HTTP only: another ``--protocol``
-    (``uwsgi``) is refused at boot.
+    (:class:`gunicorn.workers.ggevent.GeventWorker`), on its ``handle``
+    being called with each accepted connection and using the socket only
+    through its methods, and on gunicorn writing each item the response
+    yields before it asks for the next, framed as chunks for HTTP/1.1 when
+    the response has no ``Content-Length``: tested with the gunicorn
+    versions of :data:`TESTED_GUNICORN`. It serves HTTP only: another
+    ``--protocol`` (``uwsgi``) is refused at boot. A TLS connection (gunicorn
+    terminating TLS) is served as by ``-k gevent``.
     """
 
     @classmethod
@@ -108,6 +161,22 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
         super().load_wsgi()
         app: _WSGIApp = getattr(self, "wsgi")  # noqa: B009 - set by gunicorn, untyped
         self.wsgi = _OfferConnection(app)
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        if isinstance(client, ssl.SSLSocket):
+            super().handle(listener, client, addr)
+            return
+        connection = _Connection(client)
+        try:
+            super().handle(listener, connection, addr)
+            writer = connection.writer
+            if writer is not None and writer.stream is not None:
+                writer.stream.serve()
+        finally:
+            writer = connection.writer
+            if writer is not None and writer.stream is not None:
+                writer.stream.close()  # killed before or while serving
+            client.close()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

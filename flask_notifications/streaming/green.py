@@ -292,30 +292,33 @@ class HangupWatcher:
 
 
 class SocketWriter:
-    """Writes a live stream's bytes straight to its client's socket, beside
-    the WSGI server, which keeps the connection and the request.
+    """Writes a live stream's bytes straight to its client's socket, and
+    lets the stream take the connection over from the WSGI server.
 
-    The server offers one in the WSGI environ, under
-    :data:`ENVIRON_KEY`, when it can hand the connection over: today
+    The server offers one in the WSGI environ, under :data:`ENVIRON_KEY`,
+    when it can hand the connection over: today
     :class:`~flask_notifications.ops.gunicorn_worker.GeventWorker` does. The
     server must have written every byte the response iterator yielded before
     it asks for the next, and must frame what it yields the way
-    :attr:`chunked` says.
+    :attr:`chunked` says. Once a stream has set :attr:`stream`, the server
+    writes nothing more to the connection, ends the response as soon as the
+    iterator does, and then calls the stream's
+    :meth:`~flask_notifications.streaming.live.LiveStream.serve` on the
+    connection's greenlet before it closes the connection.
 
     :param sock: the connection (a gevent socket, in non-blocking mode).
     :param chunked: frame every write as an HTTP/1.1 chunk, as the server
         frames what the response iterator yields.
     """
 
-    __slots__ = ("sock", "fd", "chunked", "claimed", "_io", "_closed")
+    __slots__ = ("sock", "fd", "chunked", "stream", "_io", "_closed")
 
     def __init__(self, sock: socket.socket, chunked: bool) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.chunked = chunked
-        #: A live stream writes through it: once the application returns,
-        #: nothing but the stream writes to the response.
-        self.claimed = False
+        #: The live stream that took the connection over (see above).
+        self.stream: Any = None
         self._io: Any = None
         self._closed = False
 
@@ -378,10 +381,23 @@ class SocketWriter:
                     self._io = get_hub().loop.io(self.fd, 2)  # 2: writable
                 wait(self._io)
 
+    def finish(self, last: bytes) -> None:
+        """End the response: write ``last`` (a stream's last frame, or
+        nothing), then, for a chunked response, the empty chunk that ends
+        it, even after :meth:`close`. A client that is gone gets nothing;
+        the caller closes the connection after it."""
+        tail = (self.frame(last) if last else b"") + (b"0\r\n\r\n" if self.chunked else b"")
+        if not tail:
+            return
+        try:
+            self.sock.sendall(tail)
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Write no more: a greenlet blocked in :meth:`write` gets an
-        :class:`OSError`. The server still owns the connection, and ends
-        the response. Idempotent."""
+        :class:`OSError`. The connection stays open, for :meth:`finish`.
+        Idempotent."""
         if self._closed:
             return
         self._closed = True

@@ -1,12 +1,14 @@
 """The live mode of a stream: the fan-out writes each batch of events
 straight to the client's socket, one non-blocking write per stream and
-batch, while the server's greenlet for the request waits.
+batch.
 
-The server hands the socket over through the WSGI environ (see
-:class:`~flask_notifications.ops.gunicorn_worker.GeventWorker`), so the
-request stays the server's: it counts toward the server's connection
-limit, and the server writes the response's head, its first frames and its
-end, and closes the connection.
+The server offers the connection through the WSGI environ (see
+:class:`~flask_notifications.ops.gunicorn_worker.GeventWorker`). The server
+writes the response's head, the stream's first frames and its replay; then
+the stream takes the connection over and the response ends, and the
+server's greenlet for the connection serves the rest (:meth:`LiveStream.serve`)
+in a shallow frame, no longer holding the request, while it keeps its
+place among the server's connections.
 """
 
 from __future__ import annotations
@@ -36,14 +38,17 @@ class LiveStream(Stream):
     socket itself, through a :class:`~flask_notifications.streaming.green.SocketWriter`.
 
     Its first frames and its replay go out through the server. Then
-    :meth:`follow` waits, and the fan-out writes each batch with one
-    non-blocking write (:meth:`push`) and the heartbeats (:meth:`tick`).
-    The request's greenlet wakes only for what the fan-out cannot write at
-    once, and writes it in order: the rest of a batch a full socket buffer
-    did not take, the events of a filter the fan-out does not judge itself
-    (see :mod:`~flask_notifications.streaming.routing`), and announcements.
-    Once the stream is closed, the greenlet returns the last frame to the
-    server, which ends the response.
+    :meth:`follow` takes the connection over (the writer's
+    :attr:`~flask_notifications.streaming.green.SocketWriter.stream`) and
+    returns, so that the server ends the response, and the server calls
+    :meth:`serve` on the connection's greenlet. From then on the fan-out
+    writes each batch with one non-blocking write (:meth:`push`) and the
+    heartbeats (:meth:`tick`). The greenlet wakes only for what the fan-out
+    cannot write at once, and writes it in order: the rest of a batch a full
+    socket buffer did not take, the events of a filter the fan-out does not
+    judge itself (see :mod:`~flask_notifications.streaming.routing`), and
+    announcements. Once the stream is closed, it writes the last frame and
+    the end of the response.
     """
 
     __slots__ = ("writer", "_live", "_busy", "_raw", "heartbeat", "last_write")
@@ -60,7 +65,6 @@ class LiveStream(Stream):
         writer: SocketWriter,
     ) -> None:
         super().__init__(fanout, hub_id, event_filter, client, queue_size, sock)
-        writer.claimed = True
         self.writer = writer
         self._live = False
         #: The request's greenlet is writing: the fan-out queues behind it.
@@ -73,6 +77,10 @@ class LiveStream(Stream):
     @property
     def live(self) -> bool:
         return self._live
+
+    @property
+    def handed_over(self) -> bool:
+        return self.writer.stream is self
 
     def push(self, first: Key, last: Key, data: bytes, chunk: bytes, now: float) -> int:
         """Write the frames of a batch of events straight to the socket,
@@ -145,42 +153,53 @@ class LiveStream(Stream):
             super()._evict()
 
     def follow(self, heartbeat: float) -> Iterator[bytes]:
-        """Wait while the fan-out writes; write what it leaves, in order.
-        Nothing is yielded: the server wrote everything yielded before, so
-        the writes to the socket from here on come after it.
-
-        Not a generator: it waits in the frame of :meth:`~flask_notifications.streaming.stream.Stream.frames`,
-        which calls it, and returns an empty iterator once the stream is
-        closed. Each parked stream then holds one generator less, and its
-        greenlet's saved C stack one interpreter frame less."""
-        writer = self.writer
+        """Go live and take the connection over: the server ends the
+        response (writing nothing more to the client) and calls
+        :meth:`serve` once it is done with the request. Nothing is yielded:
+        the server wrote everything yielded before, so the fan-out's writes
+        come after it."""
         self.heartbeat = heartbeat
         self.last_write = time.monotonic()
         self._live = True
-        while True:
-            with self._ready:
-                if not self.closed and not self._raw and not self._queue:
-                    self._busy = False
-                    self._ready.wait(None)
-                # An ended stream first writes what is left of a frame the
-                # fan-out began, so that its reconnect frame follows whole.
-                if self.closed and not (self.ended and self._raw):
-                    break
-                self._busy = True
-                raw, self._raw = self._raw, b""
-                items, self._queue = self._queue, []
-            selected = b"".join(self.select(items))
-            try:
-                writer.write(raw + writer.frame(selected) if selected else raw)
-            except OSError:
-                # The client is gone, or the stream was closed while a
-                # frame may be half on the wire: nothing more may follow.
-                self._cut()
-                break
-            self.last_write = time.monotonic()
-        self._busy = False
-        writer.close()
+        self.writer.stream = self
         return iter(())
+
+    def serve(self) -> None:
+        """Wait while the fan-out writes; write what it leaves, in order;
+        once the stream is closed, write its last frame and the end of the
+        response (see :meth:`~flask_notifications.streaming.stream.Stream.ending`).
+        Called by the server on the connection's greenlet, after the
+        response the stream :attr:`handed_over <flask_notifications.streaming.stream.Stream.handed_over>`
+        its connection in; the server closes the connection after it."""
+        writer = self.writer
+        try:
+            while True:
+                with self._ready:
+                    if not self.closed and not self._raw and not self._queue:
+                        self._busy = False
+                        self._ready.wait(None)
+                    # An ended stream first writes what is left of a frame the
+                    # fan-out began, so that its reconnect frame follows whole.
+                    if self.closed and not (self.ended and self._raw):
+                        break
+                    self._busy = True
+                    raw, self._raw = self._raw, b""
+                    items, self._queue = self._queue, []
+                selected = b"".join(self.select(items))
+                try:
+                    writer.write(raw + writer.frame(selected) if selected else raw)
+                except OSError:
+                    # The client is gone, or the stream was closed while a
+                    # frame may be half on the wire: nothing more may follow.
+                    self._cut()
+                    return
+                self.last_write = time.monotonic()
+            self._busy = False
+            writer.finish(self.ending())
+        finally:
+            self._busy = False
+            self.close()
+            writer.close()  # an ended stream's writer too, before the socket closes
 
     def _cut(self) -> None:
         self.evicted = self.ended = False
@@ -191,7 +210,7 @@ class LiveStream(Stream):
         """End the stream (see :meth:`Stream.close`); a greenlet blocked
         writing to it gets an :class:`OSError`, unless the stream was
         :meth:`ended <Stream.end>`: then the greenlet finishes the write it
-        is in, and the server writes the ``reconnect`` frame after it (a
+        is in, and :meth:`serve` writes the ``reconnect`` frame after it (a
         client that reads nothing holds it until the server's graceful
         timeout, as a queued stream's does)."""
         super().close()

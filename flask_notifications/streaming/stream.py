@@ -423,16 +423,19 @@ class Stream(abc.ABC):
                 return
             if not self.ended:
                 yield from self.follow(heartbeat)
+            if self.handed_over:
+                return
             ending = self.ending()
             if ending:
                 yield ending
         finally:
-            self.close()
+            if not self.handed_over:
+                self.close()
 
     @abc.abstractmethod
     def follow(self, heartbeat: float) -> Iterator[bytes]:
-        """Deliver the live events until the stream is closed; what it
-        yields, the server writes.
+        """Deliver the live events until the stream is closed, or until it
+        is :attr:`handed_over`; what it yields, the server writes.
 
         :param heartbeat: seconds of silence after which a heartbeat is due.
         """
@@ -447,9 +450,19 @@ class Stream(abc.ABC):
             return EVICTED
         return b""
 
+    @property
+    def handed_over(self) -> bool:
+        """Whether the server's connection serves the rest of the stream
+        once the response ends (see :meth:`LiveStream.serve
+        <flask_notifications.streaming.live.LiveStream.serve>`): the end of
+        :meth:`frames` and of the response then leave it open."""
+        return False
+
     def response_closed(self) -> None:
-        """The server is done with the response: close the stream."""
-        self.close()
+        """The server is done with the response: close the stream, unless
+        it was :attr:`handed_over`."""
+        if not self.handed_over:
+            self.close()
 
     def close(self) -> None:
         """End the stream and free its queue and its place. Idempotent."""

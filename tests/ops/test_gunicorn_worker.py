@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from flask_notifications import Event
+from tests.apps.sse_app import create_app
 from tests.helpers import ROOT, free_port, make_config, wait_for
 from tests.helpers.sse_client import SSEClient
 from tests.helpers.web_servers import Server, _accepts
@@ -113,40 +114,42 @@ def test_live_streams_count_toward_worker_connections(redis_url: str, unique: st
         proc.communicate(timeout=30)
 
 
-EARLY_HINTS = r"""
-from gevent import monkey
-
-monkey.patch_all()
-
-import socket
-
-from flask_notifications.ops.gunicorn_worker import _OfferConnection
-from flask_notifications.streaming.green import ENVIRON_KEY
-
-
-def gunicorns_hints(headers):
-    raise AssertionError("gunicorn's callback was called")
-
-
-def serve(claim):
-    def app(environ, start_response):
-        environ[ENVIRON_KEY].claimed = claim
-        return [b""]
-
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
-    environ = {"gunicorn.socket": ours, "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.early_hints": gunicorns_hints}
-    _OfferConnection(app)(environ, lambda *args: None)
-    return environ["wsgi.early_hints"]
-
-
-print("other response keeps it", serve(False) is gunicorns_hints)
-hints = serve(True)
-print("live stream drops it", hints is not gunicorns_hints, hints([("Link", "</a.css>; rel=preload")]))
+POST_REQUEST_HOOK = """
+def post_request(worker, req, environ, resp):
+    with open({path!r}, "a") as done:
+        done.write(req.path + "\\n")
 """
 
 
-def test_a_live_stream_holds_no_early_hints_callback() -> None:
-    done = subprocess.run([sys.executable, "-c", EARLY_HINTS], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["other response keeps it True", "live stream drops it True None"], done.stderr
+def test_gunicorn_is_done_with_a_live_streams_request_while_the_stream_goes_on(
+    redis_url: str, unique: str, tmp_path: Any
+) -> None:
+    """A live stream takes its connection over: gunicorn ends the request
+    (its post_request hook runs) while the stream stays open and goes on
+    delivering, and the stream still ends its response properly."""
+    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
+    done = tmp_path / "done"
+    conf = tmp_path / "gunicorn_conf.py"
+    conf.write_text(POST_REQUEST_HOOK.format(path=str(done)))
+    port = free_port()
+    proc = _gunicorn("-b", f"127.0.0.1:{port}", "-c", str(conf), config=config)
+    app = create_app(config)
+    backend: Any = app.extensions["notifications"].get_backend(app)
+    try:
+        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+        client = SSEClient(f"http://127.0.0.1:{port}{URL}")
+        try:
+            client.wait_open()
+            wait_for(lambda: done.exists() and URL in done.read_text().split(), timeout=30)
+            ids = [backend.publish(NEWS, news(n)).id for n in range(3)]
+            assert [e.last_event_id for e in client.take(3)] == ids
+            assert not client.eof
+            proc.terminate()
+            assert [event.type for event in client.read_to_end(timeout=30)] == ["reconnect"]
+            assert client.finished
+        finally:
+            client.close()
+    finally:
+        backend.close()
+        proc.kill()
+        proc.communicate(timeout=30)
