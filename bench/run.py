@@ -117,6 +117,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.idle_sizes is not None:
         plan.idle_sizes = args.idle_sizes
     plan.profile = args.profile
+    if args.offered_rate is not None:
+        plan.offered_rate = args.offered_rate
     plan.variants = dict(args.variant)
     plan.idle_servers = [s for s in plan.idle_servers if s in servers] + [s for s in servers if "+" in s]
     return plan
@@ -728,6 +730,12 @@ def main(argv: list[str] | None = None) -> int:
         "--idle-sizes", type=lambda s: [int(x) for x in s.split(",")], help="connections of the idle-only runs"
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest flask-notifications run")
+    parser.add_argument(
+        "--offered-rate",
+        type=float,
+        help="events/s of the offered phase (default 500); far above what a server delivers, it measures "
+        "the max rate",
+    )
     parser.add_argument(
         "--variant",
         action="append",
