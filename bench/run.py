@@ -733,8 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--offered-rate",
         type=float,
-        help="events/s of the offered phase (default 500); far above what a server delivers, it measures "
-        "the max rate",
+        help="events/s of the offered phase (default 500); far above what a server delivers, it measures the max rate",
     )
     parser.add_argument(
         "--variant",
