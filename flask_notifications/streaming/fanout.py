@@ -58,8 +58,9 @@ from ..event_filter import EventFilter
 from .announcements import Announcements
 from .green import Runner, SocketWriter, cooperate, is_current, spawn, under_gevent
 from .live import Heartbeats, LiveStream
+from .queued import QueuedStream
 from .registry import Handout, HubStreams
-from .stream import LEFT, WRITTEN, Item, QueuedStream, Stream, parse_event
+from .stream import LEFT, WRITTEN, Item, Stream, parse_event
 from .wire import Key, backend_frame, event_frame, format_id
 
 logger = logging.getLogger(__name__)

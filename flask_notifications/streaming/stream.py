@@ -1,9 +1,10 @@
 """One client's stream: its bounded queue, its filter, its ``Last-Event-ID``
-replay and its ending, shared by both delivery modes; and
-:class:`QueuedStream`, the mode in which the WSGI server iterates the frames.
+replay and its ending, shared by both delivery modes.
 
-:class:`~flask_notifications.streaming.live.LiveStream` is the other mode:
-the fan-out writes to the client's socket itself. The
+The modes are subclasses: :class:`~flask_notifications.streaming.queued.QueuedStream`,
+whose frames the WSGI server iterates, and
+:class:`~flask_notifications.streaming.live.LiveStream`, to whose socket the
+fan-out writes itself. The
 :class:`~flask_notifications.streaming.fanout.Fanout` builds one or the
 other in :meth:`~flask_notifications.streaming.fanout.Fanout.open`.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from ..event import Event
 from ..event_filter import EventFilter
 from .green import HangupWatcher, Parking, Wakeup, make_wakeup, under_gevent
 from .routing import Route, route
-from .wire import EVICTED, HEARTBEAT, Key, encode_event, event_frame, format_id, gap_frame, reconnect_frame
+from .wire import EVICTED, Key, encode_event, event_frame, format_id, gap_frame, reconnect_frame
 
 if TYPE_CHECKING:
     from ..backends.base import Message
@@ -37,9 +37,6 @@ RESET: Key = (-2, -2)
 #: What a stream's queue holds: the message's key, its frame, and its event
 #: (``None`` for an announcement or a message that is not a valid event).
 Item = tuple[Key, bytes, "Event | None"]
-
-#: Largest chunk a stream hands to the server in one write.
-_CHUNK = 64 * 1024
 
 #: What :meth:`Stream.push` did with a batch: nothing (offer its events one
 #: by one), wrote it all to the socket, or left the rest to the stream.
@@ -481,36 +478,3 @@ class Stream(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.hub_id!r} from {self.client!r}{' evicted' if self.evicted else ''}>"
-
-
-class QueuedStream(Stream):
-    """A stream whose frames the WSGI server iterates: the fan-out queues
-    each event, and the stream's greenlet or thread writes what is queued
-    as one chunk (up to 64 KiB) per wake-up, and a heartbeat after
-    ``heartbeat`` seconds of silence. Any WSGI server serves it."""
-
-    __slots__ = ()
-
-    def follow(self, heartbeat: float) -> Iterator[bytes]:
-        last_write = time.monotonic()
-        while True:
-            wait = max(0.0, heartbeat - (time.monotonic() - last_write))
-            items = self.take(wait)
-            if items is None:
-                return
-            if not items:
-                if time.monotonic() - last_write >= heartbeat:
-                    yield HEARTBEAT
-                    last_write = time.monotonic()
-                continue
-            chunk: list[bytes] = []
-            size = 0
-            for frame in self.select(items):
-                chunk.append(frame)
-                size += len(frame)
-                if size >= _CHUNK:
-                    yield b"".join(chunk)
-                    chunk, size = [], 0
-            if chunk:
-                yield b"".join(chunk)
-                last_write = time.monotonic()
