@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import parse_id
+import redis
+
+from ..errors import BackendError
+from .base import Message, parse_id
 from .redis_client import decode, field
 
 # KEYS: streams. ARGV: the reader's position in each. Returns the (1-based)
@@ -136,3 +139,78 @@ def trimmed_after(info: Mapping[Any, Any], after: tuple[int, int]) -> bool:
     # an earlier life of the stream (expired, or a restart without
     # persistence): either way the reader may have missed events.
     return after > (0, 0) or lost_some
+
+
+def after_read(
+    position: str, info: Any, got: list[Message], previous: int | None, present: bool | None = None
+) -> tuple[str, int | None, str | None]:
+    """Judge one stream's read after ``position`` from its ``XINFO STREAM``
+    (``info``, or the error it raised): the entries read (``got``), the
+    stream's ``entries-added`` at the last read (``previous``), and whether
+    the stream still holds the entry at ``position`` (``present``, ``None``
+    when not asked).
+
+    :return: the position to read after next, the ``entries-added`` to keep,
+        and the reason of a loss: ``"reset"`` (the stream is gone, or is
+        another one under the key: read it from its start), ``"overrun"``
+        (entries were trimmed before they were read), or ``None``.
+    :raises BackendError: the ``XINFO`` failed for another reason than a
+        missing stream.
+    """
+    after = parse_id(position)
+    if isinstance(info, redis.exceptions.ResponseError):
+        # No such stream: it expired, was deleted, or the server
+        # restarted empty. Events past the position may have gone with it.
+        return "0-0", 0, "reset" if after > (0, 0) else None
+    if isinstance(info, Exception):
+        raise BackendError(f"Redis subscription failed: {info}")
+    last_generated = decode(info_field(info, "last-generated-id"))
+    raw_added = info_field(info, "entries-added")
+    added = None if raw_added is None else int(raw_added)
+    if (
+        parse_id(last_generated) < after
+        or (added is not None and previous is not None and added < previous)
+        or (present is False and not explains_missing(info, after, previous))
+    ):
+        # The ids went backwards, or the entry the position names is
+        # gone although nothing removed it: another stream under the key.
+        return "0-0", 0, "reset"
+    reason = None
+    if added is not None and previous is not None:
+        if added - previous > len(got):
+            reason = "overrun"
+    elif after > (0, 0):
+        # Without the counter (Redis < 7): the position is no longer kept.
+        first = info_field(info, "first-entry")
+        if first and parse_id(decode(first[0])) > after:
+            reason = "overrun"
+    if got:
+        position = got[-1].id
+    elif reason is not None:
+        position = last_generated
+    return position, added, reason
+
+
+def after_failover(position: str, info: Any, got: list[Message]) -> tuple[str, int | None]:
+    """The first read after ``position`` on a master promoted by a
+    failover: whatever the old master held after ``position`` and did not
+    replicate is gone, and nothing can tell whether there was any (a
+    ``"failover"`` loss, always). Take the new master's counters, and read
+    on after ``position`` (or after the new master's last id, if it never
+    got that far).
+
+    :return: the position to read after next, and the ``entries-added`` to keep.
+    :raises BackendError: the ``XINFO`` failed for another reason than a
+        missing stream.
+    """
+    if isinstance(info, redis.exceptions.ResponseError):
+        return (got[-1].id if got else "0-0"), len(got)
+    if isinstance(info, Exception):
+        raise BackendError(f"Redis subscription failed: {info}")
+    last = decode(info_field(info, "last-generated-id"))
+    raw_added = info_field(info, "entries-added")
+    if got:
+        position = got[-1].id
+    elif parse_id(last) < parse_id(position):
+        position = last
+    return position, None if raw_added is None else int(raw_added)

@@ -21,7 +21,14 @@ from ..backoff import backoff, wait_until
 from ..errors import BackendError
 from .base import Lost, Message, Subscription, parse_id
 from .redis_client import decode, field
-from .redis_lineage import changed_streams, entries_of, explains_missing, info_field, lineage_script, read_rings
+from .redis_lineage import (
+    after_failover,
+    after_read,
+    changed_streams,
+    entries_of,
+    lineage_script,
+    read_rings,
+)
 from .stream_ends import StreamEnds
 
 if TYPE_CHECKING:
@@ -426,68 +433,18 @@ class RedisSubscription(Subscription):
     def _check(
         self, channel: str, position: str, info: Any, got: list[Message], present: bool | None = None
     ) -> Lost | None:
-        """Compare one channel's read with its stream's counters; called with
-        the lock held. Advances the position, or resets it.
-
-        :param present: whether the stream holds the entry at ``position``
-            (``None`` when not asked).
-        """
-        after = parse_id(position)
-        if isinstance(info, redis.exceptions.ResponseError):
-            # No such stream: it expired, was deleted, or the server
-            # restarted empty. Events past the position may have gone with it.
-            self._positions[channel], self._added[channel] = "0-0", 0
-            return Lost(channel, position, "reset") if after > (0, 0) else None
-        if isinstance(info, Exception):
-            raise BackendError(f"Redis subscription failed: {info}")
-        last_generated = parse_id(decode(info_field(info, "last-generated-id")))
-        raw_added = info_field(info, "entries-added")
-        added = None if raw_added is None else int(raw_added)
-        previous = self._added.get(channel)
-        if (
-            last_generated < after
-            or (added is not None and previous is not None and added < previous)
-            or (present is False and not explains_missing(info, after, previous))
-        ):
-            # The ids went backwards, or the entry the position names is
-            # gone although nothing removed it: another stream under the key.
-            self._positions[channel], self._added[channel] = "0-0", 0
-            return Lost(channel, position, "reset")
-        lost = None
-        if added is not None and previous is not None:
-            if added - previous > len(got):
-                lost = Lost(channel, position, "overrun")
-        elif after > (0, 0):
-            # Without the counter (Redis < 7): the position is no longer kept.
-            first = info_field(info, "first-entry")
-            if first and parse_id(decode(first[0])) > after:
-                lost = Lost(channel, position, "overrun")
-        if got:
-            self._positions[channel] = got[-1].id
-        elif lost is not None:
-            self._positions[channel] = decode(info_field(info, "last-generated-id"))
-        self._added[channel] = added
-        return lost
+        """Compare one channel's read with its stream's counters (see
+        :func:`~flask_notifications.backends.redis_lineage.after_read`);
+        called with the lock held. Advances the position, or resets it."""
+        moved, added, reason = after_read(position, info, got, self._added.get(channel), present)
+        self._positions[channel], self._added[channel] = moved, added
+        return None if reason is None else Lost(channel, position, reason)
 
     def _rebase(self, channel: str, position: str, info: Any, got: list[Message]) -> Lost:
-        """The first read of ``channel`` on a master promoted by a failover:
-        whatever the old master held after ``position`` and did not
-        replicate is gone, and nothing can tell whether there was any. Take
-        the new master's counters, keep reading after ``position`` (or
-        after the new master's last id, if it never got that far), and
-        report a ``"failover"`` loss. Called with the lock held."""
-        if isinstance(info, redis.exceptions.ResponseError):
-            self._positions[channel], self._added[channel] = got[-1].id if got else "0-0", len(got)
-            return Lost(channel, position, "failover")
-        if isinstance(info, Exception):
-            raise BackendError(f"Redis subscription failed: {info}")
-        last = decode(info_field(info, "last-generated-id"))
-        raw_added = info_field(info, "entries-added")
-        if got:
-            self._positions[channel] = got[-1].id
-        elif parse_id(last) < parse_id(position):
-            self._positions[channel] = last
-        self._added[channel] = None if raw_added is None else int(raw_added)
+        """The first read of ``channel`` on a master promoted by a failover
+        (see :func:`~flask_notifications.backends.redis_lineage.after_failover`).
+        Called with the lock held."""
+        self._positions[channel], self._added[channel] = after_failover(position, info, got)
         return Lost(channel, position, "failover")
 
     def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
