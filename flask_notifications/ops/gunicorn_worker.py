@@ -125,7 +125,9 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     batch of events to its socket with one non-blocking write, the
     greenlet writes what the listener cannot, and at the end the stream's
     last frame and the response's end. Then the worker closes the
-    connection. No exception goes through gunicorn's loop, and the
+    connection. No error goes through gunicorn's loop (the worker ends
+    its keep-alive loop as gunicorn ends a connection that must close, so
+    that nothing the client pipelined behind the stream is served), and the
     greenlet stays in gunicorn's pool: a live stream counts toward
     ``--worker-connections``, and a graceful stop waits for it. On
     ``SIGTERM`` the worker ends its streams at once with a ``reconnect``
@@ -177,6 +179,15 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             if writer is not None and writer.stream is not None:
                 writer.stream.close()  # killed before or while serving
             client.close()
+
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        super().handle_request(listener_name, req, sock, addr)
+        if isinstance(sock, _Connection) and sock.taken_over:
+            # The connection is the stream's: end gunicorn's keep-alive
+            # loop the way gunicorn ends it after a response that closes
+            # its connection, so that a request the client pipelined behind
+            # the stream (already in gunicorn's buffer) is not served.
+            raise StopIteration()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

@@ -214,7 +214,10 @@ class LiveStream(Stream):
         client that reads nothing holds it until the server's graceful
         timeout, as a queued stream's does)."""
         super().close()
-        if not self.ended:
+        if not self.ended and self._live:
+            # Only a live stream writes through the writer: one closed
+            # before (a failed open, which a held stream retries with the
+            # same writer) leaves it to the stream that goes live.
             self._raw = b""
             self.writer.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import ssl
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -257,11 +258,19 @@ class Stream(abc.ABC):
         # Servers that expose the client socket (werkzeug, gunicorn) let an
         # evicted stream end now, even while a write to it is blocked; under
         # gevent.pywsgi the stream ends once its write goes through.
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(how)  # 2: SHUT_RDWR, 0: SHUT_RD
-            except OSError:
-                pass
+        sock = self._socket
+        if sock is None:
+            return
+        try:
+            if isinstance(sock, ssl.SSLSocket):
+                # SSLSocket.shutdown() drops the TLS layer, and what the
+                # server writes after it (the reconnect frame) would go out
+                # in the clear: shut the connection down under it instead.
+                super(ssl.SSLSocket, sock).shutdown(how)
+            else:
+                sock.shutdown(how)  # 2: SHUT_RDWR, 0: SHUT_RD
+        except OSError:
+            pass
 
     def end(self) -> None:
         """End the stream because this process stops serving: it writes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from flask_notifications import Event
 from tests.apps.sse_app import create_app
 from tests.helpers import ROOT, free_port, make_config, wait_for
 from tests.helpers.sse_client import SSEClient
+from tests.helpers.tls import self_signed_certificate
 from tests.helpers.web_servers import Server, _accepts
 
 NEWS = "event-hub-news"
@@ -151,5 +153,101 @@ def test_gunicorn_is_done_with_a_live_streams_request_while_the_stream_goes_on(
             client.close()
     finally:
         backend.close()
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def _read_until(sock: socket.socket, wanted: list[bytes], timeout: float = 30.0) -> bytes:
+    """What ``sock`` sends until it has sent each of ``wanted``."""
+    sock.settimeout(timeout)
+    data = b""
+    while not all(item in data for item in wanted):
+        chunk = sock.recv(65536)
+        assert chunk, f"The server closed the connection; it sent {data[-300:]!r}"
+        data += chunk
+    return data
+
+
+def test_a_request_pipelined_behind_a_live_stream_is_not_served(gunicorn: Callable[..., Server]) -> None:
+    """gunicorn has read the second request with the first: once the
+    stream has the connection, gunicorn serves nothing more on it (a
+    response written there would be lost, and a stream served there would
+    hold the first one's greenlet)."""
+    server = gunicorn()
+    backend = server.backend
+    pipelined = Event("pipelined", "news", "t", "b").to_json()
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        sock.sendall(
+            f"GET {URL} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"POST /publish/{NEWS} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(pipelined)}\r\n\r\n{pipelined}".encode()
+        )
+        data = _read_until(sock, [b"retry:"])
+        ids = [backend.publish(NEWS, news(n)).id for n in range(3)]
+        data += _read_until(sock, [event_id.encode() for event_id in ids])
+        assert data.count(b"HTTP/1.1 ") == 1
+    finally:
+        sock.close()
+    # The connection's greenlet ends with its stream; had gunicorn served
+    # the POST on it, the POST would have run before.
+    wait_for(lambda: server.stats()["connections"] == 0, timeout=30)
+    history = backend.history(NEWS, None)
+    assert [message.id for message in history.messages] == ids
+
+
+def test_a_stream_held_while_redis_was_down_stays_live_once_it_opens(
+    gunicorn: Callable[..., Server], private_redis: Callable[..., Any]
+) -> None:
+    """A stream answered while Redis is down is held (``backend-down``),
+    then opens on the same connection and writer when Redis is back: it
+    stays open past its heartbeats and delivers."""
+    redis_server = private_redis()
+    server = gunicorn(NOTIFICATIONS_REDIS_URL=redis_server.url, NOTIFICATIONS_SSE_HEARTBEAT=0.5)
+    backend = server.backend
+    redis_server.kill()
+    client = SSEClient(server.base + URL)
+    try:
+        assert client.next_event().type == "backend-down"
+        redis_server.restart()
+        assert client.next_event().type == "backend-up"
+        # Past two heartbeats: a stream whose writer was closed would have
+        # ended at the first one.
+        seen = len(client.parser.comments)
+        client.wait_until(lambda: len(client.parser.comments) >= seen + 2)
+        ids = [backend.publish(NEWS, news(n)).id for n in range(3)]
+        assert [event.last_event_id for event in client.take(3)] == ids
+        assert not client.eof
+        assert server.stats()["direct_writes"] > 0
+    finally:
+        client.close()
+        backend.close()
+
+
+def test_a_tls_stream_ended_by_sigterm_gets_its_reconnect_frame_encrypted(
+    redis_url: str, unique: str, tmp_path: Any
+) -> None:
+    """gunicorn terminating TLS: the stream goes through WSGI iteration, and
+    the stop's reconnect frame and the response's end come inside TLS (a
+    shutdown of the TLS socket's reading side must not drop its TLS layer)."""
+    cert, key = self_signed_certificate(tmp_path)
+    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
+    port = free_port()
+    proc = _gunicorn("-b", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key), config=config)
+    try:
+        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET {URL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = _read_until(tls, [b"retry:"])
+            proc.terminate()
+            # Cleartext after the TLS records would never decrypt: the
+            # reconnect frame and the end must come inside them. (How the
+            # TLS connection then closes is gunicorn's.)
+            data += _read_until(tls, [b"event: reconnect", b"\r\n0\r\n\r\n"])
+        assert data.endswith(b"\r\n0\r\n\r\n")
+        assert proc.wait(timeout=30) == 0
+    finally:
         proc.kill()
         proc.communicate(timeout=30)
