@@ -2,7 +2,13 @@
 the Celery worker runs ``celery``.
 
 Settings come from the environment, so every run has its own Redis keys and
-Celery queue: ``BENCH_REDIS_URL``, ``BENCH_PREFIX``, ``BENCH_QUEUE``.
+Celery queue: ``BENCH_REDIS_URL``, ``BENCH_PREFIX``, ``BENCH_QUEUE``; and
+``BENCH_HISTORY_SIZE`` and ``BENCH_SSE_QUEUE_SIZE`` set
+``NOTIFICATIONS_HISTORY_SIZE`` and ``NOTIFICATIONS_SSE_QUEUE_SIZE``: a max-rate
+run needs a history that holds the backlog, or the stream is trimmed past
+the reader, and queues that hold a client's, or the client is ended as too
+far behind, as the raw peers, which buffer without bound, never do; the
+bench's clients do not resume, so either counts as lost.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ def make_app(hubs: int = 1, queue: str = QUEUE, **config: Any) -> tuple[Flask, N
         NOTIFICATIONS_CELERY_QUEUE=queue,
         CELERY_WORKER_PREFETCH_MULTIPLIER=16,
     )
+    for name in ("HISTORY_SIZE", "SSE_QUEUE_SIZE"):
+        if os.environ.get(f"BENCH_{name}"):
+            app.config[f"NOTIFICATIONS_{name}"] = int(os.environ[f"BENCH_{name}"])
     app.config.update(config)
     notifications = Notifications(app)
     created = []
