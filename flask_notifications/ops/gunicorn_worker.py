@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+import gevent
 from gunicorn.workers.ggevent import GeventWorker as _GunicornGeventWorker
 
 from ..streaming.green import ENVIRON_KEY, SocketWriter, spawn
@@ -170,7 +171,13 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             return
         connection = _Connection(client)
         try:
-            super().handle(listener, connection, addr)
+            # gunicorn serves the connection's requests in a greenlet of its
+            # own, which ends once gunicorn is done: the pages of CPython's
+            # data stack and the C stack that its deep frames touched go
+            # with it, and the pool's greenlet, which stays for the stream,
+            # holds only its own shallow frames (2.6 KB less per idle
+            # stream with an authorizer, measured with bench.per_user).
+            self._serve_requests(listener, connection, addr)
             writer = connection.writer
             if writer is not None and writer.stream is not None:
                 writer.stream.serve()
@@ -179,6 +186,16 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             if writer is not None and writer.stream is not None:
                 writer.stream.close()  # killed before or while serving
             client.close()
+
+    def _serve_requests(self, listener: Any, connection: _Connection, addr: Any) -> None:
+        """gunicorn's handling of the connection, in a greenlet that ends
+        with it (and that nothing refers to afterwards)."""
+        served = gevent.spawn(super().handle, listener, connection, addr)
+        try:
+            served.get()
+        except BaseException:
+            served.kill()
+            raise
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
         super().handle_request(listener_name, req, sock, addr)
