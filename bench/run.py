@@ -60,7 +60,7 @@ class Plan:
     servers: list[str]
     #: Steady phase: events per second (at most; see :meth:`rate`) and seconds.
     steady_rate: float = 10.0
-    steady_seconds: float = 10.0
+    steady_seconds: float = 30.0
     #: ... and at most this many deliveries per second, so that every N is
     #: measured below saturation.
     steady_deliveries: float = 10_000.0
