@@ -131,8 +131,9 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     that nothing the client pipelined behind the stream is served), and the
     greenlet stays in gunicorn's pool: a live stream counts toward
     ``--worker-connections``, and a graceful stop waits for it. On
-    ``SIGTERM`` the worker ends its streams at once with a ``reconnect``
-    event, as the :func:`post_worker_init` hook does.
+    ``SIGTERM``, and when ``--max-requests`` makes it restart, the worker
+    ends its streams at once with a ``reconnect`` event, as the
+    :func:`post_worker_init` hook does on ``SIGTERM``.
 
     The worker relies on gunicorn's documented gevent worker
     (:class:`gunicorn.workers.ggevent.GeventWorker`), on its ``handle``
@@ -144,6 +145,9 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     ``--protocol`` (``uwsgi``) is refused at boot. A TLS connection (gunicorn
     terminating TLS) is served as by ``-k gevent``.
     """
+
+    #: The worker ended its streams (it stops): see :meth:`handle_exit`.
+    _streams_ended = False
 
     @classmethod
     def check_config(cls, cfg: Any, log: Any) -> None:
@@ -198,7 +202,17 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             raise
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
-        super().handle_request(listener_name, req, sock, addr)
+        alive = self.alive
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        finally:
+            # (gunicorn ends a connection that must close by raising StopIteration.)
+            if alive and not self.alive and not self._streams_ended:
+                # This request was the worker's last (--max-requests): it
+                # stops and restarts, and its streams end now, as on
+                # SIGTERM, rather than be cut at the graceful timeout.
+                self._streams_ended = True
+                spawn(_end_streams, name="flask-notifications-stop")
         if isinstance(sock, _Connection) and sock.taken_over:
             # The connection is the stream's: end gunicorn's keep-alive
             # loop the way gunicorn ends it after a response that closes
@@ -209,4 +223,5 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # A signal handler must not block: the streams end in a greenlet.
+        self._streams_ended = True
         spawn(_end_streams, name="flask-notifications-stop")

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -248,6 +249,29 @@ def test_a_tls_stream_ended_by_sigterm_gets_its_reconnect_frame_encrypted(
             data += _read_until(tls, [b"event: reconnect", b"\r\n0\r\n\r\n"])
         assert data.endswith(b"\r\n0\r\n\r\n")
         assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
+def test_a_worker_that_restarts_after_max_requests_ends_its_streams_with_reconnect(redis_url: str, unique: str) -> None:
+    """``--max-requests``: the worker stops taking connections and restarts;
+    its streams end at once with ``reconnect`` and the response's end, as on
+    ``SIGTERM``, instead of being cut at the graceful timeout."""
+    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
+    port = free_port()
+    proc = _gunicorn("-b", f"127.0.0.1:{port}", "--max-requests", "2", "--graceful-timeout", "20", config=config)
+    try:
+        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+        client = SSEClient(f"http://127.0.0.1:{port}{URL}")  # the worker's first request
+        try:
+            client.wait_open()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=30) as answer:  # its last
+                assert answer.status == 200
+            assert [event.type for event in client.read_to_end(timeout=15)] == ["reconnect"]
+            assert client.finished
+        finally:
+            client.close()
     finally:
         proc.kill()
         proc.communicate(timeout=30)
