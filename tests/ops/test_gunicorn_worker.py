@@ -5,6 +5,7 @@ boot, and plain ``-k gevent`` still streams, through WSGI iteration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -78,6 +79,21 @@ def _gunicorn(*args: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
     )
 
 
+@contextlib.contextmanager
+def _serving(redis_url: str, unique: str, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, dict[str, Any]]]:
+    """gunicorn with the worker class and ``args``, serving the SSE app on
+    a port of its own: ``(process, port, the app's config)``, killed after."""
+    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
+    port = free_port()
+    proc = _gunicorn("-b", f"127.0.0.1:{port}", *args, config=config)
+    try:
+        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+        yield proc, port, config
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+
+
 def test_a_protocol_the_worker_cannot_serve_is_refused_at_boot(redis_url: str, unique: str) -> None:
     config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
     proc = _gunicorn("-b", "127.0.0.1:0", "--protocol", "uwsgi", config=config)
@@ -87,12 +103,8 @@ def test_a_protocol_the_worker_cannot_serve_is_refused_at_boot(redis_url: str, u
 
 
 def test_live_streams_count_toward_worker_connections(redis_url: str, unique: str) -> None:
-    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
-    port = free_port()
     # Two connections at most: two live streams fill the worker.
-    proc = _gunicorn("-b", f"127.0.0.1:{port}", "--worker-connections", "2", config=config)
-    try:
-        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+    with _serving(redis_url, unique, "--worker-connections", "2") as (_, port, _):
         # (_accepts' probe connection is closed; its slot comes back.)
         first = SSEClient(f"http://127.0.0.1:{port}{URL}")
         second = SSEClient(f"http://127.0.0.1:{port}{URL}")
@@ -112,9 +124,6 @@ def test_live_streams_count_toward_worker_connections(redis_url: str, unique: st
             for client in (first, second):
                 client.close()
             third.close()
-    finally:
-        proc.kill()
-        proc.communicate(timeout=30)
 
 
 POST_REQUEST_HOOK = """
@@ -130,16 +139,12 @@ def test_gunicorn_is_done_with_a_live_streams_request_while_the_stream_goes_on(
     """A live stream takes its connection over: gunicorn ends the request
     (its post_request hook runs) while the stream stays open and goes on
     delivering, and the stream still ends its response properly."""
-    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
     done = tmp_path / "done"
     conf = tmp_path / "gunicorn_conf.py"
     conf.write_text(POST_REQUEST_HOOK.format(path=str(done)))
-    port = free_port()
-    proc = _gunicorn("-b", f"127.0.0.1:{port}", "-c", str(conf), config=config)
-    app = create_app(config)
-    backend: Any = app.extensions["notifications"].get_backend(app)
-    try:
-        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+    with _serving(redis_url, unique, "-c", str(conf)) as (proc, port, config):
+        app = create_app(config)
+        backend: Any = app.extensions["notifications"].get_backend(app)
         client = SSEClient(f"http://127.0.0.1:{port}{URL}")
         try:
             client.wait_open()
@@ -152,10 +157,7 @@ def test_gunicorn_is_done_with_a_live_streams_request_while_the_stream_goes_on(
             assert client.finished
         finally:
             client.close()
-    finally:
-        backend.close()
-        proc.kill()
-        proc.communicate(timeout=30)
+            backend.close()
 
 
 def _read_until(sock: socket.socket, wanted: list[bytes], timeout: float = 30.0) -> bytes:
@@ -231,11 +233,7 @@ def test_a_tls_stream_ended_by_sigterm_gets_its_reconnect_frame_encrypted(
     the stop's reconnect frame and the response's end come inside TLS (a
     shutdown of the TLS socket's reading side must not drop its TLS layer)."""
     cert, key = self_signed_certificate(tmp_path)
-    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
-    port = free_port()
-    proc = _gunicorn("-b", f"127.0.0.1:{port}", "--certfile", str(cert), "--keyfile", str(key), config=config)
-    try:
-        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+    with _serving(redis_url, unique, "--certfile", str(cert), "--keyfile", str(key)) as (proc, port, _):
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -249,20 +247,13 @@ def test_a_tls_stream_ended_by_sigterm_gets_its_reconnect_frame_encrypted(
             data += _read_until(tls, [b"event: reconnect", b"\r\n0\r\n\r\n"])
         assert data.endswith(b"\r\n0\r\n\r\n")
         assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        proc.communicate(timeout=30)
 
 
 def test_a_worker_that_restarts_after_max_requests_ends_its_streams_with_reconnect(redis_url: str, unique: str) -> None:
     """``--max-requests``: the worker stops taking connections and restarts;
     its streams end at once with ``reconnect`` and the response's end, as on
     ``SIGTERM``, instead of being cut at the graceful timeout."""
-    config = make_config(redis_url, unique, NOTIFICATIONS_BACKEND="redis", SECRET_KEY=unique)
-    port = free_port()
-    proc = _gunicorn("-b", f"127.0.0.1:{port}", "--max-requests", "2", "--graceful-timeout", "20", config=config)
-    try:
-        wait_for(lambda: proc.poll() is None and _accepts(port), timeout=60)
+    with _serving(redis_url, unique, "--max-requests", "2", "--graceful-timeout", "20") as (_, port, _):
         client = SSEClient(f"http://127.0.0.1:{port}{URL}")  # the worker's first request
         try:
             client.wait_open()
@@ -272,6 +263,3 @@ def test_a_worker_that_restarts_after_max_requests_ends_its_streams_with_reconne
             assert client.finished
         finally:
             client.close()
-    finally:
-        proc.kill()
-        proc.communicate(timeout=30)
