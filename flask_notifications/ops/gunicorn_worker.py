@@ -57,8 +57,13 @@ class _Connection:
         self.writer: SocketWriter | None = None
 
     @property
+    def stream(self) -> Any:
+        """The live stream that took the connection over, if one did."""
+        return None if self.writer is None else self.writer.stream
+
+    @property
     def taken_over(self) -> bool:
-        return self.writer is not None and self.writer.stream is not None
+        return self.stream is not None
 
     def offer(self, protocol: object) -> SocketWriter | None:
         """A writer for the request now served, if the stream may write
@@ -182,13 +187,11 @@ class GeventWorker(_GunicornGeventWorker):  # type: ignore[misc]
             # holds only its own shallow frames (2.6 KB less per idle
             # stream with an authorizer, measured with bench.per_user).
             self._serve_requests(listener, connection, addr)
-            writer = connection.writer
-            if writer is not None and writer.stream is not None:
-                writer.stream.serve()
+            if connection.taken_over:
+                connection.stream.serve()
         finally:
-            writer = connection.writer
-            if writer is not None and writer.stream is not None:
-                writer.stream.close()  # killed before or while serving
+            if connection.taken_over:
+                connection.stream.close()  # killed before or while serving
             client.close()
 
     def _serve_requests(self, listener: Any, connection: _Connection, addr: Any) -> None:
