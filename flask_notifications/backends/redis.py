@@ -135,8 +135,9 @@ class RedisPubSub(Backend):
     #: Seconds within which a subscription checks every stream it follows,
     #: rung or not: a stream deleted, or replaced by one whose ids are all
     #: older than the subscription's position, or with entries no ring
-    #: announced, is noticed within this time (plus one ``max_block``). The
-    #: checks are spread over the reads, one script per read, and cost
+    #: announced, is noticed within this time (plus a second and one
+    #: ``max_block``). The checks owed go out together in one script at most
+    #: once a second (a tenth of this interval, if shorter), and cost
     #: ``channels / lineage_interval`` ``XREVRANGE`` a second in Redis,
     #: however many events there are.
     lineage_interval = 10.0

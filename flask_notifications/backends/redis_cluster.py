@@ -94,13 +94,13 @@ class ClusterSubscription(RedisSubscription):
     def _start_rings(self) -> None:
         pass  # the sharded pub/sub connections ring instead
 
-    def _to_check(self, positions: dict[str, str]) -> list[str]:
+    def _to_check(self, following: int) -> dict[str, str]:
         # The watchers do not note which key rang: read them all.
-        return list(positions)
+        return self._all_positions()
 
-    def _read_now(self, positions: dict[str, str], checked: list[str]) -> list[Message]:
+    def _read_now(self, positions: dict[str, str], following: int) -> list[Message]:
         backend = self._backend
-        channels = checked
+        channels = list(positions)
         pipe = backend.client.pipeline(transaction=False)
         for channel in channels:
             # The entry at the position first: a trim between the two
@@ -152,7 +152,7 @@ class ClusterSubscription(RedisSubscription):
             counted["last-generated-id"] = later[-1].id
         return counted
 
-    def _wait(self, positions: dict[str, str], generation: int, deadline: float) -> None:
+    def _wait(self, generation: int, deadline: float) -> None:
         block = min(max(deadline - time.monotonic(), 0.001), self._backend.max_block)
         self._ring.wait(block)
         self._ring.clear()
