@@ -62,17 +62,30 @@ def badges_of(engine: sa.Engine, table: sa.Table, v: sa.Table, users: builtins.l
         database_errors(table.name),
         engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
     ):
-        versions: dict[str, int] = {}
-        # In one order in every process, so that two bumps of overlapping
-        # users wait for each other rather than deadlock.
-        ordered = sorted(users)
-        if conn.dialect.name == "postgresql":
-            versions.update(_bump_versions_pg(conn, v, ordered))
-        else:
-            for chunk in chunks(ordered):
-                versions.update(bump_versions(conn, v, chunk))
-        counts = count_unread(conn, table, users)
-    return {user: (counts[user], versions[user]) for user in users}
+        versions = bump_all(conn, v, users)
+        return counted(conn, table, versions)
+
+
+def counted(conn: sa.Connection, table: sa.Table, versions: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """``{user: (count, version)}`` for the bumped ``versions``
+    (:func:`bump_all`), counted on ``conn`` once their bump has committed."""
+    counts = count_unread(conn, table, builtins.list(versions))
+    return {user: (counts[user], version) for user, version in versions.items()}
+
+
+def bump_all(conn: sa.Connection, v: sa.Table, users: builtins.list[str]) -> dict[str, int]:
+    """Bump the badge version of each of ``users``: ``{user: new version}``,
+    in the order of ``users``."""
+    found: dict[str, int] = {}
+    # In one order in every process, so that two bumps of overlapping
+    # users wait for each other rather than deadlock.
+    ordered = sorted(users)
+    if conn.dialect.name == "postgresql":
+        found.update(_bump_versions_pg(conn, v, ordered))
+    else:
+        for chunk in chunks(ordered):
+            found.update(bump_versions(conn, v, chunk))
+    return {user: found[user] for user in users}
 
 
 def _bump_versions_pg(conn: sa.Connection, v: sa.Table, users: builtins.list[str]) -> dict[str, int]:

@@ -22,7 +22,7 @@ from ..errors import (
     NotificationNotFoundError,
 )
 from ..event import Event
-from .badges import badge_frames, badges_of, count_unread
+from .badges import badge_frames, badges_of, bump_all, count_unread, counted
 from .checks import checked_limit, database_errors, parse_ids
 from .consumer import InboxConsumer
 from .model import (
@@ -214,10 +214,19 @@ class Inbox:
         store = self._store()
         table = store.table
         channels = self.badge_channels()
-        with database_errors(table.name), store.engine.begin() as conn:
-            stored = insert_rows(conn, table, event.to_dict(), users, delivery_id, datetime.now(UTC))
-        if channels:
-            self._publish(channels, _badges_of(store, users), strict=True)
+        badges: dict[str, tuple[int, int]] = {}
+        with database_errors(table.name), store.engine.connect() as conn:
+            # The badges' versions are bumped in the rows' transaction (one
+            # commit, not two), and counted once it committed, on the same
+            # connection: the count sees the rows and every change committed
+            # before the bump, as badges_of's would.
+            with conn.begin():
+                stored = insert_rows(conn, table, event.to_dict(), users, delivery_id, datetime.now(UTC))
+                versions = bump_all(conn, store.versions, users) if channels else {}
+            if versions:
+                badges = counted(conn.execution_options(isolation_level="AUTOCOMMIT"), table, versions)
+        if badges:
+            self._publish(channels, badges, strict=True)
         return stored
 
     # -- reading --------------------------------------------------------------

@@ -76,12 +76,13 @@ def test_concurrent_stores_publish_a_stale_unread_count(
     hub.register_consumer(InboxConsumer())
     barrier = threading.Barrier(2, timeout=20)
 
-    def both_counted(conn: sa.Connection) -> None:
-        # Called just before COMMIT, after the INSERT and the count.
-        if threading.current_thread().name.startswith("store-"):
+    def both_stored(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        # Both transactions hold their uncommitted row before either bumps
+        # its badge's version (which then waits for the other's commit).
+        if threading.current_thread().name.startswith("store-") and "(recipient, version)" in statement:
             barrier.wait()
 
-    sa.event.listen(pg_inbox.engine, "commit", both_counted)
+    sa.event.listen(pg_inbox.engine, "before_cursor_execute", both_stored)
     errors: list[BaseException] = []
 
     def store(delivery: str) -> None:
