@@ -140,7 +140,7 @@ def hubs_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
         body.append(
             [
                 f"{r['hubs']:,} × {r.get('per_hub', '?')}",
-                _streams(r),
+                f"{_streams(r)} ({r.get('workers', 1)} worker{'s' if r.get('workers', 1) > 1 else ''})",
                 f"{r['events']} at {fmt(r['rate'], 0)}",
                 fmt(r["cpu_ms_per_event"], 2),
                 f"{fmt(redis.get('calls_per_event'))} / {fmt(redis.get('usec_per_event'))}",
@@ -230,7 +230,7 @@ def section(results: dict[str, Any]) -> str:
         ("Per-user streams: nchan, the native anchor", "nchan", per_user_table),
         ("Many streams on one machine", "many_streams", many_table),
         ("Many streams on one machine: nchan", "many_streams_nchan", many_table),
-        ("Many hubs, one process", "many_hubs", hubs_table),
+        ("Many hubs", "many_hubs", hubs_table),
     ):
         if key is None:
             head, body = targets(results)
