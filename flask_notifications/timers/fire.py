@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from ..backoff import backoff
 from ..errors import BackendError, NotificationsError, PermanentConsumerError
 from ..ledger.base import Claim
 from ..state import runtime
-from ..worker.claims import held, idempotency_ttl
+from ..worker.claims import complete_held, held, idempotency_ttl
 from .owner import TimedConsumer, now_ms
 
 if TYPE_CHECKING:
@@ -66,42 +65,13 @@ def once(app: Flask, ledger: Ledger, timer: DueTimer, effect: Callable[[], Any])
             except BackendError as exc:
                 logger.warning("Could not release the claim %s (%s); it expires on its own.", key, exc)
             raise
-        # The claim stays held while its record is written: released, the
-        # next fire would repeat the effect.
-        _record(app, ledger, key, token)
-    return True
-
-
-def _record(app: Flask, ledger: Ledger, key: str, token: str) -> None:
-    """Record the claim ``key`` done, trying again after a failure (a
-    database that is locked for a moment, a failover) for up to
-    ``NOTIFICATIONS_TIMER_CLAIM_LEASE`` seconds: the effect happened, and a
-    fire that found the claim free would repeat it.
-
-    :raises BackendError: the ledger failed that long; the next fire after
-        the claim expires repeats the effect.
-    """
-    config = app.config
+    # While the ledger fails, the claim stays held and its record is tried
+    # again for up to NOTIFICATIONS_TIMER_CLAIM_LEASE: released or expired,
+    # the next fire would repeat the effect. After that, it raises.
     ttl = idempotency_ttl(app, runtime(app).celery)
-    deadline = time.monotonic() + float(config["NOTIFICATIONS_TIMER_CLAIM_LEASE"])
-    attempt = 0
-    while True:
-        try:
-            ledger.complete(key, token, ttl)
-            return
-        except BackendError as exc:
-            if time.monotonic() >= deadline:
-                logger.error("Could not record the fire %s (%s); the next fire repeats its effect.", key, exc)
-                raise
-            delay = backoff(
-                attempt,
-                float(config["NOTIFICATIONS_RETRY_BACKOFF"]),
-                float(config["NOTIFICATIONS_RETRY_BACKOFF_MAX"]),
-                bool(config["NOTIFICATIONS_RETRY_JITTER"]),
-            )
-            logger.warning("Could not record the fire %s (%s); trying again in %.1f s.", key, exc, delay)
-            time.sleep(delay)
-            attempt += 1
+    lease = float(app.config["NOTIFICATIONS_TIMER_CLAIM_LEASE"])
+    complete_held(app, ledger, key, token, ttl, lease, f"the fire {key}")
+    return True
 
 
 def owner_of(app: Flask, fields: dict[str, Any]) -> TimedConsumer | None:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from ..backoff import backoff
 from ..errors import BackendError
 from ..ledger.base import Claim, Ledger
 
@@ -73,7 +74,10 @@ def held(ledger: Ledger, key: str, token: str, timeout: float, needed: bool = Tr
         while not stop.wait(timeout / 3):
             try:
                 if not ledger.extend(key, token, timeout):
-                    logger.warning("The claim %s was lost while its work ran.", key)
+                    # Not lost if the work ended meanwhile: its owner may
+                    # have recorded it done, which no token extends.
+                    if not stop.is_set():
+                        logger.warning("The claim %s was lost while its work ran.", key)
                     return
             except BackendError as exc:
                 logger.warning("Could not extend the claim %s (%s); trying again.", key, exc)
@@ -84,6 +88,51 @@ def held(ledger: Ledger, key: str, token: str, timeout: float, needed: bool = Tr
         yield
     finally:
         stop.set()
+
+
+def complete_held(app: Flask, ledger: Ledger, key: str, token: str, ttl: float, within: float, what: str) -> bool:
+    """Record ``token``'s claim on ``key`` done (:meth:`Ledger.complete`),
+    once the work it guarded happened. While the ledger fails (a restart, a
+    failover, a database locked for a moment), keep the claim alive (see
+    :func:`held`) and try again after a backoff (``NOTIFICATIONS_RETRY_BACKOFF``,
+    up to ``NOTIFICATIONS_RETRY_BACKOFF_MAX``) for up to ``within`` seconds:
+    a claim left to expire meanwhile would let another copy of the work
+    (a redelivered message, the outbox's, another fire) take it and repeat
+    the effect.
+
+    :param what: what the claim guards, for the log ("the delivery ...").
+    :return: what :meth:`Ledger.complete` answered: ``False`` when another
+        owner holds the claim (this one outlived it).
+    :raises BackendError: the ledger failed for ``within`` seconds; the
+        claim is left to expire.
+    """
+    config = app.config
+    try:
+        return ledger.complete(key, token, ttl)
+    except BackendError as exc:
+        failed = exc
+    deadline = time.monotonic() + within
+    attempt = 0
+    with held(ledger, key, token, float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])):
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.error("Could not record %s done (%s); a copy of it may repeat its effect.", what, failed)
+                raise failed
+            delay = backoff(
+                attempt,
+                float(config["NOTIFICATIONS_RETRY_BACKOFF"]),
+                float(config["NOTIFICATIONS_RETRY_BACKOFF_MAX"]),
+                bool(config["NOTIFICATIONS_RETRY_JITTER"]),
+            )
+            delay = min(delay, remaining)
+            logger.warning("Could not record %s done (%s); trying again in %.1f s.", what, failed, delay)
+            time.sleep(delay)
+            attempt += 1
+            try:
+                return ledger.complete(key, token, ttl)
+            except BackendError as exc:
+                failed = exc
 
 
 def claim_or_wait(ledger: Ledger, key: str, token: str, timeout: float, wait: float) -> Claim:

@@ -42,7 +42,7 @@ from ..event import Event
 from ..ledger.base import Claim, Ledger
 from ..state import runtime
 from . import dead_letters, outbox
-from .claims import held, idempotency_ttl
+from .claims import complete_held, held, idempotency_ttl
 from .delivery import Delivery, delivering
 from .messages import (
     DELIVERY_HEADER,
@@ -348,7 +348,13 @@ def _run_consumer(task: Task, ext: Notifications, app: Flask, run: _Run) -> Outc
             _release(ledger, key, token)
         raise
     if consumer.idempotent:
-        if not safely(ledger.complete, key, token, ttl, record=token):
+        # While the ledger fails, the claim stays held and its record is
+        # tried again here, for up to the claim's timeout: a claim left to
+        # expire before the retry below records it would let another copy
+        # of this message (the broker's redelivery, the outbox's) repeat
+        # the effect.
+        what = f"the delivery {delivery_id} to {task_name}"
+        if not safely(complete_held, app, ledger, key, token, ttl, timeout, what, record=token):
             logger.warning(
                 "Consumer %s outlived its claim on delivery %s and another run took it over.", task_name, delivery_id
             )

@@ -10,6 +10,7 @@ runs in the test process, so it shares it); Redis really going away is
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,3 +176,55 @@ def test_a_dispatch_that_cannot_reach_the_broker_is_retried_not_lost(
         wait_for(lambda: redis_client.llen(unique) == 0, timeout=60)
     assert sorted(effects) == [event["event_id"]] * 2
     assert notifications.dead_letters() == []
+
+
+def test_a_record_that_fails_for_a_moment_keeps_the_claim_and_no_copy_repeats_the_effect(
+    app: Flask,
+    notifications: Notifications,
+    flaky: FlakyBackend,
+    celery_worker: WorkerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The effect happened, and the ledger fails for a moment as its run
+    records it done (a Redis restart). The retry message that would record it
+    comes later than the claim's timeout (the broker decides when: a backlog,
+    a reconnection). Meanwhile a copy of the consumer's message runs (the
+    broker's redelivery of the original, the outbox's re-enqueue): it must
+    find the claim held or done, not free."""
+    from celery.signals import task_postrun
+
+    from flask_notifications.worker import tasks
+    from flask_notifications.worker.messages import enqueue_delivery
+
+    app.config["NOTIFICATIONS_CLAIM_TIMEOUT"] = 1.0
+    monkeypatch.setattr(tasks, "backoff", lambda *args, **kwargs: 30.0)
+    hub = notifications.create_hub("Record")
+    effects: list[str] = []
+
+    @hub.register_consumer(celery_task_name="outage.record", pass_event=True)
+    def effect(event: Event) -> None:
+        effects.append(event["event_id"])
+
+    runs: list[str] = []
+
+    def ended(sender: Any = None, **extra: Any) -> None:
+        if getattr(sender, "name", None) == "outage.record":
+            runs.append(str(extra.get("state")))
+
+    task_postrun.connect(ended, weak=False)
+    flaky.failures["complete"] = 1
+    event = Event(None, "t", "title", "body")
+    try:
+        with celery_worker():
+            sent = notifications.send(event)
+            wait_for(lambda: len(runs) >= 1, timeout=60)
+            # Past the claim's timeout: a claim nobody renews has lapsed.
+            time.sleep(2.0)
+            enqueue_delivery(
+                notifications.get_celery(app), "outage.record", hub.hub_id, event.to_json(), sent.delivery_id
+            )
+            wait_for(lambda: len(runs) >= 2, timeout=60)
+    finally:
+        task_postrun.disconnect(ended)
+    assert effects == [event["event_id"]], runs
+    assert flaky.calls["complete"] == 2 and flaky.failures["complete"] == 0
