@@ -9,6 +9,7 @@ import email
 import email.policy
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -50,6 +51,8 @@ class Received:
     rcpt_tos: list[str]
     message: EmailMessage
     raw: bytes
+    #: When the server accepted it (``time.time()``).
+    at: float = 0.0
 
 
 @dataclass
@@ -76,7 +79,9 @@ class SmtpServer:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self.lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, envelope.content))
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), message, envelope.content, time.time())
+            )
         return "250 Message accepted for delivery"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:

@@ -4,7 +4,10 @@ the ledger and inbox in SQLite or PostgreSQL.
 
 - Digests: 1,000 events to 100 users, a 5 s window; the worker is killed
   with SIGKILL in the middle of a flush, and beat (the only ticker) is
-  killed too. Each user's events arrive once each, one mail per window.
+  killed too. Each user's events arrive once each, one mail per window;
+  the only repeats are those docs/timers.rst allows: a mail that left the
+  killed worker before its fire was recorded, sent again with its
+  Message-ID by the restarted one.
 - "Unless read": an item read before its deadline sends no mail, an unread
   one sends exactly one.
 """
@@ -15,6 +18,7 @@ import importlib
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -97,12 +101,18 @@ def cleanup(redis_client: redis.Redis[bytes], unique: str) -> Iterator[list[Modu
     delete_keys(redis_client, unique)
 
 
-def _ids_by_user(smtp_server: SmtpServer) -> dict[str, list[list[str]]]:
-    """Each user's mails, as the event ids each one lists."""
+def _ids_by_user(smtp_server: SmtpServer, once: bool = False) -> dict[str, list[list[str]]]:
+    """Each user's mails, as the event ids each one lists; ``once``: a
+    Message-ID's first mail only."""
     found: dict[str, list[list[str]]] = {}
     with smtp_server.lock:
         received = list(smtp_server.received)
+    seen: set[str] = set()
     for mail in received:
+        message_id = str(mail.message["Message-ID"])
+        if once and message_id in seen:
+            continue
+        seen.add(message_id)
         (rcpt,) = mail.rcpt_tos
         body = mail.message.get_body(("plain",))
         assert body is not None
@@ -114,9 +124,33 @@ def _listed(smtp_server: SmtpServer) -> set[str]:
     return {event_id for mails in _ids_by_user(smtp_server).values() for mail in mails for event_id in mail}
 
 
-def _message_ids(smtp_server: SmtpServer) -> list[str]:
+def _repeats_of_the_kill(smtp_server: SmtpServer, earliest: float, killed_at: float, split: float) -> int:
+    """Check that every mail sent twice is the duplicate docs/timers.rst
+    allows, and return how many there are: a fire of the killed worker sent
+    it and was killed before its claim was recorded, so the restarted worker
+    sent it again, the same window (the same events) under the same
+    Message-ID. So its first copy arrived between ``earliest`` and ``split``
+    (just after the kill: the server may read the dead worker's last mail a
+    moment after it), the second one after ``split``, and there is no third."""
     with smtp_server.lock:
-        return [str(mail.message["Message-ID"]) for mail in smtp_server.received]
+        received = sorted(smtp_server.received, key=lambda mail: mail.at)
+    first: dict[str, tuple[float, list[str], list[str]]] = {}
+    repeated: set[str] = set()
+    for mail in received:
+        message_id = str(mail.message["Message-ID"])
+        body = mail.message.get_body(("plain",))
+        assert body is not None
+        content = (mail.at, mail.rcpt_tos, body.get_content().split())
+        if message_id not in first:
+            first[message_id] = content
+            continue
+        at, rcpt_tos, ids = first[message_id]
+        context = f"{message_id} to {rcpt_tos}: at {at - killed_at:+.3f} s and {mail.at - killed_at:+.3f} s of the kill"
+        assert message_id not in repeated, f"a third copy of {context}"
+        assert (mail.rcpt_tos, content[2]) == (rcpt_tos, ids), f"another mail under {context}"
+        assert earliest <= at <= split < mail.at, f"a repeat not due to the kill: {context}"
+        repeated.add(message_id)
+    return len(repeated)
 
 
 @pytest.mark.reliability
@@ -152,6 +186,7 @@ def test_digests_survive_a_killed_worker_and_a_killed_beat(
         pid = int(wait_for(lambda: hang.exists() and hang.read_text(), timeout=120))
         assert worker.proc is not None and os.getpgid(pid) == worker.proc.pid  # a process of the worker
         worker.kill()
+        killed_at = time.time()
         worker.start()
         wait_for(lambda: len(smtp_server.received) >= 1, timeout=60)
         beat.kill()  # mid-run: no tick until it is back
@@ -162,17 +197,43 @@ def test_digests_survive_a_killed_worker_and_a_killed_beat(
     finally:
         beat.stop()
         worker.stop()
-    mails = _ids_by_user(smtp_server)
+    # A fire of the killed worker that mailed and was killed before it
+    # recorded its claim is fired again, and mails again under the same
+    # Message-ID (docs/timers.rst, "Failure cases"). The kill lands while the
+    # pool's other fires mail (each process fires up to
+    # NOTIFICATIONS_TIMER_CONCURRENCY at once), and on SQLite a record waits
+    # for the database's lock (20-30 ms typically, 200 ms often, 2 s at
+    # worst at load 10): CI saw such a repeat in about 1 run in 8, and a kill
+    # 0.3 s after the hang makes one in half the runs. A fire in flight at the
+    # kill mailed at most a lease and a ledger call's timeouts before it: a
+    # record that failed for longer than that gave up (a defect this still
+    # fails on).
+    config = module.app.config
+    in_flight = 2 * int(config["NOTIFICATIONS_TIMER_CONCURRENCY"])
+    window = sum(
+        float(config[key])
+        for key in (
+            "NOTIFICATIONS_TIMER_CLAIM_LEASE",
+            "NOTIFICATIONS_INBOX_STATEMENT_TIMEOUT",
+            "NOTIFICATIONS_INBOX_POOL_TIMEOUT",
+        )
+    )
+    # The claim of a fire killed in flight had two thirds of
+    # NOTIFICATIONS_CLAIM_TIMEOUT left at least (it is extended every third),
+    # so its repeat comes later than a third after the kill.
+    split = killed_at + float(config["NOTIFICATIONS_CLAIM_TIMEOUT"]) / 3
+    repeats = _repeats_of_the_kill(smtp_server, killed_at - window, killed_at, split)
+    assert repeats <= in_flight
+    mails = _ids_by_user(smtp_server, once=True)  # a repeat checked above lists its events once
     for user, ids in sent.items():
         listed = [event_id for mail in mails[user] for event_id in mail]
         assert sorted(listed) == sorted(ids), user  # every event once
-    message_ids = _message_ids(smtp_server)
-    assert len(message_ids) == len(set(message_ids))  # no window mailed twice
     report(
         "digest kill -9 worker and beat",
         events=len(events),
         users=users,
-        mails=len(message_ids),
+        mails=len(smtp_server.received),
+        repeats_of_the_kill=repeats,
         windows_per_user=max(len(found) for found in mails.values()),
     )
 
