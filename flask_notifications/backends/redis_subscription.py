@@ -351,7 +351,8 @@ class RedisSubscription(Subscription):
             checked = {channel: positions[channel] for channel in self._pending if channel in positions}
             self._pending.clear()
             swept: dict[str, str] = {}
-            while due and owed >= 1:
+            # positions: a remove() may have taken the last channel since _read counted them.
+            while due and owed >= 1 and positions:
                 if not self._sweep:
                     self._sweep = list(positions)
                 channel = self._sweep.pop()

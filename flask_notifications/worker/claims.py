@@ -58,12 +58,17 @@ def idempotency_ttl(app: Flask, celery: Celery) -> float:
 
 
 @contextmanager
-def held(ledger: Ledger, key: str, token: str, timeout: float, needed: bool = True) -> Iterator[None]:
+def held(
+    ledger: Ledger, key: str, token: str, timeout: float, needed: bool = True, recording: bool = False
+) -> Iterator[None]:
     """Keep ``token``'s claim on ``key`` alive while the block runs, extending
     it every third of ``timeout``, so that work slower than the timeout is
     not taken over by another owner.
 
     :param needed: ``False`` runs the block without touching any claim.
+    :param recording: the block records the claim done; a claim that can no
+        longer be extended may be done already (a record whose reply was
+        lost), so that is not worth a warning.
     """
     if not needed:
         yield
@@ -77,7 +82,11 @@ def held(ledger: Ledger, key: str, token: str, timeout: float, needed: bool = Tr
                     # Not lost if the work ended meanwhile: its owner may
                     # have recorded it done, which no token extends.
                     if not stop.is_set():
-                        logger.warning("The claim %s was lost while its work ran.", key)
+                        logger.log(
+                            logging.DEBUG if recording else logging.WARNING,
+                            "The claim %s was lost while its work ran.",
+                            key,
+                        )
                     return
             except BackendError as exc:
                 logger.warning("Could not extend the claim %s (%s); trying again.", key, exc)
@@ -113,7 +122,7 @@ def complete_held(app: Flask, ledger: Ledger, key: str, token: str, ttl: float, 
         failed = exc
     deadline = time.monotonic() + within
     attempt = 0
-    with held(ledger, key, token, float(config["NOTIFICATIONS_CLAIM_TIMEOUT"])):
+    with held(ledger, key, token, float(config["NOTIFICATIONS_CLAIM_TIMEOUT"]), recording=True):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

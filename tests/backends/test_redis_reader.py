@@ -6,6 +6,7 @@ it missed) by checking the hubs in turn, or all of them."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -120,6 +121,25 @@ def test_entries_no_ring_announced_arrive_through_the_check_in_turn(
         # A publisher that does not ring: an older version, or a plain XADD.
         entry = redis_client.xadd(backend.stream_key("b"), {"d": "silent"}).decode()
         assert collect(sub, 1) == [Message("b", entry, "silent")]
+    finally:
+        sub.close()
+
+
+@pytest.mark.redis
+def test_a_check_in_turn_due_after_the_last_channel_went_reads_nothing(backend: RedisPubSub) -> None:
+    # A remove() in another thread between get()'s count of the channels it
+    # follows and its choice of what to read: the checks in turn are due,
+    # and no channel is left. (Called directly: the threads' interleaving
+    # cannot be forced from outside; a loop of add/remove beside get() hit
+    # an IndexError here in 1 run of 2 before the fix.)
+    backend.lineage_interval = 0.01
+    sub = backend.subscribe()
+    try:
+        sub.add("a")
+        assert sub.get(0.05) == []
+        sub.remove("a")
+        time.sleep(0.05)
+        assert sub._to_check(1) == {}  # type: ignore[attr-defined]
     finally:
         sub.close()
 
