@@ -302,9 +302,9 @@ class Event(dict[str, Any]):
                 missing[0],
             )
         defaults: dict[str, Any] = {
-            "event_id": str(uuid.uuid4()),
+            "event_id": None,
             "body": "",
-            "timestamp": datetime.now(UTC),
+            "timestamp": None,
             "sender": "",
             "recipients": [],
             "tags": [],
@@ -312,6 +312,11 @@ class Event(dict[str, Any]):
         }
         # The given order stays, so that a round trip gives the same JSON.
         values.update((field, value) for field, value in defaults.items() if field not in values)
+        # Made only when missing: a stream parses every event it reads.
+        if values["event_id"] is None and "event_id" not in data:
+            values["event_id"] = str(uuid.uuid4())
+        if values["timestamp"] is None and "timestamp" not in data:
+            values["timestamp"] = datetime.now(UTC)
         for field in _DATE_FIELDS:
             value = values[field]
             if isinstance(value, str):
