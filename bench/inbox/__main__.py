@@ -397,9 +397,9 @@ def render(r: dict[str, Any]) -> str:
         "Each event is two Celery tasks (the dispatch and the consumer), each with its Redis round "
         "trips, so with one recipient per event rows per second are tasks per second. An event's "
         "rows are stored in one statement per 5,000 recipients (the event travels once, the "
-        "recipients as an array), their badge versions bumped in one statement, their unread counts "
-        "read in one, and their badges published in one pipeline, so the rate grows with the "
-        "recipients per event.",
+        "recipients as an array), their badge versions bumped in one statement of the same "
+        "transaction, their unread counts read in one once it committed, and their badges published "
+        "in one pipeline, so the rate grows with the recipients per event.",
         "",
         "The bench application raises ``NOTIFICATIONS_MAX_EVENT_SIZE`` to 1 MiB (the event to 10,000 users is "
         "about 120 KB) and ``NOTIFICATIONS_HISTORY_SIZE`` to 20,000: with the default 1,000, the reader received "
