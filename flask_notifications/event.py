@@ -313,9 +313,9 @@ class Event(dict[str, Any]):
         # The given order stays, so that a round trip gives the same JSON.
         values.update((field, value) for field, value in defaults.items() if field not in values)
         # Made only when missing: a stream parses every event it reads.
-        if values["event_id"] is None and "event_id" not in data:
+        if "event_id" not in data:
             values["event_id"] = str(uuid.uuid4())
-        if values["timestamp"] is None and "timestamp" not in data:
+        if "timestamp" not in data:
             values["timestamp"] = datetime.now(UTC)
         for field in _DATE_FIELDS:
             value = values[field]

@@ -126,11 +126,12 @@ class RedisSubscription(Subscription):
         self._pending: set[str] = set()
         # Whether the next read checks every channel (after a failure).
         self._check_all = False
-        # The lineage sweep: the channels left to check in this round, and
-        # the checks owed (a fraction carried from read to read).
+        # The lineage sweep: the channels left to check in this round, the
+        # checks owed (a fraction carried from sweep to sweep), and when it
+        # last went out.
         self._sweep: list[str] = []
         self._sweep_owed = 0.0
-        self._sweep_at = self._swept_at = time.monotonic()
+        self._swept_at = time.monotonic()
         self._lineage: Any = None
         self._own_pool: Any = None
         # The id of the last ring read (None until the first add).
@@ -338,13 +339,13 @@ class RedisSubscription(Subscription):
             return self._all_positions()
         now = time.monotonic()
         interval = self._backend.lineage_interval
-        owed = self._sweep_owed + following * (now - self._sweep_at) / interval
-        self._sweep_at = now
         # The checks owed go out together, at most once a tenth of the
         # interval (a second by default): one script call a second, however
         # many reads the events make.
         due = now - self._swept_at >= min(SWEEP_PERIOD, interval / 10)
+        owed = self._sweep_owed
         if due:
+            owed += following * (now - self._swept_at) / interval
             self._swept_at = now
         positions = self._positions
         with self._lock:
