@@ -208,7 +208,23 @@ class SentinelGroup:
                 self.sentinels.append(
                     subprocess.Popen([binary, str(conf), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
                 )
-        wait_for(lambda: all(self._sentinel_sees_replica(port) for port in self.sentinel_ports), timeout=60)
+        try:
+            wait_for(lambda: all(self._sentinel_sees_replica(port) for port in self.sentinel_ports), timeout=60)
+        except AssertionError as exc:
+            # Once seen in a clean-clone CI run (ci9 of session 8), undiagnosed:
+            # say what each sentinel did, so that the next one can be.
+            raise AssertionError(f"{exc}\n{self._sentinels_state()}") from None
+
+    def _sentinels_state(self) -> str:
+        lines = []
+        for index, (port, proc) in enumerate(zip(self.sentinel_ports, self.sentinels, strict=True)):
+            log = self.dir / f"sentinel-{index}.log"
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            lines.append(
+                f"sentinel {index} on {port}: exit code {proc.poll()}, sees replica "
+                f"{self._sentinel_sees_replica(port)}; log:\n{tail}"
+            )
+        return "\n".join(lines)
 
     def _sentinel_sees_replica(self, port: int) -> bool:
         client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=1)
